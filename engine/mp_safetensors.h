@@ -1,0 +1,44 @@
+/* safetensors files (https://github.com/huggingface/safetensors format): 8-byte little-endian
+ * header length, a JSON header {name: {dtype, shape, data_offsets}}, then the data. The writer
+ * sorts tensors by name, writes no volatile metadata, and writes to a temporary name, fsyncs and
+ * renames, so two runs with the same numbers give the same bytes. The reader is strict: every
+ * malformed header, overlap, gap or out-of-range offset is an error, never a read past the end. */
+#ifndef MP_SAFETENSORS_H
+#define MP_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mp_err.h"
+
+#define MP_ST_MAX_HEADER (100u * 1000u * 1000u)
+#define MP_ST_MAX_DIMS 4
+
+struct mp_st_tensor {
+    char name[96];
+    int ndim;
+    int64_t shape[MP_ST_MAX_DIMS];
+    const float *data;   /* writer: caller's data; reader: points into the file buffer */
+    size_t numel;
+};
+
+struct mp_st_file {
+    struct mp_st_tensor *t;  /* sorted by name */
+    size_t n;
+    uint8_t *buf;            /* the whole file (reader) */
+    size_t len;
+};
+
+/* Writes F32 tensors (any order given; written sorted by name). MP_ERR_IO on failure, with the
+ * target left as it was. */
+int mp_st_write(const char *path, const struct mp_st_tensor *t, size_t n, struct mp_err *err);
+/* Reads a file of F32 tensors. MP_ERR_INPUT "FILE: byte N: ..." for malformed content, MP_ERR_IO
+ * for unreadable files. */
+int mp_st_read(struct mp_st_file *f, const char *path, struct mp_err *err);
+/* The same from a buffer the function takes ownership of (freed by mp_st_free). */
+int mp_st_parse(struct mp_st_file *f, const char *name, uint8_t *buf, size_t len,
+                struct mp_err *err);
+const struct mp_st_tensor *mp_st_find(const struct mp_st_file *f, const char *name);
+void mp_st_free(struct mp_st_file *f);
+
+#endif

@@ -1,0 +1,28 @@
+/* The only door to BLIS. Row-major C = alpha * op(A) * op(B) + beta * C with explicit leading
+ * dimensions. Which BLIS call path runs is a fixed function of the shape (DESIGN.md §6: never
+ * decided by timing at run time), chosen from `mpipe bench gemm` measurements. */
+#ifndef MP_GEMM_H
+#define MP_GEMM_H
+
+#include <stddef.h>
+
+enum mp_gemm_path {
+    MP_GEMM_CBLAS,  /* cblas_sgemm: BLIS's default, takes the small/unpacked "sup" kernels */
+    MP_GEMM_NATIVE, /* bli_sgemm_ex with sup disabled: packed, large-kernel path */
+    MP_GEMM_PATH_COUNT
+};
+
+const char *mp_gemm_path_name(enum mp_gemm_path p);
+/* The path mp_gemm uses for this shape (m rows of C, n columns, inner k). */
+enum mp_gemm_path mp_gemm_path_for(size_t m, size_t n, size_t k);
+
+void mp_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha, const float *a,
+             size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc);
+/* The same through a named path (benchmarks and tests). */
+void mp_gemm_path(enum mp_gemm_path path, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                  float alpha, const float *a, size_t lda, const float *b, size_t ldb, float beta,
+                  float *c, size_t ldc);
+/* BLIS's active sub-configuration name (e.g. "skx", "zen3"): ranks compare it at start-up. */
+const char *mp_gemm_arch(void);
+
+#endif
