@@ -1,0 +1,439 @@
+/* Runs one rank's action list for a training step (see mp_exec.h). It decides nothing about order:
+ * the schedule did. It owns the mechanics: which buffer each action reads and writes, pre-posting
+ * receives, handing buffers between chunks of the same rank, and recycling slabs whose sends are
+ * done. Exactness rests on the kernels seeing the same inputs in the same micro-batch order as on
+ * one rank; nothing here adds floating-point operations of its own. */
+#include "mp_exec.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RECV_WINDOW 4
+
+enum { DIR_ACT = 0, DIR_GRAD = 1 };
+
+static int msg_tag(const struct mp_stage *st, int mb, int v_src, int dir)
+{
+    return ((mb * st->S) + v_src) * 2 + dir;
+}
+
+static float *act_buf(const struct mp_chunk *c, const struct mp_slab *s, int k)
+{
+    return s->mem + c->act_off[k];
+}
+
+static float *grad_buf(const struct mp_chunk *c, const struct mp_slab *s, int k)
+{
+    return s->mem + c->grad_off[k];
+}
+
+static int32_t *labels_buf(const struct mp_chunk *c, const struct mp_slab *s)
+{
+    return (int32_t *)(s->mem + c->labels_off);
+}
+
+static size_t in_len(const struct mp_stage *st, const struct mp_chunk *c)
+{
+    return mp_layer_in_len(&st->model->layers[c->first]);
+}
+
+static size_t out_len(const struct mp_stage *st, const struct mp_chunk *c)
+{
+    return mp_layer_out_len(&st->model->layers[c->last]);
+}
+
+int mp_exec_init(struct mp_exec *e, struct mp_stage *st, const struct mp_sched *s,
+                 struct mp_xport *x, struct mp_err *err)
+{
+    memset(e, 0, sizeof *e);
+    e->st = st;
+    e->sched = s;
+    e->x = x;
+    e->acts = s->acts[st->rank];
+    e->n_acts = s->n_acts[st->rank];
+    e->recv_at = malloc((e->n_acts + 1) * sizeof *e->recv_at);
+    e->recv_req = malloc((e->n_acts + 1) * sizeof *e->recv_req);
+    int max_pending = st->V * st->M + 1;
+    e->pending = malloc((size_t)max_pending * sizeof *e->pending);
+    e->pending_chunk = malloc((size_t)max_pending * sizeof *e->pending_chunk);
+    if (!e->recv_at || !e->recv_req || !e->pending || !e->pending_chunk)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    for (size_t i = 0; i < e->n_acts; i++) {
+        e->recv_req[i] = -1;
+        enum mp_act_kind k = e->acts[i].kind;
+        if (k == MP_ACT_RECV_ACT || k == MP_ACT_RECV_GRAD)
+            e->recv_at[e->n_recv++] = i;
+    }
+    return 0;
+}
+
+void mp_exec_free(struct mp_exec *e)
+{
+    free(e->recv_at);
+    free(e->recv_req);
+    free(e->pending);
+    free(e->pending_chunk);
+    memset(e, 0, sizeof *e);
+}
+
+static void describe(const struct mp_exec *e, size_t i, char *buf, size_t len)
+{
+    const struct mp_action *a = &e->acts[i];
+    const struct mp_stage *st = e->st;
+    int v = mp_vstage_of(st->rank, a->chunk, st->P);
+    int is_act = a->kind == MP_ACT_RECV_ACT || a->kind == MP_ACT_SEND_ACT;
+    int peer = mp_vstage_rank(is_act ? v - 1 : v + 1, st->P);
+    snprintf(buf, len, "%s of micro-batch %d %s rank %d (%s action %zu: %s chunk %d)",
+             is_act ? "activation" : "gradient", a->mb,
+             a->kind == MP_ACT_RECV_ACT || a->kind == MP_ACT_RECV_GRAD ? "from" : "to", peer,
+             mp_sched_name(e->sched->kind), i, mp_act_name(a->kind), a->chunk);
+}
+
+/* Posts the receive of action i straight into its slab. Returns 1 if posted, 0 if it cannot be yet
+ * (a gradient for a micro-batch whose forward has not run), -1 on error. */
+static int post_recv(struct mp_exec *e, size_t i, struct mp_err *err)
+{
+    struct mp_stage *st = e->st;
+    const struct mp_action *a = &e->acts[i];
+    struct mp_chunk *c = &st->chunk[a->chunk];
+    struct mp_slab *s;
+    void *buf;
+    size_t bytes;
+    int peer, tag;
+    if (a->kind == MP_ACT_RECV_ACT) {
+        if (!(s = mp_stage_slab_get(st, a->chunk, a->mb, err)))
+            return -1;
+        buf = act_buf(c, s, 0);
+        bytes = st->mbs * in_len(st, c) * sizeof(float);
+        peer = mp_vstage_rank(c->v - 1, st->P);
+        tag = msg_tag(st, a->mb, c->v - 1, DIR_ACT);
+    } else {
+        s = mp_stage_slab_find(st, a->chunk, a->mb);
+        if (!s || !s->f_done)
+            return 0;
+        buf = grad_buf(c, s, c->n);
+        bytes = st->mbs * out_len(st, c) * sizeof(float);
+        peer = mp_vstage_rank(c->v + 1, st->P);
+        tag = msg_tag(st, a->mb, c->v + 1, DIR_GRAD);
+    }
+    if (mp_xport_irecv(e->x, buf, bytes, peer, tag, &e->recv_req[i], err))
+        return -1;
+    e->outstanding++;
+    return 1;
+}
+
+static int post_ahead(struct mp_exec *e, struct mp_err *err)
+{
+    while (e->next_post < e->n_recv && e->outstanding < RECV_WINDOW) {
+        int rc = post_recv(e, e->recv_at[e->next_post], err);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            break;
+        e->next_post++;
+    }
+    return 0;
+}
+
+static int do_recv(struct mp_exec *e, size_t i, struct mp_err *err)
+{
+    while (e->recv_req[i] < 0) { /* not posted yet: post everything up to it now */
+        if (e->next_post >= e->n_recv)
+            return MP_FAIL(err, INTERNAL, "rank %d: receive %zu not in the receive list",
+                           e->st->rank, i);
+        int rc = post_recv(e, e->recv_at[e->next_post], err);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            return MP_FAIL(err, INTERNAL, "rank %d action %zu: gradient before forward",
+                           e->st->rank, i);
+        e->next_post++;
+    }
+    char what[256];
+    describe(e, i, what, sizeof what);
+    if (mp_xport_wait(e->x, &e->recv_req[i], what, err))
+        return -1;
+    e->outstanding--;
+    return 0;
+}
+
+static void make_ctx(const struct mp_exec *e, const struct mp_exec_io *io, int mb,
+                     const int32_t *labels, int training, struct mp_ctx *ctx)
+{
+    memset(ctx, 0, sizeof *ctx);
+    ctx->labels = labels;
+    ctx->training = training;
+    ctx->seed = io ? io->seed : 0;
+    ctx->step = io ? io->step : 0;
+    ctx->micro_batch = (uint64_t)mb;
+    ctx->global_batch = io ? io->global_batch : 1;
+    ctx->scratch = e->st->scratch;
+    ctx->scratch_len = e->st->scratch_len;
+}
+
+/* Forward of all layers of chunk c on `batch` samples held in slab s. */
+static void chunk_forward(struct mp_exec *e, int ci, struct mp_slab *s, struct mp_ctx *ctx,
+                          size_t batch)
+{
+    struct mp_stage *st = e->st;
+    struct mp_chunk *c = &st->chunk[ci];
+    for (int k = 0; k < c->n; k++) {
+        const struct mp_layer *l = &st->model->layers[c->first + k];
+        l->ops->forward(l, ctx, st->param + st->layer_off[l->index], act_buf(c, s, k),
+                        act_buf(c, s, k + 1), s->mem + c->saved_off[k], batch);
+        mp_xport_progress(e->x);
+    }
+}
+
+static int do_forward(struct mp_exec *e, const struct mp_action *a, struct mp_exec_io *io,
+                      struct mp_err *err)
+{
+    struct mp_stage *st = e->st;
+    struct mp_chunk *c = &st->chunk[a->chunk];
+    struct mp_slab *s = mp_stage_slab_get(st, a->chunk, a->mb, err);
+    if (!s)
+        return -1;
+    const uint32_t *idx = io->idx + (size_t)a->mb * st->mbs;
+    if (c->v == 0)
+        mp_data_gather(io->ds, idx, st->mbs, act_buf(c, s, 0), labels_buf(c, s));
+    else if (c->v == st->S - 1)
+        for (size_t i = 0; i < st->mbs; i++)
+            labels_buf(c, s)[i] = io->ds->y[idx[i]];
+    struct mp_ctx ctx;
+    make_ctx(e, io, a->mb, labels_buf(c, s), 1, &ctx);
+    ctx.loss_sum = &io->loss_sum;
+    ctx.n_correct = &io->n_correct;
+    chunk_forward(e, a->chunk, s, &ctx, st->mbs);
+    s->f_done = 1;
+    if (st->P == 1 && c->v < st->S - 1) { /* hand the output to the next chunk of this rank */
+        struct mp_chunk *next = &st->chunk[a->chunk + 1];
+        struct mp_slab *ns = mp_stage_slab_get(st, a->chunk + 1, a->mb, err);
+        if (!ns)
+            return -1;
+        memcpy(act_buf(next, ns, 0), act_buf(c, s, c->n), st->mbs * out_len(st, c) * sizeof(float));
+    }
+    return 0;
+}
+
+static int do_backward_input(struct mp_exec *e, const struct mp_action *a, struct mp_exec_io *io,
+                             struct mp_err *err)
+{
+    struct mp_stage *st = e->st;
+    struct mp_chunk *c = &st->chunk[a->chunk];
+    struct mp_slab *s = mp_stage_slab_find(st, a->chunk, a->mb);
+    if (!s || !s->f_done)
+        return MP_FAIL(err, INTERNAL, "rank %d: B of micro-batch %d before its F", st->rank, a->mb);
+    struct mp_ctx ctx;
+    make_ctx(e, io, a->mb, labels_buf(c, s), 1, &ctx);
+    for (int k = c->n - 1; k >= 0; k--) {
+        const struct mp_layer *l = &st->model->layers[c->first + k];
+        if (l->index == 1)
+            break; /* nobody needs the gradient w.r.t. the data */
+        const float *dy = l->is_loss ? NULL : grad_buf(c, s, k + 1);
+        l->ops->backward_input(l, &ctx, st->param + st->layer_off[l->index], act_buf(c, s, k),
+                               act_buf(c, s, k + 1), s->mem + c->saved_off[k], dy,
+                               grad_buf(c, s, k), st->mbs);
+        mp_xport_progress(e->x);
+    }
+    s->b_done = 1;
+    if (st->P == 1 && c->v > 0) { /* hand the input gradient to the previous chunk */
+        struct mp_chunk *prev = &st->chunk[a->chunk - 1];
+        struct mp_slab *ps = mp_stage_slab_find(st, a->chunk - 1, a->mb);
+        if (!ps)
+            return MP_FAIL(err, INTERNAL, "rank %d: no slab for chunk %d", st->rank, a->chunk - 1);
+        memcpy(grad_buf(prev, ps, prev->n), grad_buf(c, s, 0),
+               st->mbs * in_len(st, c) * sizeof(float));
+    }
+    return 0;
+}
+
+static int release_or_defer(struct mp_exec *e, int chunk, struct mp_slab *s, struct mp_err *err)
+{
+    for (int d = 0; d < 2; d++) {
+        int done = 1;
+        if (mp_xport_test(e->x, &s->send_req[d], &done, err))
+            return -1;
+        if (!done) {
+            e->pending[e->n_pending] = s;
+            e->pending_chunk[e->n_pending++] = chunk;
+            return 0;
+        }
+    }
+    mp_stage_slab_release(e->st, chunk, s);
+    return 0;
+}
+
+static int maybe_release(struct mp_exec *e, int chunk, struct mp_slab *s, struct mp_err *err)
+{
+    const struct mp_stage *st = e->st;
+    int v = st->chunk[chunk].v;
+    int needs_grad_send = v > 0 && st->P > 1;
+    if (!s->w_done || (needs_grad_send && !s->grad_sent))
+        return 0;
+    return release_or_defer(e, chunk, s, err);
+}
+
+static int do_backward_weight(struct mp_exec *e, const struct mp_action *a, struct mp_exec_io *io,
+                              struct mp_err *err)
+{
+    struct mp_stage *st = e->st;
+    struct mp_chunk *c = &st->chunk[a->chunk];
+    struct mp_slab *s = mp_stage_slab_find(st, a->chunk, a->mb);
+    if (!s || !s->b_done)
+        return MP_FAIL(err, INTERNAL, "rank %d: W of micro-batch %d before its B", st->rank, a->mb);
+    struct mp_ctx ctx;
+    make_ctx(e, io, a->mb, labels_buf(c, s), 1, &ctx);
+    for (int k = 0; k < c->n; k++) {
+        const struct mp_layer *l = &st->model->layers[c->first + k];
+        if (!l->ops->backward_weight)
+            continue;
+        l->ops->backward_weight(l, &ctx, act_buf(c, s, k), act_buf(c, s, k + 1),
+                                s->mem + c->saved_off[k], grad_buf(c, s, k + 1),
+                                st->grad + st->layer_off[l->index], st->mbs);
+        mp_xport_progress(e->x);
+    }
+    s->w_done = 1;
+    return maybe_release(e, a->chunk, s, err);
+}
+
+static int do_send(struct mp_exec *e, const struct mp_action *a, struct mp_err *err)
+{
+    struct mp_stage *st = e->st;
+    struct mp_chunk *c = &st->chunk[a->chunk];
+    struct mp_slab *s = mp_stage_slab_find(st, a->chunk, a->mb);
+    if (!s)
+        return MP_FAIL(err, INTERNAL, "rank %d: send of micro-batch %d without data", st->rank,
+                       a->mb);
+    if (a->kind == MP_ACT_SEND_ACT)
+        return mp_xport_isend(e->x, act_buf(c, s, c->n), st->mbs * out_len(st, c) * sizeof(float),
+                              mp_vstage_rank(c->v + 1, st->P), msg_tag(st, a->mb, c->v, DIR_ACT),
+                              &s->send_req[0], err);
+    if (mp_xport_isend(e->x, grad_buf(c, s, 0), st->mbs * in_len(st, c) * sizeof(float),
+                       mp_vstage_rank(c->v - 1, st->P), msg_tag(st, a->mb, c->v, DIR_GRAD),
+                       &s->send_req[1], err))
+        return -1;
+    s->grad_sent = 1;
+    return maybe_release(e, a->chunk, s, err);
+}
+
+static int drain_pending(struct mp_exec *e, int block, struct mp_err *err)
+{
+    int kept = 0;
+    for (int i = 0; i < e->n_pending; i++) {
+        struct mp_slab *s = e->pending[i];
+        int all = 1;
+        for (int d = 0; d < 2; d++) {
+            int done = 1;
+            if (block) {
+                if (mp_xport_wait(e->x, &s->send_req[d], "completion of a send", err))
+                    return -1;
+            } else if (mp_xport_test(e->x, &s->send_req[d], &done, err)) {
+                return -1;
+            }
+            all &= done;
+        }
+        if (all) {
+            mp_stage_slab_release(e->st, e->pending_chunk[i], s);
+        } else {
+            e->pending[kept] = s;
+            e->pending_chunk[kept++] = e->pending_chunk[i];
+        }
+    }
+    e->n_pending = kept;
+    return 0;
+}
+
+static int run_action(struct mp_exec *e, size_t i, struct mp_exec_io *io, struct mp_err *err)
+{
+    const struct mp_action *a = &e->acts[i];
+    switch (a->kind) {
+    case MP_ACT_F: return do_forward(e, a, io, err);
+    case MP_ACT_B: return do_backward_input(e, a, io, err);
+    case MP_ACT_W: return do_backward_weight(e, a, io, err);
+    case MP_ACT_SEND_ACT:
+    case MP_ACT_SEND_GRAD: return do_send(e, a, err);
+    case MP_ACT_RECV_ACT:
+    case MP_ACT_RECV_GRAD: return do_recv(e, i, err);
+    case MP_ACT_STEP: return 0; /* the training loop steps the optimizer after the list */
+    default: return MP_FAIL(err, INTERNAL, "unknown action %d", (int)a->kind);
+    }
+}
+
+int mp_exec_step(struct mp_exec *e, struct mp_exec_io *io, struct mp_err *err)
+{
+    e->next_post = 0;
+    e->outstanding = 0;
+    for (size_t i = 0; i < e->n_acts; i++) {
+        if (post_ahead(e, err) || (e->n_pending && drain_pending(e, 0, err)))
+            return -1;
+        const struct mp_action *a = &e->acts[i];
+        double t0 = mp_xport_now();
+        if (run_action(e, i, io, err))
+            return -1;
+        double t1 = mp_xport_now();
+        int compute = a->kind == MP_ACT_F || a->kind == MP_ACT_B || a->kind == MP_ACT_W;
+        if (compute)
+            io->busy_s += t1 - t0;
+        if (e->trace && (compute || t1 - t0 > 1e-5) && e->trace->n < 200000)
+            mp_trace_add(e->trace, e->st->rank, (int)a->kind, a->mb, a->chunk, t0 - e->t_origin,
+                         t1 - t0);
+    }
+    return drain_pending(e, 1, err);
+}
+
+/* One chunk's share of evaluating samples [first, first + batch). */
+static int eval_chunk(struct mp_exec *e, int ci, const struct mp_dataset *ds, size_t first,
+                      size_t batch, double *loss_sum, size_t *n_correct, struct mp_err *err)
+{
+    struct mp_stage *st = e->st;
+    struct mp_chunk *c = &st->chunk[ci];
+    struct mp_slab *s = mp_stage_slab_get(st, ci, 0, err);
+    if (!s)
+        return -1;
+    int tag_base = 1 << 24; /* apart from training tags */
+    if (c->v == 0) {
+        for (size_t i = 0; i < batch; i++) {
+            memcpy(act_buf(c, s, 0) + i * ds->sample_len, ds->x + (first + i) * ds->sample_len,
+                   ds->sample_len * sizeof(float));
+        }
+    } else if (st->P == 1) {
+        const struct mp_chunk *p = &st->chunk[ci - 1];
+        memcpy(act_buf(c, s, 0), act_buf(p, mp_stage_slab_find(st, ci - 1, 0), p->n),
+               batch * in_len(st, c) * sizeof(float));
+    } else if (mp_xport_recv(e->x, act_buf(c, s, 0), batch * in_len(st, c) * sizeof(float),
+                             mp_vstage_rank(c->v - 1, st->P), tag_base + c->v,
+                             "activation for evaluation", err)) {
+        return -1;
+    }
+    if (c->v == st->S - 1)
+        memcpy(labels_buf(c, s), ds->y + first, batch * sizeof(int32_t));
+    struct mp_ctx ctx;
+    make_ctx(e, NULL, 0, labels_buf(c, s), 0, &ctx);
+    ctx.loss_sum = loss_sum;
+    ctx.n_correct = n_correct;
+    chunk_forward(e, ci, s, &ctx, batch);
+    if (c->v < st->S - 1 && st->P > 1)
+        return mp_xport_send(e->x, act_buf(c, s, c->n), batch * out_len(st, c) * sizeof(float),
+                             mp_vstage_rank(c->v + 1, st->P), tag_base + c->v + 1,
+                             "evaluation activation to be received", err);
+    return 0;
+}
+
+int mp_exec_eval(struct mp_exec *e, const struct mp_dataset *ds, double *loss_sum,
+                 size_t *n_correct, struct mp_err *err)
+{
+    struct mp_stage *st = e->st;
+    int rc = 0;
+    for (size_t first = 0; first < ds->n && !rc; first += st->mbs) {
+        size_t batch = ds->n - first < st->mbs ? ds->n - first : st->mbs;
+        for (int ci = 0; ci < st->V && !rc; ci++)
+            rc = eval_chunk(e, ci, ds, first, batch, loss_sum, n_correct, err);
+    }
+    for (int ci = 0; ci < st->V; ci++) {
+        struct mp_slab *s = mp_stage_slab_find(st, ci, 0);
+        if (s)
+            mp_stage_slab_release(st, ci, s);
+    }
+    return rc;
+}

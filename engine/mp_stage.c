@@ -1,0 +1,170 @@
+/* A rank's chunks, parameter arena and activation slab pools (see mp_stage.h). Allocation happens
+ * here and only here; the executor asks for slabs and hands them back. */
+#include "mp_stage.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define ALIGN_FLOATS 16 /* 64 bytes */
+
+static size_t round_up(size_t n) { return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS; }
+
+static float *alloc_floats(size_t n)
+{
+    size_t bytes = round_up(n ? n : 1) * sizeof(float);
+    float *p = aligned_alloc(64, bytes);
+    if (p)
+        memset(p, 0, bytes);
+    return p;
+}
+
+static int chunk_layout(struct mp_chunk *c, const struct mp_model *m, size_t mbs, struct mp_err *err)
+{
+    c->act_off = calloc((size_t)c->n + 1, sizeof(size_t));
+    c->grad_off = calloc((size_t)c->n + 1, sizeof(size_t));
+    c->saved_off = calloc((size_t)c->n, sizeof(size_t));
+    if (!c->act_off || !c->grad_off || !c->saved_off)
+        return MP_FAIL(err, NOMEM, "out of memory laying out stage %d", c->v);
+    size_t off = 0;
+    for (int k = 0; k <= c->n; k++) {
+        const struct mp_layer *l = &m->layers[c->first + (k ? k - 1 : 0)];
+        size_t len = k ? mp_layer_out_len(l) : mp_layer_in_len(l);
+        c->act_off[k] = off;
+        off = round_up(off + mbs * len);
+        c->grad_off[k] = off;
+        off = round_up(off + mbs * len);
+    }
+    for (int k = 0; k < c->n; k++) {
+        c->saved_off[k] = off;
+        off = round_up(off + mbs * m->layers[c->first + k].saved_per_sample);
+    }
+    c->labels_off = off;
+    off = round_up(off + mbs);
+    c->slab_floats = off;
+    return 0;
+}
+
+static int arena_init(struct mp_stage *st, struct mp_err *err)
+{
+    const struct mp_model *m = st->model;
+    st->layer_off = malloc((size_t)m->n_layers * sizeof(size_t));
+    if (!st->layer_off)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    size_t off = 0, scratch = 0;
+    for (int i = 0; i < m->n_layers; i++)
+        st->layer_off[i] = SIZE_MAX;
+    for (int c = 0; c < st->V; c++) {
+        for (int i = st->chunk[c].first; i <= st->chunk[c].last; i++) {
+            const struct mp_layer *l = &m->layers[i];
+            st->layer_off[i] = off;
+            off = round_up(off + mp_layer_n_param(l));
+            size_t s = l->scratch_per_sample * st->mbs + l->scratch_fixed;
+            if (s > scratch)
+                scratch = s;
+        }
+    }
+    st->n_param = off;
+    st->param = alloc_floats(off);
+    st->grad = alloc_floats(off);
+    st->state = alloc_floats(off * (size_t)(st->state_slots ? st->state_slots : 1));
+    st->scratch_len = scratch;
+    st->scratch = alloc_floats(scratch);
+    if (!st->param || !st->grad || !st->state || !st->scratch)
+        return MP_FAIL(err, NOMEM, "out of memory for %zu parameters", off);
+    return 0;
+}
+
+int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *bounds, int rank,
+                  int P, int V, int M, size_t mbs, int state_slots, struct mp_err *err)
+{
+    memset(st, 0, sizeof *st);
+    st->model = m;
+    st->rank = rank;
+    st->P = P;
+    st->V = V;
+    st->S = P * V;
+    st->M = M;
+    st->mbs = mbs;
+    st->state_slots = state_slots;
+    st->chunk = calloc((size_t)V, sizeof *st->chunk);
+    if (!st->chunk)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    for (int c = 0; c < V; c++) {
+        struct mp_chunk *ch = &st->chunk[c];
+        ch->v = c * P + rank;
+        ch->first = bounds[ch->v];
+        ch->last = bounds[ch->v + 1] - 1;
+        ch->n = ch->last - ch->first + 1;
+        if (ch->n < 1)
+            return MP_FAIL(err, USAGE, "stage %d has no layers", ch->v);
+        ch->by_mb = calloc((size_t)M, sizeof *ch->by_mb);
+        ch->slabs = calloc((size_t)M, sizeof *ch->slabs);
+        if (!ch->by_mb || !ch->slabs)
+            return MP_FAIL(err, NOMEM, "out of memory");
+        if (chunk_layout(ch, m, mbs, err))
+            return -1;
+    }
+    return arena_init(st, err);
+}
+
+void mp_stage_free(struct mp_stage *st)
+{
+    for (int c = 0; st->chunk && c < st->V; c++) {
+        struct mp_chunk *ch = &st->chunk[c];
+        for (int i = 0; i < ch->n_slabs; i++)
+            free(ch->slabs[i].mem);
+        free(ch->slabs);
+        free(ch->by_mb);
+        free(ch->act_off);
+        free(ch->grad_off);
+        free(ch->saved_off);
+    }
+    free(st->chunk);
+    free(st->layer_off);
+    free(st->param);
+    free(st->grad);
+    free(st->state);
+    free(st->scratch);
+    memset(st, 0, sizeof *st);
+}
+
+struct mp_slab *mp_stage_slab_find(const struct mp_stage *st, int chunk, int mb)
+{
+    return st->chunk[chunk].by_mb[mb];
+}
+
+struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct mp_err *err)
+{
+    struct mp_chunk *ch = &st->chunk[chunk];
+    if (ch->by_mb[mb])
+        return ch->by_mb[mb];
+    struct mp_slab *s = NULL;
+    for (int i = 0; i < ch->n_slabs && !s; i++)
+        if (ch->slabs[i].mb < 0)
+            s = &ch->slabs[i];
+    if (!s) {
+        s = &ch->slabs[ch->n_slabs];
+        s->mem = alloc_floats(ch->slab_floats);
+        if (!s->mem) {
+            MP_FAIL(err, NOMEM, "out of memory for activations of stage %d", ch->v);
+            return NULL;
+        }
+        ch->n_slabs++;
+    }
+    s->mb = mb;
+    s->send_req[0] = s->send_req[1] = -1;
+    s->f_done = s->b_done = s->w_done = s->grad_sent = 0;
+    ch->by_mb[mb] = s;
+    st->act_bytes_now += ch->slab_floats * sizeof(float);
+    if (st->act_bytes_now > st->act_bytes_peak)
+        st->act_bytes_peak = st->act_bytes_now;
+    return s;
+}
+
+void mp_stage_slab_release(struct mp_stage *st, int chunk, struct mp_slab *s)
+{
+    struct mp_chunk *ch = &st->chunk[chunk];
+    ch->by_mb[s->mb] = NULL;
+    s->mb = -1;
+    st->act_bytes_now -= ch->slab_floats * sizeof(float);
+}

@@ -1,0 +1,68 @@
+/* What one rank holds: its chunks (virtual stages) of the model, one flat parameter arena for all
+ * of them (params, grads and optimizer state at matching offsets, 64-byte aligned), and per chunk a
+ * pool of activation slabs, one per micro-batch in flight. A slab holds, for one micro-batch, the
+ * chunk's input, every layer's output, the gradients w.r.t. the same buffers, what layers save for
+ * backward, and the labels. Slabs are allocated the first time they are needed and recycled, so
+ * memory follows what the schedule keeps in flight, not M, and the loop does not call malloc. */
+#ifndef MP_STAGE_H
+#define MP_STAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mp_err.h"
+#include "mp_layer.h"
+
+struct mp_slab {
+    float *mem;
+    int mb;                /* micro-batch it holds, -1 when free */
+    int send_req[2];       /* outstanding sends from it (activation, gradient) or -1 */
+    int f_done, b_done, w_done, grad_sent;
+};
+
+struct mp_chunk {
+    int v;                 /* virtual stage index */
+    int first, last;       /* global layer indexes, inclusive */
+    int n;                 /* last - first + 1 */
+    size_t *act_off;       /* n + 1 offsets: [0] input, [k] output of layer first + k - 1 */
+    size_t *grad_off;      /* n + 1 offsets of the gradients w.r.t. the same buffers */
+    size_t *saved_off;     /* n offsets */
+    size_t labels_off;     /* mbs int32 labels (last virtual stage) */
+    size_t slab_floats;
+    struct mp_slab *slabs; /* pool */
+    int n_slabs;
+    struct mp_slab **by_mb; /* M entries: the slab holding micro-batch mb, or NULL */
+};
+
+struct mp_stage {
+    const struct mp_model *model;
+    int rank, P, V, S, M;
+    size_t mbs;               /* samples per micro-batch */
+    struct mp_chunk *chunk;   /* V */
+    /* Arena. */
+    size_t n_param;
+    float *param, *grad, *state;
+    int state_slots;
+    size_t *layer_off;        /* per global layer: arena offset, or SIZE_MAX if not held here */
+    float *scratch;
+    size_t scratch_len;
+    /* Measured activation memory. */
+    size_t act_bytes_now, act_bytes_peak;
+};
+
+/* bounds[0..S] with bounds[0] = 1 and bounds[S] = n_layers: virtual stage v covers global layers
+ * [bounds[v], bounds[v + 1]). */
+int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *bounds, int rank,
+                  int P, int V, int M, size_t mbs, int state_slots, struct mp_err *err);
+void mp_stage_free(struct mp_stage *st);
+
+/* The slab holding (chunk, mb), acquiring a free one (or allocating) if none; NULL on OOM. */
+struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct mp_err *err);
+struct mp_slab *mp_stage_slab_find(const struct mp_stage *st, int chunk, int mb);
+void mp_stage_slab_release(struct mp_stage *st, int chunk, struct mp_slab *s);
+
+/* Balanced contiguous split of layers 1..n_layers-1 into S virtual stages by each layer's
+ * analytic cost (forward + backward FLOPs plus a small per-layer term), exact (DP on the max). */
+int mp_split_balanced(const struct mp_model *m, int S, size_t mbs, int *bounds, struct mp_err *err);
+
+#endif

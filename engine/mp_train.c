@@ -1,0 +1,337 @@
+/* The training loop (mp_train.h). Per step: the executor runs this rank's action list over the
+ * micro-batches, then one small allreduce carries each global layer's gradient sum of squares and
+ * the loss (each entry has exactly one non-zero contributor, so the sum is exact in any order),
+ * then clipping and the optimizer update this rank's layers. Every rank therefore sees the same
+ * loss, norm and LR, and decisions (plateau, NaN stop) are identical everywhere. */
+#include "mp_train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mp_clip.h"
+#include "mp_data.h"
+#include "mp_exec.h"
+#include "mp_gemm.h"
+#include "mp_stage.h"
+#include "mp_weights.h"
+
+struct loop {
+    const struct mp_train_cfg *cfg;
+    struct mp_xport *x;
+    int rank, S;
+    int *bounds;
+    struct mp_sched sched;
+    struct mp_data data;
+    struct mp_stage st;
+    struct mp_exec ex;
+    struct mp_trace trace;
+    struct mp_lr_cfg lr;
+    struct mp_lr_state lr_state;
+    double *reduce;       /* n_layers sums of squares, then loss_sum */
+    uint32_t *order;
+    FILE *metrics;
+    uint64_t step;
+    double train_time, busy_time, busy_wall;
+    double epoch_loss;
+    uint64_t epoch_steps;
+};
+
+static int setup_layout(struct loop *L, struct mp_err *err)
+{
+    const struct mp_train_cfg *c = L->cfg;
+    int size = mp_xport_size(L->x);
+    if (size != c->P)
+        return MP_FAIL(err, USAGE, "%d ranks but %d stages: run with mpirun -np %d (or --stages %d)",
+                       size, c->P, c->P, size);
+    if (c->batch % (size_t)c->M)
+        return MP_FAIL(err, USAGE, "--batch %zu is not divisible by --micro-batches %d", c->batch,
+                       c->M);
+    L->S = c->P * c->V;
+    L->bounds = malloc(sizeof(int) * (size_t)(L->S + 1));
+    if (!L->bounds)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    if (c->bounds)
+        memcpy(L->bounds, c->bounds, sizeof(int) * (size_t)(L->S + 1));
+    else if (mp_split_balanced(c->model, L->S, c->batch / (size_t)c->M, L->bounds, err))
+        return -1;
+    if (L->bounds[L->S] != c->model->n_layers)
+        return MP_FAIL(err, USAGE, "the stages do not cover the model's %d layers",
+                       c->model->n_layers - 1);
+    if (mp_sched_make(&L->sched, c->schedule, c->P, c->V, c->M, err))
+        return -1;
+    struct mp_sched_report rep;
+    return mp_sched_validate(&L->sched, &rep, err);
+}
+
+static int setup_state(struct loop *L, struct mp_err *err)
+{
+    const struct mp_train_cfg *c = L->cfg;
+    const struct mp_model *m = c->model;
+    size_t mbs = c->batch / (size_t)c->M;
+    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, c->M, mbs,
+                      mp_optim_state_slots(c->optim.kind), err))
+        return -1;
+    for (int i = 0; i < m->n_layers; i++)
+        if (L->st.layer_off[i] != SIZE_MAX && mp_layer_n_param(&m->layers[i]))
+            mp_layer_init_params(&m->layers[i], L->st.param + L->st.layer_off[i], c->seed);
+    if (c->init_path && mp_weights_load(&L->st, L->st.param, c->init_path, NULL, err))
+        return -1;
+    if (mp_exec_init(&L->ex, &L->st, &L->sched, L->x, err))
+        return -1;
+    L->reduce = calloc((size_t)m->n_layers + 2, sizeof(double));
+    if (!L->reduce)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    if (c->trace_path) {
+        mp_trace_init(&L->trace, c->P);
+        L->ex.trace = &L->trace;
+    }
+    if (c->metrics_path && L->rank == 0 && !(L->metrics = fopen(c->metrics_path, "w")))
+        return MP_FAIL(err, IO, "%s: cannot write metrics", c->metrics_path);
+    return 0;
+}
+
+/* Clipping and the optimizer step for this rank's layers. */
+static void update(struct loop *L, double lr, float clip_scale)
+{
+    const struct mp_model *m = L->cfg->model;
+    struct mp_stage *st = &L->st;
+    for (int i = 0; i < m->n_layers; i++) {
+        const struct mp_layer *l = &m->layers[i];
+        size_t off = st->layer_off[i];
+        if (off == SIZE_MAX || !mp_layer_n_param(l))
+            continue;
+        if (clip_scale != 1.0f)
+            mp_scale(st->grad + off, mp_layer_n_param(l), clip_scale);
+        for (int w = 0; w < 2; w++) {
+            size_t n = w ? l->n_bias : l->n_weight, o = off + (w ? l->n_weight : 0);
+            if (n)
+                mp_optim_step(&L->cfg->optim, (float)lr, L->step + 1, st->param + o, st->grad + o,
+                              st->state + o, st->n_param, n);
+        }
+    }
+}
+
+static int train_step(struct loop *L, const uint32_t *idx, struct mp_err *err)
+{
+    const struct mp_train_cfg *c = L->cfg;
+    const struct mp_model *m = c->model;
+    struct mp_stage *st = &L->st;
+    double t0 = mp_xport_now();
+    memset(st->grad, 0, st->n_param * sizeof(float));
+    struct mp_exec_io io = {.ds = &L->data.train, .idx = idx, .seed = c->seed, .step = L->step,
+                            .global_batch = c->batch};
+    if (mp_exec_step(&L->ex, &io, err))
+        return -1;
+    double t1 = mp_xport_now();
+    memset(L->reduce, 0, ((size_t)m->n_layers + 2) * sizeof(double));
+    for (int i = 0; c->clip_norm > 0 && i < m->n_layers; i++)
+        if (st->layer_off[i] != SIZE_MAX)
+            L->reduce[i] = mp_sumsq(st->grad + st->layer_off[i], mp_layer_n_param(&m->layers[i]));
+    L->reduce[m->n_layers] = io.loss_sum;
+    if (c->P > 1 && mp_xport_allreduce_sum(L->x, L->reduce, (size_t)m->n_layers + 1,
+                                           "the step's loss and gradient norms", err))
+        return -1;
+    double loss = L->reduce[m->n_layers] / (double)c->batch;
+    if (!isfinite(loss))
+        return MP_FAIL(err, NUMERIC, "step %llu: loss is %f; lower --lr or use --clip-norm",
+                       (unsigned long long)L->step + 1, loss);
+    double sumsq = mp_clip_total(L->reduce, (size_t)m->n_layers);
+    double lr = mp_lr_at(&L->lr, &L->lr_state, L->step);
+    double t2 = mp_xport_now();
+    update(L, lr, mp_clip_scale(sumsq, c->clip_norm));
+    double t3 = mp_xport_now();
+    L->step++;
+    L->epoch_loss += loss;
+    L->epoch_steps++;
+    L->train_time += t3 - t0;
+    if (L->step > 1) { /* the first step allocates slabs and warms caches */
+        L->busy_time += io.busy_s + (t3 - t2);
+        L->busy_wall += t3 - t0;
+    }
+    (void)t1;
+    if (L->metrics)
+        fprintf(L->metrics, "{\"step\":%llu,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,"
+                "\"step_s\":%.6f}\n", (unsigned long long)L->step, loss, lr,
+                c->clip_norm > 0 ? sqrt(sumsq) : -1.0, t3 - t0);
+    return 0;
+}
+
+static void progress_line(const struct loop *L, int epoch, uint64_t s, uint64_t n_steps)
+{
+    const struct mp_train_cfg *c = L->cfg;
+    double sps = L->train_time > 0 ? (double)L->step * (double)c->batch / L->train_time : 0;
+    uint64_t total = (uint64_t)c->epochs * n_steps;
+    if (c->max_steps >= 0 && (uint64_t)c->max_steps < total)
+        total = (uint64_t)c->max_steps;
+    double eta = sps > 0 ? (double)(total - L->step) * (double)c->batch / sps : 0;
+    fprintf(stderr, "\repoch %d/%d step %llu/%llu loss %.4f %.0f samples/s ETA %dm%02ds ", epoch + 1,
+            c->epochs, (unsigned long long)s, (unsigned long long)n_steps,
+            L->epoch_steps ? L->epoch_loss / (double)L->epoch_steps : 0.0, sps, (int)eta / 60,
+            (int)eta % 60);
+}
+
+static int evaluate(struct loop *L, double *acc, struct mp_err *err)
+{
+    double r[2] = {0, 0};
+    size_t correct = 0;
+    if (mp_exec_eval(&L->ex, &L->data.test, &r[0], &correct, err))
+        return -1;
+    r[1] = (double)correct;
+    if (L->cfg->P > 1 && mp_xport_allreduce_sum(L->x, r, 2, "evaluation results", err))
+        return -1;
+    *acc = L->data.test.n ? r[1] / (double)L->data.test.n : 0;
+    return 0;
+}
+
+static int run_epochs(struct loop *L, double *test_acc, double *last_loss, struct mp_err *err)
+{
+    const struct mp_train_cfg *c = L->cfg;
+    size_t n = L->data.train.n;
+    uint64_t n_steps = n / c->batch;
+    if (n_steps == 0)
+        return MP_FAIL(err, USAGE, "--batch %zu is larger than the %zu training samples", c->batch,
+                       n);
+    L->lr.total_steps = (uint64_t)c->epochs * n_steps;
+    if (c->max_steps >= 0 && (uint64_t)c->max_steps < L->lr.total_steps)
+        L->lr.total_steps = (uint64_t)c->max_steps;
+    double last_tick = 0;
+    int evaluated = 0;
+    for (int epoch = 0; epoch < c->epochs; epoch++) {
+        if (c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps)
+            break;
+        mp_data_order(L->order, n, c->seed, (uint64_t)epoch, c->shuffle);
+        L->epoch_loss = 0;
+        L->epoch_steps = 0;
+        for (uint64_t s = 0; s < n_steps; s++) {
+            if (c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps)
+                break;
+            if (train_step(L, L->order + s * c->batch, err))
+                return -1;
+            if (c->progress && L->rank == 0 && mp_xport_now() - last_tick > 0.5) {
+                last_tick = mp_xport_now();
+                progress_line(L, epoch, s + 1, n_steps);
+            }
+        }
+        double mean = L->epoch_steps ? L->epoch_loss / (double)L->epoch_steps : 0;
+        *last_loss = mean;
+        mp_lr_epoch_end(&L->lr, &L->lr_state, mean);
+        int last = epoch == c->epochs - 1 ||
+                   (c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps);
+        if (!c->quiet || last) {
+            if (evaluate(L, test_acc, err))
+                return -1;
+            evaluated = 1;
+        }
+        if (!c->quiet && L->rank == 0)
+            fprintf(stderr, "%sepoch %d/%d loss %.4f test_acc %.4f samples/s %.0f\n",
+                    c->progress ? "\r" : "", epoch + 1, c->epochs, mean, *test_acc,
+                    L->train_time > 0 ? (double)L->step * (double)c->batch / L->train_time : 0);
+    }
+    if (!evaluated && evaluate(L, test_acc, err))
+        return -1;
+    return 0;
+}
+
+/* All ranks must agree on the model, schedule and flags; BLIS kernels that differ change bits. */
+static int check_agreement(struct loop *L, struct mp_err *err)
+{
+    const struct mp_train_cfg *c = L->cfg;
+    if (c->P == 1)
+        return 0;
+    char mine[256];
+    snprintf(mine, sizeof mine, "%s %d %d %d %d %zu %llu %d %g %d %.17g", c->model->digest,
+             (int)c->schedule, c->P, c->V, c->M, c->batch, (unsigned long long)c->seed,
+             (int)c->optim.kind, (double)c->clip_norm, c->epochs, c->lr.base_lr);
+    uint64_t h[2] = {mp_hash4(0, 0, 0, 0), 0};
+    for (const char *p = mine; *p; p++)
+        h[0] = mp_hash4(h[0], (uint64_t)(unsigned char)*p, 1, 2);
+    for (const char *p = mp_gemm_arch(); *p; p++)
+        h[1] = mp_hash4(h[1], (uint64_t)(unsigned char)*p, 3, 4);
+    uint64_t *all = calloc((size_t)c->P * 2, sizeof(uint64_t));
+    if (!all)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    int rc = mp_xport_allgather(L->x, h, all, sizeof h, "start-up agreement", err);
+    for (int r = 1; !rc && r < c->P; r++) {
+        if (all[2 * r] != all[0])
+            rc = MP_FAIL(err, USAGE, "rank %d runs a different model, schedule or flags than "
+                         "rank 0: every rank must get the same command line and model file", r);
+        else if (all[2 * r + 1] != all[1] && L->rank == 0)
+            fprintf(stderr, "mpipe: warning: rank %d uses a different BLIS kernel set than rank 0 "
+                    "(%s): results may differ in the last bits\n", r, mp_gemm_arch());
+    }
+    free(all);
+    return rc;
+}
+
+static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
+{
+    const struct mp_train_cfg *c = L->cfg;
+    double m[2] = {L->busy_wall > 0 ? L->busy_time / L->busy_wall : 1.0,
+                   (double)L->st.act_bytes_peak};
+    double busy_frac = m[0];
+    if (c->P > 1) {
+        if (mp_xport_allreduce_sum(L->x, &busy_frac, 1, "the measured bubble", err) ||
+            mp_xport_allreduce_max(L->x, &m[1], 1, "the peak activation memory", err))
+            return -1;
+        busy_frac /= c->P;
+    }
+    r->bubble = busy_frac < 1 ? 1 - busy_frac : 0;
+    r->peak_act_bytes = m[1];
+    r->steps = L->step;
+    r->samples_per_s = L->train_time > 0 ? (double)L->step * (double)c->batch / L->train_time : 0;
+    if (c->save_weights &&
+        mp_weights_save(&L->st, L->st.param, L->bounds, L->x, c->save_weights, NULL, err))
+        return -1;
+    if (c->trace_path)
+        return mp_train_write_trace(&L->trace, L->x, c->trace_path, err);
+    return 0;
+}
+
+int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_train_result *r,
+                 struct mp_err *err)
+{
+    struct loop L;
+    memset(&L, 0, sizeof L);
+    memset(r, 0, sizeof *r);
+    L.cfg = cfg;
+    L.x = x;
+    L.rank = mp_xport_rank(x);
+    L.lr = cfg->lr;
+    mp_lr_state_init(&L.lr_state);
+    mp_xport_set_deadline(x, cfg->deadline_s);
+    int rc = setup_layout(&L, err);
+    if (!rc)
+        rc = check_agreement(&L, err);
+    if (!rc)
+        rc = mp_data_load(&L.data, cfg->data_src, mp_layer_in_len(&cfg->model->layers[1]),
+                          cfg->model->n_classes, cfg->seed, err);
+    if (!rc && !(L.order = malloc(L.data.train.n * sizeof *L.order)))
+        rc = MP_FAIL(err, NOMEM, "out of memory");
+    if (!rc)
+        rc = setup_state(&L, err);
+    if (!rc) {
+        L.trace.n_ranks = cfg->P;
+        L.ex.t_origin = mp_xport_now();
+        if (cfg->max_steps == 0)
+            r->test_acc = 0;
+        rc = run_epochs(&L, &r->test_acc, &r->loss, err);
+    }
+    if (!rc)
+        rc = finish(&L, r, err);
+    if (L.metrics)
+        fclose(L.metrics);
+    mp_exec_free(&L.ex);
+    mp_stage_free(&L.st);
+    mp_data_free(&L.data);
+    mp_sched_free(&L.sched);
+    mp_trace_free(&L.trace);
+    free(L.order);
+    free(L.reduce);
+    free(L.bounds);
+    if (err && rc)
+        err->rank = L.rank;
+    return rc;
+}

@@ -1,0 +1,52 @@
+/* The training loop shared by one-rank and pipelined runs: data order, micro-batches, the executor
+ * per step, global-norm clipping, the per-stage optimizer step, LR schedules, evaluation, weights
+ * in and out, progress, metrics and the measured figures of the RESULT line. */
+#ifndef MP_TRAIN_H
+#define MP_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mp_err.h"
+#include "mp_layer.h"
+#include "mp_lr.h"
+#include "mp_optim.h"
+#include "mp_sched.h"
+#include "mp_xport.h"
+
+struct mp_train_cfg {
+    const struct mp_model *model;
+    const char *data_src;        /* "fashion-mnist", "mnist-dir:DIR", "synthetic:N" */
+    int P, V;                    /* pipeline stages (ranks) and chunks per rank */
+    const int *bounds;           /* P*V + 1 stage boundaries (mp_stage.h), or NULL: balanced */
+    enum mp_sched_kind schedule;
+    int M;                       /* micro-batches per step */
+    size_t batch;                /* global batch */
+    int batch_given;             /* --batch was on the command line (a plan's batch yields) */
+    int epochs;
+    int64_t max_steps;           /* -1: no limit */
+    struct mp_optim_cfg optim;
+    struct mp_lr_cfg lr;         /* total_steps is filled in by the loop for cosine */
+    float clip_norm;             /* 0: off */
+    uint64_t seed;
+    int shuffle;
+    const char *init_path, *save_weights, *trace_path, *metrics_path;
+    double deadline_s;
+    int progress;                /* rank 0 prints a progress line on stderr */
+    int quiet;                   /* no epoch lines */
+};
+
+struct mp_train_result {
+    double samples_per_s, test_acc, loss, bubble, peak_act_bytes;
+    uint64_t steps;
+};
+
+/* Gathers every rank's recorded events on rank 0, which writes the Chrome trace. Collective. */
+struct mp_trace;
+int mp_train_write_trace(const struct mp_trace *t, struct mp_xport *x, const char *path,
+                         struct mp_err *err);
+
+int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_train_result *r,
+                 struct mp_err *err);
+
+#endif

@@ -1,0 +1,24 @@
+/* Weights in and out as safetensors (DESIGN.md §4): tensors named L{global_layer}.weight/.bias with
+ * PyTorch's shapes. Saving gathers every stage's parameters on rank 0 in layer order; loading lets
+ * every rank take its own layers from the file, so a file maps onto any partition. */
+#ifndef MP_WEIGHTS_H
+#define MP_WEIGHTS_H
+
+#include "mp_err.h"
+#include "mp_stage.h"
+#include "mp_xport.h"
+
+/* Owner rank of global layer i under bounds (S = P * V virtual stages). */
+int mp_layer_owner(const int *bounds, int S, int P, int layer);
+/* PyTorch shape of a layer's weight (which = 0) or bias (which = 1); returns ndim (0: none). */
+int mp_param_shape(const struct mp_layer *l, int which, int64_t shape[4]);
+
+/* Rank 0 writes `path` with all parameters of `arena` (param, or another buffer laid out the same,
+ * e.g. an optimizer state slot) gathered from the owners. Collective. */
+int mp_weights_save(const struct mp_stage *st, const float *arena, const int *bounds,
+                    struct mp_xport *x, const char *path, const char *suffix, struct mp_err *err);
+/* Every rank copies its layers' tensors from `path` into arena (shapes must match). */
+int mp_weights_load(struct mp_stage *st, float *arena, const char *path, const char *suffix,
+                    struct mp_err *err);
+
+#endif

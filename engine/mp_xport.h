@@ -1,0 +1,60 @@
+/* The transport: the only code that talks MPI (mp_xport_mpi.c). It duplicates MPI_COMM_WORLD,
+ * sets MPI_ERRORS_RETURN so failures become MP_ERR_MPI with MPI's own text, and gives every wait a
+ * deadline: a wait that passes it fails with MP_ERR_DEADLINE and a message naming the rank, the
+ * peer and what was awaited (the line contains "waited", DESIGN.md §4) instead of hanging. */
+#ifndef MP_XPORT_H
+#define MP_XPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mp_err.h"
+
+struct mp_xport;
+
+/* Initialises MPI (if not already) and the transport. Works without mpirun (one rank). */
+int mp_xport_init(struct mp_xport **x, int *argc, char ***argv, struct mp_err *err);
+void mp_xport_finalize(struct mp_xport *x);
+int mp_xport_rank(const struct mp_xport *x);
+int mp_xport_size(const struct mp_xport *x);
+double mp_xport_now(void);
+/* Seconds every wait may take before it fails (default 60). */
+void mp_xport_set_deadline(struct mp_xport *x, double seconds);
+double mp_xport_deadline(const struct mp_xport *x);
+/* The name of this rank's host (MPI_Get_processor_name). */
+const char *mp_xport_host(const struct mp_xport *x);
+
+/* Nonblocking point-to-point. A request handle is a small non-negative int, -1 when none. */
+int mp_xport_isend(struct mp_xport *x, const void *buf, size_t bytes, int peer, int tag, int *req,
+                   struct mp_err *err);
+int mp_xport_irecv(struct mp_xport *x, void *buf, size_t bytes, int peer, int tag, int *req,
+                   struct mp_err *err);
+/* Completes a request (no-op for -1) within the deadline; `what` describes it for the message, e.g.
+ * "activation of micro-batch 6 from rank 0 (1f1b action 12)". Sets *req to -1. */
+int mp_xport_wait(struct mp_xport *x, int *req, const char *what, struct mp_err *err);
+/* Non-blocking completion test; *done = 1 and *req = -1 when complete. */
+int mp_xport_test(struct mp_xport *x, int *req, int *done, struct mp_err *err);
+/* Lets MPI progress outstanding transfers (called between kernels to overlap communication). */
+void mp_xport_progress(struct mp_xport *x);
+
+/* Collectives over all ranks, each bounded by the deadline. */
+int mp_xport_barrier(struct mp_xport *x, const char *what, struct mp_err *err);
+int mp_xport_allreduce_sum(struct mp_xport *x, double *buf, size_t n, const char *what,
+                           struct mp_err *err);
+int mp_xport_allreduce_max(struct mp_xport *x, double *buf, size_t n, const char *what,
+                           struct mp_err *err);
+int mp_xport_bcast(struct mp_xport *x, void *buf, size_t bytes, int root, const char *what,
+                   struct mp_err *err);
+/* Every rank contributes `bytes`; all receive size*bytes in rank order. */
+int mp_xport_allgather(struct mp_xport *x, const void *mine, void *all, size_t bytes,
+                       const char *what, struct mp_err *err);
+/* Blocking send/recv of one message within the deadline (simple protocols: weights, traces). */
+int mp_xport_send(struct mp_xport *x, const void *buf, size_t bytes, int peer, int tag,
+                  const char *what, struct mp_err *err);
+int mp_xport_recv(struct mp_xport *x, void *buf, size_t bytes, int peer, int tag,
+                  const char *what, struct mp_err *err);
+
+/* Ends the whole job with `code` (after a local failure that peers cannot know about). */
+void mp_xport_abort(struct mp_xport *x, int code);
+
+#endif

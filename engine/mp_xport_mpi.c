@@ -1,0 +1,265 @@
+/* Open MPI implementation of mp_xport.h: the only file that includes <mpi.h>. Requests live in a
+ * fixed table so handles are plain ints; every wait polls MPI_Test against MPI_Wtime so no wait can
+ * outlive the deadline, and collectives are the nonblocking MPI-3 forms polled the same way. */
+#include "mp_xport.h"
+
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_REQ 4096
+
+struct mp_xport {
+    MPI_Comm comm;
+    int rank, size;
+    double deadline_s;
+    char host[MPI_MAX_PROCESSOR_NAME];
+    MPI_Request req[MAX_REQ];
+    int peer[MAX_REQ];
+    int free_list[MAX_REQ];
+    int n_free;
+    int owns_mpi;
+};
+
+static int mpi_fail(struct mp_xport *x, int rc, const char *call, int peer, int tag,
+                    struct mp_err *err)
+{
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, text, &len);
+    text[len] = 0;
+    if (err)
+        err->rank = x->rank;
+    return MP_FAIL(err, MPI, "rank %d: %s (peer %d, tag %d) failed: %s", x->rank, call, peer, tag,
+                   text);
+}
+
+int mp_xport_init(struct mp_xport **out, int *argc, char ***argv, struct mp_err *err)
+{
+    int inited = 0;
+    MPI_Initialized(&inited);
+    if (!inited && MPI_Init(argc, argv) != MPI_SUCCESS)
+        return MP_FAIL(err, MPI, "MPI_Init failed");
+    struct mp_xport *x = calloc(1, sizeof *x);
+    if (!x)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    x->owns_mpi = !inited;
+    MPI_Comm_dup(MPI_COMM_WORLD, &x->comm);
+    MPI_Comm_set_errhandler(x->comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(x->comm, &x->rank);
+    MPI_Comm_size(x->comm, &x->size);
+    int len = 0;
+    MPI_Get_processor_name(x->host, &len);
+    x->deadline_s = 60.0;
+    for (int i = 0; i < MAX_REQ; i++) {
+        x->req[i] = MPI_REQUEST_NULL;
+        x->free_list[i] = MAX_REQ - 1 - i;
+    }
+    x->n_free = MAX_REQ;
+    *out = x;
+    return 0;
+}
+
+void mp_xport_finalize(struct mp_xport *x)
+{
+    if (!x)
+        return;
+    MPI_Comm_free(&x->comm);
+    int owns = x->owns_mpi;
+    free(x);
+    if (owns)
+        MPI_Finalize();
+}
+
+int mp_xport_rank(const struct mp_xport *x) { return x->rank; }
+int mp_xport_size(const struct mp_xport *x) { return x->size; }
+double mp_xport_now(void) { return MPI_Wtime(); }
+void mp_xport_set_deadline(struct mp_xport *x, double s) { x->deadline_s = s; }
+double mp_xport_deadline(const struct mp_xport *x) { return x->deadline_s; }
+const char *mp_xport_host(const struct mp_xport *x) { return x->host; }
+
+static int take_slot(struct mp_xport *x, struct mp_err *err)
+{
+    if (x->n_free == 0)
+        return MP_FAIL(err, INTERNAL, "rank %d: more than %d outstanding requests", x->rank,
+                       MAX_REQ);
+    return x->free_list[--x->n_free];
+}
+
+static void give_slot(struct mp_xport *x, int slot)
+{
+    x->req[slot] = MPI_REQUEST_NULL;
+    x->free_list[x->n_free++] = slot;
+}
+
+int mp_xport_isend(struct mp_xport *x, const void *buf, size_t bytes, int peer, int tag, int *req,
+                   struct mp_err *err)
+{
+    int slot = take_slot(x, err);
+    if (slot < 0)
+        return -1;
+    int rc = MPI_Isend(buf, (int)bytes, MPI_BYTE, peer, tag, x->comm, &x->req[slot]);
+    if (rc != MPI_SUCCESS) {
+        give_slot(x, slot);
+        return mpi_fail(x, rc, "MPI_Isend", peer, tag, err);
+    }
+    x->peer[slot] = peer;
+    *req = slot;
+    return 0;
+}
+
+int mp_xport_irecv(struct mp_xport *x, void *buf, size_t bytes, int peer, int tag, int *req,
+                   struct mp_err *err)
+{
+    int slot = take_slot(x, err);
+    if (slot < 0)
+        return -1;
+    int rc = MPI_Irecv(buf, (int)bytes, MPI_BYTE, peer, tag, x->comm, &x->req[slot]);
+    if (rc != MPI_SUCCESS) {
+        give_slot(x, slot);
+        return mpi_fail(x, rc, "MPI_Irecv", peer, tag, err);
+    }
+    x->peer[slot] = peer;
+    *req = slot;
+    return 0;
+}
+
+/* Polls one MPI request until it completes or the deadline passes. Sleeps briefly between polls
+ * after the first millisecond, so an oversubscribed peer gets the core. */
+static int poll_request(struct mp_xport *x, MPI_Request *r, int peer, const char *what,
+                        struct mp_err *err)
+{
+    double t0 = MPI_Wtime();
+    long spins = 0;
+    for (;;) {
+        int done = 0;
+        int rc = MPI_Test(r, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(x, rc, what, peer, -1, err);
+        if (done)
+            return 0;
+        double waited = MPI_Wtime() - t0;
+        if (waited > x->deadline_s) {
+            if (err)
+                err->rank = x->rank;
+            return MP_FAIL(err, DEADLINE, "rank %d waited %.0f s for %s", x->rank, waited, what);
+        }
+        if (++spins > 2000) {
+            struct timespec ts = {0, 20000};
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+int mp_xport_wait(struct mp_xport *x, int *req, const char *what, struct mp_err *err)
+{
+    if (*req < 0)
+        return 0;
+    int slot = *req;
+    int rc = poll_request(x, &x->req[slot], x->peer[slot], what, err);
+    if (rc == 0) {
+        give_slot(x, slot);
+        *req = -1;
+    }
+    return rc;
+}
+
+int mp_xport_test(struct mp_xport *x, int *req, int *done, struct mp_err *err)
+{
+    *done = 1;
+    if (*req < 0)
+        return 0;
+    int slot = *req;
+    int rc = MPI_Test(&x->req[slot], done, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(x, rc, "MPI_Test", x->peer[slot], -1, err);
+    if (*done) {
+        give_slot(x, slot);
+        *req = -1;
+    }
+    return 0;
+}
+
+void mp_xport_progress(struct mp_xport *x)
+{
+    int flag = 0;
+    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, x->comm, &flag, MPI_STATUS_IGNORE);
+}
+
+int mp_xport_barrier(struct mp_xport *x, const char *what, struct mp_err *err)
+{
+    MPI_Request r;
+    int rc = MPI_Ibarrier(x->comm, &r);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(x, rc, "MPI_Ibarrier", -1, -1, err);
+    return poll_request(x, &r, -1, what, err);
+}
+
+static int allreduce(struct mp_xport *x, double *buf, size_t n, MPI_Op op, const char *what,
+                     struct mp_err *err)
+{
+    MPI_Request r;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, op, x->comm, &r);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(x, rc, "MPI_Iallreduce", -1, -1, err);
+    return poll_request(x, &r, -1, what, err);
+}
+
+int mp_xport_allreduce_sum(struct mp_xport *x, double *buf, size_t n, const char *what,
+                           struct mp_err *err)
+{
+    return allreduce(x, buf, n, MPI_SUM, what, err);
+}
+
+int mp_xport_allreduce_max(struct mp_xport *x, double *buf, size_t n, const char *what,
+                           struct mp_err *err)
+{
+    return allreduce(x, buf, n, MPI_MAX, what, err);
+}
+
+int mp_xport_bcast(struct mp_xport *x, void *buf, size_t bytes, int root, const char *what,
+                   struct mp_err *err)
+{
+    MPI_Request r;
+    int rc = MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, x->comm, &r);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(x, rc, "MPI_Ibcast", root, -1, err);
+    return poll_request(x, &r, root, what, err);
+}
+
+int mp_xport_allgather(struct mp_xport *x, const void *mine, void *all, size_t bytes,
+                       const char *what, struct mp_err *err)
+{
+    MPI_Request r;
+    int rc = MPI_Iallgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, x->comm, &r);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(x, rc, "MPI_Iallgather", -1, -1, err);
+    return poll_request(x, &r, -1, what, err);
+}
+
+int mp_xport_send(struct mp_xport *x, const void *buf, size_t bytes, int peer, int tag,
+                  const char *what, struct mp_err *err)
+{
+    int req = -1;
+    if (mp_xport_isend(x, buf, bytes, peer, tag, &req, err))
+        return -1;
+    return mp_xport_wait(x, &req, what, err);
+}
+
+int mp_xport_recv(struct mp_xport *x, void *buf, size_t bytes, int peer, int tag,
+                  const char *what, struct mp_err *err)
+{
+    int req = -1;
+    if (mp_xport_irecv(x, buf, bytes, peer, tag, &req, err))
+        return -1;
+    return mp_xport_wait(x, &req, what, err);
+}
+
+void mp_xport_abort(struct mp_xport *x, int code)
+{
+    fflush(stdout);
+    fflush(stderr);
+    MPI_Abort(x ? x->comm : MPI_COMM_WORLD, code);
+}

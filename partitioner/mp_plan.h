@@ -1,0 +1,73 @@
+/* A plan (DESIGN.md §5): stage boundaries, placement and the prediction, as written by `mpipe plan`
+ * and read by `mpipe train --plan` and `mpipe sim`. The partitioner fills it; the CLI hands the
+ * stage boundaries and schedule to the engine (the engine never includes this header). */
+#ifndef MP_PLAN_H
+#define MP_PLAN_H
+
+#include <stddef.h>
+
+#include "mp_err.h"
+#include "mp_sched.h"
+
+struct mp_plan_layer {
+    int index;
+    char kind[24];
+    double compute_s;      /* F + B + W seconds per micro-batch */
+    double fwd_s, bwd_input_s, bwd_weight_s;
+    size_t param_bytes, act_bytes_out;  /* act bytes per micro-batch */
+    size_t saved_bytes;    /* bytes kept from forward to backward beyond input and output */
+};
+
+struct mp_plan_stage {          /* one virtual stage (P * V of them, in pipeline order) */
+    int first_layer, last_layer; /* global layer indexes, inclusive; stage 0 starts at layer 1 */
+    int ranks[64];              /* the D ranks that run it (replicas) */
+    int n_ranks;
+    char host[256];
+    int cores[64];              /* hwloc logical core index per rank */
+    double compute_s;           /* per micro-batch, F + B + W */
+    size_t act_bytes;           /* output activation bytes per micro-batch */
+    size_t param_bytes;
+    size_t peak_mem_bytes;
+    size_t held_bytes;          /* activation bytes kept per in-flight micro-batch */
+    int held_mb;                /* micro-batches its rank holds at peak under the schedule */
+    double send_s;              /* boundary communication per micro-batch (act out + grad in) */
+};
+
+/* Where each rank runs (rank = replica * P + stage: each replica is one contiguous pipeline). */
+struct mp_plan_rank {
+    int stage, replica;
+    char host[256];
+    int socket, core, pu;       /* hwloc logical indexes */
+    char slot[32];              /* the rankfile slot, "S:C" (C within socket S) or "C" */
+};
+
+struct mp_plan {
+    char model[512];
+    char digest[17];
+    enum mp_sched_kind schedule;
+    int P, D, V, M;
+    size_t batch;
+    struct mp_plan_layer *layers;
+    int n_layers;
+    struct mp_plan_stage *stages;  /* P * V entries */
+    int n_stages;
+    double step_s, bubble, samples_per_s;
+    int oversubscribed;
+    char cost_source[64];          /* "analytic" or "profile:FILE" */
+    /* Optional extras (written by `mpipe plan`; absent keys read as zero / NULL): */
+    struct mp_plan_rank *ranks;    /* P * D entries */
+    int n_ranks;
+    double *link_latency_s;        /* P * P matrix between the ranks of replica 0, or NULL */
+    double *link_bandwidth_Bps;
+    double allreduce_s;            /* data-parallel gradient allreduce per step (D > 1) */
+    double optim_step_s;           /* optimizer step per rank */
+    int bottleneck;                /* the stage that bounds the step, -1 if unknown */
+    char partition[16];            /* "uniform", "params" or "optimal" */
+};
+
+/* Reads/writes plan.json. Malformed → MP_ERR_INPUT "FILE: ..." naming the key. */
+int mp_plan_read(struct mp_plan *p, const char *path, struct mp_err *err);
+int mp_plan_write(const struct mp_plan *p, const char *path, struct mp_err *err);
+void mp_plan_free(struct mp_plan *p);
+
+#endif

@@ -1,0 +1,348 @@
+/* `mpipe train`: flags (DESIGN.md §4) → struct mp_train_cfg, a plan's stage boundaries if given,
+ * then the engine's training loop on every rank; rank 0 prints the RESULT line. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mp_cli.h"
+#include "mp_flags.h"
+#include "mp_plan.h"
+#include "mp_train.h"
+#include "mp_xport.h"
+
+static const char help[] =
+    "usage: mpirun -np N mpipe train MODEL.mp [options]      (or plain `mpipe train` on one rank)\n"
+    "\n"
+    "Pipeline layout:\n"
+    "  --plan FILE           stage boundaries, schedule, M and batch from `mpipe plan --out`\n"
+    "  --stages P            pipeline stages (default: number of ranks / D)\n"
+    "  --dp D                data-parallel replicas per stage (default 1; D > 1 not yet supported)\n"
+    "  --schedule S          gpipe | 1f1b | interleaved | zb1 (default 1f1b)\n"
+    "  --chunks V            virtual stages per rank for interleaved (default 2)\n"
+    "  --micro-batches M     micro-batches per step (default: largest divisor of B <= 2*P*D;\n"
+    "                        1 on one rank)\n"
+    "Data and length:\n"
+    "  --data SRC            fashion-mnist (default) | mnist-dir:DIR | synthetic:N\n"
+    "  --epochs E            (default 10)    --max-steps N   stop after N optimizer steps\n"
+    "  --batch B             global batch (default 256)\n"
+    "  --shuffle on|off      (default on)    --seed N        (default 0)\n"
+    "Optimisation:\n"
+    "  --optimizer O         sgd | momentum | nesterov | adam | adamw | rmsprop | lamb (default adam)\n"
+    "  --lr X                (default 0.001)\n"
+    "  --momentum X          (default 0.9; momentum and nesterov only)\n"
+    "  --weight-decay X      (default: torch.optim's: 0.01 for adamw and lamb, else 0)\n"
+    "  --lr-schedule K       constant | step | cosine | plateau (default cosine)\n"
+    "  --warmup N            linear warm-up steps (default 0)\n"
+    "  --clip-norm X         clip the global gradient norm to X (default 0: off)\n"
+    "Input and output:\n"
+    "  --init FILE           start from a safetensors file (as written by --save-weights)\n"
+    "  --save-weights FILE   write all parameters as safetensors (L{layer}.weight/.bias)\n"
+    "  --trace FILE.json     per-rank timeline (Chrome trace; open in Perfetto)\n"
+    "  --metrics FILE.jsonl  one JSON object per step\n"
+    "  --deadline SECONDS    longest any wait may take before the job fails with exit 4 (default 60)\n"
+    "  --checkpoint DIR --checkpoint-every N --keep K --resume   (not yet supported)\n"
+    "\n"
+    "Prints a progress line on stderr when it is a terminal, and at the end on stdout:\n"
+    "  RESULT samples_per_s=... test_acc=... loss=... steps=... stages=... dp=... bubble=...\n"
+    "         peak_act_bytes=...\n"
+    "Exit codes: 0 ok, 2 bad usage/input, 3 I/O, 4 peer failed or deadline passed, 5 NaN/Inf loss.\n";
+
+struct train_args {
+    struct mp_train_cfg cfg;
+    const char *model_path, *plan_path;
+    long long stages, dp, chunks, micro;
+    int lr_given_schedule, wd_given, momentum_given;
+    double momentum, weight_decay;
+};
+
+static int takes_value(const char *f)
+{
+    static const char *const no_value[] = {"--resume", "--help", NULL};
+    for (int i = 0; no_value[i]; i++)
+        if (!strcmp(f, no_value[i]))
+            return 0;
+    return 1;
+}
+
+static const char *const sched_names[] = {"gpipe", "1f1b", "interleaved", "zb1", NULL};
+static const char *const opt_names[] = {"sgd",  "momentum", "nesterov", "adam",
+                                        "adamw", "rmsprop", "lamb",     NULL};
+static const char *const lr_names[] = {"constant", "step", "cosine", "plateau", NULL};
+static const char *const onoff[] = {"off", "on", NULL};
+
+static int parse_optim_flag(struct train_args *a, const char *f, const char *v, struct mp_err *err)
+{
+    struct mp_train_cfg *c = &a->cfg;
+    long long n;
+    double d;
+    int k;
+    if (mp_flag_is(f, "--optimizer")) {
+        if (mp_flag_choice(f, v, opt_names, &k, err))
+            return -1;
+        c->optim.kind = (enum mp_optim_kind)k;
+    } else if (mp_flag_is(f, "--lr")) {
+        if (mp_flag_double(f, v, 0, 1e3, &c->lr.base_lr, err))
+            return -1;
+    } else if (mp_flag_is(f, "--momentum")) {
+        a->momentum_given = 1;
+        return mp_flag_double(f, v, 0, 1, &a->momentum, err);
+    } else if (mp_flag_is(f, "--weight-decay")) {
+        a->wd_given = 1;
+        return mp_flag_double(f, v, 0, 10, &a->weight_decay, err);
+    } else if (mp_flag_is(f, "--lr-schedule")) {
+        if (mp_flag_choice(f, v, lr_names, &k, err))
+            return -1;
+        c->lr.kind = (enum mp_lr_kind)k;
+    } else if (mp_flag_is(f, "--warmup")) {
+        if (mp_flag_int(f, v, 0, 1LL << 40, &n, err))
+            return -1;
+        c->lr.warmup = (uint64_t)n;
+    } else if (mp_flag_is(f, "--clip-norm")) {
+        if (mp_flag_double(f, v, 0, 1e30, &d, err))
+            return -1;
+        c->clip_norm = (float)d;
+    } else {
+        return 1;
+    }
+    return 0;
+}
+
+static int parse_run_flag(struct train_args *a, const char *f, const char *v, struct mp_err *err)
+{
+    struct mp_train_cfg *c = &a->cfg;
+    long long n;
+    double d;
+    int k;
+    if (mp_flag_is(f, "--plan"))
+        a->plan_path = v;
+    else if (mp_flag_is(f, "--stages"))
+        return mp_flag_int(f, v, 1, 4096, &a->stages, err);
+    else if (mp_flag_is(f, "--dp"))
+        return mp_flag_int(f, v, 1, 4096, &a->dp, err);
+    else if (mp_flag_is(f, "--chunks"))
+        return mp_flag_int(f, v, 1, 64, &a->chunks, err);
+    else if (mp_flag_is(f, "--micro-batches"))
+        return mp_flag_int(f, v, 1, 1 << 20, &a->micro, err);
+    else if (mp_flag_is(f, "--schedule")) {
+        if (mp_flag_choice(f, v, sched_names, &k, err))
+            return -1;
+        c->schedule = (enum mp_sched_kind)k;
+    } else if (mp_flag_is(f, "--data"))
+        c->data_src = v;
+    else if (mp_flag_is(f, "--epochs")) {
+        if (mp_flag_int(f, v, 1, 1 << 20, &n, err))
+            return -1;
+        c->epochs = (int)n;
+    } else if (mp_flag_is(f, "--batch")) {
+        if (mp_flag_int(f, v, 1, 1 << 24, &n, err))
+            return -1;
+        c->batch = (size_t)n;
+    } else if (mp_flag_is(f, "--max-steps")) {
+        if (mp_flag_int(f, v, 0, 1LL << 50, &n, err))
+            return -1;
+        c->max_steps = n;
+    } else if (mp_flag_is(f, "--seed")) {
+        if (mp_flag_int(f, v, 0, 1LL << 62, &n, err))
+            return -1;
+        c->seed = (uint64_t)n;
+    } else if (mp_flag_is(f, "--shuffle")) {
+        if (mp_flag_choice(f, v, onoff, &k, err))
+            return -1;
+        c->shuffle = k;
+    } else if (mp_flag_is(f, "--init"))
+        c->init_path = v;
+    else if (mp_flag_is(f, "--save-weights"))
+        c->save_weights = v;
+    else if (mp_flag_is(f, "--trace"))
+        c->trace_path = v;
+    else if (mp_flag_is(f, "--metrics"))
+        c->metrics_path = v;
+    else if (mp_flag_is(f, "--deadline")) {
+        if (mp_flag_double(f, v, 0.001, 1e7, &d, err))
+            return -1;
+        c->deadline_s = d;
+    } else
+        return 1;
+    return 0;
+}
+
+static int parse_args(struct train_args *a, int argc, char **argv, struct mp_err *err)
+{
+    static const char *const unsupported[] = {
+        "--checkpoint", "--checkpoint-every", "--keep", "--resume", "--aggregate",
+        "--aggregate-weights", "--dp-reduce", "--shard-by", NULL};
+    for (int i = 1; i < argc;) {
+        const char *f, *v;
+        if (argv[i][0] != '-') {
+            if (a->model_path)
+                return MP_FAIL(err, USAGE, "unexpected argument '%s' (one model file only)",
+                               argv[i]);
+            a->model_path = argv[i++];
+            continue;
+        }
+        if (mp_flag_next(argc, argv, &i, &f, &v, takes_value, err))
+            return -1;
+        for (int u = 0; unsupported[u]; u++)
+            if (mp_flag_is(f, unsupported[u]))
+                return MP_FAIL(err, USAGE, "%s is not supported yet in this build", f);
+        int rc = parse_run_flag(a, f, v, err);
+        if (rc == 1)
+            rc = parse_optim_flag(a, f, v, err);
+        if (rc == 1)
+            return MP_FAIL(err, USAGE, "unknown flag '%s' (see mpipe train --help)", f);
+        if (rc)
+            return -1;
+    }
+    if (!a->model_path)
+        return MP_FAIL(err, USAGE, "no model file given (e.g. mpipe train models/mlp.mp)");
+    return 0;
+}
+
+static void defaults(struct train_args *a)
+{
+    memset(a, 0, sizeof *a);
+    struct mp_train_cfg *c = &a->cfg;
+    c->data_src = "fashion-mnist";
+    c->schedule = MP_SCHED_1F1B;
+    c->batch = 256;
+    c->epochs = 10;
+    c->max_steps = -1;
+    c->optim.kind = MP_OPT_ADAM;
+    c->lr.kind = MP_LR_COSINE;
+    c->lr.base_lr = 1e-3;
+    c->shuffle = 1;
+    c->deadline_s = 60;
+}
+
+static void finish_optim(struct train_args *a)
+{
+    struct mp_train_cfg *c = &a->cfg;
+    mp_optim_defaults(&c->optim, c->optim.kind);
+    if (a->momentum_given)
+        c->optim.momentum = (float)a->momentum;
+    if (a->wd_given)
+        c->optim.weight_decay = (float)a->weight_decay;
+    double base = c->lr.base_lr;
+    uint64_t warmup = c->lr.warmup;
+    mp_lr_defaults(&c->lr, c->lr.kind);
+    c->lr.base_lr = base;
+    c->lr.warmup = warmup;
+}
+
+/* Takes P, V, M, batch, schedule and boundaries from a plan whose digest matches the model. */
+static int apply_plan(struct train_args *a, const struct mp_model *m, int **bounds,
+                      struct mp_err *err)
+{
+    struct mp_plan p;
+    if (mp_plan_read(&p, a->plan_path, err))
+        return -1;
+    int rc = 0;
+    if (strcmp(p.digest, m->digest))
+        rc = MP_FAIL(err, INPUT, "%s: plan was made for another model (digest %s, %s has %s): "
+                     "re-run mpipe plan", a->plan_path, p.digest, m->path, m->digest);
+    else if (p.D != 1)
+        rc = MP_FAIL(err, USAGE, "%s: plans with --dp %d are not supported yet", a->plan_path, p.D);
+    else if (!(*bounds = malloc(sizeof(int) * (size_t)(p.n_stages + 1))))
+        rc = MP_FAIL(err, NOMEM, "out of memory");
+    if (!rc) {
+        for (int v = 0; v < p.n_stages; v++)
+            (*bounds)[v] = p.stages[v].first_layer;
+        (*bounds)[p.n_stages] = p.stages[p.n_stages - 1].last_layer + 1;
+        a->cfg.P = p.P;
+        a->cfg.V = p.V;
+        a->cfg.schedule = p.schedule;
+        if (!a->micro)
+            a->micro = p.M;
+        if (!a->cfg.batch_given)
+            a->cfg.batch = p.batch;
+    }
+    mp_plan_free(&p);
+    return rc;
+}
+
+static int default_micro_batches(size_t batch, int P, int D)
+{
+    if (P == 1 && D == 1)
+        return 1;
+    for (size_t m = (size_t)(2 * P * D); m >= 1; m--)
+        if (batch % m == 0 && m % (size_t)D == 0)
+            return (int)m;
+    return 1;
+}
+
+static int setup(struct train_args *a, struct mp_model *m, struct mp_xport *x, int **bounds,
+                 struct mp_err *err)
+{
+    struct mp_train_cfg *c = &a->cfg;
+    if (mp_model_load(m, a->model_path, err))
+        return -1;
+    c->model = m;
+    if (a->dp > 1)
+        return MP_FAIL(err, USAGE, "--dp %lld: data parallelism is not supported yet", a->dp);
+    c->P = a->stages ? (int)a->stages : mp_xport_size(x);
+    c->V = c->schedule == MP_SCHED_INTERLEAVED ? (a->chunks ? (int)a->chunks : 2) : 1;
+    if (a->plan_path && apply_plan(a, m, bounds, err))
+        return -1;
+    if (c->P * c->V > m->n_layers - 1)
+        return MP_FAIL(err, USAGE, "%d stages x %d chunks is more than the %d layers of %s", c->P,
+                       c->V, m->n_layers - 1, a->model_path);
+    c->M = a->micro ? (int)a->micro : default_micro_batches(c->batch, c->P, 1);
+    if (c->batch % (size_t)c->M)
+        return MP_FAIL(err, USAGE, "--batch %zu is not divisible by --micro-batches %d", c->batch,
+                       c->M);
+    c->bounds = *bounds;
+    return 0;
+}
+
+static void print_result(const struct mp_train_cfg *c, const struct mp_train_result *r)
+{
+    fflush(stderr);
+    printf("\nRESULT samples_per_s=%.1f test_acc=%.4f loss=%.4f steps=%llu stages=%d dp=%d "
+           "bubble=%.4f peak_act_bytes=%.0f\n",
+           r->samples_per_s, r->test_acc, r->loss, (unsigned long long)r->steps, c->P, 1, r->bubble,
+           r->peak_act_bytes);
+    fflush(stdout);
+}
+
+int mp_cmd_train(int argc, char **argv, struct mp_err *err)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(help, stdout);
+            return 0;
+        }
+    struct train_args a;
+    defaults(&a);
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--batch") || !strncmp(argv[i], "--batch=", 8))
+            a.cfg.batch_given = 1;
+    if (parse_args(&a, argc, argv, err))
+        return -1;
+    finish_optim(&a);
+    struct mp_xport *x = NULL;
+    if (mp_xport_init(&x, &argc, &argv, err))
+        return -1;
+    int rank = mp_xport_rank(x);
+    struct mp_model m;
+    memset(&m, 0, sizeof m);
+    int *bounds = NULL;
+    struct mp_train_result r;
+    int rc = setup(&a, &m, x, &bounds, err);
+    a.cfg.progress = rank == 0 && isatty(STDERR_FILENO);
+    if (!rc)
+        rc = mp_train_run(&a.cfg, x, &r, err);
+    if (!rc && rank == 0)
+        print_result(&a.cfg, &r);
+    if (rc) {
+        /* The same usage or input error is found by every rank: let rank 0 say it once. */
+        if (rank != 0 && (err->code == MP_ERR_USAGE || err->code == MP_ERR_INPUT))
+            err->msg[0] = 0;
+        err->rank = mp_xport_size(x) > 1 ? rank : -1;
+    }
+    free(bounds);
+    mp_model_free(&m);
+    if (!rc)
+        mp_xport_finalize(x);
+    return rc;
+}

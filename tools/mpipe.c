@@ -1,0 +1,71 @@
+/* The `mpipe` CLI: dispatches to the subcommands and is the only code that turns an error into a
+ * message and an exit code (DESIGN.md §4: 0 ok, 2 bad usage or input, 3 I/O or checkpoint, 4 peer
+ * or deadline, 5 numerical). */
+#include <stdio.h>
+#include <string.h>
+
+#include "mp_cli.h"
+
+static const char usage[] =
+    "usage: mpipe COMMAND [ARGS]   (mpipe COMMAND --help for each)\n"
+    "\n"
+    "  plan   MODEL.mp --stages P|auto ...   split a model across ranks, place it, predict it\n"
+    "  sim    plan.json [--trace F] [--svg F]  simulate a plan: timeline, bubble, memory\n"
+    "  train  MODEL.mp [...]                 train (one rank, or under mpirun -np N as a pipeline)\n"
+    "  bench  p2p|gemm|layers|pipeline ...   topology-aware benchmarks\n"
+    "  fed    MODEL.mp --clients C ...       federated training (under mpirun -np 1+C)\n"
+    "\n"
+    "exit codes: 0 ok, 2 bad usage or input, 3 I/O or checkpoint error, 4 a peer failed or a\n"
+    "deadline passed, 5 numerical failure (NaN/Inf loss)\n";
+
+static int exit_code(enum mp_status s)
+{
+    switch (s) {
+    case MP_OK: return 0;
+    case MP_ERR_USAGE:
+    case MP_ERR_INPUT: return 2;
+    case MP_ERR_IO:
+    case MP_ERR_CKPT:
+    case MP_ERR_NOMEM: return 3;
+    case MP_ERR_PEER:
+    case MP_ERR_DEADLINE:
+    case MP_ERR_MPI: return 4;
+    case MP_ERR_NUMERIC: return 5;
+    default: return 1;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("mpipe %s (%s)\n", MPIPE_VERSION, MPIPE_GIT_HASH);
+        return 0;
+    }
+    static const struct {
+        const char *name;
+        int (*run)(int, char **, struct mp_err *);
+    } cmds[] = {{"train", mp_cmd_train}, {"plan", mp_cmd_plan}, {"sim", mp_cmd_sim},
+                {"bench", mp_cmd_bench}, {"fed", mp_cmd_fed}};
+    struct mp_err err;
+    mp_err_clear(&err);
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        if (strcmp(argv[1], cmds[i].name))
+            continue;
+        if (cmds[i].run(argc - 1, argv + 1, &err) == 0)
+            return 0;
+        fflush(stdout);
+        if (!err.msg[0])
+            return exit_code(err.code);
+        if (err.rank >= 0)
+            fprintf(stderr, "mpipe %s: rank %d: %s\n", cmds[i].name, err.rank, err.msg);
+        else
+            fprintf(stderr, "mpipe %s: %s\n", cmds[i].name, err.msg);
+        return exit_code(err.code);
+    }
+    fprintf(stderr, "mpipe: unknown command '%s'\n\n%s", argv[1], usage);
+    return 2;
+}
