@@ -15,6 +15,9 @@ struct mp_xport;
 /* Initialises MPI (if not already) and the transport. Works without mpirun (one rank). */
 int mp_xport_init(struct mp_xport **x, int *argc, char ***argv, struct mp_err *err);
 void mp_xport_finalize(struct mp_xport *x);
+/* Collective over x: ranks below n get a transport over ranks [0, n) in *out; the others get NULL.
+ * Free it with mp_xport_finalize (which leaves MPI itself running). */
+int mp_xport_sub(struct mp_xport *x, int n, struct mp_xport **out, struct mp_err *err);
 int mp_xport_rank(const struct mp_xport *x);
 int mp_xport_size(const struct mp_xport *x);
 double mp_xport_now(void);

@@ -62,6 +62,33 @@ int mp_xport_init(struct mp_xport **out, int *argc, char ***argv, struct mp_err 
     return 0;
 }
 
+int mp_xport_sub(struct mp_xport *x, int n, struct mp_xport **out, struct mp_err *err)
+{
+    MPI_Comm sub;
+    *out = NULL;
+    int rc = MPI_Comm_split(x->comm, x->rank < n ? 0 : MPI_UNDEFINED, x->rank, &sub);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(x, rc, "MPI_Comm_split", -1, -1, err);
+    if (sub == MPI_COMM_NULL)
+        return 0;
+    struct mp_xport *s = malloc(sizeof *s);
+    if (!s)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    memcpy(s, x, sizeof *s);
+    s->comm = sub;
+    s->owns_mpi = 0;
+    MPI_Comm_set_errhandler(sub, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(sub, &s->rank);
+    MPI_Comm_size(sub, &s->size);
+    for (int i = 0; i < MAX_REQ; i++) {
+        s->req[i] = MPI_REQUEST_NULL;
+        s->free_list[i] = MAX_REQ - 1 - i;
+    }
+    s->n_free = MAX_REQ;
+    *out = s;
+    return 0;
+}
+
 void mp_xport_finalize(struct mp_xport *x)
 {
     if (!x)

@@ -20,4 +20,7 @@ extern const struct mp_layer_ops mp__ops_layernorm;    /* mp_norm.c */
 extern const struct mp_layer_ops mp__ops_softmax_xent; /* mp_loss.c */
 extern const struct mp_layer_ops mp__ops_mse;          /* mp_loss.c */
 
+/* Edit distance between two layer names (mp_layer.c), for "did you mean" decisions. */
+size_t mp__layer_name_distance(const char *a, const char *b);
+
 #endif

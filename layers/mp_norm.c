@@ -1,0 +1,124 @@
+/* layernorm: normalises all features of a sample (torch's LayerNorm(normalized_shape = the whole
+ * per-sample shape), eps 1e-5, biased variance), then applies an element-wise weight and bias
+ * (params: weight[features] then bias[features]; init 1 and 0). Forward saves the mean and
+ * 1/std of each sample (2 floats) so B and W never recompute the statistics. Mean and variance
+ * are accumulated in double: a sample may have thousands of features. No allocation, no MPI. */
+#include <math.h>
+#include <string.h>
+
+#include "mp_layer_ops.h"
+
+#define LN_EPS 1e-5
+
+static int layernorm_plan(struct mp_layer *l, struct mp_shape in, struct mp_err *err)
+{
+    (void)err;
+    size_t n = mp_shape_numel(in);
+    l->in = in;
+    l->out = in;
+    l->n_weight = n;
+    l->n_bias = n;
+    l->saved_per_sample = 2; /* mean, rstd */
+    l->scratch_per_sample = l->scratch_fixed = 0;
+    l->is_loss = 0;
+    return 0;
+}
+
+static void layernorm_init(const struct mp_layer *l, float *param, struct mp_rng *rng)
+{
+    (void)rng;
+    for (size_t j = 0; j < l->n_weight; j++)
+        param[j] = 1.0f;
+    memset(param + l->n_weight, 0, l->n_bias * sizeof(float));
+}
+
+static void layernorm_forward(const struct mp_layer *l, const struct mp_ctx *ctx,
+                              const float *param, const float *x, float *y, float *saved,
+                              size_t batch)
+{
+    (void)ctx;
+    size_t n = mp_layer_in_len(l);
+    const float *w = param, *b = param + n; /* (n), (n) */
+    for (size_t s = 0; s < batch; s++) {
+        const float *xs = x + s * n; /* (n) */
+        float *ys = y + s * n;       /* (n) */
+        double sum = 0, sq = 0;
+        for (size_t j = 0; j < n; j++)
+            sum += xs[j];
+        double mean = sum / (double)n;
+        for (size_t j = 0; j < n; j++)
+            sq += (xs[j] - mean) * (xs[j] - mean);
+        float m = (float)mean, rstd = (float)(1.0 / sqrt(sq / (double)n + LN_EPS));
+        for (size_t j = 0; j < n; j++)
+            ys[j] = (xs[j] - m) * rstd * w[j] + b[j];
+        saved[2 * s] = m; /* saved: (batch, 2) */
+        saved[2 * s + 1] = rstd;
+    }
+}
+
+/* With xhat = (x - mean) rstd and g = dy * w:
+ * dx = rstd * (g - mean_j(g) - xhat * mean_j(g * xhat)). */
+static void layernorm_backward_input(const struct mp_layer *l, const struct mp_ctx *ctx,
+                                     const float *param, const float *x, const float *y,
+                                     const float *saved, const float *dy, float *dx, size_t batch)
+{
+    (void)ctx, (void)y;
+    size_t n = mp_layer_in_len(l);
+    const float *w = param; /* (n) */
+    for (size_t s = 0; s < batch; s++) {
+        const float *xs = x + s * n, *dys = dy + s * n; /* (n), (n) */
+        float *dxs = dx + s * n;                         /* (n) */
+        float m = saved[2 * s], rstd = saved[2 * s + 1];
+        double sg = 0, sgx = 0;
+        for (size_t j = 0; j < n; j++) {
+            float g = dys[j] * w[j], xh = (xs[j] - m) * rstd;
+            sg += g;
+            sgx += (double)g * xh;
+        }
+        float mg = (float)(sg / (double)n), mgx = (float)(sgx / (double)n);
+        for (size_t j = 0; j < n; j++) {
+            float xh = (xs[j] - m) * rstd;
+            dxs[j] = rstd * (dys[j] * w[j] - mg - xh * mgx);
+        }
+    }
+}
+
+/* dweight += sum_s dy * xhat, dbias += sum_s dy; samples in order, so the sum is deterministic. */
+static void layernorm_backward_weight(const struct mp_layer *l, const struct mp_ctx *ctx,
+                                      const float *x, const float *y, const float *saved,
+                                      const float *dy, float *dparam, size_t batch)
+{
+    (void)ctx, (void)y;
+    size_t n = mp_layer_in_len(l);
+    float *dw = dparam, *db = dparam + n; /* (n), (n) */
+    for (size_t s = 0; s < batch; s++) {
+        const float *xs = x + s * n, *dys = dy + s * n; /* (n), (n) */
+        float m = saved[2 * s], rstd = saved[2 * s + 1];
+        for (size_t j = 0; j < n; j++) {
+            dw[j] += dys[j] * ((xs[j] - m) * rstd);
+            db[j] += dys[j];
+        }
+    }
+}
+
+static struct mp_cost layernorm_cost(const struct mp_layer *l, size_t batch)
+{
+    struct mp_cost c = {0};
+    double n = (double)batch * (double)mp_layer_in_len(l);
+    c.flops_fwd = 8 * n;
+    c.flops_bwd_input = 10 * n;
+    c.flops_bwd_weight = 5 * n;
+    c.bytes_fwd = 16 * n;  /* x read twice, y written, params */
+    c.bytes_bwd = 28 * n;  /* x, dy read by B and W; dx written; dparam read and written */
+    c.act_bytes_out = batch * mp_layer_out_len(l) * sizeof(float);
+    c.saved_bytes = batch * 2 * sizeof(float);
+    c.param_bytes = mp_layer_n_param(l) * sizeof(float);
+    return c;
+}
+
+const struct mp_layer_ops mp__ops_layernorm = {
+    .name = "layernorm", .npos_min = 0, .npos_max = 0, .options = "",
+    .plan = layernorm_plan, .init = layernorm_init, .forward = layernorm_forward,
+    .backward_input = layernorm_backward_input, .backward_weight = layernorm_backward_weight,
+    .cost = layernorm_cost,
+};
