@@ -56,13 +56,19 @@ struct train_args {
     double momentum, weight_decay;
 };
 
+/* Flags that take a value; anything else starting with "-" is unknown (or --resume). */
 static int takes_value(const char *f)
 {
-    static const char *const no_value[] = {"--resume", "--help", NULL};
-    for (int i = 0; no_value[i]; i++)
-        if (!strcmp(f, no_value[i]))
-            return 0;
-    return 1;
+    static const char *const with_value[] = {
+        "--plan", "--stages", "--dp", "--data", "--epochs", "--batch", "--micro-batches",
+        "--schedule", "--chunks", "--optimizer", "--lr", "--momentum", "--weight-decay",
+        "--lr-schedule", "--warmup", "--clip-norm", "--seed", "--init", "--shuffle", "--max-steps",
+        "--save-weights", "--checkpoint", "--checkpoint-every", "--keep", "--trace", "--metrics",
+        "--deadline", "--aggregate", "--aggregate-weights", "--dp-reduce", "--shard-by", NULL};
+    for (int i = 0; with_value[i]; i++)
+        if (!strcmp(f, with_value[i]))
+            return 1;
+    return 0;
 }
 
 static const char *const sched_names[] = {"gpipe", "1f1b", "interleaved", "zb1", NULL};

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# `mpipe train` on one rank, as users and scripts meet it: the RESULT line, weight files, flags and
+# exit codes of DESIGN.md §4. Usage: test_cli_train.sh path/to/mpipe (run from the repo root).
+MPIPE=$1
+. "$(dirname "$0")/lib.sh"
+S="--data synthetic:256 --batch 32 --seed 1"
+
+out=$($MPIPE train models/mlp.mp $S --max-steps 3 2>"$TMP/err")
+has_all_keys() {
+    for k in samples_per_s test_acc loss steps stages dp bubble peak_act_bytes; do
+        [ -n "$(echo "$out" | result_field $k)" ] || return 1
+    done
+}
+claim "RESULT line carries every key" has_all_keys
+claim "RESULT counts the steps run" test "$(echo "$out" | result_field steps)" = 3
+claim "RESULT starts its own line" bash -c "echo '$out' | grep -q '^RESULT '"
+
+$MPIPE train models/mlp.mp $S --max-steps 3 --save-weights "$TMP/a.st" >/dev/null 2>&1
+$MPIPE train models/mlp.mp $S --max-steps 3 --save-weights "$TMP/b.st" >/dev/null 2>&1
+claim "--save-weights is byte-identical across identical runs" cmp -s "$TMP/a.st" "$TMP/b.st"
+$MPIPE train models/mlp.mp $S --max-steps 3 --seed 2 --save-weights "$TMP/c.st" >/dev/null 2>&1
+claim "another seed gives other weights" bash -c "! cmp -s '$TMP/a.st' '$TMP/c.st'"
+names_sorted() {
+    python3 - "$TMP/a.st" <<'PY'
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", raw[:8])[0]; h = json.loads(raw[8:8 + n])
+keys = [k for k in h if k != "__metadata__"]
+assert keys == sorted(keys)
+assert h["L2.weight"]["shape"] == [1024, 784] and h["L10.bias"]["shape"] == [10]
+assert len(raw) == 8 + n + sum(4 * eval("*".join(map(str, v["shape"])) or "1") for v in h.values())
+PY
+}
+claim "weights use PyTorch names and shapes, sorted" names_sorted
+
+$MPIPE train models/mlp.mp $S --max-steps 0 --save-weights "$TMP/i.st" >/dev/null 2>&1
+$MPIPE train models/mlp.mp $S --init "$TMP/i.st" --max-steps 0 --save-weights "$TMP/j.st" >/dev/null 2>&1
+claim "--max-steps 0 writes the initial weights and --init reads them back" cmp -s "$TMP/i.st" "$TMP/j.st"
+$MPIPE train models/mlp.mp $S --init "$TMP/i.st" --max-steps 3 --save-weights "$TMP/k.st" >/dev/null 2>&1
+claim "--init from the seed's own initial weights trains to the same bits" cmp -s "$TMP/a.st" "$TMP/k.st"
+
+exit_is() { # exit_is CODE PATTERN cmd...: exit code and a pattern in stderr
+    local code=$1 pat=$2
+    shift 2
+    "$@" >/dev/null 2>"$TMP/stderr"
+    local rc=$?
+    [ $rc -eq "$code" ] && grep -q -- "$pat" "$TMP/stderr" || { echo "  got exit $rc: $(head -2 "$TMP/stderr")"; return 1; }
+}
+claim "unknown flag exits 2" exit_is 2 "unknown flag" $MPIPE train models/mlp.mp --no-such-flag
+claim "missing model file exits 3 naming it" exit_is 3 "nope.mp" $MPIPE train nope.mp $S
+printf 'input 1 28 28\nflatten\ndens 10\nsoftmax_xent\n' > "$TMP/bad.mp"
+claim "spec error is FILE:LINE with exit 2" exit_is 2 "bad.mp:3" $MPIPE train "$TMP/bad.mp" $S
+claim "batch not divisible by M exits 2" exit_is 2 "divisible" $MPIPE train models/mlp.mp $S --micro-batches 5
+claim "bad number exits 2 naming the flag" exit_is 2 "\-\-lr" $MPIPE train models/mlp.mp $S --lr abc
+claim "unknown optimizer exits 2 listing choices" exit_is 2 "lamb" $MPIPE train models/mlp.mp $S --optimizer foo
+claim "bad data source exits 2" exit_is 2 "synthetic" $MPIPE train models/mlp.mp --data bogus
+claim "missing data directory exits 3" exit_is 3 "nowhere" $MPIPE train models/mlp.mp --data mnist-dir:/nowhere
+claim "--init with a missing file exits 3" exit_is 3 "missing.st" $MPIPE train models/mlp.mp $S --init "$TMP/missing.st"
+claim "--init with other shapes exits 2" exit_is 2 "shape" $MPIPE train models/tiny_mlp.mp $S --init "$TMP/i.st" --max-steps 1
+head -c 100 "$TMP/i.st" > "$TMP/trunc.st"
+claim "--init with a truncated file exits 2 with a byte offset" exit_is 2 "byte" $MPIPE train models/mlp.mp $S --init "$TMP/trunc.st"
+claim "a diverging run stops with exit 5 naming the step" exit_is 5 "step" $MPIPE train models/mlp.mp $S --optimizer sgd --lr 1000 --lr-schedule constant --max-steps 50
+claim "more stages than layers exits 2" exit_is 2 "layers" $MPIPE train models/tiny_mlp.mp $S --stages 1 --schedule interleaved --chunks 9
+
+$MPIPE train models/mlp.mp $S --max-steps 4 --metrics "$TMP/m.jsonl" --trace "$TMP/t.json" >/dev/null 2>&1
+claim "--metrics writes one JSON object per step" bash -c "[ \$(wc -l < '$TMP/m.jsonl') -eq 4 ] && python3 -c \"import json,sys; [json.loads(l) for l in open('$TMP/m.jsonl')]\""
+claim "--trace writes a Chrome trace" python3 -c "import json; t = json.load(open('$TMP/t.json')); assert any(e.get('ph') == 'X' for e in t['traceEvents'])"
+claim "train --help documents the RESULT line" bash -c "$MPIPE train --help | grep -q RESULT"
+claim "mpipe --help lists the commands" bash -c "$MPIPE --help | grep -q plan"
+finish
