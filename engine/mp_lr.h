@@ -12,7 +12,7 @@ struct mp_lr_cfg {
     enum mp_lr_kind kind;
     double base_lr;
     uint64_t warmup;      /* steps of linear warm-up: lr * (step + 1) / warmup for step < warmup */
-    uint64_t total_steps; /* cosine: steps to anneal over (after warm-up) */
+    uint64_t total_steps; /* cosine: the run's steps, warm-up included; anneals over the rest */
     double min_lr;        /* cosine floor */
     uint64_t step_size;   /* step: multiply by gamma every step_size steps */
     double gamma;

@@ -35,7 +35,8 @@ int mp_st_write(const char *path, const struct mp_st_tensor *t, size_t n, struct
 /* Reads a file of F32 tensors. MP_ERR_INPUT "FILE: byte N: ..." for malformed content, MP_ERR_IO
  * for unreadable files. */
 int mp_st_read(struct mp_st_file *f, const char *path, struct mp_err *err);
-/* The same from a buffer the function takes ownership of (freed by mp_st_free). */
+/* The same from a buffer the function takes ownership of (freed by mp_st_free; on failure it is
+ * freed already and *f zeroed, so mp_st_free(f) is still safe). */
 int mp_st_parse(struct mp_st_file *f, const char *name, uint8_t *buf, size_t len,
                 struct mp_err *err);
 const struct mp_st_tensor *mp_st_find(const struct mp_st_file *f, const char *name);
