@@ -323,8 +323,13 @@ int mp_cmd_train(int argc, char **argv, struct mp_err *err)
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--batch") || !strncmp(argv[i], "--batch=", 8))
             a.cfg.batch_given = 1;
-    if (parse_args(&a, argc, argv, err))
+    if (parse_args(&a, argc, argv, err)) {
+        /* Flags are checked before MPI starts; under mpirun only rank 0 reports them. */
+        const char *r = getenv("OMPI_COMM_WORLD_RANK");
+        if (r && strcmp(r, "0"))
+            err->msg[0] = 0;
         return -1;
+    }
     finish_optim(&a);
     struct mp_xport *x = NULL;
     if (mp_xport_init(&x, &argc, &argv, err))

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `mpirun -np 2 mpipe train` as users run it: every schedule's weights equal the one-rank run's
+# bytes, the RESULT line reports the pipeline, and layout mistakes are refused with exit 2.
+# Usage: test_pipeline_cli.sh path/to/mpipe (run from the repo root).
+MPIPE=$1
+. "$(dirname "$0")/lib.sh"
+S="--data synthetic:256 --batch 32 --seed 3 --max-steps 3"
+RUN="mpirun -np 2 --oversubscribe"
+
+$MPIPE train models/cnn.mp $S --micro-batches 4 --save-weights "$TMP/ref.st" >/dev/null 2>&1
+for sch in gpipe 1f1b interleaved zb1; do
+    $RUN $MPIPE train models/cnn.mp $S --micro-batches 4 --schedule $sch \
+        --save-weights "$TMP/$sch.st" >"$TMP/$sch.out" 2>&1
+    claim "2-stage $sch CNN weights are byte-identical to one rank" cmp -s "$TMP/ref.st" "$TMP/$sch.st"
+done
+claim "RESULT under mpirun reports 2 stages" test "$(result_field stages < "$TMP/1f1b.out")" = 2
+claim "RESULT is printed once (rank 0 only)" test "$(grep -c '^RESULT' "$TMP/1f1b.out")" = 1
+
+$RUN $MPIPE train models/mlp.mp $S --micro-batches 4 --schedule zb1 --trace "$TMP/t.json" \
+    >/dev/null 2>&1
+claim "--trace has a track per rank" python3 -c "
+import json; ev = json.load(open('$TMP/t.json'))['traceEvents']
+assert {e['tid'] for e in ev if e.get('ph') == 'X'} == {0, 1}"
+
+refused() { # refused PATTERN cmd...: exit 2 and the pattern on stderr
+    local pat=$1
+    shift
+    "$@" >/dev/null 2>"$TMP/stderr"
+    local rc=$?
+    [ $rc -eq 2 ] && grep -q -- "$pat" "$TMP/stderr" || { echo "  got exit $rc: $(head -3 "$TMP/stderr")"; return 1; }
+}
+claim "ranks with different flags are refused at start-up" refused "different" \
+    mpirun --oversubscribe -np 1 $MPIPE train models/mlp.mp $S --lr 0.01 : \
+    -np 1 $MPIPE train models/mlp.mp $S --lr 0.02
+claim "--stages that does not match -np is refused" refused "stages" \
+    $RUN $MPIPE train models/mlp.mp $S --stages 3
+claim "a usage error is reported once, not per rank" bash -c \
+    "$RUN $MPIPE train models/mlp.mp --bogus 2>&1 | grep -c 'unknown flag' | grep -qx 1"
+finish
