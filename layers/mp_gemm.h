@@ -15,6 +15,9 @@ enum mp_gemm_path {
 const char *mp_gemm_path_name(enum mp_gemm_path p);
 /* The path mp_gemm uses for this shape (m rows of C, n columns, inner k). */
 enum mp_gemm_path mp_gemm_path_for(size_t m, size_t n, size_t k);
+/* The same rule including the transposes, which change which path wins (mp_gemm uses this one;
+ * mp_gemm_path_for is the no-transpose case). */
+enum mp_gemm_path mp_gemm_path_for_op(int trans_a, int trans_b, size_t m, size_t n, size_t k);
 
 void mp_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha, const float *a,
              size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc);
@@ -22,7 +25,10 @@ void mp_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha
 void mp_gemm_path(enum mp_gemm_path path, int trans_a, int trans_b, size_t m, size_t n, size_t k,
                   float alpha, const float *a, size_t lda, const float *b, size_t ldb, float beta,
                   float *c, size_t ldc);
-/* BLIS's active sub-configuration name (e.g. "skx", "zen3"): ranks compare it at start-up. */
+/* BLIS's active sub-configuration name (e.g. "skx", "zen3"): ranks compare it at start-up.
+ * The first call into this module initialises BLIS (one thread; on AVX-512 Intel CPUs it selects
+ * BLIS's `skx` kernels via setenv("BLIS_ARCH_TYPE"), see mp_gemm.c), so call this early in main,
+ * before MPI_Init or anything else starts threads. */
 const char *mp_gemm_arch(void);
 
 #endif

@@ -1,0 +1,169 @@
+/* The only file that includes blis.h: row-major single-precision GEMM through two BLIS call paths
+ * (cblas_sgemm, which takes BLIS's small/unpacked "sup" kernels, and bli_sgemm_ex with sup
+ * disabled, the packed large-kernel path), the fixed shape rule that picks between them, and the
+ * one-time BLIS set-up (sub-configuration, one thread). The rule is a table of measurements, never
+ * a timing taken at run time (DESIGN.md §6): a shape always runs the same kernel, same bits. */
+#include "mp_gemm.h"
+
+#include <blis.h>
+#include <cblas.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static rntm_t native_rntm;
+static arch_t active_arch;
+static pthread_once_t native_once = PTHREAD_ONCE_INIT;
+
+/* BLIS 0.9 picks `skx` (AVX-512 kernels) only when it can tell the core has two 512-bit FMA units;
+ * under a hypervisor that hides the model it says "Number of FMA units unknown" and falls back to
+ * `haswell` (AVX2). Measured here, skx runs the MLP's GEMMs at 130-160 GFLOPS against haswell's
+ * 95-110 (one 256-sample MLP step: 50 ms against 61 ms), so on an Intel CPU with the AVX-512
+ * subsets skx needs we ask for it, through BLIS's own BLIS_ARCH_TYPE, before BLIS initialises.
+ * A BLIS_ARCH_TYPE set by the user wins. A core with one 512-bit FMA unit has the same peak
+ * either way, so the choice should cost nothing there (not measured: no such machine here). */
+static void choose_subconfig(void)
+{
+#if defined(BLIS_CONFIG_SKX) && (defined(__x86_64__) || defined(__i386__))
+    if (getenv("BLIS_ARCH_TYPE"))
+        return;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_is("intel") || !__builtin_cpu_supports("avx512f") ||
+        !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512cd"))
+        return;
+    char id[16];
+    snprintf(id, sizeof id, "%d", (int)BLIS_ARCH_SKX);
+    setenv("BLIS_ARCH_TYPE", id, 0);
+#endif
+}
+
+/* Runs once before any other BLIS call (this file is the only door to BLIS). One BLIS thread per
+ * rank (DESIGN.md §6): ranks share the cores, so BLIS threads would only oversubscribe them; set
+ * globally, so both paths see it whatever the environment says. */
+static void native_setup(void)
+{
+    choose_subconfig();
+    bli_init();
+    bli_thread_set_num_threads(1);
+    bli_rntm_init_from_global(&native_rntm);
+    bli_rntm_disable_l3_sup(&native_rntm);
+    active_arch = bli_arch_query_id();
+}
+
+const char *mp_gemm_path_name(enum mp_gemm_path p)
+{
+    switch (p) {
+    case MP_GEMM_CBLAS: return "cblas";
+    case MP_GEMM_NATIVE: return "native";
+    default: return "?";
+    }
+}
+
+/* The rule, per BLIS sub-configuration, from measurements on this machine (2-core Xeon VM, 1
+ * thread, best of 3 runs of C += op(A)·op(B)).
+ *
+ * skx: BLIS 0.9 has no single-precision sup kernels for skx, so both paths run the same packed
+ * AVX-512 kernels and return the same bits (checked on every MLP and CNN shape); the packed path
+ * is named explicitly. GFLOPS (two runs): dense 1024->1024 at B=256 fwd 128-142 / dx 136-148 /
+ * dW 145-162; at B=32 48-54 / 73-80 / 110-121; 784->1024 at B=1024 fwd 143-165; conv2 per
+ * sample fwd 94-101 / dcol 122-128 / dW 93; conv1 per sample fwd 65 / dW 32; 1024->10 fwd 14-25.
+ * Thin shapes lose against haswell's sup kernels (1024->10 fwd 70-75, conv1 dW 71-80), but they
+ * are ~1% of the MLP's and ~3% of the CNN's FLOPs; the wide ones gain 30-45%.
+ *
+ * haswell (AVX2 machines, or this one with BLIS_ARCH_TYPE naming haswell); GFLOPS cblas / native:
+ *
+ *   shape (role)                      m     n     k   op     cblas native  winner
+ *   dense 784->1024 fwd  B=32        32  1024   784   A·Bt    75.3  60.0   cblas
+ *   dense 784->1024 fwd  B=128      128  1024   784   A·Bt    84.2  93.5   native
+ *   dense 1024->1024 fwd B=128      128  1024  1024   A·Bt    88.2  95.1   native
+ *   dense 1024->1024 fwd B=256      256  1024  1024   A·Bt   101.3 102.8   native
+ *   dense 3136->1024 fwd B=128      128  1024  3136   A·Bt    85.7  90.6   native
+ *   dense 1024->1024 dx  B=32        32  1024  1024   A·B     86.3  54.5   cblas
+ *   dense 1024->1024 dx  B=128      128  1024  1024   A·B     96.8  88.7   cblas
+ *   dense 3136->1024 dx  B=128      128  3136  1024   A·B     97.7  79.3   cblas
+ *   dense 1024->1024 dW  B=32      1024  1024    32   At·B    67.2  84.9   native
+ *   dense 1024->1024 dW  B=128     1024  1024   128   At·B    76.4 109.6   native
+ *   dense 1024->1024 dW  B=512     1024  1024   512   At·B   108.1 109.7   native
+ *   dense 1024->10 (all roles)       ..    10    ..   any    ~80   ~40    cblas
+ *   conv1 fwd per sample             32   784    25   A·B     99.3  61.2   cblas
+ *   conv1 dW per sample              32    25   784   A·Bt    80.0  36.1   cblas
+ *   conv2 fwd per sample             64   196   800   A·B    102.9  88.5   cblas
+ *   conv2 dcol per sample           800   196    64   At·B   102.1  94.2   cblas
+ *   conv2 dcol 4 samples            800   784    64   At·B   100.5 106.1   native
+ *   conv2 dW per sample              64   800   196   A·Bt    84.1  98.6   native
+ *   conv2 dW 4 samples               64   800   784   A·Bt    86.2  80.8   cblas
+ *
+ * So: a thin dimension (< 32) always goes to sup; A·B (no transpose) always goes to sup; At·B goes
+ * to the packed path once n is wide; A·Bt goes to the packed path for tall C or a short inner
+ * dimension. Elsewhere the two paths were within a few percent, about the run-to-run noise. */
+static enum mp_gemm_path rule(int trans_a, int trans_b, size_t m, size_t n, size_t k)
+{
+    pthread_once(&native_once, native_setup);
+    if (active_arch == BLIS_ARCH_SKX)
+        return MP_GEMM_NATIVE;
+    size_t lo = m < n ? m : n;
+    if (k < lo)
+        lo = k;
+    if (lo < 32)
+        return MP_GEMM_CBLAS;
+    if (trans_a)
+        return n >= 512 ? MP_GEMM_NATIVE : MP_GEMM_CBLAS;
+    if (trans_b)
+        return (m >= 128 || k <= 256) ? MP_GEMM_NATIVE : MP_GEMM_CBLAS;
+    return MP_GEMM_CBLAS;
+}
+
+enum mp_gemm_path mp_gemm_path_for(size_t m, size_t n, size_t k) { return rule(0, 0, m, n, k); }
+
+enum mp_gemm_path mp_gemm_path_for_op(int trans_a, int trans_b, size_t m, size_t n, size_t k)
+{
+    return rule(trans_a, trans_b, m, n, k);
+}
+
+static void gemm_cblas(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a,
+                       size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc)
+{
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (f77_int)m, (f77_int)n, (f77_int)k, alpha, a, (f77_int)lda, b, (f77_int)ldb, beta,
+                c, (f77_int)ldc);
+}
+
+/* Row-major op(A) with leading dimension lda is, to BLIS, a matrix with row stride lda and column
+ * stride 1; a transpose just swaps the two strides, so no trans_t flag is needed. */
+static void gemm_native(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a,
+                        size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc)
+{
+    rntm_t rntm = native_rntm; /* BLIS may write to the rntm it is given: keep the template clean */
+    inc_t rsa = ta ? 1 : (inc_t)lda, csa = ta ? (inc_t)lda : 1;
+    inc_t rsb = tb ? 1 : (inc_t)ldb, csb = tb ? (inc_t)ldb : 1;
+    bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)n, (dim_t)k, &alpha,
+                 (float *)a, rsa, csa, (float *)b, rsb, csb, &beta, c, (inc_t)ldc, 1, NULL, &rntm);
+}
+
+void mp_gemm_path(enum mp_gemm_path path, int trans_a, int trans_b, size_t m, size_t n, size_t k,
+                  float alpha, const float *a, size_t lda, const float *b, size_t ldb, float beta,
+                  float *c, size_t ldc)
+{
+    pthread_once(&native_once, native_setup);
+    if (m == 0 || n == 0)
+        return;
+    /* BLIS treats k == 0 as C = beta·C; so do we, but without reading A or B. */
+    if (path == MP_GEMM_NATIVE)
+        gemm_native(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else
+        gemm_cblas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void mp_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha, const float *a,
+             size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc)
+{
+    mp_gemm_path(rule(trans_a, trans_b, m, n, k), trans_a, trans_b, m, n, k, alpha, a, lda, b,
+                 ldb, beta, c, ldc);
+}
+
+const char *mp_gemm_arch(void)
+{
+    pthread_once(&native_once, native_setup);
+    return bli_arch_string(bli_arch_query_id());
+}

@@ -1,0 +1,270 @@
+/* mp_gemm: both BLIS call paths against a double-accumulated reference on odd shapes, with
+ * transposes, leading dimensions wider than the matrices and beta 0 or 1; bitwise determinism;
+ * independence from buffer alignment; and the path rule being a fixed function of the shape. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mp_gemm.h"
+#include "mp_rng.h"
+
+struct shape {
+    size_t m, n, k;
+};
+
+static const struct shape odd_shapes[] = {
+    {1, 1, 1}, {1, 7, 3}, {5, 1, 9}, {3, 4, 1}, {17, 31, 33}, {33, 65, 129},
+    {64, 10, 300}, {129, 257, 40}, {250, 37, 513}, {31, 600, 128},
+};
+#define N_ODD (sizeof odd_shapes / sizeof odd_shapes[0])
+
+static float *fill(size_t n, struct mp_rng *rng)
+{
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = 2.0f * mp_rng_uniform(rng) - 1.0f;
+    return p;
+}
+
+/* Element (i, j) of op(X) for a row-major X with leading dimension ld. */
+static double at(const float *x, size_t ld, int trans, size_t i, size_t j)
+{
+    return trans ? (double)x[j * ld + i] : (double)x[i * ld + j];
+}
+
+/* Checks one call of `path` (or mp_gemm's own choice when path < 0) against the reference. */
+static void check_one(int path, int ta, int tb, struct shape s, size_t pad, float alpha, float beta)
+{
+    struct mp_rng rng;
+    mp_rng_seed(&rng, 1000 * s.m + 10 * s.n + s.k + (size_t)(ta * 2 + tb));
+    size_t ar = ta ? s.k : s.m, ac = ta ? s.m : s.k, br = tb ? s.n : s.k, bc = tb ? s.k : s.n;
+    size_t lda = ac + pad, ldb = bc + pad, ldc = s.n + pad;
+    float *a = fill(ar * lda, &rng), *b = fill(br * ldb, &rng), *c = fill(s.m * ldc, &rng);
+    float *c0 = malloc(s.m * ldc * sizeof(float));
+    assert_non_null(c0);
+    if (beta == 0.0f) /* beta = 0 means C is written, never read: NaN must not leak through */
+        for (size_t i = 0; i < s.m * ldc; i++)
+            if (i % ldc < s.n)
+                c[i] = NAN;
+    memcpy(c0, c, s.m * ldc * sizeof(float));
+    if (path < 0)
+        mp_gemm(ta, tb, s.m, s.n, s.k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else
+        mp_gemm_path((enum mp_gemm_path)path, ta, tb, s.m, s.n, s.k, alpha, a, lda, b, ldb, beta,
+                     c, ldc);
+    for (size_t i = 0; i < s.m; i++) {
+        for (size_t j = 0; j < ldc; j++) {
+            float got = c[i * ldc + j];
+            if (j >= s.n) { /* the padding of C's rows is not touched */
+                assert_memory_equal(&got, &c0[i * ldc + j], sizeof got);
+                continue;
+            }
+            double ref = 0, mag = 0;
+            for (size_t p = 0; p < s.k; p++) {
+                double t = at(a, lda, ta, i, p) * at(b, ldb, tb, p, j);
+                ref += t;
+                mag += fabs(t);
+            }
+            ref *= alpha;
+            if (beta != 0.0f) {
+                ref += (double)beta * c0[i * ldc + j];
+                mag += fabs((double)c0[i * ldc + j]);
+            }
+            if (!(fabs(got - ref) <= 1e-5 * mag + 1e-6)) {
+                print_error("path %d ta %d tb %d %zux%zux%zu C[%zu,%zu] = %.8g, reference %.8g\n",
+                            path, ta, tb, s.m, s.n, s.k, i, j, (double)got, ref);
+                fail();
+            }
+        }
+    }
+    free(a);
+    free(b);
+    free(c);
+    free(c0);
+}
+
+static void test_both_paths_match_double_reference_on_odd_shapes(void **state)
+{
+    (void)state;
+    for (int path = -1; path < MP_GEMM_PATH_COUNT; path++)
+        for (size_t i = 0; i < N_ODD; i++)
+            for (int t = 0; t < 4; t++) {
+                check_one(path, t >> 1, t & 1, odd_shapes[i], 0, 1.0f, 0.0f);
+                check_one(path, t >> 1, t & 1, odd_shapes[i], 0, 1.0f, 1.0f);
+            }
+}
+
+static void test_leading_dims_wider_than_rows_are_honoured(void **state)
+{
+    (void)state;
+    for (int path = 0; path < MP_GEMM_PATH_COUNT; path++)
+        for (size_t i = 0; i < N_ODD; i++)
+            for (int t = 0; t < 4; t++) {
+                check_one(path, t >> 1, t & 1, odd_shapes[i], 5, 0.5f, 1.0f);
+                check_one(path, t >> 1, t & 1, odd_shapes[i], 16, -2.0f, 0.0f);
+            }
+}
+
+/* Runs one GEMM on copies of (a, b, c) placed `off` floats into fresh buffers; returns C. */
+static float *run_at_offset(int path, int ta, int tb, struct shape s, const float *a,
+                            const float *b, const float *c, size_t off)
+{
+    size_t na = s.m * s.k, nb = s.k * s.n, nc = s.m * s.n;
+    float *ba = malloc((na + off) * sizeof(float)), *bb = malloc((nb + off) * sizeof(float));
+    float *bc = malloc((nc + off) * sizeof(float)), *out = malloc(nc * sizeof(float));
+    assert_true(ba && bb && bc && out);
+    memcpy(ba + off, a, na * sizeof(float));
+    memcpy(bb + off, b, nb * sizeof(float));
+    memcpy(bc + off, c, nc * sizeof(float));
+    mp_gemm_path((enum mp_gemm_path)path, ta, tb, s.m, s.n, s.k, 1.0f, ba + off, ta ? s.m : s.k,
+                 bb + off, tb ? s.k : s.n, 1.0f, bc + off, s.n);
+    memcpy(out, bc + off, nc * sizeof(float));
+    free(ba);
+    free(bb);
+    free(bc);
+    return out;
+}
+
+static const struct shape big_shapes[] = {
+    {64, 1024, 784}, {1024, 784, 64}, {64, 196, 800}, {800, 196, 64}, {37, 10, 1024}, {3, 5, 7},
+};
+
+static void test_results_are_bitwise_deterministic_and_alignment_independent(void **state)
+{
+    (void)state;
+    struct mp_rng rng;
+    mp_rng_seed(&rng, 42);
+    for (size_t i = 0; i < sizeof big_shapes / sizeof big_shapes[0]; i++) {
+        struct shape s = big_shapes[i];
+        float *a = fill(s.m * s.k, &rng), *b = fill(s.k * s.n, &rng), *c = fill(s.m * s.n, &rng);
+        for (int path = 0; path < MP_GEMM_PATH_COUNT; path++)
+            for (int t = 0; t < 4; t++) {
+                float *ref = run_at_offset(path, t >> 1, t & 1, s, a, b, c, 0);
+                float *again = run_at_offset(path, t >> 1, t & 1, s, a, b, c, 0);
+                assert_memory_equal(ref, again, s.m * s.n * sizeof(float));
+                free(again);
+                /* 1..3 floats off a 16-byte malloc boundary, and 16 (64 bytes: a new cache line) */
+                static const size_t offs[] = {1, 2, 3, 5, 16};
+                for (size_t o = 0; o < sizeof offs / sizeof offs[0]; o++) {
+                    float *moved = run_at_offset(path, t >> 1, t & 1, s, a, b, c, offs[o]);
+                    assert_memory_equal(ref, moved, s.m * s.n * sizeof(float));
+                    free(moved);
+                }
+                free(ref);
+            }
+        free(a);
+        free(b);
+        free(c);
+    }
+}
+
+static void test_mp_gemm_runs_the_path_its_rule_names(void **state)
+{
+    (void)state;
+    struct mp_rng rng;
+    mp_rng_seed(&rng, 7);
+    for (size_t i = 0; i < sizeof big_shapes / sizeof big_shapes[0]; i++) {
+        struct shape s = big_shapes[i];
+        float *a = fill(s.m * s.k, &rng), *b = fill(s.k * s.n, &rng);
+        float *c1 = calloc(s.m * s.n, sizeof(float)), *c2 = calloc(s.m * s.n, sizeof(float));
+        assert_true(c1 && c2);
+        for (int t = 0; t < 4; t++) {
+            int ta = t >> 1, tb = t & 1;
+            size_t lda = ta ? s.m : s.k, ldb = tb ? s.k : s.n;
+            enum mp_gemm_path p = mp_gemm_path_for_op(ta, tb, s.m, s.n, s.k);
+            mp_gemm(ta, tb, s.m, s.n, s.k, 1.0f, a, lda, b, ldb, 0.0f, c1, s.n);
+            mp_gemm_path(p, ta, tb, s.m, s.n, s.k, 1.0f, a, lda, b, ldb, 0.0f, c2, s.n);
+            assert_memory_equal(c1, c2, s.m * s.n * sizeof(float));
+        }
+        free(a);
+        free(b);
+        free(c1);
+        free(c2);
+    }
+}
+
+/* The rule is a table of the measurements in mp_gemm.c; these are its documented regimes. */
+static void test_path_rule_is_a_fixed_function_of_the_shape(void **state)
+{
+    (void)state;
+    const char *arch = mp_gemm_arch();
+    if (strcmp(arch, "skx") == 0) {
+        /* No single-precision sup kernels there: both paths are the packed one, named as such. */
+        assert_int_equal(mp_gemm_path_for(1, 1, 1), MP_GEMM_NATIVE);
+        assert_int_equal(mp_gemm_path_for_op(0, 1, 256, 10, 1024), MP_GEMM_NATIVE);
+        assert_int_equal(mp_gemm_path_for_op(1, 0, 1024, 784, 32), MP_GEMM_NATIVE);
+        return;
+    }
+    assert_int_equal(mp_gemm_path_for(1, 1, 1), MP_GEMM_CBLAS);
+    assert_int_equal(mp_gemm_path_for(256, 1024, 1024), MP_GEMM_CBLAS);
+    assert_int_equal(mp_gemm_path_for_op(0, 1, 256, 10, 1024), MP_GEMM_CBLAS);   /* thin n */
+    assert_int_equal(mp_gemm_path_for_op(0, 1, 128, 1024, 784), MP_GEMM_NATIVE); /* fwd */
+    assert_int_equal(mp_gemm_path_for_op(0, 1, 32, 1024, 784), MP_GEMM_CBLAS);
+    assert_int_equal(mp_gemm_path_for_op(1, 0, 1024, 784, 32), MP_GEMM_NATIVE); /* dW */
+    assert_int_equal(mp_gemm_path_for_op(1, 0, 800, 196, 64), MP_GEMM_CBLAS);
+    for (int i = 0; i < 3; i++) /* asked again, the same answer: nothing is timed */
+        assert_int_equal(mp_gemm_path_for_op(0, 1, 128, 1024, 784), MP_GEMM_NATIVE);
+}
+
+static void test_path_names_are_stable(void **state)
+{
+    (void)state;
+    assert_string_equal(mp_gemm_path_name(MP_GEMM_CBLAS), "cblas");
+    assert_string_equal(mp_gemm_path_name(MP_GEMM_NATIVE), "native");
+}
+
+/* mp_gemm.c's rule rests on this: skx has no single-precision sup kernels, so there the two paths
+ * are one and the same computation. */
+static void test_on_skx_both_paths_give_the_same_bits(void **state)
+{
+    (void)state;
+    if (strcmp(mp_gemm_arch(), "skx") != 0)
+        skip();
+    struct mp_rng rng;
+    mp_rng_seed(&rng, 11);
+    for (size_t i = 0; i < sizeof big_shapes / sizeof big_shapes[0]; i++) {
+        struct shape s = big_shapes[i];
+        float *a = fill(s.m * s.k, &rng), *b = fill(s.k * s.n, &rng), *c = fill(s.m * s.n, &rng);
+        for (int t = 0; t < 4; t++) {
+            float *c1 = run_at_offset(MP_GEMM_CBLAS, t >> 1, t & 1, s, a, b, c, 0);
+            float *c2 = run_at_offset(MP_GEMM_NATIVE, t >> 1, t & 1, s, a, b, c, 0);
+            assert_memory_equal(c1, c2, s.m * s.n * sizeof(float));
+            free(c1);
+            free(c2);
+        }
+        free(a);
+        free(b);
+        free(c);
+    }
+}
+
+static void test_arch_names_a_blis_configuration(void **state)
+{
+    (void)state;
+    const char *arch = mp_gemm_arch();
+    assert_non_null(arch);
+    assert_true(strlen(arch) > 0);
+    assert_string_equal(arch, mp_gemm_arch());
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_both_paths_match_double_reference_on_odd_shapes),
+        cmocka_unit_test(test_leading_dims_wider_than_rows_are_honoured),
+        cmocka_unit_test(test_results_are_bitwise_deterministic_and_alignment_independent),
+        cmocka_unit_test(test_mp_gemm_runs_the_path_its_rule_names),
+        cmocka_unit_test(test_path_rule_is_a_fixed_function_of_the_shape),
+        cmocka_unit_test(test_path_names_are_stable),
+        cmocka_unit_test(test_on_skx_both_paths_give_the_same_bits),
+        cmocka_unit_test(test_arch_names_a_blis_configuration),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
