@@ -31,6 +31,8 @@ struct mp_plan_stage {          /* one virtual stage (P * V of them, in pipeline
     size_t held_bytes;          /* activation bytes kept per in-flight micro-batch */
     int held_mb;                /* micro-batches its rank holds at peak under the schedule */
     double send_s;              /* boundary communication per micro-batch (act out + grad in) */
+    double slowdown;            /* compute slowdown: ranks time-sharing its core / core speed
+                                   (1: a full-speed core of its own) */
 };
 
 /* Where each rank runs (rank = replica * P + stage: each replica is one contiguous pipeline). */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "mp_cli.h"
+#include "mp_gemm.h"
 
 static const char usage[] =
     "usage: mpipe COMMAND [ARGS]   (mpipe COMMAND --help for each)\n"
@@ -45,6 +46,9 @@ int main(int argc, char **argv)
         printf("mpipe %s (%s)\n", MPIPE_VERSION, MPIPE_GIT_HASH);
         return 0;
     }
+    /* BLIS picks its kernel set from the environment on first use: do that now, before MPI starts
+     * threads (mp_gemm.c may choose the kernel set for this CPU, DESIGN.md §6). */
+    (void)mp_gemm_arch();
     static const struct {
         const char *name;
         int (*run)(int, char **, struct mp_err *);

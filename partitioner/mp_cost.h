@@ -1,0 +1,59 @@
+/* The planner's cost model: seconds per layer per micro-batch (analytic FLOPs and bytes at
+ * documented machine rates, or a measured profile), links per topology level (documented defaults
+ * or `mpipe bench p2p --json`), memory per stage under a schedule, and the plan's predicted step
+ * (the engine's own schedule generator and simulator). Planning is pure and fast: nothing here
+ * measures the machine. */
+#ifndef MP_COST_H
+#define MP_COST_H
+
+#include <stddef.h>
+
+#include "mp_err.h"
+#include "mp_layer.h"
+#include "mp_place.h"
+#include "mp_plan.h"
+#include "mp_sim.h"
+
+/* Defaults, documented in `mpipe plan --help`. */
+#define MP_COST_GEMM_FLOPS 60e9  /* BLIS sgemm on one Zen3 core, packed path (DESIGN.md §2) */
+#define MP_COST_MEM_BPS 10e9     /* one core's streaming bandwidth for elementwise kernels */
+#define MP_COST_CALL_S 2e-6      /* fixed overhead per kernel call */
+
+struct mp_link {
+    double latency_s, bandwidth_Bps;
+};
+
+struct mp_cost_model {
+    double gemm_flops, mem_Bps, call_s;
+    struct mp_link link[MP_LINK_COUNT];
+    int optim_slots;        /* floats of optimizer state per parameter (Adam: 2) */
+    char source[64];        /* "analytic" or "profile:FILE" */
+};
+
+void mp_cost_defaults(struct mp_cost_model *cm);
+/* Link levels from `mpipe bench p2p --json` rows: per relation, the smallest latency_us and the
+ * largest bandwidth_GBps. Levels the file does not cover keep their defaults. */
+int mp_cost_load_links(struct mp_cost_model *cm, const char *path, struct mp_err *err);
+
+/* out[0..m->n_layers) for micro-batches of mb samples: analytic, or from `profile` (NULL: none;
+ * rows {index, kind, forward_s, backward_input_s, backward_weight_s[, batch]}; a row measured at
+ * another batch is scaled linearly). Sets cm->source. */
+int mp_cost_layers(const struct mp_model *m, size_t mb, struct mp_cost_model *cm,
+                   const char *profile, struct mp_plan_layer *out, struct mp_err *err);
+
+/* Micro-batches (micro-batch-chunks for interleaved) that `rank` holds at peak. */
+int mp_cost_held_mb(enum mp_sched_kind kind, int P, int V, int M, int rank);
+/* Ring allreduce of `bytes` over D ranks on the link l. */
+double mp_cost_allreduce_s(const struct mp_link *l, double bytes, int D);
+/* Optimizer step over param_bytes: reads params, grads and state, writes params and state. */
+double mp_cost_optim_s(const struct mp_cost_model *cm, double param_bytes);
+
+/* Fills each stage's compute_s, act_bytes, param_bytes, held_bytes, held_mb and peak_mem_bytes
+ * from p->layers and its boundaries. */
+void mp_cost_fill_stages(struct mp_plan *p, int optim_slots);
+/* Rebuilds the schedule (M / D micro-batches per replica), simulates it with the plan's costs and
+ * links, and sets p->step_s (plus the allreduce), bubble and samples_per_s. trace may be NULL. */
+int mp_cost_predict(struct mp_plan *p, struct mp_sim_result *res, struct mp_trace *trace,
+                    struct mp_err *err);
+
+#endif

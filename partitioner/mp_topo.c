@@ -1,0 +1,357 @@
+/* Topology for placement: reads the live machine or an hwloc XML export into plain mp_core rows
+ * (socket, NUMA, L3 by logical index), and parses Open MPI hostfiles. The only file that includes
+ * <hwloc.h>. Irregular machines are normal input: no Package or Core objects, NUMA nodes without
+ * CPUs, several NUMA nodes per socket, disallowed PUs; they degrade to fewer levels, not errors. */
+#include "mp_topo.h"
+
+#include <errno.h>
+#include <hwloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int ancestor_index(hwloc_topology_t topo, hwloc_obj_type_t type, hwloc_obj_t o)
+{
+    hwloc_obj_t a = hwloc_get_ancestor_obj_by_type(topo, type, o);
+    return a ? (int)a->logical_index : -1;
+}
+
+/* NUMA nodes are memory children in hwloc 2, not ancestors: the node is the first one whose
+ * cpuset covers the unit. Nodes without CPUs (CXL, HBM) have empty cpusets and never match. */
+static int numa_index(hwloc_topology_t topo, hwloc_obj_t o)
+{
+    int n = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
+    for (int i = 0; i < n; i++) {
+        hwloc_obj_t node = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, (unsigned)i);
+        if (node->cpuset && !hwloc_bitmap_iszero(node->cpuset) &&
+            hwloc_bitmap_intersects(node->cpuset, o->cpuset))
+            return (int)node->logical_index;
+    }
+    return -1;
+}
+
+/* The first allowed PU inside o, or NULL when all of o's PUs are disallowed. */
+static hwloc_obj_t first_allowed_pu(hwloc_topology_t topo, hwloc_obj_t o)
+{
+    hwloc_const_cpuset_t allowed = hwloc_topology_get_allowed_cpuset(topo);
+    int n = hwloc_get_nbobjs_inside_cpuset_by_type(topo, o->cpuset, HWLOC_OBJ_PU);
+    for (int i = 0; i < n; i++) {
+        hwloc_obj_t pu = hwloc_get_obj_inside_cpuset_by_type(topo, o->cpuset, HWLOC_OBJ_PU,
+                                                             (unsigned)i);
+        if (pu && hwloc_bitmap_isset(allowed, pu->os_index))
+            return pu;
+    }
+    return NULL;
+}
+
+static double info_value(const struct hwloc_info_s *infos, unsigned n, const char *name)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (strcmp(infos[i].name, name) == 0)
+            return atof(infos[i].value);
+    return 0;
+}
+
+/* Speed of a hybrid CPU kind: the kernel's LinuxCapacity when exported, else FrequencyMaxMHz,
+ * returned negative (an absolute figure that set_speeds normalises); without either, 0.6 for
+ * every kind but the most powerful (hwloc only ranks kinds, it does not measure them). */
+static double kind_metric(hwloc_topology_t topo, int kind, int n_kinds)
+{
+    unsigned n = 0;
+    struct hwloc_info_s *infos = NULL;
+    int eff = -1;
+    if (hwloc_cpukinds_get_info(topo, (unsigned)kind, NULL, &eff, &n, &infos, 0) < 0)
+        return 1.0;
+    double v = info_value(infos, n, "LinuxCapacity");
+    if (v <= 0)
+        v = info_value(infos, n, "FrequencyMaxMHz");
+    if (v > 0)
+        return -v;
+    return kind == n_kinds - 1 ? 1.0 : 0.6;
+}
+
+static void set_speeds(struct mp_topo *t, hwloc_topology_t topo)
+{
+    int n_kinds = hwloc_cpukinds_get_nr(topo, 0);
+    double best = 0;
+    hwloc_bitmap_t set = hwloc_bitmap_alloc();
+    for (int i = 0; i < t->n_cores; i++) {
+        t->cores[i].speed = 1.0;
+        if (n_kinds < 2 || !set)
+            continue;
+        hwloc_bitmap_only(set, (unsigned)hwloc_get_obj_by_type(topo, HWLOC_OBJ_PU,
+                                                               (unsigned)t->cores[i].pu)->os_index);
+        int k = hwloc_cpukinds_get_by_cpuset(topo, set, 0);
+        t->cores[i].speed = k < 0 ? 1.0 : kind_metric(topo, k, n_kinds);
+        best = t->cores[i].speed < 0 && -t->cores[i].speed > best ? -t->cores[i].speed : best;
+    }
+    for (int i = 0; i < t->n_cores; i++)
+        if (t->cores[i].speed < 0)
+            t->cores[i].speed = -t->cores[i].speed / best;
+    hwloc_bitmap_free(set);
+}
+
+/* Fastest kind first; ties keep topology order (the sort is stable on the logical index). */
+static int by_speed(const void *a, const void *b)
+{
+    const struct mp_core *x = a, *y = b;
+    if (x->speed != y->speed)
+        return x->speed > y->speed ? -1 : 1;
+    return (x->core > y->core) - (x->core < y->core);
+}
+
+static int fill_cores(struct mp_topo *t, hwloc_topology_t topo)
+{
+    hwloc_obj_type_t unit = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE) > 0 ? HWLOC_OBJ_CORE
+                                                                               : HWLOC_OBJ_PU;
+    int n = hwloc_get_nbobjs_by_type(topo, unit);
+    int n_pkg = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PACKAGE);
+    int *per_socket = calloc((size_t)n_pkg + 1, sizeof(int));
+    t->cores = calloc((size_t)n + 1, sizeof *t->cores);
+    if (!per_socket || !t->cores) {
+        free(per_socket);
+        return -1;
+    }
+    t->has_packages = n_pkg > 0;
+    for (int i = 0; i < n; i++) {
+        hwloc_obj_t o = hwloc_get_obj_by_type(topo, unit, (unsigned)i);
+        hwloc_obj_t pu = o ? first_allowed_pu(topo, o) : NULL;
+        if (!pu)
+            continue;  /* disallowed (cgroup, taskset): not ours to place on */
+        struct mp_core *c = &t->cores[t->n_cores++];
+        c->core = (int)o->logical_index;
+        c->pu = (int)pu->logical_index;
+        c->socket = ancestor_index(topo, HWLOC_OBJ_PACKAGE, o);
+        if (c->socket < 0 || c->socket > n_pkg)
+            c->socket = 0;
+        c->core_in_socket = per_socket[c->socket]++;
+        c->numa = numa_index(topo, o);
+        c->l3 = ancestor_index(topo, HWLOC_OBJ_L3CACHE, o);
+    }
+    free(per_socket);
+    set_speeds(t, topo);
+    qsort(t->cores, (size_t)t->n_cores, sizeof *t->cores, by_speed);
+    t->n_pus = hwloc_bitmap_weight(hwloc_topology_get_allowed_cpuset(topo));
+    return 0;
+}
+
+static void set_host(struct mp_topo *t, hwloc_topology_t topo, int live)
+{
+    const char *name = NULL;
+    if (live && gethostname(t->host, sizeof t->host - 1) == 0 && t->host[0])
+        return;
+    name = hwloc_obj_get_info_by_name(hwloc_get_root_obj(topo), "HostName");
+    snprintf(t->host, sizeof t->host, "%s", name && name[0] ? name : "localhost");
+}
+
+int mp_topo_load(struct mp_topo *t, const char *src, struct mp_err *err)
+{
+    memset(t, 0, sizeof *t);
+    int live = strcmp(src, "live") == 0;
+    if (!live) {
+        FILE *f = fopen(src, "r");
+        if (!f)
+            return MP_FAIL(err, IO, "%s: cannot read topology: %s", src, strerror(errno));
+        fclose(f);
+    }
+    hwloc_topology_t topo;
+    if (hwloc_topology_init(&topo) < 0)
+        return MP_FAIL(err, NOMEM, "hwloc_topology_init failed");
+    int rc = -1;
+    if (!live && hwloc_topology_set_xml(topo, src) < 0) {
+        MP_FAIL(err, INPUT, "%s: not an hwloc XML topology (make one with "
+                            "`lstopo-no-graphics --of xml FILE.xml`)", src);
+        goto out;
+    }
+    if (hwloc_topology_load(topo) < 0) {
+        MP_FAIL(err, INPUT, "%s: hwloc could not load this topology: %s",
+                live ? "live machine" : src, strerror(errno));
+        goto out;
+    }
+    if (fill_cores(t, topo) < 0) {
+        MP_FAIL(err, NOMEM, "topology: out of memory");
+        goto out;
+    }
+    if (t->n_cores == 0) {
+        MP_FAIL(err, INPUT, "%s: topology has no allowed processing units", live ? "live" : src);
+        goto out;
+    }
+    set_host(t, topo, live);
+    rc = 0;
+out:
+    hwloc_topology_destroy(topo);
+    if (rc < 0)
+        mp_topo_free(t);
+    return rc;
+}
+
+void mp_topo_free(struct mp_topo *t)
+{
+    free(t->cores);
+    t->cores = NULL;
+    t->n_cores = 0;
+}
+
+/* One `key=value` token of a hostfile line. */
+static int host_option(struct mp_host *h, const char *tok, const char *name, int line,
+                       struct mp_err *err)
+{
+    const char *eq = strchr(tok, '=');
+    if (!eq)
+        return MP_FAIL(err, INPUT, "%s:%d: expected key=value after the host name, got '%s'",
+                       name, line, tok);
+    size_t klen = (size_t)(eq - tok);
+    const char *v = eq + 1;
+    if ((klen == 5 && strncmp(tok, "slots", 5) == 0) ||
+        (klen == 9 && strncmp(tok, "max_slots", 9) == 0)) {
+        char *end;
+        errno = 0;
+        long n = strtol(v, &end, 10);
+        if (!*v || *end || errno || n < 1 || n > 1000000)
+            return MP_FAIL(err, INPUT, "%s:%d: %.*s must be a positive integer, got '%s'", name,
+                           line, (int)klen, tok, v);
+        if (klen == 5)
+            h->slots += (int)n;
+        return 0;
+    }
+    if (klen == 8 && strncmp(tok, "topology", 8) == 0 && *v) {
+        snprintf(h->topology, sizeof h->topology, "%s", v);
+        return 0;
+    }
+    return MP_FAIL(err, INPUT, "%s:%d: unknown key '%.*s' (expected slots=N, max_slots=N or "
+                               "topology=FILE.xml)", name, line, (int)klen, tok);
+}
+
+static struct mp_host *host_slot(struct mp_hostfile *h, const char *host)
+{
+    for (int i = 0; i < h->n; i++)
+        if (strcmp(h->hosts[i].name, host) == 0)
+            return &h->hosts[i];
+    struct mp_host *nh = realloc(h->hosts, sizeof *nh * (size_t)(h->n + 1));
+    if (!nh)
+        return NULL;
+    h->hosts = nh;
+    memset(&nh[h->n], 0, sizeof *nh);
+    snprintf(nh[h->n].name, sizeof nh[h->n].name, "%s", host);
+    return &nh[h->n++];
+}
+
+static int parse_line(struct mp_hostfile *h, char *s, const char *name, int line,
+                      struct mp_err *err)
+{
+    char *save = NULL, *tok = strtok_r(s, " \t\r", &save);
+    if (!tok)
+        return 0;
+    if (strchr(tok, '=') || strlen(tok) >= sizeof h->hosts[0].name)
+        return MP_FAIL(err, INPUT, "%s:%d: expected a host name first, got '%s'", name, line, tok);
+    struct mp_host *host = host_slot(h, tok);
+    if (!host)
+        return MP_FAIL(err, NOMEM, "%s:%d: out of memory", name, line);
+    while ((tok = strtok_r(NULL, " \t\r", &save)))
+        if (host_option(host, tok, name, line, err) < 0)
+            return -1;
+    return 0;
+}
+
+int mp_hostfile_parse(struct mp_hostfile *h, const char *name, const char *text,
+                      struct mp_err *err)
+{
+    memset(h, 0, sizeof *h);
+    char *copy = strdup(text);
+    if (!copy)
+        return MP_FAIL(err, NOMEM, "%s: out of memory", name);
+    int line = 0, rc = 0;
+    for (char *s = copy, *nl; s && rc == 0; s = nl) {
+        nl = strchr(s, '\n');
+        if (nl)
+            *nl++ = '\0';
+        line++;
+        char *hash = strchr(s, '#');
+        if (hash)
+            *hash = '\0';
+        rc = parse_line(h, s, name, line, err);
+    }
+    free(copy);
+    if (rc == 0 && h->n == 0)
+        rc = MP_FAIL(err, INPUT, "%s:%d: no hosts (expected lines like `node1 slots=4`)", name,
+                     line);
+    if (rc < 0)
+        mp_hostfile_free(h);
+    return rc;
+}
+
+int mp_hostfile_read(struct mp_hostfile *h, const char *path, struct mp_err *err)
+{
+    memset(h, 0, sizeof *h);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return MP_FAIL(err, IO, "%s: cannot read hostfile: %s", path, strerror(errno));
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    for (size_t got; buf && (got = fread(buf + len, 1, cap - len - 1, f)) > 0;) {
+        len += got;
+        if (len + 1 == cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb)
+                free(buf);
+            buf = nb;
+        }
+    }
+    fclose(f);
+    if (!buf)
+        return MP_FAIL(err, NOMEM, "%s: out of memory", path);
+    buf[len] = '\0';
+    int rc = mp_hostfile_parse(h, path, buf, err);
+    free(buf);
+    return rc;
+}
+
+void mp_hostfile_free(struct mp_hostfile *h)
+{
+    free(h->hosts);
+    h->hosts = NULL;
+    h->n = 0;
+}
+
+/* Added for `mpipe bench p2p` (the relation column): where this process is bound. The smallest
+ * object covering the binding gives the core, L3, NUMA node and socket it lies within; a level the
+ * binding spans (or an unbound process, whose binding is the whole machine) is -1. */
+int mp_topo_binding(struct mp_core *where, int *bound, struct mp_err *err)
+{
+    memset(where, 0, sizeof *where);
+    where->core = where->pu = where->l3 = where->numa = where->socket = -1;
+    *bound = 0;
+    hwloc_topology_t topo;
+    if (hwloc_topology_init(&topo) < 0 || hwloc_topology_load(topo) < 0)
+        return MP_FAIL(err, INPUT, "live machine: hwloc could not load the topology");
+    hwloc_bitmap_t set = hwloc_bitmap_alloc();
+    int rc = 0;
+    if (!set) {
+        rc = MP_FAIL(err, NOMEM, "topology: out of memory");
+    } else if (hwloc_get_cpubind(topo, set, HWLOC_CPUBIND_PROCESS) == 0 &&
+               !hwloc_bitmap_iszero(set) &&
+               !hwloc_bitmap_isincluded(hwloc_topology_get_allowed_cpuset(topo), set)) {
+        hwloc_obj_t o = hwloc_get_obj_covering_cpuset(topo, set);
+        *bound = o != NULL;
+        if (o) {
+            hwloc_obj_t core = o->type == HWLOC_OBJ_PU ? o->parent : o;
+            where->core = core && core->type == HWLOC_OBJ_CORE ? (int)core->logical_index : -1;
+            where->pu = o->type == HWLOC_OBJ_PU ? (int)o->logical_index : -1;
+            where->l3 = o->type == HWLOC_OBJ_L3CACHE ? (int)o->logical_index
+                                                     : ancestor_index(topo, HWLOC_OBJ_L3CACHE, o);
+            where->socket = o->type == HWLOC_OBJ_PACKAGE
+                                ? (int)o->logical_index
+                                : ancestor_index(topo, HWLOC_OBJ_PACKAGE, o);
+            int n = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
+            for (int i = 0; i < n; i++) {
+                hwloc_obj_t node = hwloc_get_obj_by_type(topo, HWLOC_OBJ_NUMANODE, (unsigned)i);
+                if (node->cpuset && hwloc_bitmap_isincluded(set, node->cpuset))
+                    where->numa = (int)node->logical_index;
+            }
+        }
+    }
+    hwloc_bitmap_free(set);
+    hwloc_topology_destroy(topo);
+    return rc;
+}

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Claims about `mpipe plan` and `mpipe sim` as a user meets them: the plan JSON has the keys of
+# DESIGN.md §5, bad input exits 2 with a message saying what to change, the rankfile is accepted
+# by a real `mpirun --rankfile`, oversubscribed plans warn and say so, and `sim` writes a trace and
+# an SVG. Usage: test_cli_plan.sh path/to/mpipe (run from the repository root).
+set -u
+MPIPE=${1:?usage: test_cli_plan.sh path/to/mpipe}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+pass=0 fail=0
+
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+bad() {
+    fail=$((fail + 1))
+    echo "FAIL $1"
+    [ -f "$T/err" ] && sed 's/^/     /' "$T/err" | head -5
+}
+
+# expect_exit CODE NAME CMD...: runs CMD, checks its exit code; stderr kept in $T/err.
+expect_exit() {
+    local want=$1 name=$2
+    shift 2
+    "$@" >"$T/out" 2>"$T/err"
+    local got=$?
+    if [ "$got" -eq "$want" ]; then ok "$name"; else bad "$name (exit $got, want $want)"; fi
+}
+
+expect_exit 0 "plan --help" "$MPIPE" plan --help
+grep -q -- "--memory-per-rank" "$T/out" && ok "help documents --memory-per-rank" || bad "help"
+
+expect_exit 0 "plan mlp --stages 2 --json --out" \
+    "$MPIPE" plan models/mlp.mp --stages 2 --json --out "$T/plan.json"
+cp "$T/out" "$T/stdout.json"
+for key in model digest schedule P D V M batch layers stages step_s bubble samples_per_s \
+    oversubscribed cost_source compute_s param_bytes act_bytes_out first_layer last_layer ranks \
+    host cores act_bytes peak_mem_bytes; do
+    if grep -q "\"$key\"" "$T/plan.json" && grep -q "\"$key\"" "$T/stdout.json"; then
+        ok "plan JSON has \"$key\""
+    else
+        bad "plan JSON lacks \"$key\""
+    fi
+done
+grep -q '"oversubscribed": false' "$T/plan.json" && ok "2 ranks not oversubscribed" \
+    || bad "2 ranks marked oversubscribed"
+
+expect_exit 0 "plan table" "$MPIPE" plan models/mlp.mp --stages 2
+grep -q "bottleneck: stage" "$T/out" && grep -q "samples/s" "$T/out" && grep -q "mpirun -np 2" \
+    "$T/out" && ok "table names the bottleneck and the mpirun line" || bad "table content"
+
+expect_exit 2 "unknown model file" "$MPIPE" plan models/no_such_model.mp --stages 2
+expect_exit 2 "more stages than layers" "$MPIPE" plan models/mlp.mp --stages 64
+grep -q -- "--stages" "$T/err" && ok "message says which --stages fits" || bad "stages message"
+expect_exit 2 "impossible memory cap" "$MPIPE" plan models/mlp.mp --stages 2 --memory-per-rank 1K
+grep -q -- "--memory-per-rank" "$T/err" && ok "message says to raise --memory-per-rank" \
+    || bad "memory message"
+expect_exit 2 "unknown flag" "$MPIPE" plan models/mlp.mp --stages 2 --colour blue
+expect_exit 2 "bad schedule" "$MPIPE" plan models/mlp.mp --stages 2 --schedule 3f3b
+expect_exit 2 "batch not divisible by M" "$MPIPE" plan models/mlp.mp --stages 2 --micro-batches 7
+expect_exit 2 "bad topology XML" "$MPIPE" plan models/mlp.mp --stages 2 \
+    --topology tests/data/topo_bad.xml
+grep -q "topo_bad.xml" "$T/err" && ok "XML error names the file" || bad "XML message"
+printf 'node1 slots=2\nnode2 slots=two\n' >"$T/hosts"
+expect_exit 2 "bad hostfile" "$MPIPE" plan models/mlp.mp --stages 2 --hosts "$T/hosts"
+grep -q "hosts:2:" "$T/err" && ok "hostfile error has FILE:LINE" || bad "hostfile message"
+
+expect_exit 0 "irregular XML topology" "$MPIPE" plan models/cnn.mp --stages 3 \
+    --topology tests/data/topo_two_sockets_irregular.xml --rankfile "$T/rf3"
+grep -q "rank 2=twosock slot=1:0" "$T/rf3" && ok "rankfile uses socket:core" || bad "rankfile S:C"
+expect_exit 0 "stages auto" "$MPIPE" plan models/mlp.mp --stages auto --ranks 2
+expect_exit 0 "interleaved + params" "$MPIPE" plan models/cnn.mp --stages 2 \
+    --schedule interleaved --partition params
+
+# Measured inputs: a layer profile and a p2p table replace the analytic defaults.
+{
+    echo '{"rows": ['
+    kinds=(input flatten dense relu dense relu dense relu dense relu dense softmax_xent)
+    for i in "${!kinds[@]}"; do
+        sep=$([ "$i" -lt 11 ] && echo , || true)
+        echo "{\"index\": $i, \"kind\": \"${kinds[$i]}\", \"forward_s\": 0.001,"
+        echo " \"backward_input_s\": 0.001, \"backward_weight_s\": 0.0005}$sep"
+    done
+    echo ']}'
+} >"$T/profile.json"
+expect_exit 0 "plan --profile" "$MPIPE" plan models/mlp.mp --stages 2 --json \
+    --profile "$T/profile.json"
+grep -q '"cost_source": "profile:' "$T/out" && ok "cost_source names the profile" \
+    || bad "cost_source"
+expect_exit 2 "profile of another model" "$MPIPE" plan models/cnn.mp --stages 2 \
+    --profile "$T/profile.json"
+cat >"$T/p2p.json" <<'JSON'
+{"rows": [{"src": 0, "dst": 1, "bytes": 1, "latency_us": 0.3, "pingpong_GBps": 0.01,
+           "bandwidth_GBps": 0.02, "bibw_GBps": 0.03, "relation": "L3"},
+          {"src": 0, "dst": 1, "bytes": 4194304, "latency_us": 500, "pingpong_GBps": 8,
+           "bandwidth_GBps": 9.5, "bibw_GBps": 12, "relation": "L3"}]}
+JSON
+expect_exit 0 "plan --links" "$MPIPE" plan models/mlp.mp --stages 2 --links "$T/p2p.json"
+sed 's/"L3"/"moon"/' "$T/p2p.json" >"$T/p2p_bad.json"
+expect_exit 2 "links with an unknown relation" "$MPIPE" plan models/mlp.mp --stages 2 \
+    --links "$T/p2p_bad.json"
+grep -q "relation" "$T/err" && ok "links error names the key" || bad "links message"
+
+expect_exit 0 "plan with --rankfile" "$MPIPE" plan models/mlp.mp --stages 2 --rankfile "$T/rf"
+expect_exit 0 "mpirun accepts the rankfile" mpirun --rankfile "$T/rf" -np 2 hostname
+
+expect_exit 0 "oversubscribed plan" "$MPIPE" plan models/mlp.mp --stages 6 --json \
+    --rankfile "$T/rf6"
+grep -q '"oversubscribed": true' "$T/out" && ok "oversubscribed: true" || bad "oversubscribed key"
+grep -q "oversubscribed" "$T/err" && ok "oversubscription warned on stderr" || bad "no warning"
+expect_exit 0 "mpirun accepts the oversubscribed rankfile" \
+    mpirun --oversubscribe --rankfile "$T/rf6" -np 6 hostname
+
+expect_exit 0 "sim with trace and svg" "$MPIPE" sim "$T/plan.json" --trace "$T/t.json" \
+    --svg "$T/t.svg"
+grep -q "bubble" "$T/out" && ok "sim prints the bubble" || bad "sim output"
+grep -q "traceEvents" "$T/t.json" && ok "trace written" || bad "trace"
+grep -q "<svg" "$T/t.svg" && ok "svg written" || bad "svg"
+echo '{"model": "x"}' >"$T/broken.json"
+expect_exit 2 "sim rejects a malformed plan" "$MPIPE" sim "$T/broken.json"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]

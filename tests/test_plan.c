@@ -1,0 +1,198 @@
+/* Claims about partitioner/mp_plan.c: a plan survives write → read unchanged, and every malformed
+ * plan (missing or mistyped keys, stages that do not tile the layers, P * V != stages, unknown
+ * schedule, broken JSON) is rejected as MP_ERR_INPUT naming the file and the key. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mp_plan.h"
+
+static char path[64];
+
+static void make_plan(struct mp_plan *p)
+{
+    static const char *kinds[] = {"input", "flatten", "dense", "relu", "dense", "softmax_xent"};
+    memset(p, 0, sizeof *p);
+    snprintf(p->model, sizeof p->model, "models/x.mp");
+    snprintf(p->digest, sizeof p->digest, "0123456789abcdef");
+    snprintf(p->cost_source, sizeof p->cost_source, "analytic");
+    snprintf(p->partition, sizeof p->partition, "optimal");
+    p->schedule = MP_SCHED_1F1B, p->P = 2, p->D = 1, p->V = 1, p->M = 4, p->batch = 256;
+    p->n_layers = 6, p->n_stages = 2, p->n_ranks = 2, p->bottleneck = 1;
+    p->layers = calloc(6, sizeof *p->layers);
+    p->stages = calloc(2, sizeof *p->stages);
+    p->ranks = calloc(2, sizeof *p->ranks);
+    p->link_latency_s = calloc(4, sizeof(double));
+    p->link_bandwidth_Bps = calloc(4, sizeof(double));
+    for (int i = 0; i < 6; i++) {
+        p->layers[i].index = i;
+        snprintf(p->layers[i].kind, sizeof p->layers[i].kind, "%s", kinds[i]);
+        p->layers[i].fwd_s = 0.001 * i, p->layers[i].bwd_input_s = 0.002 * i;
+        p->layers[i].bwd_weight_s = 0.0005 * i;
+        p->layers[i].compute_s = 0.0035 * i;
+        p->layers[i].param_bytes = 1000u * (size_t)i, p->layers[i].act_bytes_out = 4096;
+        p->layers[i].saved_bytes = (size_t)i;
+    }
+    for (int v = 0; v < 2; v++) {
+        struct mp_plan_stage *s = &p->stages[v];
+        s->first_layer = v ? 3 : 1, s->last_layer = v ? 5 : 2;
+        s->ranks[0] = v, s->n_ranks = 1, s->cores[0] = v;
+        snprintf(s->host, sizeof s->host, "vm");
+        s->compute_s = 0.01 + v, s->act_bytes = 4096, s->param_bytes = 2000;
+        s->peak_mem_bytes = 123456789012ull, s->held_bytes = 777, s->held_mb = 2 - v;
+        s->send_s = 1e-5;
+        p->ranks[v].stage = v;
+        snprintf(p->ranks[v].host, sizeof p->ranks[v].host, "vm");
+        p->ranks[v].core = v, p->ranks[v].pu = v;
+        snprintf(p->ranks[v].slot, sizeof p->ranks[v].slot, "0:%d", v);
+    }
+    for (int i = 0; i < 4; i++)
+        p->link_latency_s[i] = 4e-7, p->link_bandwidth_Bps[i] = 1.2e10;
+    p->step_s = 0.0737, p->bubble = 0.21, p->samples_per_s = 3473.5, p->oversubscribed = 1;
+    p->allreduce_s = 0, p->optim_step_s = 0.005;
+}
+
+static void test_plan_round_trips_through_json(void **state)
+{
+    (void)state;
+    struct mp_plan a, b;
+    struct mp_err err;
+    make_plan(&a);
+    assert_int_equal(mp_plan_write(&a, path, &err), 0);
+    assert_int_equal(mp_plan_read(&b, path, &err), 0);
+    assert_string_equal(a.model, b.model);
+    assert_string_equal(a.digest, b.digest);
+    assert_int_equal(b.schedule, MP_SCHED_1F1B);
+    assert_int_equal(b.P, 2), assert_int_equal(b.D, 1), assert_int_equal(b.V, 1);
+    assert_int_equal(b.M, 4), assert_int_equal(b.batch, 256);
+    assert_int_equal(b.n_layers, 6), assert_int_equal(b.n_stages, 2),
+        assert_int_equal(b.n_ranks, 2);
+    for (int i = 0; i < 6; i++) {
+        assert_string_equal(a.layers[i].kind, b.layers[i].kind);
+        assert_true(a.layers[i].compute_s == b.layers[i].compute_s);
+        assert_true(a.layers[i].bwd_input_s == b.layers[i].bwd_input_s);
+        assert_int_equal(a.layers[i].param_bytes, b.layers[i].param_bytes);
+        assert_int_equal(a.layers[i].saved_bytes, b.layers[i].saved_bytes);
+    }
+    for (int v = 0; v < 2; v++) {
+        assert_int_equal(a.stages[v].first_layer, b.stages[v].first_layer);
+        assert_int_equal(a.stages[v].last_layer, b.stages[v].last_layer);
+        assert_int_equal(a.stages[v].peak_mem_bytes, b.stages[v].peak_mem_bytes);
+        assert_int_equal(a.stages[v].held_mb, b.stages[v].held_mb);
+        assert_string_equal(a.ranks[v].slot, b.ranks[v].slot);
+    }
+    assert_true(b.link_bandwidth_Bps[3] == 1.2e10);
+    assert_true(b.step_s == a.step_s), assert_true(b.samples_per_s == a.samples_per_s);
+    assert_int_equal(b.oversubscribed, 1), assert_int_equal(b.bottleneck, 1);
+    assert_string_equal(b.cost_source, "analytic");
+    mp_plan_free(&a);
+    mp_plan_free(&b);
+}
+
+/* Writes a good plan, lets `edit` break it with JSON Pointer-like edits, and expects rejection
+ * with `key` in the message. */
+static void expect_rejected(const char *edit, const char *key)
+{
+    struct mp_plan a, b;
+    struct mp_err err;
+    mp_err_clear(&err);
+    make_plan(&a);
+    assert_int_equal(mp_plan_write(&a, path, &err), 0);
+    mp_plan_free(&a);
+    json_t *root = json_load_file(path, 0, NULL);
+    json_t *st = json_object_get(root, "stages"), *ly = json_object_get(root, "layers");
+    if (!strcmp(edit, "no digest"))
+        json_object_del(root, "digest");
+    else if (!strcmp(edit, "P string"))
+        json_object_set_new(root, "P", json_string("2"));
+    else if (!strcmp(edit, "P 3"))
+        json_object_set_new(root, "P", json_integer(3));
+    else if (!strcmp(edit, "gap"))
+        json_object_set_new(json_array_get(st, 1), "first_layer", json_integer(4));
+    else if (!strcmp(edit, "short"))
+        json_object_set_new(json_array_get(st, 1), "last_layer", json_integer(4));
+    else if (!strcmp(edit, "reversed"))
+        json_object_set_new(json_array_get(st, 0), "last_layer", json_integer(0));
+    else if (!strcmp(edit, "schedule"))
+        json_object_set_new(root, "schedule", json_string("2f2b"));
+    else if (!strcmp(edit, "index"))
+        json_object_set_new(json_array_get(ly, 2), "index", json_integer(7));
+    else if (!strcmp(edit, "kind"))
+        json_object_del(json_array_get(ly, 1), "kind");
+    else if (!strcmp(edit, "oversub"))
+        json_object_set_new(root, "oversubscribed", json_integer(1));
+    else if (!strcmp(edit, "M vs D"))
+        json_object_set_new(root, "D", json_integer(3));
+    else if (!strcmp(edit, "V"))
+        json_object_set_new(root, "V", json_integer(2));
+    else if (!strcmp(edit, "ranks"))
+        json_object_set_new(json_array_get(st, 0), "ranks", json_string("0"));
+    else if (!strcmp(edit, "negative"))
+        json_object_set_new(json_array_get(st, 0), "param_bytes", json_integer(-5));
+    else if (!strcmp(edit, "links"))
+        json_object_set_new(root, "link_latency_s", json_array());
+    else
+        fail_msg("unknown edit %s", edit);
+    assert_int_equal(json_dump_file(root, path, 0), 0);
+    json_decref(root);
+    assert_int_equal(mp_plan_read(&b, path, &err), -1);
+    assert_int_equal(err.code, MP_ERR_INPUT);
+    if (!strstr(err.msg, path) || !strstr(err.msg, key))
+        fail_msg("%s: expected '%s' and the file in '%s'", edit, key, err.msg);
+}
+
+static void test_malformed_plans_are_rejected_naming_the_key(void **state)
+{
+    (void)state;
+    expect_rejected("no digest", "'digest': missing");
+    expect_rejected("P string", "'P': not an integer");
+    expect_rejected("P 3", "'stages': must have P * V");
+    expect_rejected("gap", "'stages[1].first_layer'");
+    expect_rejected("short", "last stage must end at the last layer");
+    expect_rejected("reversed", "'stages[0].last_layer'");
+    expect_rejected("schedule", "'schedule'");
+    expect_rejected("index", "layers[2]");
+    expect_rejected("kind", "'layers[1].kind': missing");
+    expect_rejected("oversub", "'oversubscribed': not a boolean");
+    expect_rejected("M vs D", "'M': must be a multiple of D");
+    expect_rejected("V", "'V'");
+    expect_rejected("ranks", "'stages[0].ranks': not an array");
+    expect_rejected("negative", "'stages[0].param_bytes': negative");
+    expect_rejected("links", "'link_latency_s'");
+}
+
+static void test_broken_json_and_missing_file(void **state)
+{
+    (void)state;
+    struct mp_plan p;
+    struct mp_err err;
+    FILE *f = fopen(path, "w");
+    fputs("{\"model\": \"x\",\n  \"P\": }\n", f);
+    fclose(f);
+    assert_int_equal(mp_plan_read(&p, path, &err), -1);
+    assert_int_equal(err.code, MP_ERR_INPUT);
+    assert_non_null(strstr(err.msg, path));
+    assert_int_equal(mp_plan_read(&p, "/nonexistent/plan.json", &err), -1);
+    assert_int_equal(err.code, MP_ERR_IO);
+}
+
+int main(void)
+{
+    snprintf(path, sizeof path, "/tmp/mp_test_plan_%d.json", (int)getpid());
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plan_round_trips_through_json),
+        cmocka_unit_test(test_malformed_plans_are_rejected_naming_the_key),
+        cmocka_unit_test(test_broken_json_and_missing_file),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    remove(path);
+    return rc;
+}

@@ -1,0 +1,469 @@
+/* `mpipe plan`: flags → a plan (DESIGN.md §4, §5). Loads the model, the topology and the cost
+ * sources, places P * D ranks, partitions the layers against the placement's links, predicts the
+ * step with the engine's simulator (searching P and D for --stages auto), then prints a table or
+ * the plan JSON and writes the plan and rankfile. No training, no MPI: planning is instant. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mp_cli.h"
+#include "mp_cost.h"
+#include "mp_flags.h"
+#include "mp_partition.h"
+#include "mp_place.h"
+#include "mp_plan.h"
+
+static const char help[] =
+    "usage: mpipe plan MODEL.mp --stages P|auto [options]\n"
+    "\n"
+    "Splits MODEL.mp into pipeline stages, places the ranks on cores and predicts the step time.\n"
+    "\n"
+    "  --stages P|auto          pipeline stages; auto searches P and D with P*D = ranks\n"
+    "  --ranks N                ranks to plan for (default: P*D, or for auto the topology's\n"
+    "                           cores / the hostfile's slots)\n"
+    "  --dp D                   data-parallel replicas of every stage (default 1, or ranks/P)\n"
+    "  --micro-batches M        micro-batches per step (default: the largest divisor of B that\n"
+    "                           is a multiple of D and at most 2*P*D)\n"
+    "  --batch B                global batch (default 256, as mpipe train)\n"
+    "  --schedule S             gpipe, 1f1b (default), interleaved, zb1\n"
+    "  --chunks V               virtual stages per rank for interleaved (default 2)\n"
+    "  --topology live|FILE.xml machine topology: hwloc on this machine (default) or an XML\n"
+    "                           export (lstopo-no-graphics --of xml FILE.xml)\n"
+    "  --hosts FILE             Open MPI hostfile (`host slots=N`, optional topology=FILE.xml)\n"
+    "  --profile PROFILE.json   measured layer times (mpipe bench layers --json)\n"
+    "  --links P2P.json         measured links (mpipe bench p2p --json)\n"
+    "  --memory-per-rank BYTES  cap on params + grads + optimizer state + held activations\n"
+    "                           (suffixes K, M, G)\n"
+    "  --partition KIND         optimal (default: exact min of the bottleneck stage, compute +\n"
+    "                           its communication), params (balanced parameter bytes), uniform\n"
+    "  --out plan.json          write the plan (read by mpipe train --plan and mpipe sim)\n"
+    "  --rankfile FILE          write an Open MPI rankfile (rank N=host slot=S:C)\n"
+    "  --json                   print the plan JSON on stdout instead of the table\n"
+    "\n"
+    "Costs without --profile: GEMM layers (dense, conv2d) take max(FLOPs / 60 GFLOPS,\n"
+    "bytes / 10 GB/s), other layers bytes / 10 GB/s, plus 2 us per kernel call. Links without\n"
+    "--links (latency, bandwidth): same L3 0.4 us 12 GB/s, same NUMA 0.6 us 10 GB/s, same\n"
+    "socket 0.8 us 8 GB/s, cross-socket 1.5 us 5 GB/s, cross-host 25 us 1.1 GB/s. Memory per\n"
+    "rank: 4 x params (weights, grads, Adam's 2 slots) + held micro-batches x activations\n"
+    "(1f1b and zb1: stage s holds min(P-s, M); gpipe: M; interleaved: Megatron's warm-up).\n"
+    "With interleaved, each of a rank's V chunks gets 1/V of --memory-per-rank.\n"
+    "Ranks are replica-major (rank = replica*P + stage); consecutive stages take neighbouring\n"
+    "cores. More ranks than cores is allowed: round-robin, a warning, \"oversubscribed\": true,\n"
+    "and ranks sharing a core are predicted to run that many times slower.\n";
+
+struct plan_args {
+    const char *model, *topology, *hosts, *profile, *links, *out, *rankfile;
+    long long stages, ranks, dp, micro, batch, chunks;  /* stages 0: auto */
+    enum mp_sched_kind schedule;
+    enum mp_part_kind partition;
+    size_t mem_cap;
+    int json;
+};
+
+static int takes_value(const char *f) { return strcmp(f, "--json") && strcmp(f, "--help"); }
+
+static int parse_flag(struct plan_args *a, const char *f, const char *v, struct mp_err *err)
+{
+    static const char *const scheds[] = {"gpipe", "1f1b", "interleaved", "zb1", NULL};
+    static const char *const parts[] = {"uniform", "params", "optimal", NULL};
+    int k;
+    if (mp_flag_is(f, "--stages"))
+        return strcmp(v, "auto") == 0 ? (a->stages = 0, 0)
+                                      : mp_flag_int(f, v, 1, 4096, &a->stages, err);
+    if (mp_flag_is(f, "--ranks"))
+        return mp_flag_int(f, v, 1, 1 << 20, &a->ranks, err);
+    if (mp_flag_is(f, "--dp"))
+        return mp_flag_int(f, v, 1, 4096, &a->dp, err);
+    if (mp_flag_is(f, "--micro-batches"))
+        return mp_flag_int(f, v, 1, 1 << 24, &a->micro, err);
+    if (mp_flag_is(f, "--batch"))
+        return mp_flag_int(f, v, 1, 1 << 30, &a->batch, err);
+    if (mp_flag_is(f, "--chunks"))
+        return mp_flag_int(f, v, 1, 64, &a->chunks, err);
+    if (mp_flag_is(f, "--schedule"))
+        return mp_flag_choice(f, v, scheds, &k, err) ? -1 : (mp_sched_parse(v, &a->schedule), 0);
+    if (mp_flag_is(f, "--partition"))
+        return mp_flag_choice(f, v, parts, &k, err) ? -1 : (a->partition = (enum mp_part_kind)k, 0);
+    if (mp_flag_is(f, "--memory-per-rank"))
+        return mp_flag_bytes(f, v, &a->mem_cap, err);
+    const char **dst = mp_flag_is(f, "--topology") ? &a->topology
+                       : mp_flag_is(f, "--hosts")   ? &a->hosts
+                       : mp_flag_is(f, "--profile") ? &a->profile
+                       : mp_flag_is(f, "--links")   ? &a->links
+                       : mp_flag_is(f, "--out")     ? &a->out
+                       : mp_flag_is(f, "--rankfile") ? &a->rankfile : NULL;
+    if (!dst)
+        return MP_FAIL(err, USAGE, "unknown flag '%s' (see mpipe plan --help)", f);
+    *dst = v;
+    return 0;
+}
+
+static int parse_args(struct plan_args *a, int argc, char **argv, struct mp_err *err)
+{
+    int stages_given = 0;
+    memset(a, 0, sizeof *a);
+    a->topology = "live", a->batch = 256, a->schedule = MP_SCHED_1F1B;
+    a->partition = MP_PART_OPTIMAL;
+    for (int i = 1; i < argc;) {
+        const char *f, *v;
+        if (argv[i][0] != '-' || !argv[i][1]) {
+            if (a->model)
+                return MP_FAIL(err, USAGE, "unexpected argument '%s' (one model file only)",
+                               argv[i]);
+            a->model = argv[i++];
+            continue;
+        }
+        if (mp_flag_next(argc, argv, &i, &f, &v, takes_value, err))
+            return -1;
+        if (mp_flag_is(f, "--json"))
+            a->json = 1;
+        else if (parse_flag(a, f, v, err))
+            return -1;
+        stages_given |= mp_flag_is(f, "--stages");
+    }
+    if (!a->model)
+        return MP_FAIL(err, USAGE,
+                       "no model file given (e.g. mpipe plan models/mlp.mp --stages 2)");
+    if (!stages_given)
+        return MP_FAIL(err, USAGE, "--stages P|auto is required (e.g. --stages 2)");
+    if (a->chunks && a->schedule != MP_SCHED_INTERLEAVED && a->chunks != 1)
+        return MP_FAIL(err, USAGE, "--chunks %lld needs --schedule interleaved", a->chunks);
+    return 0;
+}
+
+static int default_micro(size_t batch, int P, int D)
+{
+    if (P == 1 && D == 1)
+        return 1;
+    for (size_t m = (size_t)(2 * P * D); m >= 1; m--)
+        if (batch % m == 0 && m % (size_t)D == 0)
+            return (int)m;
+    return 0;
+}
+
+/* Everything one candidate (P, D, M) needs besides the model and flags. */
+struct env {
+    const struct plan_args *a;
+    const struct mp_model *m;
+    const struct mp_cluster *cl;
+    struct mp_cost_model cm;
+};
+
+/* The link matrix between the P ranks of replica 0 (the simulator's view of one pipeline). */
+static int set_links(struct mp_plan *p, const struct env *e, const struct mp_placement *pl)
+{
+    size_t PP = (size_t)p->P * (size_t)p->P;
+    p->link_latency_s = malloc(sizeof(double) * PP);
+    p->link_bandwidth_Bps = malloc(sizeof(double) * PP);
+    if (!p->link_latency_s || !p->link_bandwidth_Bps)
+        return -1;
+    for (int x = 0; x < p->P; x++)
+        for (int y = 0; y < p->P; y++) {
+            const struct mp_link *l = &e->cm.link[mp_place_level(pl, e->cl, x, y)];
+            p->link_latency_s[x * p->P + y] = l->latency_s;
+            p->link_bandwidth_Bps[x * p->P + y] = l->bandwidth_Bps;
+        }
+    return 0;
+}
+
+/* The slowest link between the replicas of pipeline position s (what its allreduce crosses). */
+static const struct mp_link *replica_link(const struct env *e, const struct mp_placement *pl,
+                                          int P, int D, int s)
+{
+    enum mp_link_level worst = MP_LINK_L3;
+    for (int d = 1; d < D; d++) {
+        enum mp_link_level l = mp_place_level(pl, e->cl, s, d * P + s);
+        worst = l > worst ? l : worst;
+    }
+    return &e->cm.link[worst];
+}
+
+/* Arrays of the partition problem: items are layers 1..n-1, stages the P * V virtual stages. */
+static int partition(struct mp_plan *p, const struct env *e, const struct mp_placement *pl,
+                     struct mp_err *err)
+{
+    int n = p->n_layers - 1, S = p->n_stages, P = p->P, D = p->D;
+    double *b = calloc((size_t)(4 * n + 6 * S), sizeof(double));
+    int *last = malloc(sizeof(int) * (size_t)S);
+    if (!b || !last) {
+        free(b), free(last);
+        return MP_FAIL(err, NOMEM, "out of memory");
+    }
+    double *comp = b, *par = b + n, *act = b + 2 * n, *held = b + 3 * n, *lat = b + 4 * n;
+    double *bw = lat + S, *alpha = bw + S, *beta = alpha + S, *hmb = beta + S, *slow = hmb + S;
+    for (int i = 0; i < n; i++) {
+        const struct mp_plan_layer *l = &p->layers[i + 1];
+        comp[i] = l->compute_s, par[i] = (double)l->param_bytes;
+        act[i] = (double)l->act_bytes_out, held[i] = (double)(l->act_bytes_out + l->saved_bytes);
+    }
+    for (int v = 0; v < S; v++) {
+        int x = v % P, y = (v + 1) % P;
+        lat[v] = x == y ? 0 : p->link_latency_s[x * P + y];
+        bw[v] = x == y ? 1e30 : p->link_bandwidth_Bps[x * P + y];
+        const struct mp_link *rl = replica_link(e, pl, P, D, x);
+        alpha[v] = D > 1 ? 2.0 * (D - 1) * rl->latency_s : 0;
+        beta[v] = D > 1 ? 2.0 * (D - 1) / D / rl->bandwidth_Bps : 0;
+        int h = mp_cost_held_mb(p->schedule, P, p->V, p->M / D, x);
+        hmb[v] = p->V > 1 ? (h + p->V - 1) / p->V : h;
+        /* Ranks time-sharing a core (oversubscription) each run that much slower; so do
+         * ranks on the efficiency cores of hybrid CPUs. */
+        slow[v] = mp_place_sharing(pl, x) / mp_place_speed(pl, e->cl, x);
+        p->stages[v].slowdown = slow[v];
+    }
+    struct mp_part_problem pr = {
+        .n = n, .S = S, .compute_s = comp, .param_bytes = par, .act_out = act, .held = held,
+        .in_bytes = (double)p->layers[0].act_bytes_out, .lat_s = lat, .Bps = bw,
+        .K = p->M / D + P - 1, .slow = slow, .ar_alpha_s = alpha, .ar_beta = beta,
+        .static_factor = 2.0 + e->cm.optim_slots, .held_mb = hmb,
+        .mem_cap = (double)e->a->mem_cap / p->V};
+    int rc = mp_partition_run(&pr, e->a->partition, last, err);
+    for (int v = 0; rc == 0 && v < S; v++) {
+        p->stages[v].first_layer = v == 0 ? 1 : last[v - 1] + 2;
+        p->stages[v].last_layer = last[v] + 1;
+        p->stages[v].send_s = (v > 0 ? 2 * (lat[v - 1] + act[last[v - 1]] / bw[v - 1]) : 0) +
+                              (v < S - 1 ? 2 * (lat[v] + act[last[v]] / bw[v]) : 0);
+    }
+    if (rc == 0)
+        mp_partition_eval(&pr, last, &p->bottleneck);
+    free(b), free(last);
+    return rc;
+}
+
+/* Per-rank optimizer step and data-parallel allreduce: the slowest rank bounds the step. */
+static void rank_step_costs(struct mp_plan *p, const struct env *e, const struct mp_placement *pl)
+{
+    for (int r = 0; r < p->P; r++) {
+        double bytes = 0;
+        for (int v = r; v < p->n_stages; v += p->P)
+            bytes += (double)p->stages[v].param_bytes;
+        double opt = mp_cost_optim_s(&e->cm, bytes);
+        double ar = mp_cost_allreduce_s(replica_link(e, pl, p->P, p->D, r), bytes, p->D);
+        p->optim_step_s = fmax(p->optim_step_s, opt);
+        p->allreduce_s = fmax(p->allreduce_s, ar);
+    }
+}
+
+static int build(const struct env *e, int P, int D, int M, struct mp_plan *p, struct mp_err *err)
+{
+    const struct plan_args *a = e->a;
+    int V = a->schedule == MP_SCHED_INTERLEAVED ? (a->chunks ? (int)a->chunks : 2) : 1;
+    int n = e->m->n_layers - 1;
+    if (P * V > n)
+        return MP_FAIL(err, USAGE, "cannot split the %d layers of %s into %d stages%s: use "
+                       "--stages %d or fewer", n, e->m->path, P * V, V > 1 ? " (P x chunks)" : "",
+                       n / V);
+    memset(p, 0, sizeof *p);
+    snprintf(p->model, sizeof p->model, "%s", e->m->path);
+    memcpy(p->digest, e->m->digest, sizeof p->digest);
+    snprintf(p->partition, sizeof p->partition, "%s", mp_partition_name(a->partition));
+    p->schedule = a->schedule, p->P = P, p->D = D, p->V = V, p->M = M, p->batch = (size_t)a->batch;
+    p->n_layers = e->m->n_layers, p->n_stages = P * V, p->bottleneck = -1;
+    p->layers = calloc((size_t)p->n_layers, sizeof *p->layers);
+    p->stages = calloc((size_t)p->n_stages, sizeof *p->stages);
+    if (!p->layers || !p->stages)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    struct mp_cost_model cm = e->cm;
+    struct mp_placement pl;
+    if (mp_cost_layers(e->m, p->batch / (size_t)M, &cm, a->profile, p->layers, err) ||
+        mp_place_ranks(&pl, e->cl, P * D, err))
+        return -1;
+    snprintf(p->cost_source, sizeof p->cost_source, "%s", cm.source);
+    p->oversubscribed = pl.oversubscribed;
+    int rc = set_links(p, e, &pl) ? MP_FAIL(err, NOMEM, "out of memory") : 0;
+    if (rc == 0)
+        rc = partition(p, e, &pl, err);
+    if (rc == 0)
+        rc = mp_place_to_plan(p, &pl, e->cl, err);
+    if (rc == 0) {
+        mp_cost_fill_stages(p, cm.optim_slots);
+        rank_step_costs(p, e, &pl);
+        struct mp_sim_result *res = malloc(sizeof *res);
+        rc = res ? mp_cost_predict(p, res, NULL, err) : MP_FAIL(err, NOMEM, "out of memory");
+        free(res);
+    }
+    mp_placement_free(&pl);
+    return rc;
+}
+
+static int micro_for(const struct plan_args *a, int P, int D, int *M, struct mp_err *err)
+{
+    *M = a->micro ? (int)a->micro : default_micro((size_t)a->batch, P, D);
+    if (*M < 1)
+        return MP_FAIL(err, USAGE, "--batch %lld has no micro-batch count that is a multiple of "
+                       "--dp %d: choose a batch divisible by %d", a->batch, D, D);
+    if (a->batch % *M)
+        return MP_FAIL(err, USAGE, "--batch %lld is not divisible by --micro-batches %d", a->batch,
+                       *M);
+    if (*M % D)
+        return MP_FAIL(err, USAGE, "--micro-batches %d is not a multiple of --dp %d", *M, D);
+    return 0;
+}
+
+/* --stages auto: every (P, D) with P * D = N; the best predicted step wins. */
+static int search(const struct env *e, int N, struct mp_plan *best, struct mp_err *err)
+{
+    struct mp_err last_err;
+    mp_err_clear(&last_err);
+    int found = 0;
+    for (int D = 1; D <= N; D++) {
+        int P = N / D, M;
+        struct mp_plan cand;
+        memset(&cand, 0, sizeof cand);
+        if (N % D || (e->a->dp && D != e->a->dp) || micro_for(e->a, P, D, &M, &last_err))
+            continue;
+        if (build(e, P, D, M, &cand, &last_err)) {
+            mp_plan_free(&cand);
+            if (last_err.code == MP_ERR_NOMEM || last_err.code == MP_ERR_INPUT)
+                break;
+            continue;
+        }
+        if (!found || cand.step_s < best->step_s) {
+            if (found)
+                mp_plan_free(best);
+            *best = cand, found = 1;
+        } else {
+            mp_plan_free(&cand);
+        }
+    }
+    if (found)
+        return 0;
+    if (last_err.code != MP_OK) {
+        *err = last_err;
+        return -1;
+    }
+    return MP_FAIL(err, USAGE, "no split of %d ranks into stages x replicas fits: try --ranks, "
+                   "--dp or --micro-batches", N);
+}
+
+static int plan_fixed(const struct env *e, struct mp_plan *p, struct mp_err *err)
+{
+    const struct plan_args *a = e->a;
+    int P = (int)a->stages, D = a->dp ? (int)a->dp : 1, M;
+    if (!a->dp && a->ranks) {
+        if (a->ranks % P)
+            return MP_FAIL(err, USAGE, "--ranks %lld is not a multiple of --stages %d", a->ranks,
+                           P);
+        D = (int)(a->ranks / P);
+    }
+    if (a->ranks && a->ranks != (long long)P * D)
+        return MP_FAIL(err, USAGE, "--ranks %lld is not --stages %d x --dp %d", a->ranks, P, D);
+    if (micro_for(a, P, D, &M, err))
+        return -1;
+    return build(e, P, D, M, p, err);
+}
+
+static void layer_list(const struct mp_plan *p, const struct mp_plan_stage *st, char *out,
+                       size_t cap)
+{
+    int n = snprintf(out, cap, "%d..%d", st->first_layer, st->last_layer);
+    for (int i = st->first_layer; i <= st->last_layer && n > 0 && (size_t)n < cap; i++) {
+        if ((size_t)n + strlen(p->layers[i].kind) + 5 >= cap) {
+            snprintf(out + n, cap - (size_t)n, " ...");
+            break;
+        }
+        n += snprintf(out + n, cap - (size_t)n, " %s", p->layers[i].kind);
+    }
+}
+
+static void print_table(const struct mp_plan *p)
+{
+    printf("# mpipe plan %s (digest %s): %s, P=%d D=%d V=%d, M=%d micro-batches of %zu (batch "
+           "%zu), partition %s, costs %s\n", p->model, p->digest, mp_sched_name(p->schedule),
+           p->P, p->D, p->V, p->M, p->batch / (size_t)p->M, p->batch, p->partition,
+           p->cost_source);
+    printf("%-5s %-44s %-9s %-12s %-9s %10s %10s %10s %11s\n", "stage", "layers", "ranks", "host",
+           "cores", "compute_ms", "send_B/mb", "recv_B/mb", "peak_mem_MB");
+    for (int v = 0; v < p->n_stages; v++) {
+        const struct mp_plan_stage *st = &p->stages[v];
+        char layers[45], ranks[64] = "", cores[64] = "";
+        layer_list(p, st, layers, sizeof layers);
+        for (int d = 0, nr = 0, nc = 0; d < st->n_ranks && nr < 50 && nc < 50; d++) {
+            nr += snprintf(ranks + nr, sizeof ranks - (size_t)nr, d ? ",%d" : "%d", st->ranks[d]);
+            nc += snprintf(cores + nc, sizeof cores - (size_t)nc, d ? ",%d" : "%d", st->cores[d]);
+        }
+        size_t in = v > 0 ? p->layers[st->first_layer - 1].act_bytes_out : 0;
+        size_t out = v < p->n_stages - 1 ? st->act_bytes : 0;
+        printf("%-5d %-44s %-9s %-12.12s %-9s %10.3f %10zu %10zu %11.1f\n", v, layers, ranks,
+               st->host, cores, 1e3 * st->compute_s, out + in, in + out,
+               (double)st->peak_mem_bytes / 1048576.0);
+    }
+    printf("predicted step %.3f ms, bubble %.3f, %.1f samples/s", 1e3 * p->step_s, p->bubble,
+           p->samples_per_s);
+    if (p->allreduce_s > 0)
+        printf(" (allreduce %.3f ms)", 1e3 * p->allreduce_s);
+    printf("\n");
+    if (p->bottleneck >= 0 && p->bottleneck < p->n_stages) {
+        const struct mp_plan_stage *b = &p->stages[p->bottleneck];
+        printf("bottleneck: stage %d (layers %d..%d): %.3f ms compute + %.3f ms communication "
+               "per micro-batch\n", p->bottleneck, b->first_layer, b->last_layer,
+               1e3 * b->compute_s, 1e3 * b->send_s);
+    }
+}
+
+static void print_launch(const struct plan_args *a, const struct mp_plan *p, FILE *f)
+{
+    fprintf(f, "launch: mpirun -np %d%s", p->P * p->D, p->oversubscribed ? " --oversubscribe" : "");
+    if (a->hosts)
+        fprintf(f, " --hostfile %s", a->hosts);
+    if (a->rankfile)
+        fprintf(f, " --rankfile %s", a->rankfile);
+    else if (p->oversubscribed)
+        fprintf(f, " --map-by core --bind-to none");  /* binding more ranks than cores fails */
+    else
+        fprintf(f, " --map-by core --bind-to core");
+    fprintf(f, " mpipe train %s --plan %s\n", a->model, a->out ? a->out : "plan.json");
+}
+
+static int emit(const struct plan_args *a, const struct mp_plan *p, struct mp_err *err)
+{
+    if (p->oversubscribed)
+        fprintf(stderr, "mpipe plan: warning: %d ranks on fewer cores: placed round-robin "
+                "(oversubscribed); launch with mpirun --oversubscribe\n", p->P * p->D);
+    if (a->out && mp_plan_write(p, a->out, err))
+        return -1;
+    if (a->rankfile && mp_place_write_rankfile(p, a->rankfile, err))
+        return -1;
+    if (a->json)
+        return mp_plan_write(p, "-", err);
+    print_table(p);
+    print_launch(a, p, stdout);
+    return 0;
+}
+
+int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
+{
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return fputs(help, stdout), 0;
+    struct plan_args a;
+    if (parse_args(&a, argc, argv, err))
+        return -1;
+    struct mp_model m;
+    struct mp_cluster cl;
+    struct mp_plan p;
+    struct env e = {.a = &a, .m = &m, .cl = &cl};
+    memset(&p, 0, sizeof p);
+    mp_cost_defaults(&e.cm);
+    if (a.links && mp_cost_load_links(&e.cm, a.links, err))
+        return -1;
+    /* A model path that names nothing is a usage mistake (exit 2), not an I/O failure. */
+    if (access(a.model, F_OK) != 0)
+        return MP_FAIL(err, USAGE, "%s: no such model file (e.g. models/mlp.mp)", a.model);
+    if (mp_model_load(&m, a.model, err))
+        return -1;
+    int rc = mp_cluster_init(&cl, a.topology, a.hosts, err);
+    if (rc == 0) {
+        if (a.stages)
+            rc = plan_fixed(&e, &p, err);
+        else
+            rc = search(&e, a.ranks ? (int)a.ranks : mp_cluster_slots(&cl), &p, err);
+        if (rc == 0)
+            rc = emit(&a, &p, err);
+        mp_plan_free(&p);
+        mp_cluster_free(&cl);
+    }
+    mp_model_free(&m);
+    return rc;
+}
