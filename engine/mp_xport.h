@@ -57,6 +57,21 @@ int mp_xport_send(struct mp_xport *x, const void *buf, size_t bytes, int peer, i
 int mp_xport_recv(struct mp_xport *x, void *buf, size_t bytes, int peer, int tag,
                   const char *what, struct mp_err *err);
 
+/* Benchmark loops for `mpipe bench p2p` (added for it), the methods of OSU's osu_latency, osu_bw
+ * and osu_bibw, timed with MPI_Wtime on this rank. Both ranks of a pair call the same function
+ * with each other as peer; `first` is 1 on exactly one of them (it sends first). `warmup`
+ * iterations run untimed, then *seconds is the wall time of `iters` iterations. Waits poll without
+ * sleeping (a sleep would be measured) and still fail at the deadline. */
+/* Ping-pong: first sends `bytes`, the peer sends them back; one iteration is one round trip. */
+int mp_xport_bench_pingpong(struct mp_xport *x, int peer, int first, void *buf, size_t bytes,
+                            int warmup, int iters, double *seconds, struct mp_err *err);
+/* Streaming: first posts `window` nonblocking sends of `bytes` (from one buffer), the peer
+ * `window` receives, then the peer returns a 4-byte ack. bidir: both post both at once, then
+ * exchange acks. One iteration is one window. window <= 256. */
+int mp_xport_bench_window(struct mp_xport *x, int peer, int first, const void *sbuf, void *rbuf,
+                          size_t bytes, int window, int bidir, int warmup, int iters,
+                          double *seconds, struct mp_err *err);
+
 /* Ends the whole job with `code` (after a local failure that peers cannot know about). */
 void mp_xport_abort(struct mp_xport *x, int code);
 

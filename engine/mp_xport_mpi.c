@@ -4,6 +4,7 @@
 #include "mp_xport.h"
 
 #include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,27 @@ struct mp_xport {
     int n_free;
     int owns_mpi;
 };
+
+/* Set by SIGTERM, which is how mpirun ends the job when a rank died: the next poll then reports
+ * what this rank was waiting for (on a `waited` line) instead of dying silently. Installed only
+ * with more than one rank; SA_RESETHAND lets a second SIGTERM kill as usual. */
+static volatile sig_atomic_t term_requested;
+
+static void on_sigterm(int sig)
+{
+    (void)sig;
+    term_requested = 1;
+}
+
+static void catch_sigterm(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigterm;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+}
 
 static int mpi_fail(struct mp_xport *x, int rc, const char *call, int peer, int tag,
                     struct mp_err *err)
@@ -53,6 +75,8 @@ int mp_xport_init(struct mp_xport **out, int *argc, char ***argv, struct mp_err 
     int len = 0;
     MPI_Get_processor_name(x->host, &len);
     x->deadline_s = 60.0;
+    if (x->size > 1)
+        catch_sigterm();
     for (int i = 0; i < MAX_REQ; i++) {
         x->req[i] = MPI_REQUEST_NULL;
         x->free_list[i] = MAX_REQ - 1 - i;
@@ -173,6 +197,12 @@ static int poll_request(struct mp_xport *x, MPI_Request *r, int peer, const char
                 err->rank = x->rank;
             return MP_FAIL(err, DEADLINE, "rank %d waited %.0f s for %s", x->rank, waited, what);
         }
+        if (term_requested) {
+            if (err)
+                err->rank = x->rank;
+            return MP_FAIL(err, PEER, "rank %d was ended by mpirun (SIGTERM: a peer failed) "
+                           "after it waited %.1f s for %s", x->rank, waited, what);
+        }
         if (++spins > 2000) {
             struct timespec ts = {0, 20000};
             nanosleep(&ts, NULL);
@@ -289,4 +319,98 @@ void mp_xport_abort(struct mp_xport *x, int code)
     fflush(stdout);
     fflush(stderr);
     MPI_Abort(x ? x->comm : MPI_COMM_WORLD, code);
+}
+
+/* ---- benchmark loops (mpipe bench p2p) ---- */
+
+/* Completes n requests, polling without sleeping: a sleep would be counted in the latency. */
+static int spin_all(struct mp_xport *x, int n, MPI_Request *r, int peer, struct mp_err *err)
+{
+    double t0 = MPI_Wtime();
+    for (long spins = 0;; spins++) {
+        int done = 0;
+        int rc = MPI_Testall(n, r, &done, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(x, rc, "MPI_Testall (bench)", peer, 7, err);
+        if (done)
+            return 0;
+        if ((spins & 1023) == 0 && MPI_Wtime() - t0 > x->deadline_s) {
+            if (err)
+                err->rank = x->rank;
+            return MP_FAIL(err, DEADLINE, "rank %d waited %.0f s for rank %d in a benchmark",
+                           x->rank, MPI_Wtime() - t0, peer);
+        }
+    }
+}
+
+static int pingpong_once(struct mp_xport *x, int peer, int first, void *buf, int n,
+                         struct mp_err *err)
+{
+    MPI_Request r;
+    for (int leg = 0; leg < 2; leg++) {
+        int rc = (leg == 0) == (first != 0)
+                     ? MPI_Isend(buf, n, MPI_BYTE, peer, 7, x->comm, &r)
+                     : MPI_Irecv(buf, n, MPI_BYTE, peer, 7, x->comm, &r);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(x, rc, "MPI_Isend/Irecv (bench)", peer, 7, err);
+        if (spin_all(x, 1, &r, peer, err))
+            return -1;
+    }
+    return 0;
+}
+
+int mp_xport_bench_pingpong(struct mp_xport *x, int peer, int first, void *buf, size_t bytes,
+                            int warmup, int iters, double *seconds, struct mp_err *err)
+{
+    double t0 = 0;
+    for (int i = 0; i < warmup + iters; i++) {
+        if (i == warmup)
+            t0 = MPI_Wtime();
+        if (pingpong_once(x, peer, first, buf, (int)bytes, err))
+            return -1;
+    }
+    *seconds = MPI_Wtime() - t0;
+    return 0;
+}
+
+/* One window: the data messages (tag 8) then the ack (tag 9) back to the sender(s). */
+static int window_once(struct mp_xport *x, int peer, int first, const void *sbuf, void *rbuf,
+                       int n, int window, int bidir, struct mp_err *err)
+{
+    MPI_Request r[2 * 256 + 2];
+    int k = 0, rc = MPI_SUCCESS, ack = 0, ack_in = 0;
+    int sends = first || bidir, recvs = !first || bidir;
+    for (int i = 0; recvs && i < window && rc == MPI_SUCCESS; i++)
+        rc = MPI_Irecv(rbuf, n, MPI_BYTE, peer, 8, x->comm, &r[k++]);
+    for (int i = 0; sends && i < window && rc == MPI_SUCCESS; i++)
+        rc = MPI_Isend(sbuf, n, MPI_BYTE, peer, 8, x->comm, &r[k++]);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(x, rc, "MPI_Isend/Irecv (bench window)", peer, 8, err);
+    if (spin_all(x, k, r, peer, err))
+        return -1;
+    k = 0;
+    if (sends)
+        rc = MPI_Irecv(&ack_in, 1, MPI_INT, peer, 9, x->comm, &r[k++]);
+    if (recvs && rc == MPI_SUCCESS)
+        rc = MPI_Isend(&ack, 1, MPI_INT, peer, 9, x->comm, &r[k++]);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(x, rc, "MPI_Isend/Irecv (bench ack)", peer, 9, err);
+    return spin_all(x, k, r, peer, err);
+}
+
+int mp_xport_bench_window(struct mp_xport *x, int peer, int first, const void *sbuf, void *rbuf,
+                          size_t bytes, int window, int bidir, int warmup, int iters,
+                          double *seconds, struct mp_err *err)
+{
+    if (window < 1 || window > 256)
+        return MP_FAIL(err, USAGE, "benchmark window %d is not in [1, 256]", window);
+    double t0 = 0;
+    for (int i = 0; i < warmup + iters; i++) {
+        if (i == warmup)
+            t0 = MPI_Wtime();
+        if (window_once(x, peer, first, sbuf, rbuf, (int)bytes, window, bidir, err))
+            return -1;
+    }
+    *seconds = MPI_Wtime() - t0;
+    return 0;
 }

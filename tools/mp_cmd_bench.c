@@ -1,16 +1,68 @@
-/* `mpipe bench`: topology-aware benchmarks (DESIGN.md §7). */
+/* `mpipe bench`: topology-aware benchmarks (DESIGN.md §7). This file only dispatches to the four
+ * benchmarks (mp_bench_*.c) and documents them; each parses its own flags before MPI starts, so a
+ * bad flag exits 2 without a job, and --json makes rank 0 print only {"rows": [...]}. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "mp_bench.h"
 #include "mp_cli.h"
+
+static const char help[] =
+    "usage: mpipe bench p2p|gemm|layers|pipeline [options] [--json]\n"
+    "\n"
+    "  mpirun -np N mpipe bench p2p [--max-bytes BYTES] [--budget SECONDS]\n"
+    "      latency, ping-pong, streaming (osu_bw) and bidirectional bandwidth between every pair\n"
+    "      of ranks, 1 B .. --max-bytes (default 64M) in powers of two, each size bounded by\n"
+    "      --budget seconds per pair (default 0.2); the hwloc relation of each pair; a matrix\n"
+    "  mpipe bench gemm [--shape MxNxK ...] [--model M.mp] [--batch B]\n"
+    "      GFLOPS of every BLIS call path for each shape (default: the forward, input-grad and\n"
+    "      weight-grad GEMMs of models/mlp.mp at batch 256); '*' marks the path mpipe uses\n"
+    "  mpipe bench layers MODEL.mp [--batch B] [--out PROFILE.json]\n"
+    "      forward, input-grad (B) and weight-grad (W) seconds per layer (median after warm-up),\n"
+    "      bytes, and measured / analytic cost; PROFILE.json feeds `mpipe plan --profile`\n"
+    "  mpirun -np P mpipe bench pipeline MODEL.mp [--batch B] [--stages P,P]\n"
+    "      [--schedules S,S] [--micro-batches M,M] [--steps N] [--csv F] [--svg F] [--trace F]\n"
+    "      real training steps (synthetic data) for every stage count (default 1..P), schedule\n"
+    "      (default gpipe,1f1b,interleaved,zb1) and M (default 1,2,4,8); measured vs simulated\n"
+    "      step time, bubble, peak activation memory, samples/s; SVG of throughput and bubble\n"
+    "      vs M; Chrome trace of the fastest row\n"
+    "\n"
+    "  --json    print only {\"rows\": [...]} on stdout (rank 0); headers and tables go to stderr\n"
+    "\n"
+    "Row keys: p2p src, dst, bytes, latency_us, pingpong_GBps, bandwidth_GBps, bibw_GBps,\n"
+    "relation; gemm m, n, k, path, gflops; layers index, kind, forward_s, backward_input_s,\n"
+    "backward_weight_s; pipeline schedule, stages, micro_batches, measured_step_s,\n"
+    "simulated_step_s, bubble, samples_per_s. docs/benchmarks.md defines every column.\n"
+    "Feed the results to the planner: mpipe plan ... --links p2p.json --profile PROFILE.json\n";
 
 int mp_cmd_bench(int argc, char **argv, struct mp_err *err)
 {
-    for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs("usage: mpirun -np N mpipe bench p2p|gemm|layers|pipeline [...] [--json]\n",
-                  stdout);
+    static const struct {
+        const char *name;
+        int (*run)(int, char **, struct mp_err *);
+    } benches[] = {{"p2p", mp_bench_p2p},
+                   {"gemm", mp_bench_gemm},
+                   {"layers", mp_bench_layers},
+                   {"pipeline", mp_bench_pipeline}};
+    if (argc < 2 || argv[1][0] == '-') {
+        if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+            fputs(help, stdout);
             return 0;
         }
-    return MP_FAIL(err, USAGE, "mpipe bench is not implemented yet");
+        return MP_FAIL(err, USAGE, "expected p2p, gemm, layers or pipeline (see mpipe bench "
+                                   "--help)");
+    }
+    for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++) {
+        if (strcmp(argv[1], benches[i].name))
+            continue;
+        int rc = benches[i].run(argc - 1, argv + 1, err);
+        /* Every rank finds the same usage or input error: let rank 0 say it once. */
+        const char *r = getenv("OMPI_COMM_WORLD_RANK");
+        if (rc && r && strcmp(r, "0") && (err->code == MP_ERR_USAGE || err->code == MP_ERR_INPUT))
+            err->msg[0] = 0;
+        return rc;
+    }
+    return MP_FAIL(err, USAGE, "unknown benchmark '%s': expected p2p, gemm, layers or pipeline",
+                   argv[1]);
 }

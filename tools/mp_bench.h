@@ -1,0 +1,56 @@
+/* Shared pieces of `mpipe bench` (DESIGN.md §7): the options every benchmark takes, the `#`
+ * header lines (version, ranks, hosts, BLIS threads, warm-up and iterations), and the rows, kept
+ * as JSON objects so the table and the `--json` twin come from the same numbers. With --json,
+ * stdout carries only {"rows": [...]}; headers, tables and progress go to stderr. */
+#ifndef MP_BENCH_H
+#define MP_BENCH_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "mp_err.h"
+#include "mp_layer.h"
+#include "mp_xport.h"
+
+struct mp_bench {
+    struct mp_xport *x;
+    int rank, size;
+    int json;          /* --json: rows as JSON on stdout, everything else on stderr */
+    FILE *out;         /* where headers and tables go: stdout, or stderr under --json */
+    json_t *rows;      /* array of row objects (rank 0) */
+    int n_hosts;
+};
+
+/* Starts MPI (the transport) and counts the hosts. Collective. */
+int mp_bench_init(struct mp_bench *b, int json, int *argc, char ***argv, struct mp_err *err);
+/* Prints the JSON rows (if --json) on rank 0, frees everything and finalizes MPI. */
+void mp_bench_finish(struct mp_bench *b, int ok);
+/* The `#` header lines of every benchmark; `what` is e.g. "p2p", `method` one line on how it
+ * measures (warm-up, iterations, statistic). Rank 0 only prints. */
+void mp_bench_header(const struct mp_bench *b, const char *what, const char *method);
+/* Appends a row (steals the reference). */
+void mp_bench_row(struct mp_bench *b, json_t *row);
+/* Prints a JSON document {"rows": [...]} one row per line (used for stdout and files). */
+void mp_bench_dump_rows(FILE *f, json_t *rows);
+
+/* Median of n doubles (sorts them). */
+double mp_bench_median(double *v, size_t n);
+/* True when argv[i] is --help or -h somewhere in argv. */
+int mp_bench_wants_help(int argc, char **argv);
+
+/* Per-layer times (seconds per call on mb samples) measured by `bench layers`, reused by
+ * `bench pipeline` as the simulator's inputs: median of repeats after warm-up. */
+struct mp_bench_layer_time {
+    double f, b, w;
+};
+int mp_bench_profile(const struct mp_model *m, size_t mb, double budget_s,
+                     struct mp_bench_layer_time *out, int *reps, struct mp_err *err);
+
+/* The benchmarks (mp_bench_*.c); argv[0] is the benchmark name. */
+int mp_bench_p2p(int argc, char **argv, struct mp_err *err);
+int mp_bench_gemm(int argc, char **argv, struct mp_err *err);
+int mp_bench_layers(int argc, char **argv, struct mp_err *err);
+int mp_bench_pipeline(int argc, char **argv, struct mp_err *err);
+
+#endif

@@ -1,0 +1,220 @@
+/* `mpipe bench gemm`: GFLOPS of every BLIS call path (mp_gemm_path) for each GEMM shape a model
+ * uses, so the rule in layers/mp_gemm.c (mp_gemm_path_for_op) can be checked against this machine.
+ * Default shapes: models/mlp.mp at batch 256 (forward, input-grad, weight-grad of each dense); a
+ * conv2d contributes its per-sample im2col GEMMs. Under mpirun every rank runs the same shapes at
+ * once (one core each) and the slowest rank's time is reported. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "mp_bench.h"
+#include "mp_flags.h"
+#include "mp_gemm.h"
+
+#define MAX_SHAPES 256
+
+struct shape {
+    size_t m, n, k;
+    int ta, tb;
+    char role[48];  /* "L2 dense forward", or "--shape" */
+};
+
+struct gemm_args {
+    const char *model;
+    long long batch;
+    struct shape s[MAX_SHAPES];
+    size_t n;
+    int json;
+    double budget_s;
+};
+
+static int takes_value(const char *f)
+{
+    return !strcmp(f, "--shape") || !strcmp(f, "--model") || !strcmp(f, "--batch") ||
+           !strcmp(f, "--budget");
+}
+
+/* MxNxK with an optional :OP (NN, NT, TN, TT: the transposes of A and B; default NN). */
+static int parse_shape(const char *v, struct shape *s, struct mp_err *err)
+{
+    unsigned long long m, n, k;
+    char op[4] = "NN";
+    int used = 0;
+    if (sscanf(v, "%llux%llux%llu%n", &m, &n, &k, &used) != 3 || !m || !n || !k ||
+        m > 1 << 20 || n > 1 << 20 || k > 1 << 20)
+        return MP_FAIL(err, USAGE, "--shape: '%s' is not MxNxK[:OP] with sizes 1..1048576", v);
+    if (v[used] == ':' && strlen(v + used + 1) == 2)
+        memcpy(op, v + used + 1, 3);
+    else if (v[used])
+        return MP_FAIL(err, USAGE, "--shape: '%s': expected :NN, :NT, :TN or :TT after MxNxK", v);
+    if ((op[0] != 'N' && op[0] != 'T') || (op[1] != 'N' && op[1] != 'T'))
+        return MP_FAIL(err, USAGE, "--shape: '%s': expected :NN, :NT, :TN or :TT after MxNxK", v);
+    *s = (struct shape){.m = m, .n = n, .k = k, .ta = op[0] == 'T', .tb = op[1] == 'T'};
+    snprintf(s->role, sizeof s->role, "--shape");
+    return 0;
+}
+
+static int parse(struct gemm_args *a, int argc, char **argv, struct mp_err *err)
+{
+    a->batch = 256;
+    a->budget_s = 0.15;
+    for (int i = 1; i < argc;) {
+        const char *f, *v;
+        if (argv[i][0] != '-')
+            return MP_FAIL(err, USAGE, "bench gemm: unexpected argument '%s' (use --model)",
+                           argv[i]);
+        if (mp_flag_next(argc, argv, &i, &f, &v, takes_value, err))
+            return -1;
+        if (mp_flag_is(f, "--json"))
+            a->json = 1;
+        else if (mp_flag_is(f, "--model"))
+            a->model = v;
+        else if (mp_flag_is(f, "--batch")) {
+            if (mp_flag_int(f, v, 1, 1 << 20, &a->batch, err))
+                return -1;
+        } else if (mp_flag_is(f, "--budget")) {
+            if (mp_flag_double(f, v, 0.001, 60, &a->budget_s, err))
+                return -1;
+        } else if (mp_flag_is(f, "--shape")) {
+            if (a->n == MAX_SHAPES)
+                return MP_FAIL(err, USAGE, "--shape: at most %d shapes", MAX_SHAPES);
+            if (parse_shape(v, &a->s[a->n++], err))
+                return -1;
+        } else
+            return MP_FAIL(err, USAGE, "bench gemm: unknown flag '%s' (see mpipe bench --help)", f);
+    }
+    if (!a->n && !a->model)
+        a->model = "models/mlp.mp";
+    return 0;
+}
+
+static void add_shape(struct gemm_args *a, const struct mp_layer *l, const char *what, int ta,
+                      int tb, size_t m, size_t n, size_t k)
+{
+    if (a->n == MAX_SHAPES)
+        return;
+    struct shape *s = &a->s[a->n++];
+    *s = (struct shape){.m = m, .n = n, .k = k, .ta = ta, .tb = tb};
+    snprintf(s->role, sizeof s->role, "L%d %s %s", l->index, l->ops->name, what);
+}
+
+/* The calls layers/mp_dense.c and layers/mp_conv2d.c make (same transposes and sizes). */
+static int model_shapes(struct gemm_args *a, struct mp_err *err)
+{
+    struct mp_model m;
+    if (mp_model_load(&m, a->model, err))
+        return -1;
+    size_t B = (size_t)a->batch;
+    for (int i = 1; i < m.n_layers; i++) {
+        const struct mp_layer *l = &m.layers[i];
+        if (l->kind == MP_LAYER_DENSE) {
+            size_t in = l->in.d[0], out = l->n_out;
+            add_shape(a, l, "forward", 0, 1, B, out, in);
+            if (i > 1)
+                add_shape(a, l, "input-grad", 0, 0, B, in, out);
+            add_shape(a, l, "weight-grad", 1, 0, out, in, B);
+        } else if (l->kind == MP_LAYER_CONV2D) {
+            size_t out = l->n_out, ohw = l->out.d[1] * l->out.d[2];
+            size_t ckk = l->in.d[0] * l->kernel * l->kernel;
+            add_shape(a, l, "forward/sample", 0, 0, out, ohw, ckk);
+            if (i > 1)
+                add_shape(a, l, "input-grad/sample", 1, 0, ckk, ohw, out);
+            add_shape(a, l, "weight-grad/sample", 0, 1, out, ckk, ohw);
+        }
+    }
+    mp_model_free(&m);
+    if (!a->n)
+        return MP_FAIL(err, INPUT, "%s: no dense or conv2d layer, so no GEMM to measure",
+                       a->model);
+    return 0;
+}
+
+static float *alloc_filled(size_t n)
+{
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; p && i < n; i++)
+        p[i] = (float)((i * 7919u) % 1000u) * 1e-3f - 0.5f;
+    return p;
+}
+
+/* Median seconds of one call through `path` after two warm-up calls, repeating for the budget. */
+static double time_path(enum mp_gemm_path path, const struct shape *s, const float *A,
+                        const float *B, float *C, double budget)
+{
+    size_t lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
+    double t[200];
+    size_t n = 0;
+    for (int w = 0; w < 2; w++)
+        mp_gemm_path(path, s->ta, s->tb, s->m, s->n, s->k, 1.0f, A, lda, B, ldb, 0.0f, C, s->n);
+    double start = mp_xport_now();
+    while (n < 200 && (n < 5 || mp_xport_now() - start < budget)) {
+        double t0 = mp_xport_now();
+        mp_gemm_path(path, s->ta, s->tb, s->m, s->n, s->k, 1.0f, A, lda, B, ldb, 0.0f, C, s->n);
+        t[n++] = mp_xport_now() - t0;
+    }
+    return mp_bench_median(t, n);
+}
+
+static int run_shape(struct mp_bench *b, const struct shape *s, double budget, struct mp_err *err)
+{
+    float *A = alloc_filled(s->m * s->k), *B = alloc_filled(s->k * s->n),
+          *C = alloc_filled(s->m * s->n);
+    double t[MP_GEMM_PATH_COUNT];
+    int rc = (!A || !B || !C) ? MP_FAIL(err, NOMEM, "out of memory for %zux%zux%zu", s->m, s->n,
+                                        s->k)
+                              : 0;
+    for (int p = 0; !rc && p < MP_GEMM_PATH_COUNT; p++)
+        t[p] = time_path((enum mp_gemm_path)p, s, A, B, C, budget);
+    if (!rc && b->size > 1)
+        rc = mp_xport_allreduce_max(b->x, t, MP_GEMM_PATH_COUNT, "the GEMM timings", err);
+    free(A), free(B), free(C);
+    if (rc || b->rank != 0)
+        return rc;
+    enum mp_gemm_path chosen = mp_gemm_path_for_op(s->ta, s->tb, s->m, s->n, s->k);
+    double flops = 2.0 * (double)s->m * (double)s->n * (double)s->k;
+    for (int p = 0; p < MP_GEMM_PATH_COUNT; p++) {
+        char op[3] = {s->ta ? 'T' : 'N', s->tb ? 'T' : 'N', 0};
+        double gf = flops / t[p] / 1e9;
+        fprintf(b->out, "%6zu %6zu %6zu  %-2s  %-7s%c %9.2f %11.1f  %s\n", s->m, s->n, s->k, op,
+                mp_gemm_path_name((enum mp_gemm_path)p), p == (int)chosen ? '*' : ' ', gf,
+                t[p] * 1e6, s->role);
+        mp_bench_row(b, json_pack("{s:I, s:I, s:I, s:s, s:f, s:s, s:b, s:f, s:s}", "m",
+                                  (json_int_t)s->m, "n", (json_int_t)s->n, "k", (json_int_t)s->k,
+                                  "path", mp_gemm_path_name((enum mp_gemm_path)p), "gflops", gf,
+                                  "op", op, "chosen", p == (int)chosen, "time_s", t[p], "role",
+                                  s->role));
+    }
+    fflush(b->out);
+    return 0;
+}
+
+int mp_bench_gemm(int argc, char **argv, struct mp_err *err)
+{
+    struct gemm_args *a = calloc(1, sizeof *a);
+    if (!a)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    int rc = parse(a, argc, argv, err);
+    if (!rc && a->model)
+        rc = model_shapes(a, err);
+    struct mp_bench b;
+    if (!rc)
+        rc = mp_bench_init(&b, a->json, &argc, &argv, err);
+    if (rc) {
+        free(a);
+        return rc;
+    }
+    char method[300];
+    snprintf(method, sizeof method,
+             "shapes of %s at batch %lld; per shape and path: 2 warm-up calls, then the median of "
+             "repeats for %.2f s (>= 5);\n# GFLOPS = 2mnk / median; max time over ranks; '*' = "
+             "the path mp_gemm uses for the shape", a->model ? a->model : "--shape", a->batch,
+             a->budget_s);
+    mp_bench_header(&b, "gemm", method);
+    if (b.rank == 0)
+        fprintf(b.out, "#%5s %6s %6s  %-2s  %-8s %9s %11s  %s\n", "m", "n", "k", "op", "path",
+                "gflops", "time_us", "role");
+    for (size_t i = 0; !rc && i < a->n; i++)
+        rc = run_shape(&b, &a->s[i], a->budget_s, err);
+    free(a);
+    mp_bench_finish(&b, rc == 0);
+    return rc;
+}

@@ -1,0 +1,248 @@
+/* `mpipe bench layers`: forward, input-grad (B) and weight-grad (W) seconds of every layer of a
+ * model on one micro-batch, measured by calling the layer's own kernels (median of repeats after
+ * warm-up), beside the planner's analytic estimate (partitioner/mp_cost.c) and their ratio.
+ * Writes PROFILE.json for `mpipe plan --profile`; `bench pipeline` reuses mp_bench_profile. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "mp_bench.h"
+#include "mp_cost.h"
+#include "mp_flags.h"
+
+struct layers_args {
+    const char *model, *out;
+    long long batch;
+    double budget_s;  /* per layer */
+    int json;
+};
+
+/* Buffers for one layer call on mb samples, filled with small deterministic values. */
+struct bufs {
+    float *x, *y, *saved, *dy, *dx, *param, *dparam, *scratch;
+    int32_t *labels;
+    size_t scratch_len;
+};
+
+static float *floats(size_t n, float scale)
+{
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    for (size_t i = 0; p && i < n; i++)
+        p[i] = scale * ((float)((i * 2654435761u) % 1000u) * 1e-3f - 0.5f);
+    return p;
+}
+
+static void free_bufs(struct bufs *b)
+{
+    free(b->x), free(b->y), free(b->saved), free(b->dy), free(b->dx), free(b->param);
+    free(b->dparam), free(b->scratch), free(b->labels);
+}
+
+static int alloc_bufs(const struct mp_layer *l, size_t mb, struct bufs *b, struct mp_err *err)
+{
+    size_t in = mb * mp_layer_in_len(l), out = mb * mp_layer_out_len(l);
+    memset(b, 0, sizeof *b);
+    b->scratch_len = l->scratch_per_sample * mb + l->scratch_fixed;
+    b->x = floats(in, 1), b->y = floats(out, 0), b->dy = floats(out, 0.01f);
+    b->dx = floats(in, 0), b->saved = floats(l->saved_per_sample * mb, 0);
+    b->param = floats(mp_layer_n_param(l), 0), b->dparam = floats(mp_layer_n_param(l), 0);
+    b->scratch = floats(b->scratch_len, 0);
+    b->labels = calloc(mb ? mb : 1, sizeof *b->labels);
+    if (!b->x || !b->y || !b->dy || !b->dx || !b->saved || !b->param || !b->dparam ||
+        !b->scratch || !b->labels) {
+        free_bufs(b);
+        return MP_FAIL(err, NOMEM, "out of memory for layer %d on %zu samples", l->index, mb);
+    }
+    for (size_t i = 0; i < mb; i++)
+        b->labels[i] = (int32_t)(i % (l->in.d[0] ? l->in.d[0] : 1));
+    if (mp_layer_n_param(l))
+        mp_layer_init_params(l, b->param, 1);
+    return 0;
+}
+
+/* 0: forward, 1: B, 2: W. */
+static void call(const struct mp_layer *l, const struct mp_ctx *ctx, struct bufs *b, int which,
+                 size_t mb)
+{
+    if (which == 0)
+        l->ops->forward(l, ctx, b->param, b->x, b->y, b->saved, mb);
+    else if (which == 1)
+        l->ops->backward_input(l, ctx, b->param, b->x, b->y, b->saved, l->is_loss ? NULL : b->dy,
+                               b->dx, mb);
+    else
+        l->ops->backward_weight(l, ctx, b->x, b->y, b->saved, b->dy, b->dparam, mb);
+}
+
+/* Median seconds of one call after two warm-up calls, repeated for the budget (5 to 200). */
+static double time_call(const struct mp_layer *l, const struct mp_ctx *ctx, struct bufs *b,
+                        int which, size_t mb, double budget, int *reps)
+{
+    double t[200];
+    size_t n = 0;
+    for (int w = 0; w < 2; w++)
+        call(l, ctx, b, which, mb);
+    double start = mp_xport_now();
+    while (n < 200 && (n < 5 || mp_xport_now() - start < budget)) {
+        double t0 = mp_xport_now();
+        call(l, ctx, b, which, mb);
+        t[n++] = mp_xport_now() - t0;
+    }
+    if (reps && (int)n > *reps)
+        *reps = (int)n;
+    return mp_bench_median(t, n);
+}
+
+int mp_bench_profile(const struct mp_model *m, size_t mb, double budget_s,
+                     struct mp_bench_layer_time *out, int *reps, struct mp_err *err)
+{
+    memset(out, 0, sizeof *out * (size_t)m->n_layers);
+    for (int i = 1; i < m->n_layers; i++) {
+        const struct mp_layer *l = &m->layers[i];
+        struct bufs b;
+        if (alloc_bufs(l, mb, &b, err))
+            return -1;
+        double loss = 0;
+        size_t correct = 0;
+        struct mp_ctx ctx = {.labels = b.labels, .training = 1, .seed = 1, .global_batch = mb,
+                             .scratch = b.scratch, .scratch_len = b.scratch_len,
+                             .loss_sum = &loss, .n_correct = &correct};
+        out[i].f = time_call(l, &ctx, &b, 0, mb, budget_s / 3, reps);
+        out[i].b = time_call(l, &ctx, &b, 1, mb, budget_s / 3, reps);
+        if (l->ops->backward_weight)
+            out[i].w = time_call(l, &ctx, &b, 2, mb, budget_s / 3, reps);
+        free_bufs(&b);
+    }
+    return 0;
+}
+
+static int takes_value(const char *f)
+{
+    return !strcmp(f, "--batch") || !strcmp(f, "--out") || !strcmp(f, "--budget");
+}
+
+static int parse(struct layers_args *a, int argc, char **argv, struct mp_err *err)
+{
+    a->batch = 256;
+    a->budget_s = 0.3;
+    for (int i = 1; i < argc;) {
+        const char *f, *v;
+        if (argv[i][0] != '-') {
+            if (a->model)
+                return MP_FAIL(err, USAGE, "bench layers: one model file only ('%s')", argv[i]);
+            a->model = argv[i++];
+            continue;
+        }
+        if (mp_flag_next(argc, argv, &i, &f, &v, takes_value, err))
+            return -1;
+        if (mp_flag_is(f, "--json"))
+            a->json = 1;
+        else if (mp_flag_is(f, "--out"))
+            a->out = v;
+        else if (mp_flag_is(f, "--batch")) {
+            if (mp_flag_int(f, v, 1, 1 << 20, &a->batch, err))
+                return -1;
+        } else if (mp_flag_is(f, "--budget")) {
+            if (mp_flag_double(f, v, 0.001, 60, &a->budget_s, err))
+                return -1;
+        } else
+            return MP_FAIL(err, USAGE, "bench layers: unknown flag '%s' (see mpipe bench --help)",
+                           f);
+    }
+    if (!a->model)
+        return MP_FAIL(err, USAGE, "bench layers: no model file given (e.g. models/mlp.mp)");
+    return 0;
+}
+
+/* One row: measured times, bytes and the analytic estimate the planner would use. The engine
+ * never runs layer 1's B (nobody needs the gradient w.r.t. the data), so neither does the sum. */
+static json_t *layer_row(struct mp_bench *b, const struct mp_layer *l, size_t mb,
+                         const struct mp_bench_layer_time *t, const struct mp_plan_layer *an)
+{
+    struct mp_cost c = l->ops->cost(l, mb);
+    double measured = t->f + (l->index == 1 ? 0 : t->b) + t->w;
+    double ratio = an->compute_s > 0 ? measured / an->compute_s : 0;
+    double bytes = c.bytes_fwd + c.bytes_bwd;
+    fprintf(b->out, "%5d  %-12s %11.1f %11.1f %11.1f %12.0f %11.1f %7.2f\n", l->index,
+            l->ops->name, t->f * 1e6, t->b * 1e6, t->w * 1e6, bytes, an->compute_s * 1e6, ratio);
+    return json_pack("{s:i, s:s, s:f, s:f, s:f, s:I, s:f, s:I, s:I, s:f, s:f}", "index", l->index,
+                     "kind", l->ops->name, "forward_s", t->f, "backward_input_s", t->b,
+                     "backward_weight_s", t->w, "batch", (json_int_t)mb, "bytes", bytes,
+                     "act_bytes_out", (json_int_t)c.act_bytes_out, "param_bytes",
+                     (json_int_t)c.param_bytes, "analytic_s", an->compute_s,
+                     "measured_over_analytic", ratio);
+}
+
+static int write_profile(const struct layers_args *a, const struct mp_model *m, json_t *rows,
+                         struct mp_err *err)
+{
+    json_t *root = json_pack("{s:O, s:I, s:s, s:s, s:s}", "rows", rows, "batch",
+                             (json_int_t)a->batch, "model", a->model, "digest", m->digest,
+                             "source", "mpipe bench layers");
+    int rc = 0;
+    if (!root)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    if (json_dump_file(root, a->out, JSON_INDENT(1) | JSON_PRESERVE_ORDER |
+                                         JSON_REAL_PRECISION(6)))
+        rc = MP_FAIL(err, IO, "%s: cannot write the profile", a->out);
+    json_decref(root);
+    return rc;
+}
+
+static int report(struct mp_bench *b, const struct layers_args *a, const struct mp_model *m,
+                  struct mp_bench_layer_time *t, int reps, struct mp_err *err)
+{
+    size_t mb = (size_t)a->batch;
+    struct mp_cost_model cm;
+    mp_cost_defaults(&cm);
+    struct mp_plan_layer *an = calloc((size_t)m->n_layers, sizeof *an);
+    if (!an)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    int rc = mp_cost_layers(m, mb, &cm, NULL, an, err);
+    char method[300];
+    snprintf(method, sizeof method, "%s (digest %s) on %zu samples per call; per kernel: 2 "
+             "warm-up calls, median of up to %d repeats\n# (%.2f s per layer); max over ranks; "
+             "analytic = partitioner/mp_cost.c at its default rates", a->model, m->digest, mb,
+             reps, a->budget_s);
+    mp_bench_header(b, "layers", method);
+    fprintf(b->out, "#%4s  %-12s %11s %11s %11s %12s %11s %7s\n", "idx", "kind", "forward_us",
+            "bwd_in_us", "bwd_w_us", "bytes", "analytic_us", "ratio");
+    double sum[2] = {0, 0};
+    for (int i = 1; !rc && i < m->n_layers; i++) {
+        mp_bench_row(b, layer_row(b, &m->layers[i], mb, &t[i], &an[i]));
+        sum[0] += t[i].f + (i == 1 ? 0 : t[i].b) + t[i].w, sum[1] += an[i].compute_s;
+    }
+    fprintf(b->out, "# total measured %.3f ms, analytic %.3f ms per %zu samples (ratio %.2f)\n",
+            sum[0] * 1e3, sum[1] * 1e3, mb, sum[1] > 0 ? sum[0] / sum[1] : 0);
+    if (!rc && a->out) {
+        rc = write_profile(a, m, b->rows, err);
+        if (!rc)
+            fprintf(b->out, "# wrote %s (mpipe plan %s --profile %s)\n", a->out, a->model, a->out);
+    }
+    free(an);
+    return rc;
+}
+
+int mp_bench_layers(int argc, char **argv, struct mp_err *err)
+{
+    struct layers_args a = {0};
+    struct mp_model m;
+    memset(&m, 0, sizeof m);
+    if (parse(&a, argc, argv, err) || mp_model_load(&m, a.model, err))
+        return -1;
+    struct mp_bench b;
+    struct mp_bench_layer_time *t = calloc((size_t)m.n_layers, sizeof *t);
+    int rc = t ? 0 : MP_FAIL(err, NOMEM, "out of memory"), reps = 0;
+    if (!rc)
+        rc = mp_bench_init(&b, a.json, &argc, &argv, err);
+    if (!rc)
+        rc = mp_bench_profile(&m, (size_t)a.batch, a.budget_s, t, &reps, err);
+    if (!rc && b.size > 1)
+        rc = mp_xport_allreduce_max(b.x, (double *)t, 3 * (size_t)m.n_layers,
+                                    "the layer timings", err);
+    if (!rc && b.rank == 0)
+        rc = report(&b, &a, &m, t, reps, err);
+    free(t);
+    mp_model_free(&m);
+    if (b.x)
+        mp_bench_finish(&b, rc == 0);
+    return rc;
+}
