@@ -40,6 +40,11 @@ int mp_xport_test(struct mp_xport *x, int *req, int *done, struct mp_err *err);
 /* Lets MPI progress outstanding transfers (called between kernels to overlap communication). */
 void mp_xport_progress(struct mp_xport *x);
 
+/* Collective over x: ranks passing the same color >= 0 share a new transport, ordered by key;
+ * color < 0 gives NULL. Free with mp_xport_finalize. */
+int mp_xport_split(struct mp_xport *x, int color, int key, struct mp_xport **out,
+                   struct mp_err *err);
+
 /* Collectives over all ranks, each bounded by the deadline. */
 int mp_xport_barrier(struct mp_xport *x, const char *what, struct mp_err *err);
 int mp_xport_allreduce_sum(struct mp_xport *x, double *buf, size_t n, const char *what,
@@ -71,6 +76,16 @@ int mp_xport_bench_pingpong(struct mp_xport *x, int peer, int first, void *buf, 
 int mp_xport_bench_window(struct mp_xport *x, int peer, int first, const void *sbuf, void *rbuf,
                           size_t bytes, int window, int bidir, int warmup, int iters,
                           double *seconds, struct mp_err *err);
+
+/* Float collectives for gradient reduction (counts and displacements in floats). */
+int mp_xport_alltoallv_f(struct mp_xport *x, const float *send, const int *scounts,
+                         const int *sdispls, float *recv, const int *rcounts, const int *rdispls,
+                         const char *what, struct mp_err *err);
+int mp_xport_allgatherv_f(struct mp_xport *x, const float *send, int count, float *recv,
+                          const int *counts, const int *displs, const char *what,
+                          struct mp_err *err);
+int mp_xport_allreduce_sum_f(struct mp_xport *x, float *buf, size_t n, const char *what,
+                             struct mp_err *err);
 
 /* Ends the whole job with `code` (after a local failure that peers cannot know about). */
 void mp_xport_abort(struct mp_xport *x, int code);

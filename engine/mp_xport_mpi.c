@@ -86,24 +86,18 @@ int mp_xport_init(struct mp_xport **out, int *argc, char ***argv, struct mp_err 
     return 0;
 }
 
-int mp_xport_sub(struct mp_xport *x, int n, struct mp_xport **out, struct mp_err *err)
+/* A transport over `comm` inheriting x's deadline and host; MPI itself stays x's. */
+static int wrap_comm(struct mp_xport *x, MPI_Comm comm, struct mp_xport **out, struct mp_err *err)
 {
-    MPI_Comm sub;
-    *out = NULL;
-    int rc = MPI_Comm_split(x->comm, x->rank < n ? 0 : MPI_UNDEFINED, x->rank, &sub);
-    if (rc != MPI_SUCCESS)
-        return mpi_fail(x, rc, "MPI_Comm_split", -1, -1, err);
-    if (sub == MPI_COMM_NULL)
-        return 0;
     struct mp_xport *s = malloc(sizeof *s);
     if (!s)
         return MP_FAIL(err, NOMEM, "out of memory");
     memcpy(s, x, sizeof *s);
-    s->comm = sub;
+    s->comm = comm;
     s->owns_mpi = 0;
-    MPI_Comm_set_errhandler(sub, MPI_ERRORS_RETURN);
-    MPI_Comm_rank(sub, &s->rank);
-    MPI_Comm_size(sub, &s->size);
+    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(comm, &s->rank);
+    MPI_Comm_size(comm, &s->size);
     for (int i = 0; i < MAX_REQ; i++) {
         s->req[i] = MPI_REQUEST_NULL;
         s->free_list[i] = MAX_REQ - 1 - i;
@@ -111,6 +105,22 @@ int mp_xport_sub(struct mp_xport *x, int n, struct mp_xport **out, struct mp_err
     s->n_free = MAX_REQ;
     *out = s;
     return 0;
+}
+
+int mp_xport_split(struct mp_xport *x, int color, int key, struct mp_xport **out,
+                   struct mp_err *err)
+{
+    MPI_Comm sub;
+    *out = NULL;
+    int rc = MPI_Comm_split(x->comm, color < 0 ? MPI_UNDEFINED : color, key, &sub);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(x, rc, "MPI_Comm_split", -1, -1, err);
+    return sub == MPI_COMM_NULL ? 0 : wrap_comm(x, sub, out, err);
+}
+
+int mp_xport_sub(struct mp_xport *x, int n, struct mp_xport **out, struct mp_err *err)
+{
+    return mp_xport_split(x, x->rank < n ? 0 : -1, x->rank, out, err);
 }
 
 void mp_xport_finalize(struct mp_xport *x)
@@ -413,4 +423,37 @@ int mp_xport_bench_window(struct mp_xport *x, int peer, int first, const void *s
     }
     *seconds = MPI_Wtime() - t0;
     return 0;
+}
+
+int mp_xport_alltoallv_f(struct mp_xport *x, const float *send, const int *scounts,
+                         const int *sdispls, float *recv, const int *rcounts, const int *rdispls,
+                         const char *what, struct mp_err *err)
+{
+    MPI_Request r;
+    int rc = MPI_Ialltoallv(send, scounts, sdispls, MPI_FLOAT, recv, rcounts, rdispls, MPI_FLOAT,
+                            x->comm, &r);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(x, rc, "MPI_Ialltoallv", -1, -1, err);
+    return poll_request(x, &r, -1, what, err);
+}
+
+int mp_xport_allgatherv_f(struct mp_xport *x, const float *send, int count, float *recv,
+                          const int *counts, const int *displs, const char *what,
+                          struct mp_err *err)
+{
+    MPI_Request r;
+    int rc = MPI_Iallgatherv(send, count, MPI_FLOAT, recv, counts, displs, MPI_FLOAT, x->comm, &r);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(x, rc, "MPI_Iallgatherv", -1, -1, err);
+    return poll_request(x, &r, -1, what, err);
+}
+
+int mp_xport_allreduce_sum_f(struct mp_xport *x, float *buf, size_t n, const char *what,
+                             struct mp_err *err)
+{
+    MPI_Request r;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, x->comm, &r);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(x, rc, "MPI_Iallreduce", -1, -1, err);
+    return poll_request(x, &r, -1, what, err);
 }

@@ -1,0 +1,122 @@
+/* Weighted gradient aggregation (mp_dp.h): the coefficients, the accumulation, and the weights
+ * file, checked against direct computations. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mp_dp.h"
+
+static void test_equal_shards_give_unit_coefficients_for_mean_and_size(void **state)
+{
+    (void)state;
+    struct mp_dp dp;
+    size_t n[3] = {4, 4, 4};
+    for (int agg = MP_AGG_MEAN; agg <= MP_AGG_SIZE; agg++) {
+        assert_int_equal(mp_dp_init(&dp, 3, 1, 0, NULL, MP_DP_ORDERED, agg, 10, NULL), 0);
+        mp_dp_set_coefficients(&dp, n, 12);
+        for (int r = 0; r < 3; r++)
+            assert_true(dp.coef[r] == 1.0f); /* exactly: equal weights cost no rounding */
+        mp_dp_free(&dp);
+    }
+}
+
+static void test_weighted_reduction_matches_direct_weighted_mean(void **state)
+{
+    (void)state;
+    /* Replica r saw n_r samples; its mean gradient is g_r; mpipe holds G_r = g_r * n_r / B. */
+    size_t n[3] = {2, 5, 1}, B = 8;
+    double w[3] = {1.0, 3.0, 0.5}, g[3][4] = {{1, -2, 3, 0.5}, {0.25, 4, -1, 2}, {7, 0, 1, -3}};
+    struct mp_dp dp;
+    assert_int_equal(mp_dp_init(&dp, 3, 1, 0, NULL, MP_DP_ORDERED, MP_AGG_CUSTOM, 4, NULL), 0);
+    for (int r = 0; r < 3; r++)
+        dp.weight[r] = w[r];
+    mp_dp_set_coefficients(&dp, n, B);
+    float acc[4], G[4];
+    for (int r = 0; r < 3; r++) {
+        for (int i = 0; i < 4; i++)
+            G[i] = (float)(g[r][i] * (double)n[r] / (double)B);
+        mp_dp_accumulate(acc, G, dp.coef[r], 4, r == 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        double direct = (w[0] * g[0][i] + w[1] * g[1][i] + w[2] * g[2][i]) / (w[0] + w[1] + w[2]);
+        assert_true(fabs(acc[i] - direct) < 1e-5 * (1 + fabs(direct)));
+    }
+    mp_dp_free(&dp);
+}
+
+static void test_size_weights_make_the_global_mean_for_uneven_shards(void **state)
+{
+    (void)state;
+    size_t n[2] = {3, 5};
+    struct mp_dp dp;
+    assert_int_equal(mp_dp_init(&dp, 2, 1, 0, NULL, MP_DP_ORDERED, MP_AGG_SIZE, 1, NULL), 0);
+    mp_dp_set_coefficients(&dp, n, 8);
+    /* Σ_r (n_r / 8)·g_r is already the mean over all 8 samples: no reweighting. */
+    assert_true(dp.coef[0] == 1.0f && dp.coef[1] == 1.0f);
+    mp_dp_free(&dp);
+}
+
+static void test_a_replica_with_weight_zero_changes_nothing(void **state)
+{
+    (void)state;
+    size_t n[2] = {4, 4};
+    struct mp_dp dp;
+    assert_int_equal(mp_dp_init(&dp, 2, 1, 0, NULL, MP_DP_ORDERED, MP_AGG_CUSTOM, 3, NULL), 0);
+    dp.weight[0] = 1;
+    dp.weight[1] = 0;
+    mp_dp_set_coefficients(&dp, n, 8);
+    float g0[3] = {1, 2, 3}, g1[3] = {100, -50, 7}, acc[3];
+    mp_dp_accumulate(acc, g0, dp.coef[0], 3, 1);
+    float once[3];
+    for (int i = 0; i < 3; i++)
+        once[i] = acc[i];
+    mp_dp_accumulate(acc, g1, dp.coef[1], 3, 0);
+    for (int i = 0; i < 3; i++)
+        assert_true(acc[i] == once[i] && once[i] == 2 * g0[i]);
+    mp_dp_free(&dp);
+}
+
+static void test_weights_file_errors_name_the_line(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/mpipe_w_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs("# weights\n1.0\n-2\n", f);
+    fclose(f);
+    struct mp_dp dp;
+    struct mp_err err;
+    assert_int_equal(mp_dp_init(&dp, 2, 1, 0, NULL, MP_DP_ORDERED, MP_AGG_CUSTOM, 1, NULL), 0);
+    assert_int_equal(mp_dp_read_weights(&dp, path, &err), -1);
+    assert_int_equal(err.code, MP_ERR_INPUT);
+    char want[64];
+    snprintf(want, sizeof want, "%s:3:", path);
+    assert_non_null(strstr(err.msg, want));
+    f = fopen(path, "w");
+    fputs("0.5 1.5\n", f);
+    fclose(f);
+    assert_int_equal(mp_dp_read_weights(&dp, path, &err), 0);
+    assert_true(dp.weight[0] == 0.5 && dp.weight[1] == 1.5);
+    unlink(path);
+    mp_dp_free(&dp);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_equal_shards_give_unit_coefficients_for_mean_and_size),
+        cmocka_unit_test(test_weighted_reduction_matches_direct_weighted_mean),
+        cmocka_unit_test(test_size_weights_make_the_global_mean_for_uneven_shards),
+        cmocka_unit_test(test_a_replica_with_weight_zero_changes_nothing),
+        cmocka_unit_test(test_weights_file_errors_name_the_line),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
