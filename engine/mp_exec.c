@@ -166,7 +166,7 @@ static void make_ctx(const struct mp_exec *e, const struct mp_exec_io *io, int m
     ctx->training = training;
     ctx->seed = io ? io->seed : 0;
     ctx->step = io ? io->step : 0;
-    ctx->micro_batch = (uint64_t)mb;
+    ctx->micro_batch = (uint64_t)mb + (uint64_t)(io ? io->mb_offset : 0);
     ctx->global_batch = io ? io->global_batch : 1;
     ctx->scratch = e->st->scratch;
     ctx->scratch_len = e->st->scratch_len;
@@ -194,7 +194,7 @@ static int do_forward(struct mp_exec *e, const struct mp_action *a, struct mp_ex
     struct mp_slab *s = mp_stage_slab_get(st, a->chunk, a->mb, err);
     if (!s)
         return -1;
-    const uint32_t *idx = io->idx + (size_t)a->mb * st->mbs;
+    const uint32_t *idx = io->idx + (size_t)(io->mb_offset + a->mb) * st->mbs;
     if (c->v == 0)
         mp_data_gather(io->ds, idx, st->mbs, act_buf(c, s, 0), labels_buf(c, s));
     else if (c->v == st->S - 1)

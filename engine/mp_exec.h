@@ -18,6 +18,8 @@
 struct mp_exec_io {
     const struct mp_dataset *ds;
     const uint32_t *idx;   /* sample indices of the global batch, M * mbs of them */
+    int mb_offset;         /* global index of this rank's micro-batch 0 (data-parallel replica
+                              r runs micro-batches [r * M / D, (r + 1) * M / D)) */
     uint64_t seed, step;
     size_t global_batch;
     /* Outputs, added to (the rank holding the loss layer fills them): */

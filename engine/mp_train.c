@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mp_ckpt.h"
 #include "mp_clip.h"
 #include "mp_data.h"
 #include "mp_exec.h"
@@ -37,6 +38,8 @@ struct loop {
     double train_time, busy_time, busy_wall;
     double epoch_loss;
     uint64_t epoch_steps;
+    struct mp_ckpt_pos start; /* where this run starts: zero, or a resumed checkpoint's position */
+    int64_t ckpt_saved;       /* step of the last checkpoint written or loaded (0: none) */
 };
 
 static int setup_layout(struct loop *L, struct mp_err *err)
@@ -143,6 +146,8 @@ static int train_step(struct loop *L, const uint32_t *idx, struct mp_err *err)
     double t2 = mp_xport_now();
     update(L, lr, mp_clip_scale(sumsq, c->clip_norm));
     double t3 = mp_xport_now();
+    if (L->ex.trace && L->ex.trace->n < 200000)
+        mp_trace_add(L->ex.trace, L->rank, MP_ACT_STEP, -1, -1, t2 - L->ex.t_origin, t3 - t2);
     L->step++;
     L->epoch_loss += loss;
     L->epoch_steps++;
@@ -186,6 +191,38 @@ static int evaluate(struct loop *L, double *acc, struct mp_err *err)
     return 0;
 }
 
+/* Checkpoint hooks (mp_ckpt.h): no-ops without --checkpoint. */
+static void ckpt_io(struct loop *L, struct mp_ckpt_io *io)
+{
+    *io = (struct mp_ckpt_io){.cfg = L->cfg, .lr = &L->lr, .st = &L->st, .bounds = L->bounds,
+                              .x = L->x, .n_train = L->data.train.n};
+}
+
+static int ckpt_save(struct loop *L, int epoch, uint64_t cursor, struct mp_err *err)
+{
+    if (!L->cfg->ckpt_dir || L->ckpt_saved == (int64_t)L->step)
+        return 0;
+    struct mp_ckpt_io io;
+    ckpt_io(L, &io);
+    struct mp_ckpt_pos p = {.step = L->step, .epoch = epoch, .cursor = cursor,
+                            .epoch_loss = cursor ? L->epoch_loss : 0,
+                            .epoch_steps = cursor ? L->epoch_steps : 0, .lr_state = L->lr_state};
+    L->ckpt_saved = (int64_t)L->step;
+    return mp_ckpt_save(&io, &p, err);
+}
+
+static int ckpt_resume(struct loop *L, struct mp_err *err)
+{
+    struct mp_ckpt_io io;
+    ckpt_io(L, &io);
+    if (!L->cfg->resume || mp_ckpt_resume(&io, &L->start, err))
+        return L->cfg->resume ? -1 : 0;
+    L->step = L->start.step;
+    L->lr_state = L->start.lr_state;
+    L->ckpt_saved = (int64_t)L->step;
+    return 0;
+}
+
 static int run_epochs(struct loop *L, double *test_acc, double *last_loss, struct mp_err *err)
 {
     const struct mp_train_cfg *c = L->cfg;
@@ -197,27 +234,36 @@ static int run_epochs(struct loop *L, double *test_acc, double *last_loss, struc
     L->lr.total_steps = (uint64_t)c->epochs * n_steps;
     if (c->max_steps >= 0 && (uint64_t)c->max_steps < L->lr.total_steps)
         L->lr.total_steps = (uint64_t)c->max_steps;
+    if (ckpt_resume(L, err))
+        return -1;
     double last_tick = 0;
     int evaluated = 0;
-    for (int epoch = 0; epoch < c->epochs; epoch++) {
+    for (int epoch = L->start.epoch; epoch < c->epochs; epoch++) {
         if (c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps)
             break;
         mp_data_order(L->order, n, c->seed, (uint64_t)epoch, c->shuffle);
-        L->epoch_loss = 0;
-        L->epoch_steps = 0;
-        for (uint64_t s = 0; s < n_steps; s++) {
+        L->epoch_loss = epoch == L->start.epoch ? L->start.epoch_loss : 0;
+        L->epoch_steps = epoch == L->start.epoch ? L->start.epoch_steps : 0;
+        for (uint64_t s = L->epoch_steps; s < n_steps; s++) {
             if (c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps)
                 break;
             if (train_step(L, L->order + s * c->batch, err))
+                return -1;
+            if (c->ckpt_every && L->step % c->ckpt_every == 0 && s + 1 < n_steps &&
+                ckpt_save(L, epoch, s + 1, err))
                 return -1;
             if (c->progress && L->rank == 0 && mp_xport_now() - last_tick > 0.5) {
                 last_tick = mp_xport_now();
                 progress_line(L, epoch, s + 1, n_steps);
             }
         }
+        if (L->epoch_steps < n_steps && ckpt_save(L, epoch, L->epoch_steps, err))
+            return -1; /* stopped by --max-steps: resumable mid-epoch, before the epoch's end */
         double mean = L->epoch_steps ? L->epoch_loss / (double)L->epoch_steps : 0;
         *last_loss = mean;
         mp_lr_epoch_end(&L->lr, &L->lr_state, mean);
+        if (L->epoch_steps == n_steps && ckpt_save(L, epoch + 1, 0, err))
+            return -1;
         int last = epoch == c->epochs - 1 ||
                    (c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps);
         if (!c->quiet || last) {
@@ -281,7 +327,8 @@ static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
     r->bubble = busy_frac < 1 ? 1 - busy_frac : 0;
     r->peak_act_bytes = m[1];
     r->steps = L->step;
-    r->samples_per_s = L->train_time > 0 ? (double)L->step * (double)c->batch / L->train_time : 0;
+    r->samples_per_s = L->train_time > 0 ? (double)(L->step - L->start.step) * (double)c->batch /
+                                               L->train_time : 0;
     if (c->save_weights &&
         mp_weights_save(&L->st, L->st.param, L->bounds, L->x, c->save_weights, NULL, err))
         return -1;

@@ -32,6 +32,10 @@ struct mp_train_cfg {
     int shuffle;
     const char *init_path, *save_weights, *trace_path, *metrics_path;
     double deadline_s;
+    const char *ckpt_dir;        /* --checkpoint DIR, or NULL (mp_ckpt.h) */
+    uint64_t ckpt_every;         /* steps between checkpoints; 0: at epoch ends only */
+    int ckpt_keep;               /* newest checkpoints kept (default 2) */
+    int resume;                  /* start from DIR's newest valid checkpoint */
     int progress;                /* rank 0 prints a progress line on stderr */
     int quiet;                   /* no epoch lines */
 };

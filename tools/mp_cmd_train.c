@@ -41,7 +41,11 @@ static const char help[] =
     "  --trace FILE.json     per-rank timeline (Chrome trace; open in Perfetto)\n"
     "  --metrics FILE.jsonl  one JSON object per step\n"
     "  --deadline SECONDS    longest any wait may take before the job fails with exit 4 (default 60)\n"
-    "  --checkpoint DIR --checkpoint-every N --keep K --resume   (not yet supported)\n"
+    "  --checkpoint DIR      write DIR/step-N/ (stage files, manifest.json) and DIR/latest at\n"
+    "                        each epoch's end and when --max-steps stops the run\n"
+    "  --checkpoint-every N  also every N steps      --keep K  newest checkpoints kept (default 2)\n"
+    "  --resume              continue from DIR's newest valid checkpoint, on any number of\n"
+    "                        stages (same --batch and --micro-batches; exit 3 if none is valid)\n"
     "\n"
     "Prints a progress line on stderr when it is a terminal, and at the end on stdout:\n"
     "  RESULT samples_per_s=... test_acc=... loss=... steps=... stages=... dp=... bubble=...\n"
@@ -173,10 +177,32 @@ static int parse_run_flag(struct train_args *a, const char *f, const char *v, st
     return 0;
 }
 
+/* Checkpoint flags (engine/mp_ckpt.h); --resume takes no value. */
+static int parse_ckpt_flag(struct train_args *a, const char *f, const char *v, struct mp_err *err)
+{
+    struct mp_train_cfg *c = &a->cfg;
+    long long n;
+    if (mp_flag_is(f, "--checkpoint"))
+        c->ckpt_dir = v;
+    else if (mp_flag_is(f, "--checkpoint-every")) {
+        if (mp_flag_int(f, v, 1, 1LL << 50, &n, err))
+            return -1;
+        c->ckpt_every = (uint64_t)n;
+    } else if (mp_flag_is(f, "--keep")) {
+        if (mp_flag_int(f, v, 1, 1 << 20, &n, err))
+            return -1;
+        c->ckpt_keep = (int)n;
+    } else if (mp_flag_is(f, "--resume"))
+        c->resume = 1;
+    else
+        return 1;
+    return 0;
+}
+
 static int parse_args(struct train_args *a, int argc, char **argv, struct mp_err *err)
 {
     static const char *const unsupported[] = {
-        "--checkpoint", "--checkpoint-every", "--keep", "--resume", "--aggregate",
+        "--aggregate",
         "--aggregate-weights", "--dp-reduce", "--shard-by", NULL};
     for (int i = 1; i < argc;) {
         const char *f, *v;
@@ -196,12 +222,16 @@ static int parse_args(struct train_args *a, int argc, char **argv, struct mp_err
         if (rc == 1)
             rc = parse_optim_flag(a, f, v, err);
         if (rc == 1)
+            rc = parse_ckpt_flag(a, f, v, err);
+        if (rc == 1)
             return MP_FAIL(err, USAGE, "unknown flag '%s' (see mpipe train --help)", f);
         if (rc)
             return -1;
     }
     if (!a->model_path)
         return MP_FAIL(err, USAGE, "no model file given (e.g. mpipe train models/mlp.mp)");
+    if (!a->cfg.ckpt_dir && (a->cfg.resume || a->cfg.ckpt_every || a->cfg.ckpt_keep))
+        return MP_FAIL(err, USAGE, "--resume, --checkpoint-every and --keep need --checkpoint DIR");
     return 0;
 }
 

@@ -1,0 +1,94 @@
+/* Checkpoints (DESIGN.md §5): DIR/step-N/stage-S.safetensors (S = virtual stage index, one file per
+ * virtual stage, tensors named by global layer: L{i}.weight, L{i}.bias and optimizer state
+ * L{i}.weight.m / .v ...), DIR/step-N/manifest.json (position, LR and optimizer state, layout,
+ * SHA-256 of every stage file) and DIR/latest -> step-N. Saving and resuming are collective; the
+ * files are found by global layer name, so a checkpoint loads onto any number of stages. This
+ * module never decides exit codes and never prints except rank 0's fallback and resume notes. */
+#ifndef MP_CKPT_H
+#define MP_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mp_err.h"
+#include "mp_lr.h"
+#include "mp_stage.h"
+#include "mp_train.h"
+#include "mp_xport.h"
+
+/* Where training stands: enough to continue exactly as if it had never stopped. The data order
+ * is a pure function of (seed, epoch) (mp_data_order) and dropout's of (seed, step, micro-batch),
+ * so seed + epoch + cursor + step are the whole RNG state. */
+struct mp_ckpt_pos {
+    uint64_t step;        /* optimizer steps done since the start of training */
+    int epoch;            /* the epoch in progress (0-based) */
+    uint64_t cursor;      /* steps of that epoch already done */
+    double epoch_loss;    /* sum of that epoch's step losses so far (the plateau rule's input) */
+    uint64_t epoch_steps; /* equals cursor; kept separately for clarity */
+    struct mp_lr_state lr_state;
+};
+
+/* What a checkpoint reads from or writes into the training loop (all borrowed). */
+struct mp_ckpt_io {
+    const struct mp_train_cfg *cfg; /* ckpt_dir, ckpt_keep, model, M, batch, optim, seed ... */
+    const struct mp_lr_cfg *lr;     /* with total_steps filled in */
+    struct mp_stage *st;            /* params and optimizer state of this rank's layers */
+    const int *bounds;              /* S + 1 virtual-stage boundaries of this run */
+    struct mp_xport *x;
+    size_t n_train;                 /* training samples (recorded, checked on resume) */
+};
+
+/* Writes DIR/step-<pos->step> collectively: every rank its stage files into a temporary
+ * directory, rank 0 the manifest, then the rename, `latest` and pruning to the newest K. On any
+ * failure (MP_ERR_IO, the same on every rank) the previous checkpoints are untouched. */
+int mp_ckpt_save(const struct mp_ckpt_io *io, const struct mp_ckpt_pos *pos, struct mp_err *err);
+
+/* Loads the newest valid checkpoint of DIR into io->st and *pos, verifying digests, shapes and
+ * the layout, falling back to older ones with a note on stderr. MP_ERR_CKPT when none is valid,
+ * MP_ERR_USAGE when the run is incompatible (other model, M, batch or optimizer). Collective. */
+int mp_ckpt_resume(const struct mp_ckpt_io *io, struct mp_ckpt_pos *pos, struct mp_err *err);
+
+/* ---- internal (mp_ckpt*.c and tests) ---- */
+
+struct mp__ckpt_file {
+    char name[64];      /* "stage-3.safetensors" */
+    char sha256[65];    /* lower-case hex */
+    uint64_t bytes;
+    int v, first_layer, last_layer; /* virtual stage and the global layers it holds, inclusive */
+};
+
+struct mp__ckpt_manifest {
+    struct mp_ckpt_pos pos;
+    int P, V, S, M;
+    size_t batch, n_train;
+    int bounds[1025];             /* S + 1 entries */
+    char schedule[32], model_digest[17], data_src[512];
+    struct mp_optim_cfg optim;
+    int state_slots;
+    struct mp_lr_cfg lr;
+    double clip_norm;
+    uint64_t seed;
+    int shuffle;
+    struct mp__ckpt_file files[1024]; /* S entries */
+};
+
+/* Optimizer state slot s of a kind as a tensor-name suffix (".m", ".v"). */
+const char *mp__ckpt_slot_suffix(enum mp_optim_kind kind, int slot);
+/* SHA-256 of a whole file as 64 hex digits; its size in *bytes. */
+int mp__ckpt_sha256_file(const char *path, char hex[65], uint64_t *bytes, struct mp_err *err);
+/* Every rank contributes (rc, err); all return the first failing rank's error (code and message),
+ * or 0, so every rank takes the same branch afterwards. */
+int mp__ckpt_agree(struct mp_xport *x, int rc, struct mp_err *err);
+int mp__ckpt_manifest_write(const char *dir, const struct mp__ckpt_manifest *m, struct mp_err *err);
+int mp__ckpt_manifest_read(const char *dir, struct mp__ckpt_manifest *m, struct mp_err *err);
+/* The newest-first step numbers to try: latest's target, then every step-N by N descending. */
+int mp__ckpt_candidates(const char *dir, uint64_t *steps, int max, struct mp_err *err);
+/* MPIPE_FAULT_INJECT=ckpt_write[:N]: nonzero when the N-th (default 1st) save of this process
+ * should fail, as if the disk were full (tests only). */
+int mp__ckpt_fault(const char *what, uint64_t count);
+/* Records the step this run's timeline continues from (saves and resumes call it). */
+void mp__ckpt_mark(uint64_t step);
+/* fsync of a directory so renames inside it are durable. */
+int mp__ckpt_fsync_dir(const char *dir);
+
+#endif

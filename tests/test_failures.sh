@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Failures, for real, under mpirun on this machine: a rank killed with -9 ends the job quickly; a
+# rank stopped with -STOP ends it through the deadline (exit 4, a `waited` line naming rank, peer
+# and micro-batch); a full disk or an unwritable checkpoint directory is exit 3 with the previous
+# checkpoint intact; every case then resumes to the uninterrupted run's exact bytes, and
+# tools/mpipe-run does the restarting itself (also on fewer ranks). Usage: test_failures.sh mpipe.
+MPIPE=$1
+. "$(dirname "$0")/lib.sh"
+RUN_TOOL="$(dirname "$0")/../tools/mpipe-run"
+TAG="mpipe-test-$$-$RANDOM" # marks this test's ranks, so only they are ever signalled
+export MPIPE_TEST_TAG=$TAG
+victims=()
+MNT=
+cleanup() { # never leave a stopped or running rank behind, nor a mount
+    local p
+    for p in "${victims[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
+    [ -n "$MNT" ] && umount "$MNT" 2>/dev/null
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+DEADLINE=5
+S="--data synthetic:2048 --batch 64 --micro-batches 4 --seed 5 --epochs 100 --max-steps 600"
+S="$S --deadline $DEADLINE"
+MPIRUN=(mpirun -np 2 -x MPIPE_TEST_TAG -x MPIPE_FAULT_INJECT)
+export MPIPE_FAULT_INJECT=
+train() { "${MPIRUN[@]}" "$MPIPE" train models/tiny_mlp.mp $S "$@"; }
+
+rank_pid() { # rank_pid RANK: the pid of this test's mpipe process of that rank
+    local p
+    for p in /proc/[0-9]*; do
+        [ "$(cat "$p/comm" 2>/dev/null)" = mpipe ] || continue
+        local env
+        env=$({ tr '\0' '\n' <"$p/environ"; } 2>/dev/null)
+        grep -qx "MPIPE_TEST_TAG=$TAG" <<<"$env" && grep -qx "OMPI_COMM_WORLD_RANK=$1" <<<"$env" &&
+            { echo "${p#/proc/}"; return 0; }
+    done
+    return 1
+}
+wait_for_checkpoint() { # until DIR/latest exists (a run is under way and resumable)
+    for _ in $(seq 300); do [ -e "$1/latest" ] && return 0; sleep 0.1; done
+    return 1
+}
+hit() { # hit SIGNAL RANK DIR: once DIR has a checkpoint, signal that rank; prints its pid
+    wait_for_checkpoint "$3" || return 1
+    local pid
+    pid=$(rank_pid "$2") || return 1
+    kill "-$1" "$pid" && echo "$pid"
+}
+same() { cmp -s "$TMP/ref.st" "$1" || { echo "  $1 differs from the uninterrupted run"; return 1; }; }
+
+train --save-weights "$TMP/ref.st" >"$TMP/out" 2>"$TMP/err"
+claim "the uninterrupted 2-rank run finishes" grep -q "steps=600" "$TMP/out"
+
+# kill -9: mpirun ends the job; the survivor (SIGTERM hook) says what it was waiting for.
+train --checkpoint "$TMP/k" --checkpoint-every 50 >"$TMP/out" 2>"$TMP/err" &
+job=$!
+pid=$(hit 9 1 "$TMP/k") && victims+=("$pid")
+t0=$(date +%s.%N)
+wait $job
+rc=$?
+took=$(echo "$(date +%s.%N) - $t0" | bc)
+claim "kill -9 of a rank: the job exits non-zero (got $rc)" test "$rc" -ne 0
+claim "... within 2x --deadline (took ${took}s)" test "$(echo "$took < 2 * $DEADLINE" | bc)" = 1
+# (for a peer's message, or for a collective when rank 1 died while rank 0 was in the step's
+# allreduce or a checkpoint's agreement)
+claim "... and the survivor says what it waited for" grep -q "rank 0 was ended by mpirun .*waited" "$TMP/err"
+claim "... leaving no rank behind" bash -c "! kill -0 $pid 2>/dev/null"
+train --checkpoint "$TMP/k" --resume --save-weights "$TMP/k.st" >"$TMP/out" 2>"$TMP/err"
+claim "... then --resume completes with the uninterrupted run's bytes" same "$TMP/k.st"
+
+# kill -STOP: nothing dies, so only the deadline can end the job. A rank stopped inside the step's
+# allreduce leaves its peer waiting in a collective, which has no single peer or micro-batch to
+# name; that is rare, and the stop is repeated (up to 3 times) until the peer waits point-to-point.
+for attempt in 1 2 3; do
+    rm -rf "$TMP/s"
+    train --checkpoint "$TMP/s" --checkpoint-every 50 >"$TMP/out" 2>"$TMP/err" &
+    job=$!
+    pid=$(hit STOP 1 "$TMP/s") && victims+=("$pid")
+    t0=$(date +%s.%N)
+    wait $job
+    rc=$?
+    took=$(echo "$(date +%s.%N) - $t0" | bc)
+    kill -CONT "$pid" 2>/dev/null
+    kill -9 "$pid" 2>/dev/null
+    grep -q "waited .* micro-batch [0-9]* from rank 1" "$TMP/err" && break
+done
+claim "kill -STOP of a rank: exit 4 (got $rc)" test "$rc" -eq 4
+claim "... through the deadline, within 2x --deadline (took ${took}s)" \
+    test "$(echo "$took < 2 * $DEADLINE" | bc)" = 1
+claim "... a waited line names the rank, the peer and the micro-batch ($attempt attempt(s))" \
+    grep -q "rank 0 waited [0-9]* s for .*micro-batch [0-9]* from rank 1" "$TMP/err"
+train --checkpoint "$TMP/s" --resume --save-weights "$TMP/s.st" >"$TMP/out" 2>"$TMP/err"
+claim "... then --resume completes with the uninterrupted run's bytes" same "$TMP/s.st"
+
+# A full disk, injected: the second save (step 32, an epoch's end) fails on rank 1 after writing a
+# torn file.
+MPIPE_FAULT_INJECT=ckpt_write:2 train --checkpoint "$TMP/d" --checkpoint-every 20 \
+    >"$TMP/out" 2>"$TMP/err"
+rc=$?
+claim "a full disk while checkpointing: exit 3 (got $rc)" test "$rc" -eq 3
+claim "... with a clear message" grep -q "No space left on device.*untouched" "$TMP/err"
+claim "... latest still points at the previous checkpoint" test "$(readlink "$TMP/d/latest")" = step-20
+claim "... and no partial step directory is left" bash -c "[ -z \"\$(ls -A '$TMP/d' | grep -v -e '^latest$' -e '^step-20$')\" ]"
+train --checkpoint "$TMP/d" --resume --save-weights "$TMP/d.st" >"$TMP/out" 2>"$TMP/err"
+claim "... which resumes to the uninterrupted run's bytes" same "$TMP/d.st"
+
+touch "$TMP/file"
+train --checkpoint "$TMP/file/ckpt" >"$TMP/out" 2>"$TMP/err"
+rc=$?
+claim "an unwritable checkpoint directory: exit 3 naming it (got $rc)" \
+    bash -c "[ $rc -eq 3 ] && grep -q 'file/ckpt' '$TMP/err'"
+
+# A real full disk, where this machine lets us mount a small tmpfs (root): room for one checkpoint
+# (~0.6 MB of weights and Adam state) but not two.
+mkdir -p "$TMP/mnt"
+if [ "$(id -u)" = 0 ] && mount -t tmpfs -o size=900k tmpfs "$TMP/mnt" 2>/dev/null; then
+    MNT="$TMP/mnt"
+    train --checkpoint "$MNT/c" --checkpoint-every 400 >"$TMP/out" 2>"$TMP/err"
+    rc=$?
+    claim "a real full disk (tmpfs): exit 3 (got $rc)" \
+        bash -c "[ $rc -eq 3 ] && grep -q 'No space left' '$TMP/err'"
+    claim "... latest still points at a complete checkpoint" test -f "$MNT/c/latest/manifest.json"
+    umount "$MNT" && MNT=
+else
+    echo "skip  a real full disk (tmpfs): mount not permitted here"
+fi
+
+# The supervisor: a rank killed during the first attempt; it resumes and finishes.
+"$RUN_TOOL" --retries 2 -- "${MPIRUN[@]}" "$MPIPE" train models/tiny_mlp.mp $S \
+    --checkpoint "$TMP/r" --checkpoint-every 50 --save-weights "$TMP/r.st" >"$TMP/out" 2>"$TMP/err" &
+job=$!
+pid=$(hit 9 1 "$TMP/r") && victims+=("$pid")
+wait $job
+rc=$?
+claim "mpipe-run restarts a killed job and finishes (exit $rc)" \
+    bash -c "[ $rc -eq 0 ] && grep -q 'restart 1 of 2' '$TMP/err' && grep -q 'finished after 2' '$TMP/err'"
+claim "... with the uninterrupted run's bytes" same "$TMP/r.st"
+"$RUN_TOOL" --retries 1 --shrink -- "${MPIRUN[@]}" "$MPIPE" train models/tiny_mlp.mp $S \
+    --stages 2 --checkpoint "$TMP/h" --checkpoint-every 50 --save-weights "$TMP/h.st" \
+    >"$TMP/out" 2>"$TMP/err" &
+job=$!
+pid=$(hit 9 0 "$TMP/h") && victims+=("$pid")
+wait $job
+rc=$?
+claim "mpipe-run --shrink resumes on one rank fewer (exit $rc)" \
+    bash -c "[ $rc -eq 0 ] && grep -q 'ranks 2 -> 1' '$TMP/err'"
+claim "... with the uninterrupted run's bytes" same "$TMP/h.st"
+finish

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Checkpoints and --resume under mpirun (engine/mp_ckpt.h, DESIGN.md §5): the on-disk layout and
+# digests, byte-identical final weights after stopping and resuming, resharding 2->1, 2->3 and
+# 4->2 (and across schedules), fallback past a damaged checkpoint, --keep, and the refusals
+# (no checkpoint: exit 3; other --micro-batches: exit 2). Usage: test_resume.sh path/to/mpipe.
+MPIPE=$1
+. "$(dirname "$0")/lib.sh"
+MODEL=models/tiny.mp # 12 layers with dropout and layernorm: enough for 4 stages and RNG state
+S="--data synthetic:512 --batch 32 --micro-batches 4 --seed 3 --epochs 3 --lr-schedule plateau"
+S="$S --deadline 20"
+run() { # run NP args...: mpipe train under mpirun, output in $TMP/out and $TMP/err
+    local np=$1
+    shift
+    mpirun -np "$np" --oversubscribe "$MPIPE" train $MODEL $S "$@" >"$TMP/out" 2>"$TMP/err"
+}
+same() { cmp -s "$TMP/full.st" "$1" || { echo "  $1 differs from the uninterrupted run"; return 1; }; }
+verify_digests() { # every stage file of a step directory matches its manifest
+    python3 - "$1" <<'PY'
+import hashlib, json, os, sys
+d = sys.argv[1]; m = json.load(open(os.path.join(d, "manifest.json")))
+assert len(m["files"]) == m["layout"]["S"]
+for f in m["files"]:
+    data = open(os.path.join(d, f["name"]), "rb").read()
+    assert hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["bytes"], f["name"]
+PY
+}
+
+run 1 --save-weights "$TMP/full.st"
+claim "the uninterrupted single-rank run finishes (48 steps)" grep -q "steps=48" "$TMP/out"
+
+# Stop mid-epoch (20 of 16+16+16 steps) on 2 ranks, then inspect what was written.
+run 2 --max-steps 20 --checkpoint "$TMP/c2"
+claim "a run stopped by --max-steps leaves latest -> step-20" \
+    test "$(readlink "$TMP/c2/latest")" = step-20
+claim "step-20 holds one file per stage and a manifest" \
+    test -f "$TMP/c2/step-20/stage-0.safetensors" -a -f "$TMP/c2/step-20/stage-1.safetensors" \
+    -a -f "$TMP/c2/step-20/manifest.json"
+claim "the manifest's SHA-256 digests match the files" verify_digests "$TMP/c2/step-20"
+manifest_ok() {
+    python3 - "$TMP/c2/step-20" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1] + "/manifest.json"))
+assert (m["step"], m["epoch"], m["cursor"]) == (20, 1, 4), (m["step"], m["epoch"], m["cursor"])
+assert m["layout"]["M"] == 4 and m["layout"]["batch"] == 32 and m["layout"]["P"] == 2
+assert m["optimizer"]["kind"] == "adam" and m["optimizer"]["step"] == 20
+assert m["lr"]["kind"] == "plateau" and "state" in m["lr"] and m["rng"]["seed"] == 3
+hdr = open(sys.argv[1] + "/stage-1.safetensors", "rb").read()
+assert b'"L11.weight.m"' in hdr and b'"L11.weight.v"' in hdr, "optimizer state by layer name"
+PY
+}
+claim "the manifest records position, layout, optimizer and LR state" manifest_ok
+
+cp -r "$TMP/c2" "$TMP/c2b"
+cp -r "$TMP/c2" "$TMP/c2c"
+run 2 --checkpoint "$TMP/c2" --resume --save-weights "$TMP/r22.st"
+claim "2 -> 2: resuming gives the uninterrupted run's bytes" same "$TMP/r22.st"
+claim "resume says where it resumed from" grep -q "resumed from .*step-20" "$TMP/err"
+claim "--max-steps counts from the start of training" grep -q "steps=48" "$TMP/out"
+run 1 --checkpoint "$TMP/c2b" --resume --save-weights "$TMP/r21.st"
+claim "2 -> 1 (resharded): the uninterrupted run's bytes" same "$TMP/r21.st"
+run 3 --checkpoint "$TMP/c2c" --resume --save-weights "$TMP/r23.st"
+claim "2 -> 3 (resharded): the uninterrupted run's bytes" same "$TMP/r23.st"
+
+run 4 --max-steps 20 --checkpoint "$TMP/c4"
+run 2 --checkpoint "$TMP/c4" --resume --schedule gpipe --save-weights "$TMP/r42.st"
+claim "4 -> 2 with another schedule (resharded): the uninterrupted run's bytes" same "$TMP/r42.st"
+run 2 --max-steps 20 --schedule interleaved --checkpoint "$TMP/ci"
+claim "interleaved writes one file per virtual stage" test -f "$TMP/ci/step-20/stage-3.safetensors"
+run 1 --checkpoint "$TMP/ci" --resume --save-weights "$TMP/ri1.st"
+claim "interleaved 2x2 -> 1: the uninterrupted run's bytes" same "$TMP/ri1.st"
+
+# Periodic checkpoints, --keep, and falling back past a damaged newest checkpoint.
+run 2 --max-steps 40 --checkpoint "$TMP/ck" --checkpoint-every 6 --keep 3
+claim "--keep 3 keeps the newest three" \
+    test "$(cd "$TMP/ck" && echo step-*)" = "step-32 step-36 step-40"
+printf 'X' | dd of="$TMP/ck/step-40/stage-1.safetensors" bs=1 seek=200 conv=notrunc 2>/dev/null
+run 2 --checkpoint "$TMP/ck" --resume --checkpoint-every 4 --keep 4 --save-weights "$TMP/rf.st"
+claim "a damaged checkpoint is reported and skipped" \
+    grep -q "step-40 is unusable.*SHA-256.*falling back to .*step-36" "$TMP/err"
+claim "the fallback run still gives the uninterrupted run's bytes" same "$TMP/rf.st"
+claim "reaching the damaged step again replaced it with a good one" verify_digests "$TMP/ck/step-40"
+claim "pruning keeps this run's newest four" \
+    test "$(cd "$TMP/ck" && echo step-*)" = "step-36 step-40 step-44 step-48"
+rm -rf "$TMP/ck/step-48" "$TMP/ck/step-44"
+ln -sfn step-40 "$TMP/ck/latest"
+echo '{"format": "mpipe-ch' >"$TMP/ck/step-40/manifest.json"
+run 2 --checkpoint "$TMP/ck" --resume --save-weights "$TMP/rm.st"
+claim "a truncated manifest falls back too, same bytes" same "$TMP/rm.st"
+
+exit_is() { # exit_is CODE PATTERN NP args...
+    local code=$1 pat=$2
+    shift 2
+    run "$@"
+    local rc=$?
+    [ $rc -eq "$code" ] && grep -q -- "$pat" "$TMP/err" ||
+        { echo "  got exit $rc: $(grep mpipe "$TMP/err" | head -3)"; return 1; }
+}
+for f in "$TMP"/ck/step-*/stage-0.safetensors; do printf 'X' | dd of="$f" bs=1 seek=100 conv=notrunc 2>/dev/null; done
+claim "no valid checkpoint left: exit 3" exit_is 3 "no valid checkpoint" 2 --checkpoint "$TMP/ck" --resume
+claim "nothing to resume: exit 3" exit_is 3 "no valid checkpoint" 2 --checkpoint "$TMP/empty" --resume
+claim "another --micro-batches: exit 2 naming it" \
+    exit_is 2 "micro-batches 4" 2 --checkpoint "$TMP/c4" --resume --micro-batches 8
+claim "--resume without --checkpoint: exit 2" exit_is 2 "need --checkpoint" 1 --resume
+finish
