@@ -50,6 +50,7 @@ int mp_exec_init(struct mp_exec *e, struct mp_stage *st, const struct mp_sched *
     e->st = st;
     e->sched = s;
     e->x = x;
+    e->trace_tid = st->rank;
     e->acts = s->acts[st->rank];
     e->n_acts = s->n_acts[st->rank];
     e->recv_at = malloc((e->n_acts + 1) * sizeof *e->recv_at);
@@ -376,7 +377,7 @@ int mp_exec_step(struct mp_exec *e, struct mp_exec_io *io, struct mp_err *err)
         if (compute)
             io->busy_s += t1 - t0;
         if (e->trace && (compute || t1 - t0 > 1e-5) && e->trace->n < 200000)
-            mp_trace_add(e->trace, e->st->rank, (int)a->kind, a->mb, a->chunk, t0 - e->t_origin,
+            mp_trace_add(e->trace, e->trace_tid, (int)a->kind, a->mb, a->chunk, t0 - e->t_origin,
                          t1 - t0);
     }
     return drain_pending(e, 1, err);

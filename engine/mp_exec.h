@@ -42,6 +42,7 @@ struct mp_exec {
     int *pending_chunk;
     int n_pending;
     struct mp_trace *trace;   /* NULL: no timeline */
+    int trace_tid;            /* track of this rank's events (its world rank) */
     double t_origin;
 };
 

@@ -1,8 +1,7 @@
-/* The training loop (mp_train.h). Per step: the executor runs this rank's action list over the
- * micro-batches, then one small allreduce carries each global layer's gradient sum of squares and
- * the loss (each entry has exactly one non-zero contributor, so the sum is exact in any order),
- * then clipping and the optimizer update this rank's layers. Every rank therefore sees the same
- * loss, norm and LR, and decisions (plateau, NaN stop) are identical everywhere. */
+/* The training loop (mp_train.h): layout of ranks into stages and replicas, start-up agreement,
+ * state, epochs, evaluation, checkpoints and the measured figures of the RESULT line. One step is
+ * mp_train_step.c. Every rank sees the same loss, norm and LR, so decisions (plateau, NaN stop)
+ * are identical everywhere. */
 #include "mp_train.h"
 
 #include <math.h>
@@ -17,41 +16,45 @@
 #include "mp_exec.h"
 #include "mp_gemm.h"
 #include "mp_stage.h"
+#include "mp_train_loop.h"
 #include "mp_weights.h"
 
-struct loop {
-    const struct mp_train_cfg *cfg;
-    struct mp_xport *x;
-    int rank, S;
-    int *bounds;
-    struct mp_sched sched;
-    struct mp_data data;
-    struct mp_stage st;
-    struct mp_exec ex;
-    struct mp_trace trace;
-    struct mp_lr_cfg lr;
-    struct mp_lr_state lr_state;
-    double *reduce;       /* n_layers sums of squares, then loss_sum */
-    uint32_t *order;
-    FILE *metrics;
-    uint64_t step;
-    double train_time, busy_time, busy_wall;
-    double epoch_loss;
-    uint64_t epoch_steps;
-    struct mp_ckpt_pos start; /* where this run starts: zero, or a resumed checkpoint's position */
-    int64_t ckpt_saved;       /* step of the last checkpoint written or loaded (0: none) */
-};
+/* Ranks: P*D (real replicas, rank = replica * P + stage) or P (replicas emulated in turn). */
+static int setup_ranks(struct loop *L, struct mp_err *err)
+{
+    const struct mp_train_cfg *c = L->cfg;
+    L->D = c->D > 0 ? c->D : 1;
+    L->wsize = mp_xport_size(L->x);
+    L->wrank = mp_xport_rank(L->x);
+    if (L->wsize != c->P * L->D && L->wsize != c->P)
+        return MP_FAIL(err, USAGE, "%d ranks for %d stages x %d replicas: run with mpirun -np %d "
+                       "(or -np %d to emulate the replicas in turn)", L->wsize, c->P, L->D,
+                       c->P * L->D, c->P);
+    if (c->M % L->D)
+        return MP_FAIL(err, USAGE, "--micro-batches %d is not divisible by --dp %d", c->M, L->D);
+    L->Mr = c->M / L->D;
+    L->px = L->x;
+    L->replica = -1;
+    if (L->wsize == c->P * L->D && L->D > 1) {
+        L->replica = L->wrank / c->P;
+        if (mp_xport_split(L->x, L->replica, L->wrank, &L->px, err) ||
+            mp_xport_split(L->x, L->wrank % c->P, L->replica, &L->sx, err))
+            return -1;
+    } else if (L->D == 1) {
+        L->replica = 0;
+    }
+    L->rank = mp_xport_rank(L->px);
+    return 0;
+}
 
 static int setup_layout(struct loop *L, struct mp_err *err)
 {
     const struct mp_train_cfg *c = L->cfg;
-    int size = mp_xport_size(L->x);
-    if (size != c->P)
-        return MP_FAIL(err, USAGE, "%d ranks but %d stages: run with mpirun -np %d (or --stages %d)",
-                       size, c->P, c->P, size);
     if (c->batch % (size_t)c->M)
         return MP_FAIL(err, USAGE, "--batch %zu is not divisible by --micro-batches %d", c->batch,
                        c->M);
+    if (setup_ranks(L, err))
+        return -1;
     L->S = c->P * c->V;
     L->bounds = malloc(sizeof(int) * (size_t)(L->S + 1));
     if (!L->bounds)
@@ -63,7 +66,7 @@ static int setup_layout(struct loop *L, struct mp_err *err)
     if (L->bounds[L->S] != c->model->n_layers)
         return MP_FAIL(err, USAGE, "the stages do not cover the model's %d layers",
                        c->model->n_layers - 1);
-    if (mp_sched_make(&L->sched, c->schedule, c->P, c->V, c->M, err))
+    if (mp_sched_make(&L->sched, c->schedule, c->P, c->V, L->Mr, err))
         return -1;
     struct mp_sched_report rep;
     return mp_sched_validate(&L->sched, &rep, err);
@@ -74,7 +77,7 @@ static int setup_state(struct loop *L, struct mp_err *err)
     const struct mp_train_cfg *c = L->cfg;
     const struct mp_model *m = c->model;
     size_t mbs = c->batch / (size_t)c->M;
-    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, c->M, mbs,
+    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, L->Mr, mbs,
                       mp_optim_state_slots(c->optim.kind), err))
         return -1;
     for (int i = 0; i < m->n_layers; i++)
@@ -82,85 +85,23 @@ static int setup_state(struct loop *L, struct mp_err *err)
             mp_layer_init_params(&m->layers[i], L->st.param + L->st.layer_off[i], c->seed);
     if (c->init_path && mp_weights_load(&L->st, L->st.param, c->init_path, NULL, err))
         return -1;
-    if (mp_exec_init(&L->ex, &L->st, &L->sched, L->x, err))
+    if (mp_exec_init(&L->ex, &L->st, &L->sched, L->px, err))
         return -1;
-    L->reduce = calloc((size_t)m->n_layers + 2, sizeof(double));
+    L->ex.trace_tid = L->wrank;
+    if (mp_dp_init(&L->dp, L->D, L->replica < 0, L->replica, L->sx, c->dp_reduce, c->aggregate,
+                   L->st.n_param, err))
+        return -1;
+    if (c->aggregate_weights && mp_dp_read_weights(&L->dp, c->aggregate_weights, err))
+        return -1;
+    L->reduce = calloc((size_t)m->n_layers + (size_t)L->D, sizeof(double));
     if (!L->reduce)
         return MP_FAIL(err, NOMEM, "out of memory");
     if (c->trace_path) {
-        mp_trace_init(&L->trace, c->P);
+        mp_trace_init(&L->trace, L->wsize);
         L->ex.trace = &L->trace;
     }
-    if (c->metrics_path && L->rank == 0 && !(L->metrics = fopen(c->metrics_path, "w")))
+    if (c->metrics_path && L->wrank == 0 && !(L->metrics = fopen(c->metrics_path, "w")))
         return MP_FAIL(err, IO, "%s: cannot write metrics", c->metrics_path);
-    return 0;
-}
-
-/* Clipping and the optimizer step for this rank's layers. */
-static void update(struct loop *L, double lr, float clip_scale)
-{
-    const struct mp_model *m = L->cfg->model;
-    struct mp_stage *st = &L->st;
-    for (int i = 0; i < m->n_layers; i++) {
-        const struct mp_layer *l = &m->layers[i];
-        size_t off = st->layer_off[i];
-        if (off == SIZE_MAX || !mp_layer_n_param(l))
-            continue;
-        if (clip_scale != 1.0f)
-            mp_scale(st->grad + off, mp_layer_n_param(l), clip_scale);
-        for (int w = 0; w < 2; w++) {
-            size_t n = w ? l->n_bias : l->n_weight, o = off + (w ? l->n_weight : 0);
-            if (n)
-                mp_optim_step(&L->cfg->optim, (float)lr, L->step + 1, st->param + o, st->grad + o,
-                              st->state + o, st->n_param, n);
-        }
-    }
-}
-
-static int train_step(struct loop *L, const uint32_t *idx, struct mp_err *err)
-{
-    const struct mp_train_cfg *c = L->cfg;
-    const struct mp_model *m = c->model;
-    struct mp_stage *st = &L->st;
-    double t0 = mp_xport_now();
-    memset(st->grad, 0, st->n_param * sizeof(float));
-    struct mp_exec_io io = {.ds = &L->data.train, .idx = idx, .seed = c->seed, .step = L->step,
-                            .global_batch = c->batch};
-    if (mp_exec_step(&L->ex, &io, err))
-        return -1;
-    double t1 = mp_xport_now();
-    memset(L->reduce, 0, ((size_t)m->n_layers + 2) * sizeof(double));
-    for (int i = 0; c->clip_norm > 0 && i < m->n_layers; i++)
-        if (st->layer_off[i] != SIZE_MAX)
-            L->reduce[i] = mp_sumsq(st->grad + st->layer_off[i], mp_layer_n_param(&m->layers[i]));
-    L->reduce[m->n_layers] = io.loss_sum;
-    if (c->P > 1 && mp_xport_allreduce_sum(L->x, L->reduce, (size_t)m->n_layers + 1,
-                                           "the step's loss and gradient norms", err))
-        return -1;
-    double loss = L->reduce[m->n_layers] / (double)c->batch;
-    if (!isfinite(loss))
-        return MP_FAIL(err, NUMERIC, "step %llu: loss is %f; lower --lr or use --clip-norm",
-                       (unsigned long long)L->step + 1, loss);
-    double sumsq = mp_clip_total(L->reduce, (size_t)m->n_layers);
-    double lr = mp_lr_at(&L->lr, &L->lr_state, L->step);
-    double t2 = mp_xport_now();
-    update(L, lr, mp_clip_scale(sumsq, c->clip_norm));
-    double t3 = mp_xport_now();
-    if (L->ex.trace && L->ex.trace->n < 200000)
-        mp_trace_add(L->ex.trace, L->rank, MP_ACT_STEP, -1, -1, t2 - L->ex.t_origin, t3 - t2);
-    L->step++;
-    L->epoch_loss += loss;
-    L->epoch_steps++;
-    L->train_time += t3 - t0;
-    if (L->step > 1) { /* the first step allocates slabs and warms caches */
-        L->busy_time += io.busy_s + (t3 - t2);
-        L->busy_wall += t3 - t0;
-    }
-    (void)t1;
-    if (L->metrics)
-        fprintf(L->metrics, "{\"step\":%llu,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,"
-                "\"step_s\":%.6f}\n", (unsigned long long)L->step, loss, lr,
-                c->clip_norm > 0 ? sqrt(sumsq) : -1.0, t3 - t0);
     return 0;
 }
 
@@ -182,10 +123,11 @@ static int evaluate(struct loop *L, double *acc, struct mp_err *err)
 {
     double r[2] = {0, 0};
     size_t correct = 0;
-    if (mp_exec_eval(&L->ex, &L->data.test, &r[0], &correct, err))
+    /* Replicas hold the same weights: replica 0's pipeline evaluates. */
+    if (L->replica <= 0 && mp_exec_eval(&L->ex, &L->data.test, &r[0], &correct, err))
         return -1;
     r[1] = (double)correct;
-    if (L->cfg->P > 1 && mp_xport_allreduce_sum(L->x, r, 2, "evaluation results", err))
+    if (L->wsize > 1 && mp_xport_allreduce_sum(L->x, r, 2, "evaluation results", err))
         return -1;
     *acc = L->data.test.n ? r[1] / (double)L->data.test.n : 0;
     return 0;
@@ -195,13 +137,13 @@ static int evaluate(struct loop *L, double *acc, struct mp_err *err)
 static void ckpt_io(struct loop *L, struct mp_ckpt_io *io)
 {
     *io = (struct mp_ckpt_io){.cfg = L->cfg, .lr = &L->lr, .st = &L->st, .bounds = L->bounds,
-                              .x = L->x, .n_train = L->data.train.n};
+                              .x = L->px, .n_train = L->data.train.n};
 }
 
 static int ckpt_save(struct loop *L, int epoch, uint64_t cursor, struct mp_err *err)
 {
-    if (!L->cfg->ckpt_dir || L->ckpt_saved == (int64_t)L->step)
-        return 0;
+    if (!L->cfg->ckpt_dir || L->ckpt_saved == (int64_t)L->step || L->replica > 0)
+        return 0; /* replicas hold the same state: replica 0 writes it */
     struct mp_ckpt_io io;
     ckpt_io(L, &io);
     struct mp_ckpt_pos p = {.step = L->step, .epoch = epoch, .cursor = cursor,
@@ -247,12 +189,12 @@ static int run_epochs(struct loop *L, double *test_acc, double *last_loss, struc
         for (uint64_t s = L->epoch_steps; s < n_steps; s++) {
             if (c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps)
                 break;
-            if (train_step(L, L->order + s * c->batch, err))
+            if (mp__train_step(L, L->order + s * c->batch, err))
                 return -1;
             if (c->ckpt_every && L->step % c->ckpt_every == 0 && s + 1 < n_steps &&
                 ckpt_save(L, epoch, s + 1, err))
                 return -1;
-            if (c->progress && L->rank == 0 && mp_xport_now() - last_tick > 0.5) {
+            if (c->progress && L->wrank == 0 && mp_xport_now() - last_tick > 0.5) {
                 last_tick = mp_xport_now();
                 progress_line(L, epoch, s + 1, n_steps);
             }
@@ -271,7 +213,7 @@ static int run_epochs(struct loop *L, double *test_acc, double *last_loss, struc
                 return -1;
             evaluated = 1;
         }
-        if (!c->quiet && L->rank == 0)
+        if (!c->quiet && L->wrank == 0)
             fprintf(stderr, "%sepoch %d/%d loss %.4f test_acc %.4f samples/s %.0f\n",
                     c->progress ? "\r" : "", epoch + 1, c->epochs, mean, *test_acc,
                     L->train_time > 0 ? (double)L->step * (double)c->batch / L->train_time : 0);
@@ -285,26 +227,26 @@ static int run_epochs(struct loop *L, double *test_acc, double *last_loss, struc
 static int check_agreement(struct loop *L, struct mp_err *err)
 {
     const struct mp_train_cfg *c = L->cfg;
-    if (c->P == 1)
+    if (L->wsize == 1)
         return 0;
     char mine[256];
-    snprintf(mine, sizeof mine, "%s %d %d %d %d %zu %llu %d %g %d %.17g", c->model->digest,
-             (int)c->schedule, c->P, c->V, c->M, c->batch, (unsigned long long)c->seed,
+    snprintf(mine, sizeof mine, "%s %d %d %d %d %d %zu %llu %d %g %d %.17g", c->model->digest,
+             (int)c->schedule, c->P, c->V, c->M, c->D, c->batch, (unsigned long long)c->seed,
              (int)c->optim.kind, (double)c->clip_norm, c->epochs, c->lr.base_lr);
     uint64_t h[2] = {mp_hash4(0, 0, 0, 0), 0};
     for (const char *p = mine; *p; p++)
         h[0] = mp_hash4(h[0], (uint64_t)(unsigned char)*p, 1, 2);
     for (const char *p = mp_gemm_arch(); *p; p++)
         h[1] = mp_hash4(h[1], (uint64_t)(unsigned char)*p, 3, 4);
-    uint64_t *all = calloc((size_t)c->P * 2, sizeof(uint64_t));
+    uint64_t *all = calloc((size_t)L->wsize * 2, sizeof(uint64_t));
     if (!all)
         return MP_FAIL(err, NOMEM, "out of memory");
     int rc = mp_xport_allgather(L->x, h, all, sizeof h, "start-up agreement", err);
-    for (int r = 1; !rc && r < c->P; r++) {
+    for (int r = 1; !rc && r < L->wsize; r++) {
         if (all[2 * r] != all[0])
             rc = MP_FAIL(err, USAGE, "rank %d runs a different model, schedule or flags than "
                          "rank 0: every rank must get the same command line and model file", r);
-        else if (all[2 * r + 1] != all[1] && L->rank == 0)
+        else if (all[2 * r + 1] != all[1] && L->wrank == 0)
             fprintf(stderr, "mpipe: warning: rank %d uses a different BLIS kernel set than rank 0 "
                     "(%s): results may differ in the last bits\n", r, mp_gemm_arch());
     }
@@ -318,11 +260,11 @@ static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
     double m[2] = {L->busy_wall > 0 ? L->busy_time / L->busy_wall : 1.0,
                    (double)L->st.act_bytes_peak};
     double busy_frac = m[0];
-    if (c->P > 1) {
+    if (L->wsize > 1) {
         if (mp_xport_allreduce_sum(L->x, &busy_frac, 1, "the measured bubble", err) ||
             mp_xport_allreduce_max(L->x, &m[1], 1, "the peak activation memory", err))
             return -1;
-        busy_frac /= c->P;
+        busy_frac /= L->wsize;
     }
     r->bubble = busy_frac < 1 ? 1 - busy_frac : 0;
     r->peak_act_bytes = m[1];
@@ -345,7 +287,7 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
     memset(r, 0, sizeof *r);
     L.cfg = cfg;
     L.x = x;
-    L.rank = mp_xport_rank(x);
+    L.wrank = mp_xport_rank(x);
     L.lr = cfg->lr;
     mp_lr_state_init(&L.lr_state);
     mp_xport_set_deadline(x, cfg->deadline_s);
@@ -360,7 +302,7 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
     if (!rc)
         rc = setup_state(&L, err);
     if (!rc) {
-        L.trace.n_ranks = cfg->P;
+        L.trace.n_ranks = L.wsize;
         L.ex.t_origin = mp_xport_now();
         if (cfg->max_steps == 0)
             r->test_acc = 0;
@@ -375,10 +317,15 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
     mp_data_free(&L.data);
     mp_sched_free(&L.sched);
     mp_trace_free(&L.trace);
+    mp_dp_free(&L.dp);
+    if (L.px && L.px != x)
+        mp_xport_finalize(L.px);
+    if (L.sx)
+        mp_xport_finalize(L.sx);
     free(L.order);
     free(L.reduce);
     free(L.bounds);
     if (err && rc)
-        err->rank = L.rank;
+        err->rank = L.wrank;
     return rc;
 }

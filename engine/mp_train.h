@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mp_dp.h"
 #include "mp_err.h"
 #include "mp_layer.h"
 #include "mp_lr.h"
@@ -20,7 +21,11 @@ struct mp_train_cfg {
     int P, V;                    /* pipeline stages (ranks) and chunks per rank */
     const int *bounds;           /* P*V + 1 stage boundaries (mp_stage.h), or NULL: balanced */
     enum mp_sched_kind schedule;
-    int M;                       /* micro-batches per step */
+    int M;                       /* micro-batches per step (global: D replicas share them) */
+    int D;                       /* data-parallel replicas (0 or 1: none) */
+    enum mp_dp_reduce dp_reduce;
+    enum mp_dp_aggregate aggregate;
+    const char *aggregate_weights; /* --aggregate custom: one weight per replica */
     size_t batch;                /* global batch */
     int batch_given;             /* --batch was on the command line (a plan's batch yields) */
     int epochs;

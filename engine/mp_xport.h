@@ -62,6 +62,16 @@ int mp_xport_send(struct mp_xport *x, const void *buf, size_t bytes, int peer, i
 int mp_xport_recv(struct mp_xport *x, void *buf, size_t bytes, int peer, int tag,
                   const char *what, struct mp_err *err);
 
+/* For protocols where the sender is not known in advance (added for `mpipe fed`): waits up to
+ * `seconds` for a message from `peer` with `tag` (MP_XPORT_ANY matches any) without receiving it.
+ * No message in time is not an error: *found = 0 and the caller decides what a missed deadline
+ * means. Otherwise *src, *tag_out and *bytes describe the earliest matching message; receive it
+ * with mp_xport_recv(src, tag_out). Idle polls sleep (up to 1 ms) so waiters leave the cores to
+ * ranks that compute. */
+#define MP_XPORT_ANY (-1)
+int mp_xport_probe(struct mp_xport *x, int peer, int tag, double seconds, int *found, int *src,
+                   int *tag_out, size_t *bytes, struct mp_err *err);
+
 /* Benchmark loops for `mpipe bench p2p` (added for it), the methods of OSU's osu_latency, osu_bw
  * and osu_bibw, timed with MPI_Wtime on this rank. Both ranks of a pair call the same function
  * with each other as peer; `first` is 1 on exactly one of them (it sends first). `warmup`

@@ -324,6 +324,44 @@ int mp_xport_recv(struct mp_xport *x, void *buf, size_t bytes, int peer, int tag
     return mp_xport_wait(x, &req, what, err);
 }
 
+int mp_xport_probe(struct mp_xport *x, int peer, int tag, double seconds, int *found, int *src,
+                   int *tag_out, size_t *bytes, struct mp_err *err)
+{
+    int p = peer == MP_XPORT_ANY ? MPI_ANY_SOURCE : peer;
+    int t = tag == MP_XPORT_ANY ? MPI_ANY_TAG : tag;
+    double t0 = MPI_Wtime();
+    long nap_ns = 1000;
+    *found = 0;
+    for (long spins = 0;; spins++) {
+        MPI_Status st;
+        int rc = MPI_Iprobe(p, t, x->comm, found, &st);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(x, rc, "MPI_Iprobe", peer, tag, err);
+        if (*found) {
+            int count = 0;
+            MPI_Get_count(&st, MPI_BYTE, &count);
+            *src = st.MPI_SOURCE;
+            *tag_out = st.MPI_TAG;
+            *bytes = (size_t)count;
+            return 0;
+        }
+        if (MPI_Wtime() - t0 >= seconds)
+            return 0;
+        if (term_requested) {
+            if (err)
+                err->rank = x->rank;
+            return MP_FAIL(err, PEER, "rank %d was ended by mpirun (SIGTERM: a peer failed) "
+                           "after it waited %.1f s for a message from rank %d", x->rank,
+                           MPI_Wtime() - t0, peer);
+        }
+        if (spins > 200) { /* back off to 1 ms naps: an idle prober must not steal a core */
+            struct timespec ts = {0, nap_ns};
+            nanosleep(&ts, NULL);
+            nap_ns = nap_ns < 1000000 ? nap_ns * 2 : 1000000;
+        }
+    }
+}
+
 void mp_xport_abort(struct mp_xport *x, int code)
 {
     fflush(stdout);

@@ -18,6 +18,9 @@ struct run {
     enum mp_optim_kind opt;
     float clip;
     size_t batch; /* 0: 3 samples per micro-batch */
+    int D;        /* data-parallel replicas (0: none) */
+    int ranks;    /* processes carrying the run: P * D (real replicas) or P (emulated) */
+    enum mp_dp_reduce reduce;
 };
 
 static int files_equal(const char *a, const char *b)
@@ -40,6 +43,7 @@ static int files_equal(const char *a, const char *b)
 static int train(const struct run *r, int P, int V, struct mp_xport *x, const char *out,
                  struct mp_model *m, struct mp_err *err)
 {
+    int D = r->D ? r->D : 1;
     struct mp_train_cfg c;
     memset(&c, 0, sizeof c);
     c.model = m;
@@ -48,6 +52,8 @@ static int train(const struct run *r, int P, int V, struct mp_xport *x, const ch
     c.V = V;
     c.schedule = r->sched;
     c.M = r->M;
+    c.D = D;
+    c.dp_reduce = r->reduce;
     c.batch = r->batch ? r->batch : (size_t)r->M * 3;
     c.epochs = 10;
     c.max_steps = 3;
@@ -81,7 +87,7 @@ static int check(const struct run *r, struct mp_xport *world, const char *dir, i
     snprintf(got, sizeof got, "%s/got%d.st", dir, idx);
     int bad = 0;
     struct mp_xport *sub = NULL;
-    if (mp_xport_sub(world, r->P, &sub, &err))
+    if (mp_xport_sub(world, r->ranks ? r->ranks : r->P, &sub, &err))
         bad = 1;
     if (sub && train(r, r->P, r->V, sub, got, &m, &err)) {
         fprintf(stderr, "rank %d: %s P=%d: %s\n", rank, r->model, r->P, err.msg);
@@ -103,8 +109,10 @@ static int check(const struct run *r, struct mp_xport *world, const char *dir, i
     }
     if (rank == 0) {
         int same = !bad && files_equal(ref, got);
-        printf("%-5s %-26s P=%d V=%d M=%-2d %-11s %-8s clip=%.1f %s\n", same ? "ok" : "FAIL", r->model,
-               r->P, r->V, r->M, mp_sched_name(r->sched), mp_optim_name(r->opt), r->clip,
+        printf("%-5s %-26s P=%d V=%d D=%d M=%-2d %-11s %-8s clip=%.1f on %d ranks: %s\n",
+               same ? "ok" : "FAIL", r->model, r->P, r->V, r->D ? r->D : 1, r->M,
+               mp_sched_name(r->sched), mp_optim_name(r->opt), r->clip,
+               r->ranks ? r->ranks : r->P,
                same ? "bit-identical to one rank" : "DIFFERS from one rank");
         bad = !same;
         unlink(ref);
@@ -128,7 +136,7 @@ static int controls(struct mp_xport *world, const char *dir)
     snprintf(a, sizeof a, "%s/m2.st", dir);
     snprintf(b, sizeof b, "%s/m4.st", dir);
     snprintf(c, sizeof c, "%s/m4again.st", dir);
-    struct run r2 = {"models/mlp.mp", MP_SCHED_1F1B, 1, 1, 2, MP_OPT_ADAM, 0, 12};
+    struct run r2 = {"models/mlp.mp", MP_SCHED_1F1B, 1, 1, 2, MP_OPT_ADAM, 0, 12, 0, 0, MP_DP_ORDERED};
     struct run r4 = r2;
     r4.M = 4;
     int bad = train(&r2, 1, 1, self, a, &m, &err) || train(&r4, 1, 1, self, b, &m, &err) ||
@@ -171,13 +179,30 @@ int main(int argc, char **argv)
                     if (j == 1 && P == 1)
                         continue;
                     struct run r = {models[mi], (enum mp_sched_kind)s, P, 1, Ms[j],
-                                    opts[k % 7], (k % 3 == 0) ? 0.5f : 0.0f, 0};
+                                    opts[k % 7], (k % 3 == 0) ? 0.5f : 0.0f, 0, 0, 0, MP_DP_ORDERED};
                     if (s == MP_SCHED_INTERLEAVED)
                         r.V = (mi == 3) ? 1 : 2;
                     n_bad += check(&r, world, dir, n_runs);
                     n_runs++;
                 }
             }
+    /* Data parallelism (DESIGN.md §6): with --dp D the bits depend on D, not on how many
+     * processes carry the replicas: the reference is one rank emulating the D replicas. */
+    static const struct run dp_runs[] = {
+        {"models/mlp.mp", MP_SCHED_1F1B, 1, 1, 2, MP_OPT_ADAM, 0.5f, 0, 2, 2, MP_DP_ORDERED},
+        {"models/cnn.mp", MP_SCHED_1F1B, 1, 1, 4, MP_OPT_MOMENTUM, 0, 0, 4, 4, MP_DP_ORDERED},
+        {"models/tiny.mp", MP_SCHED_ZB1, 1, 1, 3, MP_OPT_LAMB, 0.5f, 0, 3, 3, MP_DP_ORDERED},
+        {"models/mlp.mp", MP_SCHED_1F1B, 2, 1, 4, MP_OPT_ADAMW, 0, 0, 2, 4, MP_DP_ORDERED},
+        {"models/tiny.mp", MP_SCHED_GPIPE, 2, 1, 6, MP_OPT_RMSPROP, 0.5f, 0, 2, 2, MP_DP_ORDERED},
+        {"models/cnn.mp", MP_SCHED_INTERLEAVED, 2, 2, 4, MP_OPT_SGD, 0, 0, 2, 4, MP_DP_ORDERED},
+        {"models/mlp.mp", MP_SCHED_ZB1, 1, 1, 2, MP_OPT_ADAM, 0, 0, 2, 2, MP_DP_FAST},
+    };
+    for (size_t i = 0; i < sizeof dp_runs / sizeof dp_runs[0]; i++) {
+        if (dp_runs[i].ranks > size)
+            continue;
+        n_bad += check(&dp_runs[i], world, dir, n_runs);
+        n_runs++;
+    }
     if (rank != 0) {
         struct mp_xport *none = NULL;
         mp_xport_sub(world, 1, &none, &err); /* matches rank 0's split in controls() */

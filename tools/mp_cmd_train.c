@@ -17,7 +17,13 @@ static const char help[] =
     "Pipeline layout:\n"
     "  --plan FILE           stage boundaries, schedule, M and batch from `mpipe plan --out`\n"
     "  --stages P            pipeline stages (default: number of ranks / D)\n"
-    "  --dp D                data-parallel replicas per stage (default 1; D > 1 not yet supported)\n"
+    "  --dp D                data-parallel replicas of the pipeline (default 1); run on P*D ranks\n"
+    "                        (rank = replica*P + stage), or on P ranks to emulate them in turn\n"
+    "  --dp-reduce MODE      ordered (default: replicas' sums added in replica order, the same\n"
+    "                        bits on any number of processes) | fast (MPI_Allreduce's order)\n"
+    "  --aggregate A         mean (default) | size (by samples processed) | custom\n"
+    "  --aggregate-weights F one weight per replica, for --aggregate custom\n"
+    "  --shard-by equal      equal shards of every global batch (speed: not implemented yet)\n"
     "  --schedule S          gpipe | 1f1b | interleaved | zb1 (default 1f1b)\n"
     "  --chunks V            virtual stages per rank for interleaved (default 2)\n"
     "  --micro-batches M     micro-batches per step (default: largest divisor of B <= 2*P*D;\n"
@@ -199,11 +205,40 @@ static int parse_ckpt_flag(struct train_args *a, const char *f, const char *v, s
     return 0;
 }
 
+/* Data-parallel flags: --dp-reduce, --aggregate, --aggregate-weights, --shard-by. */
+static int parse_dp_flag(struct train_args *a, const char *f, const char *v, struct mp_err *err)
+{
+    static const char *const reduce[] = {"ordered", "fast", NULL};
+    static const char *const agg[] = {"mean", "size", "perf", "custom", NULL};
+    static const char *const shard[] = {"equal", "speed", NULL};
+    struct mp_train_cfg *c = &a->cfg;
+    int k;
+    if (mp_flag_is(f, "--dp-reduce")) {
+        if (mp_flag_choice(f, v, reduce, &k, err))
+            return -1;
+        c->dp_reduce = (enum mp_dp_reduce)k;
+    } else if (mp_flag_is(f, "--aggregate")) {
+        if (mp_flag_choice(f, v, agg, &k, err))
+            return -1;
+        if (k == MP_AGG_PERF)
+            return MP_FAIL(err, USAGE, "--aggregate perf is not implemented yet (use mean, size "
+                           "or custom)");
+        c->aggregate = (enum mp_dp_aggregate)k;
+    } else if (mp_flag_is(f, "--aggregate-weights")) {
+        c->aggregate_weights = v;
+    } else if (mp_flag_is(f, "--shard-by")) {
+        if (mp_flag_choice(f, v, shard, &k, err))
+            return -1;
+        if (k == 1)
+            return MP_FAIL(err, USAGE, "--shard-by speed is not implemented yet (equal shards only)");
+    } else {
+        return 1;
+    }
+    return 0;
+}
+
 static int parse_args(struct train_args *a, int argc, char **argv, struct mp_err *err)
 {
-    static const char *const unsupported[] = {
-        "--aggregate",
-        "--aggregate-weights", "--dp-reduce", "--shard-by", NULL};
     for (int i = 1; i < argc;) {
         const char *f, *v;
         if (argv[i][0] != '-') {
@@ -215,10 +250,9 @@ static int parse_args(struct train_args *a, int argc, char **argv, struct mp_err
         }
         if (mp_flag_next(argc, argv, &i, &f, &v, takes_value, err))
             return -1;
-        for (int u = 0; unsupported[u]; u++)
-            if (mp_flag_is(f, unsupported[u]))
-                return MP_FAIL(err, USAGE, "%s is not supported yet in this build", f);
         int rc = parse_run_flag(a, f, v, err);
+        if (rc == 1)
+            rc = parse_dp_flag(a, f, v, err);
         if (rc == 1)
             rc = parse_optim_flag(a, f, v, err);
         if (rc == 1)
@@ -277,8 +311,6 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
     if (strcmp(p.digest, m->digest))
         rc = MP_FAIL(err, INPUT, "%s: plan was made for another model (digest %s, %s has %s): "
                      "re-run mpipe plan", a->plan_path, p.digest, m->path, m->digest);
-    else if (p.D != 1)
-        rc = MP_FAIL(err, USAGE, "%s: plans with --dp %d are not supported yet", a->plan_path, p.D);
     else if (!(*bounds = malloc(sizeof(int) * (size_t)(p.n_stages + 1))))
         rc = MP_FAIL(err, NOMEM, "out of memory");
     if (!rc) {
@@ -286,6 +318,7 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
             (*bounds)[v] = p.stages[v].first_layer;
         (*bounds)[p.n_stages] = p.stages[p.n_stages - 1].last_layer + 1;
         a->cfg.P = p.P;
+        a->cfg.D = p.D;
         a->cfg.V = p.V;
         a->cfg.schedule = p.schedule;
         if (!a->micro)
@@ -314,16 +347,20 @@ static int setup(struct train_args *a, struct mp_model *m, struct mp_xport *x, i
     if (mp_model_load(m, a->model_path, err))
         return -1;
     c->model = m;
-    if (a->dp > 1)
-        return MP_FAIL(err, USAGE, "--dp %lld: data parallelism is not supported yet", a->dp);
-    c->P = a->stages ? (int)a->stages : mp_xport_size(x);
+    c->D = a->dp ? (int)a->dp : 1;
+    c->P = a->stages ? (int)a->stages : (mp_xport_size(x) % c->D ? mp_xport_size(x)
+                                                                   : mp_xport_size(x) / c->D);
     c->V = c->schedule == MP_SCHED_INTERLEAVED ? (a->chunks ? (int)a->chunks : 2) : 1;
     if (a->plan_path && apply_plan(a, m, bounds, err))
         return -1;
     if (c->P * c->V > m->n_layers - 1)
         return MP_FAIL(err, USAGE, "%d stages x %d chunks is more than the %d layers of %s", c->P,
                        c->V, m->n_layers - 1, a->model_path);
-    c->M = a->micro ? (int)a->micro : default_micro_batches(c->batch, c->P, 1);
+    if (c->aggregate == MP_AGG_CUSTOM && !c->aggregate_weights)
+        return MP_FAIL(err, USAGE, "--aggregate custom needs --aggregate-weights FILE");
+    c->M = a->micro ? (int)a->micro : default_micro_batches(c->batch, c->P, c->D);
+    if (c->M % c->D)
+        return MP_FAIL(err, USAGE, "--micro-batches %d is not divisible by --dp %d", c->M, c->D);
     if (c->batch % (size_t)c->M)
         return MP_FAIL(err, USAGE, "--batch %zu is not divisible by --micro-batches %d", c->batch,
                        c->M);
@@ -336,7 +373,7 @@ static void print_result(const struct mp_train_cfg *c, const struct mp_train_res
     fflush(stderr);
     printf("\nRESULT samples_per_s=%.1f test_acc=%.4f loss=%.4f steps=%llu stages=%d dp=%d "
            "bubble=%.4f peak_act_bytes=%.0f\n",
-           r->samples_per_s, r->test_acc, r->loss, (unsigned long long)r->steps, c->P, 1, r->bubble,
+           r->samples_per_s, r->test_acc, r->loss, (unsigned long long)r->steps, c->P, c->D, r->bubble,
            r->peak_act_bytes);
     fflush(stdout);
 }

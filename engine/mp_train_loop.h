@@ -1,0 +1,48 @@
+/* Internal to the training loop (mp_train.c, mp_train_step.c): the state of one run on one rank.
+ * Ranks are laid out as rank = replica * P + stage; `px` is this replica's pipeline (P ranks),
+ * `sx` the D ranks that hold the same stage (real data parallelism only). */
+#ifndef MP_TRAIN_LOOP_H
+#define MP_TRAIN_LOOP_H
+
+#include <stdio.h>
+
+#include "mp_ckpt.h"
+#include "mp_data.h"
+#include "mp_dp.h"
+#include "mp_exec.h"
+#include "mp_stage.h"
+#include "mp_train.h"
+
+struct loop {
+    const struct mp_train_cfg *cfg;
+    struct mp_xport *x;   /* all ranks */
+    struct mp_xport *px;  /* this replica's pipeline (== x without real replicas) */
+    struct mp_xport *sx;  /* this stage's replicas (NULL without real replicas) */
+    int wrank, wsize;     /* rank and size in x */
+    int rank, S;          /* stage index (rank in px); virtual stages */
+    int D, replica;       /* replicas; this rank's replica, or -1 when it emulates all D */
+    int Mr;               /* micro-batches per replica */
+    struct mp_dp dp;
+    int *bounds;
+    struct mp_sched sched;
+    struct mp_data data;
+    struct mp_stage st;
+    struct mp_exec ex;
+    struct mp_trace trace;
+    struct mp_lr_cfg lr;
+    struct mp_lr_state lr_state;
+    double *reduce;       /* n_layers sums of squares, then D loss sums (one per replica) */
+    uint32_t *order;
+    FILE *metrics;
+    uint64_t step;
+    double train_time, busy_time, busy_wall;
+    double epoch_loss;
+    uint64_t epoch_steps;
+    struct mp_ckpt_pos start; /* where this run starts: zero, or a resumed checkpoint's position */
+    int64_t ckpt_saved;       /* step of the last checkpoint written or loaded (0: none) */
+};
+
+/* One optimizer step on the global batch idx[0 .. batch). */
+int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err);
+
+#endif
