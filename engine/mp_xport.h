@@ -15,6 +15,9 @@ struct mp_xport;
 /* Initialises MPI (if not already) and the transport. Works without mpirun (one rank). */
 int mp_xport_init(struct mp_xport **x, int *argc, char ***argv, struct mp_err *err);
 void mp_xport_finalize(struct mp_xport *x);
+/* Frees the transport without finalising MPI: after an error, when peers may be gone and
+ * MPI_Finalize could wait for them. */
+void mp_xport_release(struct mp_xport *x);
 /* Collective over x: ranks below n get a transport over ranks [0, n) in *out; the others get NULL.
  * Free it with mp_xport_finalize (which leaves MPI itself running). */
 int mp_xport_sub(struct mp_xport *x, int n, struct mp_xport **out, struct mp_err *err);

@@ -123,6 +123,13 @@ int mp_xport_sub(struct mp_xport *x, int n, struct mp_xport **out, struct mp_err
     return mp_xport_split(x, x->rank < n ? 0 : -1, x->rank, out, err);
 }
 
+void mp_xport_release(struct mp_xport *x)
+{
+    if (x && !x->owns_mpi)
+        MPI_Comm_free(&x->comm);
+    free(x);
+}
+
 void mp_xport_finalize(struct mp_xport *x)
 {
     if (!x)

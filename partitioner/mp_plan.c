@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,14 @@ static double opt_num(json_t *o, const char *key, double dflt)
     return json_is_number(v) ? json_number_value(v) : dflt;
 }
 
+/* An optional count, clamped to [lo, hi] before the caller casts it: converting a double outside
+ * the target type's range (1e300 to int, -1 to size_t) is undefined behaviour (tests/fuzz). */
+static double opt_clamped(json_t *o, const char *key, double dflt, double lo, double hi)
+{
+    double v = opt_num(o, key, dflt);
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
 static int read_layer(const struct rd *r, json_t *o, int i, struct mp_plan_layer *l)
 {
     char ctx[48];
@@ -91,7 +100,7 @@ static int read_layer(const struct rd *r, json_t *o, int i, struct mp_plan_layer
     l->fwd_s = opt_num(o, "forward_s", l->compute_s / 3);
     l->bwd_input_s = opt_num(o, "backward_input_s", l->compute_s / 3);
     l->bwd_weight_s = opt_num(o, "backward_weight_s", l->compute_s / 3);
-    l->saved_bytes = (size_t)opt_num(o, "saved_bytes", 0);
+    l->saved_bytes = (size_t)opt_clamped(o, "saved_bytes", 0, 0, 0x1p62);
     return 0;
 }
 
@@ -133,8 +142,8 @@ static int read_stage(const struct rd *r, json_t *o, int v, struct mp_plan_stage
         return -1;
     st->first_layer = (int)fl, st->last_layer = (int)ll;
     st->act_bytes = (size_t)ab, st->param_bytes = (size_t)pb, st->peak_mem_bytes = (size_t)pk;
-    st->held_bytes = (size_t)opt_num(o, "held_bytes", 0);
-    st->held_mb = (int)opt_num(o, "held_mb", 0);
+    st->held_bytes = (size_t)opt_clamped(o, "held_bytes", 0, 0, 0x1p62);
+    st->held_mb = (int)opt_clamped(o, "held_mb", 0, 0, INT_MAX);
     st->send_s = opt_num(o, "send_s", 0);
     st->slowdown = opt_num(o, "slowdown", 1);
     if (st->slowdown < 1)
@@ -239,7 +248,7 @@ static int read_scalars(const struct rd *r, json_t *root, struct mp_plan *p)
     p->oversubscribed = json_is_true(o);
     p->allreduce_s = opt_num(root, "allreduce_s", 0);
     p->optim_step_s = opt_num(root, "optim_step_s", 0);
-    p->bottleneck = (int)opt_num(root, "bottleneck", -1);
+    p->bottleneck = (int)opt_clamped(root, "bottleneck", -1, -1, INT_MAX);
     const char *part = json_string_value(json_object_get(root, "partition"));
     snprintf(p->partition, sizeof p->partition, "%s", part ? part : "");
     return 0;

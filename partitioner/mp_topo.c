@@ -211,6 +211,11 @@ static int host_option(struct mp_host *h, const char *tok, const char *name, int
         if (!*v || *end || errno || n < 1 || n > 1000000)
             return MP_FAIL(err, INPUT, "%s:%d: %.*s must be a positive integer, got '%s'", name,
                            line, (int)klen, tok, v);
+        /* A repeated host adds its slots; the sum is capped like each value, since an int that
+         * overflows is undefined behaviour (2148 lines of slots=1000000; tests/fuzz). */
+        if (klen == 5 && h->slots > 1000000 - n)
+            return MP_FAIL(err, INPUT, "%s:%d: host '%s' has more than 1000000 slots in total",
+                           name, line, h->name);
         if (klen == 5)
             h->slots += (int)n;
         return 0;

@@ -422,5 +422,7 @@ int mp_cmd_train(int argc, char **argv, struct mp_err *err)
     mp_model_free(&m);
     if (!rc)
         mp_xport_finalize(x);
+    else
+        mp_xport_release(x);
     return rc;
 }

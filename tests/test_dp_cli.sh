@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Data parallelism from the command line (DESIGN.md §6): the same bits on any number of processes
+# in `ordered` mode, `fast` mode deterministic for a fixed layout, weighted aggregation, and real
+# replicas converging like one rank. Usage: test_dp_cli.sh path/to/mpipe (from the repo root).
+MPIPE=$1
+. "$(dirname "$0")/lib.sh"
+S="--data synthetic:512 --batch 32 --seed 5 --max-steps 4 --micro-batches 4"
+RUN="mpirun -np 2 --oversubscribe"
+
+$MPIPE train models/mlp.mp $S --dp 2 --save-weights "$TMP/emu.st" >/dev/null 2>&1
+$RUN $MPIPE train models/mlp.mp $S --dp 2 --save-weights "$TMP/real.st" >"$TMP/real.out" 2>&1
+claim "--dp 2 on 2 ranks = --dp 2 emulated on 1 rank (bytes)" cmp -s "$TMP/emu.st" "$TMP/real.st"
+claim "RESULT reports dp=2" test "$(result_field dp < "$TMP/real.out")" = 2
+claim "RESULT reports 1 stage" test "$(result_field stages < "$TMP/real.out")" = 1
+$RUN $MPIPE train models/mlp.mp $S --dp 2 --dp-reduce fast --save-weights "$TMP/f1.st" >/dev/null 2>&1
+$RUN $MPIPE train models/mlp.mp $S --dp 2 --dp-reduce fast --save-weights "$TMP/f2.st" >/dev/null 2>&1
+claim "--dp-reduce fast is deterministic for a fixed layout" cmp -s "$TMP/f1.st" "$TMP/f2.st"
+$MPIPE train models/mlp.mp $S --dp 2 --aggregate size --save-weights "$TMP/size.st" >/dev/null 2>&1
+claim "--aggregate size with equal shards = mean (bytes)" cmp -s "$TMP/emu.st" "$TMP/size.st"
+printf '1\n1\n' > "$TMP/w11"
+$MPIPE train models/mlp.mp $S --dp 2 --aggregate custom --aggregate-weights "$TMP/w11" \
+    --save-weights "$TMP/c11.st" >/dev/null 2>&1
+claim "--aggregate custom with equal weights = mean (bytes)" cmp -s "$TMP/emu.st" "$TMP/c11.st"
+printf '1\n0\n' > "$TMP/w10"
+$RUN $MPIPE train models/mlp.mp $S --dp 2 --aggregate custom --aggregate-weights "$TMP/w10" \
+    --save-weights "$TMP/c10.st" >/dev/null 2>&1
+claim "a replica with weight 0 changes the result (only replica 0's data counts)" \
+    bash -c "! cmp -s '$TMP/emu.st' '$TMP/c10.st'"
+
+# Loss curves: real replicas against one rank without data parallelism (same global batch and M).
+L="--data synthetic:2048 --batch 64 --seed 9 --max-steps 30 --micro-batches 4 --lr-schedule constant"
+$RUN $MPIPE train models/tiny_mlp.mp $L --dp 2 --metrics "$TMP/dp.jsonl" >/dev/null 2>&1
+$MPIPE train models/tiny_mlp.mp $L --metrics "$TMP/one.jsonl" >/dev/null 2>&1
+claim "2 real replicas follow the one-rank loss curve (30 steps, within 1e-3 relative)" python3 -c "
+import json
+a = [json.loads(l)['loss'] for l in open('$TMP/dp.jsonl')]
+b = [json.loads(l)['loss'] for l in open('$TMP/one.jsonl')]
+assert len(a) == len(b) == 30 and b[-1] < b[0] * 0.9, (len(a), len(b))
+assert max(abs(x - y) / y for x, y in zip(a, b)) < 1e-3"
+
+refused() {
+    local pat=$1
+    shift
+    "$@" >/dev/null 2>"$TMP/stderr"
+    local rc=$?
+    [ $rc -eq 2 ] && grep -q -- "$pat" "$TMP/stderr" || { echo "  got exit $rc: $(head -2 "$TMP/stderr")"; return 1; }
+}
+claim "M not divisible by D exits 2" refused "divisible" $MPIPE train models/mlp.mp $S --dp 3
+claim "custom without weights exits 2" refused "aggregate-weights" $MPIPE train models/mlp.mp $S --dp 2 --aggregate custom
+printf '1\nx\n' > "$TMP/wbad"
+claim "a bad weights file names its line" refused "wbad:2" $MPIPE train models/mlp.mp $S --dp 2 --aggregate custom --aggregate-weights "$TMP/wbad"
+claim "-np neither P nor P*D exits 2" refused "ranks" mpirun -np 3 --oversubscribe $MPIPE train models/mlp.mp $S --stages 2 --dp 2
+finish
