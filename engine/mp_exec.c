@@ -43,23 +43,25 @@ static size_t out_len(const struct mp_stage *st, const struct mp_chunk *c)
     return mp_layer_out_len(&st->model->layers[c->last]);
 }
 
-int mp_exec_init(struct mp_exec *e, struct mp_stage *st, const struct mp_sched *s,
-                 struct mp_xport *x, struct mp_err *err)
+/* Points the executor at rank st->rank's list in s and indexes its receives. */
+static int use_sched(struct mp_exec *e, const struct mp_sched *s, struct mp_err *err)
 {
-    memset(e, 0, sizeof *e);
-    e->st = st;
+    size_t n = s->n_acts[e->st->rank];
+    if (n + 1 > e->cap) {
+        size_t *at = realloc(e->recv_at, (n + 1) * sizeof *at);
+        if (at)
+            e->recv_at = at;
+        int *rq = realloc(e->recv_req, (n + 1) * sizeof *rq);
+        if (rq)
+            e->recv_req = rq;
+        if (!at || !rq)
+            return MP_FAIL(err, NOMEM, "out of memory");
+        e->cap = n + 1;
+    }
     e->sched = s;
-    e->x = x;
-    e->trace_tid = st->rank;
-    e->acts = s->acts[st->rank];
-    e->n_acts = s->n_acts[st->rank];
-    e->recv_at = malloc((e->n_acts + 1) * sizeof *e->recv_at);
-    e->recv_req = malloc((e->n_acts + 1) * sizeof *e->recv_req);
-    int max_pending = st->V * st->M + 1;
-    e->pending = malloc((size_t)max_pending * sizeof *e->pending);
-    e->pending_chunk = malloc((size_t)max_pending * sizeof *e->pending_chunk);
-    if (!e->recv_at || !e->recv_req || !e->pending || !e->pending_chunk)
-        return MP_FAIL(err, NOMEM, "out of memory");
+    e->acts = s->acts[e->st->rank];
+    e->n_acts = n;
+    e->n_recv = 0;
     for (size_t i = 0; i < e->n_acts; i++) {
         e->recv_req[i] = -1;
         enum mp_act_kind k = e->acts[i].kind;
@@ -67,6 +69,26 @@ int mp_exec_init(struct mp_exec *e, struct mp_stage *st, const struct mp_sched *
             e->recv_at[e->n_recv++] = i;
     }
     return 0;
+}
+
+int mp_exec_init(struct mp_exec *e, struct mp_stage *st, const struct mp_sched *s,
+                 struct mp_xport *x, struct mp_err *err)
+{
+    memset(e, 0, sizeof *e);
+    e->st = st;
+    e->x = x;
+    e->trace_tid = st->rank;
+    int max_pending = st->V * st->M + 1;
+    e->pending = malloc((size_t)max_pending * sizeof *e->pending);
+    e->pending_chunk = malloc((size_t)max_pending * sizeof *e->pending_chunk);
+    if (!e->pending || !e->pending_chunk)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    return use_sched(e, s, err);
+}
+
+int mp_exec_set_sched(struct mp_exec *e, const struct mp_sched *s, struct mp_err *err)
+{
+    return s == e->sched ? 0 : use_sched(e, s, err);
 }
 
 void mp_exec_free(struct mp_exec *e)
@@ -93,7 +115,7 @@ static void describe(const struct mp_exec *e, size_t i, char *buf, size_t len)
 
 /* Posts the receive of action i straight into its slab. Returns 1 if posted, 0 if it cannot be yet
  * (a gradient for a micro-batch whose forward has not run), -1 on error. */
-static int post_recv(struct mp_exec *e, size_t i, struct mp_err *err)
+static int post_recv(struct mp_exec *e, size_t i, int ahead, struct mp_err *err)
 {
     struct mp_stage *st = e->st;
     const struct mp_action *a = &e->acts[i];
@@ -103,6 +125,10 @@ static int post_recv(struct mp_exec *e, size_t i, struct mp_err *err)
     size_t bytes;
     int peer, tag;
     if (a->kind == MP_ACT_RECV_ACT) {
+        /* A receive posted ahead takes a slab now: never more than the schedule itself holds
+         * plus one, so memory does not grow with M. */
+        if (ahead && e->max_held > 0 && st->slabs_held >= e->max_held)
+            return 0;
         if (!(s = mp_stage_slab_get(st, a->chunk, a->mb, err)))
             return -1;
         buf = act_buf(c, s, 0);
@@ -127,7 +153,7 @@ static int post_recv(struct mp_exec *e, size_t i, struct mp_err *err)
 static int post_ahead(struct mp_exec *e, struct mp_err *err)
 {
     while (e->next_post < e->n_recv && e->outstanding < RECV_WINDOW) {
-        int rc = post_recv(e, e->recv_at[e->next_post], err);
+        int rc = post_recv(e, e->recv_at[e->next_post], 1, err);
         if (rc < 0)
             return -1;
         if (rc == 0)
@@ -143,7 +169,7 @@ static int do_recv(struct mp_exec *e, size_t i, struct mp_err *err)
         if (e->next_post >= e->n_recv)
             return MP_FAIL(err, INTERNAL, "rank %d: receive %zu not in the receive list",
                            e->st->rank, i);
-        int rc = post_recv(e, e->recv_at[e->next_post], err);
+        int rc = post_recv(e, e->recv_at[e->next_post], 0, err);
         if (rc < 0)
             return -1;
         if (rc == 0)
@@ -217,8 +243,36 @@ static int do_forward(struct mp_exec *e, const struct mp_action *a, struct mp_ex
     return 0;
 }
 
+/* Kernels between which MPI and the data-parallel reduction get a chance to progress. */
+static int after_kernel(struct mp_exec *e, struct mp_err *err)
+{
+    mp_xport_progress(e->x);
+    return e->poll ? e->poll(e->hook_arg, err) : 0;
+}
+
+/* W of layer k of chunk c for the micro-batch in s; on the replica's last micro-batch that layer's
+ * gradient is final, which the data-parallel hook hears at once. */
+static int weight_layer(struct mp_exec *e, struct mp_chunk *c, struct mp_slab *s, int k,
+                        const struct mp_ctx *ctx, int last, struct mp_err *err)
+{
+    struct mp_stage *st = e->st;
+    const struct mp_layer *l = &st->model->layers[c->first + k];
+    if (!l->ops->backward_weight)
+        return 0;
+    l->ops->backward_weight(l, ctx, act_buf(c, s, k), act_buf(c, s, k + 1),
+                            s->mem + c->saved_off[k], grad_buf(c, s, k + 1),
+                            st->grad + st->layer_off[l->index], st->mbs);
+    if (last && e->layer_done && e->layer_done(e->hook_arg, l->index, err))
+        return -1;
+    return after_kernel(e, err);
+}
+
+/* B of chunk c, last layer first. With fuse_w (the replica's last micro-batch, W right after B in
+ * the list, hooks set), each layer's W follows its B so the reduction of the last layers starts
+ * while the first ones are still in backward. Each kernel sees the same inputs either way: W of
+ * layer k reads only buffers of layer k and k + 1, which B of earlier layers never writes. */
 static int do_backward_input(struct mp_exec *e, const struct mp_action *a, struct mp_exec_io *io,
-                             struct mp_err *err)
+                             int fuse_w, struct mp_err *err)
 {
     struct mp_stage *st = e->st;
     struct mp_chunk *c = &st->chunk[a->chunk];
@@ -229,15 +283,19 @@ static int do_backward_input(struct mp_exec *e, const struct mp_action *a, struc
     make_ctx(e, io, a->mb, labels_buf(c, s), 1, &ctx);
     for (int k = c->n - 1; k >= 0; k--) {
         const struct mp_layer *l = &st->model->layers[c->first + k];
-        if (l->index == 1)
-            break; /* nobody needs the gradient w.r.t. the data */
-        const float *dy = l->is_loss ? NULL : grad_buf(c, s, k + 1);
-        l->ops->backward_input(l, &ctx, st->param + st->layer_off[l->index], act_buf(c, s, k),
-                               act_buf(c, s, k + 1), s->mem + c->saved_off[k], dy,
-                               grad_buf(c, s, k), st->mbs);
-        mp_xport_progress(e->x);
+        if (l->index != 1) { /* nobody needs the gradient w.r.t. the data */
+            const float *dy = l->is_loss ? NULL : grad_buf(c, s, k + 1);
+            l->ops->backward_input(l, &ctx, st->param + st->layer_off[l->index],
+                                   act_buf(c, s, k), act_buf(c, s, k + 1),
+                                   s->mem + c->saved_off[k], dy, grad_buf(c, s, k), st->mbs);
+            if (after_kernel(e, err))
+                return -1;
+        }
+        if (fuse_w && weight_layer(e, c, s, k, &ctx, 1, err))
+            return -1;
     }
     s->b_done = 1;
+    s->w_done = fuse_w;
     if (st->P == 1 && c->v > 0) { /* hand the input gradient to the previous chunk */
         struct mp_chunk *prev = &st->chunk[a->chunk - 1];
         struct mp_slab *ps = mp_stage_slab_find(st, a->chunk - 1, a->mb);
@@ -283,18 +341,16 @@ static int do_backward_weight(struct mp_exec *e, const struct mp_action *a, stru
     struct mp_slab *s = mp_stage_slab_find(st, a->chunk, a->mb);
     if (!s || !s->b_done)
         return MP_FAIL(err, INTERNAL, "rank %d: W of micro-batch %d before its B", st->rank, a->mb);
-    struct mp_ctx ctx;
-    make_ctx(e, io, a->mb, labels_buf(c, s), 1, &ctx);
-    for (int k = 0; k < c->n; k++) {
-        const struct mp_layer *l = &st->model->layers[c->first + k];
-        if (!l->ops->backward_weight)
-            continue;
-        l->ops->backward_weight(l, &ctx, act_buf(c, s, k), act_buf(c, s, k + 1),
-                                s->mem + c->saved_off[k], grad_buf(c, s, k + 1),
-                                st->grad + st->layer_off[l->index], st->mbs);
-        mp_xport_progress(e->x);
+    if (!s->w_done) { /* else it ran fused with B */
+        struct mp_ctx ctx;
+        make_ctx(e, io, a->mb, labels_buf(c, s), 1, &ctx);
+        /* Last layer first: layers are independent here, and the last ones' reductions can then
+         * start earliest. */
+        for (int k = c->n - 1; k >= 0; k--)
+            if (weight_layer(e, c, s, k, &ctx, a->mb == e->sched->M - 1, err))
+                return -1;
+        s->w_done = 1;
     }
-    s->w_done = 1;
     return maybe_release(e, a->chunk, s, err);
 }
 
@@ -345,12 +401,20 @@ static int drain_pending(struct mp_exec *e, int block, struct mp_err *err)
     return 0;
 }
 
+/* B action i may run its W layer by layer (do_backward_input) when the list does W right after. */
+static int fuse_w(const struct mp_exec *e, size_t i)
+{
+    const struct mp_action *a = &e->acts[i], *w = &e->acts[i + 1];
+    return e->layer_done && a->mb == e->sched->M - 1 && i + 1 < e->n_acts &&
+           w->kind == MP_ACT_W && w->mb == a->mb && w->chunk == a->chunk;
+}
+
 static int run_action(struct mp_exec *e, size_t i, struct mp_exec_io *io, struct mp_err *err)
 {
     const struct mp_action *a = &e->acts[i];
     switch (a->kind) {
     case MP_ACT_F: return do_forward(e, a, io, err);
-    case MP_ACT_B: return do_backward_input(e, a, io, err);
+    case MP_ACT_B: return do_backward_input(e, a, io, fuse_w(e, i), err);
     case MP_ACT_W: return do_backward_weight(e, a, io, err);
     case MP_ACT_SEND_ACT:
     case MP_ACT_SEND_GRAD: return do_send(e, a, err);

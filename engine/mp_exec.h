@@ -38,9 +38,18 @@ struct mp_exec {
     size_t n_recv, next_post;
     int *recv_req;         /* per action index: posted request or -1 */
     int outstanding;
+    int max_held;          /* slabs this rank may hold when pre-posting an activation receive:
+                              the schedule's own peak in flight + 1 (0: no bound) */
     struct mp_slab **pending; /* slabs done but with sends still in flight */
     int *pending_chunk;
     int n_pending;
+    size_t cap;               /* actions recv_at/recv_req have room for */
+    /* Real data parallelism (mp_dp.h): told when a layer's gradient is final (after the last
+     * micro-batch's W) and polled between backward kernels, so that layer's reduction overlaps
+     * the rest of the backward. NULL: no hooks. */
+    int (*layer_done)(void *arg, int layer, struct mp_err *err);
+    int (*poll)(void *arg, struct mp_err *err);
+    void *hook_arg;
     struct mp_trace *trace;   /* NULL: no timeline */
     int trace_tid;            /* track of this rank's events (its world rank) */
     double t_origin;
@@ -49,6 +58,9 @@ struct mp_exec {
 int mp_exec_init(struct mp_exec *e, struct mp_stage *st, const struct mp_sched *s,
                  struct mp_xport *x, struct mp_err *err);
 void mp_exec_free(struct mp_exec *e);
+/* Switches to another schedule of the same P and V (a replica's share of micro-batches changed,
+ * --shard-by speed). The stage must have been sized for the largest M. */
+int mp_exec_set_sched(struct mp_exec *e, const struct mp_sched *s, struct mp_err *err);
 int mp_exec_step(struct mp_exec *e, struct mp_exec_io *io, struct mp_err *err);
 /* Forward-only pass over samples [0, ds->n) in batches of the micro-batch size: the rank holding
  * the loss adds into *loss_sum / *n_correct. */

@@ -156,6 +156,7 @@ struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct
     s->f_done = s->b_done = s->w_done = s->grad_sent = 0;
     ch->by_mb[mb] = s;
     st->act_bytes_now += ch->slab_floats * sizeof(float);
+    st->slabs_held++;
     if (st->act_bytes_now > st->act_bytes_peak)
         st->act_bytes_peak = st->act_bytes_now;
     return s;
@@ -167,4 +168,5 @@ void mp_stage_slab_release(struct mp_stage *st, int chunk, struct mp_slab *s)
     ch->by_mb[s->mb] = NULL;
     s->mb = -1;
     st->act_bytes_now -= ch->slab_floats * sizeof(float);
+    st->slabs_held--;
 }

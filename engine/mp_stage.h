@@ -48,6 +48,7 @@ struct mp_stage {
     size_t scratch_len;
     /* Measured activation memory. */
     size_t act_bytes_now, act_bytes_peak;
+    int slabs_held;           /* slabs acquired and not yet released, all chunks */
 };
 
 /* bounds[0..S] with bounds[0] = 1 and bounds[S] = n_layers: virtual stage v covers global layers

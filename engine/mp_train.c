@@ -68,8 +68,11 @@ static int setup_layout(struct loop *L, struct mp_err *err)
                        c->model->n_layers - 1);
     if (mp_sched_make(&L->sched, c->schedule, c->P, c->V, L->Mr, err))
         return -1;
-    struct mp_sched_report rep;
-    return mp_sched_validate(&L->sched, &rep, err);
+    static struct mp_sched_report rep; /* 4 KiB: not on the stack */
+    if (mp_sched_validate(&L->sched, &rep, err))
+        return -1;
+    L->peak_inflight = L->rank < 1024 ? rep.peak_inflight[L->rank] : 0;
+    return 0;
 }
 
 static int setup_state(struct loop *L, struct mp_err *err)
@@ -77,7 +80,11 @@ static int setup_state(struct loop *L, struct mp_err *err)
     const struct mp_train_cfg *c = L->cfg;
     const struct mp_model *m = c->model;
     size_t mbs = c->batch / (size_t)c->M;
-    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, L->Mr, mbs,
+    /* Speed-sized shards give a replica up to M - D + 1 micro-batches. */
+    int M_max = c->shard_speed ? c->M - L->D + 1 : L->Mr;
+    if (c->shard_speed && !(L->scheds = calloc((size_t)c->M + 1, sizeof *L->scheds)))
+        return MP_FAIL(err, NOMEM, "out of memory");
+    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, M_max, mbs,
                       mp_optim_state_slots(c->optim.kind), err))
         return -1;
     for (int i = 0; i < m->n_layers; i++)
@@ -88,14 +95,29 @@ static int setup_state(struct loop *L, struct mp_err *err)
     if (mp_exec_init(&L->ex, &L->st, &L->sched, L->px, err))
         return -1;
     L->ex.trace_tid = L->wrank;
+    L->ex.max_held = L->peak_inflight ? L->peak_inflight + 1 : 0;
     if (mp_dp_init(&L->dp, L->D, L->replica < 0, L->replica, L->sx, c->dp_reduce, c->aggregate,
                    L->st.n_param, err))
         return -1;
     if (c->aggregate_weights && mp_dp_read_weights(&L->dp, c->aggregate_weights, err))
         return -1;
-    L->reduce = calloc((size_t)m->n_layers + (size_t)L->D, sizeof(double));
-    if (!L->reduce)
+    double equal[MP_DP_MAX];
+    for (int r = 0; r < L->D; r++)
+        equal[r] = 1;
+    mp_dp_set_shards(&L->dp, equal, c->M);
+    L->reduce = calloc((size_t)m->n_layers + (size_t)L->D * (size_t)(1 + c->P), sizeof(double));
+    size_t *n_param = calloc((size_t)m->n_layers, sizeof(size_t));
+    if (!L->reduce || !n_param) {
+        free(n_param);
         return MP_FAIL(err, NOMEM, "out of memory");
+    }
+    for (int i = 0; i < m->n_layers; i++)
+        n_param[i] = mp_layer_n_param(&m->layers[i]);
+    int rc = mp_dp_buckets_init(&L->dp, m->n_layers, L->st.layer_off, n_param, err);
+    free(n_param);
+    if (rc)
+        return -1;
+    mp__train_dp_hooks(L);
     if (c->trace_path) {
         mp_trace_init(&L->trace, L->wsize);
         L->ex.trace = &L->trace;
@@ -316,6 +338,10 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
     mp_stage_free(&L.st);
     mp_data_free(&L.data);
     mp_sched_free(&L.sched);
+    for (int k = 0; L.scheds && k <= cfg->M; k++)
+        if (L.scheds[k].acts)
+            mp_sched_free(&L.scheds[k]);
+    free(L.scheds);
     mp_trace_free(&L.trace);
     mp_dp_free(&L.dp);
     if (L.px && L.px != x)

@@ -21,17 +21,20 @@ struct loop {
     int wrank, wsize;     /* rank and size in x */
     int rank, S;          /* stage index (rank in px); virtual stages */
     int D, replica;       /* replicas; this rank's replica, or -1 when it emulates all D */
-    int Mr;               /* micro-batches per replica */
+    int Mr;               /* micro-batches per replica with equal shards */
+    int peak_inflight;    /* the schedule's peak micro-batch-chunks in flight on this rank */
     struct mp_dp dp;
     int *bounds;
-    struct mp_sched sched;
+    struct mp_sched sched;    /* for Mr micro-batches */
+    struct mp_sched *scheds;  /* --shard-by speed: [m] for m micro-batches, made when first used */
     struct mp_data data;
     struct mp_stage st;
     struct mp_exec ex;
     struct mp_trace trace;
     struct mp_lr_cfg lr;
     struct mp_lr_state lr_state;
-    double *reduce;       /* n_layers sums of squares, then D loss sums (one per replica) */
+    double *reduce;       /* n_layers sums of squares, D loss sums (one per replica), then D * P
+                             compute seconds ([replica * P + stage]) */
     uint32_t *order;
     FILE *metrics;
     uint64_t step;
@@ -44,5 +47,7 @@ struct loop {
 
 /* One optimizer step on the global batch idx[0 .. batch). */
 int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err);
+/* Real replicas: lets the executor start the bucketed reduction as layers finish. */
+void mp__train_dp_hooks(struct loop *L);
 
 #endif
