@@ -80,11 +80,7 @@ static int setup_state(struct loop *L, struct mp_err *err)
     const struct mp_train_cfg *c = L->cfg;
     const struct mp_model *m = c->model;
     size_t mbs = c->batch / (size_t)c->M;
-    /* Speed-sized shards give a replica up to M - D + 1 micro-batches. */
-    int M_max = c->shard_speed ? c->M - L->D + 1 : L->Mr;
-    if (c->shard_speed && !(L->scheds = calloc((size_t)c->M + 1, sizeof *L->scheds)))
-        return MP_FAIL(err, NOMEM, "out of memory");
-    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, M_max, mbs,
+    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, L->Mr, mbs,
                       mp_optim_state_slots(c->optim.kind), err))
         return -1;
     for (int i = 0; i < m->n_layers; i++)
@@ -101,23 +97,9 @@ static int setup_state(struct loop *L, struct mp_err *err)
         return -1;
     if (c->aggregate_weights && mp_dp_read_weights(&L->dp, c->aggregate_weights, err))
         return -1;
-    double equal[MP_DP_MAX];
-    for (int r = 0; r < L->D; r++)
-        equal[r] = 1;
-    mp_dp_set_shards(&L->dp, equal, c->M);
-    L->reduce = calloc((size_t)m->n_layers + (size_t)L->D * (size_t)(1 + c->P), sizeof(double));
-    size_t *n_param = calloc((size_t)m->n_layers, sizeof(size_t));
-    if (!L->reduce || !n_param) {
-        free(n_param);
+    L->reduce = calloc((size_t)m->n_layers + (size_t)L->D, sizeof(double));
+    if (!L->reduce)
         return MP_FAIL(err, NOMEM, "out of memory");
-    }
-    for (int i = 0; i < m->n_layers; i++)
-        n_param[i] = mp_layer_n_param(&m->layers[i]);
-    int rc = mp_dp_buckets_init(&L->dp, m->n_layers, L->st.layer_off, n_param, err);
-    free(n_param);
-    if (rc)
-        return -1;
-    mp__train_dp_hooks(L);
     if (c->trace_path) {
         mp_trace_init(&L->trace, L->wsize);
         L->ex.trace = &L->trace;
@@ -338,10 +320,6 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
     mp_stage_free(&L.st);
     mp_data_free(&L.data);
     mp_sched_free(&L.sched);
-    for (int k = 0; L.scheds && k <= cfg->M; k++)
-        if (L.scheds[k].acts)
-            mp_sched_free(&L.scheds[k]);
-    free(L.scheds);
     mp_trace_free(&L.trace);
     mp_dp_free(&L.dp);
     if (L.px && L.px != x)
