@@ -22,6 +22,9 @@ struct mp_xport {
     int free_list[MAX_REQ];
     int n_free;
     int owns_mpi;
+    MPI_Comm world;       /* the duplicated world communicator, whose ranks `hosts` indexes */
+    char (*hosts)[64];    /* every world rank's host name, so failures can name the peer's host */
+    int owns_hosts;
 };
 
 /* Set by SIGTERM, which is how mpirun ends the job when a rank died: the next poll then reports
@@ -75,8 +78,18 @@ int mp_xport_init(struct mp_xport **out, int *argc, char ***argv, struct mp_err 
     int len = 0;
     MPI_Get_processor_name(x->host, &len);
     x->deadline_s = 60.0;
-    if (x->size > 1)
+    x->world = x->comm;
+    if (x->size > 1) {
         catch_sigterm();
+        x->hosts = calloc((size_t)x->size, sizeof *x->hosts);
+        char mine[64] = {0};
+        snprintf(mine, sizeof mine, "%.63s", x->host);
+        if (x->hosts && MPI_Allgather(mine, 64, MPI_CHAR, x->hosts, 64, MPI_CHAR, x->comm) ==
+                            MPI_SUCCESS)
+            x->owns_hosts = 1;
+        else
+            free(x->hosts), x->hosts = NULL;
+    }
     for (int i = 0; i < MAX_REQ; i++) {
         x->req[i] = MPI_REQUEST_NULL;
         x->free_list[i] = MAX_REQ - 1 - i;
@@ -95,6 +108,7 @@ static int wrap_comm(struct mp_xport *x, MPI_Comm comm, struct mp_xport **out, s
     memcpy(s, x, sizeof *s);
     s->comm = comm;
     s->owns_mpi = 0;
+    s->owns_hosts = 0;
     MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm, &s->rank);
     MPI_Comm_size(comm, &s->size);
@@ -127,6 +141,8 @@ void mp_xport_release(struct mp_xport *x)
 {
     if (x && !x->owns_mpi)
         MPI_Comm_free(&x->comm);
+    if (x && x->owns_hosts)
+        free(x->hosts);
     free(x);
 }
 
@@ -136,6 +152,8 @@ void mp_xport_finalize(struct mp_xport *x)
         return;
     MPI_Comm_free(&x->comm);
     int owns = x->owns_mpi;
+    if (x->owns_hosts)
+        free(x->hosts);
     free(x);
     if (owns)
         MPI_Finalize();
@@ -194,6 +212,24 @@ int mp_xport_irecv(struct mp_xport *x, void *buf, size_t bytes, int peer, int ta
     return 0;
 }
 
+/* " (rank R is on host H)" for a peer of x, or "" when unknown: lets a deadline message name the
+ * host that went quiet, not only its rank. */
+static void peer_host(const struct mp_xport *x, int peer, char *buf, size_t len)
+{
+    buf[0] = 0;
+    if (peer < 0 || !x->hosts)
+        return;
+    MPI_Group g, gw;
+    int w = MPI_UNDEFINED;
+    MPI_Comm_group(x->comm, &g);
+    MPI_Comm_group(x->world, &gw);
+    MPI_Group_translate_ranks(g, 1, &peer, gw, &w);
+    MPI_Group_free(&g);
+    MPI_Group_free(&gw);
+    if (w != MPI_UNDEFINED)
+        snprintf(buf, len, " (rank %d is on host %s)", peer, x->hosts[w]);
+}
+
 /* Polls one MPI request until it completes or the deadline passes. Sleeps briefly between polls
  * after the first millisecond, so an oversubscribed peer gets the core. */
 static int poll_request(struct mp_xport *x, MPI_Request *r, int peer, const char *what,
@@ -212,7 +248,10 @@ static int poll_request(struct mp_xport *x, MPI_Request *r, int peer, const char
         if (waited > x->deadline_s) {
             if (err)
                 err->rank = x->rank;
-            return MP_FAIL(err, DEADLINE, "rank %d waited %.0f s for %s", x->rank, waited, what);
+            char ph[160];
+            peer_host(x, peer, ph, sizeof ph);
+            return MP_FAIL(err, DEADLINE, "rank %d waited %.0f s for %s%s", x->rank, waited, what,
+                           ph);
         }
         if (term_requested) {
             if (err)
