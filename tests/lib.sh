@@ -18,6 +18,15 @@ claim() { # claim "what is promised" <command that exits 0 when it holds>
         n_fail=$((n_fail + 1))
     fi
 }
+exits_with() { # exits_with CODE PATTERN cmd...: the exit code, and PATTERN on stderr
+    local code=$1 pat=$2
+    shift 2
+    "$@" >/dev/null 2>"$TMP/stderr"
+    local rc=$?
+    [ $rc -eq "$code" ] && grep -q -- "$pat" "$TMP/stderr" ||
+        { echo "  got exit $rc: $(head -3 "$TMP/stderr")"; return 1; }
+}
+refused() { exits_with 2 "$@"; } # refused PATTERN cmd...: bad usage or input, exit 2
 result_field() { tr '\r' '\n' | grep '^RESULT' | tail -1 | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 finish() {
     echo "$n_pass passed, $n_fail failed"

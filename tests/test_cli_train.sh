@@ -38,28 +38,21 @@ claim "--max-steps 0 writes the initial weights and --init reads them back" cmp 
 $MPIPE train models/mlp.mp $S --init "$TMP/i.st" --max-steps 3 --save-weights "$TMP/k.st" >/dev/null 2>&1
 claim "--init from the seed's own initial weights trains to the same bits" cmp -s "$TMP/a.st" "$TMP/k.st"
 
-exit_is() { # exit_is CODE PATTERN cmd...: exit code and a pattern in stderr
-    local code=$1 pat=$2
-    shift 2
-    "$@" >/dev/null 2>"$TMP/stderr"
-    local rc=$?
-    [ $rc -eq "$code" ] && grep -q -- "$pat" "$TMP/stderr" || { echo "  got exit $rc: $(head -2 "$TMP/stderr")"; return 1; }
-}
-claim "unknown flag exits 2" exit_is 2 "unknown flag" $MPIPE train models/mlp.mp --no-such-flag
-claim "missing model file exits 3 naming it" exit_is 3 "nope.mp" $MPIPE train nope.mp $S
+claim "unknown flag exits 2" exits_with 2 "unknown flag" $MPIPE train models/mlp.mp --no-such-flag
+claim "missing model file exits 3 naming it" exits_with 3 "nope.mp" $MPIPE train nope.mp $S
 printf 'input 1 28 28\nflatten\ndens 10\nsoftmax_xent\n' > "$TMP/bad.mp"
-claim "spec error is FILE:LINE with exit 2" exit_is 2 "bad.mp:3" $MPIPE train "$TMP/bad.mp" $S
-claim "batch not divisible by M exits 2" exit_is 2 "divisible" $MPIPE train models/mlp.mp $S --micro-batches 5
-claim "bad number exits 2 naming the flag" exit_is 2 "\-\-lr" $MPIPE train models/mlp.mp $S --lr abc
-claim "unknown optimizer exits 2 listing choices" exit_is 2 "lamb" $MPIPE train models/mlp.mp $S --optimizer foo
-claim "bad data source exits 2" exit_is 2 "synthetic" $MPIPE train models/mlp.mp --data bogus
-claim "missing data directory exits 3" exit_is 3 "nowhere" $MPIPE train models/mlp.mp --data mnist-dir:/nowhere
-claim "--init with a missing file exits 3" exit_is 3 "missing.st" $MPIPE train models/mlp.mp $S --init "$TMP/missing.st"
-claim "--init with other shapes exits 2" exit_is 2 "shape" $MPIPE train models/tiny_mlp.mp $S --init "$TMP/i.st" --max-steps 1
+claim "spec error is FILE:LINE with exit 2" exits_with 2 "bad.mp:3" $MPIPE train "$TMP/bad.mp" $S
+claim "batch not divisible by M exits 2" exits_with 2 "divisible" $MPIPE train models/mlp.mp $S --micro-batches 5
+claim "bad number exits 2 naming the flag" exits_with 2 "\-\-lr" $MPIPE train models/mlp.mp $S --lr abc
+claim "unknown optimizer exits 2 listing choices" exits_with 2 "lamb" $MPIPE train models/mlp.mp $S --optimizer foo
+claim "bad data source exits 2" exits_with 2 "synthetic" $MPIPE train models/mlp.mp --data bogus
+claim "missing data directory exits 3" exits_with 3 "nowhere" $MPIPE train models/mlp.mp --data mnist-dir:/nowhere
+claim "--init with a missing file exits 3" exits_with 3 "missing.st" $MPIPE train models/mlp.mp $S --init "$TMP/missing.st"
+claim "--init with other shapes exits 2" exits_with 2 "shape" $MPIPE train models/tiny_mlp.mp $S --init "$TMP/i.st" --max-steps 1
 head -c 100 "$TMP/i.st" > "$TMP/trunc.st"
-claim "--init with a truncated file exits 2 with a byte offset" exit_is 2 "byte" $MPIPE train models/mlp.mp $S --init "$TMP/trunc.st"
-claim "a diverging run stops with exit 5 naming the step" exit_is 5 "step" $MPIPE train models/mlp.mp $S --optimizer sgd --lr 1000 --lr-schedule constant --max-steps 50
-claim "more stages than layers exits 2" exit_is 2 "layers" $MPIPE train models/tiny_mlp.mp $S --stages 1 --schedule interleaved --chunks 9
+claim "--init with a truncated file exits 2 with a byte offset" exits_with 2 "byte" $MPIPE train models/mlp.mp $S --init "$TMP/trunc.st"
+claim "a diverging run stops with exit 5 naming the step" exits_with 5 "step" $MPIPE train models/mlp.mp $S --optimizer sgd --lr 1000 --lr-schedule constant --max-steps 50
+claim "more stages than layers exits 2" exits_with 2 "layers" $MPIPE train models/tiny_mlp.mp $S --stages 1 --schedule interleaved --chunks 9
 
 $MPIPE train models/mlp.mp $S --max-steps 4 --metrics "$TMP/m.jsonl" --trace "$TMP/t.json" >/dev/null 2>&1
 claim "--metrics writes one JSON object per step" bash -c "[ \$(wc -l < '$TMP/m.jsonl') -eq 4 ] && python3 -c \"import json,sys; [json.loads(l) for l in open('$TMP/m.jsonl')]\""

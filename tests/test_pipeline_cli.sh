@@ -22,13 +22,6 @@ claim "--trace has a track per rank" python3 -c "
 import json; ev = json.load(open('$TMP/t.json'))['traceEvents']
 assert {e['tid'] for e in ev if e.get('ph') == 'X'} == {0, 1}"
 
-refused() { # refused PATTERN cmd...: exit 2 and the pattern on stderr
-    local pat=$1
-    shift
-    "$@" >/dev/null 2>"$TMP/stderr"
-    local rc=$?
-    [ $rc -eq 2 ] && grep -q -- "$pat" "$TMP/stderr" || { echo "  got exit $rc: $(head -3 "$TMP/stderr")"; return 1; }
-}
 claim "ranks with different flags are refused at start-up" refused "different" \
     mpirun --oversubscribe -np 1 $MPIPE train models/mlp.mp $S --lr 0.01 : \
     -np 1 $MPIPE train models/mlp.mp $S --lr 0.02
