@@ -25,24 +25,31 @@ struct client {
     size_t msg_bytes;
     uint32_t *perm, *batch_idx;
     /* Test hooks: sleep `sleep_s` before replying in round `sleep_round` (-1: the first round
-     * trained); reply with NaN weights; reply one float short. */
+     * trained, -3: every round, -2: never); reply with NaN weights; reply one float short. */
     double sleep_s;
     int sleep_round, nan_reply, short_reply;
 };
 
 static float *msg_floats(const struct client *c) { return (float *)(c->msg + 1); }
 
-/* Hooks: MPIPE_FED_TEST_SLEEP_CLIENT=k:SECONDS[:ROUND], MPIPE_FED_TEST_NAN_CLIENT=k,
- * MPIPE_FED_TEST_SHORT_CLIENT=k. For tests only; documented in docs/federated.md. */
+/* Hooks, for tests only (documented in docs/federated.md): MPIPE_FED_TEST_SLEEP_CLIENT is a
+ * comma-separated list of k:SECONDS[:ROUND] (ROUND 0-based; omitted: the first round client k
+ * trains; `*`: every round); MPIPE_FED_TEST_NAN_CLIENT=k; MPIPE_FED_TEST_SHORT_CLIENT=k. */
 static void read_test_hooks(struct client *c)
 {
     const char *v = getenv("MPIPE_FED_TEST_SLEEP_CLIENT");
-    int k = 0, round = -1;
-    double s = 0;
     c->sleep_round = -2;
-    if (v && sscanf(v, "%d:%lf:%d", &k, &s, &round) >= 2 && k == c->id) {
+    for (; v && *v; v = strchr(v, ',') ? strchr(v, ',') + 1 : "") {
+        int k = 0, round = -1, used = 0;
+        double s = 0;
+        if (sscanf(v, "%d:%lf%n", &k, &s, &used) < 2 || k != c->id)
+            continue;
         c->sleep_s = s;
-        c->sleep_round = round;
+        c->sleep_round = -1;
+        if (v[used] == ':' && v[used + 1] == '*')
+            c->sleep_round = -3;
+        else if (v[used] == ':' && sscanf(v + used + 1, "%d", &round) == 1)
+            c->sleep_round = round;
     }
     v = getenv("MPIPE_FED_TEST_NAN_CLIENT");
     c->nan_reply = v && atoi(v) == c->id;
@@ -54,7 +61,8 @@ static void maybe_sleep(struct client *c, int round)
 {
     if (c->sleep_round == -2 || (c->sleep_round >= 0 && c->sleep_round != round))
         return;
-    c->sleep_round = -2; /* once */
+    if (c->sleep_round != -3)
+        c->sleep_round = -2; /* once */
     struct timespec ts = {(time_t)c->sleep_s, (long)((c->sleep_s - floor(c->sleep_s)) * 1e9)};
     nanosleep(&ts, NULL);
 }

@@ -134,14 +134,15 @@ static int take_message(struct server *s, int k, int tag, size_t bytes, struct m
     return 0;
 }
 
-/* Takes messages until none is owed or `seconds` pass (0: only what is already there). */
-static int pump(struct server *s, double seconds, struct mp_err *err)
+/* Takes messages until no reply of round `round` (-1: of any round) is owed or `seconds` pass
+ * (0: only what is already there). Late replies of older rounds never hold a round up. */
+static int pump(struct server *s, int round, double seconds, struct mp_err *err)
 {
     double end = mp_xport_now() + seconds;
     for (;;) {
         int owed = 0;
         for (int k = 1; k <= s->C; k++)
-            owed += s->owes[k] >= 0;
+            owed += s->owes[k] >= 0 && (round < 0 || s->owes[k] == round);
         double left = end - mp_xport_now();
         if (!owed)
             return 0;
@@ -188,8 +189,12 @@ static int start_round(struct server *s, int *sent, struct mp_err *err)
         if (b < 0)
             return -1;
         if (b) {
-            fprintf(stderr, "round %d: client %d is still busy with round %d: skipped\n",
-                    s->round + 1, k, s->owes[k] + 1);
+            if (s->owes[k] >= 0)
+                fprintf(stderr, "round %d: client %d is still busy with round %d: skipped\n",
+                        s->round + 1, k, s->owes[k] + 1);
+            else
+                fprintf(stderr, "round %d: client %d has not taken its last weights: skipped\n",
+                        s->round + 1, k);
             continue;
         }
         if (send_work(s, k, err))
@@ -245,9 +250,9 @@ static int run_round(struct server *s, struct mp_err *err)
 {
     double t0 = mp_xport_now(), train_loss;
     int sent = 0;
-    if (pump(s, 0, err) || start_round(s, &sent, err))
+    if (pump(s, -1, 0, err) || start_round(s, &sent, err))
         return -1;
-    if (pump(s, s->cfg->round_deadline, err))
+    if (pump(s, s->round, s->cfg->round_deadline, err))
         return -1;
     for (int k = 1; k <= s->C; k++)
         if (s->owes[k] == s->round)
@@ -277,7 +282,7 @@ static int finish(struct server *s, struct mp_err *err)
             return -1;
     }
     s->round = s->cfg->rounds;
-    if (pump(s, 2 * s->cfg->round_deadline + 60, err))
+    if (pump(s, -1, 2 * s->cfg->round_deadline + 60, err))
         return -1;
     for (int k = 1; k <= s->C; k++) {
         if (s->owes[k] >= 0)

@@ -1,17 +1,268 @@
-/* `mpipe fed`: federated training (issue 7). Not built yet: the command says so and exits 2, so
- * scripts fail clearly instead of training something else. */
+/* `mpipe fed`: federated training (issue 7, DESIGN.md §4). Flags → struct mp_fed_cfg, checked
+ * before MPI starts; then every rank runs its role (engine/mp_fed.h: rank 0 the server, ranks
+ * 1..C the clients) and rank 0 prints the RESULT line. Owns flag syntax and defaults only. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mp_cli.h"
+#include "mp_fed.h"
+#include "mp_flags.h"
+#include "mp_xport.h"
+
+static const char help[] =
+    "usage: mpirun -np 1+C mpipe fed MODEL.mp --clients C --rounds R [options]\n"
+    "\n"
+    "Rank 0 is the server, ranks 1..C the clients; every rank holds the whole model. Each round\n"
+    "the server samples clients, sends them the global weights, each trains locally on its own\n"
+    "split of the training set, and the server aggregates the updates and tests the result.\n"
+    "\n"
+    "Federation:\n"
+    "  --clients C           number of clients (required; -np must be 1+C, else exit 2)\n"
+    "  --rounds R            communication rounds (required)\n"
+    "  --local-epochs E      local epochs per round (default 1)\n"
+    "  --fraction F          share of clients sampled per round, at least one (default 1.0)\n"
+    "  --split S             iid (default) | dirichlet:A (per-class Dirichlet(A) proportions) |\n"
+    "                        shards:K (sorted by label, K shards per client)\n"
+    "  --algo A              fedavg (default) | fedprox (adds mu (w - w_global) to local grads)\n"
+    "  --mu X                FedProx proximal weight (default 0.01)\n"
+    "  --aggregate W         size (default: FedAvg, weights ~ client samples) | perf (samples x\n"
+    "                        a bounded EMA of each client's local loss reduction; logged)\n"
+    "  --round-deadline S    seconds the server waits for a round's updates; late clients are\n"
+    "                        left out of that round and rejoin later (default 600)\n"
+    "Local training (fresh optimizer state every round):\n"
+    "  --data SRC            fashion-mnist (default) | mnist-dir:DIR | synthetic:N\n"
+    "  --batch B             local mini-batch (default 64)\n"
+    "  --optimizer O         sgd | momentum | nesterov | adam | adamw | rmsprop | lamb (default adam)\n"
+    "  --lr X                (default 0.0005)\n"
+    "  --lr-schedule K       constant (default) | step | cosine | plateau, over a round's steps\n"
+    "  --warmup N            linear warm-up steps per round (default 0)\n"
+    "  --momentum X          (default 0.9)   --weight-decay X  (default: torch.optim's)\n"
+    "  --seed N              data split, sampling, init and shuffles (default 0)\n"
+    "Checkpoints:\n"
+    "  --checkpoint DIR      server checkpoint after every round: DIR/round-N/ and DIR/latest\n"
+    "  --resume              continue from DIR/latest (a dead client ends the MPI job: resume)\n"
+    "\n"
+    "Logs one line per round on stderr (clients, weights, train loss, test accuracy), and at the\n"
+    "end on stdout: RESULT test_acc=... loss=... rounds=... clients=...\n"
+    "(loss: the final global model's mean test loss)\n";
+
+struct fed_args {
+    struct mp_fed_cfg cfg;
+    const char *model_path;
+    int wd_given, momentum_given;
+    double momentum, weight_decay;
+};
+
+static int takes_value(const char *f)
+{
+    static const char *const with_value[] = {
+        "--clients", "--rounds", "--local-epochs", "--fraction", "--split", "--algo", "--mu",
+        "--aggregate", "--round-deadline", "--data", "--batch", "--optimizer", "--lr",
+        "--lr-schedule", "--warmup", "--momentum", "--weight-decay", "--seed", "--checkpoint",
+        NULL};
+    for (int i = 0; with_value[i]; i++)
+        if (!strcmp(f, with_value[i]))
+            return 1;
+    return 0;
+}
+
+static const char *const opt_names[] = {"sgd",  "momentum", "nesterov", "adam",
+                                        "adamw", "rmsprop", "lamb",     NULL};
+static const char *const lr_names[] = {"constant", "step", "cosine", "plateau", NULL};
+static const char *const algo_names[] = {"fedavg", "fedprox", NULL};
+static const char *const agg_names[] = {"size", "perf", NULL};
+
+static int parse_fed_flag(struct fed_args *a, const char *f, const char *v, struct mp_err *err)
+{
+    struct mp_fed_cfg *c = &a->cfg;
+    long long n;
+    int k;
+    if (mp_flag_is(f, "--clients")) {
+        if (mp_flag_int(f, v, 1, 4095, &n, err))
+            return -1;
+        c->clients = (int)n;
+    } else if (mp_flag_is(f, "--rounds")) {
+        if (mp_flag_int(f, v, 1, 1 << 20, &n, err))
+            return -1;
+        c->rounds = (int)n;
+    } else if (mp_flag_is(f, "--local-epochs")) {
+        if (mp_flag_int(f, v, 1, 1 << 16, &n, err))
+            return -1;
+        c->local_epochs = (int)n;
+    } else if (mp_flag_is(f, "--fraction"))
+        return mp_flag_double(f, v, 1e-9, 1, &c->fraction, err);
+    else if (mp_flag_is(f, "--split"))
+        return mp_fed_split_parse(v, &c->split, err);
+    else if (mp_flag_is(f, "--algo")) {
+        if (mp_flag_choice(f, v, algo_names, &k, err))
+            return -1;
+        c->algo = (enum mp_fed_algo)k;
+    } else if (mp_flag_is(f, "--mu"))
+        return mp_flag_double(f, v, 0, 1e6, &c->mu, err);
+    else if (mp_flag_is(f, "--aggregate")) {
+        if (mp_flag_choice(f, v, agg_names, &k, err))
+            return -1;
+        c->agg = (enum mp_fed_agg)k;
+    } else if (mp_flag_is(f, "--round-deadline"))
+        return mp_flag_double(f, v, 0.001, 1e7, &c->round_deadline, err);
+    else
+        return 1;
+    return 0;
+}
+
+static int parse_local_flag(struct fed_args *a, const char *f, const char *v, struct mp_err *err)
+{
+    struct mp_fed_cfg *c = &a->cfg;
+    long long n;
+    int k;
+    if (mp_flag_is(f, "--data"))
+        c->data_src = v;
+    else if (mp_flag_is(f, "--batch")) {
+        if (mp_flag_int(f, v, 1, 1 << 20, &n, err))
+            return -1;
+        c->batch = (size_t)n;
+    } else if (mp_flag_is(f, "--optimizer")) {
+        if (mp_flag_choice(f, v, opt_names, &k, err))
+            return -1;
+        c->optim.kind = (enum mp_optim_kind)k;
+    } else if (mp_flag_is(f, "--lr"))
+        return mp_flag_double(f, v, 0, 1e3, &c->lr.base_lr, err);
+    else if (mp_flag_is(f, "--lr-schedule")) {
+        if (mp_flag_choice(f, v, lr_names, &k, err))
+            return -1;
+        c->lr.kind = (enum mp_lr_kind)k;
+    } else if (mp_flag_is(f, "--warmup")) {
+        if (mp_flag_int(f, v, 0, 1LL << 40, &n, err))
+            return -1;
+        c->lr.warmup = (uint64_t)n;
+    } else if (mp_flag_is(f, "--momentum")) {
+        a->momentum_given = 1;
+        return mp_flag_double(f, v, 0, 1, &a->momentum, err);
+    } else if (mp_flag_is(f, "--weight-decay")) {
+        a->wd_given = 1;
+        return mp_flag_double(f, v, 0, 10, &a->weight_decay, err);
+    } else if (mp_flag_is(f, "--seed")) {
+        if (mp_flag_int(f, v, 0, 1LL << 62, &n, err))
+            return -1;
+        c->seed = (uint64_t)n;
+    } else if (mp_flag_is(f, "--checkpoint"))
+        c->ckpt_dir = v;
+    else if (mp_flag_is(f, "--resume"))
+        c->resume = 1;
+    else
+        return 1;
+    return 0;
+}
+
+static void defaults(struct fed_args *a)
+{
+    memset(a, 0, sizeof *a);
+    struct mp_fed_cfg *c = &a->cfg;
+    c->data_src = "fashion-mnist";
+    c->local_epochs = 1;
+    c->fraction = 1.0;
+    c->split.kind = MP_FED_SPLIT_IID;
+    c->algo = MP_FED_FEDAVG;
+    c->mu = 0.01;
+    c->agg = MP_FED_AGG_SIZE;
+    c->round_deadline = 600;
+    c->batch = 64;
+    c->optim.kind = MP_OPT_ADAM;
+    c->lr.kind = MP_LR_CONSTANT;
+    c->lr.base_lr = 5e-4;
+}
+
+static int parse_args(struct fed_args *a, int argc, char **argv, struct mp_err *err)
+{
+    for (int i = 1; i < argc;) {
+        const char *f, *v;
+        if (argv[i][0] != '-') {
+            if (a->model_path)
+                return MP_FAIL(err, USAGE, "unexpected argument '%s' (one model file only)",
+                               argv[i]);
+            a->model_path = argv[i++];
+            continue;
+        }
+        if (mp_flag_next(argc, argv, &i, &f, &v, takes_value, err))
+            return -1;
+        int rc = parse_fed_flag(a, f, v, err);
+        if (rc == 1)
+            rc = parse_local_flag(a, f, v, err);
+        if (rc == 1)
+            return MP_FAIL(err, USAGE, "unknown flag '%s' (see mpipe fed --help)", f);
+        if (rc)
+            return -1;
+    }
+    if (!a->model_path)
+        return MP_FAIL(err, USAGE, "no model file given (e.g. mpipe fed models/mlp.mp ...)");
+    if (!a->cfg.clients || !a->cfg.rounds)
+        return MP_FAIL(err, USAGE, "--clients C and --rounds R are required");
+    if (a->cfg.resume && !a->cfg.ckpt_dir)
+        return MP_FAIL(err, USAGE, "--resume needs --checkpoint DIR");
+    return 0;
+}
+
+static void finish_optim(struct fed_args *a)
+{
+    struct mp_fed_cfg *c = &a->cfg;
+    mp_optim_defaults(&c->optim, c->optim.kind);
+    if (a->momentum_given)
+        c->optim.momentum = (float)a->momentum;
+    if (a->wd_given)
+        c->optim.weight_decay = (float)a->weight_decay;
+    double base = c->lr.base_lr;
+    uint64_t warmup = c->lr.warmup;
+    mp_lr_defaults(&c->lr, c->lr.kind);
+    c->lr.base_lr = base;
+    c->lr.warmup = warmup;
+}
+
+/* Usage and input errors are found alike by every rank: only rank 0 reports them. */
+static int quiet_unless_rank0(struct mp_err *err, int rank)
+{
+    if (rank != 0 && (err->code == MP_ERR_USAGE || err->code == MP_ERR_INPUT))
+        err->msg[0] = 0;
+    return -1;
+}
 
 int mp_cmd_fed(int argc, char **argv, struct mp_err *err)
 {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs("usage: mpirun -np 1+C mpipe fed MODEL.mp --clients C --rounds R ...\n"
-                  "Federated training is not implemented in this version of mpipe.\n", stdout);
+            fputs(help, stdout);
             return 0;
         }
-    return MP_FAIL(err, USAGE, "federated training (mpipe fed) is not implemented yet");
+    struct fed_args a;
+    defaults(&a);
+    if (parse_args(&a, argc, argv, err)) {
+        const char *r = getenv("OMPI_COMM_WORLD_RANK");
+        return quiet_unless_rank0(err, r ? atoi(r) : 0);
+    }
+    finish_optim(&a);
+    struct mp_xport *x = NULL;
+    if (mp_xport_init(&x, &argc, &argv, err))
+        return -1;
+    int rank = mp_xport_rank(x);
+    struct mp_model m;
+    memset(&m, 0, sizeof m);
+    struct mp_fed_result r;
+    int rc = mp_model_load(&m, a.model_path, err);
+    a.cfg.model = &m;
+    if (!rc)
+        rc = mp_fed_run(&a.cfg, x, &r, err);
+    if (!rc && rank == 0) {
+        fflush(stderr);
+        printf("\nRESULT test_acc=%.4f loss=%.4f rounds=%d clients=%d\n", r.test_acc,
+               r.test_loss, r.rounds, r.clients);
+        fflush(stdout);
+    }
+    mp_model_free(&m);
+    if (rc) {
+        quiet_unless_rank0(err, rank);
+        err->rank = mp_xport_size(x) > 1 ? rank : -1;
+        return -1;
+    }
+    mp_xport_finalize(x);
+    return 0;
 }
