@@ -26,6 +26,11 @@ struct mp_ckpt_pos {
     double epoch_loss;    /* sum of that epoch's step losses so far (the plateau rule's input) */
     uint64_t epoch_steps; /* equals cursor; kept separately for clarity */
     struct mp_lr_state lr_state;
+    /* Data parallelism's adaptive state (--aggregate perf scores, --shard-by speed shards), so a
+     * resumed run weighs and shards as the uninterrupted one would. dp_D = 0: none recorded. */
+    int dp_D;
+    double dp_score[MP_DP_MAX];
+    int dp_n_mb[MP_DP_MAX];
 };
 
 /* What a checkpoint reads from or writes into the training loop (all borrowed). */

@@ -59,12 +59,41 @@ static json_t *manifest_json(const struct mp__ckpt_manifest *m)
         "data", m->data_src, "n_train", (json_int_t)m->n_train, "files", files);
 }
 
+/* Optional "data_parallel": {"perf_score": [...], "shards": [...]} (older manifests lack it). */
+static void dp_json(json_t *root, const struct mp_ckpt_pos *p)
+{
+    if (!root || p->dp_D < 1 || p->dp_D > MP_DP_MAX)
+        return;
+    json_t *score = json_array(), *shards = json_array();
+    for (int r = 0; r < p->dp_D; r++) {
+        json_array_append_new(score, json_real(p->dp_score[r]));
+        json_array_append_new(shards, json_integer(p->dp_n_mb[r]));
+    }
+    json_object_set_new(root, "data_parallel",
+                        json_pack("{s:o, s:o}", "perf_score", score, "shards", shards));
+}
+
+static void dp_read(json_t *root, struct mp_ckpt_pos *p)
+{
+    json_t *dp = json_object_get(root, "data_parallel");
+    json_t *score = json_object_get(dp, "perf_score"), *shards = json_object_get(dp, "shards");
+    size_t n = json_array_size(score);
+    if (!n || n > MP_DP_MAX || json_array_size(shards) != n)
+        return;
+    for (size_t r = 0; r < n; r++) {
+        p->dp_score[r] = json_number_value(json_array_get(score, r));
+        p->dp_n_mb[r] = (int)json_integer_value(json_array_get(shards, r));
+    }
+    p->dp_D = (int)n;
+}
+
 int mp__ckpt_manifest_write(const char *dir, const struct mp__ckpt_manifest *m, struct mp_err *err)
 {
     char path[4200], tmp[4200];
     snprintf(path, sizeof path, "%s/manifest.json", dir);
     snprintf(tmp, sizeof tmp, "%s/.manifest.json.tmp", dir);
     json_t *root = manifest_json(m);
+    dp_json(root, &m->pos);
     char *text = root ? json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
     json_decref(root);
     if (!text)
@@ -207,6 +236,8 @@ int mp__ckpt_manifest_read(const char *dir, struct mp__ckpt_manifest *m, struct 
         rc = layout_read(layout, m);
     if (!rc)
         rc = files_read(files, m);
+    if (!rc)
+        dp_read(root, &m->pos);
     if (!rc) {
         m->pos.step = (uint64_t)step, m->pos.cursor = (uint64_t)cursor;
         m->pos.epoch_steps = (uint64_t)esteps;

@@ -80,7 +80,11 @@ static int setup_state(struct loop *L, struct mp_err *err)
     const struct mp_train_cfg *c = L->cfg;
     const struct mp_model *m = c->model;
     size_t mbs = c->batch / (size_t)c->M;
-    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, L->Mr, mbs,
+    /* Speed-sized shards give a replica up to M - D + 1 micro-batches. */
+    int M_max = c->shard_speed ? c->M - L->D + 1 : L->Mr;
+    if (c->shard_speed && !(L->scheds = calloc((size_t)c->M + 1, sizeof *L->scheds)))
+        return MP_FAIL(err, NOMEM, "out of memory");
+    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, M_max, mbs,
                       mp_optim_state_slots(c->optim.kind), err))
         return -1;
     for (int i = 0; i < m->n_layers; i++)
@@ -97,9 +101,23 @@ static int setup_state(struct loop *L, struct mp_err *err)
         return -1;
     if (c->aggregate_weights && mp_dp_read_weights(&L->dp, c->aggregate_weights, err))
         return -1;
-    L->reduce = calloc((size_t)m->n_layers + (size_t)L->D, sizeof(double));
-    if (!L->reduce)
+    double equal[MP_DP_MAX];
+    for (int r = 0; r < L->D; r++)
+        equal[r] = 1;
+    mp_dp_set_shards(&L->dp, equal, c->M);
+    L->reduce = calloc((size_t)m->n_layers + (size_t)L->D * (size_t)(1 + c->P), sizeof(double));
+    size_t *n_param = calloc((size_t)m->n_layers, sizeof(size_t));
+    if (!L->reduce || !n_param) {
+        free(n_param);
         return MP_FAIL(err, NOMEM, "out of memory");
+    }
+    for (int i = 0; i < m->n_layers; i++)
+        n_param[i] = mp_layer_n_param(&m->layers[i]);
+    int rc = mp_dp_buckets_init(&L->dp, m->n_layers, L->st.layer_off, n_param, err);
+    free(n_param);
+    if (rc)
+        return -1;
+    mp__train_dp_hooks(L);
     if (c->trace_path) {
         mp_trace_init(&L->trace, L->wsize);
         L->ex.trace = &L->trace;
@@ -153,6 +171,7 @@ static int ckpt_save(struct loop *L, int epoch, uint64_t cursor, struct mp_err *
     struct mp_ckpt_pos p = {.step = L->step, .epoch = epoch, .cursor = cursor,
                             .epoch_loss = cursor ? L->epoch_loss : 0,
                             .epoch_steps = cursor ? L->epoch_steps : 0, .lr_state = L->lr_state};
+    mp_dp_save_state(&L->dp, &p.dp_D, p.dp_score, p.dp_n_mb);
     L->ckpt_saved = (int64_t)L->step;
     return mp_ckpt_save(&io, &p, err);
 }
@@ -165,6 +184,7 @@ static int ckpt_resume(struct loop *L, struct mp_err *err)
         return L->cfg->resume ? -1 : 0;
     L->step = L->start.step;
     L->lr_state = L->start.lr_state;
+    mp_dp_load_state(&L->dp, L->start.dp_D, L->start.dp_score, L->start.dp_n_mb, L->cfg->M);
     L->ckpt_saved = (int64_t)L->step;
     return 0;
 }
@@ -320,6 +340,10 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
     mp_stage_free(&L.st);
     mp_data_free(&L.data);
     mp_sched_free(&L.sched);
+    for (int k = 0; L.scheds && k <= cfg->M; k++)
+        if (L.scheds[k].acts)
+            mp_sched_free(&L.scheds[k]);
+    free(L.scheds);
     mp_trace_free(&L.trace);
     mp_dp_free(&L.dp);
     if (L.px && L.px != x)

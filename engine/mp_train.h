@@ -26,6 +26,7 @@ struct mp_train_cfg {
     enum mp_dp_reduce dp_reduce;
     enum mp_dp_aggregate aggregate;
     const char *aggregate_weights; /* --aggregate custom: one weight per replica */
+    int shard_speed;             /* --shard-by speed: micro-batches per replica by measured speed */
     size_t batch;                /* global batch */
     int batch_given;             /* --batch was on the command line (a plan's batch yields) */
     int epochs;

@@ -99,6 +99,10 @@ int mp_xport_allgatherv_f(struct mp_xport *x, const float *send, int count, floa
                           struct mp_err *err);
 int mp_xport_allreduce_sum_f(struct mp_xport *x, float *buf, size_t n, const char *what,
                              struct mp_err *err);
+/* Nonblocking form (added for bucketed data-parallel reduction): completes with mp_xport_test or
+ * mp_xport_wait like a point-to-point request. Every rank must start these in the same order. */
+int mp_xport_iallreduce_sum_f(struct mp_xport *x, float *buf, size_t n, int *req,
+                              struct mp_err *err);
 
 /* Ends the whole job with `code` (after a local failure that peers cannot know about). */
 void mp_xport_abort(struct mp_xport *x, int code);

@@ -541,3 +541,19 @@ int mp_xport_allreduce_sum_f(struct mp_xport *x, float *buf, size_t n, const cha
         return mpi_fail(x, rc, "MPI_Iallreduce", -1, -1, err);
     return poll_request(x, &r, -1, what, err);
 }
+
+int mp_xport_iallreduce_sum_f(struct mp_xport *x, float *buf, size_t n, int *req,
+                              struct mp_err *err)
+{
+    int slot = take_slot(x, err);
+    if (slot < 0)
+        return -1;
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, x->comm, &x->req[slot]);
+    if (rc != MPI_SUCCESS) {
+        give_slot(x, slot);
+        return mpi_fail(x, rc, "MPI_Iallreduce", -1, -1, err);
+    }
+    x->peer[slot] = -1;
+    *req = slot;
+    return 0;
+}

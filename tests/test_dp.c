@@ -1,5 +1,6 @@
-/* Weighted gradient aggregation (mp_dp.h): the coefficients, the accumulation, and the weights
- * file, checked against direct computations. */
+/* Weighted gradient aggregation (mp_dp.h): the coefficients, the accumulation, the weights file,
+ * perf weights (bounded, deterministic) and speed-sized shards, checked against direct
+ * computations. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -109,6 +110,112 @@ static void test_weights_file_errors_name_the_line(void **state)
     mp_dp_free(&dp);
 }
 
+static void test_perf_weights_stay_bounded_and_are_deterministic(void **state)
+{
+    (void)state;
+    struct mp_dp a, b;
+    size_t n[4] = {8, 8, 8, 8};
+    assert_int_equal(mp_dp_init(&a, 4, 1, 0, NULL, MP_DP_ORDERED, MP_AGG_PERF, 1, NULL), 0);
+    assert_int_equal(mp_dp_init(&b, 4, 1, 0, NULL, MP_DP_ORDERED, MP_AGG_PERF, 1, NULL), 0);
+    unsigned seed = 7;
+    for (int step = 0; step < 200; step++) {
+        double loss[4];
+        for (int r = 0; r < 4; r++) /* replica 3's loss is 1000x the others': extreme history */
+            loss[r] = 8.0 * (r == 3 ? 1000.0 : 0.1 + (rand_r(&seed) % 1000) / 1000.0);
+        mp_dp_perf_update(&a, loss, n);
+        mp_dp_perf_update(&b, loss, n);
+        double sum = 0;
+        for (int r = 0; r < 4; r++) {
+            assert_true(a.weight[r] >= MP_DP_PERF_LO - 1e-12);
+            assert_true(a.weight[r] <= MP_DP_PERF_HI + 1e-12);
+            sum += a.weight[r];
+        }
+        assert_true(fabs(sum - 4) < 1e-9);
+        assert_memory_equal(a.weight, b.weight, sizeof a.weight); /* same inputs, same bits */
+    }
+    assert_true(a.weight[3] < a.weight[0]); /* the replica with the higher loss weighs less */
+    assert_true(fabs(a.weight[3] - MP_DP_PERF_LO) < 1e-9); /* ... but never less than the bound */
+    mp_dp_free(&a);
+    mp_dp_free(&b);
+}
+
+static void test_perf_with_equal_losses_keeps_mean_bits(void **state)
+{
+    (void)state;
+    struct mp_dp dp;
+    size_t n[3] = {4, 4, 4};
+    double loss[3] = {2.5, 2.5, 2.5};
+    assert_int_equal(mp_dp_init(&dp, 3, 1, 0, NULL, MP_DP_ORDERED, MP_AGG_PERF, 1, NULL), 0);
+    for (int step = 0; step < 5; step++)
+        mp_dp_perf_update(&dp, loss, n);
+    mp_dp_set_coefficients(&dp, n, 12);
+    for (int r = 0; r < 3; r++)
+        assert_true(dp.weight[r] == 1.0 && dp.coef[r] == 1.0f);
+    mp_dp_free(&dp);
+}
+
+static void test_bounded_weights_keep_the_mean_even_from_zeros(void **state)
+{
+    (void)state;
+    double w[4] = {0, 0, 0, 1};
+    mp_dp_bound_weights(w, 4, 0.5, 2.0);
+    assert_true(fabs(w[0] + w[1] + w[2] + w[3] - 4) < 1e-9);
+    assert_true(fabs(w[3] - 2.0) < 1e-9 && fabs(w[0] - 2.0 / 3.0) < 1e-9);
+    double v[2] = {3, 1}; /* already within [0.5, 2] of the mean: only normalised */
+    mp_dp_bound_weights(v, 2, 0.5, 2.0);
+    assert_true(v[0] == 1.5 && v[1] == 0.5);
+}
+
+static void test_shards_from_speeds_sum_to_M_and_are_at_least_one(void **state)
+{
+    (void)state;
+    struct mp_dp dp;
+    unsigned seed = 3;
+    for (int D = 1; D <= 6; D++) {
+        assert_int_equal(mp_dp_init(&dp, D, 1, 0, NULL, MP_DP_ORDERED, MP_AGG_SIZE, 1, NULL), 0);
+        for (int M = D; M <= 4 * D; M++) {
+            for (int trial = 0; trial < 50; trial++) {
+                double rate[6];
+                for (int r = 0; r < D; r++) /* zeros, ties and 1000x spreads included */
+                    rate[r] = (rand_r(&seed) % 4 == 0) ? 0 : (double)(rand_r(&seed) % 1000);
+                mp_dp_set_shards(&dp, rate, M);
+                int sum = 0;
+                for (int r = 0; r < D; r++) {
+                    assert_true(dp.n_mb[r] >= 1);
+                    assert_int_equal(dp.first_mb[r], sum);
+                    sum += dp.n_mb[r];
+                }
+                assert_int_equal(sum, M);
+            }
+        }
+        mp_dp_free(&dp);
+    }
+    assert_int_equal(mp_dp_init(&dp, 2, 1, 0, NULL, MP_DP_ORDERED, MP_AGG_SIZE, 1, NULL), 0);
+    double equal[2] = {1, 1}, twice[2] = {2, 1};
+    mp_dp_set_shards(&dp, equal, 8);
+    assert_true(dp.n_mb[0] == 4 && dp.n_mb[1] == 4);
+    mp_dp_set_shards(&dp, twice, 6); /* twice as fast, twice the micro-batches */
+    assert_true(dp.n_mb[0] == 4 && dp.n_mb[1] == 2 && dp.first_mb[1] == 4);
+    mp_dp_free(&dp);
+}
+
+static void test_speed_rebalances_only_every_K_steps(void **state)
+{
+    (void)state;
+    struct mp_dp dp;
+    double equal[2] = {1, 1};
+    assert_int_equal(mp_dp_init(&dp, 2, 1, 0, NULL, MP_DP_ORDERED, MP_AGG_SIZE, 1, NULL), 0);
+    mp_dp_set_shards(&dp, equal, 8);
+    for (uint64_t step = 1; step <= MP_DP_REBALANCE_EVERY; step++) {
+        /* Replica 1 takes 3x as long per micro-batch. */
+        double secs[2] = {0.01 * dp.n_mb[0], 0.03 * dp.n_mb[1]};
+        int changed = mp_dp_speed_update(&dp, secs, step, 8);
+        assert_int_equal(changed, step == MP_DP_REBALANCE_EVERY);
+    }
+    assert_true(dp.n_mb[0] == 6 && dp.n_mb[1] == 2);
+    mp_dp_free(&dp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -117,6 +224,11 @@ int main(void)
         cmocka_unit_test(test_size_weights_make_the_global_mean_for_uneven_shards),
         cmocka_unit_test(test_a_replica_with_weight_zero_changes_nothing),
         cmocka_unit_test(test_weights_file_errors_name_the_line),
+        cmocka_unit_test(test_perf_weights_stay_bounded_and_are_deterministic),
+        cmocka_unit_test(test_perf_with_equal_losses_keeps_mean_bits),
+        cmocka_unit_test(test_bounded_weights_keep_the_mean_even_from_zeros),
+        cmocka_unit_test(test_shards_from_speeds_sum_to_M_and_are_at_least_one),
+        cmocka_unit_test(test_speed_rebalances_only_every_K_steps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

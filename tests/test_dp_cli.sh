@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data parallelism from the command line (DESIGN.md §6): the same bits on any number of processes
-# in `ordered` mode, `fast` mode deterministic for a fixed layout, weighted aggregation, and real
-# replicas converging like one rank. Usage: test_dp_cli.sh path/to/mpipe (from the repo root).
+# in `ordered` mode, `fast` mode deterministic for a fixed layout, weighted aggregation (incl.
+# perf), speed-sized shards, and real replicas converging like one rank. Usage: test_dp_cli.sh path/to/mpipe (from the repo root).
 MPIPE=$1
 . "$(dirname "$0")/lib.sh"
 S="--data synthetic:512 --batch 32 --seed 5 --max-steps 4 --micro-batches 4"
@@ -38,13 +38,43 @@ b = [json.loads(l)['loss'] for l in open('$TMP/one.jsonl')]
 assert len(a) == len(b) == 30 and b[-1] < b[0] * 0.9, (len(a), len(b))
 assert max(abs(x - y) / y for x, y in zip(a, b)) < 1e-3"
 
-refused() {
-    local pat=$1
-    shift
-    "$@" >/dev/null 2>"$TMP/stderr"
-    local rc=$?
-    [ $rc -eq 2 ] && grep -q -- "$pat" "$TMP/stderr" || { echo "  got exit $rc: $(head -2 "$TMP/stderr")"; return 1; }
-}
+# perf weights: from the replicas' losses, which every layout computes alike, so deterministic.
+$MPIPE train models/mlp.mp $S --dp 2 --aggregate perf --metrics "$TMP/perf_emu.jsonl" \
+    --save-weights "$TMP/perf_emu.st" >/dev/null 2>&1
+$RUN $MPIPE train models/mlp.mp $S --dp 2 --aggregate perf --metrics "$TMP/perf.jsonl" \
+    --save-weights "$TMP/perf.st" >/dev/null 2>&1
+claim "--aggregate perf: 2 real replicas = emulated (bytes)" cmp -s "$TMP/perf_emu.st" "$TMP/perf.st"
+claim "--aggregate perf logs bounded weights every step, equal at step 1" python3 -c "
+import json
+w = [json.loads(l)['weights'] for l in open('$TMP/perf.jsonl')]
+assert len(w) == 4 and w[0] == [1, 1], w
+assert all(len(x) == 2 and all(0.5 <= v <= 2 for v in x) and abs(sum(x) - 2) < 1e-9 for x in w)"
+claim "--aggregate perf moves the weights away from the mean's (bytes differ)" \
+    bash -c "! cmp -s '$TMP/emu.st' '$TMP/perf.st'"
+P8="--data synthetic:512 --batch 32 --seed 5 --micro-batches 4 --dp 2 --aggregate perf"
+P8="$P8 --lr-schedule constant --warmup 0"
+$MPIPE train models/mlp.mp $P8 --max-steps 8 --save-weights "$TMP/perf8.st" >/dev/null 2>&1
+$MPIPE train models/mlp.mp $P8 --max-steps 4 --checkpoint "$TMP/ck" >/dev/null 2>&1
+$MPIPE train models/mlp.mp $P8 --max-steps 8 --checkpoint "$TMP/ck" --resume \
+    --save-weights "$TMP/perf8r.st" >/dev/null 2>&1
+claim "--aggregate perf resumed at step 4 = uninterrupted (scores in the checkpoint; bytes)" \
+    cmp -s "$TMP/perf8.st" "$TMP/perf8r.st"
+
+# Speed-sized shards: equal until the first re-balance (step 10), so `size` keeps the mean's bits.
+$RUN $MPIPE train models/mlp.mp $S --dp 2 --shard-by speed --aggregate size \
+    --save-weights "$TMP/speed4.st" >/dev/null 2>&1
+claim "--shard-by speed before its first re-balance = equal shards (bytes)" \
+    cmp -s "$TMP/emu.st" "$TMP/speed4.st"
+V="--data synthetic:2048 --batch 64 --seed 9 --max-steps 25 --micro-batches 8 --lr-schedule constant"
+$RUN $MPIPE train models/tiny_mlp.mp $V --dp 2 --shard-by speed --aggregate size \
+    --metrics "$TMP/speed.jsonl" >/dev/null 2>&1
+claim "--shard-by speed on 2 ranks: shards of >= 1 micro-batch summing to M, loss falls" python3 -c "
+import json
+rows = [json.loads(l) for l in open('$TMP/speed.jsonl')]
+assert len(rows) == 25, len(rows)
+assert all(sum(r['shards']) == 8 and min(r['shards']) >= 1 for r in rows)
+assert rows[-1]['loss'] < rows[0]['loss'] * 0.9, (rows[0]['loss'], rows[-1]['loss'])"
+
 claim "M not divisible by D exits 2" refused "divisible" $MPIPE train models/mlp.mp $S --dp 3
 claim "custom without weights exits 2" refused "aggregate-weights" $MPIPE train models/mlp.mp $S --dp 2 --aggregate custom
 printf '1\nx\n' > "$TMP/wbad"

@@ -21,9 +21,12 @@ static const char help[] =
     "                        (rank = replica*P + stage), or on P ranks to emulate them in turn\n"
     "  --dp-reduce MODE      ordered (default: replicas' sums added in replica order, the same\n"
     "                        bits on any number of processes) | fast (MPI_Allreduce's order)\n"
-    "  --aggregate A         mean (default) | size (by samples processed) | custom\n"
+    "  --aggregate A         mean (default) | size (by samples processed) | custom |\n"
+    "                        perf (EMA of each replica's loss relative to the others: lower loss,\n"
+    "                        more weight, within [0.5, 2] x the mean; logged in --metrics)\n"
     "  --aggregate-weights F one weight per replica, for --aggregate custom\n"
-    "  --shard-by equal      equal shards of every global batch (speed: not implemented yet)\n"
+    "  --shard-by S          equal (default) | speed (whole micro-batches per replica in\n"
+    "                        proportion to its measured speed, re-balanced every 10 steps)\n"
     "  --schedule S          gpipe | 1f1b | interleaved | zb1 (default 1f1b)\n"
     "  --chunks V            virtual stages per rank for interleaved (default 2)\n"
     "  --micro-batches M     micro-batches per step (default: largest divisor of B <= 2*P*D;\n"
@@ -220,17 +223,13 @@ static int parse_dp_flag(struct train_args *a, const char *f, const char *v, str
     } else if (mp_flag_is(f, "--aggregate")) {
         if (mp_flag_choice(f, v, agg, &k, err))
             return -1;
-        if (k == MP_AGG_PERF)
-            return MP_FAIL(err, USAGE, "--aggregate perf is not implemented yet (use mean, size "
-                           "or custom)");
         c->aggregate = (enum mp_dp_aggregate)k;
     } else if (mp_flag_is(f, "--aggregate-weights")) {
         c->aggregate_weights = v;
     } else if (mp_flag_is(f, "--shard-by")) {
         if (mp_flag_choice(f, v, shard, &k, err))
             return -1;
-        if (k == 1)
-            return MP_FAIL(err, USAGE, "--shard-by speed is not implemented yet (equal shards only)");
+        c->shard_speed = k == 1;
     } else {
         return 1;
     }

@@ -1,0 +1,259 @@
+/* Bucketed data-parallel reduction overlapped with the backward (mp_dp.h, real replicas only). A
+ * bucket is a run of whole layers of this rank's arena; once the backward has finished all its
+ * layers, its reduction starts and is advanced between kernels while the rest of the backward runs.
+ * `ordered` is a point-to-point reduce-scatter (chunk q to replica q, who adds the D copies in
+ * replica order) and allgather, so every element gets the emulated run's bits; `fast` is one
+ * MPI_Iallreduce per bucket. Buckets start in a fixed order on every replica. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mp_dp.h"
+
+enum { B_IDLE, B_SCATTER, B_GATHER, B_DONE };
+
+struct bucket {
+    size_t lo, len;      /* arena range [lo, lo + len) */
+    size_t per;          /* chunk length: ceil(len / D); chunk q is [q*per, (q+1)*per) ∩ range */
+    int first, last;     /* global layers covered (for messages) */
+    int n_layers, n_done;
+    int state;
+    float *recv;         /* ordered: D * per floats, replica r's copy of this rank's chunk */
+    float *sum;          /* ordered: per floats, this rank's reduced chunk */
+    int req[2 * MP_DP_MAX]; /* [q]: send to replica q; [D + r]: receive from replica r */
+};
+
+struct mp_dp_buckets {
+    int nb, next;        /* buckets; the next one to start */
+    struct bucket *b;
+    int *bucket_of;      /* per global layer: its bucket, or -1 */
+    float *grad;
+    float *mem;
+};
+
+static size_t chunk_len(const struct bucket *b, int q)
+{
+    size_t lo = (size_t)q * b->per, hi = lo + b->per;
+    lo = lo > b->len ? b->len : lo;
+    hi = hi > b->len ? b->len : hi;
+    return hi - lo;
+}
+
+/* Groups this rank's layers, last first, into buckets of about MP_DP_BUCKET_BYTES. */
+static int layout(struct mp_dp_buckets *k, int D, int n_layers, const size_t *off,
+                  const size_t *n_param)
+{
+    size_t cur = 0;
+    for (int i = n_layers - 1; i >= 0; i--) {
+        k->bucket_of[i] = -1;
+        if (off[i] == SIZE_MAX || !n_param[i])
+            continue;
+        if (!cur) {
+            struct bucket *b = &k->b[k->nb++];
+            memset(b, 0, sizeof *b);
+            b->last = i;
+            b->lo = off[i] + n_param[i]; /* grows downwards */
+        }
+        struct bucket *b = &k->b[k->nb - 1];
+        b->len += b->lo - off[i];
+        b->lo = off[i];
+        b->first = i;
+        b->n_layers++;
+        k->bucket_of[i] = k->nb - 1;
+        cur += n_param[i] * sizeof(float);
+        if (cur >= MP_DP_BUCKET_BYTES)
+            cur = 0;
+    }
+    size_t floats = 0;
+    for (int j = 0; j < k->nb; j++) {
+        k->b[j].per = (k->b[j].len + (size_t)D - 1) / (size_t)D;
+        floats += k->b[j].per * (size_t)(D + 1);
+    }
+    return (k->mem = malloc((floats ? floats : 1) * sizeof(float))) ? 0 : -1;
+}
+
+int mp_dp_buckets_init(struct mp_dp *dp, int n_layers, const size_t *layer_off,
+                       const size_t *n_param, struct mp_err *err)
+{
+    if (dp->D == 1 || dp->emulated)
+        return 0;
+    struct mp_dp_buckets *k = calloc(1, sizeof *k);
+    if (!k)
+        return MP_FAIL(err, NOMEM, "out of memory for reduction buckets");
+    dp->bk = k;
+    k->b = calloc((size_t)n_layers + 1, sizeof *k->b);
+    k->bucket_of = malloc((size_t)n_layers * sizeof(int));
+    if (!k->b || !k->bucket_of || layout(k, dp->D, n_layers, layer_off, n_param))
+        return MP_FAIL(err, NOMEM, "out of memory for reduction buckets");
+    float *p = k->mem;
+    for (int j = 0; j < k->nb; j++) {
+        k->b[j].recv = p;
+        k->b[j].sum = p + k->b[j].per * (size_t)dp->D;
+        p += k->b[j].per * (size_t)(dp->D + 1);
+        for (int q = 0; q < 2 * dp->D; q++)
+            k->b[j].req[q] = -1;
+    }
+    return 0;
+}
+
+void mp_dp_buckets_free(struct mp_dp *dp)
+{
+    if (!dp->bk)
+        return;
+    free(dp->bk->b);
+    free(dp->bk->bucket_of);
+    free(dp->bk->mem);
+    free(dp->bk);
+    dp->bk = NULL;
+}
+
+void mp_dp_buckets_begin(struct mp_dp *dp, float *grad)
+{
+    struct mp_dp_buckets *k = dp->bk;
+    if (!k)
+        return;
+    k->grad = grad;
+    k->next = 0;
+    for (int j = 0; j < k->nb; j++) {
+        k->b[j].n_done = 0;
+        k->b[j].state = B_IDLE;
+    }
+}
+
+/* A nonblocking send (send = 1) or receive of n floats with a replica; nothing when n = 0. */
+static int xfer(struct mp_dp *dp, int send, float *buf, size_t n, int peer, int tag, int *req,
+                struct mp_err *err)
+{
+    if (!n)
+        return 0;
+    size_t bytes = n * sizeof(float);
+    return send ? mp_xport_isend(dp->stage_x, buf, bytes, peer, tag, req, err)
+                : mp_xport_irecv(dp->stage_x, buf, bytes, peer, tag, req, err);
+}
+
+/* Phase 1: fast, the allreduce; ordered, chunk q to replica q and every copy of ours in. */
+static int start_scatter(struct mp_dp *dp, int j, struct mp_err *err)
+{
+    struct bucket *b = &dp->bk->b[j];
+    float *g = dp->bk->grad + b->lo;
+    int me = dp->replica, D = dp->D, tag = 2 * j;
+    b->state = B_SCATTER;
+    if (dp->reduce == MP_DP_FAST) {
+        float c = dp->coef[me];
+        for (size_t i = 0; c != 1.0f && i < b->len; i++)
+            g[i] *= c;
+        return mp_xport_iallreduce_sum_f(dp->stage_x, g, b->len, &b->req[0], err);
+    }
+    size_t mine = chunk_len(b, me);
+    for (int q = 0; q < D; q++)
+        if (q != me && (xfer(dp, 1, g + (size_t)q * b->per, chunk_len(b, q), q, tag, &b->req[q],
+                             err) ||
+                        xfer(dp, 0, b->recv + (size_t)q * b->per, mine, q, tag, &b->req[D + q],
+                             err)))
+            return -1;
+    return 0;
+}
+
+/* Phase 2 (ordered): add the copies in replica order, then send the sum to every replica and take
+ * theirs straight into the arena. */
+static int start_gather(struct mp_dp *dp, int j, struct mp_err *err)
+{
+    struct bucket *b = &dp->bk->b[j];
+    float *g = dp->bk->grad + b->lo;
+    int me = dp->replica, D = dp->D, tag = 2 * j + 1;
+    size_t mine = chunk_len(b, me);
+    for (int r = 0; r < D; r++) {
+        const float *src = r == me ? g + (size_t)me * b->per : b->recv + (size_t)r * b->per;
+        mp_dp_accumulate(b->sum, src, dp->coef[r], mine, r == 0);
+    }
+    memcpy(g + (size_t)me * b->per, b->sum, mine * sizeof(float));
+    b->state = B_GATHER;
+    for (int q = 0; q < D; q++)
+        if (q != me && (xfer(dp, 1, b->sum, mine, q, tag, &b->req[q], err) ||
+                        xfer(dp, 0, g + (size_t)q * b->per, chunk_len(b, q), q, tag,
+                             &b->req[D + q], err)))
+            return -1;
+    return 0;
+}
+
+/* Tests (block = 0) or waits for (block = 1) bucket j's requests; *done when all completed. */
+static int settle(struct mp_dp *dp, int j, int block, int *done, struct mp_err *err)
+{
+    struct bucket *b = &dp->bk->b[j];
+    *done = 1;
+    for (int q = 0; q < 2 * dp->D; q++) {
+        int d = 1;
+        if (block) {
+            char what[160];
+            snprintf(what, sizeof what, "the data-parallel reduction of layers %d..%d (%s, "
+                     "replica %d)", b->first, b->last, b->state == B_SCATTER ? "scatter" :
+                     "gather", q % dp->D);
+            if (mp_xport_wait(dp->stage_x, &b->req[q], what, err))
+                return -1;
+        } else if (mp_xport_test(dp->stage_x, &b->req[q], &d, err)) {
+            return -1;
+        }
+        *done &= d;
+    }
+    return 0;
+}
+
+/* Moves bucket j forward as far as its completed requests allow. */
+static int advance(struct mp_dp *dp, int j, int block, struct mp_err *err)
+{
+    struct bucket *b = &dp->bk->b[j];
+    int done;
+    while (b->state == B_SCATTER || b->state == B_GATHER) {
+        if (settle(dp, j, block, &done, err))
+            return -1;
+        if (!done)
+            return 0;
+        if (b->state == B_GATHER || dp->reduce == MP_DP_FAST)
+            b->state = B_DONE;
+        else if (start_gather(dp, j, err))
+            return -1;
+    }
+    return 0;
+}
+
+static int start_ready(struct mp_dp *dp, struct mp_err *err)
+{
+    struct mp_dp_buckets *k = dp->bk;
+    while (k->next < k->nb && k->b[k->next].n_done >= k->b[k->next].n_layers)
+        if (start_scatter(dp, k->next++, err))
+            return -1;
+    return 0;
+}
+
+int mp_dp_buckets_layer_done(struct mp_dp *dp, int layer, struct mp_err *err)
+{
+    struct mp_dp_buckets *k = dp->bk;
+    if (!k || k->bucket_of[layer] < 0)
+        return 0;
+    k->b[k->bucket_of[layer]].n_done++;
+    return start_ready(dp, err);
+}
+
+int mp_dp_buckets_poll(struct mp_dp *dp, struct mp_err *err)
+{
+    struct mp_dp_buckets *k = dp->bk;
+    for (int j = 0; k && j < k->next; j++)
+        if (advance(dp, j, 0, err))
+            return -1;
+    return 0;
+}
+
+int mp_dp_buckets_finish(struct mp_dp *dp, struct mp_err *err)
+{
+    struct mp_dp_buckets *k = dp->bk;
+    if (!k)
+        return 0;
+    for (int j = 0; j < k->nb; j++)
+        k->b[j].n_done = k->b[j].n_layers;
+    if (start_ready(dp, err))
+        return -1;
+    for (int j = 0; j < k->nb; j++)
+        if (advance(dp, j, 1, err))
+            return -1;
+    return 0;
+}
