@@ -217,7 +217,13 @@ int mp_xport_irecv(struct mp_xport *x, void *buf, size_t bytes, int peer, int ta
 static void peer_host(const struct mp_xport *x, int peer, char *buf, size_t len)
 {
     buf[0] = 0;
-    if (peer < 0 || !x->hosts)
+    if (peer < 0) { /* a collective: any of its ranks may be the one that stopped */
+        if (x->size > 1)
+            snprintf(buf, len, " (a collective over ranks 0..%d of this communicator: one of them "
+                     "is not responding)", x->size - 1);
+        return;
+    }
+    if (!x->hosts)
         return;
     MPI_Group g, gw;
     int w = MPI_UNDEFINED;
