@@ -50,8 +50,7 @@ static const char help[] =
 struct fed_args {
     struct mp_fed_cfg cfg;
     const char *model_path;
-    int wd_given, momentum_given;
-    double momentum, weight_decay;
+    struct mp_optim_flags opt;
 };
 
 static int takes_value(const char *f)
@@ -67,9 +66,6 @@ static int takes_value(const char *f)
     return 0;
 }
 
-static const char *const opt_names[] = {"sgd",  "momentum", "nesterov", "adam",
-                                        "adamw", "rmsprop", "lamb",     NULL};
-static const char *const lr_names[] = {"constant", "step", "cosine", "plateau", NULL};
 static const char *const algo_names[] = {"fedavg", "fedprox", NULL};
 static const char *const agg_names[] = {"size", "perf", NULL};
 
@@ -115,33 +111,12 @@ static int parse_local_flag(struct fed_args *a, const char *f, const char *v, st
 {
     struct mp_fed_cfg *c = &a->cfg;
     long long n;
-    int k;
     if (mp_flag_is(f, "--data"))
         c->data_src = v;
     else if (mp_flag_is(f, "--batch")) {
         if (mp_flag_int(f, v, 1, 1 << 20, &n, err))
             return -1;
         c->batch = (size_t)n;
-    } else if (mp_flag_is(f, "--optimizer")) {
-        if (mp_flag_choice(f, v, opt_names, &k, err))
-            return -1;
-        c->optim.kind = (enum mp_optim_kind)k;
-    } else if (mp_flag_is(f, "--lr"))
-        return mp_flag_double(f, v, 0, 1e3, &c->lr.base_lr, err);
-    else if (mp_flag_is(f, "--lr-schedule")) {
-        if (mp_flag_choice(f, v, lr_names, &k, err))
-            return -1;
-        c->lr.kind = (enum mp_lr_kind)k;
-    } else if (mp_flag_is(f, "--warmup")) {
-        if (mp_flag_int(f, v, 0, 1LL << 40, &n, err))
-            return -1;
-        c->lr.warmup = (uint64_t)n;
-    } else if (mp_flag_is(f, "--momentum")) {
-        a->momentum_given = 1;
-        return mp_flag_double(f, v, 0, 1, &a->momentum, err);
-    } else if (mp_flag_is(f, "--weight-decay")) {
-        a->wd_given = 1;
-        return mp_flag_double(f, v, 0, 10, &a->weight_decay, err);
     } else if (mp_flag_is(f, "--seed")) {
         if (mp_flag_int(f, v, 0, 1LL << 62, &n, err))
             return -1;
@@ -158,6 +133,8 @@ static int parse_local_flag(struct fed_args *a, const char *f, const char *v, st
 static void defaults(struct fed_args *a)
 {
     memset(a, 0, sizeof *a);
+    a->opt.optim = &a->cfg.optim;
+    a->opt.lr = &a->cfg.lr;
     struct mp_fed_cfg *c = &a->cfg;
     c->data_src = "fashion-mnist";
     c->local_epochs = 1;
@@ -190,6 +167,8 @@ static int parse_args(struct fed_args *a, int argc, char **argv, struct mp_err *
         if (rc == 1)
             rc = parse_local_flag(a, f, v, err);
         if (rc == 1)
+            rc = mp_flag_optim(&a->opt, f, v, err);
+        if (rc == 1)
             return MP_FAIL(err, USAGE, "unknown flag '%s' (see mpipe fed --help)", f);
         if (rc)
             return -1;
@@ -201,21 +180,6 @@ static int parse_args(struct fed_args *a, int argc, char **argv, struct mp_err *
     if (a->cfg.resume && !a->cfg.ckpt_dir)
         return MP_FAIL(err, USAGE, "--resume needs --checkpoint DIR");
     return 0;
-}
-
-static void finish_optim(struct fed_args *a)
-{
-    struct mp_fed_cfg *c = &a->cfg;
-    mp_optim_defaults(&c->optim, c->optim.kind);
-    if (a->momentum_given)
-        c->optim.momentum = (float)a->momentum;
-    if (a->wd_given)
-        c->optim.weight_decay = (float)a->weight_decay;
-    double base = c->lr.base_lr;
-    uint64_t warmup = c->lr.warmup;
-    mp_lr_defaults(&c->lr, c->lr.kind);
-    c->lr.base_lr = base;
-    c->lr.warmup = warmup;
 }
 
 /* Usage and input errors are found alike by every rank: only rank 0 reports them. */
@@ -239,7 +203,7 @@ int mp_cmd_fed(int argc, char **argv, struct mp_err *err)
         const char *r = getenv("OMPI_COMM_WORLD_RANK");
         return quiet_unless_rank0(err, r ? atoi(r) : 0);
     }
-    finish_optim(&a);
+    mp_flag_optim_finish(&a.opt);
     struct mp_xport *x = NULL;
     if (mp_xport_init(&x, &argc, &argv, err))
         return -1;

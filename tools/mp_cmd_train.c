@@ -65,8 +65,7 @@ struct train_args {
     struct mp_train_cfg cfg;
     const char *model_path, *plan_path;
     long long stages, dp, chunks, micro;
-    int lr_given_schedule, wd_given, momentum_given;
-    double momentum, weight_decay;
+    struct mp_optim_flags opt;
 };
 
 /* Flags that take a value; anything else starting with "-" is unknown (or --resume). */
@@ -85,45 +84,16 @@ static int takes_value(const char *f)
 }
 
 static const char *const sched_names[] = {"gpipe", "1f1b", "interleaved", "zb1", NULL};
-static const char *const opt_names[] = {"sgd",  "momentum", "nesterov", "adam",
-                                        "adamw", "rmsprop", "lamb",     NULL};
-static const char *const lr_names[] = {"constant", "step", "cosine", "plateau", NULL};
 static const char *const onoff[] = {"off", "on", NULL};
 
 static int parse_optim_flag(struct train_args *a, const char *f, const char *v, struct mp_err *err)
 {
-    struct mp_train_cfg *c = &a->cfg;
-    long long n;
+    if (!mp_flag_is(f, "--clip-norm"))
+        return mp_flag_optim(&a->opt, f, v, err);
     double d;
-    int k;
-    if (mp_flag_is(f, "--optimizer")) {
-        if (mp_flag_choice(f, v, opt_names, &k, err))
-            return -1;
-        c->optim.kind = (enum mp_optim_kind)k;
-    } else if (mp_flag_is(f, "--lr")) {
-        if (mp_flag_double(f, v, 0, 1e3, &c->lr.base_lr, err))
-            return -1;
-    } else if (mp_flag_is(f, "--momentum")) {
-        a->momentum_given = 1;
-        return mp_flag_double(f, v, 0, 1, &a->momentum, err);
-    } else if (mp_flag_is(f, "--weight-decay")) {
-        a->wd_given = 1;
-        return mp_flag_double(f, v, 0, 10, &a->weight_decay, err);
-    } else if (mp_flag_is(f, "--lr-schedule")) {
-        if (mp_flag_choice(f, v, lr_names, &k, err))
-            return -1;
-        c->lr.kind = (enum mp_lr_kind)k;
-    } else if (mp_flag_is(f, "--warmup")) {
-        if (mp_flag_int(f, v, 0, 1LL << 40, &n, err))
-            return -1;
-        c->lr.warmup = (uint64_t)n;
-    } else if (mp_flag_is(f, "--clip-norm")) {
-        if (mp_flag_double(f, v, 0, 1e30, &d, err))
-            return -1;
-        c->clip_norm = (float)d;
-    } else {
-        return 1;
-    }
+    if (mp_flag_double(f, v, 0, 1e30, &d, err))
+        return -1;
+    a->cfg.clip_norm = (float)d;
     return 0;
 }
 
@@ -271,6 +241,8 @@ static int parse_args(struct train_args *a, int argc, char **argv, struct mp_err
 static void defaults(struct train_args *a)
 {
     memset(a, 0, sizeof *a);
+    a->opt.optim = &a->cfg.optim;
+    a->opt.lr = &a->cfg.lr;
     struct mp_train_cfg *c = &a->cfg;
     c->data_src = "fashion-mnist";
     c->schedule = MP_SCHED_1F1B;
@@ -282,21 +254,6 @@ static void defaults(struct train_args *a)
     c->lr.base_lr = 1e-3;
     c->shuffle = 1;
     c->deadline_s = 60;
-}
-
-static void finish_optim(struct train_args *a)
-{
-    struct mp_train_cfg *c = &a->cfg;
-    mp_optim_defaults(&c->optim, c->optim.kind);
-    if (a->momentum_given)
-        c->optim.momentum = (float)a->momentum;
-    if (a->wd_given)
-        c->optim.weight_decay = (float)a->weight_decay;
-    double base = c->lr.base_lr;
-    uint64_t warmup = c->lr.warmup;
-    mp_lr_defaults(&c->lr, c->lr.kind);
-    c->lr.base_lr = base;
-    c->lr.warmup = warmup;
 }
 
 /* Takes P, V, M, batch, schedule and boundaries from a plan whose digest matches the model. */
@@ -396,7 +353,7 @@ int mp_cmd_train(int argc, char **argv, struct mp_err *err)
             err->msg[0] = 0;
         return -1;
     }
-    finish_optim(&a);
+    mp_flag_optim_finish(&a.opt);
     struct mp_xport *x = NULL;
     if (mp_xport_init(&x, &argc, &argv, err))
         return -1;

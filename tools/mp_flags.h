@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 #include "mp_err.h"
+#include "mp_lr.h"
+#include "mp_optim.h"
 
 /* Walks argv from index 1: returns the flag at *i and sets *val to its value (the next argument,
  * or the part after '=' in --flag=value), advancing *i. has_value says whether the flag takes one;
@@ -22,5 +24,17 @@ int mp_flag_bytes(const char *flag, const char *val, size_t *out, struct mp_err 
 int mp_flag_choice(const char *flag, const char *val, const char *const *choices, int *out,
                    struct mp_err *err);
 int mp_flag_is(const char *flag, const char *name);
+
+/* The optimisation flags of train and fed (mp_flags_optim.c). */
+struct mp_optim_flags {
+    struct mp_optim_cfg *optim;
+    struct mp_lr_cfg *lr;
+    int momentum_given, wd_given;
+    double momentum, weight_decay;
+};
+/* 0: taken, 1: not an optimisation flag, -1: bad value. */
+int mp_flag_optim(struct mp_optim_flags *o, const char *flag, const char *val, struct mp_err *err);
+/* torch.optim's defaults for the chosen optimizer and LR schedule, then the user's values. */
+void mp_flag_optim_finish(struct mp_optim_flags *o);
 
 #endif
