@@ -95,12 +95,25 @@ static int is_gemm_kind(enum mp_layer_kind k)
     return k == MP_LAYER_DENSE || k == MP_LAYER_CONV2D;
 }
 
+/* A GEMM with few rows runs below the machine's rate: BLIS measured here and in DESIGN.md (~35,
+ * 45, 53 and 60-75 GFLOPS at 32, 64, 128 and 256 rows) fits rows / (rows + 30) well. Relative to
+ * 256 rows, where the default rate is quoted, and never above it. This is what lets the planner
+ * trade bubble (more micro-batches) against GEMM efficiency (bigger ones). */
+static double gemm_row_efficiency(const struct mp_layer *l, size_t mb)
+{
+    double rows = (double)mb;
+    if (l->kind == MP_LAYER_CONV2D)
+        rows *= (double)(l->out.d[1] * l->out.d[2]);
+    double eff = (rows / (rows + 30.0)) / (256.0 / 286.0);
+    return eff < 1.0 ? eff : 1.0;
+}
+
 /* Roofline for GEMM layers (whichever of FLOPs and bytes takes longer), bytes for the rest. */
 static void analytic_layer(const struct mp_layer *l, size_t mb, const struct mp_cost_model *cm,
                            struct mp_plan_layer *o)
 {
     struct mp_cost c = l->ops->cost(l, mb);
-    double g = cm->gemm_flops, bw = cm->mem_Bps;
+    double g = cm->gemm_flops * gemm_row_efficiency(l, mb), bw = cm->mem_Bps;
     if (is_gemm_kind(l->kind)) {
         o->fwd_s = fmax(c.flops_fwd / g, c.bytes_fwd / bw) + cm->call_s;
         o->bwd_input_s = fmax(c.flops_bwd_input / g, 0.5 * c.bytes_bwd / bw) + cm->call_s;

@@ -24,8 +24,10 @@ static const char help[] =
     "  --ranks N                ranks to plan for (default: P*D, or for auto the topology's\n"
     "                           cores / the hostfile's slots)\n"
     "  --dp D                   data-parallel replicas of every stage (default 1, or ranks/P)\n"
-    "  --micro-batches M        micro-batches per step (default: the largest divisor of B that\n"
-    "                           is a multiple of D and at most 2*P*D)\n"
+    "  --micro-batches M        micro-batches per step (default: the M with the best predicted\n"
+    "                           step among the divisors of B that are multiples of D, up to\n"
+    "                           8*P*D: bigger micro-batches run faster GEMMs, more shrink the\n"
+    "                           bubble)\n"
     "  --batch B                global batch (default 256, as mpipe train)\n"
     "  --schedule S             gpipe, 1f1b (default), interleaved, zb1\n"
     "  --chunks V               virtual stages per rank for interleaved (default 2)\n"
@@ -287,6 +289,38 @@ static int build(const struct env *e, int P, int D, int M, struct mp_plan *p, st
     return rc;
 }
 
+/* Without --micro-batches, the M with the best predicted step among the divisors of B that are
+ * multiples of D, up to 8 * P * D micro-batches: fewer, bigger micro-batches run faster GEMMs,
+ * more of them shrink the bubble, and only the whole-schedule prediction can weigh the two. */
+static int build_best_m(const struct env *e, int P, int D, int M0, struct mp_plan *p,
+                        struct mp_err *err)
+{
+    if (e->a->micro)
+        return build(e, P, D, M0, p, err);
+    size_t B = (size_t)e->a->batch;
+    int found = 0;
+    for (size_t M = (size_t)D; M <= B && M <= (size_t)(8 * P * D); M += (size_t)D) {
+        struct mp_plan cand;
+        memset(&cand, 0, sizeof cand);
+        if (B % M)
+            continue;
+        if (build(e, P, D, (int)M, &cand, err)) {
+            mp_plan_free(&cand);
+            if (err->code == MP_ERR_NOMEM || err->code == MP_ERR_INPUT)
+                return -1;
+            continue;
+        }
+        if (!found || cand.step_s < p->step_s) {
+            if (found)
+                mp_plan_free(p);
+            *p = cand, found = 1;
+        } else {
+            mp_plan_free(&cand);
+        }
+    }
+    return found ? 0 : build(e, P, D, M0, p, err);
+}
+
 static int micro_for(const struct plan_args *a, int P, int D, int *M, struct mp_err *err)
 {
     *M = a->micro ? (int)a->micro : default_micro((size_t)a->batch, P, D);
@@ -313,7 +347,7 @@ static int search(const struct env *e, int N, struct mp_plan *best, struct mp_er
         memset(&cand, 0, sizeof cand);
         if (N % D || (e->a->dp && D != e->a->dp) || micro_for(e->a, P, D, &M, &last_err))
             continue;
-        if (build(e, P, D, M, &cand, &last_err)) {
+        if (build_best_m(e, P, D, M, &cand, &last_err)) {
             mp_plan_free(&cand);
             if (last_err.code == MP_ERR_NOMEM || last_err.code == MP_ERR_INPUT)
                 break;
@@ -351,7 +385,7 @@ static int plan_fixed(const struct env *e, struct mp_plan *p, struct mp_err *err
         return MP_FAIL(err, USAGE, "--ranks %lld is not --stages %d x --dp %d", a->ranks, P, D);
     if (micro_for(a, P, D, &M, err))
         return -1;
-    return build(e, P, D, M, p, err);
+    return build_best_m(e, P, D, M, p, err);
 }
 
 static void layer_list(const struct mp_plan *p, const struct mp_plan_stage *st, char *out,
