@@ -95,7 +95,7 @@ static int parse_flag(struct pipe_args *a, const char *f, const char *v, struct 
 
 static int parse(struct pipe_args *a, int argc, char **argv, struct mp_err *err)
 {
-    a->batch = 256, a->steps = 8, a->chunks = 2, a->budget_s = 0.15;
+    a->batch = 256, a->steps = 20, a->chunks = 2, a->budget_s = 0.15;
     a->n_sched = 4, a->n_M = 4;
     for (int i = 0; i < 4; i++)
         a->sched[i] = i, a->M[i] = 1 << i;
