@@ -29,6 +29,39 @@ void mp_cost_defaults(struct mp_cost_model *cm)
 }
 
 /* {"rows": [...]} or a bare array. */
+static json_t *load_rows(const char *path, json_t **root, struct mp_err *err);
+static int row_num(json_t *row, const char *key, const char *path, size_t i, double *out,
+                   struct mp_err *err);
+
+int mp_cost_load_rates(struct mp_cost_model *cm, const char *path, struct mp_err *err)
+{
+    json_t *root, *rows = load_rows(path, &root, err), *row;
+    if (!rows)
+        return -1;
+    double best = 0;
+    size_t i;
+    int rc = 0;
+    json_array_foreach(rows, i, row) {
+        double m = 0, g = 0;
+        if (row_num(row, "m", path, i, &m, err) || row_num(row, "gflops", path, i, &g, err)) {
+            rc = -1;
+            break;
+        }
+        if (m >= 256 && g > best)
+            best = g;
+    }
+    json_decref(root);
+    if (!rc && !(best > 0))
+        rc = MP_FAIL(err, INPUT, "%s: no row with m >= 256 and gflops > 0 (run mpipe bench gemm "
+                     "--shape 256x1024x1024 --json)", path);
+    if (!rc) {
+        cm->gemm_flops = best * 1e9;
+        snprintf(cm->source, sizeof cm->source, "analytic, GEMM %.0f GFLOPS measured", best);
+    }
+    return rc;
+}
+
+/* {"rows": [...]} or a bare array. */
 static json_t *load_rows(const char *path, json_t **root, struct mp_err *err)
 {
     json_error_t je;

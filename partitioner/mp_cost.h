@@ -34,6 +34,10 @@ void mp_cost_defaults(struct mp_cost_model *cm);
 /* Link levels from `mpipe bench p2p --json` rows: per relation, the smallest latency_us and the
  * largest bandwidth_GBps. Levels the file does not cover keep their defaults. */
 int mp_cost_load_links(struct mp_cost_model *cm, const char *path, struct mp_err *err);
+/* The machine's GEMM rate from `mpipe bench gemm --json` rows ({m, n, k, path, gflops}): the best
+ * figure at 256 or more rows, the regime the analytic rate stands for (fewer rows are scaled by the
+ * model's row efficiency). */
+int mp_cost_load_rates(struct mp_cost_model *cm, const char *path, struct mp_err *err);
 
 /* out[0..m->n_layers) for micro-batches of mb samples: analytic, or from `profile` (NULL: none;
  * rows {index, kind, forward_s, backward_input_s, backward_weight_s[, batch]}; a row measured at

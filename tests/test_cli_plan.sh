@@ -118,5 +118,15 @@ grep -q "<svg" "$T/t.svg" && ok "svg written" || bad "svg"
 echo '{"model": "x"}' >"$T/broken.json"
 expect_exit 2 "sim rejects a malformed plan" "$MPIPE" sim "$T/broken.json"
 
+# Measured machine rates instead of the documented default (mpipe bench gemm --json rows).
+echo '{"rows": [{"m": 256, "n": 1024, "k": 1024, "path": "native", "gflops": 123.0}]}' >"$T/rates.json"
+expect_exit 0 "plan --rates takes a bench gemm file" "$MPIPE" plan models/mlp.mp --stages 2 \
+    --rates "$T/rates.json" --json
+grep -q '"cost_source": "analytic, GEMM 123 GFLOPS measured"' "$T/out" &&
+    ok "the plan records the measured rate as its cost source" || bad "cost_source with --rates"
+echo '{"rows": [{"m": 32, "gflops": 40}]}' >"$T/rates_small.json"
+expect_exit 2 "plan --rates without a row of 256+ rows is refused" "$MPIPE" plan models/mlp.mp \
+    --stages 2 --rates "$T/rates_small.json"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

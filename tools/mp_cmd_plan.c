@@ -36,6 +36,8 @@ static const char help[] =
     "  --hosts FILE             Open MPI hostfile (`host slots=N`, optional topology=FILE.xml)\n"
     "  --profile PROFILE.json   measured layer times (mpipe bench layers --json)\n"
     "  --links P2P.json         measured links (mpipe bench p2p --json)\n"
+    "  --rates GEMM.json        this machine's GEMM rate (mpipe bench gemm --json) instead of\n"
+    "                           the documented default, for the analytic costs\n"
     "  --memory-per-rank BYTES  cap on params + grads + optimizer state + held activations\n"
     "                           (suffixes K, M, G)\n"
     "  --partition KIND         optimal (default: exact min of the bottleneck stage, compute +\n"
@@ -56,7 +58,7 @@ static const char help[] =
     "and ranks sharing a core are predicted to run that many times slower.\n";
 
 struct plan_args {
-    const char *model, *topology, *hosts, *profile, *links, *out, *rankfile;
+    const char *model, *topology, *hosts, *profile, *links, *rates, *out, *rankfile;
     long long stages, ranks, dp, micro, batch, chunks;  /* stages 0: auto */
     enum mp_sched_kind schedule;
     enum mp_part_kind partition;
@@ -94,6 +96,7 @@ static int parse_flag(struct plan_args *a, const char *f, const char *v, struct 
                        : mp_flag_is(f, "--hosts")   ? &a->hosts
                        : mp_flag_is(f, "--profile") ? &a->profile
                        : mp_flag_is(f, "--links")   ? &a->links
+                       : mp_flag_is(f, "--rates")   ? &a->rates
                        : mp_flag_is(f, "--out")     ? &a->out
                        : mp_flag_is(f, "--rankfile") ? &a->rankfile : NULL;
     if (!dst)
@@ -480,6 +483,8 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
     struct env e = {.a = &a, .m = &m, .cl = &cl};
     memset(&p, 0, sizeof p);
     mp_cost_defaults(&e.cm);
+    if (a.rates && mp_cost_load_rates(&e.cm, a.rates, err))
+        return -1;
     if (a.links && mp_cost_load_links(&e.cm, a.links, err))
         return -1;
     /* A model path that names nothing is a usage mistake (exit 2), not an I/O failure. */
