@@ -34,7 +34,7 @@ static const char help[] =
     "  --data SRC            fashion-mnist (default) | mnist-dir:DIR | synthetic:N\n"
     "  --batch B             local mini-batch (default 64)\n"
     "  --optimizer O         sgd | momentum | nesterov | adam | adamw | rmsprop | lamb (default adam)\n"
-    "  --lr X                (default 0.0005)\n"
+    "  --lr X                (default 0.0002)\n"
     "  --lr-schedule K       constant (default) | step | cosine | plateau, over a round's steps\n"
     "  --warmup N            linear warm-up steps per round (default 0)\n"
     "  --momentum X          (default 0.9)   --weight-decay X  (default: torch.optim's)\n"
@@ -147,7 +147,8 @@ static void defaults(struct fed_args *a)
     c->batch = 64;
     c->optim.kind = MP_OPT_ADAM;
     c->lr.kind = MP_LR_CONSTANT;
-    c->lr.base_lr = 5e-4;
+    /* 5e-4 plateaued at 0.843 on 8 Dirichlet(0.5) clients (client drift); 2e-4 reached 0.862. */
+    c->lr.base_lr = 2e-4;
 }
 
 static int parse_args(struct fed_args *a, int argc, char **argv, struct mp_err *err)
