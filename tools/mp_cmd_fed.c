@@ -151,31 +151,23 @@ static void defaults(struct fed_args *a)
     c->lr.base_lr = 2e-4;
 }
 
+/* One flag through the federation, local-data and optimisation parsers; 1 when none knows it. */
+static int parse_flag(void *ctx, const char *f, const char *v, struct mp_err *err)
+{
+    struct fed_args *a = ctx;
+    int rc = parse_fed_flag(a, f, v, err);
+    if (rc == 1)
+        rc = parse_local_flag(a, f, v, err);
+    if (rc == 1)
+        rc = mp_flag_optim(&a->opt, f, v, err);
+    return rc;
+}
+
 static int parse_args(struct fed_args *a, int argc, char **argv, struct mp_err *err)
 {
-    for (int i = 1; i < argc;) {
-        const char *f, *v;
-        if (argv[i][0] != '-') {
-            if (a->model_path)
-                return MP_FAIL(err, USAGE, "unexpected argument '%s' (one model file only)",
-                               argv[i]);
-            a->model_path = argv[i++];
-            continue;
-        }
-        if (mp_flag_next(argc, argv, &i, &f, &v, takes_value, err))
-            return -1;
-        int rc = parse_fed_flag(a, f, v, err);
-        if (rc == 1)
-            rc = parse_local_flag(a, f, v, err);
-        if (rc == 1)
-            rc = mp_flag_optim(&a->opt, f, v, err);
-        if (rc == 1)
-            return MP_FAIL(err, USAGE, "unknown flag '%s' (see mpipe fed --help)", f);
-        if (rc)
-            return -1;
-    }
-    if (!a->model_path)
-        return MP_FAIL(err, USAGE, "no model file given (e.g. mpipe fed models/mlp.mp ...)");
+    if (mp_flag_walk(argc, argv, takes_value, parse_flag, a, &a->model_path, "fed",
+                     "mpipe fed models/mlp.mp ...", err))
+        return -1;
     if (!a->cfg.clients || !a->cfg.rounds)
         return MP_FAIL(err, USAGE, "--clients C and --rounds R are required");
     if (a->cfg.resume && !a->cfg.ckpt_dir)

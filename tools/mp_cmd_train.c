@@ -206,33 +206,25 @@ static int parse_dp_flag(struct train_args *a, const char *f, const char *v, str
     return 0;
 }
 
+/* One flag through the parsers of each group; 1 when none knows it. */
+static int parse_flag(void *ctx, const char *f, const char *v, struct mp_err *err)
+{
+    struct train_args *a = ctx;
+    int rc = parse_run_flag(a, f, v, err);
+    if (rc == 1)
+        rc = parse_dp_flag(a, f, v, err);
+    if (rc == 1)
+        rc = parse_optim_flag(a, f, v, err);
+    if (rc == 1)
+        rc = parse_ckpt_flag(a, f, v, err);
+    return rc;
+}
+
 static int parse_args(struct train_args *a, int argc, char **argv, struct mp_err *err)
 {
-    for (int i = 1; i < argc;) {
-        const char *f, *v;
-        if (argv[i][0] != '-') {
-            if (a->model_path)
-                return MP_FAIL(err, USAGE, "unexpected argument '%s' (one model file only)",
-                               argv[i]);
-            a->model_path = argv[i++];
-            continue;
-        }
-        if (mp_flag_next(argc, argv, &i, &f, &v, takes_value, err))
-            return -1;
-        int rc = parse_run_flag(a, f, v, err);
-        if (rc == 1)
-            rc = parse_dp_flag(a, f, v, err);
-        if (rc == 1)
-            rc = parse_optim_flag(a, f, v, err);
-        if (rc == 1)
-            rc = parse_ckpt_flag(a, f, v, err);
-        if (rc == 1)
-            return MP_FAIL(err, USAGE, "unknown flag '%s' (see mpipe train --help)", f);
-        if (rc)
-            return -1;
-    }
-    if (!a->model_path)
-        return MP_FAIL(err, USAGE, "no model file given (e.g. mpipe train models/mlp.mp)");
+    if (mp_flag_walk(argc, argv, takes_value, parse_flag, a, &a->model_path, "train",
+                     "mpipe train models/mlp.mp", err))
+        return -1;
     if (!a->cfg.ckpt_dir && (a->cfg.resume || a->cfg.ckpt_every || a->cfg.ckpt_keep))
         return MP_FAIL(err, USAGE, "--resume, --checkpoint-every and --keep need --checkpoint DIR");
     return 0;

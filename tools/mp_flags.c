@@ -99,3 +99,30 @@ int mp_flag_choice(const char *flag, const char *val, const char *const *choices
     }
     return MP_FAIL(err, USAGE, "%s: '%s' is not one of %s", flag, val, list);
 }
+
+int mp_flag_walk(int argc, char **argv, int (*takes_value)(const char *flag),
+                 int (*handle)(void *ctx, const char *flag, const char *val, struct mp_err *err),
+                 void *ctx, const char **model, const char *cmd, const char *example,
+                 struct mp_err *err)
+{
+    for (int i = 1; i < argc;) {
+        const char *f, *v;
+        if (argv[i][0] != '-') {
+            if (*model)
+                return MP_FAIL(err, USAGE, "unexpected argument '%s' (one model file only)",
+                               argv[i]);
+            *model = argv[i++];
+            continue;
+        }
+        if (mp_flag_next(argc, argv, &i, &f, &v, takes_value, err))
+            return -1;
+        int rc = handle(ctx, f, v, err);
+        if (rc == 1)
+            return MP_FAIL(err, USAGE, "unknown flag '%s' (see mpipe %s --help)", f, cmd);
+        if (rc)
+            return -1;
+    }
+    if (!*model)
+        return MP_FAIL(err, USAGE, "no model file given (e.g. %s)", example);
+    return 0;
+}

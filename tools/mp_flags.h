@@ -13,6 +13,14 @@
 /* Walks argv from index 1: returns the flag at *i and sets *val to its value (the next argument,
  * or the part after '=' in --flag=value), advancing *i. has_value says whether the flag takes one;
  * a missing value is MP_ERR_USAGE. */
+/* Walks argv[1..]: one positional argument (the model file) into *model, every flag through
+ * handle(ctx, flag, value), which returns 0 (taken), 1 (not a flag it knows) or -1 (bad value).
+ * Unknown flags and a second positional argument are MP_ERR_USAGE naming `cmd`; a missing model
+ * is MP_ERR_USAGE with `example` as the hint. */
+int mp_flag_walk(int argc, char **argv, int (*takes_value)(const char *flag),
+                 int (*handle)(void *ctx, const char *flag, const char *val, struct mp_err *err),
+                 void *ctx, const char **model, const char *cmd, const char *example,
+                 struct mp_err *err);
 int mp_flag_next(int argc, char **argv, int *i, const char **flag, const char **val,
                  int (*has_value)(const char *flag), struct mp_err *err);
 int mp_flag_int(const char *flag, const char *val, long long min, long long max, long long *out,
