@@ -96,7 +96,43 @@ const char *mp_gemm_path_name(enum mp_gemm_path p)
  *
  * So: a thin dimension (< 32) always goes to sup; A·B (no transpose) always goes to sup; At·B goes
  * to the packed path once n is wide; A·Bt goes to the packed path for tall C or a short inner
- * dimension. Elsewhere the two paths were within a few percent, about the run-to-run noise. */
+ * dimension. Elsewhere the two paths were within a few percent, about the run-to-run noise.
+ *
+ * zen, zen2, zen3 (AMD; measured on a 2-core EPYC Zen3 VM, `mpipe bench gemm`, 1 thread). There
+ * the sup path is much slower on the MLP's wide shapes, A·B included, unlike haswell on Intel;
+ * GFLOPS cblas / native:
+ *
+ *   shape (role)                      m     n     k   op     cblas native  winner
+ *   dense 1024->1024 fwd  B=32        32  1024  1024   A·Bt    34.6  51.9   native
+ *   dense 1024->1024 fwd  B=256      256  1024  1024   A·Bt    31-51 69-73  native
+ *   dense 784->1024 fwd   B=512      512  1024   784   A·Bt    71.3  62.2   cblas (lone case)
+ *   dense 784->1024 dx    B=32        32   784  1024   A·B     59.9  56.9   cblas (5%, noise)
+ *   dense 1024->1024 dx   B=64        64  1024  1024   A·B     44.1  58.9   native
+ *   dense 1024->1024 dx   B=256      256  1024  1024   A·B     50-54 70-79  native
+ *   dense 1024->1024 dW   B=64      1024  1024    64   At·B    29.3  58.2   native
+ *   dense 1024->1024 dW   B=256     1024  1024   256   At·B    75.0  75.3   (tie)
+ *   dense 3136->1024 dx   B=128      128  3136  1024   A·B     56.7  58.0   native
+ *   dense 1024->10 (all roles)       ..    10    ..   any    35-48 18-35  cblas
+ *   conv1 fwd / dW per sample        32 784/25 25/784 A·B/A·Bt 52/50 34/18  cblas
+ *   conv2 fwd per sample             64   196   800   A·B     65.5  57.6   cblas
+ *   conv2 dcol per sample           800   196    64   At·B    66.1  59.3   cblas
+ *   conv2 dW per sample              64   800   196   A·Bt    51.1  67.6   native
+ *
+ * So on zen: thin (< 32) goes to sup; a wide C (n >= 512) goes to the packed path whenever an
+ * operand is transposed or the inner dimension is long; the rest (the CNN's per-sample shapes)
+ * goes to sup. */
+static enum mp_gemm_path rule_zen(int trans_a, int trans_b, size_t n, size_t k)
+{
+    if (n >= 512 && (trans_a || trans_b || k >= 512))
+        return MP_GEMM_NATIVE;
+    return MP_GEMM_CBLAS;
+}
+
+static int arch_is_zen(arch_t a)
+{
+    return a == BLIS_ARCH_ZEN || a == BLIS_ARCH_ZEN2 || a == BLIS_ARCH_ZEN3;
+}
+
 static enum mp_gemm_path rule(int trans_a, int trans_b, size_t m, size_t n, size_t k)
 {
     pthread_once(&native_once, native_setup);
@@ -107,6 +143,8 @@ static enum mp_gemm_path rule(int trans_a, int trans_b, size_t m, size_t n, size
         lo = k;
     if (lo < 32)
         return MP_GEMM_CBLAS;
+    if (arch_is_zen(active_arch))
+        return rule_zen(trans_a, trans_b, n, k);
     if (trans_a)
         return n >= 512 ? MP_GEMM_NATIVE : MP_GEMM_CBLAS;
     if (trans_b)
