@@ -194,6 +194,9 @@ static void make_ctx(const struct mp_exec *e, const struct mp_exec_io *io, int m
     ctx->seed = io ? io->seed : 0;
     ctx->step = io ? io->step : 0;
     ctx->micro_batch = (uint64_t)mb + (uint64_t)(io ? io->mb_offset : 0);
+    /* W runs in micro-batch order per chunk (the validator proves it), so micro-batch 0 of this
+     * replica's block is each layer's first gradient of the step: it overwrites, the rest add. */
+    ctx->overwrite = io && mb == 0;
     ctx->global_batch = io ? io->global_batch : 1;
     ctx->scratch = e->st->scratch;
     ctx->scratch_len = e->st->scratch_len;

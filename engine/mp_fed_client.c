@@ -73,7 +73,6 @@ static double local_step(struct client *c, const float *global, uint64_t step, d
 {
     const struct mp_fed_cfg *cfg = c->cfg;
     struct mp_stage *st = &c->fm.st;
-    memset(st->grad, 0, st->n_param * sizeof(float));
     struct mp_exec_io io = {.ds = c->train, .idx = c->batch_idx, .seed = run_seed, .step = step,
                             .global_batch = cfg->batch};
     if (mp_exec_step(&c->fm.ex, &io, err))

@@ -58,7 +58,6 @@ static int run_replica(struct loop *L, const uint32_t *idx, int r, double *loss,
     const struct mp_sched *s = sched_for(L, L->dp.n_mb[r], err);
     if (!s || mp_exec_set_sched(&L->ex, s, err))
         return -1;
-    memset(L->st.grad, 0, L->st.n_param * sizeof(float));
     struct mp_exec_io io = {.ds = &L->data.train, .idx = idx, .seed = c->seed, .step = L->step,
                             .global_batch = c->batch, .mb_offset = L->dp.first_mb[r]};
     if (mp_exec_step(&L->ex, &io, err))

@@ -263,6 +263,8 @@ static void conv_backward_weight(const struct mp_layer *l, const struct mp_ctx *
     float *dw = dparam;               /* (out, ckk) */
     float *db = dparam + l->n_weight; /* (out) */
     float *col = ctx->scratch;        /* (ckk, ohw) */
+    if (ctx->overwrite) /* small next to the GEMMs: zero and accumulate as ever */
+        memset(dparam, 0, (l->n_weight + l->n_bias) * sizeof(float));
     for (size_t s = 0; s < batch; s++) {
         const float *xs = x + s * in_len;
         const float *dys = dy + s * out_len; /* (out, ohw) */

@@ -76,15 +76,18 @@ static void dense_backward_weight(const struct mp_layer *l, const struct mp_ctx 
                                   const float *x, const float *y, const float *saved,
                                   const float *dy, float *dparam, size_t batch)
 {
-    (void)ctx;
     (void)y;
     (void)saved;
     size_t n_in = l->in.d[0], n_out = l->n_out;
     float *dw = dparam;               /* (n_out, n_in) */
     float *db = dparam + l->n_weight; /* (n_out) */
-    /* dW += dyᵀ·x: (n_out, batch)·(batch, n_in) */
-    mp_gemm(1, 0, n_out, n_in, batch, 1.0f, dy, n_out, x, n_in, 1.0f, dw, n_in);
+    /* dW += dyᵀ·x: (n_out, batch)·(batch, n_in); beta = 0 on the step's first micro-batch, which
+     * BLIS computes as 0 + dyᵀ·x would be, without reading dW. */
+    float beta = ctx->overwrite ? 0.0f : 1.0f;
+    mp_gemm(1, 0, n_out, n_in, batch, 1.0f, dy, n_out, x, n_in, beta, dw, n_in);
     /* db += column sums of dy, added sample by sample so the order is fixed and vectorisable. */
+    if (ctx->overwrite)
+        memset(db, 0, n_out * sizeof(float));
     for (size_t s = 0; s < batch; s++) {
         const float *row = dy + s * n_out;
         for (size_t o = 0; o < n_out; o++)

@@ -58,6 +58,8 @@ struct mp_ctx {
     size_t scratch_len;
     double *loss_sum;      /* loss layers add the sum of per-sample losses here (may be NULL) */
     size_t *n_correct;     /* loss layers add the number of argmax hits here (may be NULL) */
+    int overwrite;         /* W only: 1 = the step's first micro-batch, dparam = (not +=) its
+                              gradient, so the arena needs no zeroing pass before the step */
 };
 
 struct mp_layer;
@@ -77,7 +79,8 @@ struct mp_layer_ops {
     void (*backward_input)(const struct mp_layer *l, const struct mp_ctx *ctx, const float *param,
                            const float *x, const float *y, const float *saved, const float *dy,
                            float *dx, size_t batch);
-    /* W: dparam += dL/dparam (accumulates, beta = 1). NULL for layers without parameters. */
+    /* W: dparam += dL/dparam (accumulates, beta = 1), or dparam = dL/dparam when
+     * ctx->overwrite (the same bits as += onto zeros). NULL for layers without parameters. */
     void (*backward_weight)(const struct mp_layer *l, const struct mp_ctx *ctx, const float *x,
                             const float *y, const float *saved, const float *dy, float *dparam,
                             size_t batch);

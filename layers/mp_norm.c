@@ -88,9 +88,11 @@ static void layernorm_backward_weight(const struct mp_layer *l, const struct mp_
                                       const float *x, const float *y, const float *saved,
                                       const float *dy, float *dparam, size_t batch)
 {
-    (void)ctx, (void)y;
+    (void)y;
     size_t n = mp_layer_in_len(l);
     float *dw = dparam, *db = dparam + n; /* (n), (n) */
+    if (ctx->overwrite)
+        memset(dparam, 0, 2 * n * sizeof(float));
     for (size_t s = 0; s < batch; s++) {
         const float *xs = x + s * n, *dys = dy + s * n; /* (n), (n) */
         float m = saved[2 * s], rstd = saved[2 * s + 1];

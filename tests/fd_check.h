@@ -244,7 +244,8 @@ static inline void fd_check_forward(struct fd_bufs *b)
     assert_true(isfinite(b->loss_sum));
 }
 
-/* W into zeroed dparam, then again: the second call must accumulate (2x the first). */
+/* W into zeroed dparam, then again: the second call must accumulate (2x the first); then with
+ * ctx->overwrite over garbage, which must give the first call's values. */
 static inline void fd_weight_grad(struct fd_bufs *b, const float *dy)
 {
     const struct mp_layer *l = b->l;
@@ -263,6 +264,22 @@ static inline void fd_weight_grad(struct fd_bufs *b, const float *dy)
         if (!(fabs(got - want) <= 1e-5 * (fabs(want) + gmax) + 1e-30)) {
             print_error("%s: backward_weight does not accumulate: dparam[%zu] %.8g after two "
                         "calls, %.8g after one\n", l->ops->name, i, got, (double)g1[i]);
+            free(g1);
+            fail();
+        }
+    }
+    /* The step's first micro-batch overwrites: over garbage (NaN) it must give the very values
+     * that accumulating onto zeros gave (== also equates the zero of either sign). */
+    fd_fill_nan(b->dparam, b->np);
+    fd_fill_nan(b->scratch, b->nscratch);
+    b->ctx.overwrite = 1;
+    l->ops->backward_weight(l, &b->ctx, b->x, b->y, b->saved, dy, b->dparam, b->batch);
+    b->ctx.overwrite = 0;
+    for (size_t i = 0; i < b->np; i++) {
+        if (!(b->dparam[i] == g1[i])) {
+            print_error("%s: backward_weight with ctx->overwrite: dparam[%zu] %.9g, but %.9g "
+                        "accumulated onto zeros\n", l->ops->name, i, (double)b->dparam[i],
+                        (double)g1[i]);
             free(g1);
             fail();
         }
