@@ -44,7 +44,9 @@ int mp_bench_wants_help(int argc, char **argv);
 struct mp_bench_layer_time {
     double f, b, w;
 };
-int mp_bench_profile(const struct mp_model *m, size_t mb, double budget_s,
+/* Per-layer median times at micro-batch mb; cold: each timed call after 64 MB of other data went
+ * through the caches (what PROFILE.json holds), else on the caches the previous call left. */
+int mp_bench_profile(const struct mp_model *m, size_t mb, double budget_s, int cold,
                      struct mp_bench_layer_time *out, int *reps, struct mp_err *err);
 
 /* The benchmarks (mp_bench_*.c); argv[0] is the benchmark name. */

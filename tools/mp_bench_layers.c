@@ -88,7 +88,7 @@ static void evict_caches(void)
 
 /* Median seconds of one call after two warm-up calls, repeated for the budget (5 to 200). */
 static double time_call(const struct mp_layer *l, const struct mp_ctx *ctx, struct bufs *b,
-                        int which, size_t mb, double budget, int *reps)
+                        int which, size_t mb, double budget, int cold, int *reps)
 {
     double t[200];
     size_t n = 0;
@@ -96,7 +96,8 @@ static double time_call(const struct mp_layer *l, const struct mp_ctx *ctx, stru
         call(l, ctx, b, which, mb);
     double start = mp_xport_now();
     while (n < 200 && (n < 5 || mp_xport_now() - start < 2 * budget)) {
-        evict_caches();
+        if (cold)
+            evict_caches();
         double t0 = mp_xport_now();
         call(l, ctx, b, which, mb);
         t[n++] = mp_xport_now() - t0;
@@ -106,7 +107,7 @@ static double time_call(const struct mp_layer *l, const struct mp_ctx *ctx, stru
     return mp_bench_median(t, n);
 }
 
-int mp_bench_profile(const struct mp_model *m, size_t mb, double budget_s,
+int mp_bench_profile(const struct mp_model *m, size_t mb, double budget_s, int cold,
                      struct mp_bench_layer_time *out, int *reps, struct mp_err *err)
 {
     memset(out, 0, sizeof *out * (size_t)m->n_layers);
@@ -120,10 +121,10 @@ int mp_bench_profile(const struct mp_model *m, size_t mb, double budget_s,
         struct mp_ctx ctx = {.labels = b.labels, .training = 1, .seed = 1, .global_batch = mb,
                              .scratch = b.scratch, .scratch_len = b.scratch_len,
                              .loss_sum = &loss, .n_correct = &correct};
-        out[i].f = time_call(l, &ctx, &b, 0, mb, budget_s / 3, reps);
-        out[i].b = time_call(l, &ctx, &b, 1, mb, budget_s / 3, reps);
+        out[i].f = time_call(l, &ctx, &b, 0, mb, budget_s / 3, cold, reps);
+        out[i].b = time_call(l, &ctx, &b, 1, mb, budget_s / 3, cold, reps);
         if (l->ops->backward_weight)
-            out[i].w = time_call(l, &ctx, &b, 2, mb, budget_s / 3, reps);
+            out[i].w = time_call(l, &ctx, &b, 2, mb, budget_s / 3, cold, reps);
         free_bufs(&b);
     }
     return 0;
@@ -249,7 +250,7 @@ int mp_bench_layers(int argc, char **argv, struct mp_err *err)
     if (!rc)
         rc = mp_bench_init(&b, a.json, &argc, &argv, err);
     if (!rc)
-        rc = mp_bench_profile(&m, (size_t)a.batch, a.budget_s, t, &reps, err);
+        rc = mp_bench_profile(&m, (size_t)a.batch, a.budget_s, 1, t, &reps, err);
     if (!rc && b.size > 1)
         rc = mp_xport_allreduce_max(b.x, (double *)t, 3 * (size_t)m.n_layers,
                                     "the layer timings", err);
