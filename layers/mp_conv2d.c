@@ -3,7 +3,8 @@
  * is lowered with im2col into ctx->scratch and multiplied by BLIS; the backward runs the
  * transposed GEMM plus col2im (B) and a beta = 1 GEMM that accumulates the weight gradient (W).
  * Per-sample GEMMs write straight into the NCHW activations, so no layout copies are needed; their
- * shapes (e.g. 64×196×800 for the CNN's second conv) already run at ~100 GFLOPS here. */
+ * shapes (e.g. 64×196×800 for the CNN's second conv) run at ~100 GFLOPS on a Xeon (skx) and at
+ * 62-71 on an EPYC Zen3 core (peak 78); grouping samples into wider GEMMs was measured slower. */
 #include <math.h>
 #include <string.h>
 
@@ -187,6 +188,16 @@ static void col2im(const struct geom *g, const float *col, float *dx, float *pad
 /* A 1×1, stride-1, unpadded convolution's columns are the input itself. */
 static int is_pointwise(const struct geom *g) { return g->k == 1 && g->s == 1 && g->p == 0; }
 
+/* Why one sample per GEMM: grouping G samples side by side into one (ckk, G·ohw) column matrix
+ * (one out × G·ohw × ckk forward GEMM, one W GEMM with inner G·ohw, one dcol GEMM, plus copies
+ * between the (out, G, ohw) GEMM layout and NCHW) was built and measured on the EPYC Zen3 VM, and
+ * it does not pay. The wider GEMMs run slower, not faster, because their column operand no longer
+ * stays in the 512 KiB L2 (GFLOPS, interleaved in one process, best path each; 1 sample vs 4):
+ * conv2 forward 64×196×800 64.4 vs 64×784×800 57.2, dW 64×800×196 64.7 vs 64×800×784 59.0, dcol
+ * 800×196×64 64.4 vs 800×784×64 67.3 (the only gain), conv1 forward 32×784×25 59.9 vs 32×3136×25
+ * 51.2. Whole kernels, F + B + W on 128 samples (medians of 15-21 rounds, G values interleaved;
+ * the median of 5 such runs): conv2 135.3 ms at G = 1, 139.5 at G = 2, 137.4 at G = 4, and 154 at
+ * G = 8 (one run); conv1 13.8-14.1 ms at G = 1, 15.2-16.1 at G = 2..16 (two runs). */
 static void conv_forward(const struct mp_layer *l, const struct mp_ctx *ctx, const float *param,
                          const float *x, float *y, float *saved, size_t batch)
 {
