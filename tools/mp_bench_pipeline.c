@@ -1,7 +1,8 @@
 /* `mpipe bench pipeline`: for every stage count P' (the first P' ranks, via mp_xport_sub),
  * schedule and micro-batch count M, runs real training steps (synthetic data, mp_train_run) and
  * simulates the same configuration with the engine's simulator, fed with what this machine
- * measured a moment before: per-layer times at the micro-batch size, the optimizer's per-parameter
+ * measured a moment before: per-layer times at the micro-batch size (hot and cold caches, mixed
+ * per rank by its share of the last-level cache), the optimizer's per-parameter
  * cost and a ping-pong link model. Reports measured vs simulated step time and their error. */
 #include <math.h>
 #include <stdio.h>
@@ -29,9 +30,9 @@ struct pipe_args {
 /* What the simulator is fed, measured on this machine before the sweep. */
 struct machine {
     double lat_s, bw_Bps;         /* ping-pong between ranks 0 and 1 */
-    double opt_s_per_param;       /* zero_grad memset + Adam update, per parameter */
+    double opt_s_per_param;       /* the Adam update, per parameter */
     size_t mbs[MAX_LIST];         /* distinct micro-batch sizes */
-    struct mp_bench_layer_time *prof[MAX_LIST];     /* cold caches (64 MB evicted per call) */
+    struct mp_bench_layer_time *prof_cold[MAX_LIST]; /* cold caches (64 MB evicted per call) */
     struct mp_bench_layer_time *prof_hot[MAX_LIST]; /* hot: the same kernel just ran */
     int n_mbs;
     double llc_bytes;             /* last-level cache of rank 0's core, 0 if unknown */
@@ -189,7 +190,7 @@ static int measure_layers(struct mp_bench *b, const struct mp_model *m, const st
             free(t), free(h);
             return MP_FAIL(err, NOMEM, "out of memory");
         }
-        mc->mbs[mc->n_mbs] = mbs, mc->prof_hot[mc->n_mbs] = h, mc->prof[mc->n_mbs++] = t;
+        mc->mbs[mc->n_mbs] = mbs, mc->prof_hot[mc->n_mbs] = h, mc->prof_cold[mc->n_mbs++] = t;
         for (int cold = 0; cold < 2; cold++) {
             struct mp_bench_layer_time *p = cold ? t : h;
             if (mp_bench_profile(m, mbs, a->budget_s, cold, p, NULL, err) ||
@@ -338,16 +339,18 @@ static int simulate(const struct mp_model *m, const struct machine *mc, size_t b
     if (!rc)
         rc = mp_sched_make(&s, r->sched, r->P, r->V, r->M, err);
     if (!rc) {
+        /* Only the bytes each virtual stage holds and its parameters are read here; they do not
+         * depend on the times, which sim_once recomputes from the mixed profile. */
         double *held = buf + 4 * (size_t)S, *par = buf + 5 * (size_t)S;
-        stage_costs(m, mc->prof[k], mbs, S, bounds, buf, buf + S, buf + 2 * S, buf + 3 * S, held,
-                    par);
+        stage_costs(m, mc->prof_cold[k], mbs, S, bounds, buf, buf + S, buf + 2 * S, buf + 3 * S,
+                    held, par);
         for (int q = 0; q < r->P; q++) {
             double ws = 0;
             for (int v = q; v < S; v += r->P)
                 ws += 2.0 * sizeof(float) * par[v] + held[v]; /* weights, grads, one slab */
             double miss = miss_fraction(mc, r->P, ws);
             for (int v = q; v < S; v += r->P)
-                mix_profile(mc->prof_hot[k], mc->prof[k], miss, bounds[v], bounds[v + 1], mix);
+                mix_profile(mc->prof_hot[k], mc->prof_cold[k], miss, bounds[v], bounds[v + 1], mix);
         }
         rc = sim_once(m, mc, &s, r, mbs, bounds, mix, buf, res, err);
     }
@@ -557,7 +560,7 @@ int mp_bench_pipeline(int argc, char **argv, struct mp_err *err)
         rc = write_outputs(&a, &sw, err);
     remove(sw.metrics), remove(sw.trace);
     for (int k = 0; k < mc.n_mbs; k++)
-        free(mc.prof[k]), free(mc.prof_hot[k]);
+        free(mc.prof_cold[k]), free(mc.prof_hot[k]);
     free(sw.rows);
     mp_model_free(&m);
     if (b.x)
