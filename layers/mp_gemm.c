@@ -7,6 +7,9 @@
 
 #include <blis.h>
 #include <cblas.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,23 +20,58 @@ static pthread_once_t native_once = PTHREAD_ONCE_INIT;
 
 /* BLIS 0.9 picks `skx` (AVX-512 kernels) only when it can tell the core has two 512-bit FMA units;
  * under a hypervisor that hides the model it says "Number of FMA units unknown" and falls back to
- * `haswell` (AVX2). Measured here, skx runs the MLP's GEMMs at 130-160 GFLOPS against haswell's
- * 95-110 (one 256-sample MLP step: 50 ms against 61 ms), so on an Intel CPU with the AVX-512
- * subsets skx needs we ask for it, through BLIS's own BLIS_ARCH_TYPE, before BLIS initialises.
- * A BLIS_ARCH_TYPE set by the user wins. A core with one 512-bit FMA unit has the same peak
- * either way, so the choice should cost nothing there (not measured: no such machine here). */
+ * `haswell` (AVX2). Measured on a 2-core Xeon VM, skx runs the MLP's GEMMs at 130-160 GFLOPS
+ * against haswell's 95-110 (one 256-sample MLP step: 50 ms against 61 ms), so on an Intel CPU with
+ * the AVX-512 subsets skx needs we ask for it, through BLIS's own BLIS_ARCH_TYPE, before BLIS
+ * initialises. A BLIS_ARCH_TYPE set by the user wins. A core with one 512-bit FMA unit has the
+ * same peak either way, so the choice should cost nothing there (not measured: no such machine).
+ *
+ * AMD: BLIS 0.9 knows the families up to 0x19 (Zen3). On a newer one it falls back to `generic`,
+ * its reference kernels: on a 2-core EPYC of family 0x1A (Zen5, full-width AVX-512), sgemm
+ * 256x1024x1024 ran at 36 GFLOPS generic, 60-105 zen3, 106 haswell and 197 skx. So a family of
+ * 0x1A or later gets skx when it has the AVX-512 subsets, else zen3 (AVX2 + FMA). Zen4 (0x19 with
+ * double-pumped AVX-512) is left to BLIS: not measured here. */
+static unsigned amd_family(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return 0;
+    unsigned base = (a >> 8) & 0xf, ext = (a >> 20) & 0xff;
+    return base == 0xf ? base + ext : base;
+}
+
+static int has_skx_subsets(void)
+{
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512cd");
+}
+
 static void choose_subconfig(void)
 {
-#if defined(BLIS_CONFIG_SKX) && (defined(__x86_64__) || defined(__i386__))
+#if defined(__x86_64__) || defined(__i386__)
     if (getenv("BLIS_ARCH_TYPE"))
         return;
     __builtin_cpu_init();
-    if (!__builtin_cpu_is("intel") || !__builtin_cpu_supports("avx512f") ||
-        !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512bw") ||
-        !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512cd"))
+    int arch = -1;
+#if defined(BLIS_CONFIG_SKX)
+    if (__builtin_cpu_is("intel") && has_skx_subsets())
+        arch = BLIS_ARCH_SKX;
+#endif
+    if (__builtin_cpu_is("amd") && amd_family() >= 0x1a) {
+#if defined(BLIS_CONFIG_ZEN3)
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            arch = BLIS_ARCH_ZEN3;
+#endif
+#if defined(BLIS_CONFIG_SKX)
+        if (has_skx_subsets())
+            arch = BLIS_ARCH_SKX;
+#endif
+    }
+    if (arch < 0)
         return;
     char id[16];
-    snprintf(id, sizeof id, "%d", (int)BLIS_ARCH_SKX);
+    snprintf(id, sizeof id, "%d", arch);
     setenv("BLIS_ARCH_TYPE", id, 0);
 #endif
 }
