@@ -431,6 +431,13 @@ static void print_table(const struct mp_plan *p)
     if (p->allreduce_s > 0)
         printf(" (allreduce %.3f ms)", 1e3 * p->allreduce_s);
     printf("\n");
+    /* The default rates are a Zen3 core's: on other machines the layout choice holds (every
+     * option is priced alike) but the seconds do not, e.g. 4634 predicted against ~11000
+     * measured samples/s on a Zen5 core running skx kernels. */
+    if (strcmp(p->cost_source, "analytic") == 0)
+        printf("# times at the default GEMM rate (%.0f GFLOPS); for this machine's, pass --rates "
+               "(mpipe bench gemm --json) or --profile (mpipe bench layers --json)\n",
+               MP_COST_GEMM_FLOPS / 1e9);
     if (p->bottleneck >= 0 && p->bottleneck < p->n_stages) {
         const struct mp_plan_stage *b = &p->stages[p->bottleneck];
         printf("bottleneck: stage %d (layers %d..%d): %.3f ms compute + %.3f ms communication "
