@@ -2,6 +2,7 @@
  * message and an exit code (DESIGN.md §4: 0 ok, 2 bad usage or input, 3 I/O or checkpoint, 4 peer
  * or deadline, 5 numerical). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mp_cli.h"
@@ -49,6 +50,11 @@ int main(int argc, char **argv)
     /* BLIS picks its kernel set from the environment on first use: do that now, before MPI starts
      * threads (mp_gemm.c may choose the kernel set for this CPU, DESIGN.md §6). */
     (void)mp_gemm_arch();
+    /* hwloc (ours, and Open MPI's at MPI_Init) would dlopen its GPU plugins, gl and opencl, which
+     * find no device here (a CPU engine) but pull libX11 and libOpenCL into every rank; with them
+     * loaded, LeakSanitizer's exit-time check on Debian 12 crashed reading their threads' TLS
+     * ("Tracer caught signal 11"). A list of the user's own wins. */
+    setenv("HWLOC_PLUGINS_BLACKLIST", "hwloc_gl,hwloc_opencl", 0);
     static const struct {
         const char *name;
         int (*run)(int, char **, struct mp_err *);
