@@ -118,7 +118,7 @@ static void remove_dir(const char *path)
     rmdir(path);
 }
 
-static int make_dirs(const char *dir, struct mp_err *err)
+int mp__ckpt_make_dirs(const char *dir, struct mp_err *err)
 {
     char p[4096];
     snprintf(p, sizeof p, "%s", dir);
@@ -294,7 +294,7 @@ static int publish(const struct mp_ckpt_io *io, const struct mp__ckpt_manifest *
 /* Rank 0: a fresh temporary directory for this step. */
 static int make_tmp(const char *dir, const char *tmp, struct mp_err *err)
 {
-    if (make_dirs(dir, err))
+    if (mp__ckpt_make_dirs(dir, err))
         return -1;
     remove_dir(tmp);
     if (mkdir(tmp, 0755))

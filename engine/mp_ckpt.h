@@ -53,6 +53,11 @@ int mp_ckpt_save(const struct mp_ckpt_io *io, const struct mp_ckpt_pos *pos, str
  * MP_ERR_USAGE when the run is incompatible (other model, M, batch or optimizer). Collective. */
 int mp_ckpt_resume(const struct mp_ckpt_io *io, struct mp_ckpt_pos *pos, struct mp_err *err);
 
+/* DIR/layout.json {"M", "batch", "P", "V", "D", "schedule"}: written by world rank 0 as training
+ * starts, before any checkpoint exists, so that a supervisor restarting a job that died before
+ * its first checkpoint (tools/mpipe-run) can pin the same M and batch, and the fresh start
+ * computes the uninterrupted run's numbers on whatever ranks remain. Nothing without a DIR. */
+int mp_ckpt_write_layout(const struct mp_train_cfg *c, struct mp_err *err);
 /* ---- internal (mp_ckpt*.c and tests) ---- */
 
 struct mp__ckpt_file {
@@ -93,6 +98,8 @@ int mp__ckpt_candidates(const char *dir, uint64_t *steps, int max, struct mp_err
 int mp__ckpt_fault(const char *what, uint64_t count);
 /* Records the step this run's timeline continues from (saves and resumes call it). */
 void mp__ckpt_mark(uint64_t step);
+/* mkdir -p DIR (MP_ERR_IO naming the part that failed). */
+int mp__ckpt_make_dirs(const char *dir, struct mp_err *err);
 /* fsync of a directory so renames inside it are durable. */
 int mp__ckpt_fsync_dir(const char *dir);
 

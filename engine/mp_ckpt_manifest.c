@@ -87,17 +87,18 @@ static void dp_read(json_t *root, struct mp_ckpt_pos *p)
     p->dp_D = (int)n;
 }
 
-int mp__ckpt_manifest_write(const char *dir, const struct mp__ckpt_manifest *m, struct mp_err *err)
+/* root as indented JSON into path, through a temporary file renamed over it: a reader sees the
+ * old file or the whole new one. Takes the reference to root. */
+static int json_write(const char *path, json_t *root, struct mp_err *err)
 {
-    char path[4200], tmp[4200];
-    snprintf(path, sizeof path, "%s/manifest.json", dir);
-    snprintf(tmp, sizeof tmp, "%s/.manifest.json.tmp", dir);
-    json_t *root = manifest_json(m);
-    dp_json(root, &m->pos);
+    char tmp[4300];
+    const char *slash = strrchr(path, '/');
+    snprintf(tmp, sizeof tmp, "%.*s.%s.tmp", slash ? (int)(slash - path + 1) : 0, path,
+             slash ? slash + 1 : path);
     char *text = root ? json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
     json_decref(root);
     if (!text)
-        return MP_FAIL(err, NOMEM, "%s: cannot build the manifest", path);
+        return MP_FAIL(err, NOMEM, "%s: cannot build the JSON", path);
     size_t len = strlen(text), done = 0;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644), rc = fd < 0 ? -1 : 0;
     while (!rc && done < len) {
@@ -120,6 +121,29 @@ int mp__ckpt_manifest_write(const char *dir, const struct mp__ckpt_manifest *m, 
         return MP_FAIL(err, IO, "%s: cannot write: %s", path, strerror(saved));
     }
     return 0;
+}
+
+int mp__ckpt_manifest_write(const char *dir, const struct mp__ckpt_manifest *m, struct mp_err *err)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    json_t *root = manifest_json(m);
+    dp_json(root, &m->pos);
+    return json_write(path, root, err);
+}
+
+int mp_ckpt_write_layout(const struct mp_train_cfg *c, struct mp_err *err)
+{
+    if (!c->ckpt_dir)
+        return 0;
+    if (mp__ckpt_make_dirs(c->ckpt_dir, err))
+        return -1;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/layout.json", c->ckpt_dir);
+    json_t *root = json_pack("{s:s, s:i, s:I, s:i, s:i, s:i, s:s}", "format", "mpipe-layout",
+                             "M", c->M, "batch", (json_int_t)c->batch, "P", c->P, "V", c->V,
+                             "D", c->D > 1 ? c->D : 1, "schedule", mp_sched_name(c->schedule));
+    return json_write(path, root, err);
 }
 
 /* ---- reader ---- */

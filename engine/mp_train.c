@@ -202,6 +202,13 @@ static int run_epochs(struct loop *L, double *test_acc, double *last_loss, struc
         L->lr.total_steps = (uint64_t)c->max_steps;
     if (ckpt_resume(L, err))
         return -1;
+    struct mp_err lerr;
+    mp_err_clear(&lerr);
+    /* Advisory, rank 0 alone: a failure here only costs a supervised restart its pinned M (the
+     * checkpoints themselves report I/O errors collectively). */
+    if (L->wrank == 0 && mp_ckpt_write_layout(c, &lerr))
+        fprintf(stderr, "mpipe train: note: %s (a restart by mpipe-run before the first checkpoint "
+                "will not know this run's M)\n", lerr.msg);
     double last_tick = 0;
     int evaluated = 0;
     for (int epoch = L->start.epoch; epoch < c->epochs; epoch++) {

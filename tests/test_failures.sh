@@ -100,7 +100,7 @@ rc=$?
 claim "a full disk while checkpointing: exit 3 (got $rc)" test "$rc" -eq 3
 claim "... with a clear message" grep -q "No space left on device.*untouched" "$TMP/err"
 claim "... latest still points at the previous checkpoint" test "$(readlink "$TMP/d/latest")" = step-20
-claim "... and no partial step directory is left" bash -c "[ -z \"\$(ls -A '$TMP/d' | grep -v -e '^latest$' -e '^step-20$')\" ]"
+claim "... and no partial step directory is left" bash -c "[ -z \"\$(ls -A '$TMP/d' | grep -v -e '^latest$' -e '^step-20$' -e '^layout.json$')\" ]"
 train --checkpoint "$TMP/d" --resume --save-weights "$TMP/d.st" >"$TMP/out" 2>"$TMP/err"
 claim "... which resumes to the uninterrupted run's bytes" same "$TMP/d.st"
 

@@ -104,6 +104,27 @@ FAKE_PLAY=lose-h2:1 "$RUN" --retries 1 --keep-hosts -- "$FAKE" -np 3 --host h1,h
 claim "--keep-hosts: a lost host stays, and nothing is probed" bash -c \
     "grep -q -- '-np 3 --host h1,h2,h3 ' '$FAKE_DIR/attempt-2' && [ ! -e '$FAKE_DIR/probed' ]"
 
+# Died before the first checkpoint: the fresh start takes the first attempt's M from
+# DIR/layout.json, without --resume; with no layout.json, no M. The file is the real trainer's
+# (--max-steps 0 starts, writes it, and leaves no checkpoint).
+C="$TMP/c6"
+rm -rf "$C" "${FAKE_DIR:?}"/*
+"$MPIPE" train models/tiny_mlp.mp --data synthetic:96 --batch 96 --micro-batches 6 --max-steps 0 \
+    --checkpoint "$C" >/dev/null 2>&1
+claim "mpipe train writes DIR/layout.json as it starts, before any checkpoint" \
+    bash -c "[ -f '$C/layout.json' ] && [ ! -e '$C/latest' ]"
+FAKE_PLAY=fail:1 "$RUN" --retries 1 -- "$FAKE" -np 3 --host h1,h2,h3 "$MPIPE" train \
+    models/tiny_mlp.mp --data synthetic:96 --checkpoint "$C" >"$TMP/out" 2>"$TMP/err"
+claim "no checkpoint yet: the restart pins layout.json's --micro-batches and --batch" \
+    bash -c "grep -q -- '--micro-batches 6' '$FAKE_DIR/attempt-2' &&
+             grep -q -- '--batch 96' '$FAKE_DIR/attempt-2' && ! grep -q -- '--resume' '$FAKE_DIR/attempt-2'"
+rm -rf "$C" "${FAKE_DIR:?}"/*
+mkdir -p "$C"
+FAKE_PLAY=fail:1 "$RUN" --retries 1 -- "$FAKE" -np 3 --host h1,h2,h3 "$MPIPE" train \
+    models/tiny_mlp.mp --data synthetic:96 --checkpoint "$C" >"$TMP/out" 2>"$TMP/err"
+claim "... and without layout.json the restart adds no M" \
+    bash -c "! grep -q -- '--micro-batches' '$FAKE_DIR/attempt-2'"
+
 # A plan with its rankfile is re-made for the hosts left; --shrink does not shrink further.
 C="$TMP/c4"
 fresh "$C"
