@@ -268,7 +268,7 @@ static void test_arch_names_a_blis_configuration(void **state)
 
 /* An Intel or AMD core with AVX2 and FMA never runs BLIS's reference kernels: BLIS 0.9 falls
  * back to `generic` on CPUs it does not know (AMD family 0x1A: 36 GFLOPS against skx's 197
- * there), and mp_gemm must name a vector configuration for it. A user's BLIS_ARCH_TYPE is theirs. */
+ * there), and mp_gemm must name a vector configuration for it. A user's BLIS_ARCH_TYPE wins. */
 static int user_arch; /* BLIS_ARCH_TYPE was in the environment before mp_gemm set its own */
 
 static void test_x86_with_avx2_never_runs_the_reference_kernels(void **state)
