@@ -251,19 +251,17 @@ static int poll_request(struct mp_xport *x, MPI_Request *r, int peer, const char
         if (done)
             return 0;
         double waited = MPI_Wtime() - t0;
-        if (waited > x->deadline_s) {
+        if (waited > x->deadline_s || term_requested) {
             if (err)
                 err->rank = x->rank;
             char ph[160];
             peer_host(x, peer, ph, sizeof ph);
-            return MP_FAIL(err, DEADLINE, "rank %d waited %.0f s for %s%s", x->rank, waited, what,
-                           ph);
-        }
-        if (term_requested) {
-            if (err)
-                err->rank = x->rank;
+            if (waited > x->deadline_s)
+                return MP_FAIL(err, DEADLINE, "rank %d waited %.0f s for %s%s", x->rank, waited,
+                               what, ph);
+            /* The peer (or, in a collective, the ranks it spans) is what a user looks at next. */
             return MP_FAIL(err, PEER, "rank %d was ended by mpirun (SIGTERM: a peer failed) "
-                           "after it waited %.1f s for %s", x->rank, waited, what);
+                           "after it waited %.1f s for %s%s", x->rank, waited, what, ph);
         }
         if (++spins > 2000) {
             struct timespec ts = {0, 20000};
