@@ -87,14 +87,13 @@ static void dp_read(json_t *root, struct mp_ckpt_pos *p)
     p->dp_D = (int)n;
 }
 
-/* root as indented JSON into path, through a temporary file renamed over it: a reader sees the
+/* root as indented JSON into DIR/NAME, through DIR/.NAME.tmp renamed over it: a reader sees the
  * old file or the whole new one. Takes the reference to root. */
-static int json_write(const char *path, json_t *root, struct mp_err *err)
+static int json_write(const char *dir, const char *name, json_t *root, struct mp_err *err)
 {
-    char tmp[4300];
-    const char *slash = strrchr(path, '/');
-    snprintf(tmp, sizeof tmp, "%.*s.%s.tmp", slash ? (int)(slash - path + 1) : 0, path,
-             slash ? slash + 1 : path);
+    char path[4200], tmp[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
     char *text = root ? json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
     json_decref(root);
     if (!text)
@@ -125,11 +124,9 @@ static int json_write(const char *path, json_t *root, struct mp_err *err)
 
 int mp__ckpt_manifest_write(const char *dir, const struct mp__ckpt_manifest *m, struct mp_err *err)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/manifest.json", dir);
     json_t *root = manifest_json(m);
     dp_json(root, &m->pos);
-    return json_write(path, root, err);
+    return json_write(dir, "manifest.json", root, err);
 }
 
 int mp_ckpt_write_layout(const struct mp_train_cfg *c, struct mp_err *err)
@@ -138,12 +135,10 @@ int mp_ckpt_write_layout(const struct mp_train_cfg *c, struct mp_err *err)
         return 0;
     if (mp__ckpt_make_dirs(c->ckpt_dir, err))
         return -1;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/layout.json", c->ckpt_dir);
     json_t *root = json_pack("{s:s, s:i, s:I, s:i, s:i, s:i, s:s}", "format", "mpipe-layout",
                              "M", c->M, "batch", (json_int_t)c->batch, "P", c->P, "V", c->V,
                              "D", c->D > 1 ? c->D : 1, "schedule", mp_sched_name(c->schedule));
-    return json_write(path, root, err);
+    return json_write(c->ckpt_dir, "layout.json", root, err);
 }
 
 /* ---- reader ---- */
