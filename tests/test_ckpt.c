@@ -1,4 +1,4 @@
-/* Checkpoint internals that need no MPI (engine/mp_ckpt.h): the manifest round-trips every field
+/* Checkpoint internals that need no MPI (engine/ckpt/mp_ckpt.h): the manifest round-trips every field
  * exactly (doubles included), damaged manifests are refused as MP_ERR_CKPT, candidates come
  * latest-first then newest-first, SHA-256 matches the standard test vector, and the fault
  * injection spec fires only on the save it names. Saving and resuming under MPI are tested by

@@ -1,4 +1,4 @@
-/* Claims about the federated data splits and weights (engine/mp_fed_split.c, mp_fed_agg.c): every
+/* Claims about the federated data splits and weights (engine/fed/mp_fed_split.c, mp_fed_agg.c): every
  * split is a partition of all samples, the same for the same seed, Dirichlet skew grows as alpha
  * shrinks, shards give each client few labels, the sampler is deterministic and the aggregation
  * weights are normalised, size-proportional and bounded under `perf`. */

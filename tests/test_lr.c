@@ -1,6 +1,6 @@
 /* Learning-rate schedules: linear warm-up, step decay, cosine endpoints and midpoint, the plateau
  * rule (patience, relative threshold, cooldown, floor) and the constant schedule. Expected values
- * are worked out by hand from the formulas in engine/mp_lr.h and torch's ReduceLROnPlateau. */
+ * are worked out by hand from the formulas in engine/optim/mp_lr.h and torch's ReduceLROnPlateau. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

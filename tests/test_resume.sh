@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checkpoints and --resume under mpirun (engine/mp_ckpt.h, DESIGN.md §5): the on-disk layout and
+# Checkpoints and --resume under mpirun (engine/ckpt/mp_ckpt.h, DESIGN.md §5): the on-disk layout and
 # digests, byte-identical final weights after stopping and resuming, resharding 2->1, 2->3 and
 # 4->2 (and across schedules), fallback past a damaged checkpoint, --keep, and the refusals
 # (no checkpoint: exit 3; other --micro-batches: exit 2). Usage: test_resume.sh path/to/mpipe.

@@ -1,4 +1,4 @@
-/* Claims about the schedule generators and the validator (engine/mp_sched.c, mp_sched_check.c):
+/* Claims about the schedule generators and the validator (engine/pipeline/mp_sched.c, mp_sched_check.c):
  * every generator yields valid lists for any P, V, M; each chunk runs F, B, W in micro-batch
  * order; in-flight peaks match 1F1B/GPipe theory; and hand-broken lists are each rejected with
  * the rank and the action in the message. */

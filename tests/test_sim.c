@@ -1,4 +1,4 @@
-/* Claims about the event simulator (engine/mp_sim.c): textbook closed forms for GPipe and 1F1B,
+/* Claims about the event simulator (engine/pipeline/mp_sim.c): textbook closed forms for GPipe and 1F1B,
  * interleaving and zero-bubble beating 1F1B, link costs landing where expected, deadlocks
  * reported, and peak activation memory behaving as DESIGN.md §8 says (flat for 1F1B, linear
  * in M for GPipe). */

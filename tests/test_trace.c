@@ -1,4 +1,4 @@
-/* Claims about the trace writers (engine/mp_trace.c): the JSON is Chrome trace-event format that
+/* Claims about the trace writers (engine/pipeline/mp_trace.c): the JSON is Chrome trace-event format that
  * jansson parses, with every event in µs and one named track per rank; the SVG is one
  * self-contained document with one row per rank; unwritable paths are I/O errors. */
 #include <setjmp.h>

@@ -1,5 +1,5 @@
 /* `mpipe fed`: federated training (issue 7, DESIGN.md §4). Flags → struct mp_fed_cfg, checked
- * before MPI starts; then every rank runs its role (engine/mp_fed.h: rank 0 the server, ranks
+ * before MPI starts; then every rank runs its role (engine/fed/mp_fed.h: rank 0 the server, ranks
  * 1..C the clients) and rank 0 prints the RESULT line. Owns flag syntax and defaults only. */
 #include <stdio.h>
 #include <stdlib.h>

@@ -156,7 +156,7 @@ static int parse_run_flag(struct train_args *a, const char *f, const char *v, st
     return 0;
 }
 
-/* Checkpoint flags (engine/mp_ckpt.h); --resume takes no value. */
+/* Checkpoint flags (engine/ckpt/mp_ckpt.h); --resume takes no value. */
 static int parse_ckpt_flag(struct train_args *a, const char *f, const char *v, struct mp_err *err)
 {
     struct mp_train_cfg *c = &a->cfg;

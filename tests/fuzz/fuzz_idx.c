@@ -1,4 +1,4 @@
-/* libFuzzer target for the IDX reader (engine/mp_idx.c): the same bytes go through the in-memory
+/* libFuzzer target for the IDX reader (engine/data/mp_idx.c): the same bytes go through the in-memory
  * parser (mp_idx_parse) and through the file reader (mp_idx_read, via zlib, so gzip'd inputs reach
  * the decompression and truncation paths). Both must agree on acceptance for plain input, return
  * exactly the bytes the header promises, and reject everything else with "FILE: byte N: ...".

@@ -1,4 +1,4 @@
-/* libFuzzer target for the strict safetensors reader (engine/mp_safetensors.c, mp_st_parse): any
+/* libFuzzer target for the strict safetensors reader (engine/ckpt/mp_safetensors.c, mp_st_parse): any
  * bytes must either load, with every tensor's data inside the buffer, aligned and of the size its
  * shape says, and findable by name, or be rejected with "FILE: byte N: ...". The parser takes
  * ownership of a malloc'd copy, as mp_st_read hands it the file. Replayed over its corpus and
