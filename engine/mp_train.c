@@ -13,6 +13,7 @@
 #include "mp_ckpt.h"
 #include "mp_clip.h"
 #include "mp_data.h"
+#include "mp_dp_bucket.h"
 #include "mp_exec.h"
 #include "mp_gemm.h"
 #include "mp_stage.h"
@@ -352,6 +353,7 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
             mp_sched_free(&L.scheds[k]);
     free(L.scheds);
     mp_trace_free(&L.trace);
+    mp_dp_buckets_free(&L.dp);
     mp_dp_free(&L.dp);
     if (L.px && L.px != x)
         mp_xport_finalize(L.px);

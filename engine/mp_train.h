@@ -7,44 +7,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "mp_dp.h"
 #include "mp_err.h"
 #include "mp_layer.h"
-#include "mp_lr.h"
-#include "mp_optim.h"
-#include "mp_sched.h"
+#include "mp_train_cfg.h"
 #include "mp_xport.h"
-
-struct mp_train_cfg {
-    const struct mp_model *model;
-    const char *data_src;        /* "fashion-mnist", "mnist-dir:DIR", "synthetic:N" */
-    int P, V;                    /* pipeline stages (ranks) and chunks per rank */
-    const int *bounds;           /* P*V + 1 stage boundaries (mp_stage.h), or NULL: balanced */
-    enum mp_sched_kind schedule;
-    int M;                       /* micro-batches per step (global: D replicas share them) */
-    int D;                       /* data-parallel replicas (0 or 1: none) */
-    enum mp_dp_reduce dp_reduce;
-    enum mp_dp_aggregate aggregate;
-    const char *aggregate_weights; /* --aggregate custom: one weight per replica */
-    int shard_speed;             /* --shard-by speed: micro-batches per replica by measured speed */
-    size_t batch;                /* global batch */
-    int batch_given;             /* --batch was on the command line (a plan's batch yields) */
-    int epochs;
-    int64_t max_steps;           /* -1: no limit */
-    struct mp_optim_cfg optim;
-    struct mp_lr_cfg lr;         /* total_steps is filled in by the loop for cosine */
-    float clip_norm;             /* 0: off */
-    uint64_t seed;
-    int shuffle;
-    const char *init_path, *save_weights, *trace_path, *metrics_path;
-    double deadline_s;
-    const char *ckpt_dir;        /* --checkpoint DIR, or NULL (mp_ckpt.h) */
-    uint64_t ckpt_every;         /* steps between checkpoints; 0: at epoch ends only */
-    int ckpt_keep;               /* newest checkpoints kept (default 2) */
-    int resume;                  /* start from DIR's newest valid checkpoint */
-    int progress;                /* rank 0 prints a progress line on stderr */
-    int quiet;                   /* no epoch lines */
-};
 
 struct mp_train_result {
     double samples_per_s, test_acc, loss, bubble, peak_act_bytes;

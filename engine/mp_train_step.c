@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "mp_clip.h"
+#include "mp_dp_bucket.h"
 #include "mp_train_loop.h"
 
 /* Clipping and the optimizer step for this rank's layers. */

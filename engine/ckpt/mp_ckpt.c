@@ -91,16 +91,6 @@ int mp__ckpt_agree(struct mp_xport *x, int rc, struct mp_err *err)
     return crc;
 }
 
-int mp__ckpt_fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 /* Removes a directory of plain files (a step directory never holds subdirectories). */
 static void remove_dir(const char *path)
 {
@@ -116,28 +106,6 @@ static void remove_dir(const char *path)
         }
     closedir(d);
     rmdir(path);
-}
-
-int mp__ckpt_make_dirs(const char *dir, struct mp_err *err)
-{
-    char p[4096];
-    snprintf(p, sizeof p, "%s", dir);
-    for (char *s = p + 1;; s++) {
-        if (*s && *s != '/')
-            continue;
-        char c = *s;
-        *s = 0;
-        if (mkdir(p, 0755) && errno != EEXIST)
-            return MP_FAIL(err, IO, "checkpoint directory %s: cannot create %s: %s", dir, p,
-                           strerror(errno));
-        *s = c;
-        if (!c)
-            break;
-    }
-    struct stat sb;
-    if (stat(dir, &sb) || !S_ISDIR(sb.st_mode))
-        return MP_FAIL(err, IO, "checkpoint directory %s: not a directory", dir);
-    return 0;
 }
 
 /* This rank's stage files, one per chunk, with their digests in rec[chunk]. */

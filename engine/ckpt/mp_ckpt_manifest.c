@@ -1,8 +1,9 @@
 /* manifest.json of a checkpoint (mp_ckpt.h): the position, LR and optimizer configuration and
  * state, clipping, the layout it was written with and the SHA-256 of every stage file. Doubles are
  * written with 17 significant digits (jansson's default), which round-trips them exactly. The
- * reader checks every field it needs and reports a missing or mistyped one as MP_ERR_CKPT. */
-#include "mp_ckpt.h"
+ * reader checks every field it needs and reports a missing or mistyped one as MP_ERR_CKPT. Also the
+ * file-system helpers every checkpoint writer shares (mkdir -p, directory fsync). */
+#include "mp_ckpt_manifest.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,7 +11,40 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+int mp__ckpt_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+int mp__ckpt_make_dirs(const char *dir, struct mp_err *err)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s", dir);
+    for (char *s = p + 1;; s++) {
+        if (*s && *s != '/')
+            continue;
+        char c = *s;
+        *s = 0;
+        if (mkdir(p, 0755) && errno != EEXIST)
+            return MP_FAIL(err, IO, "checkpoint directory %s: cannot create %s: %s", dir, p,
+                           strerror(errno));
+        *s = c;
+        if (!c)
+            break;
+    }
+    struct stat sb;
+    if (stat(dir, &sb) || !S_ISDIR(sb.st_mode))
+        return MP_FAIL(err, IO, "checkpoint directory %s: not a directory", dir);
+    return 0;
+}
 
 static json_t *lr_json(const struct mp_lr_cfg *l, const struct mp_lr_state *s)
 {

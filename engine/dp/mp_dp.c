@@ -53,7 +53,6 @@ int mp_dp_init(struct mp_dp *dp, int D, int emulated, int replica, struct mp_xpo
 
 void mp_dp_free(struct mp_dp *dp)
 {
-    mp_dp_buckets_free(dp);
     free(dp->counts);
     free(dp->displs);
     free(dp->acc);

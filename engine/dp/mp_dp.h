@@ -88,19 +88,4 @@ int mp_dp_speed_update(struct mp_dp *dp, const double *seconds, uint64_t step, i
 void mp_dp_save_state(const struct mp_dp *dp, int *D, double *score, int *n_mb);
 void mp_dp_load_state(struct mp_dp *dp, int D, const double *score, const int *n_mb, int M);
 
-/* Real mode, bucketed reduction overlapped with the backward (mp_dp_bucket.c). The buckets are
- * whole layers of this rank's arena (offsets layer_off[], sizes n_param[]), about
- * MP_DP_BUCKET_BYTES each, in descending layer order: the order the backward finishes them. */
-int mp_dp_buckets_init(struct mp_dp *dp, int n_layers, const size_t *layer_off,
-                       const size_t *n_param, struct mp_err *err);
-void mp_dp_buckets_free(struct mp_dp *dp);
-/* Before the step's backward: no layer ready yet; grad is the arena being filled. */
-void mp_dp_buckets_begin(struct mp_dp *dp, float *grad);
-/* Layer `layer`'s gradient is final on this replica: its bucket may start reducing. */
-int mp_dp_buckets_layer_done(struct mp_dp *dp, int layer, struct mp_err *err);
-/* Advances started reductions without blocking (called between kernels). */
-int mp_dp_buckets_poll(struct mp_dp *dp, struct mp_err *err);
-/* Starts whatever is left and completes every bucket (within the deadline): grad = Σ c_r·G_r. */
-int mp_dp_buckets_finish(struct mp_dp *dp, struct mp_err *err);
-
 #endif

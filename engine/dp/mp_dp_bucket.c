@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mp_dp.h"
+#include "mp_dp_bucket.h"
 
 enum { B_IDLE, B_SCATTER, B_GATHER, B_DONE };
 

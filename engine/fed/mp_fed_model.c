@@ -1,7 +1,8 @@
 /* What server and clients of `mpipe fed` share (mp_fed.h): the check of the rank count, data
  * loading and the split (computed identically on every rank from the seed, never sent), and one
  * process's model as a single P = 1 stage, run by the ordinary executor with one micro-batch per
- * step. The roles themselves live in mp_fed_server.c and mp_fed_client.c. */
+ * step. The roles themselves live in mp_fed_server.c and mp_fed_client.c, and mp_fed.c starts
+ * them. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,30 +48,4 @@ int mp__fed_model_eval(struct mp_fed_model *fm, const struct mp_dataset *ds, dou
     *loss = ds->n ? loss_sum / (double)ds->n : 0;
     *acc = ds->n ? (double)correct / (double)ds->n : 0;
     return 0;
-}
-
-int mp_fed_run(const struct mp_fed_cfg *cfg, struct mp_xport *x, struct mp_fed_result *r,
-               struct mp_err *err)
-{
-    memset(r, 0, sizeof *r);
-    int size = mp_xport_size(x);
-    if (size != cfg->clients + 1)
-        return MP_FAIL(err, USAGE, "%d ranks for %d clients: run with mpirun -np %d (rank 0 is "
-                       "the server, ranks 1..%d the clients)", size, cfg->clients,
-                       cfg->clients + 1, cfg->clients);
-    struct mp_data d;
-    const struct mp_model *m = cfg->model;
-    if (mp_data_load(&d, cfg->data_src, mp_layer_in_len(&m->layers[1]), m->n_classes, cfg->seed,
-                     err))
-        return -1;
-    struct mp_fed_split split;
-    int rc = mp_fed_split_make(&split, &cfg->split, d.train.y, d.train.n, d.n_classes,
-                               cfg->clients, cfg->seed, err);
-    if (!rc && mp_xport_rank(x) == 0)
-        rc = mp__fed_server(cfg, x, &d, &split, r, err);
-    else if (!rc)
-        rc = mp__fed_client(cfg, x, &d, &split, err);
-    mp_fed_split_free(&split);
-    mp_data_free(&d);
-    return rc;
 }
