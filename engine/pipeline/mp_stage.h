@@ -16,7 +16,10 @@
 #include "mp_layer.h"
 
 struct mp_slab {
-    float *mem;
+    float *mem;            /* the light part: the chunk's input and output and their gradients,
+                              the labels; everything when the chunk does not recompute */
+    float *work;           /* a recomputing chunk's other buffers, held only from the forward it
+                              reruns before B until W is done (NULL otherwise) */
     int mb;                /* micro-batch it holds, -1 when free */
     int send_req[2];       /* outstanding sends from it (activation, gradient) or -1 */
     int f_done, b_done, w_done, grad_sent;
@@ -35,8 +38,15 @@ struct mp_chunk {
                               output gradient also flows into layer k's input gradient */
     int *skip;
     size_t labels_off;     /* mbs * label_len int32 labels (last virtual stage) */
-    size_t slab_floats;
+    size_t slab_floats;    /* light + work: every buffer of one micro-batch */
+    int recompute;         /* 1: keep only the light part per micro-batch in flight and rerun the
+                              forward just before B (DESIGN.md §10); offsets >= light_floats are
+                              then in a work buffer */
+    size_t light_floats;
     struct mp_slab *slabs; /* pool */
+    float **work_pool;     /* recompute: M work buffers at most, allocated when first needed */
+    int *work_used;
+    int n_work;
     int n_slabs;
     struct mp_slab **by_mb; /* M entries: the slab holding micro-batch mb, or NULL */
 };
@@ -68,6 +78,21 @@ void mp_stage_free(struct mp_stage *st);
 struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct mp_err *err);
 struct mp_slab *mp_stage_slab_find(const struct mp_stage *st, int chunk, int mb);
 void mp_stage_slab_release(struct mp_stage *st, int chunk, struct mp_slab *s);
+/* Buffer at slab offset `off` of chunk c (light part or work buffer). */
+static inline float *mp_slab_at(const struct mp_chunk *c, const struct mp_slab *s, size_t off)
+{
+    return off < c->light_floats ? s->mem + off : s->work + (off - c->light_floats);
+}
+/* A recomputing chunk's work buffer for slab s (taken from the pool, or allocated): 0, or -1 on
+ * OOM. No-ops for chunks that do not recompute. */
+int mp_stage_work_get(struct mp_stage *st, int chunk, struct mp_slab *s, struct mp_err *err);
+void mp_stage_work_release(struct mp_stage *st, int chunk, struct mp_slab *s);
+/* Turns recomputation on for chunk `chunk` (before any slab of it exists). */
+int mp_stage_set_recompute(struct mp_stage *st, int chunk, int on, struct mp_err *err);
+/* Floats of one micro-batch's slab for layers [first, last] of m: the light part (kept per
+ * micro-batch in flight when recomputing) and everything (light + work). */
+void mp_stage_slab_floats(const struct mp_model *m, int first, int last, size_t mbs,
+                          size_t *light, size_t *all);
 
 /* Balanced contiguous split of layers 1..n_layers-1 into S virtual stages by each layer's
  * analytic cost (forward + backward FLOPs plus a small per-layer term), exact (DP on the max). */
