@@ -185,6 +185,8 @@ static int setup_state(struct loop *L, struct mp_err *err)
     if (rc)
         return -1;
     mp__train_dp_hooks(L);
+    if (mp__zero_setup(L, err))
+        return -1;
     if (c->trace_path) {
         mp_trace_init(&L->trace, L->wsize);
         L->ex.trace = &L->trace;
@@ -248,6 +250,7 @@ static int evaluate_every(struct loop *L, struct mp_err *err)
 }
 
 /* Checkpoint hooks (mp_ckpt.h): no-ops without --checkpoint. */
+static int ckpt_write(struct loop *L, int epoch, uint64_t cursor, struct mp_err *err);
 static void ckpt_io(struct loop *L, struct mp_ckpt_io *io)
 {
     *io = (struct mp_ckpt_io){.cfg = L->cfg, .lr = &L->lr, .st = &L->st, .bounds = L->bounds,
@@ -256,8 +259,26 @@ static void ckpt_io(struct loop *L, struct mp_ckpt_io *io)
 
 static int ckpt_save(struct loop *L, int epoch, uint64_t cursor, struct mp_err *err)
 {
-    if (!L->cfg->ckpt_dir || L->ckpt_saved == (int64_t)L->step || L->replica > 0)
+    if (!L->cfg->ckpt_dir || L->ckpt_saved == (int64_t)L->step)
+        return 0;
+    float *full = NULL;
+    if (mp__zero_full_state(L, &full, err))
+        return -1;
+    if (L->replica > 0)
         return 0; /* replicas hold the same state: replica 0 writes it */
+    struct mp_stage *st = &L->st;
+    float *own = st->state;
+    size_t lo = st->state_lo, len = st->state_len;
+    if (full) /* --zero 1: write the whole state, as an unsharded run would */
+        st->state = full, st->state_lo = 0, st->state_len = st->n_param;
+    int rc = ckpt_write(L, epoch, cursor, err);
+    st->state = own, st->state_lo = lo, st->state_len = len;
+    free(full);
+    return rc;
+}
+
+static int ckpt_write(struct loop *L, int epoch, uint64_t cursor, struct mp_err *err)
+{
     struct mp_ckpt_io io;
     ckpt_io(L, &io);
     struct mp_ckpt_pos p = {.step = L->step, .epoch = epoch, .cursor = cursor,
@@ -473,6 +494,8 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
         mp_xport_finalize(L.sx);
     free(L.order);
     free(L.tie_buf);
+    free(L.zero_counts);
+    free(L.zero_displs);
     free(L.reduce);
     free(L.bounds);
     if (err && rc)

@@ -166,7 +166,11 @@ static int arena_init(struct mp_stage *st, struct mp_err *err)
     st->n_param = off;
     st->param = alloc_floats(off);
     st->grad = alloc_floats(off);
-    st->state = alloc_floats(off * (size_t)(st->state_slots ? st->state_slots : 1));
+    /* calloc: zero pages the kernel maps only when written, so a state that --zero 1 shards away
+     * before the first step never costs memory. */
+    st->state = calloc(off * (size_t)(st->state_slots ? st->state_slots : 1) + 1, sizeof(float));
+    st->state_lo = 0;
+    st->state_len = off;
     st->scratch_len = scratch;
     st->scratch = alloc_floats(scratch);
     if (!st->param || !st->grad || !st->state || !st->scratch)
@@ -211,6 +215,19 @@ int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *boun
             return -1;
     }
     return arena_init(st, err);
+}
+
+int mp_stage_shard_state(struct mp_stage *st, size_t lo, size_t hi, struct mp_err *err)
+{
+    float *s = calloc((hi - lo) * (size_t)(st->state_slots ? st->state_slots : 1) + 1,
+                      sizeof(float));
+    if (!s)
+        return MP_FAIL(err, NOMEM, "out of memory for optimizer state");
+    free(st->state);
+    st->state = s;
+    st->state_lo = lo;
+    st->state_len = hi - lo;
+    return 0;
 }
 
 void mp_stage_free(struct mp_stage *st)

@@ -60,6 +60,10 @@ struct mp_stage {
     size_t n_param;
     float *param, *grad, *state;
     int state_slots;
+    /* Optimizer state covers arena offsets [state_lo, state_lo + state_len): all of them, or with
+     * --zero 1 this replica's slice (mp_stage_shard_state); slot k of offset o lives at
+     * state[k * state_len + o - state_lo] (mp_stage_state). */
+    size_t state_lo, state_len;
     size_t *layer_off;        /* per global layer: arena offset, or SIZE_MAX if not held here */
     float *scratch;
     size_t scratch_len;
@@ -68,11 +72,22 @@ struct mp_stage {
     int slabs_held;           /* slabs acquired and not yet released, all chunks */
 };
 
+/* Optimizer state slot `slot` at arena offset `off`, or NULL when this rank does not hold it. */
+static inline float *mp_stage_state(const struct mp_stage *st, int slot, size_t off)
+{
+    if (off < st->state_lo || off >= st->state_lo + st->state_len)
+        return NULL;
+    return st->state + (size_t)slot * st->state_len + (off - st->state_lo);
+}
+
 /* bounds[0..S] with bounds[0] = 1 and bounds[S] = n_layers: virtual stage v covers global layers
  * [bounds[v], bounds[v + 1]). */
 int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *bounds, int rank,
                   int P, int V, int M, size_t mbs, int state_slots, struct mp_err *err);
 void mp_stage_free(struct mp_stage *st);
+/* --zero 1: keep optimizer state only for arena offsets [lo, hi) (whole layers). The full state was
+ * never touched (calloc'd pages), so it never counted in the process's memory. */
+int mp_stage_shard_state(struct mp_stage *st, size_t lo, size_t hi, struct mp_err *err);
 
 /* The slab holding (chunk, mb), acquiring a free one (or allocating) if none; NULL on OOM. */
 struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct mp_err *err);
