@@ -92,6 +92,7 @@ static double predict_memory(const struct loop *L, const int *rc, struct mp_mem_
                              .P = c->P, .V = c->V, .D = L->D, .real_replicas = L->replica >= 0 &&
                              L->D > 1, .mbs = c->batch / (size_t)c->M,
                              .state_slots = mp_optim_state_slots(c->optim.kind),
+                             .zero = c->zero && L->replica >= 0 && L->D > 1,
                              .tied_elsewhere = tied_elsewhere, .recompute = rc,
                              .data_bytes = mp_data_bytes(&L->data)};
     return mp_mem_predict(&q, parts);

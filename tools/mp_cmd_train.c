@@ -56,6 +56,8 @@ static const char help[] =
     "  --recompute R         none | auto (default: only stages the cap needs) | all: a\n"
     "                        recomputing stage keeps only its input per micro-batch in flight\n"
     "                        and reruns its forward before the backward (same bits)\n"
+    "  --zero 0|1            1: with --dp D on P*D ranks each replica keeps optimizer state for\n"
+    "                        1/D of its stage's parameters (ZeRO-1; same bits)\n"
     "Input and output:\n"
     "  --init FILE           start from a safetensors file (as written by --save-weights)\n"
     "  --save-weights FILE   write all parameters as safetensors (L{layer}.weight/.bias)\n"
@@ -94,7 +96,7 @@ static int takes_value(const char *f)
         "--lr-schedule", "--warmup", "--clip-norm", "--seed", "--init", "--shuffle", "--max-steps",
         "--save-weights", "--checkpoint", "--checkpoint-every", "--keep", "--trace", "--metrics",
         "--deadline", "--aggregate", "--aggregate-weights", "--dp-reduce", "--shard-by",
-        "--eval-every", "--eval-windows", "--recompute", "--memory-per-rank", NULL};
+        "--eval-every", "--eval-windows", "--recompute", "--memory-per-rank", "--zero", NULL};
     for (int i = 0; with_value[i]; i++)
         if (!strcmp(f, with_value[i]))
             return 1;
@@ -174,6 +176,9 @@ static int parse_run_flag(struct train_args *a, const char *f, const char *v, st
         if (mp_flag_choice(f, v, modes, &k, err))
             return -1;
         c->recompute = k;
+    } else if (mp_flag_is(f, "--zero")) {
+        static const char *const zero[] = {"0", "1", NULL};
+        return mp_flag_choice(f, v, zero, &c->zero, err);
     } else if (mp_flag_is(f, "--memory-per-rank")) {
         return mp_flag_bytes(f, v, &c->mem_cap, err);
     } else if (mp_flag_is(f, "--eval-windows")) {
