@@ -412,10 +412,13 @@ static int check_order(struct spec *s, const struct mp_layer *l)
         return fail_at(s, l->line, "a second `input` (the first is on line %d); only the first "
                        "layer may be input", m->layers[0].line);
     int after_tokens = m->n_layers == 1 && m->layers[0].tokens;
+    if (l->kind == MP_LAYER_EMBED && m->n_layers == 1 && !after_tokens)
+        return fail_at(s, l->line, "embed needs `input tokens T` right before it, but the input "
+                       "on line %d is not tokens", m->layers[0].line);
     if (l->kind == MP_LAYER_EMBED && !after_tokens)
-        return fail_at(s, l->line, "embed must come right after `input tokens T` (line 1 of the "
-                       "model's layers), not after %s", m->n_layers ? m->layers[m->n_layers - 1]
-                       .ops->name : "nothing");
+        return fail_at(s, l->line, "embed must come right after `input tokens T`, not after %s "
+                       "(line %d)", m->layers[m->n_layers - 1].ops->name,
+                       m->layers[m->n_layers - 1].line);
     if (after_tokens && l->kind != MP_LAYER_EMBED)
         return fail_at(s, l->line, "%s: after `input tokens T` the next layer must be `embed V C` "
                        "(byte ids become vectors there)", l->ops->name);
@@ -441,6 +444,11 @@ static int connect_lm_head(struct spec *s, struct mp_layer *l, struct mp_shape i
         return fail_at(s, l->line, "lm_head tied=1: its input width %zu differs from the embed's "
                        "C = %zu on line %d (use tied=0 or make the widths equal)", in.d[1],
                        e->n_out, e->line);
+    for (int i = 2; l->tied && i < m->n_layers; i++)
+        if (mp_layer_is_tied(&m->layers[i]))
+            return fail_at(s, l->line, "lm_head tied=1: the embed's E (line %d) is already tied "
+                           "to the lm_head on line %d; E ties to one head only (use tied=0)",
+                           e->line, m->layers[i].line);
     l->vocab = e->vocab;
     l->tie_src = l->tied ? e->index : -1;
     return 0;
