@@ -1,7 +1,9 @@
 /* The model spec parser's layer lines (DESIGN.md §5, §9): one line → one planned layer, added to the
  * model with its share of the digest. Every rejection is MP_ERR_INPUT "FILE:LINE: what is wrong" on
- * the line at fault, checked in line order, so the first message always points at the first bad
- * line. Shape checks that need a clear hint (dense after a 3-D shape, a kernel larger than its
+ * the line at fault. The whole file's bytes are checked first (text, lines of at most 4 KiB: a file
+ * that is not a spec says so, wherever its first syntax error lies); layer lines are then checked
+ * in order, except that a block's errors (never closed, a shape it does not keep) are found at its
+ * end. Shape checks that need a clear hint (dense after a 3-D shape, a kernel larger than its
  * input, pooling on a sequence) are made here before the kind's plan runs; plan's own messages get
  * the "FILE:LINE: " prefix added. The file's structure (blocks, units) is mp_spec_block.c. */
 #include "mp_layer.h"
@@ -254,9 +256,17 @@ static int parse_layer(struct spec *s, struct mp_layer *l, char *text)
     enum mp_layer_kind kind;
     l->ops = mp_layer_ops_find(tok[0], &kind);
     if (!l->ops) {
-        /* Suggest only a plausible typo; otherwise list what exists. */
+        /* Suggest only a plausible typo (block keywords included); otherwise list what exists. */
+        static const char *const blocks[] = {"repeat", "residual", "end"};
         const char *near = mp_layer_nearest_name(tok[0]);
         size_t len = strlen(tok[0]), d = mp__layer_name_distance(tok[0], near);
+        for (size_t b = 0; b < sizeof blocks / sizeof blocks[0]; b++) {
+            size_t db = mp__layer_name_distance(tok[0], blocks[b]);
+            if (db < d) {
+                d = db;
+                near = blocks[b];
+            }
+        }
         if (d <= 2 || d * 3 <= len)
             return fail_at(s, l->line, "unknown layer '%s' (did you mean '%s'?)", tok[0], near);
         return fail_at(s, l->line, "unknown layer '%s' (layers: input, dense, conv2d, maxpool, "
