@@ -50,7 +50,7 @@ claim "a byte beyond V exits 2 with its offset" \
     $MPIPE train tests/data/residual_tiny.mp --data "text:$TMP/ok.txt"
 
 # ---- the executor's residual, against one SGD step computed by hand ----
-# residual_tiny: E [3, 2] -> (dense 2 with the skip) -> head U [3, 2] -> softmax_xent, T = 2.
+# residual_tiny: E [3, 2] -> x + tanh(dense(x)) -> (y + dense(y)) + y -> head U [3, 2] -> loss.
 # Text bytes in {0, 1, 2}; --shuffle off, batch 1: step 0's window is bytes 0..2.
 python3 -c "open('$TMP/abc.txt', 'wb').write(bytes([2, 0, 1] + [(i * 5) % 3 for i in range(37)]))"
 R="tests/data/residual_tiny.mp --data text:$TMP/abc.txt --batch 1 --shuffle off --optimizer sgd"
@@ -63,7 +63,8 @@ raw = bytearray(open(sys.argv[1], "rb").read()); n = struct.unpack("<Q", raw[:8]
 h = json.loads(raw[8:8 + n])
 vals = {"L1.weight": [0.3, -0.2, 0.1, 0.4, -0.5, 0.25],   # E rows 0, 1, 2
         "L2.weight": [0.6, -0.3, 0.2, 0.9], "L2.bias": [0.05, -0.1],
-        "L3.weight": [0.7, -0.4, -0.2, 0.5, 0.3, 0.8]}
+        "L4.weight": [-0.4, 0.35, 0.15, 0.5], "L4.bias": [0.2, 0.1],
+        "L5.weight": [0.7, -0.4, -0.2, 0.5, 0.3, 0.8]}
 assert sorted(k for k in h if k != "__metadata__") == sorted(vals), h.keys()
 for k, v in vals.items():
     a, b = h[k]["data_offsets"]
@@ -78,38 +79,48 @@ by_hand() { # by_hand WEIGHTS.st RESULT_OUTPUT: one SGD step, computed here in d
 import json, math, struct, sys
 def load(p):
     raw = open(p, "rb").read(); n = struct.unpack("<Q", raw[:8])[0]; h = json.loads(raw[8:8 + n])
-    return {k: list(struct.unpack("<%df" % (len(raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]) // 4),
-            raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])) for k, v in h.items() if k != "__metadata__"}
+    out = {}
+    for k, v in h.items():
+        if k != "__metadata__":
+            a, b = v["data_offsets"]
+            out[k] = list(struct.unpack("<%df" % ((b - a) // 4), raw[8 + n + a:8 + n + b]))
+    return out
+def rows(v, n): return [v[i:i + n] for i in range(0, len(v), n)]
+def lin(W, b, x): return [sum(W[o][c] * x[c] for c in range(len(x))) + (b[o] if b else 0) for o in range(len(W))]
+def back(W, dy): return [sum(dy[o] * W[o][c] for o in range(len(W))) for c in range(len(W[0]))]
+def add(*vs): return [sum(t) for t in zip(*vs)]
 w, got = load(sys.argv[1]), load(sys.argv[2])
-E = [w["L1.weight"][2 * i:2 * i + 2] for i in range(3)]
-W = [w["L2.weight"][0:2], w["L2.weight"][2:4]]; b = w["L2.bias"]
-U = [w["L3.weight"][2 * i:2 * i + 2] for i in range(3)]
-ids, labels, lr = [2, 0], [0, 1], 0.5
-h0 = [E[i][:] for i in ids]
-z = [[sum(W[o][c] * h[c] for c in range(2)) + b[o] for o in range(2)] for h in h0]
-h1 = [[h[c] + zz[c] for c in range(2)] for h, zz in zip(h0, z)]           # the residual add
-lg = [[sum(U[v][c] * h[c] for c in range(2)) for v in range(3)] for h in h1]
-loss = 0; dl = []
-for t in range(2):
-    m = max(lg[t]); e = [math.exp(x - m) for x in lg[t]]; s = sum(e)
-    loss += -(lg[t][labels[t]] - m - math.log(s))
-    dl.append([e[v] / s / 2 - (1 / 2 if v == labels[t] else 0) for v in range(3)])  # mean over 2
-loss /= 2
-dU = [[sum(dl[t][v] * h1[t][c] for t in range(2)) for c in range(2)] for v in range(3)]
-dh1 = [[sum(dl[t][v] * U[v][c] for v in range(3)) for c in range(2)] for t in range(2)]
-dW = [[sum(dh1[t][o] * h0[t][c] for t in range(2)) for c in range(2)] for o in range(2)]
-db = [sum(dh1[t][o] for t in range(2)) for o in range(2)]
-dh0 = [[dh1[t][c] + sum(dh1[t][o] * W[o][c] for o in range(2)) for c in range(2)] for t in range(2)]
-dE = [[0, 0] for _ in range(3)]
-for t, i in enumerate(ids):
-    dE[i] = [dE[i][c] + dh0[t][c] for c in range(2)]                    # skip + through dense
-want = {"L1.weight": [E[i][c] - lr * dE[i][c] for i in range(3) for c in range(2)],
-        "L2.weight": [W[o][c] - lr * dW[o][c] for o in range(2) for c in range(2)],
-        "L2.bias": [b[o] - lr * db[o] for o in range(2)],
-        "L3.weight": [U[v][c] - lr * dU[v][c] for v in range(3) for c in range(2)]}
-for k in want:
-    for x, y in zip(want[k], got[k]):
-        assert abs(x - y) <= 1e-6 * (1 + abs(x)), (k, want[k], got[k])
+E, U = rows(w["L1.weight"], 2), rows(w["L5.weight"], 2)
+W1, b1, W2, b2 = rows(w["L2.weight"], 2), w["L2.bias"], rows(w["L4.weight"], 2), w["L4.bias"]
+ids, labels, lr, T = [2, 0], [0, 1], 0.5, 2
+g = {k: [0.0] * len(v) for k, v in w.items()}
+loss = 0
+for t in range(T):
+    h0 = E[ids[t]]
+    a = [math.tanh(z) for z in lin(W1, b1, h0)]
+    h1 = add(a, h0)                                   # block 1: x + tanh(dense(x))
+    h2 = add(add(lin(W2, b2, h1), h1), h1)            # blocks 2, 3: (dense(y) + y) + y
+    lg = lin(U, None, h2)
+    m = max(lg); e = [math.exp(x - m) for x in lg]; s = sum(e)
+    loss += -(lg[labels[t]] - m - math.log(s)) / T
+    dl = [e[v] / s / T - (1 / T if v == labels[t] else 0) for v in range(3)]
+    for v in range(3):
+        for c in range(2): g["L5.weight"][v * 2 + c] += dl[v] * h2[c]
+    dh2 = back(U, dl)
+    for o in range(2):
+        g["L4.bias"][o] += dh2[o]
+        for c in range(2): g["L4.weight"][o * 2 + c] += dh2[o] * h1[c]
+    dh1 = add(back(W2, dh2), dh2, dh2)                # through dense, then both skips
+    dz = [dh1[o] * (1 - a[o] * a[o]) for o in range(2)]  # tanh' from its own output, not h1
+    for o in range(2):
+        g["L2.bias"][o] += dz[o]
+        for c in range(2): g["L2.weight"][o * 2 + c] += dz[o] * h0[c]
+    dh0 = add(back(W1, dz), dh1)
+    for c in range(2): g["L1.weight"][ids[t] * 2 + c] += dh0[c]
+for k in w:
+    want = [x - lr * d for x, d in zip(w[k], g[k])]
+    for x, y in zip(want, got[k]):
+        assert abs(x - y) <= 1e-6 * (1 + abs(x)), (k, want, got[k])
 res = [l for l in open(sys.argv[3]).read().replace("\r", "\n").split("\n") if l.startswith("RESULT")]
 rl = float(dict(f.split("=") for f in res[-1].split()[1:])["loss"])
 assert abs(rl - loss) < 1e-4, (rl, loss)
