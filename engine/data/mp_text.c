@@ -52,6 +52,12 @@ static int append_file(struct mp_data *d, size_t *cap, const char *path, struct 
     return 0;
 }
 
+static double stat_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (double)sb.st_size : 0;
+}
+
 static int by_name(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -97,6 +103,24 @@ static int load_fortunes(struct mp_data *d, size_t *cap, struct mp_err *err)
         rc = MP_FAIL(err, INPUT, "text:fortunes: no fortune files in %s (install the Debian "
                      "package fortunes)", MP_FORTUNES_DIR);
     return rc;
+}
+
+double mp__text_size(const char *src)
+{
+    if (strcmp(src, "fortunes"))
+        return stat_size(src);
+    DIR *dir = opendir(MP_FORTUNES_DIR);
+    double total = 0;
+    char path[4096];
+    for (struct dirent *e; dir && (e = readdir(dir));) {
+        if (strchr(e->d_name, '.'))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", MP_FORTUNES_DIR, e->d_name);
+        total += stat_size(path);
+    }
+    if (dir)
+        closedir(dir);
+    return total;
 }
 
 int mp__text_load(struct mp_data *d, const char *src, size_t T, size_t V, struct mp_err *err)
