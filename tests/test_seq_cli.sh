@@ -86,7 +86,8 @@ def load(p):
             out[k] = list(struct.unpack("<%df" % ((b - a) // 4), raw[8 + n + a:8 + n + b]))
     return out
 def rows(v, n): return [v[i:i + n] for i in range(0, len(v), n)]
-def lin(W, b, x): return [sum(W[o][c] * x[c] for c in range(len(x))) + (b[o] if b else 0) for o in range(len(W))]
+def lin(W, b, x):
+    return [sum(W[o][c] * x[c] for c in range(len(x))) + (b[o] if b else 0) for o in range(len(W))]
 def back(W, dy): return [sum(dy[o] * W[o][c] for o in range(len(W))) for c in range(len(W[0]))]
 def add(*vs): return [sum(t) for t in zip(*vs)]
 w, got = load(sys.argv[1]), load(sys.argv[2])
@@ -121,7 +122,8 @@ for k in w:
     want = [x - lr * d for x, d in zip(w[k], g[k])]
     for x, y in zip(want, got[k]):
         assert abs(x - y) <= 1e-6 * (1 + abs(x)), (k, want, got[k])
-res = [l for l in open(sys.argv[3]).read().replace("\r", "\n").split("\n") if l.startswith("RESULT")]
+out = open(sys.argv[3]).read().replace("\r", "\n").split("\n")
+res = [l for l in out if l.startswith("RESULT")]
 rl = float(dict(f.split("=") for f in res[-1].split()[1:])["loss"])
 assert abs(rl - loss) < 1e-4, (rl, loss)
 PY
@@ -137,7 +139,8 @@ $MPIPE train tests/data/gpt_tiny.mp --data "text:$TMP/ok.txt" --max-steps 0 \
 names() {
     python3 - "$TMP/gpt0.st" <<'PY'
 import json, struct, sys
-raw = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", raw[:8])[0]; h = json.loads(raw[8:8 + n])
+raw = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", raw[:8])[0]
+h = json.loads(raw[8:8 + n])
 s = {k: v["shape"] for k, v in h.items() if k != "__metadata__"}
 assert s["L1.weight"] == [256, 12] and s["L1.pos_weight"] == [7, 12], s
 assert s["L3.in_proj_weight"] == [36, 12] and s["L3.in_proj_bias"] == [36], s
@@ -166,7 +169,8 @@ bounds 17 "$TMP/p17.json" # stage 1 = lm_head + softmax_xent: E's holders on two
 bounds 5 "$TMP/p5.json"   # layer 5 is inside the second residual block (4..8)
 $MPIPE train $P --save-weights "$TMP/one.st" >/dev/null 2>&1
 $RUN $MPIPE train $P --plan "$TMP/p17.json" --save-weights "$TMP/p17.st" >/dev/null 2>&1
-claim "a hand-made plan (head alone on rank 1): the one-rank bytes" cmp -s "$TMP/one.st" "$TMP/p17.st"
+claim "a hand-made plan (head alone on rank 1): the one-rank bytes" \
+    cmp -s "$TMP/one.st" "$TMP/p17.st"
 claim "a plan cutting a residual block exits 2 naming the line" \
     refused "inside a residual block" $RUN $MPIPE train $P --plan "$TMP/p5.json"
 claim "a plan written before blocks existed (7694cc8, models/mlp.mp) still trains" \

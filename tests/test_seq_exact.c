@@ -24,6 +24,8 @@ struct run {
     size_t batch;      /* 0: 2 samples per micro-batch */
     int D;             /* data-parallel replicas (0: none) */
     int ranks;         /* processes carrying the run: P * D (real replicas) or P (emulated) */
+    int recompute;     /* 2: every stage recomputes its forward before B (DESIGN.md §10) */
+    int zero;          /* 1: optimizer state sharded over real replicas */
 };
 
 static char dir[128], text_src[160];
@@ -81,6 +83,8 @@ static int train(const struct run *r, int P, int V, const int *bounds, struct mp
     c.M = r->M;
     c.D = r->D ? r->D : 1;
     c.dp_reduce = MP_DP_ORDERED;
+    c.recompute = r->recompute;
+    c.zero = r->zero;
     c.batch = r->batch ? r->batch : (size_t)r->M * 2;
     c.epochs = 100;
     c.max_steps = o ? o->max_steps : 3;
@@ -136,7 +140,9 @@ static int check(const struct run *r, struct mp_xport *world, int idx)
     mp_err_clear(&err);
     if (mp_xport_sub(world, 1, &self, &err))
         bad = 1;
-    if (self && train(r, 1, 1, NULL, self, ref, NULL, &m, &err)) {
+    struct run plain = *r; /* the reference neither recomputes nor shards */
+    plain.recompute = plain.zero = 0;
+    if (self && train(&plain, 1, 1, NULL, self, ref, NULL, &m, &err)) {
         fprintf(stderr, "reference for %s failed: %s\n", r->model, err.msg);
         bad = 1;
     }
@@ -144,10 +150,11 @@ static int check(const struct run *r, struct mp_xport *world, int idx)
         mp_xport_finalize(self);
     if (rank == 0) {
         int same = !bad && files_equal(ref, got);
-        printf("%-5s %-25s P=%d V=%d D=%d M=%d %-11s %-8s clip=%.1f %s on %d ranks: %s\n",
+        printf("%-5s %-25s P=%d V=%d D=%d M=%d %-11s %-8s clip=%.1f %s%s%s on %d ranks: %s\n",
                same ? "ok" : "FAIL", r->model, r->P, r->V, r->D ? r->D : 1, r->M,
                mp_sched_name(r->sched), mp_optim_name(r->opt), r->clip,
-               r->bounds ? "hand-made bounds" : "balanced", r->ranks ? r->ranks : r->P,
+               r->bounds ? "hand-made bounds" : "balanced", r->recompute ? " recompute" : "",
+               r->zero ? " zero" : "", r->ranks ? r->ranks : r->P,
                same ? "bit-identical to one rank" : "DIFFERS from one rank");
         bad = !same;
         unlink(ref);
@@ -169,7 +176,8 @@ static int resume_check(struct mp_xport *world, const char *model, int P, const 
     mp_err_clear(&err);
     if (mp_model_load(&m, model, &err))
         return 1;
-    struct run r = {model, MP_SCHED_1F1B, P, 1, 4, MP_OPT_ADAMW, 0.5f, NULL, 0, 0, 0};
+    struct run r = {.model = model, .sched = MP_SCHED_1F1B, .P = P, .V = 1, .M = 4,
+                    .opt = MP_OPT_ADAMW, .clip = 0.5f};
     char full[256], ck[256], got[256];
     snprintf(full, sizeof full, "%s/full.st", dir);
     struct opts all = {total, NULL, 0, 1};
@@ -233,8 +241,8 @@ static int controls(struct mp_xport *world)
     snprintf(c, sizeof c, "%s/m4again.st", dir);
     snprintf(z, sizeof z, "%s/m4zero.st", dir);
     /* The same global batch of 8 as M = 2 and M = 4 micro-batches: sums in another order. */
-    struct run r2 = {"tests/data/seq_mlp.mp", MP_SCHED_1F1B, 1, 1, 2, MP_OPT_ADAM, 0, NULL, 8,
-                     0, 0};
+    struct run r2 = {.model = "tests/data/seq_mlp.mp", .sched = MP_SCHED_1F1B, .P = 1, .V = 1,
+                     .M = 2, .opt = MP_OPT_ADAM, .batch = 8};
     struct run r4 = r2;
     r4.M = 4;
     struct opts none = {0, NULL, 0, 0};
@@ -276,7 +284,7 @@ int main(int argc, char **argv)
     if (!ok)
         return 1;
 
-    static const char *const seq = "tests/data/seq_mlp.mp", *const untied = "tests/data/seq_untied.mp";
+    const char *seq = "tests/data/seq_mlp.mp", *untied = "tests/data/seq_untied.mp";
     static const enum mp_sched_kind scheds[] = {MP_SCHED_GPIPE, MP_SCHED_1F1B, MP_SCHED_INTERLEAVED,
                                                 MP_SCHED_ZB1};
     static const enum mp_optim_kind opts[] = {MP_OPT_ADAM, MP_OPT_SGD, MP_OPT_MOMENTUM,
@@ -291,33 +299,58 @@ int main(int argc, char **argv)
             int V = scheds[s] == MP_SCHED_INTERLEAVED ? 2 : 1;
             if (model == untied && P * V > 5)
                 model = seq;
-            struct run r = {model, scheds[s], P, V, Ms[k % 3], opts[k % 7],
-                            (k % 2) ? 0.5f : 0.0f, NULL, 0, 0, 0};
+            struct run r = {.model = model, .sched = scheds[s], .P = P, .V = V, .M = Ms[k % 3],
+                            .opt = opts[k % 7], .clip = (k % 2) ? 0.5f : 0.0f};
             n_bad += check(&r, world, n_runs++);
         }
     /* Hand-made uneven partitions on unit boundaries (seq_mlp's units start at layers 1, 2, 4, 9,
      * 11, 16, 17, 18): the embed alone, the head alone, the loss alone. */
     static const int b2[] = {1, 17, 19}, b3[] = {1, 2, 16, 19}, b4[] = {1, 4, 9, 18, 19};
     static const int bi[] = {1, 2, 4, 17, 19}, b3c[] = {1, 2, 4, 9, 11, 16, 19};
-    static const struct run uneven[] = {
-        {"tests/data/seq_mlp.mp", MP_SCHED_1F1B, 2, 1, 3, MP_OPT_ADAM, 0.5f, b2, 0, 0, 0},
-        {"tests/data/seq_mlp.mp", MP_SCHED_ZB1, 3, 1, 4, MP_OPT_LAMB, 0, b3, 0, 0, 0},
-        {"tests/data/seq_mlp.mp", MP_SCHED_GPIPE, 4, 1, 2, MP_OPT_ADAMW, 0.5f, b4, 0, 0, 0},
-        {"tests/data/seq_mlp.mp", MP_SCHED_INTERLEAVED, 2, 2, 4, MP_OPT_MOMENTUM, 0, bi, 0, 0, 0},
-        {"tests/data/seq_mlp.mp", MP_SCHED_INTERLEAVED, 2, 3, 5, MP_OPT_ADAM, 0.5f, b3c, 0, 0, 0},
+    const struct run uneven[] = {
+        {.model = seq, .sched = MP_SCHED_1F1B, .P = 2, .V = 1, .M = 3, .opt = MP_OPT_ADAM,
+         .clip = 0.5f, .bounds = b2},
+        {.model = seq, .sched = MP_SCHED_ZB1, .P = 3, .V = 1, .M = 4, .opt = MP_OPT_LAMB,
+         .bounds = b3},
+        {.model = seq, .sched = MP_SCHED_GPIPE, .P = 4, .V = 1, .M = 2, .opt = MP_OPT_ADAMW,
+         .clip = 0.5f, .bounds = b4},
+        {.model = seq, .sched = MP_SCHED_INTERLEAVED, .P = 2, .V = 2, .M = 4,
+         .opt = MP_OPT_MOMENTUM, .bounds = bi},
+        {.model = seq, .sched = MP_SCHED_INTERLEAVED, .P = 2, .V = 3, .M = 5, .opt = MP_OPT_ADAM,
+         .clip = 0.5f, .bounds = b3c},
     };
     for (size_t i = 0; i < sizeof uneven / sizeof uneven[0]; i++)
         if (uneven[i].P <= size)
             n_bad += check(&uneven[i], world, n_runs++);
     /* Data parallelism: the reference is one rank emulating the D replicas. */
-    static const struct run dp[] = {
-        {"tests/data/seq_mlp.mp", MP_SCHED_1F1B, 1, 1, 4, MP_OPT_ADAM, 0.5f, NULL, 0, 2, 2},
-        {"tests/data/seq_mlp.mp", MP_SCHED_ZB1, 2, 1, 4, MP_OPT_ADAMW, 0, NULL, 0, 2, 4},
-        {"tests/data/seq_untied.mp", MP_SCHED_GPIPE, 2, 1, 6, MP_OPT_SGD, 0.5f, NULL, 0, 2, 2},
+    const struct run dp[] = {
+        {.model = seq, .sched = MP_SCHED_1F1B, .P = 1, .V = 1, .M = 4, .opt = MP_OPT_ADAM,
+         .clip = 0.5f, .D = 2, .ranks = 2},
+        {.model = seq, .sched = MP_SCHED_ZB1, .P = 2, .V = 1, .M = 4, .opt = MP_OPT_ADAMW, .D = 2,
+         .ranks = 4},
+        {.model = untied, .sched = MP_SCHED_GPIPE, .P = 2, .V = 1, .M = 6, .opt = MP_OPT_SGD,
+         .clip = 0.5f, .D = 2, .ranks = 2},
     };
     for (size_t i = 0; i < sizeof dp / sizeof dp[0]; i++)
         if (dp[i].ranks <= size)
             n_bad += check(&dp[i], world, n_runs++);
+    /* Recomputation (a chunk reruns its forward, residual adds included, before B) and ZeRO-1
+     * change no bits. */
+    const struct run mem[] = {
+        {.model = seq, .sched = MP_SCHED_1F1B, .P = 2, .V = 1, .M = 4, .opt = MP_OPT_ADAM,
+         .clip = 0.5f, .recompute = 2},
+        {.model = seq, .sched = MP_SCHED_ZB1, .P = 3, .V = 1, .M = 5, .opt = MP_OPT_LAMB,
+         .bounds = b3, .recompute = 2},
+        {.model = untied, .sched = MP_SCHED_INTERLEAVED, .P = 2, .V = 2, .M = 3,
+         .opt = MP_OPT_ADAMW, .clip = 0.5f, .recompute = 2},
+        {.model = seq, .sched = MP_SCHED_GPIPE, .P = 2, .V = 1, .M = 4, .opt = MP_OPT_ADAM,
+         .clip = 0.5f, .D = 2, .ranks = 4, .zero = 1},
+        {.model = seq, .sched = MP_SCHED_1F1B, .P = 1, .V = 1, .M = 2, .opt = MP_OPT_ADAMW, .D = 2,
+         .ranks = 2, .recompute = 2, .zero = 1},
+    };
+    for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++)
+        if ((mem[i].ranks ? mem[i].ranks : mem[i].P) <= size)
+            n_bad += check(&mem[i], world, n_runs++);
     /* Checkpoints: written with P, resumed with P′ (resharding by tensor name, E stored once). */
     static const int from2[] = {1, 3}, from4[] = {2};
     n_bad += resume_check(world, seq, 2, from2, size >= 3 ? 2 : 1, 4, 10, &n_runs);

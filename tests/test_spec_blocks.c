@@ -194,7 +194,8 @@ static void test_loss_not_last_is_rejected_on_its_line(void **state)
                  "(line 5 has layernorm after it)");
     EXPECT_ERROR(HEAD "lm_head\nsoftmax_xent\nresidual\nlayernorm\nend\n", 4,
                  "a loss must be the last layer (line 6");
-    EXPECT_ERROR(HEAD "repeat 2\nlm_head tied=0\nsoftmax_xent\nend\n", 5, "a loss must be the last");
+    EXPECT_ERROR(HEAD "repeat 2\nlm_head tied=0\nsoftmax_xent\nend\n", 5,
+                 "a loss must be the last");
     EXPECT_ERROR(HEAD "layernorm\n", 3, "must end with a loss layer");
 }
 
