@@ -9,12 +9,15 @@ MPIPE=$1
 RUN="mpirun -np 2 --oversubscribe"
 
 # ---- spec errors: exit 2, FILE:LINE on the right line ----
-spec_refused() { # spec_refused LINE PATTERN 'spec text'
+spec_refused() { # spec_refused LINE PATTERN 'spec text' (plan parses as train does, without MPI)
     printf "$3" >"$TMP/bad.mp"
-    refused "bad.mp:$1: .*$2" $MPIPE train "$TMP/bad.mp" --data "text:$TMP/none"
+    refused "bad.mp:$1: .*$2" $MPIPE plan "$TMP/bad.mp" --stages 1
 }
 H='input tokens 8\nembed 256 16\n'
 T='lm_head\nsoftmax_xent\n'
+printf "${H}attenton 4\n$T" >"$TMP/typo.mp"
+claim "train: unknown word" refused "typo.mp:3: unknown layer 'attenton'" \
+    $MPIPE train "$TMP/typo.mp" --data "text:$TMP/none"
 claim "unknown word" spec_refused 3 "unknown layer 'attenton'" "${H}attenton 4\n$T"
 claim "end with no open block" spec_refused 4 "end with no open block" "${H}layernorm\nend\n$T"
 claim "block never closed, on its opening line" spec_refused 3 "never closed" \
