@@ -155,6 +155,16 @@ PY
 }
 claim "gpt_tiny's weights: L1.weight, L1.pos_weight, attention's names, no head tensor" names
 
+# ---- the token defaults (warm-up 100, cosine, clip 1, batch 32) learn in a 20-step try ----
+python3 -c "
+import random; random.seed(1); w = ['the', 'cat', 'sat', 'on', 'a', 'mat', 'dog', 'ran', 'far']
+open('$TMP/words.txt', 'w').write(' '.join(random.choice(w) for _ in range(3000)))"
+G="tests/data/gpt_tiny.mp --data text:$TMP/words.txt"
+v0=$($MPIPE train $G --max-steps 0 2>/dev/null | result_field val_loss)
+v20=$($MPIPE train $G --max-steps 20 2>/dev/null | result_field val_loss)
+claim "20 steps with the token defaults lower val_loss ($v0 -> $v20)" \
+    python3 -c "assert float('$v20') < float('$v0') - 0.02"
+
 # ---- plans: hand-made bounds on unit boundaries; inside a block refused; an old plan accepted ----
 P="tests/data/seq_mlp.mp --data text:$TMP/ok.txt --batch 8 --micro-batches 4 --max-steps 3"
 P="$P --seed 4 --lr 0.01 --lr-schedule constant --warmup 0"
