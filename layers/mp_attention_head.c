@@ -4,6 +4,7 @@
  * multiply); the loops here are only the row-wise softmax and mask work, in fp32, vectorised
  * through mp_vmath.h. Causal heads run in row blocks of d->rb rows, and a block computes only the
  * columns up to its own last row: the upper triangle beyond the block is never touched. */
+#include <math.h>
 #include <string.h>
 
 #include "mp_attention.h"
@@ -26,16 +27,35 @@ static inline float keep_scale(const struct mp_att_drop *drop, uint64_t g)
 }
 
 /* Softmax of row p[0 .. m) in place (the row maximum subtracted first, so every exponent is
- * <= 0), then zeros in [m, n): the masked columns up to the end of the block. */
+ * <= 0), then zeros in [m, n): the masked columns up to the end of the block. The masked columns
+ * up to the next multiple of 16 (within n) are set to -inf first and then run through the same
+ * vector loops (exp gives 0, the sum adds 0, the maximum ignores them), so a causal row costs no
+ * scalar remainder loop; the lanes and so the bits are those of a loop over [0, m). */
 void mp__att_softmax_row(float *p, size_t m, size_t n)
 {
-    float mx = mp_vmax(p, m);
-    for (size_t j = 0; j < m; j++)
-        p[j] = mp_expf(p[j] - mx);
-    float inv = 1.0f / mp_vsum(p, m);
-    for (size_t j = 0; j < m; j++)
+    size_t m16 = (m + MP_VLANES - 1) / MP_VLANES * MP_VLANES;
+    if (m16 > n)
+        m16 = n;
+    for (size_t j = m; j < m16; j++)
+        p[j] = -INFINITY;
+    float mx = mp_vmax(p, m16);
+    float acc[MP_VLANES] = {0};
+    size_t j = 0;
+    for (; j + MP_VLANES <= m16; j += MP_VLANES)
+        for (int k = 0; k < MP_VLANES; k++) {
+            float e = mp_expf(p[j + k] - mx);
+            p[j + k] = e;
+            acc[k] += e;
+        }
+    for (int k = 0; j + (size_t)k < m16; k++) {
+        float e = mp_expf(p[j + (size_t)k] - mx);
+        p[j + (size_t)k] = e;
+        acc[k] += e;
+    }
+    float inv = 1.0f / mp__lanes_sum(acc);
+    for (j = 0; j < m16; j++)
         p[j] *= inv;
-    for (size_t j = m; j < n; j++)
+    for (j = m16; j < n; j++)
         p[j] = 0.0f;
 }
 
@@ -83,10 +103,15 @@ static void softmax_backward_row(const struct mp_att_drop *drop, uint64_t g, con
             a[j] = p[j] * ks;
         }
     }
-    float dot = mp_vdot(p, ds, m);
-    for (size_t j = 0; j < m; j++)
+    /* P is 0 in the masked columns (forward wrote them), so running the loops on to the next
+     * multiple of 16 adds exact zeros and writes the zeros dS needs there: no remainder loop. */
+    size_t m16 = (m + MP_VLANES - 1) / MP_VLANES * MP_VLANES;
+    if (m16 > n)
+        m16 = n;
+    float dot = mp_vdot(p, ds, m16);
+    for (size_t j = 0; j < m16; j++)
         ds[j] = p[j] * (ds[j] - dot);
-    for (size_t j = m; j < n; j++)
+    for (size_t j = m16; j < n; j++)
         ds[j] = 0.0f;
 }
 
