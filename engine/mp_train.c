@@ -56,6 +56,9 @@ static int setup_layout(struct loop *L, struct mp_err *err)
                        c->M);
     if (setup_ranks(L, err))
         return -1;
+    if (mp_sched_chunks(c->schedule, c->V) != c->V)
+        return MP_FAIL(err, USAGE, "schedule %s runs %d chunks per rank, not %d",
+                       mp_sched_name(c->schedule), mp_sched_chunks(c->schedule, c->V), c->V);
     L->S = c->P * c->V;
     L->bounds = malloc(sizeof(int) * (size_t)(L->S + 1));
     if (!L->bounds)
@@ -85,8 +88,8 @@ static int setup_state(struct loop *L, struct mp_err *err)
     int M_max = c->shard_speed ? c->M - L->D + 1 : L->Mr;
     if (c->shard_speed && !(L->scheds = calloc((size_t)c->M + 1, sizeof *L->scheds)))
         return MP_FAIL(err, NOMEM, "out of memory");
-    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, M_max, mbs,
-                      mp_optim_state_slots(c->optim.kind), err))
+    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, mp_sched_place(c->schedule),
+                      M_max, mbs, mp_optim_state_slots(c->optim.kind), err))
         return -1;
     for (int i = 0; i < m->n_layers; i++)
         if (L->st.layer_off[i] != SIZE_MAX && mp_layer_n_param(&m->layers[i]))

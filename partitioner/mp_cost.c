@@ -243,6 +243,8 @@ int mp_cost_held_mb(enum mp_sched_kind kind, int P, int V, int M, int rank)
     case MP_SCHED_INTERLEAVED:  /* Megatron's warm-up: 2 (P - r - 1) + (V - 1) P, plus one */
         n = 2 * (P - rank - 1) + (V - 1) * P + 1;
         return n < M * V ? n : M * V;
+    case MP_SCHED_ZBV:  /* every rank at most 2 min(P, M) chunk-micro-batches (mp_sched_zbv.c) */
+        return 2 * (P < M ? P : M);
     default:  /* 1f1b, and zb1 which keeps 1F1B's peak (ZB-H1) */
         n = P - rank;
         return n < M ? n : M;
@@ -265,7 +267,8 @@ void mp_cost_fill_stages(struct mp_plan *p, int optim_slots)
 {
     for (int v = 0; v < p->n_stages; v++) {
         struct mp_plan_stage *st = &p->stages[v];
-        int r = v % p->P, Mr = p->M / (p->D > 0 ? p->D : 1);
+        int r = mp_vstage_rank(mp_sched_place(p->schedule), v, p->P);
+        int Mr = p->M / (p->D > 0 ? p->D : 1);
         st->compute_s = 0, st->param_bytes = 0;
         st->held_bytes = p->layers[st->first_layer - 1].act_bytes_out;
         for (int i = st->first_layer; i <= st->last_layer; i++) {

@@ -45,7 +45,7 @@ int mp_cost_load_rates(struct mp_cost_model *cm, const char *path, struct mp_err
 int mp_cost_layers(const struct mp_model *m, size_t mb, struct mp_cost_model *cm,
                    const char *profile, struct mp_plan_layer *out, struct mp_err *err);
 
-/* Micro-batches (micro-batch-chunks for interleaved) that `rank` holds at peak. */
+/* Micro-batches (micro-batch-chunks for interleaved and zbv) that `rank` holds at peak. */
 int mp_cost_held_mb(enum mp_sched_kind kind, int P, int V, int M, int rank);
 /* Ring allreduce of `bytes` over D ranks on the link l. */
 double mp_cost_allreduce_s(const struct mp_link *l, double bytes, int D);

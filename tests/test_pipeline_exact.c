@@ -97,7 +97,9 @@ static int check(const struct run *r, struct mp_xport *world, const char *dir, i
         mp_xport_finalize(sub);
     if (rank == 0) {
         struct mp_xport *self = NULL;
-        if (mp_xport_sub(world, 1, &self, &err) || train(r, 1, 1, self, ref, &m, &err)) {
+        struct run one = *r; /* the single-rank run: one stage, one chunk, 1F1B */
+        one.sched = MP_SCHED_1F1B;
+        if (mp_xport_sub(world, 1, &self, &err) || train(&one, 1, 1, self, ref, &m, &err)) {
             fprintf(stderr, "reference for %s failed: %s\n", r->model, err.msg);
             bad = 1;
         }
@@ -174,14 +176,19 @@ int main(int argc, char **argv)
             for (int s = 0; s < MP_SCHED_COUNT; s++) {
                 if (mi == 3 && P != 4)
                     continue; /* the four-layer model is for P = number of layers */
-                int Ms[3] = {1, P, 2 * P + 1};
-                for (int j = 0; j < 3; j++, k++) {
+                if (mi == 3 && s == MP_SCHED_ZBV)
+                    continue; /* 2P chunks need 2P layers */
+                /* zbv also runs an M between 1 and P: its V must turn with few in flight */
+                int Ms[4] = {1, P, 2 * P + 1, P - 1}, nM = s == MP_SCHED_ZBV && P >= 3 ? 4 : 3;
+                for (int j = 0; j < nM; j++, k++) {
                     if (j == 1 && P == 1)
                         continue;
                     struct run r = {models[mi], (enum mp_sched_kind)s, P, 1, Ms[j],
                                     opts[k % 7], (k % 3 == 0) ? 0.5f : 0.0f, 0, 0, 0, MP_DP_ORDERED};
                     if (s == MP_SCHED_INTERLEAVED)
                         r.V = (mi == 3) ? 1 : 2;
+                    if (s == MP_SCHED_ZBV)
+                        r.V = 2;
                     n_bad += check(&r, world, dir, n_runs);
                     n_runs++;
                 }
@@ -196,6 +203,7 @@ int main(int argc, char **argv)
         {"models/tiny.mp", MP_SCHED_GPIPE, 2, 1, 6, MP_OPT_RMSPROP, 0.5f, 0, 2, 2, MP_DP_ORDERED},
         {"models/cnn.mp", MP_SCHED_INTERLEAVED, 2, 2, 4, MP_OPT_SGD, 0, 0, 2, 4, MP_DP_ORDERED},
         {"models/mlp.mp", MP_SCHED_ZB1, 1, 1, 2, MP_OPT_ADAM, 0, 0, 2, 2, MP_DP_FAST},
+        {"models/tiny.mp", MP_SCHED_ZBV, 2, 2, 4, MP_OPT_ADAM, 0.5f, 0, 2, 4, MP_DP_ORDERED},
     };
     for (size_t i = 0; i < sizeof dp_runs / sizeof dp_runs[0]; i++) {
         if (dp_runs[i].ranks > size)

@@ -29,7 +29,7 @@ static const char help[] =
     "                           8*P*D: bigger micro-batches run faster GEMMs, more shrink the\n"
     "                           bubble)\n"
     "  --batch B                global batch (default 256, as mpipe train)\n"
-    "  --schedule S             gpipe, 1f1b (default), interleaved, zb1\n"
+    "  --schedule S             gpipe, 1f1b (default), interleaved, zb1, zbv\n"
     "  --chunks V               virtual stages per rank for interleaved (default 2)\n"
     "  --topology live|FILE.xml machine topology: hwloc on this machine (default) or an XML\n"
     "                           export (lstopo-no-graphics --of xml FILE.xml)\n"
@@ -51,8 +51,9 @@ static const char help[] =
     "--links (latency, bandwidth): same L3 0.4 us 12 GB/s, same NUMA 0.6 us 10 GB/s, same\n"
     "socket 0.8 us 8 GB/s, cross-socket 1.5 us 5 GB/s, cross-host 25 us 1.1 GB/s. Memory per\n"
     "rank: 4 x params (weights, grads, Adam's 2 slots) + held micro-batches x activations\n"
-    "(1f1b and zb1: stage s holds min(P-s, M); gpipe: M; interleaved: Megatron's warm-up).\n"
-    "With interleaved, each of a rank's V chunks gets 1/V of --memory-per-rank.\n"
+    "(1f1b and zb1: stage s holds min(P-s, M); gpipe: M; interleaved: Megatron's warm-up;\n"
+    "zbv: each of its 2 chunks min(P, M)).\n"
+    "With interleaved and zbv, each of a rank's V chunks gets 1/V of --memory-per-rank.\n"
     "Ranks are replica-major (rank = replica*P + stage); consecutive stages take neighbouring\n"
     "cores. More ranks than cores is allowed: round-robin, a warning, \"oversubscribed\": true,\n"
     "and ranks sharing a core are predicted to run that many times slower.\n";
@@ -70,7 +71,7 @@ static int takes_value(const char *f) { return strcmp(f, "--json") && strcmp(f, 
 
 static int parse_flag(struct plan_args *a, const char *f, const char *v, struct mp_err *err)
 {
-    static const char *const scheds[] = {"gpipe", "1f1b", "interleaved", "zb1", NULL};
+    static const char *const scheds[] = {"gpipe", "1f1b", "interleaved", "zb1", "zbv", NULL};
     static const char *const parts[] = {"uniform", "params", "optimal", NULL};
     int k;
     if (mp_flag_is(f, "--stages"))
@@ -203,8 +204,9 @@ static int partition(struct mp_plan *p, const struct env *e, const struct mp_pla
         comp[i] = l->compute_s, par[i] = (double)l->param_bytes;
         act[i] = (double)l->act_bytes_out, held[i] = (double)(l->act_bytes_out + l->saved_bytes);
     }
+    enum mp_vplace place = mp_sched_place(p->schedule);
     for (int v = 0; v < S; v++) {
-        int x = v % P, y = (v + 1) % P;
+        int x = mp_vstage_rank(place, v, P), y = mp_vstage_rank(place, (v + 1) % S, P);
         lat[v] = x == y ? 0 : p->link_latency_s[x * P + y];
         bw[v] = x == y ? 1e30 : p->link_bandwidth_Bps[x * P + y];
         const struct mp_link *rl = replica_link(e, pl, P, D, x);
@@ -241,8 +243,9 @@ static void rank_step_costs(struct mp_plan *p, const struct env *e, const struct
 {
     for (int r = 0; r < p->P; r++) {
         double bytes = 0;
-        for (int v = r; v < p->n_stages; v += p->P)
-            bytes += (double)p->stages[v].param_bytes;
+        for (int c = 0; c < p->V; c++)
+            bytes += (double)p->stages[mp_vstage_of(mp_sched_place(p->schedule), r, c, p->P)]
+                         .param_bytes;
         double opt = mp_cost_optim_s(&e->cm, bytes);
         double ar = mp_cost_allreduce_s(replica_link(e, pl, p->P, p->D, r), bytes, p->D);
         p->optim_step_s = fmax(p->optim_step_s, opt);
@@ -253,7 +256,7 @@ static void rank_step_costs(struct mp_plan *p, const struct env *e, const struct
 static int build(const struct env *e, int P, int D, int M, struct mp_plan *p, struct mp_err *err)
 {
     const struct plan_args *a = e->a;
-    int V = a->schedule == MP_SCHED_INTERLEAVED ? (a->chunks ? (int)a->chunks : 2) : 1;
+    int V = mp_sched_chunks(a->schedule, a->chunks ? (int)a->chunks : 2);
     int n = e->m->n_layers - 1;
     if (P * V > n)
         return MP_FAIL(err, USAGE, "cannot split the %d layers of %s into %d stages%s: use "

@@ -8,8 +8,8 @@
 #include "mp_stage.h"
 #include "mp_xport.h"
 
-/* Owner rank of global layer i under bounds (S = P * V virtual stages). */
-int mp_layer_owner(const int *bounds, int S, int P, int layer);
+/* Owner rank of global layer i under bounds (S = P * V virtual stages placed by `place`). */
+int mp_layer_owner(const int *bounds, int S, int P, enum mp_vplace place, int layer);
 /* PyTorch shape of a layer's weight (which = 0) or bias (which = 1); returns ndim (0: none). */
 int mp_param_shape(const struct mp_layer *l, int which, int64_t shape[4]);
 
