@@ -36,6 +36,7 @@ struct loop {
     double *reduce;       /* n_layers sums of squares, D loss sums (one per replica), then D * P
                              compute seconds ([replica * P + stage]) */
     uint32_t *order;
+    float *tie_buf;       /* a tied head's E, the other holder's gradient (mp_train_step.c) */
     FILE *metrics;
     uint64_t step;
     double train_time, busy_time, busy_wall;

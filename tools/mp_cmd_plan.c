@@ -186,23 +186,29 @@ static const struct mp_link *replica_link(const struct env *e, const struct mp_p
     return &e->cm.link[worst];
 }
 
-/* Arrays of the partition problem: items are layers 1..n-1, stages the P * V virtual stages. */
+/* Arrays of the partition problem: items are the model's partition units after the input (a layer,
+ * or a whole residual block: a stage boundary never falls inside one, DESIGN.md §9), stages the
+ * P * V virtual stages. */
 static int partition(struct mp_plan *p, const struct env *e, const struct mp_placement *pl,
                      struct mp_err *err)
 {
-    int n = p->n_layers - 1, S = p->n_stages, P = p->P, D = p->D;
+    int n = e->m->n_units - 1, S = p->n_stages, P = p->P, D = p->D;
     double *b = calloc((size_t)(4 * n + 6 * S), sizeof(double));
     int *last = malloc(sizeof(int) * (size_t)S);
-    if (!b || !last) {
-        free(b), free(last);
+    int *item_last = malloc(sizeof(int) * (size_t)n); /* global index of each item's last layer */
+    if (!b || !last || !item_last) {
+        free(b), free(last), free(item_last);
         return MP_FAIL(err, NOMEM, "out of memory");
     }
     double *comp = b, *par = b + n, *act = b + 2 * n, *held = b + 3 * n, *lat = b + 4 * n;
     double *bw = lat + S, *alpha = bw + S, *beta = alpha + S, *hmb = beta + S, *slow = hmb + S;
-    for (int i = 0; i < n; i++) {
-        const struct mp_plan_layer *l = &p->layers[i + 1];
-        comp[i] = l->compute_s, par[i] = (double)l->param_bytes;
-        act[i] = (double)l->act_bytes_out, held[i] = (double)(l->act_bytes_out + l->saved_bytes);
+    for (int i = 1; i < p->n_layers; i++) {
+        const struct mp_plan_layer *l = &p->layers[i];
+        int k = e->m->layers[i].unit - 1;
+        comp[k] += l->compute_s, par[k] += (double)l->param_bytes;
+        act[k] = (double)l->act_bytes_out; /* the unit's output: its last layer's */
+        held[k] += (double)(l->act_bytes_out + l->saved_bytes);
+        item_last[k] = i;
     }
     enum mp_vplace place = mp_sched_place(p->schedule);
     for (int v = 0; v < S; v++) {
@@ -227,14 +233,14 @@ static int partition(struct mp_plan *p, const struct env *e, const struct mp_pla
         .mem_cap = (double)e->a->mem_cap / p->V};
     int rc = mp_partition_run(&pr, e->a->partition, last, err);
     for (int v = 0; rc == 0 && v < S; v++) {
-        p->stages[v].first_layer = v == 0 ? 1 : last[v - 1] + 2;
-        p->stages[v].last_layer = last[v] + 1;
+        p->stages[v].first_layer = v == 0 ? 1 : item_last[last[v - 1]] + 1;
+        p->stages[v].last_layer = item_last[last[v]];
         p->stages[v].send_s = (v > 0 ? 2 * (lat[v - 1] + act[last[v - 1]] / bw[v - 1]) : 0) +
                               (v < S - 1 ? 2 * (lat[v] + act[last[v]] / bw[v]) : 0);
     }
     if (rc == 0)
         mp_partition_eval(&pr, last, &p->bottleneck);
-    free(b), free(last);
+    free(b), free(last), free(item_last);
     return rc;
 }
 
@@ -257,11 +263,12 @@ static int build(const struct env *e, int P, int D, int M, struct mp_plan *p, st
 {
     const struct plan_args *a = e->a;
     int V = mp_sched_chunks(a->schedule, a->chunks ? (int)a->chunks : 2);
-    int n = e->m->n_layers - 1;
+    int n = e->m->n_units - 1;
     if (P * V > n)
-        return MP_FAIL(err, USAGE, "cannot split the %d layers of %s into %d stages%s: use "
-                       "--stages %d or fewer", n, e->m->path, P * V, V > 1 ? " (P x chunks)" : "",
-                       n / V);
+        return MP_FAIL(err, USAGE, "cannot split the %d %s of %s into %d stages%s: use "
+                       "--stages %d or fewer", n, n == e->m->n_layers - 1 ? "layers" :
+                       "partition units (layers and residual blocks)", e->m->path, P * V,
+                       V > 1 ? " (P x chunks)" : "", n / V);
     memset(p, 0, sizeof *p);
     snprintf(p->model, sizeof p->model, "%s", e->m->path);
     memcpy(p->digest, e->m->digest, sizeof p->digest);

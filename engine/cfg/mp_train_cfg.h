@@ -42,6 +42,8 @@ struct mp_train_cfg {
     int ckpt_keep;               /* newest checkpoints kept (default 2) */
     int resume;                  /* start from DIR's newest valid checkpoint */
     int progress;                /* rank 0 prints a progress line on stderr */
+    uint64_t eval_every;         /* evaluate every K steps too (0: at epoch ends only) */
+    size_t eval_windows;         /* token models: validation windows evaluated (0: all) */
     int quiet;                   /* no epoch lines */
 };
 

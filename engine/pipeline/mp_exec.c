@@ -28,6 +28,13 @@ static float *grad_buf(const struct mp_chunk *c, const struct mp_slab *s, int k)
     return s->mem + c->grad_off[k];
 }
 
+/* What layer k's backward sees as its output y: the raw output a residual end kept apart, or the
+ * output buffer itself. */
+static float *y_buf(const struct mp_chunk *c, const struct mp_slab *s, int k)
+{
+    return c->raw_off[k] != SIZE_MAX ? s->mem + c->raw_off[k] : act_buf(c, s, k + 1);
+}
+
 static int32_t *labels_buf(const struct mp_chunk *c, const struct mp_slab *s)
 {
     return (int32_t *)(s->mem + c->labels_off);
@@ -201,6 +208,20 @@ static void make_ctx(const struct mp_exec *e, const struct mp_exec_io *io, int m
     ctx->scratch_len = e->st->scratch_len;
 }
 
+/* y = raw + the input of each residual block layer k ends, innermost first (y may be raw). */
+static void residual_add(const struct mp_layer *l, const struct mp_chunk *c, struct mp_slab *s,
+                         int k, size_t batch)
+{
+    size_t n = batch * mp_layer_out_len(l);
+    float *y = act_buf(c, s, k + 1);
+    const float *raw = y_buf(c, s, k);
+    for (int r = 0; r < l->n_res; r++, raw = y) {
+        const float *skip = act_buf(c, s, l->res_from[r] - c->first); /* the block's input */
+        for (size_t i = 0; i < n; i++) /* (batch, numel) */
+            y[i] = raw[i] + skip[i];
+    }
+}
+
 /* Forward of all layers of chunk c on `batch` samples held in slab s. */
 static void chunk_forward(struct mp_exec *e, int ci, struct mp_slab *s, struct mp_ctx *ctx,
                           size_t batch)
@@ -210,8 +231,24 @@ static void chunk_forward(struct mp_exec *e, int ci, struct mp_slab *s, struct m
     for (int k = 0; k < c->n; k++) {
         const struct mp_layer *l = &st->model->layers[c->first + k];
         l->ops->forward(l, ctx, st->param + st->layer_off[l->index], act_buf(c, s, k),
-                        act_buf(c, s, k + 1), s->mem + c->saved_off[k], batch);
+                        y_buf(c, s, k), s->mem + c->saved_off[k], batch);
+        if (l->n_res)
+            residual_add(l, c, s, k, batch);
         mp_xport_progress(e->x);
+    }
+}
+
+/* A residual block's output gradient also reaches its input: after B of the block's first layer k
+ * wrote dx, add the gradient of each block output that starts at k (in a fixed order). */
+static void skip_gradients(const struct mp_stage *st, const struct mp_chunk *c, struct mp_slab *s,
+                           int k)
+{
+    size_t n = st->mbs * mp_layer_in_len(&st->model->layers[c->first + k]);
+    float *dx = grad_buf(c, s, k);
+    for (int j = c->skip_first[k]; j < c->skip_first[k + 1]; j++) {
+        const float *dy = grad_buf(c, s, c->skip[j] + 1);
+        for (size_t i = 0; i < n; i++) /* (mbs, numel) */
+            dx[i] += dy[i];
     }
 }
 
@@ -227,8 +264,7 @@ static int do_forward(struct mp_exec *e, const struct mp_action *a, struct mp_ex
     if (c->v == 0)
         mp_data_gather(io->ds, idx, st->mbs, act_buf(c, s, 0), labels_buf(c, s));
     else if (c->v == st->S - 1)
-        for (size_t i = 0; i < st->mbs; i++)
-            labels_buf(c, s)[i] = io->ds->y[idx[i]];
+        mp_data_labels(io->ds, idx, st->mbs, labels_buf(c, s));
     struct mp_ctx ctx;
     make_ctx(e, io, a->mb, labels_buf(c, s), 1, &ctx);
     ctx.loss_sum = &io->loss_sum;
@@ -261,7 +297,7 @@ static int weight_layer(struct mp_exec *e, struct mp_chunk *c, struct mp_slab *s
     const struct mp_layer *l = &st->model->layers[c->first + k];
     if (!l->ops->backward_weight)
         return 0;
-    l->ops->backward_weight(l, ctx, act_buf(c, s, k), act_buf(c, s, k + 1),
+    l->ops->backward_weight(l, ctx, act_buf(c, s, k), y_buf(c, s, k),
                             s->mem + c->saved_off[k], grad_buf(c, s, k + 1),
                             st->grad + st->layer_off[l->index], st->mbs);
     if (last && e->layer_done && e->layer_done(e->hook_arg, l->index, err))
@@ -288,8 +324,9 @@ static int do_backward_input(struct mp_exec *e, const struct mp_action *a, struc
         if (l->index != 1) { /* nobody needs the gradient w.r.t. the data */
             const float *dy = l->is_loss ? NULL : grad_buf(c, s, k + 1);
             l->ops->backward_input(l, &ctx, st->param + st->layer_off[l->index],
-                                   act_buf(c, s, k), act_buf(c, s, k + 1),
+                                   act_buf(c, s, k), y_buf(c, s, k),
                                    s->mem + c->saved_off[k], dy, grad_buf(c, s, k), st->mbs);
+            skip_gradients(st, c, s, k);
             if (after_kernel(e, err))
                 return -1;
         }
@@ -472,8 +509,10 @@ static int eval_chunk(struct mp_exec *e, int ci, const struct mp_dataset *ds, si
                              "activation for evaluation", err)) {
         return -1;
     }
-    if (c->v == st->S - 1)
-        memcpy(labels_buf(c, s), ds->y + first, batch * sizeof(int32_t));
+    if (c->v == st->S - 1) {
+        size_t L = ds->label_len ? ds->label_len : 1;
+        memcpy(labels_buf(c, s), ds->y + first * L, batch * L * sizeof(int32_t));
+    }
     struct mp_ctx ctx;
     make_ctx(e, NULL, 0, labels_buf(c, s), 0, &ctx);
     ctx.loss_sum = loss_sum;

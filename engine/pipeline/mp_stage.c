@@ -23,7 +23,10 @@ static int chunk_layout(struct mp_chunk *c, const struct mp_model *m, size_t mbs
     c->act_off = calloc((size_t)c->n + 1, sizeof(size_t));
     c->grad_off = calloc((size_t)c->n + 1, sizeof(size_t));
     c->saved_off = calloc((size_t)c->n, sizeof(size_t));
-    if (!c->act_off || !c->grad_off || !c->saved_off)
+    c->raw_off = calloc((size_t)c->n, sizeof(size_t));
+    c->skip_first = calloc((size_t)c->n + 1, sizeof(int));
+    c->skip = calloc((size_t)c->n * 4 + 1, sizeof(int));
+    if (!c->act_off || !c->grad_off || !c->saved_off || !c->raw_off || !c->skip_first || !c->skip)
         return MP_FAIL(err, NOMEM, "out of memory laying out stage %d", c->v);
     size_t off = 0;
     for (int k = 0; k <= c->n; k++) {
@@ -35,11 +38,29 @@ static int chunk_layout(struct mp_chunk *c, const struct mp_model *m, size_t mbs
         off = round_up(off + mbs * len);
     }
     for (int k = 0; k < c->n; k++) {
+        const struct mp_layer *l = &m->layers[c->first + k];
         c->saved_off[k] = off;
-        off = round_up(off + mbs * m->layers[c->first + k].saved_per_sample);
+        off = round_up(off + mbs * l->saved_per_sample);
+        c->raw_off[k] = SIZE_MAX;
+        if (l->n_res && l->ops->y_in_backward) {
+            c->raw_off[k] = off;
+            off = round_up(off + mbs * mp_layer_out_len(l));
+        }
     }
+    /* Residual blocks never straddle chunks: a stage boundary falls only between units. */
+    int n_skip = 0;
+    for (int k = 0; k < c->n; k++) {
+        c->skip_first[k] = n_skip;
+        for (int e = k; e < c->n; e++) {
+            const struct mp_layer *end = &m->layers[c->first + e];
+            for (int r = 0; r < end->n_res; r++)
+                if (end->res_from[r] == c->first + k)
+                    c->skip[n_skip++] = e;
+        }
+    }
+    c->skip_first[c->n] = n_skip;
     c->labels_off = off;
-    off = round_up(off + mbs);
+    off = round_up(off + mbs * (m->label_len ? m->label_len : 1));
     c->slab_floats = off;
     return 0;
 }
@@ -118,6 +139,10 @@ int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *boun
         ch->n = ch->last - ch->first + 1;
         if (ch->n < 1)
             return MP_FAIL(err, USAGE, "stage %d has no layers", ch->v);
+        if (m->layers[ch->first].unit == m->layers[ch->first - 1].unit)
+            return MP_FAIL(err, USAGE, "stage %d would start at layer %d (line %d), inside a "
+                           "residual block: a stage boundary falls only between top-level units",
+                           ch->v, ch->first, m->layers[ch->first].line);
         ch->by_mb = calloc((size_t)M, sizeof *ch->by_mb);
         ch->slabs = calloc((size_t)M, sizeof *ch->slabs);
         if (!ch->by_mb || !ch->slabs)
@@ -139,6 +164,9 @@ void mp_stage_free(struct mp_stage *st)
         free(ch->act_off);
         free(ch->grad_off);
         free(ch->saved_off);
+        free(ch->raw_off);
+        free(ch->skip_first);
+        free(ch->skip);
     }
     free(st->chunk);
     free(st->layer_off);

@@ -2,8 +2,10 @@
  * of them (params, grads and optimizer state at matching offsets, 64-byte aligned), and per chunk a
  * pool of activation slabs, one per micro-batch in flight. A slab holds, for one micro-batch, the
  * chunk's input, every layer's output, the gradients w.r.t. the same buffers, what layers save for
- * backward, and the labels. Slabs are allocated the first time they are needed and recycled, so
- * memory follows what the schedule keeps in flight, not M, and the loop does not call malloc. */
+ * backward, and the labels. A layer that ends a residual body holds the block's output, its raw
+ * output plus the block's input (the add costs no buffer); when its backward reads its own output
+ * it keeps the raw one apart too. Slabs are allocated the first time they are needed and recycled,
+ * so memory follows what the schedule keeps in flight, not M, and the loop does not call malloc. */
 #ifndef MP_STAGE_H
 #define MP_STAGE_H
 
@@ -31,7 +33,12 @@ struct mp_chunk {
     size_t *act_off;       /* n + 1 offsets: [0] input, [k] output of layer first + k - 1 */
     size_t *grad_off;      /* n + 1 offsets of the gradients w.r.t. the same buffers */
     size_t *saved_off;     /* n offsets */
-    size_t labels_off;     /* mbs int32 labels (last virtual stage) */
+    size_t *raw_off;       /* n offsets of a residual end's raw output, or SIZE_MAX (none kept) */
+    int *skip_first;       /* n + 1: skip[skip_first[k] .. skip_first[k + 1]) are the local
+                              indexes of the residual ends whose block starts at layer k: their
+                              output gradient also flows into layer k's input gradient */
+    int *skip;
+    size_t labels_off;     /* mbs * label_len int32 labels (last virtual stage) */
     size_t slab_floats;
     struct mp_slab *slabs; /* pool */
     int n_slabs;
