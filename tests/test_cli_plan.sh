@@ -48,6 +48,22 @@ expect_exit 0 "plan table" "$MPIPE" plan models/mlp.mp --stages 2
 grep -q "bottleneck: stage" "$T/out" && grep -q "samples/s" "$T/out" && grep -q "mpirun -np 2" \
     "$T/out" && ok "table names the bottleneck and the mpirun line" || bad "table content"
 
+# Without --schedule the planner weighs the schedules itself: its pick predicts a step no slower
+# than any schedule named explicitly, zbv among them.
+step_of() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['step_s'])" "$1"; }
+"$MPIPE" plan models/mlp.mp --stages 2 --batch 1024 --out "$T/pick.json" >/dev/null 2>"$T/err"
+slower=0
+for s in 1f1b interleaved zb1 zbv; do
+    "$MPIPE" plan models/mlp.mp --stages 2 --batch 1024 --schedule $s --out "$T/$s.json" \
+        >/dev/null 2>"$T/err"
+    python3 -c "import sys; sys.exit(float(sys.argv[1]) < float(sys.argv[2]) * (1 - 1e-9))" \
+        "$(step_of "$T/$s.json")" "$(step_of "$T/pick.json")" || slower=1
+done
+[ $slower -eq 0 ] && ok "plan without --schedule predicts no slower than any named schedule" \
+    || bad "plan's own schedule pick is slower than a named one"
+grep -q '"schedule": "zbv"' "$T/zbv.json" && grep -q '"V": 2' "$T/zbv.json" \
+    && ok "a zbv plan has 2 chunks per rank" || bad "zbv plan V"
+
 expect_exit 2 "unknown model file" "$MPIPE" plan models/no_such_model.mp --stages 2
 expect_exit 2 "more stages than layers" "$MPIPE" plan models/mlp.mp --stages 64
 grep -q -- "--stages" "$T/err" && ok "message says which --stages fits" || bad "stages message"

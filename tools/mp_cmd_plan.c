@@ -29,7 +29,8 @@ static const char help[] =
     "                           8*P*D: bigger micro-batches run faster GEMMs, more shrink the\n"
     "                           bubble)\n"
     "  --batch B                global batch (default 256, as mpipe train)\n"
-    "  --schedule S             gpipe, 1f1b (default), interleaved, zb1, zbv\n"
+    "  --schedule S             gpipe, 1f1b, interleaved, zb1, zbv (default: the best\n"
+    "                           predicted of 1f1b, interleaved, zb1 and zbv; 1f1b on 1 stage)\n"
     "  --chunks V               virtual stages per rank for interleaved (default 2)\n"
     "  --topology live|FILE.xml machine topology: hwloc on this machine (default) or an XML\n"
     "                           export (lstopo-no-graphics --of xml FILE.xml)\n"
@@ -62,6 +63,7 @@ struct plan_args {
     const char *model, *topology, *hosts, *profile, *links, *rates, *out, *rankfile;
     long long stages, ranks, dp, micro, batch, chunks;  /* stages 0: auto */
     enum mp_sched_kind schedule;
+    int schedule_given;
     enum mp_part_kind partition;
     size_t mem_cap;
     int json;
@@ -88,7 +90,9 @@ static int parse_flag(struct plan_args *a, const char *f, const char *v, struct 
     if (mp_flag_is(f, "--chunks"))
         return mp_flag_int(f, v, 1, 64, &a->chunks, err);
     if (mp_flag_is(f, "--schedule"))
-        return mp_flag_choice(f, v, scheds, &k, err) ? -1 : (mp_sched_parse(v, &a->schedule), 0);
+        return mp_flag_choice(f, v, scheds, &k, err)
+                   ? -1
+                   : (mp_sched_parse(v, &a->schedule), a->schedule_given = 1, 0);
     if (mp_flag_is(f, "--partition"))
         return mp_flag_choice(f, v, parts, &k, err) ? -1 : (a->partition = (enum mp_part_kind)k, 0);
     if (mp_flag_is(f, "--memory-per-rank"))
@@ -334,6 +338,40 @@ static int build_best_m(const struct env *e, int P, int D, int M0, struct mp_pla
     return found ? 0 : build(e, P, D, M0, p, err);
 }
 
+/* Without --schedule, the best predicted of the schedules that keep 1F1B's memory or trade a
+ * little of it for a smaller bubble (gpipe only adds memory); the first of equals wins, so a tie
+ * keeps the simpler schedule. One stage has no bubble to remove: 1f1b. */
+static int build_best_sched(const struct env *e, int P, int D, int M0, struct mp_plan *p,
+                            struct mp_err *err)
+{
+    static const enum mp_sched_kind kinds[] = {MP_SCHED_1F1B, MP_SCHED_INTERLEAVED, MP_SCHED_ZB1,
+                                               MP_SCHED_ZBV};
+    if (e->a->schedule_given || P == 1)
+        return build_best_m(e, P, D, M0, p, err);
+    int found = 0;
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        struct plan_args a = *e->a;
+        struct env ek = *e;
+        struct mp_plan cand;
+        memset(&cand, 0, sizeof cand);
+        a.schedule = kinds[k], ek.a = &a;
+        if (build_best_m(&ek, P, D, M0, &cand, err)) {
+            mp_plan_free(&cand);
+            if (err->code == MP_ERR_NOMEM || err->code == MP_ERR_INPUT)
+                return -1;
+            continue; /* e.g. fewer layers than 2P chunks */
+        }
+        if (!found || cand.step_s < p->step_s) {
+            if (found)
+                mp_plan_free(p);
+            *p = cand, found = 1;
+        } else {
+            mp_plan_free(&cand);
+        }
+    }
+    return found ? 0 : -1;
+}
+
 static int micro_for(const struct plan_args *a, int P, int D, int *M, struct mp_err *err)
 {
     *M = a->micro ? (int)a->micro : default_micro((size_t)a->batch, P, D);
@@ -360,7 +398,7 @@ static int search(const struct env *e, int N, struct mp_plan *best, struct mp_er
         memset(&cand, 0, sizeof cand);
         if (N % D || (e->a->dp && D != e->a->dp) || micro_for(e->a, P, D, &M, &last_err))
             continue;
-        if (build_best_m(e, P, D, M, &cand, &last_err)) {
+        if (build_best_sched(e, P, D, M, &cand, &last_err)) {
             mp_plan_free(&cand);
             if (last_err.code == MP_ERR_NOMEM || last_err.code == MP_ERR_INPUT)
                 break;
@@ -398,7 +436,7 @@ static int plan_fixed(const struct env *e, struct mp_plan *p, struct mp_err *err
         return MP_FAIL(err, USAGE, "--ranks %lld is not --stages %d x --dp %d", a->ranks, P, D);
     if (micro_for(a, P, D, &M, err))
         return -1;
-    return build_best_m(e, P, D, M, p, err);
+    return build_best_sched(e, P, D, M, p, err);
 }
 
 static void layer_list(const struct mp_plan *p, const struct mp_plan_stage *st, char *out,
