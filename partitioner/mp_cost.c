@@ -208,6 +208,23 @@ static int load_profile(const struct mp_model *m, size_t mb, const char *path,
     return rc;
 }
 
+/* Layer times from the measured table at its size nearest mb (by ratio), scaled by samples. */
+static void table_layers(const struct mp_model *m, size_t mb, const struct mp_cost_table *t,
+                         struct mp_plan_layer *out)
+{
+    int j = 0;
+    for (int c = 1; c < t->n_mbs; c++) {
+        double dc = fabs(log((double)t->mbs[c] / (double)mb));
+        j = dc < fabs(log((double)t->mbs[j] / (double)mb)) ? c : j;
+    }
+    double scale = (double)mb / (double)t->mbs[j];
+    for (int i = 1; i < m->n_layers && i < t->n_layers; i++) {
+        const double *r = &t->t[((size_t)j * (size_t)t->n_layers + (size_t)i) * 3];
+        out[i].fwd_s = r[0] * scale, out[i].bwd_input_s = r[1] * scale;
+        out[i].bwd_weight_s = r[2] * scale;
+    }
+}
+
 int mp_cost_layers(const struct mp_model *m, size_t mb, struct mp_cost_model *cm,
                    const char *profile, struct mp_plan_layer *out, struct mp_err *err)
 {
@@ -224,7 +241,9 @@ int mp_cost_layers(const struct mp_model *m, size_t mb, struct mp_cost_model *cm
     if (profile) {
         if (load_profile(m, mb, profile, out, err))
             return -1;
-        snprintf(cm->source, sizeof cm->source, "profile:%.55s", profile);
+        snprintf(cm->source, sizeof cm->source, "profile:%.150s", profile);
+    } else if (cm->table && cm->table->n_mbs > 0) {
+        table_layers(m, mb, cm->table, out);
     }
     /* The engine skips layer 1's input gradient: nobody needs the gradient w.r.t. the data. */
     if (m->n_layers > 1)
@@ -260,6 +279,8 @@ double mp_cost_allreduce_s(const struct mp_link *l, double bytes, int D)
 
 double mp_cost_optim_s(const struct mp_cost_model *cm, double param_bytes)
 {
+    if (cm->table && cm->table->optim_s_per_param > 0)
+        return param_bytes / sizeof(float) * cm->table->optim_s_per_param;
     return (3.0 + 2.0 * cm->optim_slots) * param_bytes / cm->mem_Bps;
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mp_calib.h"
 #include "mp_cli.h"
 #include "mp_cost.h"
 #include "mp_flags.h"
@@ -35,7 +36,9 @@ static const char help[] =
     "  --topology live|FILE.xml machine topology: hwloc on this machine (default) or an XML\n"
     "                           export (lstopo-no-graphics --of xml FILE.xml)\n"
     "  --hosts FILE             Open MPI hostfile (`host slots=N`, optional topology=FILE.xml)\n"
-    "  --profile PROFILE.json   measured layer times (mpipe bench layers --json)\n"
+    "  --profile PROFILE.json   measured layer times (mpipe bench layers --json) instead of\n"
+    "                           this machine's own rates\n"
+    "  --recalibrate            measure this machine's rates again instead of reusing the cache\n"
     "  --links P2P.json         measured links (mpipe bench p2p --json)\n"
     "  --rates GEMM.json        this machine's GEMM rate (mpipe bench gemm --json) instead of\n"
     "                           the documented default, for the analytic costs\n"
@@ -47,8 +50,14 @@ static const char help[] =
     "  --rankfile FILE          write an Open MPI rankfile (rank N=host slot=S:C)\n"
     "  --json                   print the plan JSON on stdout instead of the table\n"
     "\n"
-    "Costs without --profile: GEMM layers (dense, conv2d) take max(FLOPs / 60 GFLOPS,\n"
-    "bytes / 10 GB/s), other layers bytes / 10 GB/s, plus 2 us per kernel call. Links without\n"
+    "Costs without --profile or --rates: this machine's, measured in a few seconds the first\n"
+    "time: every GEMM shape the model's layers call (through the path training uses, warm),\n"
+    "each layer pass's element-wise part in place, and the optimizer step. GEMM rates are\n"
+    "cached in $XDG_CACHE_HOME/mpipe/ (default ~/.cache/mpipe/), one file per CPU model, BLIS\n"
+    "configuration and mpipe version; a corrupt or foreign file is ignored with a warning and\n"
+    "rewritten. The plan's cost_source says which. With --rates: GEMM layers (dense, conv2d)\n"
+    "take max(FLOPs / rate, bytes / 10 GB/s), other layers bytes / 10 GB/s, plus 2 us per\n"
+    "kernel call. Links without\n"
     "--links (latency, bandwidth): same L3 0.4 us 12 GB/s, same NUMA 0.6 us 10 GB/s, same\n"
     "socket 0.8 us 8 GB/s, cross-socket 1.5 us 5 GB/s, cross-host 25 us 1.1 GB/s. Memory per\n"
     "rank: 4 x params (weights, grads, Adam's 2 slots) + held micro-batches x activations\n"
@@ -66,10 +75,13 @@ struct plan_args {
     int schedule_given;
     enum mp_part_kind partition;
     size_t mem_cap;
-    int json;
+    int json, recalibrate;
 };
 
-static int takes_value(const char *f) { return strcmp(f, "--json") && strcmp(f, "--help"); }
+static int takes_value(const char *f)
+{
+    return strcmp(f, "--json") && strcmp(f, "--help") && strcmp(f, "--recalibrate");
+}
 
 static int parse_flag(struct plan_args *a, const char *f, const char *v, struct mp_err *err)
 {
@@ -129,6 +141,8 @@ static int parse_args(struct plan_args *a, int argc, char **argv, struct mp_err 
             return -1;
         if (mp_flag_is(f, "--json"))
             a->json = 1;
+        else if (mp_flag_is(f, "--recalibrate"))
+            a->recalibrate = 1;
         else if (parse_flag(a, f, v, err))
             return -1;
         stages_given |= mp_flag_is(f, "--stages");
@@ -524,6 +538,24 @@ static int emit(const struct plan_args *a, const struct mp_plan *p, struct mp_er
     return 0;
 }
 
+/* This machine's rates for every micro-batch size the plan may try: B / M for each M dividing B
+ * up to 8 micro-batches per rank (build_best_m's range), or B / M for a given M. */
+static int calibrate(const struct plan_args *a, const struct mp_model *m, int ranks,
+                     struct mp_cost_table *t, struct mp_cost_model *cm, struct mp_err *err)
+{
+    size_t B = (size_t)a->batch, mbs[64];
+    int n = 0;
+    for (size_t M = 1; M <= B && M <= (size_t)(8 * ranks) && n < 64; M++)
+        if (B % M == 0 && (!a->micro || M == (size_t)a->micro))
+            mbs[n++] = B / M;
+    if (n == 0)
+        return 0; /* no M fits: the plan says why */
+    if (mp_calib_table(m, mbs, n, a->recalibrate, t, cm->source, sizeof cm->source, err))
+        return -1;
+    cm->table = t;
+    return 0;
+}
+
 int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
 {
     for (int i = 1; i < argc; i++)
@@ -547,17 +579,24 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
         return MP_FAIL(err, USAGE, "%s: no such model file (e.g. models/mlp.mp)", a.model);
     if (mp_model_load(&m, a.model, err))
         return -1;
+    struct mp_cost_table table;
+    memset(&table, 0, sizeof table);
     int rc = mp_cluster_init(&cl, a.topology, a.hosts, err);
     if (rc == 0) {
-        if (a.stages)
+        int ranks = a.ranks ? (int)a.ranks : a.stages ? (int)a.stages * (a.dp ? (int)a.dp : 1)
+                                                      : mp_cluster_slots(&cl);
+        if (!a.profile && !a.rates)
+            rc = calibrate(&a, &m, ranks, &table, &e.cm, err);
+        if (rc == 0 && a.stages)
             rc = plan_fixed(&e, &p, err);
-        else
-            rc = search(&e, a.ranks ? (int)a.ranks : mp_cluster_slots(&cl), &p, err);
+        else if (rc == 0)
+            rc = search(&e, ranks, &p, err);
         if (rc == 0)
             rc = emit(&a, &p, err);
         mp_plan_free(&p);
         mp_cluster_free(&cl);
     }
+    mp_calib_free(&table);
     mp_model_free(&m);
     return rc;
 }

@@ -21,13 +21,13 @@
  * memory, and the executor takes chunk 1's slab when chunk 0's F hands its output over, so there
  * the two forwards of a micro-batch run as one pair (cost 2) and count as held together. */
 struct zv {
-    int P, M, T;               /* T: chunk-micro-batches a rank may hold */
-    int b_first;               /* variant: a ready B goes before a ready F */
-    int cap0_a, cap0_b;        /* variant: rank r's chunk 0 holds at most T - a - b r */
-    int *nf, *nb, *nw;         /* [r * 2 + c] */
-    int *busy;                 /* per rank: the time it is free again */
-    int *f_fin, *b_fin;        /* [v * M + mb]: when that F / B finished, INT_MAX if not yet */
-    struct mp_action *ops;     /* rank r's passes at r * n_per */
+    int P, M, T;           /* T: chunk-micro-batches a rank may hold */
+    int b_first;           /* variant: a ready B goes before a ready F */
+    int cap0_a, cap0_b;    /* variant: rank r's chunk 0 holds at most T - a - b r */
+    int *nf, *nb, *nw;     /* [r * 2 + c] */
+    int *busy;             /* per rank: the time it is free again */
+    int *f_fin, *b_fin;    /* [v * M + mb]: when that F / B finished, INT_MAX if not yet */
+    struct mp_action *ops; /* rank r's passes at r * n_per */
     int *n_ops, n_per;
 };
 
@@ -52,7 +52,7 @@ static int cap0(const struct zv *z, int r)
 static int ready_f(const struct zv *z, int r, int c, int t)
 {
     int k = z->nf[2 * r + c], v = vof(z, r, c), turn = r == z->P - 1;
-    if (k >= z->M || (turn && c == 1))  /* the turn's chunk 1 goes with its chunk 0 */
+    if (k >= z->M || (turn && c == 1)) /* the turn's chunk 1 goes with its chunk 0 */
         return 0;
     if (held(z, r) + (turn ? 2 : 1) > z->T)
         return 0;
@@ -96,7 +96,7 @@ static int start_f(struct zv *z, int r, int c, int t)
     push(z, r, MP_ACT_F, k, c);
     if (r != z->P - 1)
         return 1;
-    z->nf[2 * r + 1]++;  /* the turn: chunk 1's forward right after chunk 0's */
+    z->nf[2 * r + 1]++; /* the turn: chunk 1's forward right after chunk 0's */
     z->f_fin[vof(z, r, 1) * z->M + k] = t + 2;
     push(z, r, MP_ACT_F, k, 1);
     return 2;
@@ -183,7 +183,7 @@ int mp__sched_make_zbv(struct mp_sched *s)
 {
     struct zv z = {.P = s->P, .M = s->M};
     z.T = 2 * (s->M < s->P ? s->M : s->P);
-    z.n_per = 6 * z.M;  /* F, B and W of two chunks */
+    z.n_per = 6 * z.M; /* F, B and W of two chunks */
     size_t P = (size_t)z.P, VM = 2 * P * (size_t)z.M, n_ops = P * (size_t)z.n_per;
     int *ibuf = malloc((8 * P + 2 * VM) * sizeof *ibuf);
     z.ops = malloc(n_ops * sizeof *z.ops);
