@@ -18,6 +18,7 @@
 #include "mp_exec.h"
 #include "mp_gemm.h"
 #include "mp_stage.h"
+#include "mp_stage_mem.h"
 #include "mp_train_loop.h"
 #include "mp_weights.h"
 
@@ -80,6 +81,70 @@ static int setup_layout(struct loop *L, struct mp_err *err)
     return 0;
 }
 
+/* This rank's predicted peak with recomputation on the stages in `rc` (per virtual stage). */
+static double predict_memory(const struct loop *L, const int *rc, struct mp_mem_parts *parts)
+{
+    const struct mp_train_cfg *c = L->cfg;
+    const struct mp_model *m = c->model;
+    int tied_elsewhere = 0;
+    for (int i = 0; i < m->n_layers; i++)
+        if (mp_layer_is_tied(&m->layers[i]))
+            tied_elsewhere = mp_layer_owner(L->bounds, L->S, c->P, L->sched.place, i) !=
+                             mp_layer_owner(L->bounds, L->S, c->P, L->sched.place,
+                                            m->layers[i].tie_src);
+    struct mp_mem_query q = {.m = m, .bounds = L->bounds, .sched = &L->sched, .rank = L->rank,
+                             .P = c->P, .V = c->V, .D = L->D, .real_replicas = L->replica >= 0 &&
+                             L->D > 1, .mbs = c->batch / (size_t)c->M,
+                             .state_slots = mp_optim_state_slots(c->optim.kind),
+                             .zero = c->zero && L->replica >= 0 && L->D > 1,
+                             .tied_elsewhere = tied_elsewhere, .recompute = rc,
+                             .data_bytes = mp_data_bytes(&L->data)};
+    return mp_mem_predict(&q, parts);
+}
+
+/* Recomputation per stage (DESIGN.md §10) and the memory cap. A plan says which stages recompute;
+ * else --recompute all or none, or auto: a rank whose predicted peak exceeds the cap recomputes its
+ * stages. A layout still above the cap on any rank does not start (exit 2), rather than being
+ * killed by the kernel later. Recomputation changes no bits, so ranks decide it alone. */
+static int memory_layout(struct loop *L, struct mp_err *err)
+{
+    const struct mp_train_cfg *c = L->cfg;
+    int *rc = calloc((size_t)L->S, sizeof(int));
+    if (!rc)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    for (int v = 0; v < L->S; v++)
+        rc[v] = c->recompute_stages ? c->recompute_stages[v] : c->recompute == 2;
+    double pred = predict_memory(L, rc, &L->mem_pred);
+    double cap = (double)c->mem_cap;
+    if (cap > 0 && pred > cap && c->recompute == 1 && !c->recompute_stages) {
+        for (int k = 0; k < c->V; k++)
+            rc[L->st.chunk[k].v] = 1;
+        pred = predict_memory(L, rc, &L->mem_pred);
+    }
+    int ret = 0;
+    for (int k = 0; k < c->V && !ret; k++)
+        if (rc[L->st.chunk[k].v])
+            ret = mp_stage_set_recompute(&L->st, k, 1, err);
+    free(rc);
+    if (ret)
+        return -1;
+    double all[1024] = {0};
+    double mine = pred;
+    if (L->wsize > 1 && L->wsize <= 1024 &&
+        mp_xport_allgather(L->x, &mine, all, sizeof mine, "the predicted memory", err))
+        return -1;
+    if (L->wsize == 1)
+        all[0] = pred;
+    for (int r = 0; cap > 0 && r < L->wsize && r < 1024; r++)
+        if (all[r] > cap)
+            return MP_FAIL(err, USAGE, "rank %d would need %.0f MiB, over --memory-per-rank "
+                           "%.0f MiB: use more stages (mpipe plan --stages auto --memory-per-"
+                           "rank ... finds the fewest that fit), --recompute all, or a cap of at "
+                           "least %.0f MiB", r, all[r] / 1048576.0, cap / 1048576.0,
+                           all[r] / 1048576.0);
+    return 0;
+}
+
 static int setup_state(struct loop *L, struct mp_err *err)
 {
     const struct mp_train_cfg *c = L->cfg;
@@ -91,6 +156,8 @@ static int setup_state(struct loop *L, struct mp_err *err)
         return MP_FAIL(err, NOMEM, "out of memory");
     if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, mp_sched_place(c->schedule),
                       M_max, mbs, mp_optim_state_slots(c->optim.kind), err))
+        return -1;
+    if (memory_layout(L, err))
         return -1;
     for (int i = 0; i < m->n_layers; i++)
         if (L->st.layer_off[i] != SIZE_MAX && mp_layer_n_param(&m->layers[i]))
@@ -123,6 +190,8 @@ static int setup_state(struct loop *L, struct mp_err *err)
     if (rc)
         return -1;
     mp__train_dp_hooks(L);
+    if (mp__zero_setup(L, err))
+        return -1;
     if (c->trace_path) {
         mp_trace_init(&L->trace, L->wsize);
         L->ex.trace = &L->trace;
@@ -186,6 +255,7 @@ static int evaluate_every(struct loop *L, struct mp_err *err)
 }
 
 /* Checkpoint hooks (mp_ckpt.h): no-ops without --checkpoint. */
+static int ckpt_write(struct loop *L, int epoch, uint64_t cursor, struct mp_err *err);
 static void ckpt_io(struct loop *L, struct mp_ckpt_io *io)
 {
     *io = (struct mp_ckpt_io){.cfg = L->cfg, .lr = &L->lr, .st = &L->st, .bounds = L->bounds,
@@ -194,8 +264,26 @@ static void ckpt_io(struct loop *L, struct mp_ckpt_io *io)
 
 static int ckpt_save(struct loop *L, int epoch, uint64_t cursor, struct mp_err *err)
 {
-    if (!L->cfg->ckpt_dir || L->ckpt_saved == (int64_t)L->step || L->replica > 0)
+    if (!L->cfg->ckpt_dir || L->ckpt_saved == (int64_t)L->step)
+        return 0;
+    float *full = NULL;
+    if (mp__zero_full_state(L, &full, err))
+        return -1;
+    if (L->replica > 0)
         return 0; /* replicas hold the same state: replica 0 writes it */
+    struct mp_stage *st = &L->st;
+    float *own = st->state;
+    size_t lo = st->state_lo, len = st->state_len;
+    if (full) /* --zero 1: write the whole state, as an unsharded run would */
+        st->state = full, st->state_lo = 0, st->state_len = st->n_param;
+    int rc = ckpt_write(L, epoch, cursor, err);
+    st->state = own, st->state_lo = lo, st->state_len = len;
+    free(full);
+    return rc;
+}
+
+static int ckpt_write(struct loop *L, int epoch, uint64_t cursor, struct mp_err *err)
+{
     struct mp_ckpt_io io;
     ckpt_io(L, &io);
     struct mp_ckpt_pos p = {.step = L->step, .epoch = epoch, .cursor = cursor,
@@ -332,7 +420,11 @@ static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
                    (double)L->st.act_bytes_peak, (double)ru.ru_maxrss * 1024.0 /* KiB */};
     double busy_frac = m[0];
     if (L->cfg->progress || !L->cfg->quiet)
-        fprintf(stderr, "rank %d: peak_rss_bytes=%.0f\n", L->wrank, m[2]);
+        fprintf(stderr, "rank %d: peak_rss_bytes=%.0f predicted %.0f (params %.0f, grads %.0f, "
+                "optimizer %.0f, activations %.0f, data %.0f, other %.0f)\n", L->wrank, m[2],
+                L->mem_pred.total, L->mem_pred.params, L->mem_pred.grads, L->mem_pred.optim,
+                L->mem_pred.acts, L->mem_pred.data, L->mem_pred.scratch + L->mem_pred.tied +
+                L->mem_pred.dp + L->mem_pred.overhead);
     if (L->wsize > 1) {
         if (mp_xport_allreduce_sum(L->x, &busy_frac, 1, "the measured bubble", err) ||
             mp_xport_allreduce_max(L->x, &m[1], 2, "the peak memory", err))
@@ -407,6 +499,8 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
         mp_xport_finalize(L.sx);
     free(L.order);
     free(L.tie_buf);
+    free(L.zero_counts);
+    free(L.zero_displs);
     free(L.reduce);
     free(L.bounds);
     if (err && rc)

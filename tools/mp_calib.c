@@ -169,9 +169,9 @@ static int time_layer(struct mp_calib_rates *r, const struct mp_model *m, int i,
     return rc;
 }
 
-/* Seconds per parameter of one Adam step (the default optimizer), timed over as many
- * parameters as the model has: median of 3 after one warm-up. */
-static double time_optim(const struct mp_model *m)
+/* Seconds per parameter of one step of the optimizer, timed over as many parameters as the
+ * model has (state slots included): median of 3 after one warm-up. */
+static double time_optim(const struct mp_model *m, enum mp_optim_kind kind)
 {
     size_t n = 0;
     for (int i = 0; i < m->n_layers; i++)
@@ -181,7 +181,7 @@ static double time_optim(const struct mp_model *m)
     float *p = filled(n, 1e-2f), *g = filled(n, 1e-3f), *s = filled(2 * n, 0);
     double t[3] = {0, 0, 0}, sec = 0;
     struct mp_optim_cfg cfg;
-    mp_optim_defaults(&cfg, MP_OPT_ADAM);
+    mp_optim_defaults(&cfg, kind);
     for (int k = 0; p && g && s && k < 4; k++) {
         double t0 = now_s();
         mp_optim_step(&cfg, 1e-3f, (uint64_t)k + 1, p, g, s, n, n);
@@ -194,14 +194,14 @@ static double time_optim(const struct mp_model *m)
     return sec;
 }
 
-static int optim_rate(struct mp_calib_rates *r, const struct mp_model *m, int again, double *out,
-                      struct mp_err *err)
+static int optim_rate(struct mp_calib_rates *r, const struct mp_model *m, enum mp_optim_kind kind,
+                      int again, double *out, struct mp_err *err)
 {
-    struct mp_calib_optim *o = again ? NULL : mp__calib_find_optim(r, m->digest);
+    struct mp_calib_optim *o = again ? NULL : mp__calib_find_optim(r, m->digest, (int)kind);
     if (!o) {
-        double s = time_optim(m);
-        if (s > 0 && !(o = mp__calib_find_optim(r, m->digest)) &&
-            !(o = mp__calib_add_optim(r, m->digest, s)))
+        double s = time_optim(m, kind);
+        if (s > 0 && !(o = mp__calib_find_optim(r, m->digest, (int)kind)) &&
+            !(o = mp__calib_add_optim(r, m->digest, (int)kind, s)))
             return MP_FAIL(err, NOMEM, "out of memory");
         if (o)
             o->s = s, r->dirty = 1;
@@ -217,8 +217,9 @@ void mp_calib_free(struct mp_cost_table *t)
     memset(t, 0, sizeof *t);
 }
 
-int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, int recalibrate,
-                   struct mp_cost_table *t, char *source, size_t source_len, struct mp_err *err)
+int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_optim_kind optim,
+                   int recalibrate, struct mp_cost_table *t, char *source, size_t source_len,
+                   struct mp_err *err)
 {
     struct mp_calib_rates r;
     memset(&r, 0, sizeof r);
@@ -240,7 +241,7 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, int recal
                             &t->t[((size_t)j * (size_t)m->n_layers + (size_t)i) * 3], err);
     }
     if (!rc)
-        rc = optim_rate(&r, m, recalibrate, &t->optim_s_per_param, err);
+        rc = optim_rate(&r, m, optim, recalibrate, &t->optim_s_per_param, err);
     size_t now = 0, reused = 0;
     for (size_t i = 0; i < r.n; i++)
         now += r.v[i].used == 2, reused += r.v[i].used == 1;

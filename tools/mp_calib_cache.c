@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "mp_calib.h"
+#include "mp_optim.h"
 
 #define CACHE_FORMAT "mpipe machine rates 1"
 
@@ -163,20 +164,21 @@ struct mp_calib_pass *mp__calib_add_elem(struct mp_calib_rates *r, const char *d
     return e;
 }
 
-struct mp_calib_optim *mp__calib_find_optim(struct mp_calib_rates *r, const char *digest)
+struct mp_calib_optim *mp__calib_find_optim(struct mp_calib_rates *r, const char *digest, int kind)
 {
     for (size_t i = 0; i < r->n_o; i++)
-        if (!strcmp(r->o[i].digest, digest))
+        if (r->o[i].kind == kind && !strcmp(r->o[i].digest, digest))
             return &r->o[i];
     return NULL;
 }
 
-struct mp_calib_optim *mp__calib_add_optim(struct mp_calib_rates *r, const char *digest, double s)
+struct mp_calib_optim *mp__calib_add_optim(struct mp_calib_rates *r, const char *digest, int kind,
+                                           double s)
 {
     struct mp_calib_optim *o = grow((void **)&r->o, r->n_o, &r->cap_o, sizeof *o);
     if (o) {
         snprintf(o->digest, sizeof o->digest, "%s", digest);
-        o->s = s, r->n_o++;
+        o->kind = kind, o->s = s, r->n_o++;
     }
     return o;
 }
@@ -262,11 +264,13 @@ static int read_elem(json_t *o, struct mp_calib_rates *r)
 static int read_optim(json_t *o, struct mp_calib_rates *r)
 {
     const char *d = json_string_value(json_object_get(o, "digest"));
+    const char *name = json_string_value(json_object_get(o, "optimizer"));
+    enum mp_optim_kind kind;
     double sec;
-    return !d || strlen(d) != 16 || get_secs(o, "s_per_param", &sec, 1) ||
-                   !mp__calib_add_optim(r, d, sec)
-               ? -1
-               : 0;
+    if (!d || strlen(d) != 16 || !name || mp_optim_parse(name, &kind) ||
+        get_secs(o, "s_per_param", &sec, 1))
+        return -1;
+    return mp__calib_add_optim(r, d, (int)kind, sec) ? 0 : -1;
 }
 
 /* Why root is not this machine's cache, or NULL if it is. */
@@ -370,8 +374,10 @@ static json_t *cache_json(const struct mp_calib_rates *r)
                                         "b", e->t[1], "w", e->t[2], "calls", calls));
     }
     for (size_t i = 0; optim && i < r->n_o; i++)
-        json_array_append_new(
-            optim, json_pack("{s:s, s:f}", "digest", r->o[i].digest, "s_per_param", r->o[i].s));
+        json_array_append_new(optim,
+                              json_pack("{s:s, s:s, s:f}", "digest", r->o[i].digest, "optimizer",
+                                        mp_optim_name((enum mp_optim_kind)r->o[i].kind),
+                                        "s_per_param", r->o[i].s));
     return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o}", "format", CACHE_FORMAT, "cpu", r->cpu,
                      "blis", r->blis, "mpipe", r->version, "gemm", shapes_json(r), "passes", passes,
                      "optim", optim);

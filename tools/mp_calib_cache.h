@@ -34,9 +34,10 @@ struct mp_calib_pass {
     size_t n_calls;
 };
 
-/* The optimizer step of one model, seconds per parameter. */
+/* One optimizer's step over one model's parameters, seconds per parameter. */
 struct mp_calib_optim {
     char digest[17];
+    int kind; /* enum mp_optim_kind */
     double s;
 };
 
@@ -65,7 +66,8 @@ struct mp_calib_pass *mp__calib_find_elem(struct mp_calib_rates *r, const char *
 struct mp_calib_pass *mp__calib_add_elem(struct mp_calib_rates *r, const char *digest, size_t mbs,
                                          int layer);
 int mp__calib_add_call(struct mp_calib_pass *e, int pass, size_t shape, size_t n);
-struct mp_calib_optim *mp__calib_find_optim(struct mp_calib_rates *r, const char *digest);
-struct mp_calib_optim *mp__calib_add_optim(struct mp_calib_rates *r, const char *digest, double s);
+struct mp_calib_optim *mp__calib_find_optim(struct mp_calib_rates *r, const char *digest, int kind);
+struct mp_calib_optim *mp__calib_add_optim(struct mp_calib_rates *r, const char *digest, int kind,
+                                           double s);
 
 #endif

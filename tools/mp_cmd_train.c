@@ -9,6 +9,7 @@
 #include "mp_cli.h"
 #include "mp_flags.h"
 #include "mp_plan.h"
+#include "mp_topo.h"
 #include "mp_train.h"
 #include "mp_xport.h"
 
@@ -49,6 +50,14 @@ static const char help[] =
     "  --warmup N            linear warm-up steps (default 0; 100 for token models)\n"
     "  --clip-norm X         clip the global gradient norm to X (default 0: off; 1 for token\n"
     "                        models)\n"
+    "Memory:\n"
+    "  --memory-per-rank B   hard cap per rank (suffixes K, M, G; default: the host's memory /\n"
+    "                        the ranks on it); a layout predicted above it does not start\n"
+    "  --recompute R         none | auto (default: only stages the cap needs) | all: a\n"
+    "                        recomputing stage keeps only its input per micro-batch in flight\n"
+    "                        and reruns its forward before the backward (same bits)\n"
+    "  --zero 0|1            1: with --dp D on P*D ranks each replica keeps optimizer state for\n"
+    "                        1/D of its stage's parameters (ZeRO-1; same bits)\n"
     "Input and output:\n"
     "  --init FILE           start from a safetensors file (as written by --save-weights)\n"
     "  --save-weights FILE   write all parameters as safetensors (L{layer}.weight/.bias)\n"
@@ -75,6 +84,7 @@ struct train_args {
     const char *model_path, *plan_path;
     long long stages, dp, chunks, micro;
     struct mp_optim_flags opt;
+    int *recompute_stages;   /* from a plan */
 };
 
 /* Flags that take a value; anything else starting with "-" is unknown (or --resume). */
@@ -86,7 +96,7 @@ static int takes_value(const char *f)
         "--lr-schedule", "--warmup", "--clip-norm", "--seed", "--init", "--shuffle", "--max-steps",
         "--save-weights", "--checkpoint", "--checkpoint-every", "--keep", "--trace", "--metrics",
         "--deadline", "--aggregate", "--aggregate-weights", "--dp-reduce", "--shard-by",
-        "--eval-every", "--eval-windows", NULL};
+        "--eval-every", "--eval-windows", "--recompute", "--memory-per-rank", "--zero", NULL};
     for (int i = 0; with_value[i]; i++)
         if (!strcmp(f, with_value[i]))
             return 1;
@@ -161,6 +171,16 @@ static int parse_run_flag(struct train_args *a, const char *f, const char *v, st
         if (mp_flag_int(f, v, 1, 1LL << 50, &n, err))
             return -1;
         c->eval_every = (uint64_t)n;
+    } else if (mp_flag_is(f, "--recompute")) {
+        static const char *const modes[] = {"none", "auto", "all", NULL};
+        if (mp_flag_choice(f, v, modes, &k, err))
+            return -1;
+        c->recompute = k;
+    } else if (mp_flag_is(f, "--zero")) {
+        static const char *const zero[] = {"0", "1", NULL};
+        return mp_flag_choice(f, v, zero, &c->zero, err);
+    } else if (mp_flag_is(f, "--memory-per-rank")) {
+        return mp_flag_bytes(f, v, &c->mem_cap, err);
     } else if (mp_flag_is(f, "--eval-windows")) {
         if (mp_flag_int(f, v, 1, 1LL << 40, &n, err))
             return -1;
@@ -264,9 +284,21 @@ static void defaults(struct train_args *a)
     c->lr.base_lr = 1e-3;
     c->shuffle = 1;
     c->deadline_s = 60;
+    c->recompute = 1;
 }
 
-/* Takes P, V, M, batch, schedule and boundaries from a plan whose digest matches the model. */
+/* Whether the command line gave `flag` (as "--flag V" or "--flag=V"). */
+static int given(const struct train_args *a, const char *flag)
+{
+    size_t n = strlen(flag);
+    for (int i = 1; i < a->argc; i++)
+        if (!strncmp(a->argv[i], flag, n) && (a->argv[i][n] == '\0' || a->argv[i][n] == '='))
+            return 1;
+    return 0;
+}
+
+/* Takes P, V, M, batch, schedule, boundaries and recomputation from a plan whose digest matches the
+ * model. */
 static int apply_plan(struct train_args *a, const struct mp_model *m, int **bounds,
                       struct mp_err *err)
 {
@@ -279,9 +311,15 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
                      "re-run mpipe plan", a->plan_path, p.digest, m->path, m->digest);
     else if (!(*bounds = malloc(sizeof(int) * (size_t)(p.n_stages + 1))))
         rc = MP_FAIL(err, NOMEM, "out of memory");
+    if (!rc && !(a->recompute_stages = calloc((size_t)p.n_stages, sizeof(int))))
+        rc = MP_FAIL(err, NOMEM, "out of memory");
     if (!rc) {
-        for (int v = 0; v < p.n_stages; v++)
+        for (int v = 0; v < p.n_stages; v++) {
             (*bounds)[v] = p.stages[v].first_layer;
+            a->recompute_stages[v] = p.stages[v].recompute;
+        }
+        if (!given(a, "--recompute")) /* the plan chose per stage; a flag given overrides it */
+            a->cfg.recompute_stages = a->recompute_stages;
         (*bounds)[p.n_stages] = p.stages[p.n_stages - 1].last_layer + 1;
         a->cfg.P = p.P;
         a->cfg.D = p.D;
@@ -306,16 +344,6 @@ static int default_micro_batches(size_t batch, int P, int D)
     return 1;
 }
 
-/* Whether the command line gave `flag` (as "--flag V" or "--flag=V"). */
-static int given(const struct train_args *a, const char *flag)
-{
-    size_t n = strlen(flag);
-    for (int i = 1; i < a->argc; i++)
-        if (!strncmp(a->argv[i], flag, n) && (a->argv[i][n] == '\0' || a->argv[i][n] == '='))
-            return 1;
-    return 0;
-}
-
 /* A language model's defaults (DESIGN.md §9; the README's table): its own data, a batch of 32
  * windows, 100 warm-up steps into the cosine decay, clipping at 1 (what nanoGPT does), and 256
  * validation windows. Flags given on the command line win. */
@@ -334,6 +362,22 @@ static void token_defaults(struct train_args *a)
         c->eval_windows = 256;
 }
 
+/* --memory-per-rank's default (DESIGN.md §10): this host's memory (hwloc) over the ranks Open MPI
+ * placed on it; 0 (no cap) when hwloc cannot tell. */
+static size_t default_mem_cap(void)
+{
+    struct mp_topo t;
+    struct mp_err e;
+    mp_err_clear(&e);
+    if (mp_topo_load(&t, "live", &e))
+        return 0;
+    double mem = t.mem_bytes;
+    mp_topo_free(&t);
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    long n = local ? strtol(local, NULL, 10) : 1;
+    return mem > 0 ? (size_t)(mem / (double)(n > 0 ? n : 1)) : 0;
+}
+
 static int setup(struct train_args *a, struct mp_model *m, struct mp_xport *x, int **bounds,
                  struct mp_err *err)
 {
@@ -343,6 +387,8 @@ static int setup(struct train_args *a, struct mp_model *m, struct mp_xport *x, i
     c->model = m;
     if (m->tokens)
         token_defaults(a);
+    if (!c->mem_cap)
+        c->mem_cap = default_mem_cap();
     c->D = a->dp ? (int)a->dp : 1;
     c->P = a->stages ? (int)a->stages : (mp_xport_size(x) % c->D ? mp_xport_size(x)
                                                                    : mp_xport_size(x) / c->D);
@@ -422,6 +468,7 @@ int mp_cmd_train(int argc, char **argv, struct mp_err *err)
         err->rank = mp_xport_size(x) > 1 ? rank : -1;
     }
     free(bounds);
+    free(a.recompute_stages);
     mp_model_free(&m);
     if (!rc)
         mp_xport_finalize(x);

@@ -242,3 +242,32 @@ void mp_data_labels(const struct mp_dataset *ds, const uint32_t *idx, size_t cou
         }
     }
 }
+
+static double set_bytes(const struct mp_dataset *ds)
+{
+    double n = (double)ds->n, L = (double)(ds->label_len ? ds->label_len : 1);
+    return (ds->x ? n * (double)ds->sample_len * 4.0 : 0) + (ds->y ? n * L * 4.0 : 0);
+}
+
+double mp_data_bytes(const struct mp_data *d)
+{
+    /* plus the per-epoch order of the training samples (uint32) */
+    return set_bytes(&d->train) + set_bytes(&d->test) + (double)d->n_bytes +
+           (double)d->train.n * 4.0;
+}
+
+double mp_data_bytes_estimate(const char *src, size_t sample_len, size_t label_len)
+{
+    double per = (double)sample_len * 4.0 + (double)label_len * 4.0;
+    if (strcmp(src, "fashion-mnist") == 0 || strncmp(src, "mnist-dir:", 10) == 0)
+        return 70000.0 * per + 60000.0 * 4.0; /* the MNIST-shaped splits: 60000 + 10000 */
+    if (strncmp(src, "synthetic:", 10) == 0) {
+        double n = strtod(src + 10, NULL);
+        return n * per * 1.25 + n * 4.0;
+    }
+    if (strncmp(src, "text:", 5) != 0)
+        return 0;
+    double bytes = mp__text_size(src + 5);
+    /* the file, its validation tenth as windows (ids and labels), the order array */
+    return bytes + bytes / 10.0 * 8.0 + bytes * 0.9 / (double)(sample_len ? sample_len : 1) * 4.0;
+}

@@ -65,12 +65,21 @@ void mp_data_gather(const struct mp_dataset *ds, const uint32_t *idx, size_t cou
 /* Only the labels of samples idx[0..count) into y (count, label_len): what the last stage needs. */
 void mp_data_labels(const struct mp_dataset *ds, const uint32_t *idx, size_t count, int32_t *y);
 
+/* Bytes a loaded data set holds (samples, labels, text). */
+double mp_data_bytes(const struct mp_data *d);
+/* What loading `src` would hold, without loading it (the planner's memory prediction): the
+ * Fashion-MNIST or text file sizes on this machine, or the sample counts of synthetic:N; an
+ * unreadable source counts as 0. */
+double mp_data_bytes_estimate(const char *src, size_t sample_len, size_t label_len);
+
 /* ---- byte-level text (mp_text.c) ---- */
 /* Loads text:SRC's bytes (SRC "fortunes" or a file) and splits them: the first ⌊9N/10⌋ bytes
  * train, the rest validate (every window j·T .. j·T + T of it, materialised in d->test). */
 int mp__text_load(struct mp_data *d, const char *src, size_t T, size_t V, struct mp_err *err);
 /* The byte offsets of training step `step`'s `batch` windows: drawn from (seed, step, k), or with
  * shuffle off ((step · batch + k) · T) mod (train bytes − T). Never depends on P, D or M. */
+/* Bytes of text:SRC on this machine without reading it (0 if unreadable). */
+double mp__text_size(const char *src);
 void mp_data_text_offsets(const struct mp_dataset *ds, uint32_t *idx, size_t batch,
                           uint64_t seed, uint64_t step, int shuffle);
 

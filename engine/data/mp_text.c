@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mp_data.h"
 #include "mp_rng.h"
@@ -44,6 +45,12 @@ static int append_file(struct mp_data *d, size_t *cap, const char *path, struct 
     if (bad)
         return MP_FAIL(err, IO, "%s: read error", path);
     return 0;
+}
+
+static double stat_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (double)sb.st_size : 0;
 }
 
 static int by_name(const void *a, const void *b)
@@ -91,6 +98,24 @@ static int load_fortunes(struct mp_data *d, size_t *cap, struct mp_err *err)
         rc = MP_FAIL(err, INPUT, "text:fortunes: no fortune files in %s (install the Debian "
                      "package fortunes)", MP_FORTUNES_DIR);
     return rc;
+}
+
+double mp__text_size(const char *src)
+{
+    if (strcmp(src, "fortunes"))
+        return stat_size(src);
+    DIR *dir = opendir(MP_FORTUNES_DIR);
+    double total = 0;
+    char path[4096];
+    for (struct dirent *e; dir && (e = readdir(dir));) {
+        if (strchr(e->d_name, '.'))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", MP_FORTUNES_DIR, e->d_name);
+        total += stat_size(path);
+    }
+    if (dir)
+        closedir(dir);
+    return total;
 }
 
 int mp__text_load(struct mp_data *d, const char *src, size_t T, size_t V, struct mp_err *err)

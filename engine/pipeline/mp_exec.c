@@ -20,24 +20,29 @@ static int msg_tag(const struct mp_stage *st, int mb, int v_src, int dir)
 
 static float *act_buf(const struct mp_chunk *c, const struct mp_slab *s, int k)
 {
-    return s->mem + c->act_off[k];
+    return mp_slab_at(c, s, c->act_off[k]);
 }
 
 static float *grad_buf(const struct mp_chunk *c, const struct mp_slab *s, int k)
 {
-    return s->mem + c->grad_off[k];
+    return mp_slab_at(c, s, c->grad_off[k]);
+}
+
+static float *saved_buf(const struct mp_chunk *c, const struct mp_slab *s, int k)
+{
+    return mp_slab_at(c, s, c->saved_off[k]);
 }
 
 /* What layer k's backward sees as its output y: the raw output a residual end kept apart, or the
  * output buffer itself. */
 static float *y_buf(const struct mp_chunk *c, const struct mp_slab *s, int k)
 {
-    return c->raw_off[k] != SIZE_MAX ? s->mem + c->raw_off[k] : act_buf(c, s, k + 1);
+    return c->raw_off[k] != SIZE_MAX ? mp_slab_at(c, s, c->raw_off[k]) : act_buf(c, s, k + 1);
 }
 
 static int32_t *labels_buf(const struct mp_chunk *c, const struct mp_slab *s)
 {
-    return (int32_t *)(s->mem + c->labels_off);
+    return (int32_t *)mp_slab_at(c, s, c->labels_off);
 }
 
 static size_t in_len(const struct mp_stage *st, const struct mp_chunk *c)
@@ -231,7 +236,7 @@ static void chunk_forward(struct mp_exec *e, int ci, struct mp_slab *s, struct m
     for (int k = 0; k < c->n; k++) {
         const struct mp_layer *l = &st->model->layers[c->first + k];
         l->ops->forward(l, ctx, st->param + st->layer_off[l->index], act_buf(c, s, k),
-                        y_buf(c, s, k), s->mem + c->saved_off[k], batch);
+                        y_buf(c, s, k), saved_buf(c, s, k), batch);
         if (l->n_res)
             residual_add(l, c, s, k, batch);
         mp_xport_progress(e->x);
@@ -269,7 +274,10 @@ static int do_forward(struct mp_exec *e, const struct mp_action *a, struct mp_ex
     make_ctx(e, io, a->mb, labels_buf(c, s), 1, &ctx);
     ctx.loss_sum = &io->loss_sum;
     ctx.n_correct = &io->n_correct;
+    if (mp_stage_work_get(st, a->chunk, s, err))
+        return -1;
     chunk_forward(e, a->chunk, s, &ctx, st->mbs);
+    mp_stage_work_release(st, a->chunk, s); /* recomputing: only the light part stays */
     s->f_done = 1;
     if (c->next_local >= 0) { /* hand the output to the next chunk of this rank */
         struct mp_chunk *next = &st->chunk[c->next_local];
@@ -298,7 +306,7 @@ static int weight_layer(struct mp_exec *e, struct mp_chunk *c, struct mp_slab *s
     if (!l->ops->backward_weight)
         return 0;
     l->ops->backward_weight(l, ctx, act_buf(c, s, k), y_buf(c, s, k),
-                            s->mem + c->saved_off[k], grad_buf(c, s, k + 1),
+                            saved_buf(c, s, k), grad_buf(c, s, k + 1),
                             st->grad + st->layer_off[l->index], st->mbs);
     if (last && e->layer_done && e->layer_done(e->hook_arg, l->index, err))
         return -1;
@@ -319,13 +327,18 @@ static int do_backward_input(struct mp_exec *e, const struct mp_action *a, struc
         return MP_FAIL(err, INTERNAL, "rank %d: B of micro-batch %d before its F", st->rank, a->mb);
     struct mp_ctx ctx;
     make_ctx(e, io, a->mb, labels_buf(c, s), 1, &ctx);
+    if (c->recompute) { /* the forward again, same inputs and dropout masks, no loss counted */
+        if (mp_stage_work_get(st, a->chunk, s, err))
+            return -1;
+        chunk_forward(e, a->chunk, s, &ctx, st->mbs);
+    }
     for (int k = c->n - 1; k >= 0; k--) {
         const struct mp_layer *l = &st->model->layers[c->first + k];
         if (l->index != 1) { /* nobody needs the gradient w.r.t. the data */
             const float *dy = l->is_loss ? NULL : grad_buf(c, s, k + 1);
             l->ops->backward_input(l, &ctx, st->param + st->layer_off[l->index],
                                    act_buf(c, s, k), y_buf(c, s, k),
-                                   s->mem + c->saved_off[k], dy, grad_buf(c, s, k), st->mbs);
+                                   saved_buf(c, s, k), dy, grad_buf(c, s, k), st->mbs);
             skip_gradients(st, c, s, k);
             if (after_kernel(e, err))
                 return -1;
@@ -335,6 +348,8 @@ static int do_backward_input(struct mp_exec *e, const struct mp_action *a, struc
     }
     s->b_done = 1;
     s->w_done = fuse_w;
+    if (fuse_w)
+        mp_stage_work_release(st, a->chunk, s);
     if (c->prev_local >= 0) { /* hand the input gradient to the previous chunk */
         struct mp_chunk *prev = &st->chunk[c->prev_local];
         struct mp_slab *ps = mp_stage_slab_find(st, c->prev_local, a->mb);
@@ -388,6 +403,7 @@ static int do_backward_weight(struct mp_exec *e, const struct mp_action *a, stru
             if (weight_layer(e, c, s, k, &ctx, a->mb == e->sched->M - 1, err))
                 return -1;
         s->w_done = 1;
+        mp_stage_work_release(st, a->chunk, s);
     }
     return maybe_release(e, a->chunk, s, err);
 }
@@ -517,7 +533,10 @@ static int eval_chunk(struct mp_exec *e, int ci, const struct mp_dataset *ds, si
     make_ctx(e, NULL, 0, labels_buf(c, s), 0, &ctx);
     ctx.loss_sum = loss_sum;
     ctx.n_correct = n_correct;
+    if (mp_stage_work_get(st, ci, s, err))
+        return -1;
     chunk_forward(e, ci, s, &ctx, batch);
+    mp_stage_work_release(st, ci, s);
     if (c->next_rank >= 0 && c->next_local < 0)
         return mp_xport_send(e->x, act_buf(c, s, c->n), batch * out_len(st, c) * sizeof(float),
                              c->next_rank, tag_base + c->v + 1,
