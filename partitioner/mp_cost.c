@@ -247,9 +247,10 @@ int mp_cost_layers(const struct mp_model *m, size_t mb, struct mp_cost_model *cm
     } else if (cm->table && cm->table->n_mbs > 0) {
         table_layers(m, mb, cm->table, out);
     }
-    /* The engine skips layer 1's input gradient: nobody needs the gradient w.r.t. the data. */
-    if (m->n_layers > 1)
-        out[1].bwd_input_s = 0;
+    /* The engine skips the input gradient of layers before m->dx_from: it would reach only the
+     * data. */
+    for (int i = 1; i < m->dx_from && i < m->n_layers; i++)
+        out[i].bwd_input_s = 0;
     for (int i = 0; i < m->n_layers; i++)
         out[i].compute_s = out[i].fwd_s + out[i].bwd_input_s + out[i].bwd_weight_s;
     return 0;

@@ -163,12 +163,13 @@ static int parse(struct layers_args *a, int argc, char **argv, struct mp_err *er
 }
 
 /* One row: measured times, bytes and the analytic estimate the planner would use. The engine
- * never runs layer 1's B (nobody needs the gradient w.r.t. the data), so neither does the sum. */
-static json_t *layer_row(struct mp_bench *b, const struct mp_layer *l, size_t mb,
+ * never runs B of the layers before the model's dx_from (it would reach only the data), so
+ * neither does the sum. */
+static json_t *layer_row(struct mp_bench *b, const struct mp_layer *l, int dx_from, size_t mb,
                          const struct mp_bench_layer_time *t, const struct mp_plan_layer *an)
 {
     struct mp_cost c = l->ops->cost(l, mb);
-    double measured = t->f + (l->index == 1 ? 0 : t->b) + t->w;
+    double measured = t->f + (l->index < dx_from ? 0 : t->b) + t->w;
     double ratio = an->compute_s > 0 ? measured / an->compute_s : 0;
     double bytes = c.bytes_fwd + c.bytes_bwd;
     fprintf(b->out, "%5d  %-12s %11.1f %11.1f %11.1f %12.0f %11.1f %7.2f\n", l->index,
@@ -217,8 +218,8 @@ static int report(struct mp_bench *b, const struct layers_args *a, const struct 
             "bwd_in_us", "bwd_w_us", "bytes", "analytic_us", "ratio");
     double sum[2] = {0, 0};
     for (int i = 1; !rc && i < m->n_layers; i++) {
-        mp_bench_row(b, layer_row(b, &m->layers[i], mb, &t[i], &an[i]));
-        sum[0] += t[i].f + (i == 1 ? 0 : t[i].b) + t[i].w, sum[1] += an[i].compute_s;
+        mp_bench_row(b, layer_row(b, &m->layers[i], m->dx_from, mb, &t[i], &an[i]));
+        sum[0] += t[i].f + (i < m->dx_from ? 0 : t[i].b) + t[i].w, sum[1] += an[i].compute_s;
     }
     fprintf(b->out, "# total measured %.3f ms, analytic %.3f ms per %zu samples (ratio %.2f)\n",
             sum[0] * 1e3, sum[1] * 1e3, mb, sum[1] > 0 ? sum[0] / sum[1] : 0);

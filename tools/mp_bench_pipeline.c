@@ -284,7 +284,7 @@ static int stage_costs(const struct mp_model *m, const struct mp_bench_layer_tim
             const struct mp_layer *l = &m->layers[i];
             struct mp_cost c = l->ops->cost(l, mbs);
             f[v] += t[i].f, w[v] += t[i].w;
-            bw[v] += i == 1 ? 0 : t[i].b; /* the engine skips the data's gradient */
+            bw[v] += i < m->dx_from ? 0 : t[i].b; /* the engine skips the data's gradient */
             /* A slab keeps every output and its gradient, plus what layers save. */
             held[v] += (double)(2 * c.act_bytes_out + c.saved_bytes);
             params[v] += (double)mp_layer_n_param(l);

@@ -129,8 +129,8 @@ static int time_pass(struct mp_calib_rates *r, const struct mp_layer *l, const s
     return count_calls(r, rec, e, p, err);
 }
 
-/* Layer i's passes (pass 1 of layer 1 and W of W-less layers cost nothing: the engine never runs
- * the data's gradient), from the cache or timed now (again: always timed). */
+/* Layer i's passes (B before the model's dx_from and W of W-less layers cost nothing: the engine
+ * never runs them), from the cache or timed now (again: always timed). */
 static int time_layer(struct mp_calib_rates *r, const struct mp_model *m, int i, size_t mb,
                       int again, double out[3], struct mp_err *err)
 {
@@ -159,7 +159,7 @@ static int time_layer(struct mp_calib_rates *r, const struct mp_model *m, int i,
                              .loss_sum = &loss,
                              .n_correct = &correct};
         for (int p = 0; p < 3 && !rc; p++)
-            if (!((p == 1 && i == 1) || (p == 2 && !l->ops->backward_weight)))
+            if (!((p == 1 && i < m->dx_from) || (p == 2 && !l->ops->backward_weight)))
                 rc = time_pass(r, l, &ctx, &b, p, mb, &rec, e, err);
         mp_bench_bufs_free(&b);
         free(rec.calls);

@@ -334,7 +334,7 @@ static int do_backward_input(struct mp_exec *e, const struct mp_action *a, struc
     }
     for (int k = c->n - 1; k >= 0; k--) {
         const struct mp_layer *l = &st->model->layers[c->first + k];
-        if (l->index != 1) { /* nobody needs the gradient w.r.t. the data */
+        if (l->index >= st->model->dx_from) { /* else it would reach only the data */
             const float *dy = l->is_loss ? NULL : grad_buf(c, s, k + 1);
             l->ops->backward_input(l, &ctx, st->param + st->layer_off[l->index],
                                    act_buf(c, s, k), y_buf(c, s, k),
