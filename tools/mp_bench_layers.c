@@ -40,14 +40,18 @@ int mp_bench_bufs_alloc(const struct mp_layer *l, size_t mb, struct mp_bench_buf
     b->dx = floats(in, 0), b->saved = floats(l->saved_per_sample * mb, 0);
     b->param = floats(mp_layer_n_param(l), 0), b->dparam = floats(mp_layer_n_param(l), 0);
     b->scratch = floats(b->scratch_len, 0);
-    b->labels = calloc(mb ? mb : 1, sizeof *b->labels);
+    /* A loss over a sequence takes a label per token; an embedding reads token ids. */
+    size_t rows = mb * mp_shape_rows(l->in), classes = mp_shape_feat(l->in);
+    b->labels = calloc(rows ? rows : 1, sizeof *b->labels);
     if (!b->x || !b->y || !b->dy || !b->dx || !b->saved || !b->param || !b->dparam ||
         !b->scratch || !b->labels) {
         mp_bench_bufs_free(b);
         return MP_FAIL(err, NOMEM, "out of memory for layer %d on %zu samples", l->index, mb);
     }
-    for (size_t i = 0; i < mb; i++)
-        b->labels[i] = (int32_t)(i % (l->in.d[0] ? l->in.d[0] : 1));
+    for (size_t i = 0; i < rows; i++)
+        b->labels[i] = (int32_t)(i % (classes ? classes : 1));
+    for (size_t i = 0; l->kind == MP_LAYER_EMBED && i < in; i++)
+        b->x[i] = (float)(i % l->vocab);
     if (mp_layer_n_param(l))
         mp_layer_init_params(l, b->param, 1);
     return 0;

@@ -5,6 +5,7 @@
  * follow the shape). */
 #include "mp_calib.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,44 +170,60 @@ static int time_layer(struct mp_calib_rates *r, const struct mp_model *m, int i,
     return rc;
 }
 
-/* Seconds per parameter of one step of the optimizer, timed over as many parameters as the
- * model has (state slots included): median of 3 after one warm-up. */
-static double time_optim(const struct mp_model *m, enum mp_optim_kind kind)
+/* The in-place step at mb samples (mp_calib_step.c), from the cache or run now. */
+static int in_place(struct mp_calib_rates *r, const struct mp_model *m, size_t mb,
+                    enum mp_optim_kind kind, int again, const struct mp_calib_step **out,
+                    struct mp_err *err)
 {
-    size_t n = 0;
-    for (int i = 0; i < m->n_layers; i++)
-        n += mp_layer_n_param(&m->layers[i]);
-    if (!n)
-        return 0;
-    float *p = filled(n, 1e-2f), *g = filled(n, 1e-3f), *s = filled(2 * n, 0);
-    double t[3] = {0, 0, 0}, sec = 0;
-    struct mp_optim_cfg cfg;
-    mp_optim_defaults(&cfg, kind);
-    for (int k = 0; p && g && s && k < 4; k++) {
-        double t0 = now_s();
-        mp_optim_step(&cfg, 1e-3f, (uint64_t)k + 1, p, g, s, n, n);
-        if (k)
-            t[k - 1] = now_s() - t0;
+    struct mp_calib_step *s = again ? NULL : mp__calib_find_step(r, m->digest, (int)kind, mb);
+    if (!s) {
+        double t[3], opt;
+        if (mp__calib_step(m, mb, kind, t, &opt, err))
+            return -1;
+        if (!(s = mp__calib_find_step(r, m->digest, (int)kind, mb)) &&
+            !(s = mp__calib_add_step(r, m->digest, (int)kind, mb)))
+            return MP_FAIL(err, NOMEM, "out of memory");
+        memcpy(s->t, t, sizeof t);
+        s->optim = opt, r->dirty = 1;
     }
-    if (p && g && s)
-        sec = mp_bench_median(t, 3) / (double)n;
-    free(p), free(g), free(s);
-    return sec;
+    *out = s;
+    return 0;
 }
 
-static int optim_rate(struct mp_calib_rates *r, const struct mp_model *m, enum mp_optim_kind kind,
-                      int again, double *out, struct mp_err *err)
+/* Scales the warm per-layer times of every size by what the caches cost a real step: at the
+ * largest and the smallest size, in-place pass totals over warm ones, per pass kind; sizes in
+ * between take factors interpolated in log(size). The optimizer's rate is the in-place one. */
+static int correct(struct mp_calib_rates *r, const struct mp_model *m, enum mp_optim_kind kind,
+                   int again, struct mp_cost_table *t, struct mp_err *err)
 {
-    struct mp_calib_optim *o = again ? NULL : mp__calib_find_optim(r, m->digest, (int)kind);
-    if (!o) {
-        double s = time_optim(m, kind);
-        if (s > 0 && !(o = mp__calib_find_optim(r, m->digest, (int)kind)) &&
-            !(o = mp__calib_add_optim(r, m->digest, (int)kind, s)))
-            return MP_FAIL(err, NOMEM, "out of memory");
-        if (o)
-            o->s = s, r->dirty = 1;
+    int ends[2] = {0, t->n_mbs - 1}, nl = t->n_layers;
+    double f[2][3], lg[2];
+    size_t n_param = 0;
+    for (int i = 0; i < m->n_layers; i++)
+        n_param += mp_layer_n_param(&m->layers[i]);
+    for (int e = 0; e < 2; e++) {
+        const struct mp_calib_step *s = NULL;
+        int j = ends[e];
+        if (in_place(r, m, t->mbs[j], kind, again, &s, err))
+            return -1;
+        for (int p = 0; p < 3; p++) {
+            double warm = 0;
+            for (int i = 1; i < nl; i++)
+                warm += t->t[((size_t)j * (size_t)nl + (size_t)i) * 3 + (size_t)p];
+            f[e][p] = warm > 0 && s->t[p] > 0 ? s->t[p] / warm : 1.0;
+        }
+        lg[e] = log((double)t->mbs[j]);
+        if (e == 0 && n_param)
+            t->optim_s_per_param = s->optim / (double)n_param;
     }
-    *out = o ? o->s : 0;
+    for (int j = 0; j < t->n_mbs; j++) {
+        double x = lg[0] > lg[1] ? (lg[0] - log((double)t->mbs[j])) / (lg[0] - lg[1]) : 0;
+        for (int p = 0; p < 3; p++) {
+            double fp = f[0][p] + x * (f[1][p] - f[0][p]);
+            for (int i = 1; i < nl; i++)
+                t->t[((size_t)j * (size_t)nl + (size_t)i) * 3 + (size_t)p] *= fp;
+        }
+    }
     return 0;
 }
 
@@ -240,8 +257,8 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
             rc = time_layer(&r, m, i, mbs[j], recalibrate,
                             &t->t[((size_t)j * (size_t)m->n_layers + (size_t)i) * 3], err);
     }
-    if (!rc)
-        rc = optim_rate(&r, m, optim, recalibrate, &t->optim_s_per_param, err);
+    if (!rc && n > 0)
+        rc = correct(&r, m, optim, recalibrate, t, err);
     size_t now = 0, reused = 0;
     for (size_t i = 0; i < r.n; i++)
         now += r.v[i].used == 2, reused += r.v[i].used == 1;
@@ -255,7 +272,7 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
     if (!rc)
         snprintf(source, source_len,
                  "measured: %zu GEMM shapes (%zu timed now, %zu from the "
-                 "cache), element-wise passes, optimizer",
+                 "cache), element-wise passes, in-place steps",
                  now + reused, now, reused);
     if (rc)
         mp_calib_free(t);

@@ -13,7 +13,7 @@
 #include "mp_calib.h"
 #include "mp_optim.h"
 
-#define CACHE_FORMAT "mpipe machine rates 1"
+#define CACHE_FORMAT "mpipe machine rates 2"
 
 static void cpu_model(char *out, size_t len)
 {
@@ -164,21 +164,23 @@ struct mp_calib_pass *mp__calib_add_elem(struct mp_calib_rates *r, const char *d
     return e;
 }
 
-struct mp_calib_optim *mp__calib_find_optim(struct mp_calib_rates *r, const char *digest, int kind)
+struct mp_calib_step *mp__calib_find_step(struct mp_calib_rates *r, const char *digest, int kind,
+                                          size_t mbs)
 {
     for (size_t i = 0; i < r->n_o; i++)
-        if (r->o[i].kind == kind && !strcmp(r->o[i].digest, digest))
+        if (r->o[i].kind == kind && r->o[i].mbs == mbs && !strcmp(r->o[i].digest, digest))
             return &r->o[i];
     return NULL;
 }
 
-struct mp_calib_optim *mp__calib_add_optim(struct mp_calib_rates *r, const char *digest, int kind,
-                                           double s)
+struct mp_calib_step *mp__calib_add_step(struct mp_calib_rates *r, const char *digest, int kind,
+                                         size_t mbs)
 {
-    struct mp_calib_optim *o = grow((void **)&r->o, r->n_o, &r->cap_o, sizeof *o);
+    struct mp_calib_step *o = grow((void **)&r->o, r->n_o, &r->cap_o, sizeof *o);
     if (o) {
+        memset(o, 0, sizeof *o);
         snprintf(o->digest, sizeof o->digest, "%s", digest);
-        o->kind = kind, o->s = s, r->n_o++;
+        o->kind = kind, o->mbs = mbs, r->n_o++;
     }
     return o;
 }
@@ -261,16 +263,23 @@ static int read_elem(json_t *o, struct mp_calib_rates *r)
     return 0;
 }
 
-static int read_optim(json_t *o, struct mp_calib_rates *r)
+static int read_step(json_t *o, struct mp_calib_rates *r)
 {
     const char *d = json_string_value(json_object_get(o, "digest"));
     const char *name = json_string_value(json_object_get(o, "optimizer"));
     enum mp_optim_kind kind;
-    double sec;
-    if (!d || strlen(d) != 16 || !name || mp_optim_parse(name, &kind) ||
-        get_secs(o, "s_per_param", &sec, 1))
+    size_t mbs;
+    double t[4];
+    if (!d || strlen(d) != 16 || !name || mp_optim_parse(name, &kind) || get_size(o, "mbs", &mbs) ||
+        !mbs || get_secs(o, "f", &t[0], 0) || get_secs(o, "b", &t[1], 0) ||
+        get_secs(o, "w", &t[2], 0) || get_secs(o, "optimizer_s", &t[3], 0))
         return -1;
-    return mp__calib_add_optim(r, d, (int)kind, sec) ? 0 : -1;
+    struct mp_calib_step *s = mp__calib_add_step(r, d, (int)kind, mbs);
+    if (!s)
+        return -1;
+    memcpy(s->t, t, sizeof s->t);
+    s->optim = t[3];
+    return 0;
 }
 
 /* Why root is not this machine's cache, or NULL if it is. */
@@ -297,7 +306,7 @@ void mp__calib_load(struct mp_calib_rates *r)
     static const struct {
         const char *key;
         int (*read)(json_t *, struct mp_calib_rates *);
-    } parts[] = {{"gemm", read_shape}, {"passes", read_elem}, {"optim", read_optim}};
+    } parts[] = {{"gemm", read_shape}, {"passes", read_elem}, {"steps", read_step}};
     json_error_t je;
     FILE *f = fopen(r->path, "rb");
     if (!f)
@@ -360,7 +369,7 @@ static json_t *shapes_json(const struct mp_calib_rates *r)
 
 static json_t *cache_json(const struct mp_calib_rates *r)
 {
-    json_t *passes = json_array(), *optim = json_array();
+    json_t *passes = json_array(), *steps = json_array();
     for (size_t i = 0; passes && i < r->n_e; i++) {
         const struct mp_calib_pass *e = &r->e[i];
         json_t *calls = json_array();
@@ -373,14 +382,17 @@ static json_t *cache_json(const struct mp_calib_rates *r)
                                         "mbs", (json_int_t)e->mbs, "layer", e->layer, "f", e->t[0],
                                         "b", e->t[1], "w", e->t[2], "calls", calls));
     }
-    for (size_t i = 0; optim && i < r->n_o; i++)
-        json_array_append_new(optim,
-                              json_pack("{s:s, s:s, s:f}", "digest", r->o[i].digest, "optimizer",
-                                        mp_optim_name((enum mp_optim_kind)r->o[i].kind),
-                                        "s_per_param", r->o[i].s));
+    for (size_t i = 0; steps && i < r->n_o; i++) {
+        const struct mp_calib_step *s = &r->o[i];
+        json_array_append_new(steps,
+                              json_pack("{s:s, s:s, s:I, s:f, s:f, s:f, s:f}", "digest", s->digest,
+                                        "optimizer", mp_optim_name((enum mp_optim_kind)s->kind),
+                                        "mbs", (json_int_t)s->mbs, "f", s->t[0], "b", s->t[1], "w",
+                                        s->t[2], "optimizer_s", s->optim));
+    }
     return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o}", "format", CACHE_FORMAT, "cpu", r->cpu,
                      "blis", r->blis, "mpipe", r->version, "gemm", shapes_json(r), "passes", passes,
-                     "optim", optim);
+                     "steps", steps);
 }
 
 /* Writes the cache atomically (temp file, rename); a failure is only a warning. */

@@ -1,15 +1,18 @@
 /* The cache of measured machine rates (tools/mp_calib.c's memory between plans): one JSON file per
  * CPU model, BLIS configuration and mpipe version under $XDG_CACHE_HOME/mpipe/, holding GEMM
  * shapes with their warm seconds, each layer pass's element-wise seconds and GEMM calls per model
- * and micro-batch size, and the optimizer rate per model. Reading never fails: a corrupt or
- * foreign file is ignored with a warning; writing is atomic, and a failure is a warning. Only
- * mp_calib.c includes this header. */
+ * and micro-batch size, and whole in-place steps per model, optimizer and micro-batch size. Reading
+ * never fails: a corrupt or foreign file is ignored with a warning; writing is atomic, and a
+ * failure is a warning. Only mp_calib.c includes this header. */
 #ifndef MP_CALIB_CACHE_H
 #define MP_CALIB_CACHE_H
 
 #include <stddef.h>
 
+#include "mp_err.h"
 #include "mp_gemm.h"
+#include "mp_layer.h"
+#include "mp_optim.h"
 
 struct mp_calib_shape {
     struct mp_gemm_call c;
@@ -34,11 +37,13 @@ struct mp_calib_pass {
     size_t n_calls;
 };
 
-/* One optimizer's step over one model's parameters, seconds per parameter. */
-struct mp_calib_optim {
+/* One whole step of one model on one rank in place (mp__calib_step) at mbs samples: seconds of
+ * all its forwards, input-grads and weight-grads, and of the optimizer `kind`. */
+struct mp_calib_step {
     char digest[17];
     int kind; /* enum mp_optim_kind */
-    double s;
+    size_t mbs;
+    double t[3], optim;
 };
 
 struct mp_calib_rates {
@@ -47,7 +52,7 @@ struct mp_calib_rates {
     size_t n, cap;
     struct mp_calib_pass *e;
     size_t n_e, cap_e;
-    struct mp_calib_optim *o;
+    struct mp_calib_step *o;
     size_t n_o, cap_o;
     int dirty; /* something was timed: rewrite the file */
 };
@@ -66,8 +71,13 @@ struct mp_calib_pass *mp__calib_find_elem(struct mp_calib_rates *r, const char *
 struct mp_calib_pass *mp__calib_add_elem(struct mp_calib_rates *r, const char *digest, size_t mbs,
                                          int layer);
 int mp__calib_add_call(struct mp_calib_pass *e, int pass, size_t shape, size_t n);
-struct mp_calib_optim *mp__calib_find_optim(struct mp_calib_rates *r, const char *digest, int kind);
-struct mp_calib_optim *mp__calib_add_optim(struct mp_calib_rates *r, const char *digest, int kind,
-                                           double s);
+struct mp_calib_step *mp__calib_find_step(struct mp_calib_rates *r, const char *digest, int kind,
+                                          size_t mbs);
+struct mp_calib_step *mp__calib_add_step(struct mp_calib_rates *r, const char *digest, int kind,
+                                         size_t mbs);
+
+/* mp_calib_step.c: one step of the whole model in place at mb samples (see there). */
+int mp__calib_step(const struct mp_model *m, size_t mb, enum mp_optim_kind optim, double t[3],
+                   double *optim_s, struct mp_err *err);
 
 #endif
