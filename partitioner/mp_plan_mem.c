@@ -77,7 +77,7 @@ int mp_plan_memory(struct mp_plan *p, const struct mp_model *m, const struct mp_
     if (need)
         *need = worst;
     if (c->cap > 0 && worst > c->cap)
-        return MP_FAIL(err, USAGE, "stage rank %d needs %.0f MiB, over --memory-per-rank %.0f MiB",
+        return MP_FAIL(err, USAGE, "rank %d needs %.0f MiB, over --memory-per-rank %.0f MiB",
                        worst_rank, worst / 1048576.0, c->cap / 1048576.0);
     return 0;
 }

@@ -515,8 +515,8 @@ static void print_table(const struct mp_plan *p)
            "%zu), partition %s, costs %s\n", p->model, p->digest, mp_sched_name(p->schedule),
            p->P, p->D, p->V, p->M, p->batch / (size_t)p->M, p->batch, p->partition,
            p->cost_source);
-    printf("%-5s %-44s %-9s %-12s %-9s %10s %10s %10s %11s\n", "stage", "layers", "ranks", "host",
-           "cores", "compute_ms", "send_B/mb", "recv_B/mb", "peak_mem_MB");
+    printf("%-5s %-44s %-9s %-12s %-9s %10s %10s %10s %11s %9s\n", "stage", "layers", "ranks",
+           "host", "cores", "compute_ms", "send_B/mb", "recv_B/mb", "peak_mem_MB", "recompute");
     for (int v = 0; v < p->n_stages; v++) {
         const struct mp_plan_stage *st = &p->stages[v];
         char layers[45], ranks[64] = "", cores[64] = "";
@@ -527,9 +527,9 @@ static void print_table(const struct mp_plan *p)
         }
         size_t in = v > 0 ? p->layers[st->first_layer - 1].act_bytes_out : 0;
         size_t out = v < p->n_stages - 1 ? st->act_bytes : 0;
-        printf("%-5d %-44s %-9s %-12.12s %-9s %10.3f %10zu %10zu %11.1f\n", v, layers, ranks,
+        printf("%-5d %-44s %-9s %-12.12s %-9s %10.3f %10zu %10zu %11.1f %9s\n", v, layers, ranks,
                st->host, cores, 1e3 * st->compute_s, out + in, in + out,
-               (double)st->peak_mem_bytes / 1048576.0);
+               (double)st->peak_mem_bytes / 1048576.0, st->recompute ? "yes" : "no");
     }
     printf("predicted step %.3f ms, bubble %.3f, %.1f samples/s", 1e3 * p->step_s, p->bubble,
            p->samples_per_s);

@@ -309,7 +309,19 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
     if (strcmp(p.digest, m->digest))
         rc = MP_FAIL(err, INPUT, "%s: plan was made for another model (digest %s, %s has %s): "
                      "re-run mpipe plan", a->plan_path, p.digest, m->path, m->digest);
-    else if (!(*bounds = malloc(sizeof(int) * (size_t)(p.n_stages + 1))))
+    else if (p.n_layers != m->n_layers)
+        rc = MP_FAIL(err, INPUT, "%s: plan has %d layers, %s has %d: re-run mpipe plan",
+                     a->plan_path, p.n_layers, m->path, m->n_layers);
+    /* Every rank checks every boundary, so the rank-0 report names the bad one (a stage's own
+     * rank would find it alone and be silenced as a duplicate usage error). */
+    for (int v = 1; !rc && v < p.n_stages; v++) {
+        const struct mp_layer *l = &m->layers[p.stages[v].first_layer];
+        if (l->unit == m->layers[l->index - 1].unit)
+            rc = MP_FAIL(err, INPUT, "%s: stage %d starts at layer %d (%s, line %d), inside a "
+                         "residual block: a stage boundary falls only between top-level units",
+                         a->plan_path, v, l->index, l->ops->name, l->line);
+    }
+    if (!rc && !(*bounds = malloc(sizeof(int) * (size_t)(p.n_stages + 1))))
         rc = MP_FAIL(err, NOMEM, "out of memory");
     if (!rc && !(a->recompute_stages = calloc((size_t)p.n_stages, sizeof(int))))
         rc = MP_FAIL(err, NOMEM, "out of memory");
