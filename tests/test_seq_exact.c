@@ -140,7 +140,8 @@ static int check(const struct run *r, struct mp_xport *world, int idx)
     mp_err_clear(&err);
     if (mp_xport_sub(world, 1, &self, &err))
         bad = 1;
-    struct run plain = *r; /* the reference neither recomputes nor shards */
+    struct run plain = *r; /* the reference neither recomputes nor shards, and runs 1F1B */
+    plain.sched = MP_SCHED_1F1B;
     plain.recompute = plain.zero = 0;
     if (self && train(&plain, 1, 1, NULL, self, ref, NULL, &m, &err)) {
         fprintf(stderr, "reference for %s failed: %s\n", r->model, err.msg);
@@ -286,17 +287,18 @@ int main(int argc, char **argv)
 
     const char *seq = "tests/data/seq_mlp.mp", *untied = "tests/data/seq_untied.mp";
     static const enum mp_sched_kind scheds[] = {MP_SCHED_GPIPE, MP_SCHED_1F1B, MP_SCHED_INTERLEAVED,
-                                                MP_SCHED_ZB1};
+                                                MP_SCHED_ZB1, MP_SCHED_ZBV};
     static const enum mp_optim_kind opts[] = {MP_OPT_ADAM, MP_OPT_SGD, MP_OPT_MOMENTUM,
                                               MP_OPT_NESTEROV, MP_OPT_ADAMW, MP_OPT_RMSPROP,
                                               MP_OPT_LAMB};
     int n_runs = 0, n_bad = 0, k = 0;
     /* Every P and schedule; M rotates through M < P, M = P and M = 2P + 1. */
     for (int P = 2; P <= size; P++)
-        for (int s = 0; s < 4; s++, k++) {
+        for (int s = 0; s < 5; s++, k++) {
             int Ms[3] = {P - 1, P, 2 * P + 1};
             const char *model = (k % 3 == 2) ? untied : seq;
-            int V = scheds[s] == MP_SCHED_INTERLEAVED ? 2 : 1;
+            /* zbv: 2 chunks in a V, so a tied embed and head share rank 0 */
+            int V = mp_sched_chunks(scheds[s], 2);
             if (model == untied && P * V > 5)
                 model = seq;
             struct run r = {.model = model, .sched = scheds[s], .P = P, .V = V, .M = Ms[k % 3],
