@@ -168,8 +168,8 @@ claim "20 steps with the token defaults lower val_loss ($v0 -> $v20)" \
 # ---- plans: hand-made bounds on unit boundaries; inside a block refused; an old plan accepted ----
 P="tests/data/seq_mlp.mp --data text:$TMP/ok.txt --batch 8 --micro-batches 4 --max-steps 3"
 P="$P --seed 4 --lr 0.01 --lr-schedule constant --warmup 0"
-$MPIPE plan tests/data/seq_mlp.mp --stages 2 --micro-batches 4 --batch 8 --out "$TMP/p.json" \
-    >/dev/null 2>&1
+$MPIPE plan tests/data/seq_mlp.mp --stages 2 --micro-batches 4 --batch 8 --schedule 1f1b \
+    --out "$TMP/p.json" >/dev/null 2>&1 # one chunk per rank: the edits below move its boundary
 bounds() { # bounds FIRST_LAYER_OF_STAGE_1 OUT: the plan with the boundary moved there
     python3 - "$TMP/p.json" "$1" "$2" <<'PY'
 import json, sys
