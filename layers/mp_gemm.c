@@ -252,9 +252,28 @@ void mp_gemm_path(enum mp_gemm_path path, int trans_a, int trans_b, size_t m, si
         gemm_cblas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+static struct mp_gemm_rec *recorder;
+
+void mp_gemm_record(struct mp_gemm_rec *rec) { recorder = rec; }
+
+const char *mp_gemm_blis_version(void)
+{
+    pthread_once(&native_once, native_setup);
+    return bli_info_get_version_str();
+}
+
 void mp_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha, const float *a,
              size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc)
 {
+    if (recorder) {
+        if (recorder->n < recorder->cap)
+            recorder->calls[recorder->n++] = (struct mp_gemm_call){
+                trans_a, trans_b, beta == 0.0f, m, n, k, lda, ldb, ldc};
+        else
+            recorder->dropped++;
+        if (recorder->skip)
+            return;
+    }
     mp_gemm_path(rule(trans_a, trans_b, m, n, k), trans_a, trans_b, m, n, k, alpha, a, lda, b,
                  ldb, beta, c, ldc);
 }
