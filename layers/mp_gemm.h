@@ -19,6 +19,7 @@ enum mp_gemm_path mp_gemm_path_for(size_t m, size_t n, size_t k);
  * mp_gemm_path_for is the no-transpose case). */
 enum mp_gemm_path mp_gemm_path_for_op(int trans_a, int trans_b, size_t m, size_t n, size_t k);
 
+/* A C of one row or one column runs as BLIS's gemv on either path (mp_gemm.c says why). */
 void mp_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha, const float *a,
              size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc);
 /* The same through a named path (benchmarks and tests). */

@@ -593,9 +593,9 @@ static void test_attention_matches_pytorch_multihead_attention(void **state)
 
 /* ---- key/value-cache decoding ---- */
 
-/* Decoding tokens 0 .. T-1 one at a time gives the forward's outputs (to float rounding: the
- * products run as other GEMM shapes), and its cache equals one filled from the forward's saved
- * keys and values, bit for bit. */
+/* Decoding tokens 0 .. T-1 one at a time gives the forward's outputs, and its cache holds the keys
+ * and values a cache filled from the forward's saved buffer holds (both to float rounding: one
+ * row runs as a gemv, a window as a GEMM). */
 static void test_decode_with_cache_matches_forward(void **state)
 {
     (void)state;
@@ -619,7 +619,10 @@ static void test_decode_with_cache_matches_forward(void **state)
     }
     fd_fill_nan(filled, cache_len);
     mp_attention_cache_fill(a.l, a.saved, a.T, filled);
-    assert_memory_equal(cache, filled, cache_len * sizeof(float));
+    for (size_t i = 0; i < cache_len; i++)
+        if (!(fabsf(cache[i] - filled[i]) <= 1e-5f * (1.0f + fabsf(filled[i]))))
+            fail_msg("cache[%zu]: decoded %.9g, filled %.9g", i, (double)cache[i],
+                     (double)filled[i]);
     free(cache), free(filled), free(scratch), free(y);
     att_free(&a);
 }
