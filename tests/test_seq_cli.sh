@@ -51,6 +51,10 @@ claim "a file too short for T + 1 = 129 in its validation split exits 2 with the
 claim "a byte beyond V exits 2 with its offset" \
     refused "ok.txt: byte 0: value 32 is not an id" \
     $MPIPE train tests/data/residual_tiny.mp --data "text:$TMP/ok.txt"
+printf 'input tokens 4\nembed 40 8\ndense 256\nsoftmax_xent\n' >"$TMP/small_embed.mp"
+claim "a byte beyond the embed's V exits 2 even when the loss has 256 classes" \
+    refused "ok.txt: byte 2: value 46 is not an id of the model's vocabulary of 40" \
+    $MPIPE train "$TMP/small_embed.mp" --data "text:$TMP/ok.txt"
 
 # ---- the executor's residual, against one SGD step computed by hand ----
 # residual_tiny: E [3, 2] -> x + tanh(dense(x)) -> (y + dense(y)) + y -> head U [3, 2] -> loss.
