@@ -58,6 +58,9 @@ static int setup_layout(struct loop *L, struct mp_err *err)
                        c->M);
     if (setup_ranks(L, err))
         return -1;
+    if (mp_sched_chunks(c->schedule, c->V) != c->V)
+        return MP_FAIL(err, USAGE, "schedule %s runs %d chunks per rank, not %d",
+                       mp_sched_name(c->schedule), mp_sched_chunks(c->schedule, c->V), c->V);
     L->S = c->P * c->V;
     L->bounds = malloc(sizeof(int) * (size_t)(L->S + 1));
     if (!L->bounds)
@@ -86,8 +89,9 @@ static double predict_memory(const struct loop *L, const int *rc, struct mp_mem_
     int tied_elsewhere = 0;
     for (int i = 0; i < m->n_layers; i++)
         if (mp_layer_is_tied(&m->layers[i]))
-            tied_elsewhere = mp_layer_owner(L->bounds, L->S, c->P, i) !=
-                             mp_layer_owner(L->bounds, L->S, c->P, m->layers[i].tie_src);
+            tied_elsewhere = mp_layer_owner(L->bounds, L->S, c->P, L->sched.place, i) !=
+                             mp_layer_owner(L->bounds, L->S, c->P, L->sched.place,
+                                            m->layers[i].tie_src);
     struct mp_mem_query q = {.m = m, .bounds = L->bounds, .sched = &L->sched, .rank = L->rank,
                              .P = c->P, .V = c->V, .D = L->D, .real_replicas = L->replica >= 0 &&
                              L->D > 1, .mbs = c->batch / (size_t)c->M,
@@ -150,8 +154,8 @@ static int setup_state(struct loop *L, struct mp_err *err)
     int M_max = c->shard_speed ? c->M - L->D + 1 : L->Mr;
     if (c->shard_speed && !(L->scheds = calloc((size_t)c->M + 1, sizeof *L->scheds)))
         return MP_FAIL(err, NOMEM, "out of memory");
-    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, M_max, mbs,
-                      mp_optim_state_slots(c->optim.kind), err))
+    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, mp_sched_place(c->schedule),
+                      M_max, mbs, mp_optim_state_slots(c->optim.kind), err))
         return -1;
     if (memory_layout(L, err))
         return -1;

@@ -141,7 +141,8 @@ static int check(const struct run *r, struct mp_xport *world, int idx)
     mp_err_clear(&err);
     if (mp_xport_sub(world, 1, &self, &err))
         bad = 1;
-    struct run plain = *r; /* the reference neither recomputes nor shards */
+    struct run plain = *r; /* the reference neither recomputes nor shards, and runs 1F1B */
+    plain.sched = MP_SCHED_1F1B;
     plain.recompute = plain.zero = 0;
     if (self && train(&plain, 1, 1, NULL, self, ref, NULL, &m, &err)) {
         fprintf(stderr, "reference for %s failed: %s\n", r->model, err.msg);
@@ -290,16 +291,17 @@ int main(int argc, char **argv)
     const char *models[4] = {seq, untied, gpt, attn};
     const int units[4] = {8, 5, 8, 7}; /* partition units after the input */
     static const enum mp_sched_kind scheds[] = {MP_SCHED_GPIPE, MP_SCHED_1F1B, MP_SCHED_INTERLEAVED,
-                                                MP_SCHED_ZB1};
+                                                MP_SCHED_ZB1, MP_SCHED_ZBV};
     static const enum mp_optim_kind opts[] = {MP_OPT_ADAM, MP_OPT_SGD, MP_OPT_MOMENTUM,
                                               MP_OPT_NESTEROV, MP_OPT_ADAMW, MP_OPT_RMSPROP,
                                               MP_OPT_LAMB};
     int n_runs = 0, n_bad = 0, k = 0;
     /* Every P and schedule; the model rotates over the four, M through M < P, M = P, 2P + 1. */
     for (int P = 2; P <= size; P++)
-        for (int s = 0; s < 4; s++, k++) {
+        for (int s = 0; s < 5; s++, k++) {
             int Ms[3] = {P - 1, P, 2 * P + 1};
-            int V = scheds[s] == MP_SCHED_INTERLEAVED ? 2 : 1, mi = (P + s) % 4;
+            /* zbv: 2 chunks in a V, so a tied embed and head share rank 0 */
+            int V = mp_sched_chunks(scheds[s], 2), mi = (P + s) % 4;
             const char *model = P * V <= units[mi] ? models[mi] : seq;
             struct run r = {.model = model, .sched = scheds[s], .P = P, .V = V, .M = Ms[k % 3],
                             .opt = opts[k % 7], .clip = (k % 2) ? 0.5f : 0.0f};
