@@ -398,7 +398,7 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
         rc = check_agreement(&L, err);
     if (!rc)
         rc = mp_data_load(&L.data, cfg->data_src, mp_layer_in_len(&cfg->model->layers[1]),
-                          cfg->model->n_classes, cfg->seed, err);
+                          mp_model_data_classes(cfg->model), cfg->seed, err);
     if (!rc && !(L.order = malloc((L.data.train.n + cfg->batch) * sizeof *L.order)))
         rc = MP_FAIL(err, NOMEM, "out of memory");
     for (int i = 0; !rc && i < cfg->model->n_layers; i++) /* tie_gradients' receive buffer */

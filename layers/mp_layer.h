@@ -189,6 +189,14 @@ struct mp_model {
     size_t max_scratch_per_sample, max_scratch_fixed; /* over all layers */
 };
 
+/* The values a sample's data may hold: a token model's bytes are both the embed's ids and the
+ * loss's labels, so each must be below V and below the loss's classes; otherwise the classes. */
+static inline size_t mp_model_data_classes(const struct mp_model *m)
+{
+    size_t v = m->tokens && m->n_layers > 1 ? m->layers[1].vocab : m->n_classes;
+    return v < m->n_classes ? v : m->n_classes;
+}
+
 /* Parses a model spec file (DESIGN.md §5). Errors are MP_ERR_INPUT with "FILE:LINE: what" (or
  * MP_ERR_IO if the file cannot be read). */
 int mp_model_load(struct mp_model *m, const char *path, struct mp_err *err);

@@ -51,6 +51,10 @@ claim "a file too short for T + 1 = 129 in its validation split exits 2 with the
 claim "a byte beyond V exits 2 with its offset" \
     refused "ok.txt: byte 0: value 32 is not an id" \
     $MPIPE train tests/data/residual_tiny.mp --data "text:$TMP/ok.txt"
+printf 'input tokens 4\nembed 40 8\ndense 256\nsoftmax_xent\n' >"$TMP/small_embed.mp"
+claim "a byte beyond the embed's V exits 2 even when the loss has 256 classes" \
+    refused "ok.txt: byte 2: value 46 is not an id of the model's vocabulary of 40" \
+    $MPIPE train "$TMP/small_embed.mp" --data "text:$TMP/ok.txt"
 
 # ---- the executor's residual, against one SGD step computed by hand ----
 # residual_tiny: E [3, 2] -> x + tanh(dense(x)) -> (y + dense(y)) + y -> head U [3, 2] -> loss.
@@ -186,6 +190,20 @@ claim "a hand-made plan (head alone on rank 1): the one-rank bytes" \
     cmp -s "$TMP/one.st" "$TMP/p17.st"
 claim "a plan cutting a residual block exits 2 naming the line" \
     refused "inside a residual block" $RUN $MPIPE train $P --plan "$TMP/p5.json"
+plan_on_units() { # every stage mpipe plan makes for models/gpt.mp starts a partition unit
+    for a in "--stages 3" "--stages 5 --schedule zb1" "--stages 12" \
+        "--stages 3 --schedule interleaved --chunks 2"; do
+        $MPIPE plan models/gpt.mp $a --out "$TMP/g.json" >/dev/null 2>&1 || return 1
+        python3 - "$TMP/g.json" <<'PY' || return 1
+import json, sys
+starts = {1, 2, 4, 8, 10, 14, 16, 20, 22, 26, 27, 28}  # embed, 8 residual blocks, ln, head, loss
+firsts = [st["first_layer"] for st in json.load(open(sys.argv[1]))["stages"]]
+assert set(firsts) <= starts, firsts
+PY
+    done
+}
+claim "mpipe plan cuts models/gpt.mp only between units (P = 3, 5, 12; interleaved 3 x 2)" \
+    plan_on_units
 claim "a plan written before blocks existed (7694cc8, models/mlp.mp) still trains" \
     exits_with 0 "" $MPIPE train models/mlp.mp --plan tests/data/plan_mlp_7694cc8.json \
     --data synthetic:64 --max-steps 1

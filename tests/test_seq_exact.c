@@ -344,6 +344,8 @@ int main(int argc, char **argv)
          .clip = 0.5f, .D = 2, .ranks = 2},
         {.model = gpt, .sched = MP_SCHED_1F1B, .P = 2, .V = 1, .M = 4, .opt = MP_OPT_ADAM,
          .clip = 0.5f, .D = 2, .ranks = 4},
+        {.model = attn, .sched = MP_SCHED_ZB1, .P = 2, .V = 1, .M = 4, .opt = MP_OPT_LAMB,
+         .clip = 0.5f, .D = 2, .ranks = 2}, /* replicas emulated in turn, E tied across ranks */
     };
     for (size_t i = 0; i < sizeof dp / sizeof dp[0]; i++)
         if (dp[i].ranks <= size)

@@ -275,6 +275,23 @@ static void test_repeat_expands_to_consecutive_indexes_with_the_body_lines(void 
     mp_model_free(&m);
 }
 
+/* Blocks read like layers: tabs, CRLF line ends, comments and blank lines change nothing. */
+static void test_blocks_accept_tabs_crlf_and_comments(void **state)
+{
+    (void)state;
+    struct mp_model a, b;
+    parse_ok(&a, HEAD "repeat 2\nresidual\nlayernorm\nattention 4\nend\nend\n" TAIL);
+    parse_ok(&b, "input tokens 8\r\nembed 256 16\r\n\trepeat\t2  # two blocks\r\n\r\n"
+                 "  residual\t\r\n    layernorm\r\n    attention 4\r\n  end # of residual\r\n"
+                 "end\t\r\n" "lm_head\r\nsoftmax_xent");
+    assert_string_equal(a.digest, b.digest);
+    assert_int_equal(a.n_layers, b.n_layers);
+    assert_int_equal(b.layers[5].kind, MP_LAYER_ATTENTION);
+    assert_int_equal(b.layers[5].line, 7); /* the second copy's attention, from line 7 */
+    mp_model_free(&a);
+    mp_model_free(&b);
+}
+
 /* `repeat N` is shorthand: the same digest as the body written N times. */
 static void test_repeat_has_the_digest_of_the_body_written_out(void **state)
 {
@@ -622,6 +639,7 @@ int main(void)
         cmocka_unit_test(test_nesting_is_bounded_without_crashing),
         cmocka_unit_test(test_bytes_are_checked_before_layers),
         cmocka_unit_test(test_repeat_expands_to_consecutive_indexes_with_the_body_lines),
+        cmocka_unit_test(test_blocks_accept_tabs_crlf_and_comments),
         cmocka_unit_test(test_repeat_has_the_digest_of_the_body_written_out),
         cmocka_unit_test(test_repeat_copies_are_initialised_independently),
         cmocka_unit_test(test_units_top_level_layers_and_whole_residual_blocks),

@@ -19,8 +19,8 @@ int mp_fed_run(const struct mp_fed_cfg *cfg, struct mp_xport *x, struct mp_fed_r
                        cfg->clients + 1, cfg->clients);
     struct mp_data d;
     const struct mp_model *m = cfg->model;
-    if (mp_data_load(&d, cfg->data_src, mp_layer_in_len(&m->layers[1]), m->n_classes, cfg->seed,
-                     err))
+    if (mp_data_load(&d, cfg->data_src, mp_layer_in_len(&m->layers[1]), mp_model_data_classes(m),
+                     cfg->seed, err))
         return -1;
     struct mp_fed_split split;
     int rc = mp_fed_split_make(&split, &cfg->split, d.train.y, d.train.n, d.n_classes,
