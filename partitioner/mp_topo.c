@@ -162,6 +162,7 @@ static int load_topology(struct mp_topo *t, hwloc_topology_t topo, int live, con
     if (t->n_cores == 0)
         return MP_FAIL(err, INPUT, "%s: topology has no allowed processing units",
                        live ? "live" : name);
+    t->mem_bytes = (double)hwloc_get_root_obj(topo)->total_memory;
     set_host(t, topo, live);
     return 0;
 }

@@ -116,6 +116,7 @@ struct xobj {
     const struct type_row *type;
     xmlNodePtr node;
     long os_index;
+    long local_memory; /* bytes (NUMA nodes, the root), -1 when not given */
     struct mp_bits set[4];
 };
 enum { CPUSET, COMPLETE_CPUSET, NODESET, COMPLETE_NODESET };
@@ -250,6 +251,8 @@ static int object_attr(struct check *c, struct xobj *o, struct mp_bits allowed[2
         if (parse_int(v, a->lo, a->hi, &x) < 0)
             return fail_at(c, o->node, o, "%s=\"%.30s\" is not an integer in [%ld, %ld]", name, v,
                            a->lo, a->hi);
+        if (strcmp(name, "local_memory") == 0)
+            o->local_memory = x; /* the planner's default memory per rank (hwloc's total) */
         if (o->type->cache_depth && strcmp(name, "depth") == 0 && x != o->type->cache_depth)
             return fail_at(c, o->node, o, "depth=\"%ld\" contradicts the type", x);
         if (o->type->cache_depth && strcmp(name, "cache_type") == 0 && (x == 2) != o->type->icache)
@@ -395,6 +398,8 @@ static void emit_open(struct check *c, const struct xobj *o, const struct mp_bit
     if (o->type->cache_depth)
         sb_printf(b, " depth=\"%d\" cache_type=\"%d\"", o->type->cache_depth,
                   o->type->icache ? 2 : 0);
+    if (o->local_memory >= 0 && (allowed || is_type(o, "NUMANode")))
+        sb_printf(b, " local_memory=\"%ld\"", o->local_memory);
     sb_printf(b, ">\n");
     if (host) {
         sb_printf(b, "<info name=\"HostName\" value=\"");
@@ -429,7 +434,7 @@ static int object_children(struct check *c, const struct xobj *o, int depth)
 static int check_object(struct check *c, xmlNodePtr n, const struct xobj *parent, struct sib *sib,
                         int depth)
 {
-    struct xobj o = {.node = n, .os_index = -1};
+    struct xobj o = {.node = n, .os_index = -1, .local_memory = -1};
     if (depth > MAX_DEPTH || ++c->n_objects > MAX_OBJECTS)
         return fail_at(c, n, NULL, "more than %d objects, or nested more than %d deep",
                        MAX_OBJECTS, MAX_DEPTH);
@@ -475,7 +480,8 @@ static int check_object(struct check *c, xmlNodePtr n, const struct xobj *parent
  * LinuxCapacity and FrequencyMaxMHz). Kinds are disjoint and inside the machine. */
 static int check_cpukind(struct check *c, xmlNodePtr n, struct mp_bits *kinds)
 {
-    struct xobj o = {.node = n, .os_index = -1, .type = &(struct type_row){"cpukind", "", 0, 0, 0}};
+    struct xobj o = {.node = n, .os_index = -1, .local_memory = -1,
+                     .type = &(struct type_row){"cpukind", "", 0, 0, 0}};
     long eff = -1;
     int rc = 0;
     for (xmlAttrPtr a = n->properties; a && rc == 0; a = a->next) {

@@ -97,6 +97,7 @@ static void test_everything_an_export_may_hold_beside_cores_loads(void **state)
     assert_int_equal(t.cores[2].numa, 1);
     assert_int_equal(t.cores[3].socket, 0);
     assert_int_equal(t.cores[3].core_in_socket, 3);
+    assert_true(t.mem_bytes == 2.0 * 1073741824); /* the NUMA nodes' local_memory, kept */
     mp_topo_free(&t);
 }
 

@@ -40,20 +40,24 @@ static void free_bufs(struct bufs *b)
 static int alloc_bufs(const struct mp_layer *l, size_t mb, struct bufs *b, struct mp_err *err)
 {
     size_t in = mb * mp_layer_in_len(l), out = mb * mp_layer_out_len(l);
+    size_t rows = mb * mp_shape_rows(l->in), classes = mp_shape_feat(l->in);
     memset(b, 0, sizeof *b);
     b->scratch_len = l->scratch_per_sample * mb + l->scratch_fixed;
     b->x = floats(in, 1), b->y = floats(out, 0), b->dy = floats(out, 0.01f);
     b->dx = floats(in, 0), b->saved = floats(l->saved_per_sample * mb, 0);
     b->param = floats(mp_layer_n_param(l), 0), b->dparam = floats(mp_layer_n_param(l), 0);
     b->scratch = floats(b->scratch_len, 0);
-    b->labels = calloc(mb ? mb : 1, sizeof *b->labels);
+    b->labels = calloc(rows ? rows : 1, sizeof *b->labels); /* a loss on (T, V) has T per sample */
     if (!b->x || !b->y || !b->dy || !b->dx || !b->saved || !b->param || !b->dparam ||
         !b->scratch || !b->labels) {
         free_bufs(b);
         return MP_FAIL(err, NOMEM, "out of memory for layer %d on %zu samples", l->index, mb);
     }
-    for (size_t i = 0; i < mb; i++)
-        b->labels[i] = (int32_t)(i % (l->in.d[0] ? l->in.d[0] : 1));
+    for (size_t i = 0; i < rows; i++)
+        b->labels[i] = (int32_t)(i % (classes ? classes : 1));
+    if (l->kind == MP_LAYER_EMBED) /* its input is byte ids, which must lie in [0, V) */
+        for (size_t i = 0; i < in; i++)
+            b->x[i] = (float)((i * 2654435761u) % l->vocab);
     if (mp_layer_n_param(l))
         mp_layer_init_params(l, b->param, 1);
     return 0;
