@@ -114,9 +114,9 @@ claim "... and mpirun names the lost host" grep -q "on node $H2" "$TMP/kill.err"
 # hosts 1 and 3 to the uninterrupted one-rank run's bytes. M is left to its default, 6 on 3 ranks
 # (4 on 2, a resume mpipe refuses), so the restart holds only if the supervisor pins M.
 RUN="$(dirname "$0")/../tools/mpipe-run"
-K="--data synthetic:2048 --batch 48 --seed 5 --epochs 100 --max-steps 600"
+K="--data synthetic:2048 --batch 48 --seed 5 --epochs 100 --max-steps 200"
 "$MPIPE" train models/tiny_mlp.mp $K --micro-batches 6 --save-weights "$TMP/k1.st" >/dev/null 2>&1
-R="--data synthetic:2048 --batch 64 --micro-batches 4 --seed 5 --epochs 100 --max-steps 600"
+R="--data synthetic:2048 --batch 64 --micro-batches 4 --seed 5 --epochs 100 --max-steps 200"
 "$MPIPE" train models/tiny_mlp.mp $R --save-weights "$TMP/r1.st" >/dev/null 2>&1
 last_map_hosts() { # the hosts with ranks in the last --display-map of file $1, comma-separated
     awk '/JOB MAP/ { n = 0; delete h } /Data for node:.*Num procs: [1-9]/ {
