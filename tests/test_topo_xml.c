@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "mp_topo.h"
+#include "mp_topo_bits.h"
 
 /* The "<!-- expect line N: TEXT" comment every hostile file carries. */
 static int read_expectation(const char *path, int *line, char *text, size_t cap)
@@ -181,9 +182,38 @@ static void test_a_machine_of_80_pus_loads(void **state)
     mp_topo_free(&t);
 }
 
+/* hwloc's bitmap text, as lstopo writes it and nothing else. */
+static void test_bitmaps_parse_as_hwloc_writes_them_and_nothing_else(void **state)
+{
+    (void)state;
+    struct mp_bits b;
+    assert_int_equal(mp__bits_parse("0x00000001,,0x0", &b), 0);
+    assert_int_equal(b.n, 3);
+    assert_true(mp__bits_is_only(&b, 64));
+    mp__bits_free(&b);
+    assert_int_equal(mp__bits_parse("0x0", &b), 0);
+    assert_int_equal(b.n, 0); /* empty: a CPU-less NUMA node's cpuset */
+    mp__bits_free(&b);
+    assert_int_equal(mp__bits_parse("0xF,0x80000000", &b), 0);
+    assert_true(mp__bits_get(&b, 31) && mp__bits_get(&b, 32) && mp__bits_get(&b, 35));
+    assert_false(mp__bits_get(&b, 36) || mp__bits_get(&b, 30));
+    mp__bits_free(&b);
+    const char *bad[] = {"", "0x", "1", "0x1,", ",0x1", "0x123456789", "0xf...f", "0x1 ",
+                         "0x1,,", "0xg", "0x1;0x2"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        if (mp__bits_parse(bad[i], &b) != -1)
+            fail_msg("'%s' parsed", bad[i]);
+    char big[2049 * 3 + 8];
+    size_t at = 0;
+    for (int i = 0; i < 2049; i++)
+        at += (size_t)snprintf(big + at, sizeof big - at, "%s0x1", i ? "," : "");
+    assert_int_equal(mp__bits_parse(big, &b), -2); /* more than 65536 bits */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bitmaps_parse_as_hwloc_writes_them_and_nothing_else),
         cmocka_unit_test(test_every_hostile_topology_is_an_input_error_at_its_line),
         cmocka_unit_test(test_files_that_crash_hwloc_are_stopped_by_the_check),
         cmocka_unit_test(test_everything_an_export_may_hold_beside_cores_loads),
