@@ -58,6 +58,9 @@ static int setup_layout(struct loop *L, struct mp_err *err)
                        c->M);
     if (setup_ranks(L, err))
         return -1;
+    if (mp_sched_chunks(c->schedule, c->V) != c->V)
+        return MP_FAIL(err, USAGE, "schedule %s runs %d chunks per rank, not %d",
+                       mp_sched_name(c->schedule), mp_sched_chunks(c->schedule, c->V), c->V);
     L->S = c->P * c->V;
     L->bounds = malloc(sizeof(int) * (size_t)(L->S + 1));
     if (!L->bounds)
@@ -78,69 +81,6 @@ static int setup_layout(struct loop *L, struct mp_err *err)
     return 0;
 }
 
-/* This rank's predicted peak with recomputation on the stages in `rc` (per virtual stage). */
-static double predict_memory(const struct loop *L, const int *rc, struct mp_mem_parts *parts)
-{
-    const struct mp_train_cfg *c = L->cfg;
-    const struct mp_model *m = c->model;
-    int tied_elsewhere = 0;
-    for (int i = 0; i < m->n_layers; i++)
-        if (mp_layer_is_tied(&m->layers[i]))
-            tied_elsewhere = mp_layer_owner(L->bounds, L->S, c->P, i) !=
-                             mp_layer_owner(L->bounds, L->S, c->P, m->layers[i].tie_src);
-    struct mp_mem_query q = {.m = m, .bounds = L->bounds, .sched = &L->sched, .rank = L->rank,
-                             .P = c->P, .V = c->V, .D = L->D, .real_replicas = L->replica >= 0 &&
-                             L->D > 1, .mbs = c->batch / (size_t)c->M,
-                             .state_slots = mp_optim_state_slots(c->optim.kind),
-                             .zero = c->zero && L->replica >= 0 && L->D > 1,
-                             .tied_elsewhere = tied_elsewhere, .recompute = rc,
-                             .data_bytes = mp_data_bytes(&L->data)};
-    return mp_mem_predict(&q, parts);
-}
-
-/* Recomputation per stage (DESIGN.md §10) and the memory cap. A plan says which stages recompute;
- * else --recompute all or none, or auto: a rank whose predicted peak exceeds the cap recomputes its
- * stages. A layout still above the cap on any rank does not start (exit 2), rather than being
- * killed by the kernel later. Recomputation changes no bits, so ranks decide it alone. */
-static int memory_layout(struct loop *L, struct mp_err *err)
-{
-    const struct mp_train_cfg *c = L->cfg;
-    int *rc = calloc((size_t)L->S, sizeof(int));
-    if (!rc)
-        return MP_FAIL(err, NOMEM, "out of memory");
-    for (int v = 0; v < L->S; v++)
-        rc[v] = c->recompute_stages ? c->recompute_stages[v] : c->recompute == 2;
-    double pred = predict_memory(L, rc, &L->mem_pred);
-    double cap = (double)c->mem_cap;
-    if (cap > 0 && pred > cap && c->recompute == 1 && !c->recompute_stages) {
-        for (int k = 0; k < c->V; k++)
-            rc[L->st.chunk[k].v] = 1;
-        pred = predict_memory(L, rc, &L->mem_pred);
-    }
-    int ret = 0;
-    for (int k = 0; k < c->V && !ret; k++)
-        if (rc[L->st.chunk[k].v])
-            ret = mp_stage_set_recompute(&L->st, k, 1, err);
-    free(rc);
-    if (ret)
-        return -1;
-    double all[1024] = {0};
-    double mine = pred;
-    if (L->wsize > 1 && L->wsize <= 1024 &&
-        mp_xport_allgather(L->x, &mine, all, sizeof mine, "the predicted memory", err))
-        return -1;
-    if (L->wsize == 1)
-        all[0] = pred;
-    for (int r = 0; cap > 0 && r < L->wsize && r < 1024; r++)
-        if (all[r] > cap)
-            return MP_FAIL(err, USAGE, "rank %d would need %.0f MiB, over --memory-per-rank "
-                           "%.0f MiB: use more stages (mpipe plan --stages auto --memory-per-"
-                           "rank ... finds the fewest that fit), --recompute all, or a cap of at "
-                           "least %.0f MiB", r, all[r] / 1048576.0, cap / 1048576.0,
-                           all[r] / 1048576.0);
-    return 0;
-}
-
 static int setup_state(struct loop *L, struct mp_err *err)
 {
     const struct mp_train_cfg *c = L->cfg;
@@ -150,10 +90,10 @@ static int setup_state(struct loop *L, struct mp_err *err)
     int M_max = c->shard_speed ? c->M - L->D + 1 : L->Mr;
     if (c->shard_speed && !(L->scheds = calloc((size_t)c->M + 1, sizeof *L->scheds)))
         return MP_FAIL(err, NOMEM, "out of memory");
-    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, M_max, mbs,
-                      mp_optim_state_slots(c->optim.kind), err))
+    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, mp_sched_place(c->schedule),
+                      M_max, mbs, mp_optim_state_slots(c->optim.kind), err))
         return -1;
-    if (memory_layout(L, err))
+    if (mp__train_memory(L, err))
         return -1;
     for (int i = 0; i < m->n_layers; i++)
         if (L->st.layer_off[i] != SIZE_MAX && mp_layer_n_param(&m->layers[i]))

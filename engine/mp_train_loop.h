@@ -51,6 +51,8 @@ struct loop {
 
 /* One optimizer step on the global batch idx[0 .. batch). */
 int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err);
+/* Recomputation per stage and the memory cap (mp_train_mem.c); fills L->mem_pred. Collective. */
+int mp__train_memory(struct loop *L, struct mp_err *err);
 /* --zero 1 (mp_train_zero.c): whether this rank shards, the slices, the all-gather of updated
  * parameters, and the whole state gathered on replica 0 for a checkpoint. */
 int mp__zero_active(const struct loop *L);

@@ -62,7 +62,7 @@ static int tie_gradients(struct loop *L, struct mp_err *err)
         }
         if (!ge && !gh)
             continue;
-        int peer = mp_layer_owner(L->bounds, L->S, L->cfg->P, ge ? h : e);
+        int peer = mp_layer_owner(L->bounds, L->S, L->cfg->P, st->place, ge ? h : e);
         float *mine = ge ? ge : gh, *theirs = L->tie_buf;
         int tag = (1 << 25) + h, rq = -1, sq = -1;
         if (mp_xport_irecv(L->px, theirs, n * sizeof(float), peer, tag, &rq, err) ||

@@ -118,8 +118,8 @@ static void gelu_backward(const struct mp_layer *l, const struct mp_ctx *ctx, co
     size_t n = batch * mp_layer_out_len(l);
     const float inv_sqrt_2pi = 0.39894228040143268f;
     for (size_t i = 0; i < n; i++) { /* x, dy, dx: (batch, features) */
-        float pdf = inv_sqrt_2pi * mp_expf(-0.5f * x[i] * x[i]);
-        dx[i] = dy[i] * (mp_normcdf(x[i]) + x[i] * pdf);
+        float gauss = mp__gauss(x[i]); /* one exp serves the density and the CDF */
+        dx[i] = dy[i] * (mp_normcdf_g(x[i], gauss) + x[i] * (inv_sqrt_2pi * gauss));
     }
 }
 

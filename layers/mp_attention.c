@@ -13,15 +13,6 @@
 
 #define ATTN_STD 0.02
 
-/* Row block of the causal kernels (see mp_att_dims). Every BLIS call costs several µs on top of its
- * flops (object set-up, packing, the threading layer), and per-head products are small, so
- * skipping the upper triangle pays only once T is large. Measured per layer (C = 256, H = 4,
- * 4096 tokens a call, 1 core, F + B + W): at T = 128, blocks of 32 rows took 73 ms, 64 rows 64 ms,
- * the whole 128 rows 61 ms; at T = 512, 128-row blocks took 93 ms, 64 rows 95, 256 rows 110,
- * unblocked 102. So: whole rows up to T = 128, blocks of 128 rows beyond. A fixed function of T,
- * so the same shape always runs the same GEMM calls and rounds the same way (DESIGN.md §6). */
-#define ATTN_ROW_BLOCK 128
-
 void mp__att_dims(const struct mp_layer *l, struct mp_att_dims *d)
 {
     d->T = l->in.d[0];
@@ -29,14 +20,13 @@ void mp__att_dims(const struct mp_layer *l, struct mp_att_dims *d)
     d->H = l->heads;
     d->hd = d->C / d->H;
     d->causal = l->causal;
-    d->rb = d->causal && d->T > ATTN_ROW_BLOCK ? ATTN_ROW_BLOCK : d->T;
     d->scale = (float)(1.0 / sqrt((double)d->hd));
 }
 
 /* What forward keeps per sample, in floats, as four sections each laid out over the whole call
  * (so the projections see one matrix of batch · T rows):
  *   qkv  (batch, T, 3C)     the fused projection: Q, K and V for the backward
- *   P    (batch, H, T, T)   softmax probabilities before dropout (lower triangle valid)
+ *   P    (batch, H, T, T)   softmax probabilities before dropout (the lower triangle when causal)
  *   o    (batch, T, C)      the heads' outputs before out_proj, for out_proj's weight gradient
  *   dqkv (batch, T, 3C)     written by B, read by W: the gradient of the fused projection, so
  *                           W (the weight gradients, run later by zero-bubble schedules) does
@@ -228,15 +218,12 @@ static void attention_backward_weight(const struct mp_layer *l, const struct mp_
     bias_grad(dy, rows, C, ctx->overwrite, db_out);
 }
 
-/* Score elements one head computes: each row block's rows times its columns (block_cols). */
+/* Score elements one head computes: the lower triangle when causal (gemmt and trmm skip the rest,
+ * up to their register blocks on the diagonal), else all T·T. */
 static double head_elements(const struct mp_att_dims *d)
 {
-    double e = 0;
-    for (size_t r0 = 0; r0 < d->T; r0 += d->rb) {
-        size_t r1 = r0 + d->rb < d->T ? r0 + d->rb : d->T;
-        e += (double)(r1 - r0) * (double)(d->causal ? r1 : d->T);
-    }
-    return e;
+    double T = (double)d->T;
+    return d->causal ? T * (T + 1) / 2 : T * T;
 }
 
 static struct mp_cost attention_cost(const struct mp_layer *l, size_t batch)
@@ -245,14 +232,13 @@ static struct mp_cost attention_cost(const struct mp_layer *l, size_t batch)
     mp__att_dims(l, &d);
     double b = (double)batch, T = (double)d.T, C = (double)d.C, H = (double)d.H;
     double rows = b * T, heads = b * H, e = head_elements(&d), hd = (double)d.hd;
-    double live = d.causal ? T * (T + 1) / 2 : T * T; /* unmasked scores per head */
     double drop = l->rate > 0.0f ? 12.0 : 0.0;        /* hash flops per score, as mp_dropout.c */
     struct mp_cost c = {0};
-    /* F: qkv and out projections, Q·Kᵀ and A·V on the computed blocks, softmax (~20 flops per
-     * live score with its exp), dropout's hash per computed score. */
-    c.flops_fwd = 2 * rows * C * 4 * C + heads * (4 * e * hd + 20 * live + drop * e);
+    /* F: qkv and out projections, Q·Kᵀ and A·V on the computed scores, softmax (~20 flops per
+     * score with its exp), dropout's hash per score. */
+    c.flops_fwd = 2 * rows * C * 4 * C + heads * (4 * e * hd + 20 * e + drop * e);
     /* B: dO and dx GEMMs (4C² per row), dP, dQ, dK, dV (each 2·e·hd), softmax backward. */
-    c.flops_bwd_input = 2 * rows * C * 4 * C + heads * (8 * e * hd + 4 * live + 2 * drop * e);
+    c.flops_bwd_input = 2 * rows * C * 4 * C + heads * (8 * e * hd + 4 * e + 2 * drop * e);
     /* W: dW_in, dW_out GEMMs and the bias sums. */
     c.flops_bwd_weight = 2 * rows * C * 4 * C + rows * 4 * C;
     double params = 4 * C * C + 4 * C;

@@ -11,11 +11,9 @@
 #include "mp_layer.h"
 
 /* Sizes of one attention layer: T tokens of C features, H heads of hd = C / H, causal or not,
- * scores scaled by 1/√hd, and rb: the row block of the causal kernels (rows [r0, r0 + rb) attend
- * to columns [0, r0 + rb) only, so the masked upper triangle beyond each block is never
- * computed); rb = T when not causal. */
+ * scores scaled by 1/√hd. */
 struct mp_att_dims {
-    size_t T, C, H, hd, rb;
+    size_t T, C, H, hd;
     int causal;
     float scale;
 };
@@ -36,9 +34,9 @@ struct mp_att_drop {
 void mp__att_softmax_row(float *p, size_t m, size_t n);
 
 /* One head of one sample, forward. q, k, v: (T, hd) with row stride 3C (columns of the fused qkv);
- * P: (T, T) probabilities written (row i valid in columns [0, i] when causal, zeros up to the end
- * of its row block, columns beyond never written); A: (T, T) scratch for the dropped
- * probabilities (used only when drop->on); o: (T, hd) with row stride C. */
+ * P: (T, T) probabilities written (when causal, row i holds them in columns [0, i] and zeros on to
+ * the next multiple of 16; what lies beyond is never written nor read); A: (T, T) scratch for the
+ * dropped probabilities (used only when drop->on); o: (T, hd) with row stride C. */
 void mp__att_head_forward(const struct mp_att_dims *d, const struct mp_att_drop *drop,
                           const float *q, const float *k, const float *v, float *P, float *A,
                           float *o);

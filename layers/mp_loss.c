@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "mp_layer_ops.h"
+#include "mp_vmath.h"
 
 static int loss_plan(struct mp_layer *l, struct mp_shape in, struct mp_err *err)
 {
@@ -58,11 +59,13 @@ static void xent_forward(const struct mp_layer *l, const struct mp_ctx *ctx, con
         float *ys = y + s * n;       /* (n) */
         size_t top = argmax(xs, n);
         float mx = xs[top];
-        double sum = 0; /* shifting by the max keeps every exp in (0, 1]: no overflow */
-        for (size_t j = 0; j < n; j++) {
-            ys[j] = expf(xs[j] - mx);
+        /* Shifting by the max keeps every exp in (0, 1]: no overflow. The exps vectorise
+         * (mp_vmath.h); their sum stays one double accumulator in index order. */
+        for (size_t j = 0; j < n; j++)
+            ys[j] = mp_expf(xs[j] - mx);
+        double sum = 0;
+        for (size_t j = 0; j < n; j++)
             sum += ys[j];
-        }
         float inv = (float)(1.0 / sum);
         for (size_t j = 0; j < n; j++)
             ys[j] *= inv;

@@ -277,6 +277,10 @@ static int finish_model(struct spec *s, int n_units)
     m->seq_len = m->tokens ? m->layers[0].out.d[0] : 0;
     m->label_len = mp_shape_rows(last->in);
     m->n_units = n_units;
+    m->dx_from = m->n_layers;
+    for (int i = m->n_layers - 1; i >= 1; i--)
+        if (mp_layer_n_param(&m->layers[i]))
+            m->dx_from = i + 1;
     for (int i = 0; i < m->n_layers; i++) {
         const struct mp_layer *l = &m->layers[i];
         if (l->scratch_per_sample > m->max_scratch_per_sample)

@@ -4,7 +4,7 @@
  * result depends only on the argument (and the build), never on alignment, length or timing
  * (DESIGN.md §6). Accuracy against double precision (tests/test_vmath.c), relative error over the
  * whole range where the result is a normal float: mp_expf under 1e-7, mp_erfcf_pos and
- * mp_normcdf under 4.1e-7 (about 3.4 units of 2^-23). */
+ * mp_normcdf under 5e-7 (about 4 units of 2^-23). */
 #ifndef MP_VMATH_H
 #define MP_VMATH_H
 
@@ -45,48 +45,54 @@ static inline float mp_expf(float x)
     return x < -87.0f ? 0.0f : p * scale;
 }
 
-/* erfc(z) for z >= 0 as t e^(-z^2 + h(t)), t = 1 / (1 + z/2), h(t) = (t - 1) g(t) = -(z/2) t g(t)
- * with g a degree-8 polynomial fitted (in double, Chebyshev least squares over z in [0, 10]) so
- * that h approximates ln(erfc(z) e^(z^2) / t), which is smooth and bounded on the whole
- * half-line; h vanishes at z = 0, so erfc(0) = 1 exactly. z^2 arrives as z2 + z2lo, a float and
- * its exact rounding error, and the rounding error of -z2 + h is recovered (two-sum), so the large
- * exponent loses nothing: relative error about 1e-7 typical, under 4e-7 everywhere erfc(z) is a
- * normal float. Fitted for this file (tests/data/fit_erfc.py), not taken from a library. */
-static inline float mp__erfc_core(float z, float z2, float z2lo)
+/* erfc(z) e^(z^2) for z >= 0 (the scaled complementary error function), as t q(t) with
+ * t = 1 / (1 + z/2) and q(t) = 1 + (t - 1) g(t) = 1 - (z/2) t g(t), g a degree-9 polynomial
+ * fitted (in double, Chebyshev least squares over z in [0, 9.3]) so that q approximates
+ * erfc(z) e^(z^2) / t, which is smooth and bounded on the whole half-line; q(1) = 1, so erfc(0)
+ * is 1 exactly. Fitted for this file (tests/data/fit_erfc.py), not taken from a library. */
+static inline float mp__erfcx(float z)
 {
     float t = 1.0f / fmaf(0.5f, z, 1.0f);
-    float g = 0.108449578f;
-    g = fmaf(g, t, -0.380857646f);
-    g = fmaf(g, t, 0.343120754f);
-    g = fmaf(g, t, 0.197546482f);
-    g = fmaf(g, t, -0.316190302f);
-    g = fmaf(g, t, -0.0967925265f);
-    g = fmaf(g, t, -0.132140368f);
-    g = fmaf(g, t, 0.268244505f);
-    g = fmaf(g, t, 1.26537907f);
-    float h = -0.5f * z * t * g;
-    float s = h - z2; /* two-sum: -z2 + h = s + e exactly */
-    float bb = s + z2;
-    float e = (h - bb) + (-z2 - (s - bb));
-    return t * mp_expf(s) * (1.0f + (e - z2lo));
+    float g = 0.0229846127f;
+    g = fmaf(g, t, -0.0928378329f);
+    g = fmaf(g, t, 0.0947668254f);
+    g = fmaf(g, t, 0.0925930738f);
+    g = fmaf(g, t, -0.200361967f);
+    g = fmaf(g, t, 0.00438428298f);
+    g = fmaf(g, t, -0.0115937861f);
+    g = fmaf(g, t, 0.193560213f);
+    g = fmaf(g, t, 0.435337156f);
+    g = fmaf(g, t, 0.717925787f);
+    return t * fmaf(-0.5f * z * t, g, 1.0f);
 }
 
+/* e^(-x^2 / 2), with x^2 carried as a float plus its exact rounding error (fma), so the large
+ * exponent of the tails loses nothing: e^(-(a + lo)/2) = e^(-a/2) (1 - lo/2). */
+static inline float mp__gauss(float x)
+{
+    float x2 = x * x, lo = fmaf(x, x, -x2);
+    return mp_expf(-0.5f * x2) * (1.0f - 0.5f * lo);
+}
+
+/* erfc(z) for z >= 0: relative error about 1e-7 typical, under 5e-7 everywhere it is a normal
+ * float (e^(-z^2) with z^2 split as in mp__gauss). */
 static inline float mp_erfcf_pos(float z)
 {
-    float z2 = z * z;
-    return mp__erfc_core(z, z2, fmaf(z, z, -z2)); /* z^2 = z2 + fma's remainder, exactly */
+    float z2 = z * z, lo = fmaf(z, z, -z2);
+    return mp__erfcx(z) * (mp_expf(-z2) * (1.0f - lo));
 }
 
 /* The standard normal CDF Phi(x) = erfc(|x| / sqrt 2) / 2 or 1 minus that, taken from the side
  * where it is small so both tails keep their relative accuracy (no 1 + erf(x) cancellation for
- * negative x). The exponent x^2 / 2 comes from x itself, exactly (a rounded |x| / sqrt 2 squared
- * would be off by up to x^2 * 1.2e-7, i.e. 1e-5 relative error at x = -12). */
-static inline float mp_normcdf(float x)
+ * negative x), given gauss = mp__gauss(x) = e^(-x^2 / 2), which GELU's backward needs anyway as
+ * the density: one exp for both. */
+static inline float mp_normcdf_g(float x, float gauss)
 {
-    float x2 = x * x, x2lo = fmaf(x, x, -x2);
-    float half_tail = 0.5f * mp__erfc_core(fabsf(x) * 0.70710678118654752f, 0.5f * x2, 0.5f * x2lo);
+    float half_tail = 0.5f * mp__erfcx(fabsf(x) * 0.70710678118654752f) * gauss;
     return x < 0.0f ? half_tail : 1.0f - half_tail;
 }
+
+static inline float mp_normcdf(float x) { return mp_normcdf_g(x, mp__gauss(x)); }
 
 /* Reductions over n floats in a fixed order: 16 interleaved partial results (lane j % 16), then
  * the lanes combined pairwise. GCC vectorises the lane loop; the result never depends on the

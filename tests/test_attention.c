@@ -1,7 +1,7 @@
 /* attention (layers/mp_attention.c): its forward, input gradient (B) and weight gradient (W)
  * against a double-precision reference written here from the definition (naive loops, no GEMM,
- * no shared code with the kernels), with odd sizes (T, C, H not powers of two, T spanning several
- * causal row blocks), causal and not, dropout on the probabilities; causality (a future token
+ * no shared code with the kernels), with odd sizes (T, C, H not powers of two, T from 1 to 300:
+ * several of BLIS's blocks along the triangle), causal and not, dropout on the probabilities; causality (a future token
  * changes no earlier output or gradient); W accumulating and overwriting over NaN; golden values
  * from PyTorch's nn.MultiheadAttention (tests/data/golden_attention.py); the key/value-cache
  * decode against the full forward; and the finite-difference harness of tests/fd_check.h. */
@@ -256,12 +256,12 @@ static void check_against_double(size_t B, size_t T, size_t C, size_t H, const c
 static void test_causal_attention_matches_double_reference_odd_sizes(void **state)
 {
     (void)state;
-    check_against_double(2, 7, 12, 3, "", 1);  /* T, C, H odd-ish; one row block */
+    check_against_double(2, 7, 12, 3, "", 1);  /* T, C, H odd-ish */
     check_against_double(1, 5, 6, 1, "", 2);   /* one head */
     check_against_double(3, 1, 4, 2, "", 3);   /* T = 1: each token sees only itself */
     check_against_double(1, 45, 10, 5, "", 4); /* hd = 2 */
-    check_against_double(1, 150, 4, 2, "", 5); /* two row blocks (128, 22) */
-    check_against_double(1, 300, 3, 3, "", 6); /* three row blocks (128, 128, 44); hd = 1 */
+    check_against_double(1, 150, 4, 2, "", 5); /* the triangle across BLIS's blocks */
+    check_against_double(1, 300, 3, 3, "", 6); /* hd = 1 */
 }
 
 static void test_full_attention_matches_double_reference(void **state)
@@ -275,7 +275,7 @@ static void test_attention_dropout_matches_double_reference(void **state)
 {
     (void)state;
     check_against_double(2, 7, 12, 3, "dropout=0.3", 9);
-    check_against_double(1, 140, 4, 2, "dropout=0.5", 10); /* two row blocks */
+    check_against_double(1, 140, 4, 2, "dropout=0.5", 10);
     check_against_double(2, 9, 6, 2, "causal=0 dropout=0.2", 11);
 }
 
@@ -305,7 +305,7 @@ static void test_future_token_changes_no_earlier_output_or_gradient(void **state
 {
     (void)state;
     struct att a;
-    att_setup(&a, 2, 150, 10, 5, "", 12); /* row blocks [0, 128) and [128, 150) */
+    att_setup(&a, 2, 150, 10, 5, "", 12);
     float *y0 = fd_alloc(a.nx);
     att_forward(&a);
     memcpy(y0, a.y, a.nx * sizeof(float));
@@ -593,9 +593,9 @@ static void test_attention_matches_pytorch_multihead_attention(void **state)
 
 /* ---- key/value-cache decoding ---- */
 
-/* Decoding tokens 0 .. T-1 one at a time gives the forward's outputs (to float rounding: the
- * products run as other GEMM shapes), and its cache equals one filled from the forward's saved
- * keys and values, bit for bit. */
+/* Decoding tokens 0 .. T-1 one at a time gives the forward's outputs, and its cache holds the keys
+ * and values a cache filled from the forward's saved buffer holds (both to float rounding: one
+ * row runs as a gemv, a window as a GEMM). */
 static void test_decode_with_cache_matches_forward(void **state)
 {
     (void)state;
@@ -619,7 +619,10 @@ static void test_decode_with_cache_matches_forward(void **state)
     }
     fd_fill_nan(filled, cache_len);
     mp_attention_cache_fill(a.l, a.saved, a.T, filled);
-    assert_memory_equal(cache, filled, cache_len * sizeof(float));
+    for (size_t i = 0; i < cache_len; i++)
+        if (!(fabsf(cache[i] - filled[i]) <= 1e-5f * (1.0f + fabsf(filled[i]))))
+            fail_msg("cache[%zu]: decoded %.9g, filled %.9g", i, (double)cache[i],
+                     (double)filled[i]);
     free(cache), free(filled), free(scratch), free(y);
     att_free(&a);
 }
@@ -635,14 +638,13 @@ static void test_attention_cost_counts_probabilities_and_causal_blocks(void **st
     struct mp_cost cc = c.l->ops->cost(c.l, 8), cf = f.l->ops->cost(f.l, 8);
     assert_int_equal(cc.saved_bytes, 8 * (7 * 128 * 16 + 4 * 128 * 128) * sizeof(float));
     assert_int_equal(cc.param_bytes, (4 * 16 * 16 + 4 * 16) * sizeof(float));
-    assert_true(cc.flops_bwd_input > cc.flops_fwd);
+    assert_true(cc.flops_bwd_input >= cc.flops_fwd);
     assert_true(cc.flops_bwd_weight == cf.flops_bwd_weight);
     att_free(&c), att_free(&f);
-    /* hd = 64, so the score GEMMs dominate the attention flops. T = 128 is one row block: every
-     * score is computed, only the softmax skips the masked half. At T = 512, blocks of 128 rows
-     * compute 128·(128 + 256 + 384 + 512) of the 512·512 scores: 5/8. */
+    /* hd = 64, so the score products dominate the attention flops: a causal head computes the
+     * T(T + 1)/2 scores of the lower triangle, about half of a full head's T·T. */
     const size_t Ts[2] = {128, 512};
-    const double lo[2] = {0.9, 0.58}, hi[2] = {1.0, 0.66};
+    const double lo[2] = {0.48, 0.48}, hi[2] = {0.53, 0.52};
     for (int k = 0; k < 2; k++) {
         att_setup(&c, 1, Ts[k], 128, 2, "", 16);
         att_setup(&f, 1, Ts[k], 128, 2, "causal=0", 16);

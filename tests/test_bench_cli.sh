@@ -29,9 +29,14 @@ claim "p2p: headers went to stderr" grep -q "^# mpipe bench p2p" "$TMP/p2p.err"
 
 $MPIPE bench gemm --shape 64x64x64 --shape 128x96x32:NT --json >"$TMP/gemm.json" 2>"$TMP/gemm.err"
 claim "gemm --json rows carry m, n, k, path, gflops" has_rows "$TMP/gemm.json" m n k path gflops
-claim "gemm: one row per path per shape, one chosen per shape" python3 -c "
+claim "gemm: the ceiling shape first, then one row per path per shape, one chosen per shape" \
+    python3 -c "
 import json; r = json.load(open('$TMP/gemm.json'))['rows']
-assert len(r) == 4 and sum(x['chosen'] for x in r) == 2 and all(x['gflops'] > 0 for x in r)"
+assert len(r) == 6 and sum(x['chosen'] for x in r) == 3 and all(x['gflops'] > 0 for x in r)
+assert [(x['m'], x['n'], x['k']) for x in r[:2]] == [(256, 1024, 1024)] * 2
+assert r[0]['role'].startswith('ceiling')
+best = max(x['gflops'] for x in r[:2])
+assert all(abs(x['of_ceiling'] / (x['gflops'] / best) - 1) < 1e-4 for x in r[2:])"
 
 $MPIPE bench layers models/tiny_mlp.mp --batch 16 --budget 0.02 --out "$TMP/prof.json" --json \
     >"$TMP/layers.json" 2>"$TMP/layers.err"

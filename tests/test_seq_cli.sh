@@ -9,12 +9,15 @@ MPIPE=$1
 RUN="mpirun -np 2 --oversubscribe"
 
 # ---- spec errors: exit 2, FILE:LINE on the right line ----
-spec_refused() { # spec_refused LINE PATTERN 'spec text'
+spec_refused() { # spec_refused LINE PATTERN 'spec text' (plan parses as train does, without MPI)
     printf "$3" >"$TMP/bad.mp"
-    refused "bad.mp:$1: .*$2" $MPIPE train "$TMP/bad.mp" --data "text:$TMP/none"
+    refused "bad.mp:$1: .*$2" $MPIPE plan "$TMP/bad.mp" --stages 1
 }
 H='input tokens 8\nembed 256 16\n'
 T='lm_head\nsoftmax_xent\n'
+printf "${H}attenton 4\n$T" >"$TMP/typo.mp"
+claim "train: unknown word" refused "typo.mp:3: unknown layer 'attenton'" \
+    $MPIPE train "$TMP/typo.mp" --data "text:$TMP/none"
 claim "unknown word" spec_refused 3 "unknown layer 'attenton'" "${H}attenton 4\n$T"
 claim "end with no open block" spec_refused 4 "end with no open block" "${H}layernorm\nend\n$T"
 claim "block never closed, on its opening line" spec_refused 3 "never closed" \
@@ -152,11 +155,21 @@ PY
 }
 claim "gpt_tiny's weights: L1.weight, L1.pos_weight, attention's names, no head tensor" names
 
+# ---- the token defaults (warm-up 100, cosine, clip 1, batch 32) learn in a 20-step try ----
+python3 -c "
+import random; random.seed(1); w = ['the', 'cat', 'sat', 'on', 'a', 'mat', 'dog', 'ran', 'far']
+open('$TMP/words.txt', 'w').write(' '.join(random.choice(w) for _ in range(3000)))"
+G="tests/data/gpt_tiny.mp --data text:$TMP/words.txt"
+v0=$($MPIPE train $G --max-steps 0 2>/dev/null | result_field val_loss)
+v20=$($MPIPE train $G --max-steps 20 2>/dev/null | result_field val_loss)
+claim "20 steps with the token defaults lower val_loss ($v0 -> $v20)" \
+    python3 -c "assert float('$v20') < float('$v0') - 0.02"
+
 # ---- plans: hand-made bounds on unit boundaries; inside a block refused; an old plan accepted ----
 P="tests/data/seq_mlp.mp --data text:$TMP/ok.txt --batch 8 --micro-batches 4 --max-steps 3"
 P="$P --seed 4 --lr 0.01 --lr-schedule constant --warmup 0"
-$MPIPE plan tests/data/seq_mlp.mp --stages 2 --micro-batches 4 --batch 8 --out "$TMP/p.json" \
-    >/dev/null 2>&1
+$MPIPE plan tests/data/seq_mlp.mp --stages 2 --micro-batches 4 --batch 8 --schedule 1f1b \
+    --out "$TMP/p.json" >/dev/null 2>&1 # one chunk per rank: the edits below move its boundary
 bounds() { # bounds FIRST_LAYER_OF_STAGE_1 OUT: the plan with the boundary moved there
     python3 - "$TMP/p.json" "$1" "$2" <<'PY'
 import json, sys

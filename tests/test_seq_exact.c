@@ -2,8 +2,9 @@
  * every schedule, number of stages, partition (on unit boundaries) and data-parallel layout gives
  * final weights byte-identical to the single-rank run, and a checkpoint written with P stages and
  * resumed with P′ (1 included) gives the uninterrupted run's bytes. The models have residual
- * blocks, a tied embedding (embed and head on different ranks in most layouts), dropout, an
- * untied head and an embed without positions; the text is generated here. One mpirun (-np 4)
+ * blocks, causal and non-causal attention (with dropout on its probabilities), a tied embedding
+ * (embed and head on different ranks in most layouts), dropout, an untied head and an embed
+ * without positions; the text is generated here. One mpirun (-np 4)
  * carries every configuration on its first P·D ranks; rank 0 computes each reference alone. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,7 +141,8 @@ static int check(const struct run *r, struct mp_xport *world, int idx)
     mp_err_clear(&err);
     if (mp_xport_sub(world, 1, &self, &err))
         bad = 1;
-    struct run plain = *r; /* the reference neither recomputes nor shards */
+    struct run plain = *r; /* the reference neither recomputes nor shards, and runs 1F1B */
+    plain.sched = MP_SCHED_1F1B;
     plain.recompute = plain.zero = 0;
     if (self && train(&plain, 1, 1, NULL, self, ref, NULL, &m, &err)) {
         fprintf(stderr, "reference for %s failed: %s\n", r->model, err.msg);
@@ -285,28 +287,32 @@ int main(int argc, char **argv)
         return 1;
 
     const char *seq = "tests/data/seq_mlp.mp", *untied = "tests/data/seq_untied.mp";
+    const char *gpt = "tests/data/gpt_tiny.mp", *attn = "tests/data/seq_attn.mp";
+    const char *models[4] = {seq, untied, gpt, attn};
+    const int units[4] = {8, 5, 8, 7}; /* partition units after the input */
     static const enum mp_sched_kind scheds[] = {MP_SCHED_GPIPE, MP_SCHED_1F1B, MP_SCHED_INTERLEAVED,
-                                                MP_SCHED_ZB1};
+                                                MP_SCHED_ZB1, MP_SCHED_ZBV};
     static const enum mp_optim_kind opts[] = {MP_OPT_ADAM, MP_OPT_SGD, MP_OPT_MOMENTUM,
                                               MP_OPT_NESTEROV, MP_OPT_ADAMW, MP_OPT_RMSPROP,
                                               MP_OPT_LAMB};
     int n_runs = 0, n_bad = 0, k = 0;
-    /* Every P and schedule; M rotates through M < P, M = P and M = 2P + 1. */
+    /* Every P and schedule; the model rotates over the four, M through M < P, M = P, 2P + 1. */
     for (int P = 2; P <= size; P++)
-        for (int s = 0; s < 4; s++, k++) {
+        for (int s = 0; s < 5; s++, k++) {
             int Ms[3] = {P - 1, P, 2 * P + 1};
-            const char *model = (k % 3 == 2) ? untied : seq;
-            int V = scheds[s] == MP_SCHED_INTERLEAVED ? 2 : 1;
-            if (model == untied && P * V > 5)
-                model = seq;
+            /* zbv: 2 chunks in a V, so a tied embed and head share rank 0 */
+            int V = mp_sched_chunks(scheds[s], 2), mi = (P + s) % 4;
+            const char *model = P * V <= units[mi] ? models[mi] : seq;
             struct run r = {.model = model, .sched = scheds[s], .P = P, .V = V, .M = Ms[k % 3],
                             .opt = opts[k % 7], .clip = (k % 2) ? 0.5f : 0.0f};
             n_bad += check(&r, world, n_runs++);
         }
     /* Hand-made uneven partitions on unit boundaries (seq_mlp's units start at layers 1, 2, 4, 9,
-     * 11, 16, 17, 18): the embed alone, the head alone, the loss alone. */
+     * 11, 16, 17, 18; gpt_tiny's at 1, 2, 4, 8, 10, 14, 15, 16; seq_attn's at 1, 2, 4, 8, 10, 11,
+     * 12): the embed alone, the head alone, the loss alone, attention with the embed. */
     static const int b2[] = {1, 17, 19}, b3[] = {1, 2, 16, 19}, b4[] = {1, 4, 9, 18, 19};
     static const int bi[] = {1, 2, 4, 17, 19}, b3c[] = {1, 2, 4, 9, 11, 16, 19};
+    static const int g3[] = {1, 4, 15, 17}, g4[] = {1, 2, 8, 16, 17}, ai[] = {1, 4, 8, 11, 13};
     const struct run uneven[] = {
         {.model = seq, .sched = MP_SCHED_1F1B, .P = 2, .V = 1, .M = 3, .opt = MP_OPT_ADAM,
          .clip = 0.5f, .bounds = b2},
@@ -318,6 +324,12 @@ int main(int argc, char **argv)
          .opt = MP_OPT_MOMENTUM, .bounds = bi},
         {.model = seq, .sched = MP_SCHED_INTERLEAVED, .P = 2, .V = 3, .M = 5, .opt = MP_OPT_ADAM,
          .clip = 0.5f, .bounds = b3c},
+        {.model = gpt, .sched = MP_SCHED_ZB1, .P = 3, .V = 1, .M = 3, .opt = MP_OPT_ADAMW,
+         .clip = 0.5f, .bounds = g3},
+        {.model = gpt, .sched = MP_SCHED_1F1B, .P = 4, .V = 1, .M = 5, .opt = MP_OPT_ADAM,
+         .bounds = g4},
+        {.model = attn, .sched = MP_SCHED_INTERLEAVED, .P = 2, .V = 2, .M = 2, .opt = MP_OPT_LAMB,
+         .clip = 0.5f, .bounds = ai},
     };
     for (size_t i = 0; i < sizeof uneven / sizeof uneven[0]; i++)
         if (uneven[i].P <= size)
@@ -330,6 +342,8 @@ int main(int argc, char **argv)
          .ranks = 4},
         {.model = untied, .sched = MP_SCHED_GPIPE, .P = 2, .V = 1, .M = 6, .opt = MP_OPT_SGD,
          .clip = 0.5f, .D = 2, .ranks = 2},
+        {.model = gpt, .sched = MP_SCHED_1F1B, .P = 2, .V = 1, .M = 4, .opt = MP_OPT_ADAM,
+         .clip = 0.5f, .D = 2, .ranks = 4},
     };
     for (size_t i = 0; i < sizeof dp / sizeof dp[0]; i++)
         if (dp[i].ranks <= size)
@@ -347,6 +361,10 @@ int main(int argc, char **argv)
          .clip = 0.5f, .D = 2, .ranks = 4, .zero = 1},
         {.model = seq, .sched = MP_SCHED_1F1B, .P = 1, .V = 1, .M = 2, .opt = MP_OPT_ADAMW, .D = 2,
          .ranks = 2, .recompute = 2, .zero = 1},
+        {.model = gpt, .sched = MP_SCHED_ZB1, .P = 2, .V = 1, .M = 3, .opt = MP_OPT_ADAM,
+         .recompute = 2},
+        {.model = attn, .sched = MP_SCHED_1F1B, .P = 3, .V = 1, .M = 4, .opt = MP_OPT_ADAMW,
+         .clip = 0.5f, .recompute = 2},
     };
     for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++)
         if ((mem[i].ranks ? mem[i].ranks : mem[i].P) <= size)
@@ -359,6 +377,7 @@ int main(int argc, char **argv)
     static const int from3[] = {1};
     if (size >= 3)
         n_bad += resume_check(world, untied, 3, from3, 1, 4, 10, &n_runs);
+    n_bad += resume_check(world, gpt, 2, from3, 1, 4, 10, &n_runs);
     if (rank != 0) {
         struct mp_xport *none = NULL;
         mp_xport_sub(world, 1, &none, &err); /* matches rank 0's split in controls() */

@@ -386,12 +386,12 @@ static void test_stage_boundaries_fall_only_between_units(void **state)
     int inside[3] = {1, 3, m.n_layers};
     struct mp_stage st;
     mp_err_clear(&err);
-    assert_int_equal(mp_stage_init(&st, &m, inside, 1, 2, 1, 1, 2, 1, &err), -1);
+    assert_int_equal(mp_stage_init(&st, &m, inside, 1, 2, 1, MP_VPLACE_LOOP, 1, 2, 1, &err), -1);
     mp_stage_free(&st);
     assert_non_null(strstr(err.msg, "inside a residual block"));
     int between[3] = {1, 4, m.n_layers};
     mp_err_clear(&err);
-    if (mp_stage_init(&st, &m, between, 1, 2, 1, 1, 2, 1, &err))
+    if (mp_stage_init(&st, &m, between, 1, 2, 1, MP_VPLACE_LOOP, 1, 2, 1, &err))
         fail_msg("%s", err.msg);
     mp_stage_free(&st);
     mp_model_free(&m);

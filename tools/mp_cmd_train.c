@@ -29,7 +29,7 @@ static const char help[] =
     "  --aggregate-weights F one weight per replica, for --aggregate custom\n"
     "  --shard-by S          equal (default) | speed (whole micro-batches per replica in\n"
     "                        proportion to its measured speed, re-balanced every 10 steps)\n"
-    "  --schedule S          gpipe | 1f1b | interleaved | zb1 (default 1f1b)\n"
+    "  --schedule S          gpipe | 1f1b | interleaved | zb1 | zbv (default 1f1b)\n"
     "  --chunks V            virtual stages per rank for interleaved (default 2)\n"
     "  --micro-batches M     micro-batches per step (default: largest divisor of B <= 2*P*D;\n"
     "                        1 on one rank)\n"
@@ -104,7 +104,7 @@ static int takes_value(const char *f)
     return 0;
 }
 
-static const char *const sched_names[] = {"gpipe", "1f1b", "interleaved", "zb1", NULL};
+static const char *const sched_names[] = {"gpipe", "1f1b", "interleaved", "zb1", "zbv", NULL};
 static const char *const onoff[] = {"off", "on", NULL};
 
 static int parse_optim_flag(struct train_args *a, const char *f, const char *v, struct mp_err *err)
@@ -405,7 +405,7 @@ static int setup(struct train_args *a, struct mp_model *m, struct mp_xport *x, i
     c->D = a->dp ? (int)a->dp : 1;
     c->P = a->stages ? (int)a->stages : (mp_xport_size(x) % c->D ? mp_xport_size(x)
                                                                    : mp_xport_size(x) / c->D);
-    c->V = c->schedule == MP_SCHED_INTERLEAVED ? (a->chunks ? (int)a->chunks : 2) : 1;
+    c->V = mp_sched_chunks(c->schedule, a->chunks ? (int)a->chunks : 2);
     if (a->plan_path && apply_plan(a, m, bounds, err))
         return -1;
     if (c->P * c->V > m->n_units - 1)

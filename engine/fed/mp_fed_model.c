@@ -17,7 +17,8 @@ int mp__fed_model_init(struct mp_fed_model *fm, const struct mp_model *m, size_t
     fm->bounds[1] = m->n_layers;
     if (mp_sched_make(&fm->sched, MP_SCHED_1F1B, 1, 1, 1, err))
         return -1;
-    if (mp_stage_init(&fm->st, m, fm->bounds, 0, 1, 1, 1, batch, state_slots, err))
+    if (mp_stage_init(&fm->st, m, fm->bounds, 0, 1, 1, MP_VPLACE_LOOP, 1, batch, state_slots,
+                      err))
         return -1;
     /* The same initial weights as `mpipe train --seed`: layer i from (seed, i). */
     for (int i = 0; i < m->n_layers; i++)

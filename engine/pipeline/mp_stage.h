@@ -14,6 +14,7 @@
 
 #include "mp_err.h"
 #include "mp_layer.h"
+#include "mp_sched.h"
 
 struct mp_slab {
     float *mem;            /* the light part: the chunk's input and output and their gradients,
@@ -27,6 +28,9 @@ struct mp_slab {
 
 struct mp_chunk {
     int v;                 /* virtual stage index */
+    int prev_rank, next_rank;   /* ranks holding v - 1 and v + 1, -1 past either end */
+    int prev_local, next_local; /* this rank's chunk index of v - 1 / v + 1 when this rank holds
+                                   it (buffers handed over in memory), else -1 */
     int first, last;       /* global layer indexes, inclusive */
     int n;                 /* last - first + 1 */
     size_t *act_off;       /* n + 1 offsets: [0] input, [k] output of layer first + k - 1 */
@@ -54,6 +58,7 @@ struct mp_chunk {
 struct mp_stage {
     const struct mp_model *model;
     int rank, P, V, S, M;
+    enum mp_vplace place;     /* where virtual stages live (mp_sched.h) */
     size_t mbs;               /* samples per micro-batch */
     struct mp_chunk *chunk;   /* V */
     /* Arena. */
@@ -81,9 +86,11 @@ static inline float *mp_stage_state(const struct mp_stage *st, int slot, size_t 
 }
 
 /* bounds[0..S] with bounds[0] = 1 and bounds[S] = n_layers: virtual stage v covers global layers
- * [bounds[v], bounds[v + 1]). */
+ * [bounds[v], bounds[v + 1]); chunk c of this rank is virtual stage mp_vstage_of(place, rank, c,
+ * P). */
 int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *bounds, int rank,
-                  int P, int V, int M, size_t mbs, int state_slots, struct mp_err *err);
+                  int P, int V, enum mp_vplace place, int M, size_t mbs, int state_slots,
+                  struct mp_err *err);
 void mp_stage_free(struct mp_stage *st);
 /* --zero 1: keep optimizer state only for arena offsets [lo, hi) (whole layers). The full state was
  * never touched (calloc'd pages), so it never counted in the process's memory. */
