@@ -202,6 +202,7 @@ static void log_metrics(struct loop *L, double loss, double lr, double sumsq, do
             fprintf(L->metrics, "%s%d%s", r ? "," : ",\"shards\":[", L->dp.n_mb[r],
                     r == L->D - 1 ? "]" : "");
     fputs("}\n", L->metrics);
+    fflush(L->metrics); /* a line per step, visible as it happens (tail -f, tools/chaos) */
 }
 
 int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err)

@@ -51,6 +51,12 @@ int mp_cluster_init(struct mp_cluster *c, const char *topology, const char *host
         struct mp_cluster_host *h = &c->hosts[i];
         const char *src = hostfile && hf.hosts[i].topology[0] ? hf.hosts[i].topology : topology;
         if (mp_topo_load(&h->topo, src, err)) {
+            if (hostfile && hf.hosts[i].topology[0]) {  /* say which line named the file */
+                char inner[sizeof err->msg];
+                snprintf(inner, sizeof inner, "%s", err->msg);
+                mp_err_set(err, err->code, __FILE__, __LINE__, "%s:%d: host %s: %s", hostfile,
+                           hf.hosts[i].topology_line, hf.hosts[i].name, inner);
+            }
             mp_hostfile_free(&hf);
             mp_cluster_free(c);
             return -1;

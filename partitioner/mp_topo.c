@@ -1,7 +1,8 @@
 /* Topology for placement: reads the live machine or an hwloc XML export into plain mp_core rows
  * (socket, NUMA, L3 by logical index), and parses Open MPI hostfiles. The only file that includes
  * <hwloc.h>. Irregular machines are normal input: no Package or Core objects, NUMA nodes without
- * CPUs, several NUMA nodes per socket, disallowed PUs; they degrade to fewer levels, not errors. */
+ * CPUs, several NUMA nodes per socket, disallowed PUs; they degrade to fewer levels, not errors.
+ * Hostile files are not: hwloc only reads what mp_topo_xml.c checked and rewrote, in a child. */
 #include "mp_topo.h"
 
 #include <errno.h>
@@ -9,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include "mp_topo_xml.h"
 
 static int ancestor_index(hwloc_topology_t topo, hwloc_obj_type_t type, hwloc_obj_t o)
 {
@@ -145,42 +149,144 @@ static void set_host(struct mp_topo *t, hwloc_topology_t topo, int live)
     snprintf(t->host, sizeof t->host, "%s", name && name[0] ? name : "localhost");
 }
 
-int mp_topo_load(struct mp_topo *t, const char *src, struct mp_err *err)
+/* Loads an initialised hwloc topology (live, or set to a checked XML buffer) into t. NAME is for
+ * messages: "live machine" or the file. */
+static int load_topology(struct mp_topo *t, hwloc_topology_t topo, int live, const char *name,
+                         struct mp_err *err)
+{
+    if (hwloc_topology_load(topo) < 0)
+        return MP_FAIL(err, INPUT, "%s: hwloc could not load this topology: %s", name,
+                       strerror(errno));
+    if (fill_cores(t, topo) < 0)
+        return MP_FAIL(err, NOMEM, "topology: out of memory");
+    if (t->n_cores == 0)
+        return MP_FAIL(err, INPUT, "%s: topology has no allowed processing units",
+                       live ? "live" : name);
+    t->mem_bytes = (double)hwloc_get_root_obj(topo)->total_memory;
+    set_host(t, topo, live);
+    return 0;
+}
+
+/* hwloc only ever sees the canonical document mp_topo_xml.c wrote from a checked file. */
+static int load_xml(struct mp_topo *t, const char *src, const char *xml, size_t len,
+                    struct mp_err *err)
 {
     memset(t, 0, sizeof *t);
-    int live = strcmp(src, "live") == 0;
-    if (!live) {
-        FILE *f = fopen(src, "r");
-        if (!f)
-            return MP_FAIL(err, IO, "%s: cannot read topology: %s", src, strerror(errno));
-        fclose(f);
-    }
     hwloc_topology_t topo;
     if (hwloc_topology_init(&topo) < 0)
         return MP_FAIL(err, NOMEM, "hwloc_topology_init failed");
-    int rc = -1;
-    if (!live && hwloc_topology_set_xml(topo, src) < 0) {
-        MP_FAIL(err, INPUT, "%s: not an hwloc XML topology (make one with "
-                            "`lstopo-no-graphics --of xml FILE.xml`)", src);
-        goto out;
+    int rc = hwloc_topology_set_xmlbuffer(topo, xml, (int)len) < 0
+                 ? MP_FAIL(err, INPUT, "%s: hwloc refused the checked topology", src)
+                 : load_topology(t, topo, 0, src, err);
+    hwloc_topology_destroy(topo);
+    if (rc < 0)
+        mp_topo_free(t);
+    return rc;
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    for (const char *c = p; n > 0;) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        c += w, n -= (size_t)w;
     }
-    if (hwloc_topology_load(topo) < 0) {
-        MP_FAIL(err, INPUT, "%s: hwloc could not load this topology: %s",
-                live ? "live machine" : src, strerror(errno));
-        goto out;
+    return 0;
+}
+
+static int read_all(int fd, void *p, size_t n)
+{
+    for (char *c = p; n > 0;) {
+        ssize_t r = read(fd, c, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        c += r, n -= (size_t)r;
     }
-    if (fill_cores(t, topo) < 0) {
-        MP_FAIL(err, NOMEM, "topology: out of memory");
-        goto out;
+    return 0;
+}
+
+/* The child's side: load, then send the status, the error and the topology down the pipe. */
+static void child_load(int fd, const char *src, const char *xml, size_t len)
+{
+    struct mp_topo t;
+    struct mp_err err;
+    mp_err_clear(&err);
+    int rc = load_xml(&t, src, xml, len, &err);
+    int ok = write_all(fd, &rc, sizeof rc) == 0 && write_all(fd, &err, sizeof err) == 0 &&
+             (rc < 0 || (write_all(fd, &t, sizeof t) == 0 &&
+                         write_all(fd, t.cores, sizeof *t.cores * (size_t)t.n_cores) == 0));
+    _exit(ok ? 0 : 1);
+}
+
+/* A second wall behind the check: hwloc reads the document in a child process, so a crash in
+ * hwloc that the check did not foresee is an input error naming the file, not a signal. */
+static int load_xml_guarded(struct mp_topo *t, const char *src, const char *xml, size_t len,
+                            struct mp_err *err)
+{
+    int fds[2];
+    if (pipe(fds) < 0)
+        return load_xml(t, src, xml, len, err);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return load_xml(t, src, xml, len, err);
     }
-    if (t->n_cores == 0) {
-        MP_FAIL(err, INPUT, "%s: topology has no allowed processing units", live ? "live" : src);
-        goto out;
+    if (pid == 0) {
+        close(fds[0]);
+        child_load(fds[1], src, xml, len);
     }
-    t->mem_bytes = (double)hwloc_get_root_obj(topo)->total_memory;
-    set_host(t, topo, live);
-    rc = 0;
-out:
+    close(fds[1]);
+    memset(t, 0, sizeof *t);
+    int rc = -1, got = read_all(fds[0], &rc, sizeof rc) == 0 && read_all(fds[0], err, sizeof *err) == 0;
+    if (got && rc == 0) {
+        got = read_all(fds[0], t, sizeof *t) == 0 && t->n_cores > 0 && t->n_cores <= 1 << 20;
+        struct mp_core *cores = got ? malloc(sizeof *cores * (size_t)t->n_cores) : NULL;
+        got = cores && read_all(fds[0], cores, sizeof *cores * (size_t)t->n_cores) == 0;
+        t->cores = cores;
+    }
+    close(fds[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (got && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return rc;
+    mp_topo_free(t);
+    if (WIFSIGNALED(status))
+        return MP_FAIL(err, INPUT, "%s: hwloc crashed (%s) reading this topology although it "
+                                   "passed mpipe's checks; please report it with the file",
+                       src, strsignal(WTERMSIG(status)));
+    return MP_FAIL(err, INTERNAL, "%s: the topology loader process failed (exit status %d)", src,
+                   WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+}
+
+int mp__topo_load_checked(struct mp_topo *t, const char *src, int guarded, struct mp_err *err)
+{
+    char *xml;
+    size_t len;
+    memset(t, 0, sizeof *t);
+    if (mp__topo_xml_check(src, &xml, &len, err) < 0)
+        return -1;
+    int rc = guarded ? load_xml_guarded(t, src, xml, len, err) : load_xml(t, src, xml, len, err);
+    free(xml);
+    return rc;
+}
+
+int mp_topo_load(struct mp_topo *t, const char *src, struct mp_err *err)
+{
+    memset(t, 0, sizeof *t);
+    if (strcmp(src, "live") != 0)
+        return mp__topo_load_checked(t, src, 1, err);
+    hwloc_topology_t topo;
+    if (hwloc_topology_init(&topo) < 0)
+        return MP_FAIL(err, NOMEM, "hwloc_topology_init failed");
+    int rc = load_topology(t, topo, 1, "live machine", err);
     hwloc_topology_destroy(topo);
     if (rc < 0)
         mp_topo_free(t);
@@ -223,6 +329,7 @@ static int host_option(struct mp_host *h, const char *tok, const char *name, int
     }
     if (klen == 8 && strncmp(tok, "topology", 8) == 0 && *v) {
         snprintf(h->topology, sizeof h->topology, "%s", v);
+        h->topology_line = line;
         return 0;
     }
     return MP_FAIL(err, INPUT, "%s:%d: unknown key '%.*s' (expected slots=N, max_slots=N or "

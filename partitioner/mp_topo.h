@@ -27,15 +27,20 @@ struct mp_topo {
                                topology does not say */
 };
 
-/* src is "live" or an hwloc XML file. Bad XML → MP_ERR_INPUT "FILE: ..."; a topology without
- * any allowed PU is also MP_ERR_INPUT. */
+/* src is "live" or an hwloc XML file. Bad XML → MP_ERR_INPUT "FILE:LINE: ..." (checked with
+ * libxml2 before hwloc sees it; hwloc then reads it in a child process, so even a crash inside
+ * hwloc is an input error); a topology without any allowed PU is also MP_ERR_INPUT. */
 int mp_topo_load(struct mp_topo *t, const char *src, struct mp_err *err);
+/* Internal, for the fuzzer: the same for an XML file, in this process when guarded is 0, so that
+ * a crash the check lets through is seen. */
+int mp__topo_load_checked(struct mp_topo *t, const char *src, int guarded, struct mp_err *err);
 void mp_topo_free(struct mp_topo *t);
 
 struct mp_host {
     char name[256];
     int slots;              /* slots=N, or 0 when not given (then: the host's cores) */
     char topology[512];     /* mpipe extension `topology=FILE.xml`, "" when not given */
+    int topology_line;      /* the hostfile line that gave it */
 };
 
 struct mp_hostfile {

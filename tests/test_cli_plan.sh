@@ -77,6 +77,21 @@ expect_exit 2 "batch not divisible by M" "$MPIPE" plan models/mlp.mp --stages 2 
 expect_exit 2 "bad topology XML" "$MPIPE" plan models/mlp.mp --stages 2 \
     --topology tests/data/topo_bad.xml
 grep -q "topo_bad.xml" "$T/err" && ok "XML error names the file" || bad "XML message"
+# Files that segfault hwloc 2.9's own import (lstopo too) and hand-broken exports: each is exit 2
+# naming the file and the line, never a signal.
+for f in tests/fuzz/upstream/hwloc/*.xml tests/data/topo_hostile/*.xml; do
+    line=$(sed -n 's/.*<!-- expect line \([0-9]*\):.*/\1/p' "$f")
+    expect_exit 2 "hostile topology $(basename "$f")" "$MPIPE" plan models/mlp.mp --stages 2 \
+        --topology "$f"
+    grep -q "^mpipe plan: $f:$line: " "$T/err" && ok "  its message names $f:$line" \
+        || bad "  message for $f"
+done
+printf 'node1 slots=1\nnode2 slots=1 topology=%s\n' \
+    tests/fuzz/upstream/hwloc/segv-in-hwloc_bitmap_or.xml >"$T/hosts"
+expect_exit 2 "hostfile naming a hostile topology" "$MPIPE" plan models/mlp.mp --stages 2 \
+    --hosts "$T/hosts"
+grep -q "hosts:2: host node2: tests/fuzz/upstream/hwloc/segv-in-hwloc_bitmap_or.xml:7: " \
+    "$T/err" && ok "  its message names the hostfile line and the XML line" || bad "  hosts msg"
 printf 'node1 slots=2\nnode2 slots=two\n' >"$T/hosts"
 expect_exit 2 "bad hostfile" "$MPIPE" plan models/mlp.mp --stages 2 --hosts "$T/hosts"
 grep -q "hosts:2:" "$T/err" && ok "hostfile error has FILE:LINE" || bad "hostfile message"

@@ -2,8 +2,9 @@
  * tests/fuzz/regressions/<name>/) through the same harness code the fuzzers run, in the plain
  * build, so a crash the fuzzer once found stays fixed in every CI run without clang or libFuzzer.
  * The harnesses are included with MP_FUZZ_REPLAY (no LLVMFuzzerTestOneInput); they abort() on
- * any broken contract, which fails this test. Known hwloc crashes (tests/fuzz/upstream/) are not
- * replayed. */
+ * any broken contract, which fails this test. The XML files that crash hwloc 2.9 itself
+ * (tests/fuzz/upstream/hwloc/) are replayed too: mpipe's check must reject them before hwloc runs,
+ * in this process (a crash would end this test). */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -111,6 +112,14 @@ static void test_topo_corpus_and_regressions_parse_or_reject_cleanly(void **stat
     replay("topo", fuzz_topo_one);
 }
 
+/* The files that segfault hwloc 2.9's own import go through the harness too (tests/test_topo_xml.c
+ * checks each one's message and line). */
+static void test_files_that_crash_hwloc_are_rejected_cleanly(void **state)
+{
+    (void)state;
+    assert_true(replay_dir("tests/fuzz/upstream/hwloc", fuzz_topo_one) >= 8);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -119,6 +128,7 @@ int main(void)
         cmocka_unit_test(test_safetensors_corpus_and_regressions_parse_or_reject_cleanly),
         cmocka_unit_test(test_idx_corpus_and_regressions_parse_or_reject_cleanly),
         cmocka_unit_test(test_topo_corpus_and_regressions_parse_or_reject_cleanly),
+        cmocka_unit_test(test_files_that_crash_hwloc_are_rejected_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,17 +4,18 @@
 # hosts give the single-rank run's exact bytes; a plan made from the cluster's hostfile names the
 # real hosts and its rankfile runs; a host whose processes are all killed ends the job quickly with
 # the survivor saying what it waited for; tools/mpipe-run restarts a job that lost a host (killed,
-# or unplugged and bounded by --attempt-timeout) on the hosts left, to the same bytes. Skipped (exit 0) only where namespaces cannot be made.
+# or unplugged, its hung mpirun ended once rank 0 reported) on the hosts left, to the same bytes. Skipped (exit
+# 77, reported by CTest as skipped) only where namespaces cannot be made.
 # Usage: test_multihost.sh path/to/mpipe (run from the repo root, as root).
 MPIPE=$(realpath "$1")
 . "$(dirname "$0")/lib.sh"
 LC="$(dirname "$0")/../tools/local-cluster"
 CL="t$$h" # a cluster of our own: never the user's, never another test run's
 n_skip=0
-skip_all() {
+skip_all() { # exit 77: CTest reports the test as skipped (SKIP_RETURN_CODE), not passed
     echo "skip  all: $1"
     echo "0 passed, 0 failed, 1 skipped"
-    exit 0
+    exit 77
 }
 [ "$(id -u)" -eq 0 ] || skip_all "not root: network namespaces need root"
 command -v ip >/dev/null && command -v unshare >/dev/null ||
@@ -87,7 +88,7 @@ claim "the planned 4-stage job runs under --rankfile on 2 hosts with one-rank by
 DEADLINE=5
 L="--data synthetic:2048 --batch 64 --micro-batches 4 --seed 5 --epochs 1000 --max-steps 100000"
 lc -np 2 --host "$H1,$H2" "$MPIPE" train models/tiny_mlp.mp $L --deadline $DEADLINE \
-    >"$TMP/kill.out" 2>"$TMP/kill.err" &
+    --checkpoint "$TMP/kc" >"$TMP/kill.out" 2>"$TMP/kill.err" &
 job=$!
 for _ in $(seq 100); do grep -q '^epoch\|samples/s' "$TMP/kill.err" && break; sleep 0.1; done
 "$LC" --name "$CL" kill "$H2"
@@ -96,23 +97,16 @@ wait $job
 rc=$?
 took=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 claim "killing host 2: the job exits non-zero (got $rc)" test "$rc" -ne 0 -a "$rc" -ne 124
-claim "... within --deadline $DEADLINE s (took ${took}s)" awk -v t="$took" -v d=$DEADLINE 'BEGIN { exit !(t < d) }'
-# The survivor says what it lost: mpipe's `waited` line naming rank 1 (most runs), or, when Open
-# MPI's TCP transport meets the reset first and ends the rank itself (its errors bypass
-# MPI_ERRORS_RETURN), that transport's note naming host 2 or its address. A third case: the kill
-# lands while rank 0 waits in a collective (the evaluation's allreduce: once in the 6 runs of one session),
-# where no single peer is the one awaited; mpipe then says what it waited for and that mpirun
-# ended it for a failed peer, and mpirun's own report (the next claim) names the host.
-A2=198.18.0.12
-claim "... the survivor names the rank or host it lost" bash -c "grep -Eq \
-    'rank 0 .*waited .* from rank 1|Peer host: +$H2|connect\(\) to $A2:|rank 0 was ended by mpirun \(SIGTERM: a peer failed\) after it waited .* for ' '$TMP/kill.err' ||
-    { grep -v '^epoch' '$TMP/kill.err' | tr '\r' '\n' | grep . | sed 's/^/  /' | head -30; exit 1; }"
-if grep -q "waited .* from rank 1" "$TMP/kill.err"; then :
-elif grep -q "ended by mpirun (SIGTERM: a peer failed)" "$TMP/kill.err"; then
-    echo "note  ... this time the kill came while rank 0 waited in a collective: mpirun named the host"
-else
-    echo "note  ... this time Open MPI's TCP layer ended rank 0 before mpipe could say what it waited for"
-fi
+claim "... within 2x --deadline $DEADLINE s, the bound issue 21 sets (took ${took}s)" \
+    awk -v t="$took" -v d=$DEADLINE 'BEGIN { exit !(t < 2 * d) }'
+# The survivor, ended by mpirun's SIGTERM, writes at once what it was doing: the wait on rank 1 it
+# was in (a message, or a collective whose roll call rank 1 never answered), or that it was
+# computing. mpirun may drop that stderr while it tears the job down after losing a daemon (seen:
+# the rank wrote its line, mpirun never printed it), so the claim reads DIR/failures.log, where
+# every rank appends the same line.
+claim "... the survivor says what it was doing when it was ended (DIR/failures.log)" bash -c "
+    grep -Eq '^rank 0 on host $H1: rank 0 (was ended by mpirun .*(waited .* (from|to) rank 1|while it computed)|waited .* (from|to) rank 1)' '$TMP/kc/failures.log' ||
+    { cat '$TMP/kc/failures.log'; grep -v '^epoch' '$TMP/kill.err' | tr '\r' '\n' | grep . | sed 's/^/  /' | head -30; exit 1; }"
 claim "... and mpirun names the lost host" grep -q "on node $H2" "$TMP/kill.err"
 
 # The supervisor recovers from a lost host: 3 stages on 3 hosts, host 2 killed once a checkpoint
@@ -120,9 +114,9 @@ claim "... and mpirun names the lost host" grep -q "on node $H2" "$TMP/kill.err"
 # hosts 1 and 3 to the uninterrupted one-rank run's bytes. M is left to its default, 6 on 3 ranks
 # (4 on 2, a resume mpipe refuses), so the restart holds only if the supervisor pins M.
 RUN="$(dirname "$0")/../tools/mpipe-run"
-K="--data synthetic:2048 --batch 48 --seed 5 --epochs 100 --max-steps 600"
+K="--data synthetic:2048 --batch 48 --seed 5 --epochs 100 --max-steps 200"
 "$MPIPE" train models/tiny_mlp.mp $K --micro-batches 6 --save-weights "$TMP/k1.st" >/dev/null 2>&1
-R="--data synthetic:2048 --batch 64 --micro-batches 4 --seed 5 --epochs 100 --max-steps 600"
+R="--data synthetic:2048 --batch 64 --micro-batches 4 --seed 5 --epochs 100 --max-steps 200"
 "$MPIPE" train models/tiny_mlp.mp $R --save-weights "$TMP/r1.st" >/dev/null 2>&1
 last_map_hosts() { # the hosts with ranks in the last --display-map of file $1, comma-separated
     awk '/JOB MAP/ { n = 0; delete h } /Data for node:.*Num procs: [1-9]/ {
@@ -130,7 +124,7 @@ last_map_hosts() { # the hosts with ranks in the last --display-map of file $1, 
          END { for (i = 1; i <= n; i++) printf "%s%s", (i > 1 ? "," : ""), h[i] }' "$1"
 }
 wait_ckpt() { for _ in $(seq 200); do [ -e "$1/latest" ] && return; sleep 0.05; done; }
-"$RUN" --retries 2 --attempt-timeout 40 -- "$LC" --name "$CL" mpirun --oversubscribe --display-map \
+"$RUN" --retries 2 -- "$LC" --name "$CL" mpirun --oversubscribe --display-map \
     -np 3 --host "$H1,$H2,$H3" "$MPIPE" train models/tiny_mlp.mp $K --deadline $DEADLINE \
     --checkpoint "$TMP/sv" --checkpoint-every 50 --save-weights "$TMP/sv.st" \
     >"$TMP/sv.out" 2>"$TMP/sv.err" &
@@ -152,9 +146,10 @@ claim "... with the uninterrupted one-rank run's bytes (M 6)" cmp -s "$TMP/k1.st
 
 # A silent partition: host 2's link goes down, so no reset ever arrives and only the deadline can
 # tell. Rank 0 must say so within the deadline; mpirun itself then waits on the unreachable daemon
-# (Open MPI's behaviour), so the supervisor's --attempt-timeout ends the attempt, host 2 fails its
-# probe, and the job resumes on host 1 alone, again to the one-rank bytes.
-"$RUN" --retries 1 --attempt-timeout $((DEADLINE + 5)) --probe-timeout 3 -- "$LC" --name "$CL" \
+# (Open MPI's behaviour), so the supervisor ends the attempt --linger seconds after rank 0's report
+# (DIR/failures.log), host 2 fails its probe, and the job resumes on host 1 alone, again to the
+# one-rank bytes. No --attempt-timeout: the resumed attempt takes as long as the machine needs.
+"$RUN" --retries 1 --linger 3 --probe-timeout 3 -- "$LC" --name "$CL" \
     mpirun -np 2 --host "$H1,$H2" "$MPIPE" train models/tiny_mlp.mp $R --deadline $DEADLINE \
     --checkpoint "$TMP/cut" --checkpoint-every 50 --save-weights "$TMP/cut.st" \
     >"$TMP/cut.out" 2>"$TMP/cut.err" &
@@ -162,17 +157,18 @@ job=$!
 wait_ckpt "$TMP/cut"
 "$LC" --name "$CL" unplug "$H2"
 t0=$(date +%s.%N)
-for _ in $(seq $((DEADLINE * 20 + 40))); do grep -q waited "$TMP/cut.err" && break; sleep 0.05; done
+for _ in $(seq $((DEADLINE * 40 + 40))); do grep -q waited "$TMP/cut.err" && break; sleep 0.05; done
 took=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 sleep 0.3 # the rest of the line may still be on its way through mpirun and the supervisor's tee
-claim "unplugging host 2: rank 0 reports the silent rank 1 after --deadline $DEADLINE s (took ${took}s)" \
-    bash -c "grep -Eq 'rank 0 .*waited .*(from rank 1|over ranks 0\.\.1)' '$TMP/cut.err' &&
-             awk -v t=$took -v d=$DEADLINE 'BEGIN { exit !(t < d + 2) }' ||
+claim "unplugging host 2: rank 0 reports the silent rank 1 within 2x --deadline $DEADLINE s (took ${took}s)" \
+    bash -c "grep -Eq 'rank 0 .*waited .* (from|to) rank 1' '$TMP/cut.err' &&
+             awk -v t=$took -v d=$DEADLINE 'BEGIN { exit !(t < 2 * d) }' ||
              { tr '\r' '\n' <'$TMP/cut.err' | grep -a 'waited\|rank 0' | sed 's/^/  /'; exit 1; }"
 wait $job
 rc=$?
-claim "... mpirun hangs on the lost daemon: --attempt-timeout ends the attempt" \
-    grep -q 'attempt 1 still running after --attempt-timeout' "$TMP/cut.err"
+claim "... mpirun hangs on the lost daemon: the supervisor ends the attempt after --linger" \
+    grep -q 'attempt 1: a rank reported a failure and mpirun had not ended the job 3s later' \
+    "$TMP/cut.err"
 claim "... host 2 fails its probe, and the job finishes on host 1 alone (exit $rc)" \
     bash -c "[ $rc -eq 0 ] && grep -q \"host $H2 is lost (did not run 'true'\" '$TMP/cut.err' &&
              grep -q 'attempt 2: .* -np 1 --host $H1 ' '$TMP/cut.err' ||

@@ -35,6 +35,7 @@ static void test_live_topology_matches_its_own_xml_export(void **state)
     remove(path);
     assert_true(live.n_cores >= 1);
     assert_int_equal(xml.n_cores, live.n_cores);
+    assert_true(xml.mem_bytes == live.mem_bytes && live.mem_bytes > 0);
     for (int i = 0; i < live.n_cores; i++) {
         assert_int_equal(xml.cores[i].core, live.cores[i].core);
         assert_int_equal(xml.cores[i].socket, live.cores[i].socket);

@@ -65,7 +65,8 @@ static const char help[] =
     "  --metrics FILE.jsonl  one JSON object per step\n"
     "  --deadline SECONDS    longest any wait may take before the job fails with exit 4 (default 60)\n"
     "  --checkpoint DIR      write DIR/step-N/ (stage files, manifest.json) and DIR/latest at\n"
-    "                        each epoch's end and when --max-steps stops the run\n"
+    "                        each epoch's end and when --max-steps stops the run; a rank that\n"
+    "                        fails or is ended also appends its `waited` line to DIR/failures.log\n"
     "  --checkpoint-every N  also every N steps      --keep K  newest checkpoints kept (default 2)\n"
     "  --resume              continue from DIR's newest valid checkpoint, on any number of\n"
     "                        stages (same --batch and --micro-batches; exit 3 if none is valid)\n"
@@ -463,6 +464,11 @@ int mp_cmd_train(int argc, char **argv, struct mp_err *err)
     if (mp_xport_init(&x, &argc, &argv, err))
         return -1;
     int rank = mp_xport_rank(x);
+    char failures[4200]; /* DIR/failures.log: each rank's `waited` line survives mpirun's exit */
+    if (a.cfg.ckpt_dir && mp_xport_size(x) > 1) {
+        snprintf(failures, sizeof failures, "%s/failures.log", a.cfg.ckpt_dir);
+        mp_xport_set_report_file(x, failures);
+    }
     struct mp_model m;
     memset(&m, 0, sizeof m);
     int *bounds = NULL;

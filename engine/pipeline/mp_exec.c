@@ -436,8 +436,12 @@ static int drain_pending(struct mp_exec *e, int block, struct mp_err *err)
         int all = 1;
         for (int d = 0; d < 2; d++) {
             int done = 1;
-            if (block) {
-                if (mp_xport_wait(e->x, &s->send_req[d], "completion of a send", err))
+            if (block && s->send_req[d] >= 0) {
+                const struct mp_chunk *c = &e->st->chunk[e->pending_chunk[i]];
+                char what[96]; /* names the peer and micro-batch, as receives do */
+                snprintf(what, sizeof what, "%s of micro-batch %d to be taken by rank %d",
+                         d ? "gradient" : "activation", s->mb, d ? c->prev_rank : c->next_rank);
+                if (mp_xport_wait(e->x, &s->send_req[d], what, err))
                     return -1;
             } else if (mp_xport_test(e->x, &s->send_req[d], &done, err)) {
                 return -1;
@@ -511,6 +515,7 @@ static int eval_chunk(struct mp_exec *e, int ci, const struct mp_dataset *ds, si
     if (!s)
         return -1;
     int tag_base = 1 << 24; /* apart from training tags */
+    char what[64]; /* names the peer, as training waits do (DESIGN.md §4) */
     if (c->v == 0) {
         for (size_t i = 0; i < batch; i++) {
             memcpy(act_buf(c, s, 0) + i * ds->sample_len, ds->x + (first + i) * ds->sample_len,
@@ -520,9 +525,9 @@ static int eval_chunk(struct mp_exec *e, int ci, const struct mp_dataset *ds, si
         const struct mp_chunk *p = &st->chunk[c->prev_local];
         memcpy(act_buf(c, s, 0), act_buf(p, mp_stage_slab_find(st, c->prev_local, 0), p->n),
                batch * in_len(st, c) * sizeof(float));
-    } else if (mp_xport_recv(e->x, act_buf(c, s, 0), batch * in_len(st, c) * sizeof(float),
-                             c->prev_rank, tag_base + c->v,
-                             "activation for evaluation", err)) {
+    } else if (snprintf(what, sizeof what, "evaluation activation from rank %d", c->prev_rank) &&
+               mp_xport_recv(e->x, act_buf(c, s, 0), batch * in_len(st, c) * sizeof(float),
+                             c->prev_rank, tag_base + c->v, what, err)) {
         return -1;
     }
     if (c->v == st->S - 1) {
@@ -537,10 +542,11 @@ static int eval_chunk(struct mp_exec *e, int ci, const struct mp_dataset *ds, si
         return -1;
     chunk_forward(e, ci, s, &ctx, batch);
     mp_stage_work_release(st, ci, s);
-    if (c->next_rank >= 0 && c->next_local < 0)
+    if (c->next_rank >= 0 && c->next_local < 0) {
+        snprintf(what, sizeof what, "evaluation activation to rank %d", c->next_rank);
         return mp_xport_send(e->x, act_buf(c, s, c->n), batch * out_len(st, c) * sizeof(float),
-                             c->next_rank, tag_base + c->v + 1,
-                             "evaluation activation to be received", err);
+                             c->next_rank, tag_base + c->v + 1, what, err);
+    }
     return 0;
 }
 

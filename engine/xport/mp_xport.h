@@ -27,6 +27,10 @@ double mp_xport_now(void);
 /* Seconds every wait may take before it fails (default 60). */
 void mp_xport_set_deadline(struct mp_xport *x, double seconds);
 double mp_xport_deadline(const struct mp_xport *x);
+/* Every failed wait's `waited` line (and the line a rank writes when mpirun ends it) is also
+ * appended to PATH as "rank R on host H: LINE": mpirun can drop a rank's last stderr while it tears
+ * a job down. NULL stops it. */
+void mp_xport_set_report_file(struct mp_xport *x, const char *path);
 /* The name of this rank's host (MPI_Get_processor_name). */
 const char *mp_xport_host(const struct mp_xport *x);
 

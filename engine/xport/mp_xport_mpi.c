@@ -4,13 +4,15 @@
 #include "mp_xport.h"
 
 #include <mpi.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "mp_xport_report.h"
+
 #define MAX_REQ 4096
+#define TAG_ROLL (1 << 30) /* the roll call of blocking collectives (far above pipeline tags) */
 
 struct mp_xport {
     MPI_Comm comm;
@@ -25,28 +27,49 @@ struct mp_xport {
     MPI_Comm world;       /* the duplicated world communicator, whose ranks `hosts` indexes */
     char (*hosts)[64];    /* every world rank's host name, so failures can name the peer's host */
     int owns_hosts;
+    int *to_world;        /* this communicator's rank -> world rank (indexes hosts) */
+    MPI_Request *roll;    /* 2 * size: a collective's roll call, receives then sends */
+    int *roll_in, roll_out;
 };
 
-/* Set by SIGTERM, which is how mpirun ends the job when a rank died: the next poll then reports
- * what this rank was waiting for (on a `waited` line) instead of dying silently. Installed only
- * with more than one rank; SA_RESETHAND lets a second SIGTERM kill as usual. */
-static volatile sig_atomic_t term_requested;
-
-static void on_sigterm(int sig)
+/* Every rank of comm as a world rank, so a failure report names hosts without calling MPI. */
+static int *world_ranks(MPI_Comm comm, MPI_Comm world, int size)
 {
-    (void)sig;
-    term_requested = 1;
+    int *in = malloc(sizeof *in * (size_t)size), *out = malloc(sizeof *out * (size_t)size);
+    MPI_Group g, gw;
+    if (in && out && MPI_Comm_group(comm, &g) == MPI_SUCCESS) {
+        for (int i = 0; i < size; i++)
+            in[i] = i;
+        MPI_Comm_group(world, &gw);
+        MPI_Group_translate_ranks(g, size, in, gw, out);
+        MPI_Group_free(&g);
+        MPI_Group_free(&gw);
+        free(in);
+        return out;
+    }
+    free(in);
+    free(out);
+    return NULL;
 }
 
-static void catch_sigterm(void)
+/* Per-communicator arrays: world ranks of its ranks, and the roll call's requests. */
+static int comm_arrays(struct mp_xport *x)
 {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigterm;
-    sa.sa_flags = SA_RESETHAND;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
+    x->to_world = world_ranks(x->comm, x->world, x->size);
+    x->roll = malloc(sizeof *x->roll * 2 * (size_t)x->size);
+    x->roll_in = calloc((size_t)x->size, sizeof *x->roll_in);
+    for (int i = 0; x->roll && i < 2 * x->size; i++)
+        x->roll[i] = MPI_REQUEST_NULL;
+    return x->to_world && x->roll && x->roll_in ? 0 : -1;
 }
+
+static void free_arrays(struct mp_xport *x)
+{
+    free(x->to_world);
+    free(x->roll);
+    free(x->roll_in);
+}
+
 
 static int mpi_fail(struct mp_xport *x, int rc, const char *call, int peer, int tag,
                     struct mp_err *err)
@@ -80,7 +103,7 @@ int mp_xport_init(struct mp_xport **out, int *argc, char ***argv, struct mp_err 
     x->deadline_s = 60.0;
     x->world = x->comm;
     if (x->size > 1) {
-        catch_sigterm();
+        mp__report_install(x->rank, x->host);
         x->hosts = calloc((size_t)x->size, sizeof *x->hosts);
         char mine[64] = {0};
         snprintf(mine, sizeof mine, "%.63s", x->host);
@@ -89,6 +112,11 @@ int mp_xport_init(struct mp_xport **out, int *argc, char ***argv, struct mp_err 
             x->owns_hosts = 1;
         else
             free(x->hosts), x->hosts = NULL;
+    }
+    if (comm_arrays(x) < 0) {
+        free_arrays(x);
+        free(x);
+        return MP_FAIL(err, NOMEM, "out of memory");
     }
     for (int i = 0; i < MAX_REQ; i++) {
         x->req[i] = MPI_REQUEST_NULL;
@@ -112,6 +140,11 @@ static int wrap_comm(struct mp_xport *x, MPI_Comm comm, struct mp_xport **out, s
     MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
     MPI_Comm_rank(comm, &s->rank);
     MPI_Comm_size(comm, &s->size);
+    if (comm_arrays(s) < 0) {
+        free_arrays(s);
+        free(s);
+        return MP_FAIL(err, NOMEM, "out of memory");
+    }
     for (int i = 0; i < MAX_REQ; i++) {
         s->req[i] = MPI_REQUEST_NULL;
         s->free_list[i] = MAX_REQ - 1 - i;
@@ -143,6 +176,8 @@ void mp_xport_release(struct mp_xport *x)
         MPI_Comm_free(&x->comm);
     if (x && x->owns_hosts)
         free(x->hosts);
+    if (x)
+        free_arrays(x);
     free(x);
 }
 
@@ -154,6 +189,7 @@ void mp_xport_finalize(struct mp_xport *x)
     int owns = x->owns_mpi;
     if (x->owns_hosts)
         free(x->hosts);
+    free_arrays(x);
     free(x);
     if (owns)
         MPI_Finalize();
@@ -213,55 +249,128 @@ int mp_xport_irecv(struct mp_xport *x, void *buf, size_t bytes, int peer, int ta
 }
 
 /* " (rank R is on host H)" for a peer of x, or "" when unknown: lets a deadline message name the
- * host that went quiet, not only its rank. */
+ * host that went quiet, not only its rank. peer < 0 is a collective: with two ranks, the other one
+ * is the peer. */
 static void peer_host(const struct mp_xport *x, int peer, char *buf, size_t len)
 {
     buf[0] = 0;
-    if (peer < 0) { /* a collective: any of its ranks may be the one that stopped */
-        if (x->size > 1)
-            snprintf(buf, len, " (a collective over ranks 0..%d of this communicator: one of them "
-                     "is not responding)", x->size - 1);
+    if (peer < 0 && x->size > 2)
+        snprintf(buf, len, " (a collective over ranks 0..%d of this communicator)", x->size - 1);
+    int other = peer < 0 && x->size == 2 ? 1 - x->rank : peer;
+    if (other < 0 || !x->hosts || !x->to_world || other >= x->size ||
+        x->to_world[other] == MPI_UNDEFINED)
         return;
-    }
-    if (!x->hosts)
-        return;
-    MPI_Group g, gw;
-    int w = MPI_UNDEFINED;
-    MPI_Comm_group(x->comm, &g);
-    MPI_Comm_group(x->world, &gw);
-    MPI_Group_translate_ranks(g, 1, &peer, gw, &w);
-    MPI_Group_free(&g);
-    MPI_Group_free(&gw);
-    if (w != MPI_UNDEFINED)
-        snprintf(buf, len, " (rank %d is on host %s)", peer, x->hosts[w]);
+    if (peer < 0) /* a 2-rank collective: the other rank is the one awaited */
+        snprintf(buf, len, " from rank %d, the other rank of this collective (rank %d is on host "
+                 "%s)", other, other, x->hosts[x->to_world[other]]);
+    else
+        snprintf(buf, len, " (rank %d is on host %s)", other, x->hosts[x->to_world[other]]);
 }
 
-/* Polls one MPI request until it completes or the deadline passes. Sleeps briefly between polls
- * after the first millisecond, so an oversubscribed peer gets the core. */
-static int poll_request(struct mp_xport *x, MPI_Request *r, int peer, const char *what,
+/* A failed wait's line also goes to the failure file (mp_xport_set_report_file). */
+static int told(const struct mp_err *err)
+{
+    if (err)
+        mp__report_to_file(err->msg);
+    return -1;
+}
+
+void mp_xport_set_report_file(struct mp_xport *x, const char *path)
+{
+    (void)x;
+    mp__report_set_file(path);
+}
+
+/* A blocking collective's roll call: before it starts, every rank tells every other that it has
+ * reached it, so that at the deadline the ranks that never came can be named (a collective by
+ * itself cannot say who is missing). 2 (size - 1) one-int messages per collective. */
+static int roll_call(struct mp_xport *x, struct mp_err *err)
+{
+    for (int p = 0; p < x->size; p++) {
+        if (p == x->rank)
+            continue;
+        int rc = MPI_Irecv(&x->roll_in[p], 1, MPI_INT, p, TAG_ROLL, x->comm, &x->roll[p]);
+        if (rc == MPI_SUCCESS)
+            rc = MPI_Isend(&x->roll_out, 1, MPI_INT, p, TAG_ROLL, x->comm, &x->roll[x->size + p]);
+        if (rc != MPI_SUCCESS)
+            return mpi_fail(x, rc, "MPI_Isend/Irecv (roll call)", p, TAG_ROLL, err);
+    }
+    return 0;
+}
+
+/* Who a collective waits for at its deadline: " from rank 1, which never reached it (rank 1 is
+ * on host h)", the missing ranks named; or, when all of them came, that one stopped inside it. */
+static void roll_missing(struct mp_xport *x, char *buf, size_t len)
+{
+    char list[128] = "", ph[160];
+    size_t at = 0;
+    int n = 0, last = -1;
+    for (int p = 0; p < x->size && at + 16 < sizeof list; p++) {
+        int came = 1;
+        if (p != x->rank && MPI_Test(&x->roll[p], &came, MPI_STATUS_IGNORE) == MPI_SUCCESS &&
+            !came) {
+            at += (size_t)snprintf(list + at, sizeof list - at, "%s%d", n++ ? ", " : "", p);
+            last = p;
+        }
+    }
+    peer_host(x, last, ph, sizeof ph);
+    if (n == 0)
+        snprintf(buf, len, " (a collective over ranks 0..%d: all of them reached it, so one "
+                 "stopped inside it)", x->size - 1);
+    else
+        snprintf(buf, len, " from rank%s %s, which never reached it%s", n > 1 ? "s" : "", list,
+                 n == 1 ? ph : "");
+}
+
+/* Polls one MPI request (and, for a collective, its roll call) until it completes or the deadline
+ * passes. Sleeps briefly between polls after the first millisecond, so an oversubscribed peer
+ * gets the core. Every way a wait can fail is a line containing `waited` that names what was
+ * awaited and from whom (DESIGN.md §4). */
+static int poll_request(struct mp_xport *x, MPI_Request *r, int peer, int roll, const char *what,
                         struct mp_err *err)
 {
+    char ph[300];
+    peer_host(x, peer, ph, sizeof ph);
+    mp__report_wait_begin(what, ph);
     double t0 = MPI_Wtime();
     long spins = 0;
     for (;;) {
-        int done = 0;
+        int done = 0, came = 1;
         int rc = MPI_Test(r, &done, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS)
-            return mpi_fail(x, rc, what, peer, -1, err);
-        if (done)
-            return 0;
+        if (rc == MPI_SUCCESS && roll)
+            rc = MPI_Testall(2 * x->size, x->roll, &came, MPI_STATUSES_IGNORE);
         double waited = MPI_Wtime() - t0;
-        if (waited > x->deadline_s || term_requested) {
+        if (rc != MPI_SUCCESS) {
+            char text[MPI_MAX_ERROR_STRING] = "";
+            int len = 0;
+            MPI_Error_string(rc, text, &len);
+            mp__report_saying();
             if (err)
                 err->rank = x->rank;
-            char ph[160];
-            peer_host(x, peer, ph, sizeof ph);
-            if (waited > x->deadline_s)
-                return MP_FAIL(err, DEADLINE, "rank %d waited %.0f s for %s%s", x->rank, waited,
-                               what, ph);
-            /* The peer (or, in a collective, the ranks it spans) is what a user looks at next. */
-            return MP_FAIL(err, PEER, "rank %d was ended by mpirun (SIGTERM: a peer failed) "
-                           "after it waited %.1f s for %s%s", x->rank, waited, what, ph);
+            MP_FAIL(err, MPI, "rank %d waited %.1f s for %s%s, and MPI failed: %s", x->rank,
+                    waited, what, ph, text);
+            return told(err);
+        }
+        if (done && came) {
+            mp__report_wait_end();
+            return 0;
+        }
+        int term = mp__report_term_requested();
+        if (waited > x->deadline_s || term) {
+            if (err)
+                err->rank = x->rank;
+            if (term && mp__report_said()) /* the SIGTERM handler wrote this rank's line */
+                return mp_err_set(err, MP_ERR_PEER, __FILE__, __LINE__, "%s", "");
+            mp__report_saying();
+            if (roll)
+                roll_missing(x, ph, sizeof ph);
+            if (!term)
+                MP_FAIL(err, DEADLINE, "rank %d waited %.0f s for %s%s", x->rank, waited, what,
+                        ph);
+            else /* the peer (or the ranks of a collective) is what a user looks at next */
+                MP_FAIL(err, PEER, "rank %d was ended by mpirun (SIGTERM: a peer failed) after it "
+                        "waited %.1f s for %s%s", x->rank, waited, what, ph);
+            return told(err);
         }
         if (++spins > 2000) {
             struct timespec ts = {0, 20000};
@@ -270,12 +379,21 @@ static int poll_request(struct mp_xport *x, MPI_Request *r, int peer, const char
     }
 }
 
+/* A blocking collective already started as *r: its roll call, then the poll. */
+static int poll_collective(struct mp_xport *x, MPI_Request *r, int root, const char *what,
+                           struct mp_err *err)
+{
+    if (x->size > 1 && roll_call(x, err) < 0)
+        return -1;
+    return poll_request(x, r, root, x->size > 1, what, err);
+}
+
 int mp_xport_wait(struct mp_xport *x, int *req, const char *what, struct mp_err *err)
 {
     if (*req < 0)
         return 0;
     int slot = *req;
-    int rc = poll_request(x, &x->req[slot], x->peer[slot], what, err);
+    int rc = poll_request(x, &x->req[slot], x->peer[slot], 0, what, err);
     if (rc == 0) {
         give_slot(x, slot);
         *req = -1;
@@ -311,7 +429,7 @@ int mp_xport_barrier(struct mp_xport *x, const char *what, struct mp_err *err)
     int rc = MPI_Ibarrier(x->comm, &r);
     if (rc != MPI_SUCCESS)
         return mpi_fail(x, rc, "MPI_Ibarrier", -1, -1, err);
-    return poll_request(x, &r, -1, what, err);
+    return poll_collective(x, &r, -1, what, err);
 }
 
 static int allreduce(struct mp_xport *x, double *buf, size_t n, MPI_Op op, const char *what,
@@ -321,7 +439,7 @@ static int allreduce(struct mp_xport *x, double *buf, size_t n, MPI_Op op, const
     int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, op, x->comm, &r);
     if (rc != MPI_SUCCESS)
         return mpi_fail(x, rc, "MPI_Iallreduce", -1, -1, err);
-    return poll_request(x, &r, -1, what, err);
+    return poll_collective(x, &r, -1, what, err);
 }
 
 int mp_xport_allreduce_sum(struct mp_xport *x, double *buf, size_t n, const char *what,
@@ -343,7 +461,7 @@ int mp_xport_bcast(struct mp_xport *x, void *buf, size_t bytes, int root, const 
     int rc = MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, x->comm, &r);
     if (rc != MPI_SUCCESS)
         return mpi_fail(x, rc, "MPI_Ibcast", root, -1, err);
-    return poll_request(x, &r, root, what, err);
+    return poll_collective(x, &r, root, what, err);
 }
 
 int mp_xport_allgather(struct mp_xport *x, const void *mine, void *all, size_t bytes,
@@ -353,7 +471,7 @@ int mp_xport_allgather(struct mp_xport *x, const void *mine, void *all, size_t b
     int rc = MPI_Iallgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, x->comm, &r);
     if (rc != MPI_SUCCESS)
         return mpi_fail(x, rc, "MPI_Iallgather", -1, -1, err);
-    return poll_request(x, &r, -1, what, err);
+    return poll_collective(x, &r, -1, what, err);
 }
 
 int mp_xport_send(struct mp_xport *x, const void *buf, size_t bytes, int peer, int tag,
@@ -379,30 +497,44 @@ int mp_xport_probe(struct mp_xport *x, int peer, int tag, double seconds, int *f
 {
     int p = peer == MP_XPORT_ANY ? MPI_ANY_SOURCE : peer;
     int t = tag == MP_XPORT_ANY ? MPI_ANY_TAG : tag;
+    char what[64], ph[160] = "";
+    if (peer == MP_XPORT_ANY)
+        snprintf(what, sizeof what, "a message from any rank");
+    else
+        snprintf(what, sizeof what, "a message from rank %d", peer), peer_host(x, peer, ph, sizeof ph);
+    mp__report_wait_begin(what, ph);
     double t0 = MPI_Wtime();
     long nap_ns = 1000;
     *found = 0;
     for (long spins = 0;; spins++) {
         MPI_Status st;
         int rc = MPI_Iprobe(p, t, x->comm, found, &st);
-        if (rc != MPI_SUCCESS)
+        if (rc != MPI_SUCCESS) {
+            mp__report_saying();
             return mpi_fail(x, rc, "MPI_Iprobe", peer, tag, err);
+        }
         if (*found) {
             int count = 0;
             MPI_Get_count(&st, MPI_BYTE, &count);
             *src = st.MPI_SOURCE;
             *tag_out = st.MPI_TAG;
             *bytes = (size_t)count;
+            mp__report_wait_end();
             return 0;
         }
-        if (MPI_Wtime() - t0 >= seconds)
+        if (MPI_Wtime() - t0 >= seconds) {
+            mp__report_wait_end();
             return 0;
-        if (term_requested) {
+        }
+        if (mp__report_term_requested()) {
             if (err)
                 err->rank = x->rank;
-            return MP_FAIL(err, PEER, "rank %d was ended by mpirun (SIGTERM: a peer failed) "
-                           "after it waited %.1f s for a message from rank %d", x->rank,
-                           MPI_Wtime() - t0, peer);
+            if (mp__report_said())
+                return mp_err_set(err, MP_ERR_PEER, __FILE__, __LINE__, "%s", "");
+            mp__report_saying();
+            MP_FAIL(err, PEER, "rank %d was ended by mpirun (SIGTERM: a peer failed) after it "
+                    "waited %.1f s for %s%s", x->rank, MPI_Wtime() - t0, what, ph);
+            return told(err);
         }
         if (spins > 200) { /* back off to 1 ms naps: an idle prober must not steal a core */
             struct timespec ts = {0, nap_ns};
@@ -522,7 +654,7 @@ int mp_xport_alltoallv_f(struct mp_xport *x, const float *send, const int *scoun
                             x->comm, &r);
     if (rc != MPI_SUCCESS)
         return mpi_fail(x, rc, "MPI_Ialltoallv", -1, -1, err);
-    return poll_request(x, &r, -1, what, err);
+    return poll_collective(x, &r, -1, what, err);
 }
 
 int mp_xport_allgatherv_f(struct mp_xport *x, const float *send, int count, float *recv,
@@ -534,7 +666,7 @@ int mp_xport_allgatherv_f(struct mp_xport *x, const float *send, int count, floa
                              MPI_FLOAT, x->comm, &r);
     if (rc != MPI_SUCCESS)
         return mpi_fail(x, rc, "MPI_Iallgatherv", -1, -1, err);
-    return poll_request(x, &r, -1, what, err);
+    return poll_collective(x, &r, -1, what, err);
 }
 
 int mp_xport_allreduce_sum_f(struct mp_xport *x, float *buf, size_t n, const char *what,
@@ -544,7 +676,7 @@ int mp_xport_allreduce_sum_f(struct mp_xport *x, float *buf, size_t n, const cha
     int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, x->comm, &r);
     if (rc != MPI_SUCCESS)
         return mpi_fail(x, rc, "MPI_Iallreduce", -1, -1, err);
-    return poll_request(x, &r, -1, what, err);
+    return poll_collective(x, &r, -1, what, err);
 }
 
 int mp_xport_iallreduce_sum_f(struct mp_xport *x, float *buf, size_t n, int *req,

@@ -1,9 +1,12 @@
 /* libFuzzer target for the topology inputs (partitioner/mp_topo.c): an input that starts with '<'
- * goes to the hwloc XML loader (mp_topo_load, through a memfd path since it takes a file), any
- * other to the hostfile parser (mp_hostfile_parse), as `mpipe plan --topology/--hosts` would see
- * them. Each must give a usable topology or host list or a "FILE..." rejection. hwloc 2.9 itself
- * crashes on some crafted XML (see tests/fuzz/upstream/README). Replayed over its corpus and
- * regressions by tests/test_fuzz_regressions.c (MP_FUZZ_REPLAY: no libFuzzer entry point). */
+ * goes to the XML loader (the libxml2 check of mp_topo_xml.c, then hwloc on the checked document,
+ * through a memfd path since it takes a file), any other to the hostfile parser
+ * (mp_hostfile_parse), as `mpipe plan --topology/--hosts` would see them. Each must give a usable
+ * topology or host list or a "FILE..." rejection. hwloc runs in this process, not in the child
+ * that `mpipe plan` uses, so an input the check lets through and hwloc crashes on is a crash here
+ * (hwloc 2.9 crashes on some; tests/fuzz/upstream/README). Replayed over its corpus, regressions
+ * and those upstream crashes by tests/test_fuzz_regressions.c (MP_FUZZ_REPLAY: no libFuzzer entry
+ * point). */
 #define _GNU_SOURCE
 #include <stddef.h>
 #include <stdint.h>
@@ -55,7 +58,7 @@ static void xml_case(const uint8_t *data, size_t size)
     const char *path = fuzz_as_file(data, size);
     struct mp_topo t;
     struct mp_err err = {0};
-    if (mp_topo_load(&t, path, &err) != 0) {
+    if (mp__topo_load_checked(&t, path, 0, &err) != 0) {
         fuzz_check_rejection(&err, path);
         return;
     }
