@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "mp_ckpt.h"
@@ -17,6 +18,7 @@
 #include "mp_exec.h"
 #include "mp_gemm.h"
 #include "mp_stage.h"
+#include "mp_stage_mem.h"
 #include "mp_train_loop.h"
 #include "mp_weights.h"
 
@@ -76,6 +78,68 @@ static int setup_layout(struct loop *L, struct mp_err *err)
     return 0;
 }
 
+/* This rank's predicted peak with recomputation on the stages in `rc` (per virtual stage). */
+static double predict_memory(const struct loop *L, const int *rc, struct mp_mem_parts *parts)
+{
+    const struct mp_train_cfg *c = L->cfg;
+    const struct mp_model *m = c->model;
+    int tied_elsewhere = 0;
+    for (int i = 0; i < m->n_layers; i++)
+        if (mp_layer_is_tied(&m->layers[i]))
+            tied_elsewhere = mp_layer_owner(L->bounds, L->S, c->P, i) !=
+                             mp_layer_owner(L->bounds, L->S, c->P, m->layers[i].tie_src);
+    struct mp_mem_query q = {.m = m, .bounds = L->bounds, .sched = &L->sched, .rank = L->rank,
+                             .P = c->P, .V = c->V, .D = L->D, .real_replicas = L->replica >= 0 &&
+                             L->D > 1, .mbs = c->batch / (size_t)c->M,
+                             .state_slots = mp_optim_state_slots(c->optim.kind),
+                             .tied_elsewhere = tied_elsewhere, .recompute = rc,
+                             .data_bytes = mp_data_bytes(&L->data)};
+    return mp_mem_predict(&q, parts);
+}
+
+/* Recomputation per stage (DESIGN.md §10) and the memory cap. A plan says which stages recompute;
+ * else --recompute all or none, or auto: a rank whose predicted peak exceeds the cap recomputes its
+ * stages. A layout still above the cap on any rank does not start (exit 2), rather than being
+ * killed by the kernel later. Recomputation changes no bits, so ranks decide it alone. */
+static int memory_layout(struct loop *L, struct mp_err *err)
+{
+    const struct mp_train_cfg *c = L->cfg;
+    int *rc = calloc((size_t)L->S, sizeof(int));
+    if (!rc)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    for (int v = 0; v < L->S; v++)
+        rc[v] = c->recompute_stages ? c->recompute_stages[v] : c->recompute == 2;
+    double pred = predict_memory(L, rc, &L->mem_pred);
+    double cap = (double)c->mem_cap;
+    if (cap > 0 && pred > cap && c->recompute == 1 && !c->recompute_stages) {
+        for (int k = 0; k < c->V; k++)
+            rc[L->st.chunk[k].v] = 1;
+        pred = predict_memory(L, rc, &L->mem_pred);
+    }
+    int ret = 0;
+    for (int k = 0; k < c->V && !ret; k++)
+        if (rc[L->st.chunk[k].v])
+            ret = mp_stage_set_recompute(&L->st, k, 1, err);
+    free(rc);
+    if (ret)
+        return -1;
+    double all[1024] = {0};
+    double mine = pred;
+    if (L->wsize > 1 && L->wsize <= 1024 &&
+        mp_xport_allgather(L->x, &mine, all, sizeof mine, "the predicted memory", err))
+        return -1;
+    if (L->wsize == 1)
+        all[0] = pred;
+    for (int r = 0; cap > 0 && r < L->wsize && r < 1024; r++)
+        if (all[r] > cap)
+            return MP_FAIL(err, USAGE, "rank %d would need %.0f MiB, over --memory-per-rank "
+                           "%.0f MiB: use more stages (mpipe plan --stages auto --memory-per-"
+                           "rank ... finds the fewest that fit), --recompute all, or a cap of at "
+                           "least %.0f MiB", r, all[r] / 1048576.0, cap / 1048576.0,
+                           all[r] / 1048576.0);
+    return 0;
+}
+
 static int setup_state(struct loop *L, struct mp_err *err)
 {
     const struct mp_train_cfg *c = L->cfg;
@@ -87,6 +151,8 @@ static int setup_state(struct loop *L, struct mp_err *err)
         return MP_FAIL(err, NOMEM, "out of memory");
     if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, M_max, mbs,
                       mp_optim_state_slots(c->optim.kind), err))
+        return -1;
+    if (memory_layout(L, err))
         return -1;
     for (int i = 0; i < m->n_layers; i++)
         if (L->st.layer_off[i] != SIZE_MAX && mp_layer_n_param(&m->layers[i]))
@@ -142,17 +208,42 @@ static void progress_line(const struct loop *L, int epoch, uint64_t s, uint64_t 
             (int)eta % 60);
 }
 
-static int evaluate(struct loop *L, double *acc, struct mp_err *err)
+/* Accuracy and mean loss per prediction on the test set (a token model's first --eval-windows
+ * validation windows; T predictions each). */
+static int evaluate(struct loop *L, double *acc, double *loss, struct mp_err *err)
 {
     double r[2] = {0, 0};
     size_t correct = 0;
+    struct mp_dataset ds = L->data.test;
+    if (L->cfg->eval_windows && ds.n > L->cfg->eval_windows)
+        ds.n = L->cfg->eval_windows;
     /* Replicas hold the same weights: replica 0's pipeline evaluates. */
-    if (L->replica <= 0 && mp_exec_eval(&L->ex, &L->data.test, &r[0], &correct, err))
+    if (L->replica <= 0 && mp_exec_eval(&L->ex, &ds, &r[0], &correct, err))
         return -1;
     r[1] = (double)correct;
     if (L->wsize > 1 && mp_xport_allreduce_sum(L->x, r, 2, "evaluation results", err))
         return -1;
-    *acc = L->data.test.n ? r[1] / (double)L->data.test.n : 0;
+    double preds = (double)ds.n * (double)L->cfg->model->label_len;
+    *acc = preds > 0 ? r[1] / preds : 0;
+    *loss = preds > 0 ? r[0] / preds : 0;
+    return 0;
+}
+
+/* --eval-every K: the validation loss every K steps, on stderr and in --metrics. */
+static int evaluate_every(struct loop *L, struct mp_err *err)
+{
+    double acc, loss;
+    if (!L->cfg->eval_every || L->step % L->cfg->eval_every)
+        return 0;
+    if (evaluate(L, &acc, &loss, err))
+        return -1;
+    if (L->wrank == 0) {
+        fprintf(stderr, "%sstep %llu val_loss %.4f val_acc %.4f\n", L->cfg->progress ? "\r" : "",
+                (unsigned long long)L->step, loss, acc);
+        if (L->metrics)
+            fprintf(L->metrics, "{\"step\":%llu,\"val_loss\":%.6f,\"val_acc\":%.6f}\n",
+                    (unsigned long long)L->step, loss, acc);
+    }
     return 0;
 }
 
@@ -190,7 +281,8 @@ static int ckpt_resume(struct loop *L, struct mp_err *err)
     return 0;
 }
 
-static int run_epochs(struct loop *L, double *test_acc, double *last_loss, struct mp_err *err)
+static int run_epochs(struct loop *L, double *test_acc, double *val_loss, double *last_loss,
+                      struct mp_err *err)
 {
     const struct mp_train_cfg *c = L->cfg;
     size_t n = L->data.train.n;
@@ -215,13 +307,20 @@ static int run_epochs(struct loop *L, double *test_acc, double *last_loss, struc
     for (int epoch = L->start.epoch; epoch < c->epochs; epoch++) {
         if (c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps)
             break;
-        mp_data_order(L->order, n, c->seed, (uint64_t)epoch, c->shuffle);
+        if (!L->data.train.text)
+            mp_data_order(L->order, n, c->seed, (uint64_t)epoch, c->shuffle);
         L->epoch_loss = epoch == L->start.epoch ? L->start.epoch_loss : 0;
         L->epoch_steps = epoch == L->start.epoch ? L->start.epoch_steps : 0;
         for (uint64_t s = L->epoch_steps; s < n_steps; s++) {
             if (c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps)
                 break;
-            if (mp__train_step(L, L->order + s * c->batch, err))
+            const uint32_t *idx = L->order + s * c->batch;
+            if (L->data.train.text) { /* windows drawn from (seed, step): no epoch order */
+                mp_data_text_offsets(&L->data.train, L->order, c->batch, c->seed, L->step,
+                                     c->shuffle);
+                idx = L->order;
+            }
+            if (mp__train_step(L, idx, err) || evaluate_every(L, err))
                 return -1;
             if (c->ckpt_every && L->step % c->ckpt_every == 0 && s + 1 < n_steps &&
                 ckpt_save(L, epoch, s + 1, err))
@@ -241,7 +340,7 @@ static int run_epochs(struct loop *L, double *test_acc, double *last_loss, struc
         int last = epoch == c->epochs - 1 ||
                    (c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps);
         if (!c->quiet || last) {
-            if (evaluate(L, test_acc, err))
+            if (evaluate(L, test_acc, val_loss, err))
                 return -1;
             evaluated = 1;
         }
@@ -250,7 +349,7 @@ static int run_epochs(struct loop *L, double *test_acc, double *last_loss, struc
                     c->progress ? "\r" : "", epoch + 1, c->epochs, mean, *test_acc,
                     L->train_time > 0 ? (double)L->step * (double)c->batch / L->train_time : 0);
     }
-    if (!evaluated && evaluate(L, test_acc, err))
+    if (!evaluated && evaluate(L, test_acc, val_loss, err))
         return -1;
     return 0;
 }
@@ -289,17 +388,26 @@ static int check_agreement(struct loop *L, struct mp_err *err)
 static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
 {
     const struct mp_train_cfg *c = L->cfg;
-    double m[2] = {L->busy_wall > 0 ? L->busy_time / L->busy_wall : 1.0,
-                   (double)L->st.act_bytes_peak};
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double m[3] = {L->busy_wall > 0 ? L->busy_time / L->busy_wall : 1.0,
+                   (double)L->st.act_bytes_peak, (double)ru.ru_maxrss * 1024.0 /* KiB */};
     double busy_frac = m[0];
+    if (L->cfg->progress || !L->cfg->quiet)
+        fprintf(stderr, "rank %d: peak_rss_bytes=%.0f predicted %.0f (params %.0f, grads %.0f, "
+                "optimizer %.0f, activations %.0f, data %.0f, other %.0f)\n", L->wrank, m[2],
+                L->mem_pred.total, L->mem_pred.params, L->mem_pred.grads, L->mem_pred.optim,
+                L->mem_pred.acts, L->mem_pred.data, L->mem_pred.scratch + L->mem_pred.tied +
+                L->mem_pred.dp + L->mem_pred.overhead);
     if (L->wsize > 1) {
         if (mp_xport_allreduce_sum(L->x, &busy_frac, 1, "the measured bubble", err) ||
-            mp_xport_allreduce_max(L->x, &m[1], 1, "the peak activation memory", err))
+            mp_xport_allreduce_max(L->x, &m[1], 2, "the peak memory", err))
             return -1;
         busy_frac /= L->wsize;
     }
     r->bubble = busy_frac < 1 ? 1 - busy_frac : 0;
     r->peak_act_bytes = m[1];
+    r->peak_rss_bytes = m[2];
     r->steps = L->step;
     r->samples_per_s = L->train_time > 0 ? (double)(L->step - L->start.step) * (double)c->batch /
                                                L->train_time : 0;
@@ -329,8 +437,12 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
     if (!rc)
         rc = mp_data_load(&L.data, cfg->data_src, mp_layer_in_len(&cfg->model->layers[1]),
                           cfg->model->n_classes, cfg->seed, err);
-    if (!rc && !(L.order = malloc(L.data.train.n * sizeof *L.order)))
+    if (!rc && !(L.order = malloc((L.data.train.n + cfg->batch) * sizeof *L.order)))
         rc = MP_FAIL(err, NOMEM, "out of memory");
+    for (int i = 0; !rc && i < cfg->model->n_layers; i++) /* tie_gradients' receive buffer */
+        if (mp_layer_is_tied(&cfg->model->layers[i]) &&
+            !(L.tie_buf = malloc(cfg->model->layers[i].n_weight * sizeof(float))))
+            rc = MP_FAIL(err, NOMEM, "out of memory");
     if (!rc)
         rc = setup_state(&L, err);
     if (!rc) {
@@ -338,7 +450,7 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
         L.ex.t_origin = mp_xport_now();
         if (cfg->max_steps == 0)
             r->test_acc = 0;
-        rc = run_epochs(&L, &r->test_acc, &r->loss, err);
+        rc = run_epochs(&L, &r->test_acc, &r->val_loss, &r->loss, err);
     }
     if (!rc)
         rc = finish(&L, r, err);
@@ -360,6 +472,7 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
     if (L.sx)
         mp_xport_finalize(L.sx);
     free(L.order);
+    free(L.tie_buf);
     free(L.reduce);
     free(L.bounds);
     if (err && rc)

@@ -14,6 +14,8 @@
 
 struct mp_train_result {
     double samples_per_s, test_acc, loss, bubble, peak_act_bytes;
+    double val_loss;       /* mean loss per prediction on the test/validation set */
+    double peak_rss_bytes; /* largest ru_maxrss over ranks */
     uint64_t steps;
 };
 

@@ -11,6 +11,7 @@
 #include "mp_dp.h"
 #include "mp_exec.h"
 #include "mp_stage.h"
+#include "mp_stage_mem.h"
 #include "mp_train.h"
 
 struct loop {
@@ -36,6 +37,8 @@ struct loop {
     double *reduce;       /* n_layers sums of squares, D loss sums (one per replica), then D * P
                              compute seconds ([replica * P + stage]) */
     uint32_t *order;
+    float *tie_buf;
+    struct mp_mem_parts mem_pred; /* this rank's predicted peak memory (mp_stage_mem.h) */       /* a tied head's E, the other holder's gradient (mp_train_step.c) */
     FILE *metrics;
     uint64_t step;
     double train_time, busy_time, busy_wall;

@@ -9,10 +9,13 @@
 #include <string.h>
 
 #include "mp_clip.h"
+#include "mp_weights.h"
 #include "mp_dp_bucket.h"
 #include "mp_train_loop.h"
 
-/* Clipping and the optimizer step for this rank's layers. */
+/* Clipping and the optimizer step for this rank's layers, one named tensor at a time (LAMB's
+ * trust ratio is per tensor). A tied head's copy of E gets the same gradient, state and update as
+ * the embed's E, so the copies stay bit-identical without a message. */
 static void update(struct loop *L, double lr, float clip_scale)
 {
     const struct mp_model *m = L->cfg->model;
@@ -24,13 +27,56 @@ static void update(struct loop *L, double lr, float clip_scale)
             continue;
         if (clip_scale != 1.0f)
             mp_scale(st->grad + off, mp_layer_n_param(l), clip_scale);
-        for (int w = 0; w < 2; w++) {
-            size_t n = w ? l->n_bias : l->n_weight, o = off + (w ? l->n_weight : 0);
-            if (n)
-                mp_optim_step(&L->cfg->optim, (float)lr, L->step + 1, st->param + o, st->grad + o,
-                              st->state + o, st->n_param, n);
+        struct mp_tensor t[MP_LAYER_MAX_TENSORS];
+        int nt = mp_layer_tensors(l, t);
+        for (int w = 0; w < nt; w++) {
+            size_t o = off + t[w].off;
+            mp_optim_step(&L->cfg->optim, (float)lr, L->step + 1, st->param + o, st->grad + o,
+                          st->state + o, st->n_param, t[w].numel);
         }
     }
+}
+
+/* Tied embeddings (DESIGN.md §9): E's gradient has two accumulators, the embed's scatter-add and
+ * the head's GEMM, each a running sum in micro-batch order. Once both are final (after any data-
+ * parallel reduction), dE = dE_embed + dE_head, in that order, on both holders: locally when one
+ * rank holds both, else by exchanging the two contributions. Every layout computes the same sum. */
+static int tie_gradients(struct loop *L, struct mp_err *err)
+{
+    const struct mp_model *m = L->cfg->model;
+    struct mp_stage *st = &L->st;
+    for (int h = 0; h < m->n_layers; h++) {
+        const struct mp_layer *head = &m->layers[h];
+        if (!mp_layer_is_tied(head))
+            continue;
+        int e = head->tie_src;
+        size_t n = head->n_weight; /* V x C: the embed's first tensor */
+        float *ge = st->layer_off[e] != SIZE_MAX ? st->grad + st->layer_off[e] : NULL;
+        float *gh = st->layer_off[h] != SIZE_MAX ? st->grad + st->layer_off[h] : NULL;
+        if (ge && gh) {
+            for (size_t i = 0; i < n; i++)
+                ge[i] = gh[i] = ge[i] + gh[i];
+            continue;
+        }
+        if (!ge && !gh)
+            continue;
+        int peer = mp_layer_owner(L->bounds, L->S, L->cfg->P, ge ? h : e);
+        float *mine = ge ? ge : gh, *theirs = L->tie_buf;
+        int tag = (1 << 25) + h, rq = -1, sq = -1;
+        if (mp_xport_irecv(L->px, theirs, n * sizeof(float), peer, tag, &rq, err) ||
+            mp_xport_isend(L->px, mine, n * sizeof(float), peer, tag, &sq, err) ||
+            mp_xport_wait(L->px, &rq, ge ? "the tied head's gradient of E" :
+                          "the embedding's gradient of E", err) ||
+            mp_xport_wait(L->px, &sq, "the tied gradient of E to be sent", err))
+            return -1;
+        if (ge)
+            for (size_t i = 0; i < n; i++)
+                ge[i] = ge[i] + theirs[i];
+        else
+            for (size_t i = 0; i < n; i++)
+                gh[i] = theirs[i] + gh[i];
+    }
+    return 0;
 }
 
 /* The schedule for a replica running m micro-batches: the run's own for the equal share, else
@@ -59,8 +105,10 @@ static int run_replica(struct loop *L, const uint32_t *idx, int r, double *loss,
     const struct mp_sched *s = sched_for(L, L->dp.n_mb[r], err);
     if (!s || mp_exec_set_sched(&L->ex, s, err))
         return -1;
+    /* The loss is the mean over the global batch's predictions (T per sample for a token model). */
     struct mp_exec_io io = {.ds = &L->data.train, .idx = idx, .seed = c->seed, .step = L->step,
-                            .global_batch = c->batch, .mb_offset = L->dp.first_mb[r]};
+                            .global_batch = c->batch * c->model->label_len,
+                            .mb_offset = L->dp.first_mb[r]};
     if (mp_exec_step(&L->ex, &io, err))
         return -1;
     *loss = io.loss_sum;
@@ -163,11 +211,12 @@ int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err)
     double *losses = L->reduce + m->n_layers, *secs = losses + L->D;
     double t0 = mp_xport_now(), busy = 0;
     memset(L->reduce, 0, n_red * sizeof(double));
-    if (gradients(L, idx, losses, secs, &busy, err))
+    if (gradients(L, idx, losses, secs, &busy, err) || tie_gradients(L, err))
         return -1;
-    /* After the reduction every replica holds the same gradients: replica 0 reports the norms. */
+    /* After the reduction every replica holds the same gradients: replica 0 reports the norms.
+     * A tied head's copy of E is counted once, as the embed's. */
     for (int i = 0; c->clip_norm > 0 && L->replica <= 0 && i < m->n_layers; i++)
-        if (st->layer_off[i] != SIZE_MAX)
+        if (st->layer_off[i] != SIZE_MAX && !mp_layer_is_tied(&m->layers[i]))
             L->reduce[i] = mp_sumsq(st->grad + st->layer_off[i], mp_layer_n_param(&m->layers[i]));
     if (L->wsize > 1 && mp_xport_allreduce_sum(L->x, L->reduce, n_red,
                                                "the step's loss and gradient norms", err))
@@ -175,7 +224,7 @@ int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err)
     double loss_sum = 0;
     for (int r = 0; r < L->D; r++)
         loss_sum += losses[r];
-    double loss = loss_sum / (double)c->batch;
+    double loss = loss_sum / ((double)c->batch * (double)m->label_len);
     if (!isfinite(loss))
         return MP_FAIL(err, NUMERIC, "step %llu: loss is %f; lower --lr or use --clip-norm",
                        (unsigned long long)L->step + 1, loss);

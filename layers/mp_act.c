@@ -195,10 +195,10 @@ const struct mp_layer_ops mp__ops_gelu = {
 const struct mp_layer_ops mp__ops_tanh = {
     .name = "tanh", .npos_min = 0, .npos_max = 0, .options = "",
     .plan = same_shape_plan, .forward = tanh_forward, .backward_input = tanh_backward,
-    .cost = tanh_cost,
+    .cost = tanh_cost, .y_in_backward = 1,
 };
 const struct mp_layer_ops mp__ops_sigmoid = {
     .name = "sigmoid", .npos_min = 0, .npos_max = 0, .options = "",
     .plan = same_shape_plan, .forward = sigmoid_forward, .backward_input = sigmoid_backward,
-    .cost = sigmoid_cost,
+    .cost = sigmoid_cost, .y_in_backward = 1,
 };

@@ -1,8 +1,8 @@
-/* The fully connected layer `dense N`: y = x·Wᵀ + b over a 1-D input, with PyTorch's parameter
- * layout (weight [out, in] row-major, then bias [out]) and torch.nn.Linear's initialisation.
- * Every pass is one BLIS GEMM plus a light loop over the batch: no copies, no allocation, and
- * the weight gradient accumulates (beta = 1) because micro-batch gradients are a running sum
- * (DESIGN.md §6). */
+/* The fully connected layer `dense N`: y = x·Wᵀ + b over a 1-D input, or over each token of a
+ * sequence (T, C) → (T, N) as one GEMM of batch · T rows, with PyTorch's parameter layout (weight
+ * [out, in] row-major, then bias [out]) and torch.nn.Linear's initialisation. Every pass is one
+ * BLIS GEMM plus a light loop over the rows: no copies, no allocation, and the weight gradient
+ * accumulates (beta = 1) because micro-batch gradients are a running sum (DESIGN.md §6). */
 #include <math.h>
 #include <string.h>
 
@@ -11,21 +11,18 @@
 
 static int dense_plan(struct mp_layer *l, struct mp_shape in, struct mp_err *err)
 {
-    if (in.ndim != 1) {
-        if (in.ndim == 3)
-            return MP_FAIL(err, INPUT,
-                           "dense: needs a 1-D input but gets %zux%zux%zu; add `flatten` before it",
-                           in.d[0], in.d[1], in.d[2]);
-        return MP_FAIL(err, INPUT, "dense: needs a 1-D input but gets %zux%zu; add `flatten` "
-                       "before it", in.d[0], in.d[1]);
-    }
+    if (in.ndim == 3)
+        return MP_FAIL(err, INPUT,
+                       "dense: needs a 1-D input but gets %zux%zux%zu; add `flatten` before it",
+                       in.d[0], in.d[1], in.d[2]);
     if (l->n_out == 0)
         return MP_FAIL(err, INPUT, "dense: needs at least 1 output feature");
-    if (in.d[0] == 0)
+    if (mp_shape_feat(in) == 0)
         return MP_FAIL(err, INPUT, "dense: input has no features");
     l->in = in;
-    l->out = (struct mp_shape){.ndim = 1, .d = {l->n_out, 0, 0}};
-    l->n_weight = l->n_out * in.d[0];
+    l->out = in.ndim == 2 ? (struct mp_shape){.ndim = 2, .d = {in.d[0], l->n_out, 0}}
+                          : (struct mp_shape){.ndim = 1, .d = {l->n_out, 0, 0}};
+    l->n_weight = l->n_out * mp_shape_feat(in);
     l->n_bias = l->n_out;
     l->saved_per_sample = 0; /* backward reads x itself */
     l->scratch_per_sample = 0;
@@ -38,7 +35,7 @@ static int dense_plan(struct mp_layer *l, struct mp_shape in, struct mp_err *err
  * bound for the bias. Weight first, then bias, one draw per element in storage order. */
 static void dense_init(const struct mp_layer *l, float *param, struct mp_rng *rng)
 {
-    float bound = 1.0f / sqrtf((float)l->in.d[0]);
+    float bound = 1.0f / sqrtf((float)mp_shape_feat(l->in));
     size_t n = l->n_weight + l->n_bias;
     for (size_t i = 0; i < n; i++)
         param[i] = (2.0f * mp_rng_uniform(rng) - 1.0f) * bound;
@@ -49,7 +46,8 @@ static void dense_forward(const struct mp_layer *l, const struct mp_ctx *ctx, co
 {
     (void)ctx;
     (void)saved;
-    size_t n_in = l->in.d[0], n_out = l->n_out;
+    size_t n_in = mp_shape_feat(l->in), n_out = l->n_out;
+    batch *= mp_shape_rows(l->in); /* rows: samples, or samples · tokens */
     const float *w = param;           /* (n_out, n_in) */
     const float *b = param + l->n_weight; /* (n_out) */
     /* x: (batch, n_in); y: (batch, n_out). The bias is written first and the GEMM adds onto it
@@ -67,7 +65,8 @@ static void dense_backward_input(const struct mp_layer *l, const struct mp_ctx *
     (void)x;
     (void)y;
     (void)saved;
-    size_t n_in = l->in.d[0], n_out = l->n_out;
+    size_t n_in = mp_shape_feat(l->in), n_out = l->n_out;
+    batch *= mp_shape_rows(l->in);
     /* dy: (batch, n_out); W: (n_out, n_in); dx: (batch, n_in) = dy·W */
     mp_gemm(0, 0, batch, n_in, n_out, 1.0f, dy, n_out, param, n_in, 0.0f, dx, n_in);
 }
@@ -78,7 +77,8 @@ static void dense_backward_weight(const struct mp_layer *l, const struct mp_ctx 
 {
     (void)y;
     (void)saved;
-    size_t n_in = l->in.d[0], n_out = l->n_out;
+    size_t n_in = mp_shape_feat(l->in), n_out = l->n_out;
+    batch *= mp_shape_rows(l->in);
     float *dw = dparam;               /* (n_out, n_in) */
     float *db = dparam + l->n_weight; /* (n_out) */
     /* dW += dyᵀ·x: (n_out, batch)·(batch, n_in); beta = 0 on the step's first micro-batch, which
@@ -97,7 +97,8 @@ static void dense_backward_weight(const struct mp_layer *l, const struct mp_ctx 
 
 static struct mp_cost dense_cost(const struct mp_layer *l, size_t batch)
 {
-    double b = (double)batch, in = (double)l->in.d[0], out = (double)l->n_out;
+    double b = (double)batch * (double)mp_shape_rows(l->in);
+    double in = (double)mp_shape_feat(l->in), out = (double)l->n_out;
     double gemm = 2.0 * b * in * out;
     struct mp_cost c = {0};
     c.flops_fwd = gemm + b * out;
@@ -108,7 +109,7 @@ static struct mp_cost dense_cost(const struct mp_layer *l, size_t batch)
     /* B: dy, W read, dx written; W: dy, x read, dW and db read and written. */
     c.bytes_bwd = 4.0 * (b * out + in * out + b * in)            /* B */
                   + 4.0 * (b * out + b * in + 2.0 * (in * out + out)); /* W */
-    c.act_bytes_out = sizeof(float) * (size_t)batch * l->n_out;
+    c.act_bytes_out = sizeof(float) * (size_t)batch * mp_layer_out_len(l);
     c.saved_bytes = 0;
     c.param_bytes = sizeof(float) * (l->n_weight + l->n_bias);
     return c;

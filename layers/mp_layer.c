@@ -4,6 +4,7 @@
 #include "mp_layer.h"
 
 #include <assert.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "mp_layer_ops.h"
@@ -31,6 +32,9 @@ static const struct mp_layer_ops *const registry[] = {
     [MP_LAYER_LAYERNORM] = &mp__ops_layernorm,
     [MP_LAYER_SOFTMAX_XENT] = &mp__ops_softmax_xent,
     [MP_LAYER_MSE] = &mp__ops_mse,
+    [MP_LAYER_EMBED] = &mp__ops_embed,
+    [MP_LAYER_ATTENTION] = &mp__ops_attention,
+    [MP_LAYER_LM_HEAD] = &mp__ops_lm_head,
 };
 static_assert(sizeof registry / sizeof registry[0] == MP_LAYER_COUNT, "one ops table per kind");
 
@@ -89,6 +93,53 @@ const char *mp_layer_nearest_name(const char *name)
     return best;
 }
 
+static void tensor_set(struct mp_tensor *t, const char *name, size_t off, size_t numel, int ndim,
+                       const int64_t *shape)
+{
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->off = off;
+    t->numel = numel;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++)
+        t->shape[i] = shape[i];
+}
+
+int mp_layer_tensors(const struct mp_layer *l, struct mp_tensor *t)
+{
+    if (mp_layer_n_param(l) == 0)
+        return 0;
+    if (l->ops->tensors)
+        return l->ops->tensors(l, t);
+    int n = 0;
+    if (l->n_weight) {
+        int64_t shape[4] = {(int64_t)l->n_weight, 0, 0, 0};
+        int ndim = 1;
+        if (l->kind == MP_LAYER_DENSE) { /* [out, in] per row */
+            shape[0] = (int64_t)l->n_out;
+            shape[1] = (int64_t)mp_shape_feat(l->in);
+            ndim = 2;
+        } else if (l->kind == MP_LAYER_CONV2D) { /* [out, in, kh, kw] */
+            shape[0] = (int64_t)l->n_out;
+            shape[1] = (int64_t)l->in.d[0];
+            shape[2] = shape[3] = (int64_t)l->kernel;
+            ndim = 4;
+        }
+        tensor_set(&t[n++], "weight", 0, l->n_weight, ndim, shape);
+    }
+    if (l->n_bias) {
+        int64_t shape[1] = {(int64_t)l->n_bias};
+        tensor_set(&t[n++], "bias", l->n_weight, l->n_bias, 1, shape);
+    }
+    return n;
+}
+
+void mp__layer_tensor_set(struct mp_tensor *t, const char *name, size_t off, size_t numel,
+                          int ndim, const int64_t *shape)
+{
+    tensor_set(t, name, off, numel, ndim, shape);
+}
+
 void mp_layer_init_params(const struct mp_layer *l, float *param, uint64_t seed)
 {
     size_t n = mp_layer_n_param(l);
@@ -98,9 +149,11 @@ void mp_layer_init_params(const struct mp_layer *l, float *param, uint64_t seed)
         memset(param, 0, n * sizeof(float));
         return;
     }
-    /* Seeded by (seed, global layer index) only: every partition initialises layer i alike. */
+    /* Seeded by (seed, global layer index) only: every partition initialises layer i alike. A
+     * tied lm_head draws its copy of E from the embed's stream, so the copies start equal. */
+    uint64_t who = (uint64_t)(mp_layer_is_tied(l) ? l->tie_src : l->index);
     struct mp_rng rng;
-    mp_rng_seed(&rng, mp_hash4(seed, (uint64_t)l->index, 0x696e6974ULL /* "init" */, 0));
+    mp_rng_seed(&rng, mp_hash4(seed, who, 0x696e6974ULL /* "init" */, 0));
     l->ops->init(l, param, &rng);
 }
 
@@ -112,7 +165,7 @@ static int input_plan(struct mp_layer *l, struct mp_shape in, struct mp_err *err
     if (in.ndim < 1 || in.ndim > 3)
         return MP_FAIL(err, INPUT, "input: expected 1 to 3 sizes (input C H W, or input N)");
     struct mp_shape s = in;
-    if (in.ndim == 2) {
+    if (in.ndim == 2 && !l->tokens) {
         /* (H, W) is a single-channel image. */
         s.ndim = 3;
         s.d[0] = 1;

@@ -26,15 +26,28 @@ enum mp_layer_kind {
     MP_LAYER_LAYERNORM,
     MP_LAYER_SOFTMAX_XENT,
     MP_LAYER_MSE,
+    MP_LAYER_EMBED,
+    MP_LAYER_ATTENTION,
+    MP_LAYER_LM_HEAD,
     MP_LAYER_COUNT
 };
 
-/* Per-sample shape: ndim 1 is (N), ndim 3 is (C, H, W). ndim 2 is (H, W) as given by `input`. */
+/* Per-sample shape: ndim 1 is (N), ndim 3 is (C, H, W), ndim 2 is a sequence (T, C): T tokens of
+ * C features each (`input H W` is turned into (1, H, W) by the input layer, so after planning
+ * ndim 2 always means a sequence). Layers that act per token (dense, layernorm, activations,
+ * dropout) treat a sequence as batch * T rows of C. */
 struct mp_shape {
     int ndim;
     size_t d[3];
 };
 size_t mp_shape_numel(struct mp_shape s);
+/* Rows per sample (T for a sequence, else 1) and features per row (the last dimension for a
+ * sequence, else all of them). */
+static inline size_t mp_shape_rows(struct mp_shape s) { return s.ndim == 2 ? s.d[0] : 1; }
+static inline size_t mp_shape_feat(struct mp_shape s)
+{
+    return s.ndim == 2 ? s.d[1] : mp_shape_numel(s);
+}
 
 /* Analytic cost of one call on `batch` samples. The partitioner turns flops and bytes into seconds
  * with measured machine rates. */
@@ -58,11 +71,26 @@ struct mp_ctx {
     size_t scratch_len;
     double *loss_sum;      /* loss layers add the sum of per-sample losses here (may be NULL) */
     size_t *n_correct;     /* loss layers add the number of argmax hits here (may be NULL) */
+    /* labels and the loss scale are per row: a sequence loss has T labels per sample and
+     * global_batch counts the rows (predictions) of the global batch. */
     int overwrite;         /* W only: 1 = the step's first micro-batch, dparam = (not +=) its
                               gradient, so the arena needs no zeroing pass before the step */
 };
 
 struct mp_layer;
+
+/* One named parameter tensor of a layer: L{index}.{name}, PyTorch's shape, and where its floats
+ * lie within the layer's parameters. A `tied` tensor is a copy of another layer's tensor (a tied
+ * lm_head's E): it is trained like any tensor but saved, loaded and counted under its source's
+ * name, L{tie_src}.{name}. */
+#define MP_LAYER_MAX_TENSORS 4
+struct mp_tensor {
+    char name[24];     /* "weight", "bias", "pos_weight", "in_proj_weight", "out_proj.weight" … */
+    size_t off, numel; /* floats, within the layer's parameters */
+    int ndim;
+    int64_t shape[4];
+    int tied;          /* 1: a copy of layer tie_src's tensor of the same name */
+};
 
 struct mp_layer_ops {
     const char *name;  /* the spec keyword, e.g. "dense" */
@@ -85,6 +113,12 @@ struct mp_layer_ops {
                             const float *y, const float *saved, const float *dy, float *dparam,
                             size_t batch);
     struct mp_cost (*cost)(const struct mp_layer *l, size_t batch);
+    /* The named tensors of the parameters (mp_layer_tensors); NULL: `weight` then `bias` with
+     * PyTorch's shapes for the kind. */
+    int (*tensors)(const struct mp_layer *l, struct mp_tensor *t);
+    /* 1 when backward_input or backward_weight reads y, the layer's own output. A layer that ends
+     * a residual body and reads y keeps its raw output apart from the sum (mp_stage.h). */
+    int y_in_backward;
 };
 
 struct mp_layer {
@@ -95,7 +129,20 @@ struct mp_layer {
     /* Arguments as parsed (meaning per kind): */
     size_t n_out;            /* dense: features; conv2d: output channels */
     size_t kernel, stride, pad; /* conv2d, pools (stride = kernel for pools) */
-    float rate;              /* dropout probability */
+    float rate;              /* dropout probability (dropout, attention's dropout=P) */
+    size_t vocab;            /* embed, lm_head: V */
+    size_t heads;            /* attention: H */
+    int causal;              /* attention: 1 masks position j > i (default) */
+    int pos_learned;         /* embed: 1 adds learned positions [T, C] (default) */
+    int tied;                /* lm_head: 1 reads the embed's E (default) */
+    int tokens;              /* input: 1 for `input tokens T` (out is (T, 1): byte ids) */
+    int tie_src;             /* tied lm_head: global index of the embed whose E it copies; else -1 */
+    /* Structure (DESIGN.md §9), set by the parser: */
+    int unit;                /* partition unit: a stage boundary may fall before layer i only where
+                                layers[i].unit != layers[i - 1].unit */
+    int n_res;               /* residual bodies this layer ends, innermost first */
+    int res_from[4];         /* for each, the global index of the body's first layer: the block's
+                                input is that layer's input, added to this layer's output */
     /* Filled by plan: */
     struct mp_shape in, out;
     size_t n_weight, n_bias;    /* floats; parameters are stored weight then bias */
@@ -109,6 +156,16 @@ static inline size_t mp_layer_n_param(const struct mp_layer *l) { return l->n_we
 static inline size_t mp_layer_in_len(const struct mp_layer *l) { return mp_shape_numel(l->in); }
 static inline size_t mp_layer_out_len(const struct mp_layer *l) { return mp_shape_numel(l->out); }
 
+/* A tied lm_head: its parameters are a copy of layer tie_src's E (DESIGN.md §9). */
+static inline int mp_layer_is_tied(const struct mp_layer *l)
+{
+    return l->kind == MP_LAYER_LM_HEAD && l->tied;
+}
+
+/* The named tensors of a layer's parameters into t[0 .. MP_LAYER_MAX_TENSORS), in storage order;
+ * returns how many (0 for a layer without parameters). */
+int mp_layer_tensors(const struct mp_layer *l, struct mp_tensor *t);
+
 /* The ops table of a kind, and lookup by spec keyword (NULL if unknown). */
 const struct mp_layer_ops *mp_layer_ops_of(enum mp_layer_kind kind);
 const struct mp_layer_ops *mp_layer_ops_find(const char *name, enum mp_layer_kind *kind);
@@ -121,7 +178,11 @@ struct mp_model {
     int n_layers;
     char path[512];
     char digest[17];    /* hex FNV-1a 64 of the canonical layer list (kinds, arguments) */
-    size_t n_classes;   /* features entering the loss layer */
+    size_t n_classes;   /* features entering the loss layer (per row for a sequence) */
+    int tokens;         /* 1: `input tokens T`, a sample is T byte ids (a language model) */
+    size_t seq_len;     /* T for a token model, else 0 */
+    size_t label_len;   /* labels (predictions) per sample: T for a token model, else 1 */
+    int n_units;        /* partition units (layers[i].unit runs 0 .. n_units - 1; the input is 0) */
     size_t max_scratch_per_sample, max_scratch_fixed; /* over all layers */
 };
 

@@ -19,6 +19,13 @@ extern const struct mp_layer_ops mp__ops_dropout;      /* mp_dropout.c */
 extern const struct mp_layer_ops mp__ops_layernorm;    /* mp_norm.c */
 extern const struct mp_layer_ops mp__ops_softmax_xent; /* mp_loss.c */
 extern const struct mp_layer_ops mp__ops_mse;          /* mp_loss.c */
+extern const struct mp_layer_ops mp__ops_embed;        /* mp_embed.c */
+extern const struct mp_layer_ops mp__ops_attention;    /* mp_attention.c */
+extern const struct mp_layer_ops mp__ops_lm_head;      /* mp_embed.c */
+
+/* Fills one tensor description (for a kind's `tensors` callback). */
+void mp__layer_tensor_set(struct mp_tensor *t, const char *name, size_t off, size_t numel,
+                          int ndim, const int64_t *shape);
 
 /* Edit distance between two layer names (mp_layer.c), for "did you mean" decisions. */
 size_t mp__layer_name_distance(const char *a, const char *b);

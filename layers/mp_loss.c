@@ -1,6 +1,8 @@
 /* Loss layers, always last: softmax_xent (fused log-softmax + NLL, torch's CrossEntropyLoss) and
  * mse (against the one-hot label; per-sample loss is the mean over features, so the mean over the
- * global batch equals torch's MSELoss(reduction="mean")). Forward adds per-sample losses, in sample
+ * global batch equals torch's MSELoss(reduction="mean")). On a sequence (T, V) every token is a
+ * row with its own label (next-token prediction), and "sample" below means row: ctx->labels holds
+ * batch · T labels and ctx->global_batch counts the rows of the global batch. Forward adds per-sample losses, in sample
  * order, into *ctx->loss_sum and argmax hits into *ctx->n_correct; backward ignores dy (NULL) and
  * returns d(loss_sum / ctx->global_batch)/dx. Labels must lie in [0, features): the data loader
  * checks them; with ctx->labels NULL forward only predicts. No allocation, no MPI. */
@@ -49,7 +51,8 @@ static void xent_forward(const struct mp_layer *l, const struct mp_ctx *ctx, con
                          const float *x, float *y, float *saved, size_t batch)
 {
     (void)param, (void)saved;
-    size_t n = mp_layer_in_len(l);
+    size_t n = mp_shape_feat(l->in);
+    batch *= mp_shape_rows(l->in); /* rows */
     for (size_t s = 0; s < batch; s++) {
         const float *xs = x + s * n; /* (n) */
         float *ys = y + s * n;       /* (n) */
@@ -80,7 +83,8 @@ static void xent_backward(const struct mp_layer *l, const struct mp_ctx *ctx, co
                           float *dx, size_t batch)
 {
     (void)param, (void)x, (void)saved, (void)dy;
-    size_t n = mp_layer_in_len(l);
+    size_t n = mp_shape_feat(l->in);
+    batch *= mp_shape_rows(l->in); /* rows */
     float inv_b = 1.0f / (float)ctx->global_batch;
     for (size_t s = 0; s < batch; s++) {
         const float *ys = y + s * n; /* (n) */
@@ -102,7 +106,8 @@ static void mse_forward(const struct mp_layer *l, const struct mp_ctx *ctx, cons
                         const float *x, float *y, float *saved, size_t batch)
 {
     (void)param, (void)saved;
-    size_t n = mp_layer_in_len(l);
+    size_t n = mp_shape_feat(l->in);
+    batch *= mp_shape_rows(l->in); /* rows */
     memcpy(y, x, batch * n * sizeof(float)); /* (batch, n) */
     for (size_t s = 0; s < batch && ctx->labels; s++) { /* without labels: prediction only */
         const float *xs = x + s * n; /* (n) */
@@ -126,7 +131,8 @@ static void mse_backward(const struct mp_layer *l, const struct mp_ctx *ctx, con
                          float *dx, size_t batch)
 {
     (void)param, (void)y, (void)saved, (void)dy;
-    size_t n = mp_layer_in_len(l);
+    size_t n = mp_shape_feat(l->in);
+    batch *= mp_shape_rows(l->in); /* rows */
     float k = (float)(2.0 / ((double)n * (double)ctx->global_batch));
     for (size_t s = 0; s < batch; s++) {
         const float *xs = x + s * n; /* (n) */
@@ -145,7 +151,7 @@ static struct mp_cost mse_cost(const struct mp_layer *l, size_t batch)
 const struct mp_layer_ops mp__ops_softmax_xent = {
     .name = "softmax_xent", .npos_min = 0, .npos_max = 0, .options = "",
     .plan = loss_plan, .forward = xent_forward, .backward_input = xent_backward,
-    .cost = xent_cost,
+    .cost = xent_cost, .y_in_backward = 1,
 };
 const struct mp_layer_ops mp__ops_mse = {
     .name = "mse", .npos_min = 0, .npos_max = 0, .options = "",

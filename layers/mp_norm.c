@@ -1,8 +1,9 @@
 /* layernorm: normalises all features of a sample (torch's LayerNorm(normalized_shape = the whole
- * per-sample shape), eps 1e-5, biased variance), then applies an element-wise weight and bias
- * (params: weight[features] then bias[features]; init 1 and 0). Forward saves the mean and
- * 1/std of each sample (2 floats) so B and W never recompute the statistics. Mean and variance
- * are accumulated in double: a sample may have thousands of features. No allocation, no MPI. */
+ * per-sample shape)), or of each token of a sequence (T, C) (LayerNorm(C), as in a transformer),
+ * eps 1e-5, biased variance, then applies an element-wise weight and bias (params: weight[n] then
+ * bias[n], n the features normalised together; init 1 and 0). Forward saves the mean and 1/std of
+ * each row (2 floats) so B and W never recompute the statistics. Mean and variance are accumulated
+ * in double: a row may have thousands of features. No allocation, no MPI. */
 #include <math.h>
 #include <string.h>
 
@@ -13,12 +14,12 @@
 static int layernorm_plan(struct mp_layer *l, struct mp_shape in, struct mp_err *err)
 {
     (void)err;
-    size_t n = mp_shape_numel(in);
+    size_t n = mp_shape_feat(in);
     l->in = in;
     l->out = in;
     l->n_weight = n;
     l->n_bias = n;
-    l->saved_per_sample = 2; /* mean, rstd */
+    l->saved_per_sample = 2 * mp_shape_rows(in); /* mean, rstd per row */
     l->scratch_per_sample = l->scratch_fixed = 0;
     l->is_loss = 0;
     return 0;
@@ -37,7 +38,8 @@ static void layernorm_forward(const struct mp_layer *l, const struct mp_ctx *ctx
                               size_t batch)
 {
     (void)ctx;
-    size_t n = mp_layer_in_len(l);
+    size_t n = mp_shape_feat(l->in);
+    batch *= mp_shape_rows(l->in); /* rows */
     const float *w = param, *b = param + n; /* (n), (n) */
     for (size_t s = 0; s < batch; s++) {
         const float *xs = x + s * n; /* (n) */
@@ -63,7 +65,8 @@ static void layernorm_backward_input(const struct mp_layer *l, const struct mp_c
                                      const float *saved, const float *dy, float *dx, size_t batch)
 {
     (void)ctx, (void)y;
-    size_t n = mp_layer_in_len(l);
+    size_t n = mp_shape_feat(l->in);
+    batch *= mp_shape_rows(l->in); /* rows */
     const float *w = param; /* (n) */
     for (size_t s = 0; s < batch; s++) {
         const float *xs = x + s * n, *dys = dy + s * n; /* (n), (n) */
@@ -89,7 +92,8 @@ static void layernorm_backward_weight(const struct mp_layer *l, const struct mp_
                                       const float *dy, float *dparam, size_t batch)
 {
     (void)y;
-    size_t n = mp_layer_in_len(l);
+    size_t n = mp_shape_feat(l->in);
+    batch *= mp_shape_rows(l->in); /* rows */
     float *dw = dparam, *db = dparam + n; /* (n), (n) */
     if (ctx->overwrite)
         memset(dparam, 0, 2 * n * sizeof(float));
@@ -113,7 +117,7 @@ static struct mp_cost layernorm_cost(const struct mp_layer *l, size_t batch)
     c.bytes_fwd = 16 * n;  /* x read twice, y written, params */
     c.bytes_bwd = 28 * n;  /* x, dy read by B and W; dx written; dparam read and written */
     c.act_bytes_out = batch * mp_layer_out_len(l) * sizeof(float);
-    c.saved_bytes = batch * 2 * sizeof(float);
+    c.saved_bytes = batch * l->saved_per_sample * sizeof(float);
     c.param_bytes = mp_layer_n_param(l) * sizeof(float);
     return c;
 }

@@ -1,10 +1,12 @@
-/* The model spec parser (DESIGN.md §5): text → planned array of layers, the model digest and its
- * summary sizes. Every rejection is MP_ERR_INPUT "FILE:LINE: what is wrong" on the line at fault,
- * checked in line order, so the first message always points at the first bad line. Shape checks
- * that need a clear hint (dense after a 3-D shape, a kernel larger than its input) are made here
- * before the kind's plan runs; plan's own messages get the "FILE:LINE: " prefix added. */
+/* The model spec parser's layer lines (DESIGN.md §5, §9): one line → one planned layer, added to the
+ * model with its share of the digest. Every rejection is MP_ERR_INPUT "FILE:LINE: what is wrong" on
+ * the line at fault, checked in line order, so the first message always points at the first bad
+ * line. Shape checks that need a clear hint (dense after a 3-D shape, a kernel larger than its
+ * input, pooling on a sequence) are made here before the kind's plan runs; plan's own messages get
+ * the "FILE:LINE: " prefix added. The file's structure (blocks, units) is mp_spec_block.c. */
 #include "mp_layer.h"
 #include "mp_layer_ops.h"
+#include "mp_spec.h"
 
 #include <errno.h>
 #include <math.h>
@@ -13,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SPEC_MAX_LINE 4096          /* bytes, excluding the newline */
 #define SPEC_MAX_TOKENS 16
 #define SPEC_MAX_ARG (1ULL << 24)   /* any single size: 16 Mi is already absurd for a layer */
 #define SPEC_MAX_NUMEL (1ULL << 31) /* floats per sample of any activation */
@@ -21,7 +22,7 @@
 
 /* How each kind reads its positional arguments, and its usage for messages. */
 static const char *const usage[] = {
-    [MP_LAYER_INPUT] = "input C H W | input H W | input N",
+    [MP_LAYER_INPUT] = "input C H W | input H W | input N | input tokens T",
     [MP_LAYER_DENSE] = "dense N",
     [MP_LAYER_CONV2D] = "conv2d OUT K [stride=S] [pad=P]",
     [MP_LAYER_MAXPOOL] = "maxpool K",
@@ -35,21 +36,13 @@ static const char *const usage[] = {
     [MP_LAYER_LAYERNORM] = "layernorm",
     [MP_LAYER_SOFTMAX_XENT] = "softmax_xent",
     [MP_LAYER_MSE] = "mse",
+    [MP_LAYER_EMBED] = "embed V C [pos=learned|none]",
+    [MP_LAYER_ATTENTION] = "attention H [causal=0|1] [dropout=P]",
+    [MP_LAYER_LM_HEAD] = "lm_head [tied=1|0]",
 };
 _Static_assert(sizeof usage / sizeof usage[0] == MP_LAYER_COUNT, "one usage line per kind");
 
-struct spec {
-    struct mp_model *m;
-    const char *name;
-    struct mp_err *err;
-    int n_cap;
-    uint64_t digest; /* FNV-1a 64, running over the canonical text */
-    int stride_set, pad_set;
-};
-
-static int fail_at(struct spec *s, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail_at(struct spec *s, int line, const char *fmt, ...)
+int mp__spec_fail(struct spec *s, int line, const char *fmt, ...)
 {
     char what[400];
     va_list ap;
@@ -59,7 +52,9 @@ static int fail_at(struct spec *s, int line, const char *fmt, ...)
     return MP_FAIL(s->err, INPUT, "%s:%d: %s", s->name, line, what);
 }
 
-static void digest_add(struct spec *s, const char *text)
+#define fail_at mp__spec_fail
+
+void mp__spec_digest(struct spec *s, const char *text)
 {
     for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
         s->digest ^= *p;
@@ -81,7 +76,7 @@ static size_t utf8_len(const unsigned char *p, size_t n)
 }
 
 /* Text files only: no NUL or control bytes, valid UTF-8 (comments may hold any language). */
-static int check_bytes(struct spec *s, int line, const char *text, size_t len)
+int mp__spec_check_bytes(struct spec *s, int line, const char *text, size_t len)
 {
     const unsigned char *p = (const unsigned char *)text;
     for (size_t i = 0; i < len;) {
@@ -122,14 +117,14 @@ static int parse_size(struct spec *s, int line, const char *kind, const char *wh
     return 0;
 }
 
-static int parse_rate(struct spec *s, int line, const char *tok, float *out)
+static int parse_rate(struct spec *s, int line, const char *kind, const char *tok, float *out)
 {
     char *end;
     double v = strtod(tok, &end);
     if (end == tok || *end != '\0' || !isfinite(v))
-        return fail_at(s, line, "dropout: P is not a number: '%s' (usage: dropout P)", tok);
+        return fail_at(s, line, "%s: P is not a number: '%s' (usage: %s P)", kind, tok, kind);
     if (v < 0 || v >= 1)
-        return fail_at(s, line, "dropout: P must be in [0, 1), got %s", tok);
+        return fail_at(s, line, "%s: P must be in [0, 1), got %s", kind, tok);
     *out = (float)v;
     return 0;
 }
@@ -147,8 +142,20 @@ static int option_known(const char *list, const char *key, size_t klen)
     return 0;
 }
 
-static int parse_option(struct spec *s, struct mp_layer *l, const char *tok)
+/* One of two words (a flag's values) into *out: 1 for `one`, 0 for `zero`. */
+static int parse_choice(struct spec *s, const struct mp_layer *l, const char *key,
+                        const char *val, const char *one, const char *zero, int *out)
 {
+    if (strcmp(val, one) && strcmp(val, zero))
+        return fail_at(s, l->line, "%s: %s must be %s or %s, got '%s' (usage: %s)", l->ops->name,
+                       key, one, zero, val, usage[l->kind]);
+    *out = strcmp(val, one) == 0;
+    return 0;
+}
+
+static int parse_option(struct spec *s, struct mp_layer *l, const char *tok, unsigned *seen)
+{
+    static const char *const keys[] = {"stride", "pad", "causal", "dropout", "pos", "tied"};
     const char *eq = strchr(tok, '=');
     size_t klen = (size_t)(eq - tok);
     const char *name = l->ops->name;
@@ -161,13 +168,22 @@ static int parse_option(struct spec *s, struct mp_layer *l, const char *tok)
     }
     if (eq[1] == '\0')
         return fail_at(s, l->line, "%s: option '%.*s' needs a value", name, (int)klen, tok);
-    int is_stride = strncmp(tok, "stride", klen) == 0;
-    int *set = is_stride ? &s->stride_set : &s->pad_set;
-    if (*set)
+    unsigned k = 0;
+    while (k < sizeof keys / sizeof keys[0] && !(strlen(keys[k]) == klen &&
+                                                 strncmp(keys[k], tok, klen) == 0))
+        k++;
+    if (*seen & (1u << k))
         return fail_at(s, l->line, "%s: option '%.*s' given twice", name, (int)klen, tok);
-    *set = 1;
-    return parse_size(s, l->line, name, is_stride ? "stride" : "pad", eq + 1, is_stride ? 1 : 0,
-                      is_stride ? &l->stride : &l->pad);
+    *seen |= 1u << k;
+    const char *val = eq + 1;
+    switch (k) {
+    case 0: return parse_size(s, l->line, name, "stride", val, 1, &l->stride);
+    case 1: return parse_size(s, l->line, name, "pad", val, 0, &l->pad);
+    case 2: return parse_choice(s, l, "causal", val, "1", "0", &l->causal);
+    case 3: return parse_rate(s, l->line, "attention dropout", val, &l->rate);
+    case 4: return parse_choice(s, l, "pos", val, "learned", "none", &l->pos_learned);
+    default: return parse_choice(s, l, "tied", val, "1", "0", &l->tied);
+    }
 }
 
 /* Positional arguments into the layer's fields; `input` keeps its dims in l->in for plan. */
@@ -180,15 +196,26 @@ static int parse_positional(struct spec *s, struct mp_layer *l, char **tok, int 
         return fail_at(s, l->line, "%s: too many arguments: '%s' (usage: %s)", name,
                        tok[l->ops->npos_max], usage[l->kind]);
     if (l->kind == MP_LAYER_DROPOUT)
-        return parse_rate(s, l->line, tok[0], &l->rate);
+        return parse_rate(s, l->line, "dropout", tok[0], &l->rate);
+    if (l->kind == MP_LAYER_INPUT && strcmp(tok[0], "tokens") == 0) {
+        if (n != 2)
+            return fail_at(s, l->line, "input: usage: input tokens T (T the context length)");
+        l->tokens = 1;
+        l->in.ndim = 2;
+        l->in.d[1] = 1;
+        return parse_size(s, l->line, name, "context length T", tok[1], 1, &l->in.d[0]);
+    }
     size_t v[3] = {0, 0, 0};
     static const char *const what_input[] = {"size", "size", "size"};
     static const char *const what_conv[] = {"OUT", "K", "?"};
+    static const char *const what_embed[] = {"vocabulary V", "width C", "?"};
     for (int i = 0; i < n; i++) {
-        const char *what = l->kind == MP_LAYER_INPUT    ? what_input[i]
-                           : l->kind == MP_LAYER_CONV2D ? what_conv[i]
-                           : l->kind == MP_LAYER_DENSE  ? "size N"
-                                                        : "kernel K";
+        const char *what = l->kind == MP_LAYER_INPUT       ? what_input[i]
+                           : l->kind == MP_LAYER_CONV2D    ? what_conv[i]
+                           : l->kind == MP_LAYER_EMBED     ? what_embed[i]
+                           : l->kind == MP_LAYER_ATTENTION ? "heads H"
+                           : l->kind == MP_LAYER_DENSE     ? "size N"
+                                                           : "kernel K";
         if (parse_size(s, l->line, name, what, tok[i], 1, &v[i]) != 0)
             return -1;
     }
@@ -204,6 +231,11 @@ static int parse_positional(struct spec *s, struct mp_layer *l, char **tok, int 
     } else if (l->kind == MP_LAYER_MAXPOOL || l->kind == MP_LAYER_AVGPOOL) {
         l->kernel = v[0];
         l->stride = v[0];
+    } else if (l->kind == MP_LAYER_EMBED) {
+        l->vocab = v[0];
+        l->n_out = v[1];
+    } else if (l->kind == MP_LAYER_ATTENTION) {
+        l->heads = v[0];
     }
     return 0;
 }
@@ -229,19 +261,22 @@ static int parse_layer(struct spec *s, struct mp_layer *l, char *text)
             return fail_at(s, l->line, "unknown layer '%s' (did you mean '%s'?)", tok[0], near);
         return fail_at(s, l->line, "unknown layer '%s' (layers: input, dense, conv2d, maxpool, "
                        "avgpool, flatten, relu, gelu, tanh, sigmoid, dropout, layernorm, "
-                       "softmax_xent, mse)", tok[0]);
+                       "softmax_xent, mse, embed, attention, lm_head; blocks: repeat N, "
+                       "residual, end)", tok[0]);
     }
     l->kind = kind;
     if (kind == MP_LAYER_CONV2D) {
         l->stride = 1;
         l->pad = 0;
     }
-    s->stride_set = s->pad_set = 0;
+    l->causal = l->pos_learned = l->tied = 1; /* the defaults of DESIGN.md §9 */
+    l->tie_src = -1;
+    unsigned seen = 0;
     char *pos[SPEC_MAX_TOKENS];
     int npos = 0;
     for (int i = 1; i < n; i++) {
         if (strchr(tok[i], '=')) {
-            if (parse_option(s, l, tok[i]) != 0)
+            if (parse_option(s, l, tok[i], &seen) != 0)
                 return -1;
         } else {
             pos[npos++] = tok[i];
@@ -260,13 +295,19 @@ static size_t mul_sat(size_t a, size_t b)
 static int check_connects(struct spec *s, const struct mp_layer *l, struct mp_shape in)
 {
     const char *name = l->ops->name;
-    if (l->kind == MP_LAYER_DENSE && in.ndim != 1)
-        return fail_at(s, l->line, "dense needs a 1-D input but gets %zux%zux%zu; add `flatten` "
-                       "before it", in.d[0], in.ndim > 1 ? in.d[1] : 1, in.ndim > 2 ? in.d[2] : 1);
-    if (l->kind == MP_LAYER_DENSE && mul_sat(in.d[0], l->n_out) > SPEC_MAX_PARAMS)
-        return fail_at(s, l->line, "dense: %zu x %zu weights is too many", l->n_out, in.d[0]);
     int spatial = l->kind == MP_LAYER_CONV2D || l->kind == MP_LAYER_MAXPOOL
                   || l->kind == MP_LAYER_AVGPOOL;
+    if ((spatial || l->kind == MP_LAYER_FLATTEN) && in.ndim == 2)
+        return fail_at(s, l->line, "%s does not apply to a sequence (%zu tokens x %zu features): "
+                       "layers after an embed act per token", name, in.d[0], in.d[1]);
+    if (l->kind == MP_LAYER_DENSE && in.ndim == 3)
+        return fail_at(s, l->line, "dense needs a 1-D input but gets %zux%zux%zu; add `flatten` "
+                       "before it", in.d[0], in.d[1], in.d[2]);
+    if (l->kind == MP_LAYER_DENSE && mul_sat(mp_shape_feat(in), l->n_out) > SPEC_MAX_PARAMS)
+        return fail_at(s, l->line, "dense: %zu x %zu weights is too many", l->n_out,
+                       mp_shape_feat(in));
+    if (l->kind == MP_LAYER_EMBED && mul_sat(mul_sat(l->vocab, l->n_out), 2) > SPEC_MAX_PARAMS)
+        return fail_at(s, l->line, "embed: %zu x %zu weights is too many", l->vocab, l->n_out);
     if (!spatial)
         return 0;
     if (in.ndim != 3)
@@ -322,8 +363,22 @@ static void digest_layer(struct spec *s, const struct mp_layer *l)
     char buf[160];
     switch (l->kind) {
     case MP_LAYER_INPUT:
-        snprintf(buf, sizeof buf, "input %zu %zu %zu\n", l->out.d[0],
-                 l->out.ndim > 1 ? l->out.d[1] : 0, l->out.ndim > 2 ? l->out.d[2] : 0);
+        if (l->tokens)
+            snprintf(buf, sizeof buf, "input tokens %zu\n", l->out.d[0]);
+        else
+            snprintf(buf, sizeof buf, "input %zu %zu %zu\n", l->out.d[0],
+                     l->out.ndim > 1 ? l->out.d[1] : 0, l->out.ndim > 2 ? l->out.d[2] : 0);
+        break;
+    case MP_LAYER_EMBED:
+        snprintf(buf, sizeof buf, "embed %zu %zu pos=%s\n", l->vocab, l->n_out,
+                 l->pos_learned ? "learned" : "none");
+        break;
+    case MP_LAYER_ATTENTION:
+        snprintf(buf, sizeof buf, "attention %zu causal=%d dropout=%.9g\n", l->heads, l->causal,
+                 (double)l->rate);
+        break;
+    case MP_LAYER_LM_HEAD:
+        snprintf(buf, sizeof buf, "lm_head tied=%d\n", l->tied);
         break;
     case MP_LAYER_DENSE:
         snprintf(buf, sizeof buf, "dense %zu\n", l->n_out);
@@ -343,7 +398,7 @@ static void digest_layer(struct spec *s, const struct mp_layer *l)
         snprintf(buf, sizeof buf, "%s\n", l->ops->name);
         break;
     }
-    digest_add(s, buf);
+    mp__spec_digest(s, buf);
 }
 
 /* Order rules: input first and only once; nothing after a loss. */
@@ -356,6 +411,14 @@ static int check_order(struct spec *s, const struct mp_layer *l)
     if (m->n_layers > 0 && l->kind == MP_LAYER_INPUT)
         return fail_at(s, l->line, "a second `input` (the first is on line %d); only the first "
                        "layer may be input", m->layers[0].line);
+    int after_tokens = m->n_layers == 1 && m->layers[0].tokens;
+    if (l->kind == MP_LAYER_EMBED && !after_tokens)
+        return fail_at(s, l->line, "embed must come right after `input tokens T` (line 1 of the "
+                       "model's layers), not after %s", m->n_layers ? m->layers[m->n_layers - 1]
+                       .ops->name : "nothing");
+    if (after_tokens && l->kind != MP_LAYER_EMBED)
+        return fail_at(s, l->line, "%s: after `input tokens T` the next layer must be `embed V C` "
+                       "(byte ids become vectors there)", l->ops->name);
     if (m->n_layers > 0 && m->layers[m->n_layers - 1].is_loss)
         return fail_at(s, m->layers[m->n_layers - 1].line, "%s: a loss must be the last layer "
                        "(line %d has %s after it)", m->layers[m->n_layers - 1].ops->name,
@@ -363,21 +426,28 @@ static int check_order(struct spec *s, const struct mp_layer *l)
     return 0;
 }
 
-/* Parses one line (no newline); blank and comment-only lines add nothing. */
-static int parse_line(struct spec *s, int line, const char *text, size_t len)
+/* lm_head reads V from the model's embed and, tied, its E: exactly one embed of the same width. */
+static int connect_lm_head(struct spec *s, struct mp_layer *l, struct mp_shape in)
 {
-    if (len > SPEC_MAX_LINE)
-        return fail_at(s, line, "line longer than %d bytes", SPEC_MAX_LINE);
-    if (check_bytes(s, line, text, len) != 0)
-        return -1;
-    char buf[SPEC_MAX_LINE + 1];
-    memcpy(buf, text, len);
-    buf[len] = '\0';
-    char *hash = strchr(buf, '#');
-    if (hash)
-        *hash = '\0';
-    if (buf[strspn(buf, " \t\r")] == '\0')
-        return 0;
+    const struct mp_model *m = s->m;
+    const struct mp_layer *e = m->n_layers > 1 && m->layers[1].kind == MP_LAYER_EMBED
+                                   ? &m->layers[1] : NULL;
+    if (!e)
+        return fail_at(s, l->line, "lm_head needs an `embed V C` (right after `input tokens T`): "
+                       "its V is the vocabulary%s", l->tied ? " and its E the tied weight" : "");
+    if (in.ndim != 2)
+        return fail_at(s, l->line, "lm_head needs a sequence (T, C) input");
+    if (l->tied && in.d[1] != e->n_out)
+        return fail_at(s, l->line, "lm_head tied=1: its input width %zu differs from the embed's "
+                       "C = %zu on line %d (use tied=0 or make the widths equal)", in.d[1],
+                       e->n_out, e->line);
+    l->vocab = e->vocab;
+    l->tie_src = l->tied ? e->index : -1;
+    return 0;
+}
+
+int mp__spec_layer(struct spec *s, int line, char *text)
+{
     struct mp_model *m = s->m;
     if (m->n_layers == s->n_cap) {
         int cap = s->n_cap ? 2 * s->n_cap : 16;
@@ -391,102 +461,15 @@ static int parse_line(struct spec *s, int line, const char *text, size_t len)
     memset(l, 0, sizeof *l);
     l->index = m->n_layers;
     l->line = line;
-    if (parse_layer(s, l, buf) != 0 || check_order(s, l) != 0)
+    l->unit = s->unit;
+    if (parse_layer(s, l, text) != 0 || check_order(s, l) != 0)
         return -1;
     struct mp_shape in = l->kind == MP_LAYER_INPUT ? l->in : m->layers[m->n_layers - 1].out;
+    if (l->kind == MP_LAYER_LM_HEAD && connect_lm_head(s, l, in) != 0)
+        return -1;
     if (plan_layer(s, l, in) != 0)
         return -1;
     digest_layer(s, l);
     m->n_layers++;
     return 0;
-}
-
-/* Whole-model rules and the summary fields, once every line parsed. */
-static int finish_model(struct spec *s)
-{
-    struct mp_model *m = s->m;
-    if (m->n_layers == 0)
-        return fail_at(s, 1, "empty model: no layers (expected `input ...` "
-                       "first and a loss last)");
-    const struct mp_layer *last = &m->layers[m->n_layers - 1];
-    if (!last->is_loss)
-        return fail_at(s, last->line, "the model must end with a loss layer (softmax_xent or "
-                       "mse), but the last layer is %s", last->ops->name);
-    if (m->n_layers < 2)
-        return fail_at(s, last->line, "empty model: only an input");
-    m->n_classes = mp_layer_in_len(last);
-    for (int i = 0; i < m->n_layers; i++) {
-        const struct mp_layer *l = &m->layers[i];
-        if (l->scratch_per_sample > m->max_scratch_per_sample)
-            m->max_scratch_per_sample = l->scratch_per_sample;
-        if (l->scratch_fixed > m->max_scratch_fixed)
-            m->max_scratch_fixed = l->scratch_fixed;
-    }
-    snprintf(m->digest, sizeof m->digest, "%016llx", (unsigned long long)s->digest);
-    return 0;
-}
-
-int mp_model_parse(struct mp_model *m, const char *name, const char *text, size_t len,
-                   struct mp_err *err)
-{
-    memset(m, 0, sizeof *m);
-    snprintf(m->path, sizeof m->path, "%s", name);
-    struct spec s = {.m = m, .name = name, .err = err, .digest = 0xcbf29ce484222325ULL};
-    int line = 0;
-    for (size_t pos = 0; pos < len;) {
-        const char *nl = memchr(text + pos, '\n', len - pos);
-        size_t n = nl ? (size_t)(nl - (text + pos)) : len - pos;
-        line++;
-        if (parse_line(&s, line, text + pos, n) != 0)
-            goto fail;
-        pos += n + 1;
-    }
-    if (finish_model(&s) != 0)
-        goto fail;
-    return 0;
-fail:
-    mp_model_free(m);
-    return -1;
-}
-
-int mp_model_load(struct mp_model *m, const char *path, struct mp_err *err)
-{
-    memset(m, 0, sizeof *m);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return MP_FAIL(err, IO, "%s: cannot read: %s", path, strerror(errno));
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        len += fread(buf + len, 1, cap - len, f);
-        if (len < cap)
-            break;
-        char *p = cap < (1u << 30) ? realloc(buf, cap * 2) : NULL;
-        if (!p) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = p;
-        cap *= 2;
-    }
-    int bad = ferror(f);
-    int saved_errno = errno;
-    fclose(f);
-    if (!buf)
-        return MP_FAIL(err, INPUT, "%s: file too large for a model spec", path);
-    if (bad) {
-        free(buf);
-        return MP_FAIL(err, IO, "%s: cannot read: %s", path, strerror(saved_errno));
-    }
-    int rc = mp_model_parse(m, path, buf, len, err);
-    free(buf);
-    return rc;
-}
-
-void mp_model_free(struct mp_model *m)
-{
-    free(m->layers);
-    m->layers = NULL;
-    m->n_layers = 0;
 }

@@ -123,9 +123,11 @@ int mp_cost_load_links(struct mp_cost_model *cm, const char *path, struct mp_err
     return rc;
 }
 
+/* Layers whose time is mostly BLIS GEMMs (attention's projections and per-head products too). */
 static int is_gemm_kind(enum mp_layer_kind k)
 {
-    return k == MP_LAYER_DENSE || k == MP_LAYER_CONV2D;
+    return k == MP_LAYER_DENSE || k == MP_LAYER_CONV2D || k == MP_LAYER_ATTENTION ||
+           k == MP_LAYER_LM_HEAD;
 }
 
 /* A GEMM with few rows runs below the machine's rate: BLIS measured here and in DESIGN.md (~35,
@@ -134,7 +136,7 @@ static int is_gemm_kind(enum mp_layer_kind k)
  * trade bubble (more micro-batches) against GEMM efficiency (bigger ones). */
 static double gemm_row_efficiency(const struct mp_layer *l, size_t mb)
 {
-    double rows = (double)mb;
+    double rows = (double)mb * (double)mp_shape_rows(l->in); /* a sequence: every token a row */
     if (l->kind == MP_LAYER_CONV2D)
         rows *= (double)(l->out.d[1] * l->out.d[2]);
     double eff = (rows / (rows + 30.0)) / (256.0 / 286.0);
@@ -294,6 +296,8 @@ static int predict_arrays(const struct mp_plan *p, double **buf)
         for (int i = st->first_layer; i <= st->last_layer; i++)
             f[v] += slow * p->layers[i].fwd_s, b[v] += slow * p->layers[i].bwd_input_s,
                 w[v] += slow * p->layers[i].bwd_weight_s;
+        if (st->recompute) /* the forward runs again just before B (DESIGN.md §10) */
+            b[v] += f[v];
         act[v] = (double)st->act_bytes;
         held[v] = (double)st->held_bytes;
     }

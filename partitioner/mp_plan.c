@@ -146,6 +146,10 @@ static int read_stage(const struct rd *r, json_t *o, int v, struct mp_plan_stage
     st->held_mb = (int)opt_clamped(o, "held_mb", 0, 0, INT_MAX);
     st->send_s = opt_num(o, "send_s", 0);
     st->slowdown = opt_num(o, "slowdown", 1);
+    json_t *rc = json_object_get(o, "recompute");
+    if (rc && !json_is_boolean(rc))
+        return bad(r, "recompute", "must be true or false");
+    st->recompute = rc && json_is_true(rc);
     if (st->slowdown < 1)
         return bad(r, "slowdown", "must be at least 1");
     return 0;
@@ -333,7 +337,7 @@ static json_t *layer_json(const struct mp_plan_layer *l)
 
 static json_t *stage_json(const struct mp_plan_stage *s)
 {
-    return json_pack("{s:i, s:i, s:o, s:s, s:o, s:f, s:I, s:I, s:I, s:I, s:i, s:f, s:f}",
+    return json_pack("{s:i, s:i, s:o, s:s, s:o, s:f, s:I, s:I, s:I, s:I, s:i, s:f, s:f, s:b}",
                      "first_layer",
                      s->first_layer, "last_layer", s->last_layer, "ranks",
                      int_array(s->ranks, s->n_ranks), "host", s->host, "cores",
@@ -341,7 +345,8 @@ static json_t *stage_json(const struct mp_plan_stage *s)
                      (json_int_t)s->act_bytes, "param_bytes", (json_int_t)s->param_bytes,
                      "peak_mem_bytes", (json_int_t)s->peak_mem_bytes, "held_bytes",
                      (json_int_t)s->held_bytes, "held_mb", s->held_mb, "send_s", s->send_s,
-                     "slowdown", s->slowdown > 1 ? s->slowdown : 1.0);
+                     "slowdown", s->slowdown > 1 ? s->slowdown : 1.0, "recompute",
+                     s->recompute);
 }
 
 static json_t *rank_json(const struct mp_plan_rank *k)

@@ -27,7 +27,8 @@ struct mp_plan_stage {          /* one virtual stage (P * V of them, in pipeline
     double compute_s;           /* per micro-batch, F + B + W */
     size_t act_bytes;           /* output activation bytes per micro-batch */
     size_t param_bytes;
-    size_t peak_mem_bytes;
+    size_t peak_mem_bytes;      /* predicted peak of the rank that runs it (DESIGN.md §10) */
+    int recompute;              /* 1: reruns its forward before B, keeps only its input */
     size_t held_bytes;          /* activation bytes kept per in-flight micro-batch */
     int held_mb;                /* micro-batches its rank holds at peak under the schedule */
     double send_s;              /* boundary communication per micro-batch (act out + grad in) */

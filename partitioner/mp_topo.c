@@ -177,6 +177,7 @@ int mp_topo_load(struct mp_topo *t, const char *src, struct mp_err *err)
         MP_FAIL(err, INPUT, "%s: topology has no allowed processing units", live ? "live" : src);
         goto out;
     }
+    t->mem_bytes = (double)hwloc_get_root_obj(topo)->total_memory;
     set_host(t, topo, live);
     rc = 0;
 out:

@@ -23,6 +23,8 @@ struct mp_topo {
     int n_cores;
     int n_pus;              /* allowed PUs */
     int has_packages;       /* 0: no Package objects (rankfiles then use slot=C) */
+    double mem_bytes;       /* the machine's memory (hwloc's total_memory of the root), 0 if the
+                               topology does not say */
 };
 
 /* src is "live" or an hwloc XML file. Bad XML → MP_ERR_INPUT "FILE: ..."; a topology without

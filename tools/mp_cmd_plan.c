@@ -14,6 +14,10 @@
 #include "mp_partition.h"
 #include "mp_place.h"
 #include "mp_plan.h"
+#include "mp_plan_mem.h"
+#include "mp_data.h"
+#include "mp_optim.h"
+#include "mp_stage_mem.h"
 
 static const char help[] =
     "usage: mpipe plan MODEL.mp --stages P|auto [options]\n"
@@ -28,7 +32,7 @@ static const char help[] =
     "                           step among the divisors of B that are multiples of D, up to\n"
     "                           8*P*D: bigger micro-batches run faster GEMMs, more shrink the\n"
     "                           bubble)\n"
-    "  --batch B                global batch (default 256, as mpipe train)\n"
+    "  --batch B                global batch (default 256, as mpipe train; 32 for token models)\n"
     "  --schedule S             gpipe, 1f1b (default), interleaved, zb1\n"
     "  --chunks V               virtual stages per rank for interleaved (default 2)\n"
     "  --topology live|FILE.xml machine topology: hwloc on this machine (default) or an XML\n"
@@ -38,8 +42,15 @@ static const char help[] =
     "  --links P2P.json         measured links (mpipe bench p2p --json)\n"
     "  --rates GEMM.json        this machine's GEMM rate (mpipe bench gemm --json) instead of\n"
     "                           the documented default, for the analytic costs\n"
-    "  --memory-per-rank BYTES  cap on params + grads + optimizer state + held activations\n"
-    "                           (suffixes K, M, G)\n"
+    "  --memory-per-rank BYTES  hard cap on each rank's predicted peak: params, grads,\n"
+    "                           optimizer state, activations in flight, buffers, data and the\n"
+    "                           process itself (suffixes K, M, G; default: the host's memory /\n"
+    "                           the ranks on it); nothing fits: exit 2 naming what would\n"
+    "  --recompute R            none | auto (default: recompute the stages of ranks over the\n"
+    "                           cap) | all; priced as one more forward before each backward\n"
+    "  --optimizer O            the optimizer whose state is counted (default adam: 2 floats\n"
+    "                           per parameter; momentum, nesterov, rmsprop 1; sgd 0)\n"
+    "  --zero 0|1               1: optimizer state sharded over the D replicas\n"
     "  --partition KIND         optimal (default: exact min of the bottleneck stage, compute +\n"
     "                           its communication), params (balanced parameter bytes), uniform\n"
     "  --out plan.json          write the plan (read by mpipe train --plan and mpipe sim)\n"
@@ -64,6 +75,8 @@ struct plan_args {
     enum mp_part_kind partition;
     size_t mem_cap;
     int json;
+    int batch_given, optim_slots, zero;
+    enum mp_recompute recompute;
 };
 
 static int takes_value(const char *f) { return strcmp(f, "--json") && strcmp(f, "--help"); }
@@ -92,6 +105,22 @@ static int parse_flag(struct plan_args *a, const char *f, const char *v, struct 
         return mp_flag_choice(f, v, parts, &k, err) ? -1 : (a->partition = (enum mp_part_kind)k, 0);
     if (mp_flag_is(f, "--memory-per-rank"))
         return mp_flag_bytes(f, v, &a->mem_cap, err);
+    if (mp_flag_is(f, "--recompute")) {
+        static const char *const modes[] = {"none", "auto", "all", NULL};
+        return mp_flag_choice(f, v, modes, &k, err) ? -1 : (a->recompute = k, 0);
+    }
+    if (mp_flag_is(f, "--zero")) {
+        static const char *const zero[] = {"0", "1", NULL};
+        return mp_flag_choice(f, v, zero, &a->zero, err);
+    }
+    if (mp_flag_is(f, "--optimizer")) {
+        enum mp_optim_kind o;
+        if (mp_optim_parse(v, &o))
+            return MP_FAIL(err, USAGE, "--optimizer %s: expected sgd, momentum, nesterov, adam, "
+                           "adamw, rmsprop or lamb", v);
+        a->optim_slots = mp_optim_state_slots(o);
+        return 0;
+    }
     const char **dst = mp_flag_is(f, "--topology") ? &a->topology
                        : mp_flag_is(f, "--hosts")   ? &a->hosts
                        : mp_flag_is(f, "--profile") ? &a->profile
@@ -111,6 +140,7 @@ static int parse_args(struct plan_args *a, int argc, char **argv, struct mp_err 
     memset(a, 0, sizeof *a);
     a->topology = "live", a->batch = 256, a->schedule = MP_SCHED_1F1B;
     a->partition = MP_PART_OPTIMAL;
+    a->optim_slots = 2, a->recompute = MP_RECOMPUTE_AUTO;
     for (int i = 1; i < argc;) {
         const char *f, *v;
         if (argv[i][0] != '-' || !argv[i][1]) {
@@ -127,6 +157,7 @@ static int parse_args(struct plan_args *a, int argc, char **argv, struct mp_err 
         else if (parse_flag(a, f, v, err))
             return -1;
         stages_given |= mp_flag_is(f, "--stages");
+        a->batch_given |= mp_flag_is(f, "--batch");
     }
     if (!a->model)
         return MP_FAIL(err, USAGE,
@@ -154,6 +185,7 @@ struct env {
     const struct mp_model *m;
     const struct mp_cluster *cl;
     struct mp_cost_model cm;
+    struct mp_plan_mem_cfg mem; /* optimizer slots, zero, recompute, the cap, the data */
 };
 
 /* The link matrix between the P ranks of replica 0 (the simulator's view of one pipeline). */
@@ -185,23 +217,29 @@ static const struct mp_link *replica_link(const struct env *e, const struct mp_p
     return &e->cm.link[worst];
 }
 
-/* Arrays of the partition problem: items are layers 1..n-1, stages the P * V virtual stages. */
+/* Arrays of the partition problem: items are the model's partition units after the input (a layer,
+ * or a whole residual block: a stage boundary never falls inside one, DESIGN.md §9), stages the
+ * P * V virtual stages. */
 static int partition(struct mp_plan *p, const struct env *e, const struct mp_placement *pl,
                      struct mp_err *err)
 {
-    int n = p->n_layers - 1, S = p->n_stages, P = p->P, D = p->D;
+    int n = e->m->n_units - 1, S = p->n_stages, P = p->P, D = p->D;
     double *b = calloc((size_t)(4 * n + 6 * S), sizeof(double));
     int *last = malloc(sizeof(int) * (size_t)S);
-    if (!b || !last) {
-        free(b), free(last);
+    int *item_last = malloc(sizeof(int) * (size_t)n); /* global index of each item's last layer */
+    if (!b || !last || !item_last) {
+        free(b), free(last), free(item_last);
         return MP_FAIL(err, NOMEM, "out of memory");
     }
     double *comp = b, *par = b + n, *act = b + 2 * n, *held = b + 3 * n, *lat = b + 4 * n;
     double *bw = lat + S, *alpha = bw + S, *beta = alpha + S, *hmb = beta + S, *slow = hmb + S;
-    for (int i = 0; i < n; i++) {
-        const struct mp_plan_layer *l = &p->layers[i + 1];
-        comp[i] = l->compute_s, par[i] = (double)l->param_bytes;
-        act[i] = (double)l->act_bytes_out, held[i] = (double)(l->act_bytes_out + l->saved_bytes);
+    for (int i = 1; i < p->n_layers; i++) {
+        const struct mp_plan_layer *l = &p->layers[i];
+        int k = e->m->layers[i].unit - 1;
+        comp[k] += l->compute_s, par[k] += (double)l->param_bytes;
+        act[k] = (double)l->act_bytes_out; /* the unit's output: its last layer's */
+        held[k] += (double)(2 * l->act_bytes_out + l->saved_bytes); /* outputs and their grads */
+        item_last[k] = i;
     }
     for (int v = 0; v < S; v++) {
         int x = v % P, y = (v + 1) % P;
@@ -221,18 +259,24 @@ static int partition(struct mp_plan *p, const struct env *e, const struct mp_pla
         .n = n, .S = S, .compute_s = comp, .param_bytes = par, .act_out = act, .held = held,
         .in_bytes = (double)p->layers[0].act_bytes_out, .lat_s = lat, .Bps = bw,
         .K = p->M / D + P - 1, .slow = slow, .ar_alpha_s = alpha, .ar_beta = beta,
-        .static_factor = 2.0 + e->cm.optim_slots, .held_mb = hmb,
-        .mem_cap = (double)e->a->mem_cap / p->V};
+        .static_factor = 2.0 + e->mem.state_slots / (e->mem.zero ? (double)D : 1.0),
+        .held_mb = hmb,
+        .mem_cap = e->mem.mode == MP_RECOMPUTE_ALL || e->mem.cap <= 0 ? 0
+                   : fmax(1, e->mem.cap - e->mem.data_bytes - MP_MEM_OVERHEAD_BYTES) / p->V};
     int rc = mp_partition_run(&pr, e->a->partition, last, err);
+    if (rc && err->code == MP_ERR_USAGE && pr.mem_cap > 0 && e->mem.mode == MP_RECOMPUTE_AUTO) {
+        pr.mem_cap = 0; /* recomputation may make the fastest split fit: mp_plan_memory decides */
+        rc = mp_partition_run(&pr, e->a->partition, last, err);
+    }
     for (int v = 0; rc == 0 && v < S; v++) {
-        p->stages[v].first_layer = v == 0 ? 1 : last[v - 1] + 2;
-        p->stages[v].last_layer = last[v] + 1;
+        p->stages[v].first_layer = v == 0 ? 1 : item_last[last[v - 1]] + 1;
+        p->stages[v].last_layer = item_last[last[v]];
         p->stages[v].send_s = (v > 0 ? 2 * (lat[v - 1] + act[last[v - 1]] / bw[v - 1]) : 0) +
                               (v < S - 1 ? 2 * (lat[v] + act[last[v]] / bw[v]) : 0);
     }
     if (rc == 0)
         mp_partition_eval(&pr, last, &p->bottleneck);
-    free(b), free(last);
+    free(b), free(last), free(item_last);
     return rc;
 }
 
@@ -254,11 +298,12 @@ static int build(const struct env *e, int P, int D, int M, struct mp_plan *p, st
 {
     const struct plan_args *a = e->a;
     int V = a->schedule == MP_SCHED_INTERLEAVED ? (a->chunks ? (int)a->chunks : 2) : 1;
-    int n = e->m->n_layers - 1;
+    int n = e->m->n_units - 1;
     if (P * V > n)
-        return MP_FAIL(err, USAGE, "cannot split the %d layers of %s into %d stages%s: use "
-                       "--stages %d or fewer", n, e->m->path, P * V, V > 1 ? " (P x chunks)" : "",
-                       n / V);
+        return MP_FAIL(err, USAGE, "cannot split the %d %s of %s into %d stages%s: use "
+                       "--stages %d or fewer", n, n == e->m->n_layers - 1 ? "layers" :
+                       "partition units (layers and residual blocks)", e->m->path, P * V,
+                       V > 1 ? " (P x chunks)" : "", n / V);
     memset(p, 0, sizeof *p);
     snprintf(p->model, sizeof p->model, "%s", e->m->path);
     memcpy(p->digest, e->m->digest, sizeof p->digest);
@@ -283,6 +328,9 @@ static int build(const struct env *e, int P, int D, int M, struct mp_plan *p, st
         rc = mp_place_to_plan(p, &pl, e->cl, err);
     if (rc == 0) {
         mp_cost_fill_stages(p, cm.optim_slots);
+        rc = mp_plan_memory(p, e->m, &e->mem, NULL, err);
+    }
+    if (rc == 0) {
         rank_step_costs(p, e, &pl);
         struct mp_sim_result *res = malloc(sizeof *res);
         rc = res ? mp_cost_predict(p, res, NULL, err) : MP_FAIL(err, NOMEM, "out of memory");
@@ -476,6 +524,55 @@ static int emit(const struct plan_args *a, const struct mp_plan *p, struct mp_er
     return 0;
 }
 
+/* --memory-per-rank's default (DESIGN.md §10): each host's memory (hwloc) over the ranks placed on
+ * it, the smallest over hosts; 0 when no topology tells the memory. */
+static double default_cap(const struct mp_cluster *cl, int ranks)
+{
+    double cap = 0;
+    int left = ranks;
+    for (int h = 0; h < cl->n_hosts && left > 0; h++) {
+        int here = cl->hosts[h].slots < left ? cl->hosts[h].slots : left;
+        if (h == cl->n_hosts - 1)
+            here = left; /* oversubscribed: the last host takes the rest */
+        left -= here;
+        double c = here > 0 ? cl->hosts[h].topo.mem_bytes / here : 0;
+        if (c > 0 && (cap == 0 || c < cap))
+            cap = c;
+    }
+    return cap;
+}
+
+/* Nothing fits the cap: say what would (DESIGN.md §10), the fewest stages that fit (one replica,
+ * recomputation where needed) and the cap the requested layout needs. */
+static int explain_no_fit(struct env *e, int P, int D, struct mp_err *err)
+{
+    char what[sizeof err->msg];
+    snprintf(what, sizeof what, "%s", err->msg);
+    double need = 0;
+    struct env all = *e;
+    all.mem.cap = 0;
+    struct mp_plan q;
+    memset(&q, 0, sizeof q);
+    int M;
+    if (!micro_for(e->a, P, D, &M, err) && !build(&all, P, D, M, &q, err))
+        for (int v = 0; v < q.n_stages; v++)
+            need = fmax(need, (double)q.stages[v].peak_mem_bytes);
+    mp_plan_free(&q);
+    for (int P2 = P + 1; P2 <= e->m->n_units - 1; P2++) {
+        memset(&q, 0, sizeof q);
+        if (micro_for(e->a, P2, 1, &M, err) == 0 && build(e, P2, 1, M, &q, err) == 0) {
+            mp_plan_free(&q);
+            return MP_FAIL(err, USAGE, "%s: the fewest stages that fit under this cap are %d "
+                           "(mpipe plan %s --stages %d --memory-per-rank %.0fM), or give this "
+                           "layout a cap of at least %.0fM", what, P2, e->a->model, P2,
+                           floor(e->mem.cap / 1048576.0), ceil(need / 1048576.0));
+        }
+        mp_plan_free(&q);
+    }
+    return MP_FAIL(err, USAGE, "%s: no number of stages fits under this cap; this layout needs "
+                   "a cap of at least %.0fM", what, ceil(need / 1048576.0));
+}
+
 int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
 {
     for (int i = 1; i < argc; i++)
@@ -499,12 +596,25 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
         return MP_FAIL(err, USAGE, "%s: no such model file (e.g. models/mlp.mp)", a.model);
     if (mp_model_load(&m, a.model, err))
         return -1;
+    if (m.tokens && !a.batch_given)
+        a.batch = 32; /* as mpipe train's default for token models */
     int rc = mp_cluster_init(&cl, a.topology, a.hosts, err);
     if (rc == 0) {
+        int N = a.ranks ? (int)a.ranks : a.stages ? (int)a.stages * (a.dp ? (int)a.dp : 1)
+                                                   : mp_cluster_slots(&cl);
+        const char *src = m.tokens ? "text:fortunes" : "fashion-mnist";
+        e.mem = (struct mp_plan_mem_cfg){
+            .state_slots = a.optim_slots, .zero = a.zero, .mode = a.recompute,
+            .cap = a.mem_cap ? (double)a.mem_cap : default_cap(&cl, N),
+            .data_bytes = mp_data_bytes_estimate(src, mp_layer_in_len(&m.layers[1]),
+                                                 m.label_len)};
+        e.cm.optim_slots = a.optim_slots;
         if (a.stages)
             rc = plan_fixed(&e, &p, err);
         else
-            rc = search(&e, a.ranks ? (int)a.ranks : mp_cluster_slots(&cl), &p, err);
+            rc = search(&e, N, &p, err);
+        if (rc && err->code == MP_ERR_USAGE && strstr(err->msg, "over --memory-per-rank"))
+            rc = explain_no_fit(&e, a.stages ? (int)a.stages : 1, a.dp ? (int)a.dp : 1, err);
         if (rc == 0)
             rc = emit(&a, &p, err);
         mp_plan_free(&p);

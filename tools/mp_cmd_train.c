@@ -1,5 +1,6 @@
 /* `mpipe train`: flags (DESIGN.md §4) → struct mp_train_cfg, a plan's stage boundaries if given,
  * then the engine's training loop on every rank; rank 0 prints the RESULT line. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "mp_cli.h"
 #include "mp_flags.h"
 #include "mp_plan.h"
+#include "mp_topo.h"
 #include "mp_train.h"
 #include "mp_xport.h"
 
@@ -32,9 +34,12 @@ static const char help[] =
     "  --micro-batches M     micro-batches per step (default: largest divisor of B <= 2*P*D;\n"
     "                        1 on one rank)\n"
     "Data and length:\n"
-    "  --data SRC            fashion-mnist (default) | mnist-dir:DIR | synthetic:N\n"
+    "  --data SRC            fashion-mnist (default) | mnist-dir:DIR | synthetic:N |\n"
+    "                        text:fortunes (default for token models) | text:FILE\n"
     "  --epochs E            (default 10)    --max-steps N   stop after N optimizer steps\n"
-    "  --batch B             global batch (default 256)\n"
+    "  --batch B             global batch (default 256; 32 for token models)\n"
+    "  --eval-every K        also evaluate every K steps (logged on stderr and in --metrics)\n"
+    "  --eval-windows N      validation windows a token model is evaluated on (default 256)\n"
     "  --shuffle on|off      (default on)    --seed N        (default 0)\n"
     "Optimisation:\n"
     "  --optimizer O         sgd | momentum | nesterov | adam | adamw | rmsprop | lamb (default adam)\n"
@@ -42,8 +47,15 @@ static const char help[] =
     "  --momentum X          (default 0.9; momentum and nesterov only)\n"
     "  --weight-decay X      (default: torch.optim's: 0.01 for adamw and lamb, else 0)\n"
     "  --lr-schedule K       constant | step | cosine | plateau (default cosine)\n"
-    "  --warmup N            linear warm-up steps (default 0)\n"
-    "  --clip-norm X         clip the global gradient norm to X (default 0: off)\n"
+    "  --warmup N            linear warm-up steps (default 0; 100 for token models)\n"
+    "  --clip-norm X         clip the global gradient norm to X (default 0: off; 1 for token\n"
+    "                        models)\n"
+    "Memory:\n"
+    "  --memory-per-rank B   hard cap per rank (suffixes K, M, G; default: the host's memory /\n"
+    "                        the ranks on it); a layout predicted above it does not start\n"
+    "  --recompute R         none | auto (default: only stages the cap needs) | all: a\n"
+    "                        recomputing stage keeps only its input per micro-batch in flight\n"
+    "                        and reruns its forward before the backward (same bits)\n"
     "Input and output:\n"
     "  --init FILE           start from a safetensors file (as written by --save-weights)\n"
     "  --save-weights FILE   write all parameters as safetensors (L{layer}.weight/.bias)\n"
@@ -58,14 +70,19 @@ static const char help[] =
     "\n"
     "Prints a progress line on stderr when it is a terminal, and at the end on stdout:\n"
     "  RESULT samples_per_s=... test_acc=... loss=... steps=... stages=... dp=... bubble=...\n"
-    "         peak_act_bytes=...\n"
+    "         peak_act_bytes=... peak_rss_bytes=... [tokens_per_s=... val_loss=... val_bpb=...]\n"
+    "  (token models: test_acc is next-byte accuracy on the validation windows, val_loss their\n"
+    "  mean loss in nats per byte, val_bpb = val_loss / ln 2)\n"
     "Exit codes: 0 ok, 2 bad usage/input, 3 I/O, 4 peer failed or deadline passed, 5 NaN/Inf loss.\n";
 
 struct train_args {
     struct mp_train_cfg cfg;
+    int argc;
+    char **argv;             /* to tell a default from a given flag */
     const char *model_path, *plan_path;
     long long stages, dp, chunks, micro;
     struct mp_optim_flags opt;
+    int *recompute_stages;   /* from a plan */
 };
 
 /* Flags that take a value; anything else starting with "-" is unknown (or --resume). */
@@ -76,7 +93,8 @@ static int takes_value(const char *f)
         "--schedule", "--chunks", "--optimizer", "--lr", "--momentum", "--weight-decay",
         "--lr-schedule", "--warmup", "--clip-norm", "--seed", "--init", "--shuffle", "--max-steps",
         "--save-weights", "--checkpoint", "--checkpoint-every", "--keep", "--trace", "--metrics",
-        "--deadline", "--aggregate", "--aggregate-weights", "--dp-reduce", "--shard-by", NULL};
+        "--deadline", "--aggregate", "--aggregate-weights", "--dp-reduce", "--shard-by",
+        "--eval-every", "--eval-windows", "--recompute", "--memory-per-rank", NULL};
     for (int i = 0; with_value[i]; i++)
         if (!strcmp(f, with_value[i]))
             return 1;
@@ -147,7 +165,22 @@ static int parse_run_flag(struct train_args *a, const char *f, const char *v, st
         c->trace_path = v;
     else if (mp_flag_is(f, "--metrics"))
         c->metrics_path = v;
-    else if (mp_flag_is(f, "--deadline")) {
+    else if (mp_flag_is(f, "--eval-every")) {
+        if (mp_flag_int(f, v, 1, 1LL << 50, &n, err))
+            return -1;
+        c->eval_every = (uint64_t)n;
+    } else if (mp_flag_is(f, "--recompute")) {
+        static const char *const modes[] = {"none", "auto", "all", NULL};
+        if (mp_flag_choice(f, v, modes, &k, err))
+            return -1;
+        c->recompute = k;
+    } else if (mp_flag_is(f, "--memory-per-rank")) {
+        return mp_flag_bytes(f, v, &c->mem_cap, err);
+    } else if (mp_flag_is(f, "--eval-windows")) {
+        if (mp_flag_int(f, v, 1, 1LL << 40, &n, err))
+            return -1;
+        c->eval_windows = (size_t)n;
+    } else if (mp_flag_is(f, "--deadline")) {
         if (mp_flag_double(f, v, 0.001, 1e7, &d, err))
             return -1;
         c->deadline_s = d;
@@ -246,9 +279,21 @@ static void defaults(struct train_args *a)
     c->lr.base_lr = 1e-3;
     c->shuffle = 1;
     c->deadline_s = 60;
+    c->recompute = 1;
 }
 
-/* Takes P, V, M, batch, schedule and boundaries from a plan whose digest matches the model. */
+/* Whether the command line gave `flag` (as "--flag V" or "--flag=V"). */
+static int given(const struct train_args *a, const char *flag)
+{
+    size_t n = strlen(flag);
+    for (int i = 1; i < a->argc; i++)
+        if (!strncmp(a->argv[i], flag, n) && (a->argv[i][n] == '\0' || a->argv[i][n] == '='))
+            return 1;
+    return 0;
+}
+
+/* Takes P, V, M, batch, schedule, boundaries and recomputation from a plan whose digest matches the
+ * model. */
 static int apply_plan(struct train_args *a, const struct mp_model *m, int **bounds,
                       struct mp_err *err)
 {
@@ -261,9 +306,15 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
                      "re-run mpipe plan", a->plan_path, p.digest, m->path, m->digest);
     else if (!(*bounds = malloc(sizeof(int) * (size_t)(p.n_stages + 1))))
         rc = MP_FAIL(err, NOMEM, "out of memory");
+    if (!rc && !(a->recompute_stages = calloc((size_t)p.n_stages, sizeof(int))))
+        rc = MP_FAIL(err, NOMEM, "out of memory");
     if (!rc) {
-        for (int v = 0; v < p.n_stages; v++)
+        for (int v = 0; v < p.n_stages; v++) {
             (*bounds)[v] = p.stages[v].first_layer;
+            a->recompute_stages[v] = p.stages[v].recompute;
+        }
+        if (!given(a, "--recompute")) /* the plan chose per stage; a flag given overrides it */
+            a->cfg.recompute_stages = a->recompute_stages;
         (*bounds)[p.n_stages] = p.stages[p.n_stages - 1].last_layer + 1;
         a->cfg.P = p.P;
         a->cfg.D = p.D;
@@ -288,6 +339,40 @@ static int default_micro_batches(size_t batch, int P, int D)
     return 1;
 }
 
+/* A language model's defaults (DESIGN.md §9; the README's table): its own data, a batch of 32
+ * windows, 100 warm-up steps into the cosine decay, clipping at 1 (what nanoGPT does), and 256
+ * validation windows. Flags given on the command line win. */
+static void token_defaults(struct train_args *a)
+{
+    struct mp_train_cfg *c = &a->cfg;
+    if (!given(a, "--data"))
+        c->data_src = "text:fortunes";
+    if (!c->batch_given)
+        c->batch = 32;
+    if (!given(a, "--warmup"))
+        c->lr.warmup = 100;
+    if (!given(a, "--clip-norm"))
+        c->clip_norm = 1.0f;
+    if (!c->eval_windows)
+        c->eval_windows = 256;
+}
+
+/* --memory-per-rank's default (DESIGN.md §10): this host's memory (hwloc) over the ranks Open MPI
+ * placed on it; 0 (no cap) when hwloc cannot tell. */
+static size_t default_mem_cap(void)
+{
+    struct mp_topo t;
+    struct mp_err e;
+    mp_err_clear(&e);
+    if (mp_topo_load(&t, "live", &e))
+        return 0;
+    double mem = t.mem_bytes;
+    mp_topo_free(&t);
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    long n = local ? strtol(local, NULL, 10) : 1;
+    return mem > 0 ? (size_t)(mem / (double)(n > 0 ? n : 1)) : 0;
+}
+
 static int setup(struct train_args *a, struct mp_model *m, struct mp_xport *x, int **bounds,
                  struct mp_err *err)
 {
@@ -295,15 +380,20 @@ static int setup(struct train_args *a, struct mp_model *m, struct mp_xport *x, i
     if (mp_model_load(m, a->model_path, err))
         return -1;
     c->model = m;
+    if (m->tokens)
+        token_defaults(a);
+    if (!c->mem_cap)
+        c->mem_cap = default_mem_cap();
     c->D = a->dp ? (int)a->dp : 1;
     c->P = a->stages ? (int)a->stages : (mp_xport_size(x) % c->D ? mp_xport_size(x)
                                                                    : mp_xport_size(x) / c->D);
     c->V = c->schedule == MP_SCHED_INTERLEAVED ? (a->chunks ? (int)a->chunks : 2) : 1;
     if (a->plan_path && apply_plan(a, m, bounds, err))
         return -1;
-    if (c->P * c->V > m->n_layers - 1)
-        return MP_FAIL(err, USAGE, "%d stages x %d chunks is more than the %d layers of %s", c->P,
-                       c->V, m->n_layers - 1, a->model_path);
+    if (c->P * c->V > m->n_units - 1)
+        return MP_FAIL(err, USAGE, "%d stages x %d chunks is more than the %d %s of %s", c->P,
+                       c->V, m->n_units - 1, m->n_units == m->n_layers ? "layers" :
+                       "partition units (layers and residual blocks)", a->model_path);
     if (c->aggregate == MP_AGG_CUSTOM && !c->aggregate_weights)
         return MP_FAIL(err, USAGE, "--aggregate custom needs --aggregate-weights FILE");
     c->M = a->micro ? (int)a->micro : default_micro_batches(c->batch, c->P, c->D);
@@ -320,9 +410,13 @@ static void print_result(const struct mp_train_cfg *c, const struct mp_train_res
 {
     fflush(stderr);
     printf("\nRESULT samples_per_s=%.1f test_acc=%.4f loss=%.4f steps=%llu stages=%d dp=%d "
-           "bubble=%.4f peak_act_bytes=%.0f\n",
+           "bubble=%.4f peak_act_bytes=%.0f peak_rss_bytes=%.0f",
            r->samples_per_s, r->test_acc, r->loss, (unsigned long long)r->steps, c->P, c->D, r->bubble,
-           r->peak_act_bytes);
+           r->peak_act_bytes, r->peak_rss_bytes);
+    if (c->model->tokens)
+        printf(" tokens_per_s=%.1f val_loss=%.4f val_bpb=%.4f",
+               r->samples_per_s * (double)c->model->seq_len, r->val_loss, r->val_loss / log(2.0));
+    printf("\n");
     fflush(stdout);
 }
 
@@ -335,6 +429,8 @@ int mp_cmd_train(int argc, char **argv, struct mp_err *err)
         }
     struct train_args a;
     defaults(&a);
+    a.argc = argc;
+    a.argv = argv;
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--batch") || !strncmp(argv[i], "--batch=", 8))
             a.cfg.batch_given = 1;
@@ -367,6 +463,7 @@ int mp_cmd_train(int argc, char **argv, struct mp_err *err)
         err->rank = mp_xport_size(x) > 1 ? rank : -1;
     }
     free(bounds);
+    free(a.recompute_stages);
     mp_model_free(&m);
     if (!rc)
         mp_xport_finalize(x);

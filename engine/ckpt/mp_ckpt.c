@@ -115,7 +115,8 @@ static int write_stages(const struct mp_ckpt_io *io, const char *tmp, uint64_t n
     const struct mp_stage *st = io->st;
     const struct mp_model *m = st->model;
     int slots = st->state_slots;
-    struct mp_st_tensor *t = calloc((size_t)m->n_layers * 2 * (size_t)(1 + slots) + 1, sizeof *t);
+    struct mp_st_tensor *t = calloc((size_t)m->n_layers * MP_LAYER_MAX_TENSORS * (size_t)(1 + slots)
+                                    + 1, sizeof *t);
     if (!t)
         return MP_FAIL(err, NOMEM, "out of memory");
     int rc = 0;
@@ -124,17 +125,18 @@ static int write_stages(const struct mp_ckpt_io *io, const char *tmp, uint64_t n
         size_t n = 0;
         for (int i = ch->first; i <= ch->last; i++) {
             const struct mp_layer *l = &m->layers[i];
-            for (int w = 0; w < 2 && mp_layer_n_param(l); w++)
-                for (int s = -1; s < slots; s++) {
-                    struct mp_st_tensor *tt = &t[n];
-                    if (!(tt->ndim = mp_param_shape(l, w, tt->shape)))
-                        continue;
-                    size_t o = st->layer_off[i] + (w ? l->n_weight : 0);
-                    snprintf(tt->name, sizeof tt->name, "L%d.%s%s", i, w ? "bias" : "weight",
+            struct mp_tensor lt[MP_LAYER_MAX_TENSORS];
+            int nlt = mp_layer_tensors(l, lt);
+            for (int w = 0; w < nlt; w++)
+                for (int s = -1; s < slots && !lt[w].tied; s++) { /* E is stored once */
+                    struct mp_st_tensor *tt = &t[n++];
+                    tt->ndim = lt[w].ndim;
+                    memcpy(tt->shape, lt[w].shape, sizeof lt[w].shape);
+                    size_t o = st->layer_off[i] + lt[w].off;
+                    snprintf(tt->name, sizeof tt->name, "L%d.%.23s%s", i, lt[w].name,
                              s < 0 ? "" : mp__ckpt_slot_suffix(io->cfg->optim.kind, s));
                     tt->data = s < 0 ? st->param + o : st->state + (size_t)s * st->n_param + o;
-                    tt->numel = w ? l->n_bias : l->n_weight;
-                    n++;
+                    tt->numel = lt[w].numel;
                 }
         }
         struct mp__ckpt_file *f = &rec[c];

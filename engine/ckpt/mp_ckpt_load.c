@@ -91,20 +91,21 @@ static int verify_file(const char *sdir, const struct mp__ckpt_file *f, struct m
     return 0;
 }
 
-/* Copies layer i's parameters and optimizer state from file f into the arena. */
+/* Copies layer i's parameters and optimizer state from file f into the arena. A tied head's copy
+ * of E comes from the embed's tensors (f is then the file that holds the embed). */
 static int load_layer(const struct mp_ckpt_io *io, const struct mp_st_file *f, const char *path,
                       int i, struct mp_err *err)
 {
     struct mp_stage *st = io->st;
     const struct mp_layer *l = &st->model->layers[i];
-    for (int w = 0; w < 2; w++)
+    struct mp_tensor lt[MP_LAYER_MAX_TENSORS];
+    int nlt = mp_layer_tensors(l, lt);
+    for (int w = 0; w < nlt; w++)
         for (int s = -1; s < st->state_slots; s++) {
-            int64_t shape[4];
-            int nd = mp_param_shape(l, w, shape);
-            if (!nd)
-                continue;
+            int nd = lt[w].ndim;
+            const int64_t *shape = lt[w].shape;
             char name[96];
-            snprintf(name, sizeof name, "L%d.%s%s", i, w ? "bias" : "weight",
+            snprintf(name, sizeof name, "L%d.%.23s%s", lt[w].tied ? l->tie_src : i, lt[w].name,
                      s < 0 ? "" : mp__ckpt_slot_suffix(io->cfg->optim.kind, s));
             const struct mp_st_tensor *t = mp_st_find(f, name);
             int same = t && t->ndim == nd;
@@ -113,7 +114,7 @@ static int load_layer(const struct mp_ckpt_io *io, const struct mp_st_file *f, c
             if (!same)
                 return MP_FAIL(err, CKPT, "%s: tensor %s is %s", path, name,
                                t ? "of the wrong shape" : "missing");
-            size_t o = st->layer_off[i] + (w ? l->n_weight : 0);
+            size_t o = st->layer_off[i] + lt[w].off;
             float *dst = s < 0 ? st->param + o : st->state + (size_t)s * st->n_param + o;
             memcpy(dst, t->data, t->numel * sizeof(float));
         }
@@ -130,10 +131,12 @@ static int load_layers(const struct mp_ckpt_io *io, const char *sdir,
     char path[4400];
     memset(&f, 0, sizeof f);
     for (int i = 0; i < model->n_layers && !rc; i++) {
-        if (io->st->layer_off[i] == SIZE_MAX || !mp_layer_n_param(&model->layers[i]))
+        const struct mp_layer *l = &model->layers[i];
+        if (io->st->layer_off[i] == SIZE_MAX || !mp_layer_n_param(l))
             continue;
+        int src = mp_layer_is_tied(l) ? l->tie_src : i; /* the layer whose tensors hold it */
         int v = 0;
-        while (v < m->S && !(i >= m->bounds[v] && i < m->bounds[v + 1]))
+        while (v < m->S && !(src >= m->bounds[v] && src < m->bounds[v + 1]))
             v++;
         if (v != cur) {
             mp_st_free(&f);

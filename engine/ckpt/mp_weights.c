@@ -17,32 +17,12 @@ int mp_layer_owner(const int *bounds, int S, int P, int layer)
     return -1;
 }
 
-int mp_param_shape(const struct mp_layer *l, int which, int64_t shape[4])
+/* L{i}.{name}{suffix}; a tied tensor is named after its source layer (DESIGN.md §9). */
+static void tensor_name(char *buf, size_t len, const struct mp_layer *l, const struct mp_tensor *t,
+                        const char *suffix)
 {
-    if (which == 1) {
-        shape[0] = (int64_t)l->n_bias;
-        return l->n_bias ? 1 : 0;
-    }
-    if (!l->n_weight)
-        return 0;
-    if (l->kind == MP_LAYER_DENSE) {
-        shape[0] = (int64_t)l->n_out;
-        shape[1] = (int64_t)mp_layer_in_len(l);
-        return 2;
-    }
-    if (l->kind == MP_LAYER_CONV2D) {
-        shape[0] = (int64_t)l->n_out;
-        shape[1] = (int64_t)l->in.d[0];
-        shape[2] = shape[3] = (int64_t)l->kernel;
-        return 4;
-    }
-    shape[0] = (int64_t)l->n_weight;
-    return 1;
-}
-
-static void tensor_name(char *buf, size_t len, int layer, int which, const char *suffix)
-{
-    snprintf(buf, len, "L%d.%s%s", layer, which ? "bias" : "weight", suffix ? suffix : "");
+    snprintf(buf, len, "L%d.%.23s%.16s", t->tied ? l->tie_src : l->index, t->name,
+             suffix ? suffix : "");
 }
 
 int mp_weights_save(const struct mp_stage *st, const float *arena, const int *bounds,
@@ -57,7 +37,7 @@ int mp_weights_save(const struct mp_stage *st, const float *arena, const int *bo
         total += mp_layer_n_param(&m->layers[i]);
     if (rank == 0) {
         all = malloc((total ? total : 1) * sizeof(float));
-        t = calloc((size_t)m->n_layers * 2 + 1, sizeof *t);
+        t = calloc((size_t)m->n_layers * MP_LAYER_MAX_TENSORS + 1, sizeof *t);
         if (!all || !t) {
             free(all), free(t);
             return MP_FAIL(err, NOMEM, "out of memory gathering weights");
@@ -68,7 +48,7 @@ int mp_weights_save(const struct mp_stage *st, const float *arena, const int *bo
     for (int i = 0; i < m->n_layers && !rc; i++) {
         const struct mp_layer *l = &m->layers[i];
         size_t n = mp_layer_n_param(l);
-        if (!n)
+        if (!n || mp_layer_is_tied(l)) /* a tied head's E is saved once, as the embed's */
             continue;
         int owner = mp_layer_owner(bounds, st->S, st->P, i);
         if (rank == owner && rank == 0)
@@ -79,17 +59,15 @@ int mp_weights_save(const struct mp_stage *st, const float *arena, const int *bo
         else if (rank == 0)
             rc = mp_xport_recv(x, all + off, n * sizeof(float), owner, 30000 + i,
                                "weights from their owner", err);
-        if (rank == 0) {
-            for (int w = 0; w < 2; w++) {
-                struct mp_st_tensor *tt = &t[n_t];
-                tt->ndim = mp_param_shape(l, w, tt->shape);
-                if (!tt->ndim)
-                    continue;
-                tensor_name(tt->name, sizeof tt->name, i, w, suffix);
-                tt->data = all + off + (w ? l->n_weight : 0);
-                tt->numel = w ? l->n_bias : l->n_weight;
-                n_t++;
-            }
+        struct mp_tensor lt[MP_LAYER_MAX_TENSORS];
+        int nlt = rank == 0 ? mp_layer_tensors(l, lt) : 0;
+        for (int k = 0; k < nlt; k++) {
+            struct mp_st_tensor *tt = &t[n_t++];
+            tt->ndim = lt[k].ndim;
+            memcpy(tt->shape, lt[k].shape, sizeof lt[k].shape);
+            tensor_name(tt->name, sizeof tt->name, l, &lt[k], suffix);
+            tt->data = all + off + lt[k].off;
+            tt->numel = lt[k].numel;
         }
         off += n;
     }
@@ -112,13 +90,13 @@ int mp_weights_load(struct mp_stage *st, float *arena, const char *path, const c
         const struct mp_layer *l = &m->layers[i];
         if (st->layer_off[i] == SIZE_MAX || !mp_layer_n_param(l))
             continue;
-        for (int w = 0; w < 2 && !rc; w++) {
-            int64_t shape[4];
-            int nd = mp_param_shape(l, w, shape);
-            if (!nd)
-                continue;
+        struct mp_tensor lt[MP_LAYER_MAX_TENSORS];
+        int nlt = mp_layer_tensors(l, lt);
+        for (int k = 0; k < nlt && !rc; k++) {
+            int nd = lt[k].ndim;
+            const int64_t *shape = lt[k].shape;
             char name[96];
-            tensor_name(name, sizeof name, i, w, suffix);
+            tensor_name(name, sizeof name, l, &lt[k], suffix);
             const struct mp_st_tensor *t = mp_st_find(&f, name);
             if (!t) {
                 rc = MP_FAIL(err, INPUT, "%s: no tensor '%s' (layer %d, %s, line %d)", path, name, i,
@@ -133,8 +111,7 @@ int mp_weights_load(struct mp_stage *st, float *arena, const char *path, const c
                              path, name, i, l->ops->name);
                 break;
             }
-            memcpy(arena + st->layer_off[i] + (w ? l->n_weight : 0), t->data,
-                   t->numel * sizeof(float));
+            memcpy(arena + st->layer_off[i] + lt[k].off, t->data, t->numel * sizeof(float));
         }
     }
     mp_st_free(&f);

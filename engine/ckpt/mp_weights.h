@@ -10,8 +10,6 @@
 
 /* Owner rank of global layer i under bounds (S = P * V virtual stages). */
 int mp_layer_owner(const int *bounds, int S, int P, int layer);
-/* PyTorch shape of a layer's weight (which = 0) or bias (which = 1); returns ndim (0: none). */
-int mp_param_shape(const struct mp_layer *l, int which, int64_t shape[4]);
 
 /* Rank 0 writes `path` with all parameters of `arena` (param, or another buffer laid out the same,
  * e.g. an optimizer state slot) gathered from the owners. Collective. */

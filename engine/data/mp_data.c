@@ -31,6 +31,7 @@ static int alloc_set(struct mp_dataset *ds, size_t n, size_t sample_len, struct 
 {
     ds->n = n;
     ds->sample_len = sample_len;
+    ds->label_len = 1;
     if (sample_len && n > SIZE_MAX / sizeof(float) / sample_len)
         return MP_FAIL(err, NOMEM, "data set of %zu x %zu floats is too large", n, sample_len);
     ds->x = malloc(n * sample_len * sizeof(float) + 1);
@@ -166,9 +167,11 @@ int mp_data_load(struct mp_data *d, const char *src, size_t sample_len, size_t n
         rc = load_dir(d, src + 10, sample_len, n_classes, err);
     } else if (strncmp(src, "synthetic:", 10) == 0) {
         rc = load_synthetic(d, src + 10, sample_len, n_classes, seed, err);
+    } else if (strncmp(src, "text:", 5) == 0) {
+        rc = mp__text_load(d, src + 5, sample_len, n_classes, err);
     } else {
-        rc = MP_FAIL(err, USAGE, "--data %s: expected fashion-mnist, mnist-dir:DIR or "
-                     "synthetic:N", src);
+        rc = MP_FAIL(err, USAGE, "--data %s: expected fashion-mnist, mnist-dir:DIR, "
+                     "synthetic:N, text:fortunes or text:FILE", src);
     }
     if (rc)
         mp_data_free(d);
@@ -181,6 +184,9 @@ void mp_data_free(struct mp_data *d)
     free(d->train.y);
     free(d->test.x);
     free(d->test.y);
+    free(d->bytes);
+    d->bytes = NULL;
+    d->n_bytes = 0;
     memset(&d->train, 0, sizeof d->train);
     memset(&d->test, 0, sizeof d->test);
 }
@@ -206,9 +212,62 @@ void mp_data_order(uint32_t *perm, size_t n, uint64_t seed, uint64_t epoch, int 
 void mp_data_gather(const struct mp_dataset *ds, const uint32_t *idx, size_t count, float *x,
                     int32_t *y)
 {
+    if (ds->text) { /* a window of T ids and the T bytes after each */
+        size_t T = ds->sample_len;
+        for (size_t i = 0; i < count; i++) {
+            const uint8_t *w = ds->text + idx[i];
+            for (size_t t = 0; t < T; t++)
+                x[i * T + t] = (float)w[t];
+        }
+        mp_data_labels(ds, idx, count, y);
+        return;
+    }
     for (size_t i = 0; i < count; i++) {
         memcpy(x + i * ds->sample_len, ds->x + (size_t)idx[i] * ds->sample_len,
                ds->sample_len * sizeof *x);
-        y[i] = ds->y[idx[i]];
     }
+    mp_data_labels(ds, idx, count, y);
+}
+
+void mp_data_labels(const struct mp_dataset *ds, const uint32_t *idx, size_t count, int32_t *y)
+{
+    size_t L = ds->label_len ? ds->label_len : 1; /* sets built elsewhere may leave it 0 */
+    for (size_t i = 0; i < count; i++) {
+        if (ds->text) {
+            const uint8_t *w = ds->text + idx[i] + 1;
+            for (size_t t = 0; t < L; t++)
+                y[i * L + t] = w[t];
+        } else {
+            memcpy(y + i * L, ds->y + (size_t)idx[i] * L, L * sizeof *y);
+        }
+    }
+}
+
+static double set_bytes(const struct mp_dataset *ds)
+{
+    double n = (double)ds->n, L = (double)(ds->label_len ? ds->label_len : 1);
+    return (ds->x ? n * (double)ds->sample_len * 4.0 : 0) + (ds->y ? n * L * 4.0 : 0);
+}
+
+double mp_data_bytes(const struct mp_data *d)
+{
+    /* plus the per-epoch order of the training samples (uint32) */
+    return set_bytes(&d->train) + set_bytes(&d->test) + (double)d->n_bytes +
+           (double)d->train.n * 4.0;
+}
+
+double mp_data_bytes_estimate(const char *src, size_t sample_len, size_t label_len)
+{
+    double per = (double)sample_len * 4.0 + (double)label_len * 4.0;
+    if (strcmp(src, "fashion-mnist") == 0 || strncmp(src, "mnist-dir:", 10) == 0)
+        return 70000.0 * per + 60000.0 * 4.0; /* the MNIST-shaped splits: 60000 + 10000 */
+    if (strncmp(src, "synthetic:", 10) == 0) {
+        double n = strtod(src + 10, NULL);
+        return n * per * 1.25 + n * 4.0;
+    }
+    if (strncmp(src, "text:", 5) != 0)
+        return 0;
+    double bytes = mp__text_size(src + 5);
+    /* the file, its validation tenth as windows (ids and labels), the order array */
+    return bytes + bytes / 10.0 * 8.0 + bytes * 0.9 / (double)(sample_len ? sample_len : 1) * 4.0;
 }

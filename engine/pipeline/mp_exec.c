@@ -20,17 +20,29 @@ static int msg_tag(const struct mp_stage *st, int mb, int v_src, int dir)
 
 static float *act_buf(const struct mp_chunk *c, const struct mp_slab *s, int k)
 {
-    return s->mem + c->act_off[k];
+    return mp_slab_at(c, s, c->act_off[k]);
 }
 
 static float *grad_buf(const struct mp_chunk *c, const struct mp_slab *s, int k)
 {
-    return s->mem + c->grad_off[k];
+    return mp_slab_at(c, s, c->grad_off[k]);
+}
+
+static float *saved_buf(const struct mp_chunk *c, const struct mp_slab *s, int k)
+{
+    return mp_slab_at(c, s, c->saved_off[k]);
+}
+
+/* What layer k's backward sees as its output y: the raw output a residual end kept apart, or the
+ * output buffer itself. */
+static float *y_buf(const struct mp_chunk *c, const struct mp_slab *s, int k)
+{
+    return c->raw_off[k] != SIZE_MAX ? mp_slab_at(c, s, c->raw_off[k]) : act_buf(c, s, k + 1);
 }
 
 static int32_t *labels_buf(const struct mp_chunk *c, const struct mp_slab *s)
 {
-    return (int32_t *)(s->mem + c->labels_off);
+    return (int32_t *)mp_slab_at(c, s, c->labels_off);
 }
 
 static size_t in_len(const struct mp_stage *st, const struct mp_chunk *c)
@@ -202,6 +214,20 @@ static void make_ctx(const struct mp_exec *e, const struct mp_exec_io *io, int m
     ctx->scratch_len = e->st->scratch_len;
 }
 
+/* y = raw + the input of each residual block layer k ends, innermost first (y may be raw). */
+static void residual_add(const struct mp_layer *l, const struct mp_chunk *c, struct mp_slab *s,
+                         int k, size_t batch)
+{
+    size_t n = batch * mp_layer_out_len(l);
+    float *y = act_buf(c, s, k + 1);
+    const float *raw = y_buf(c, s, k);
+    for (int r = 0; r < l->n_res; r++, raw = y) {
+        const float *skip = act_buf(c, s, l->res_from[r] - c->first); /* the block's input */
+        for (size_t i = 0; i < n; i++) /* (batch, numel) */
+            y[i] = raw[i] + skip[i];
+    }
+}
+
 /* Forward of all layers of chunk c on `batch` samples held in slab s. */
 static void chunk_forward(struct mp_exec *e, int ci, struct mp_slab *s, struct mp_ctx *ctx,
                           size_t batch)
@@ -211,8 +237,24 @@ static void chunk_forward(struct mp_exec *e, int ci, struct mp_slab *s, struct m
     for (int k = 0; k < c->n; k++) {
         const struct mp_layer *l = &st->model->layers[c->first + k];
         l->ops->forward(l, ctx, st->param + st->layer_off[l->index], act_buf(c, s, k),
-                        act_buf(c, s, k + 1), s->mem + c->saved_off[k], batch);
+                        y_buf(c, s, k), saved_buf(c, s, k), batch);
+        if (l->n_res)
+            residual_add(l, c, s, k, batch);
         mp_xport_progress(e->x);
+    }
+}
+
+/* A residual block's output gradient also reaches its input: after B of the block's first layer k
+ * wrote dx, add the gradient of each block output that starts at k (in a fixed order). */
+static void skip_gradients(const struct mp_stage *st, const struct mp_chunk *c, struct mp_slab *s,
+                           int k)
+{
+    size_t n = st->mbs * mp_layer_in_len(&st->model->layers[c->first + k]);
+    float *dx = grad_buf(c, s, k);
+    for (int j = c->skip_first[k]; j < c->skip_first[k + 1]; j++) {
+        const float *dy = grad_buf(c, s, c->skip[j] + 1);
+        for (size_t i = 0; i < n; i++) /* (mbs, numel) */
+            dx[i] += dy[i];
     }
 }
 
@@ -228,13 +270,15 @@ static int do_forward(struct mp_exec *e, const struct mp_action *a, struct mp_ex
     if (c->v == 0)
         mp_data_gather(io->ds, idx, st->mbs, act_buf(c, s, 0), labels_buf(c, s));
     else if (c->v == st->S - 1)
-        for (size_t i = 0; i < st->mbs; i++)
-            labels_buf(c, s)[i] = io->ds->y[idx[i]];
+        mp_data_labels(io->ds, idx, st->mbs, labels_buf(c, s));
     struct mp_ctx ctx;
     make_ctx(e, io, a->mb, labels_buf(c, s), 1, &ctx);
     ctx.loss_sum = &io->loss_sum;
     ctx.n_correct = &io->n_correct;
+    if (mp_stage_work_get(st, a->chunk, s, err))
+        return -1;
     chunk_forward(e, a->chunk, s, &ctx, st->mbs);
+    mp_stage_work_release(st, a->chunk, s); /* recomputing: only the light part stays */
     s->f_done = 1;
     if (st->P == 1 && c->v < st->S - 1) { /* hand the output to the next chunk of this rank */
         struct mp_chunk *next = &st->chunk[a->chunk + 1];
@@ -262,8 +306,8 @@ static int weight_layer(struct mp_exec *e, struct mp_chunk *c, struct mp_slab *s
     const struct mp_layer *l = &st->model->layers[c->first + k];
     if (!l->ops->backward_weight)
         return 0;
-    l->ops->backward_weight(l, ctx, act_buf(c, s, k), act_buf(c, s, k + 1),
-                            s->mem + c->saved_off[k], grad_buf(c, s, k + 1),
+    l->ops->backward_weight(l, ctx, act_buf(c, s, k), y_buf(c, s, k),
+                            saved_buf(c, s, k), grad_buf(c, s, k + 1),
                             st->grad + st->layer_off[l->index], st->mbs);
     if (last && e->layer_done && e->layer_done(e->hook_arg, l->index, err))
         return -1;
@@ -284,13 +328,19 @@ static int do_backward_input(struct mp_exec *e, const struct mp_action *a, struc
         return MP_FAIL(err, INTERNAL, "rank %d: B of micro-batch %d before its F", st->rank, a->mb);
     struct mp_ctx ctx;
     make_ctx(e, io, a->mb, labels_buf(c, s), 1, &ctx);
+    if (c->recompute) { /* the forward again, same inputs and dropout masks, no loss counted */
+        if (mp_stage_work_get(st, a->chunk, s, err))
+            return -1;
+        chunk_forward(e, a->chunk, s, &ctx, st->mbs);
+    }
     for (int k = c->n - 1; k >= 0; k--) {
         const struct mp_layer *l = &st->model->layers[c->first + k];
         if (l->index != 1) { /* nobody needs the gradient w.r.t. the data */
             const float *dy = l->is_loss ? NULL : grad_buf(c, s, k + 1);
             l->ops->backward_input(l, &ctx, st->param + st->layer_off[l->index],
-                                   act_buf(c, s, k), act_buf(c, s, k + 1),
-                                   s->mem + c->saved_off[k], dy, grad_buf(c, s, k), st->mbs);
+                                   act_buf(c, s, k), y_buf(c, s, k),
+                                   saved_buf(c, s, k), dy, grad_buf(c, s, k), st->mbs);
+            skip_gradients(st, c, s, k);
             if (after_kernel(e, err))
                 return -1;
         }
@@ -299,6 +349,8 @@ static int do_backward_input(struct mp_exec *e, const struct mp_action *a, struc
     }
     s->b_done = 1;
     s->w_done = fuse_w;
+    if (fuse_w)
+        mp_stage_work_release(st, a->chunk, s);
     if (st->P == 1 && c->v > 0) { /* hand the input gradient to the previous chunk */
         struct mp_chunk *prev = &st->chunk[a->chunk - 1];
         struct mp_slab *ps = mp_stage_slab_find(st, a->chunk - 1, a->mb);
@@ -353,6 +405,7 @@ static int do_backward_weight(struct mp_exec *e, const struct mp_action *a, stru
             if (weight_layer(e, c, s, k, &ctx, a->mb == e->sched->M - 1, err))
                 return -1;
         s->w_done = 1;
+        mp_stage_work_release(st, a->chunk, s);
     }
     return maybe_release(e, a->chunk, s, err);
 }
@@ -474,13 +527,18 @@ static int eval_chunk(struct mp_exec *e, int ci, const struct mp_dataset *ds, si
                              "activation for evaluation", err)) {
         return -1;
     }
-    if (c->v == st->S - 1)
-        memcpy(labels_buf(c, s), ds->y + first, batch * sizeof(int32_t));
+    if (c->v == st->S - 1) {
+        size_t L = ds->label_len ? ds->label_len : 1;
+        memcpy(labels_buf(c, s), ds->y + first * L, batch * L * sizeof(int32_t));
+    }
     struct mp_ctx ctx;
     make_ctx(e, NULL, 0, labels_buf(c, s), 0, &ctx);
     ctx.loss_sum = loss_sum;
     ctx.n_correct = n_correct;
+    if (mp_stage_work_get(st, ci, s, err))
+        return -1;
     chunk_forward(e, ci, s, &ctx, batch);
+    mp_stage_work_release(st, ci, s);
     if (c->v < st->S - 1 && st->P > 1)
         return mp_xport_send(e->x, act_buf(c, s, c->n), batch * out_len(st, c) * sizeof(float),
                              mp_vstage_rank(c->v + 1, st->P), tag_base + c->v + 1,

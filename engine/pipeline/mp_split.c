@@ -1,6 +1,7 @@
-/* The engine's own stage split for runs without a plan: contiguous layer ranges balanced by the
- * layers' analytic cost. Exact minimisation of the largest stage by dynamic programming; the
- * planner (partitioner/) does the topology- and schedule-aware version. */
+/* The engine's own stage split for runs without a plan: contiguous ranges of partition units (a
+ * layer, or a whole residual block: DESIGN.md §9) balanced by the layers' analytic cost. Exact
+ * minimisation of the largest stage by dynamic programming; the planner (partitioner/) does the
+ * topology- and schedule-aware version. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -17,18 +18,28 @@ static double layer_weight(const struct mp_layer *l, size_t mbs)
 
 int mp_split_balanced(const struct mp_model *m, int S, size_t mbs, int *bounds, struct mp_err *err)
 {
-    int n = m->n_layers - 1; /* layers 1..n */
+    int n = m->n_units - 1; /* units 1..n */
     if (S < 1 || S > n)
-        return MP_FAIL(err, USAGE, "cannot split %d layers into %d stages (at most %d)", n, S, n);
+        return MP_FAIL(err, USAGE, "cannot split %d %s into %d stages (at most %d)", n,
+                       n == m->n_layers - 1 ? "layers" : "partition units (layers and residual "
+                       "blocks)", S, n);
     double *pre = calloc((size_t)n + 1, sizeof *pre);
     double *best = malloc(sizeof(double) * (size_t)(n + 1) * (size_t)(S + 1));
     int *cut = malloc(sizeof(int) * (size_t)(n + 1) * (size_t)(S + 1));
-    if (!pre || !best || !cut) {
-        free(pre), free(best), free(cut);
+    int *first = malloc(sizeof(int) * (size_t)(n + 2)); /* first global layer of unit u */
+    if (!pre || !best || !cut || !first) {
+        free(pre), free(best), free(cut), free(first);
         return MP_FAIL(err, NOMEM, "out of memory");
     }
-    for (int i = 1; i <= n; i++)
-        pre[i] = pre[i - 1] + layer_weight(&m->layers[i], mbs);
+    for (int i = 1; i < m->n_layers; i++) {
+        int u = m->layers[i].unit;
+        if (m->layers[i - 1].unit != u)
+            first[u] = i;
+        pre[u] += layer_weight(&m->layers[i], mbs);
+    }
+    first[n + 1] = m->n_layers;
+    for (int u = 1; u <= n; u++)
+        pre[u] += pre[u - 1];
 #define BEST(i, s) best[(size_t)(i) * (size_t)(S + 1) + (size_t)(s)]
 #define CUT(i, s) cut[(size_t)(i) * (size_t)(S + 1) + (size_t)(s)]
     /* BEST(i, s): smallest max-stage cost of the first i layers in s stages. */
@@ -47,12 +58,12 @@ int mp_split_balanced(const struct mp_model *m, int S, size_t mbs, int *bounds, 
             }
     int i = n;
     for (int s = S; s >= 1; s--) {
-        bounds[s] = i + 1;
+        bounds[s] = first[i + 1];
         i = CUT(i, s);
     }
     bounds[0] = 1;
 #undef BEST
 #undef CUT
-    free(pre), free(best), free(cut);
+    free(pre), free(best), free(cut), free(first);
     return 0;
 }

@@ -18,30 +18,130 @@ static float *alloc_floats(size_t n)
     return p;
 }
 
+static size_t put(size_t *off, size_t floats)
+{
+    size_t at = *off;
+    *off = round_up(*off + floats);
+    return at;
+}
+
+/* Offsets of every buffer of one micro-batch: first the light part (the chunk's input and output,
+ * their gradients, the labels: what crosses to other stages and must outlive a recomputing chunk's
+ * work buffer), then every inner layer output and gradient, what layers save, raw outputs. */
+static int chunk_offsets(struct mp_chunk *c, const struct mp_model *m, size_t mbs)
+{
+    const struct mp_layer *in = &m->layers[c->first], *out = &m->layers[c->last];
+    size_t off = 0, label_len = m->label_len ? m->label_len : 1;
+    c->act_off[0] = put(&off, mbs * mp_layer_in_len(in));
+    c->grad_off[0] = put(&off, mbs * mp_layer_in_len(in));
+    c->act_off[c->n] = put(&off, mbs * mp_layer_out_len(out));
+    c->grad_off[c->n] = put(&off, mbs * mp_layer_out_len(out));
+    c->labels_off = put(&off, mbs * label_len);
+    size_t light = off;
+    for (int k = 1; k < c->n; k++) {
+        size_t len = mbs * mp_layer_out_len(&m->layers[c->first + k - 1]);
+        c->act_off[k] = put(&off, len);
+        c->grad_off[k] = put(&off, len);
+    }
+    for (int k = 0; k < c->n; k++) {
+        const struct mp_layer *l = &m->layers[c->first + k];
+        c->saved_off[k] = put(&off, mbs * l->saved_per_sample);
+        c->raw_off[k] = l->n_res && l->ops->y_in_backward ? put(&off, mbs * mp_layer_out_len(l))
+                                                          : SIZE_MAX;
+    }
+    c->slab_floats = off;
+    c->light_floats = c->recompute ? light : off;
+    return 0;
+}
+
 static int chunk_layout(struct mp_chunk *c, const struct mp_model *m, size_t mbs, struct mp_err *err)
 {
+    free(c->act_off), free(c->grad_off), free(c->saved_off), free(c->raw_off);
+    free(c->skip_first), free(c->skip);
     c->act_off = calloc((size_t)c->n + 1, sizeof(size_t));
     c->grad_off = calloc((size_t)c->n + 1, sizeof(size_t));
     c->saved_off = calloc((size_t)c->n, sizeof(size_t));
-    if (!c->act_off || !c->grad_off || !c->saved_off)
+    c->raw_off = calloc((size_t)c->n, sizeof(size_t));
+    c->skip_first = calloc((size_t)c->n + 1, sizeof(int));
+    c->skip = calloc((size_t)c->n * 4 + 1, sizeof(int));
+    if (!c->act_off || !c->grad_off || !c->saved_off || !c->raw_off || !c->skip_first || !c->skip)
         return MP_FAIL(err, NOMEM, "out of memory laying out stage %d", c->v);
-    size_t off = 0;
-    for (int k = 0; k <= c->n; k++) {
-        const struct mp_layer *l = &m->layers[c->first + (k ? k - 1 : 0)];
-        size_t len = k ? mp_layer_out_len(l) : mp_layer_in_len(l);
-        c->act_off[k] = off;
-        off = round_up(off + mbs * len);
-        c->grad_off[k] = off;
-        off = round_up(off + mbs * len);
-    }
+    chunk_offsets(c, m, mbs);
+    /* Residual blocks never straddle chunks: a stage boundary falls only between units. */
+    int n_skip = 0;
     for (int k = 0; k < c->n; k++) {
-        c->saved_off[k] = off;
-        off = round_up(off + mbs * m->layers[c->first + k].saved_per_sample);
+        c->skip_first[k] = n_skip;
+        for (int e = k; e < c->n; e++) {
+            const struct mp_layer *end = &m->layers[c->first + e];
+            for (int r = 0; r < end->n_res; r++)
+                if (end->res_from[r] == c->first + k)
+                    c->skip[n_skip++] = e;
+        }
     }
-    c->labels_off = off;
-    off = round_up(off + mbs);
-    c->slab_floats = off;
+    c->skip_first[c->n] = n_skip;
     return 0;
+}
+
+void mp_stage_slab_floats(const struct mp_model *m, int first, int last, size_t mbs,
+                          size_t *light, size_t *all)
+{
+    struct mp_chunk c = {.first = first, .last = last, .n = last - first + 1, .recompute = 1};
+    size_t *off = malloc(sizeof(size_t) * 4 * (size_t)(c.n + 1));
+    if (!off) {
+        *light = *all = SIZE_MAX;
+        return;
+    }
+    c.act_off = off, c.grad_off = off + c.n + 1, c.saved_off = off + 2 * (c.n + 1);
+    c.raw_off = off + 3 * (c.n + 1);
+    chunk_offsets(&c, m, mbs);
+    *light = c.light_floats;
+    *all = c.slab_floats;
+    free(off);
+}
+
+int mp_stage_set_recompute(struct mp_stage *st, int chunk, int on, struct mp_err *err)
+{
+    struct mp_chunk *c = &st->chunk[chunk];
+    if (c->n_slabs)
+        return MP_FAIL(err, INTERNAL, "recomputation set on stage %d after its first slab", c->v);
+    c->recompute = on;
+    return chunk_layout(c, st->model, st->mbs, err);
+}
+
+int mp_stage_work_get(struct mp_stage *st, int chunk, struct mp_slab *s, struct mp_err *err)
+{
+    struct mp_chunk *c = &st->chunk[chunk];
+    if (!c->recompute || s->work)
+        return 0;
+    int w = 0;
+    while (w < c->n_work && c->work_used[w])
+        w++;
+    if (w == c->n_work) {
+        if (w == st->M + 1)
+            return MP_FAIL(err, INTERNAL, "stage %d holds more work buffers than micro-batches",
+                           c->v);
+        if (!(c->work_pool[w] = alloc_floats(c->slab_floats - c->light_floats)))
+            return MP_FAIL(err, NOMEM, "out of memory for activations of stage %d", c->v);
+        c->n_work++;
+    }
+    c->work_used[w] = 1;
+    s->work = c->work_pool[w];
+    st->act_bytes_now += (c->slab_floats - c->light_floats) * sizeof(float);
+    if (st->act_bytes_now > st->act_bytes_peak)
+        st->act_bytes_peak = st->act_bytes_now;
+    return 0;
+}
+
+void mp_stage_work_release(struct mp_stage *st, int chunk, struct mp_slab *s)
+{
+    struct mp_chunk *c = &st->chunk[chunk];
+    if (!s->work)
+        return;
+    for (int w = 0; w < c->n_work; w++)
+        if (c->work_pool[w] == s->work)
+            c->work_used[w] = 0;
+    s->work = NULL;
+    st->act_bytes_now -= (c->slab_floats - c->light_floats) * sizeof(float);
 }
 
 static int arena_init(struct mp_stage *st, struct mp_err *err)
@@ -97,9 +197,15 @@ int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *boun
         ch->n = ch->last - ch->first + 1;
         if (ch->n < 1)
             return MP_FAIL(err, USAGE, "stage %d has no layers", ch->v);
+        if (m->layers[ch->first].unit == m->layers[ch->first - 1].unit)
+            return MP_FAIL(err, USAGE, "stage %d would start at layer %d (line %d), inside a "
+                           "residual block: a stage boundary falls only between top-level units",
+                           ch->v, ch->first, m->layers[ch->first].line);
         ch->by_mb = calloc((size_t)M, sizeof *ch->by_mb);
         ch->slabs = calloc((size_t)M, sizeof *ch->slabs);
-        if (!ch->by_mb || !ch->slabs)
+        ch->work_pool = calloc((size_t)M + 1, sizeof *ch->work_pool);
+        ch->work_used = calloc((size_t)M + 1, sizeof *ch->work_used);
+        if (!ch->by_mb || !ch->slabs || !ch->work_pool || !ch->work_used)
             return MP_FAIL(err, NOMEM, "out of memory");
         if (chunk_layout(ch, m, mbs, err))
             return -1;
@@ -113,11 +219,18 @@ void mp_stage_free(struct mp_stage *st)
         struct mp_chunk *ch = &st->chunk[c];
         for (int i = 0; i < ch->n_slabs; i++)
             free(ch->slabs[i].mem);
+        for (int i = 0; i < ch->n_work; i++)
+            free(ch->work_pool[i]);
+        free(ch->work_pool);
+        free(ch->work_used);
         free(ch->slabs);
         free(ch->by_mb);
         free(ch->act_off);
         free(ch->grad_off);
         free(ch->saved_off);
+        free(ch->raw_off);
+        free(ch->skip_first);
+        free(ch->skip);
     }
     free(st->chunk);
     free(st->layer_off);
@@ -144,7 +257,7 @@ struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct
             s = &ch->slabs[i];
     if (!s) {
         s = &ch->slabs[ch->n_slabs];
-        s->mem = alloc_floats(ch->slab_floats);
+        s->mem = alloc_floats(ch->light_floats);
         if (!s->mem) {
             MP_FAIL(err, NOMEM, "out of memory for activations of stage %d", ch->v);
             return NULL;
@@ -152,10 +265,11 @@ struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct
         ch->n_slabs++;
     }
     s->mb = mb;
+    s->work = NULL;
     s->send_req[0] = s->send_req[1] = -1;
     s->f_done = s->b_done = s->w_done = s->grad_sent = 0;
     ch->by_mb[mb] = s;
-    st->act_bytes_now += ch->slab_floats * sizeof(float);
+    st->act_bytes_now += ch->light_floats * sizeof(float);
     st->slabs_held++;
     if (st->act_bytes_now > st->act_bytes_peak)
         st->act_bytes_peak = st->act_bytes_now;
@@ -165,8 +279,9 @@ struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct
 void mp_stage_slab_release(struct mp_stage *st, int chunk, struct mp_slab *s)
 {
     struct mp_chunk *ch = &st->chunk[chunk];
+    mp_stage_work_release(st, chunk, s);
     ch->by_mb[s->mb] = NULL;
     s->mb = -1;
-    st->act_bytes_now -= ch->slab_floats * sizeof(float);
+    st->act_bytes_now -= ch->light_floats * sizeof(float);
     st->slabs_held--;
 }

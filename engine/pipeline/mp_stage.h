@@ -2,8 +2,10 @@
  * of them (params, grads and optimizer state at matching offsets, 64-byte aligned), and per chunk a
  * pool of activation slabs, one per micro-batch in flight. A slab holds, for one micro-batch, the
  * chunk's input, every layer's output, the gradients w.r.t. the same buffers, what layers save for
- * backward, and the labels. Slabs are allocated the first time they are needed and recycled, so
- * memory follows what the schedule keeps in flight, not M, and the loop does not call malloc. */
+ * backward, and the labels. A layer that ends a residual body holds the block's output, its raw
+ * output plus the block's input (the add costs no buffer); when its backward reads its own output
+ * it keeps the raw one apart too. Slabs are allocated the first time they are needed and recycled,
+ * so memory follows what the schedule keeps in flight, not M, and the loop does not call malloc. */
 #ifndef MP_STAGE_H
 #define MP_STAGE_H
 
@@ -14,7 +16,10 @@
 #include "mp_layer.h"
 
 struct mp_slab {
-    float *mem;
+    float *mem;            /* the light part: the chunk's input and output and their gradients,
+                              the labels; everything when the chunk does not recompute */
+    float *work;           /* a recomputing chunk's other buffers, held only from the forward it
+                              reruns before B until W is done (NULL otherwise) */
     int mb;                /* micro-batch it holds, -1 when free */
     int send_req[2];       /* outstanding sends from it (activation, gradient) or -1 */
     int f_done, b_done, w_done, grad_sent;
@@ -27,9 +32,21 @@ struct mp_chunk {
     size_t *act_off;       /* n + 1 offsets: [0] input, [k] output of layer first + k - 1 */
     size_t *grad_off;      /* n + 1 offsets of the gradients w.r.t. the same buffers */
     size_t *saved_off;     /* n offsets */
-    size_t labels_off;     /* mbs int32 labels (last virtual stage) */
-    size_t slab_floats;
+    size_t *raw_off;       /* n offsets of a residual end's raw output, or SIZE_MAX (none kept) */
+    int *skip_first;       /* n + 1: skip[skip_first[k] .. skip_first[k + 1]) are the local
+                              indexes of the residual ends whose block starts at layer k: their
+                              output gradient also flows into layer k's input gradient */
+    int *skip;
+    size_t labels_off;     /* mbs * label_len int32 labels (last virtual stage) */
+    size_t slab_floats;    /* light + work: every buffer of one micro-batch */
+    int recompute;         /* 1: keep only the light part per micro-batch in flight and rerun the
+                              forward just before B (DESIGN.md §10); offsets >= light_floats are
+                              then in a work buffer */
+    size_t light_floats;
     struct mp_slab *slabs; /* pool */
+    float **work_pool;     /* recompute: M work buffers at most, allocated when first needed */
+    int *work_used;
+    int n_work;
     int n_slabs;
     struct mp_slab **by_mb; /* M entries: the slab holding micro-batch mb, or NULL */
 };
@@ -61,6 +78,21 @@ void mp_stage_free(struct mp_stage *st);
 struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct mp_err *err);
 struct mp_slab *mp_stage_slab_find(const struct mp_stage *st, int chunk, int mb);
 void mp_stage_slab_release(struct mp_stage *st, int chunk, struct mp_slab *s);
+/* Buffer at slab offset `off` of chunk c (light part or work buffer). */
+static inline float *mp_slab_at(const struct mp_chunk *c, const struct mp_slab *s, size_t off)
+{
+    return off < c->light_floats ? s->mem + off : s->work + (off - c->light_floats);
+}
+/* A recomputing chunk's work buffer for slab s (taken from the pool, or allocated): 0, or -1 on
+ * OOM. No-ops for chunks that do not recompute. */
+int mp_stage_work_get(struct mp_stage *st, int chunk, struct mp_slab *s, struct mp_err *err);
+void mp_stage_work_release(struct mp_stage *st, int chunk, struct mp_slab *s);
+/* Turns recomputation on for chunk `chunk` (before any slab of it exists). */
+int mp_stage_set_recompute(struct mp_stage *st, int chunk, int on, struct mp_err *err);
+/* Floats of one micro-batch's slab for layers [first, last] of m: the light part (kept per
+ * micro-batch in flight when recomputing) and everything (light + work). */
+void mp_stage_slab_floats(const struct mp_model *m, int first, int last, size_t mbs,
+                          size_t *light, size_t *all);
 
 /* Balanced contiguous split of layers 1..n_layers-1 into S virtual stages by each layer's
  * analytic cost (forward + backward FLOPs plus a small per-layer term), exact (DP on the max). */

@@ -1,0 +1,102 @@
+/* Memory one rank holds (DESIGN.md §10), predicted from the same layout rules mp_stage.c allocates
+ * by: the arena (parameters, gradients, optimizer state, a slice of it with --zero 1), activation
+ * slabs as the rank's own action list keeps them (each chunk's pool grows to its own peak, plus the
+ * slab a pre-posted receive may take), a recomputing chunk's work buffers from its rerun forward to
+ * its W, scratch, the tied-E buffer, data-parallel buffers, the data set and the process's fixed
+ * overhead. The planner prints it per stage; `train` refuses a layout above --memory-per-rank. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "mp_stage.h"
+#include "mp_stage_mem.h"
+
+#define FLOAT_BYTES 4.0
+#define ALIGN_FLOATS 16
+
+static double arena_floats(size_t n) { return (double)((n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS); }
+
+/* Per chunk of this rank: slabs its pool grows to and work buffers held at once, walking the
+ * rank's action list in order. */
+static void walk_actions(const struct mp_mem_query *q, int *slabs, int *works)
+{
+    const struct mp_sched *s = q->sched;
+    int V = q->V, held[64] = {0}, work[64] = {0};
+    const struct mp_action *a = s->acts[q->rank];
+    for (size_t i = 0; i < s->n_acts[q->rank]; i++) {
+        int c = a[i].chunk;
+        if (c < 0 || c >= V || c >= 64)
+            continue;
+        int v = mp_vstage_of(q->rank, c, q->P);
+        int rc = q->recompute && q->recompute[v];
+        switch (a[i].kind) {
+        case MP_ACT_F:
+            held[c]++;
+            if (held[c] > slabs[c])
+                slabs[c] = held[c];
+            if (rc && works[c] < work[c] + 1) /* the forward's own, released right after */
+                works[c] = work[c] + 1;
+            break;
+        case MP_ACT_B:
+            if (rc && ++work[c] > works[c])
+                works[c] = work[c];
+            break;
+        case MP_ACT_W:
+            held[c]--;
+            if (rc)
+                work[c]--;
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
+{
+    const struct mp_model *m = q->m;
+    struct mp_mem_parts p;
+    memset(&p, 0, sizeof p);
+    int slabs[64] = {0}, works[64] = {0};
+    walk_actions(q, slabs, works);
+    double arena = 0, scratch = 0, biggest_light = 0;
+    int receives = 0;
+    for (int c = 0; c < q->V && c < 64; c++) {
+        int v = mp_vstage_of(q->rank, c, q->P);
+        int first = q->bounds[v], last = q->bounds[v + 1] - 1;
+        for (int i = first; i <= last; i++) {
+            const struct mp_layer *l = &m->layers[i];
+            arena += arena_floats(mp_layer_n_param(l));
+            double s = (double)(l->scratch_per_sample * q->mbs + l->scratch_fixed);
+            scratch = s > scratch ? s : scratch;
+            if (mp_layer_is_tied(l) || (l->kind == MP_LAYER_EMBED && q->tied_elsewhere))
+                p.tied = (double)l->vocab * (double)m->layers[1].n_out * FLOAT_BYTES;
+        }
+        size_t light, all;
+        mp_stage_slab_floats(m, first, last, q->mbs, &light, &all);
+        int rc = q->recompute && q->recompute[v];
+        double light_b = (double)(rc ? light : all) * FLOAT_BYTES;
+        p.acts += slabs[c] * light_b;
+        if (rc)
+            p.acts += works[c] * (double)(all - light) * FLOAT_BYTES;
+        if (v > 0 && slabs[c] < q->sched->M) { /* a pool holds at most M slabs */
+            receives = 1;
+            biggest_light = light_b > biggest_light ? light_b : biggest_light;
+        }
+    }
+    p.acts += receives ? biggest_light : 0; /* a receive posted ahead takes one slab more */
+    p.params = p.grads = arena * FLOAT_BYTES;
+    int slots = q->state_slots ? q->state_slots : 1; /* SGD's arena still has one slot */
+    p.optim = arena * slots * FLOAT_BYTES;
+    if (q->zero && q->D > 1)
+        p.optim /= q->D;
+    p.scratch = scratch * FLOAT_BYTES;
+    if (q->D > 1)
+        p.dp = arena * FLOAT_BYTES * (q->real_replicas ? (double)(q->D + 1) / q->D : 1.0);
+    p.data = q->data_bytes;
+    p.overhead = MP_MEM_OVERHEAD_BYTES;
+    p.total = p.params + p.grads + p.optim + p.acts + p.scratch + p.tied + p.dp + p.data +
+              p.overhead;
+    if (out)
+        *out = p;
+    return p.total;
+}

@@ -1,0 +1,39 @@
+/* Predicted memory of one rank (mp_stage_mem.c): the bytes the engine will allocate and touch for a
+ * layout, by kind, so the planner can respect --memory-per-rank and `train` can refuse a layout that
+ * would not fit before it starts. */
+#ifndef MP_STAGE_MEM_H
+#define MP_STAGE_MEM_H
+
+#include <stddef.h>
+
+#include "mp_layer.h"
+#include "mp_sched.h"
+
+/* The process before it holds any model: MPI (shared-memory segments included), BLIS's packing
+ * buffers, the C and MPI libraries. Measured with a 4-float model under mpirun on the 2-core EPYC
+ * (ru_maxrss 15.8–18.3 MB for 1–4 ranks) plus BLIS's skx packing blocks (~6 MB once a large GEMM
+ * ran); see docs for the measurement. */
+#define MP_MEM_OVERHEAD_BYTES (24.0 * 1024 * 1024)
+
+struct mp_mem_query {
+    const struct mp_model *m;
+    const int *bounds;            /* S + 1 virtual-stage boundaries */
+    const struct mp_sched *sched; /* the schedule one replica runs (its M) */
+    int rank, P, V, D;
+    int real_replicas;            /* 1: D replicas on D x P ranks; 0: emulated on P ranks */
+    size_t mbs;                   /* samples per micro-batch */
+    int state_slots;              /* optimizer floats per parameter */
+    int zero;                     /* --zero 1: optimizer state for 1/D of the arena */
+    int tied_elsewhere;           /* the tied head is on another rank than the embed */
+    const int *recompute;         /* per virtual stage, or NULL: none */
+    double data_bytes;            /* the data set every rank loads */
+};
+
+struct mp_mem_parts {
+    double params, grads, optim, acts, scratch, tied, dp, data, overhead, total;
+};
+
+/* Bytes rank q->rank holds at its peak; the parts in *out (may be NULL). */
+double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out);
+
+#endif

@@ -1,0 +1,82 @@
+/* Every rank's predicted memory for a plan, and recomputation where the cap needs it (see
+ * mp_plan_mem.h). The numbers come from the engine's allocation rules, so a plan and the run it
+ * launches agree: the run reports both side by side. */
+#include "mp_plan_mem.h"
+
+#include <stdlib.h>
+
+#include "mp_sched.h"
+#include "mp_stage_mem.h"
+
+/* Ranks 0..P-1 of replica 0 stand for every replica (they hold the same stages). */
+static double rank_bytes(const struct mp_plan *p, const struct mp_model *m, const int *bounds,
+                         const struct mp_sched *s, const struct mp_plan_mem_cfg *c,
+                         const int *rc, int r)
+{
+    int tied_elsewhere = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        const struct mp_layer *l = &m->layers[i];
+        if (!mp_layer_is_tied(l))
+            continue;
+        int a = -1, b = -1;
+        for (int v = 0; v < p->n_stages; v++) {
+            if (i >= bounds[v] && i < bounds[v + 1])
+                a = mp_vstage_rank(v, p->P);
+            if (l->tie_src >= bounds[v] && l->tie_src < bounds[v + 1])
+                b = mp_vstage_rank(v, p->P);
+        }
+        tied_elsewhere = a != b;
+    }
+    struct mp_mem_query q = {.m = m, .bounds = bounds, .sched = s, .rank = r, .P = p->P,
+                             .V = p->V, .D = p->D, .real_replicas = p->D > 1,
+                             .mbs = p->batch / (size_t)p->M, .state_slots = c->state_slots,
+                             .zero = c->zero, .tied_elsewhere = tied_elsewhere, .recompute = rc,
+                             .data_bytes = c->data_bytes};
+    return mp_mem_predict(&q, NULL);
+}
+
+int mp_plan_memory(struct mp_plan *p, const struct mp_model *m, const struct mp_plan_mem_cfg *c,
+                   double *need, struct mp_err *err)
+{
+    int S = p->n_stages, D = p->D > 0 ? p->D : 1;
+    int *bounds = malloc(sizeof(int) * (size_t)(S + 1));
+    int *rc = calloc((size_t)S, sizeof(int));
+    struct mp_sched s;
+    if (!bounds || !rc) {
+        free(bounds), free(rc);
+        return MP_FAIL(err, NOMEM, "out of memory");
+    }
+    for (int v = 0; v < S; v++)
+        bounds[v] = p->stages[v].first_layer;
+    bounds[S] = p->stages[S - 1].last_layer + 1;
+    if (mp_sched_make(&s, p->schedule, p->P, p->V, p->M / D, err)) {
+        free(bounds), free(rc);
+        return -1;
+    }
+    double worst = 0;
+    int worst_rank = 0;
+    for (int r = 0; r < p->P; r++) {
+        for (int v = r; v < S; v += p->P)
+            rc[v] = c->mode == MP_RECOMPUTE_ALL;
+        double b = rank_bytes(p, m, bounds, &s, c, rc, r);
+        if (c->mode == MP_RECOMPUTE_AUTO && c->cap > 0 && b > c->cap) {
+            for (int v = r; v < S; v += p->P)
+                rc[v] = 1;
+            b = rank_bytes(p, m, bounds, &s, c, rc, r);
+        }
+        for (int v = r; v < S; v += p->P) {
+            p->stages[v].recompute = rc[v];
+            p->stages[v].peak_mem_bytes = (size_t)b;
+        }
+        if (b > worst)
+            worst = b, worst_rank = r;
+    }
+    mp_sched_free(&s);
+    free(bounds), free(rc);
+    if (need)
+        *need = worst;
+    if (c->cap > 0 && worst > c->cap)
+        return MP_FAIL(err, USAGE, "stage rank %d needs %.0f MiB, over --memory-per-rank %.0f MiB",
+                       worst_rank, worst / 1048576.0, c->cap / 1048576.0);
+    return 0;
+}
