@@ -27,6 +27,7 @@ struct client {
     struct mp_fed_model fm;
     float *global;                /* the round's global weights, in the stage's arena layout */
     double *sq, *sq_all;          /* per-layer sums of squares: this stage's, every stage's */
+    float *tie_buf;               /* the other holder's gradient of a tied E (P > 1) */
     struct mp_lr_cfg lr;
     struct mp_fed_msg *msg;       /* header + this stage's floats: weights in, update out */
     size_t n_part, msg_bytes;
@@ -90,35 +91,75 @@ static void maybe_sleep(struct client *c, int round)
     nanosleep(&ts, NULL);
 }
 
-/* One local optimizer step on the batch in c->batch_idx; FedProx adds mu (w - w_global).
- * *loss: the batch's mean loss on the last stage, 0 on the others. */
+/* Tied embeddings (DESIGN.md §9), as `train` does them: once both of E's gradient accumulators
+ * are final, dE = dE_embed + dE_head, in that order, on both holders: locally when this stage
+ * holds both, else by exchanging the two with the client's other stage. */
+static int tie_gradients(struct client *c, struct mp_err *err)
+{
+    const struct mp_model *m = c->cfg->model;
+    struct mp_stage *st = &c->fm.st;
+    const struct mp_fed_layout *lay = &c->fm.lay;
+    for (int h = 0; h < m->n_layers; h++) {
+        const struct mp_layer *head = &m->layers[h];
+        if (!mp_layer_is_tied(head))
+            continue;
+        int e = head->tie_src;
+        size_t n = head->n_weight;
+        float *ge = st->layer_off[e] != SIZE_MAX ? st->grad + st->layer_off[e] : NULL;
+        float *gh = st->layer_off[h] != SIZE_MAX ? st->grad + st->layer_off[h] : NULL;
+        if (ge && gh)
+            for (size_t i = 0; i < n; i++)
+                ge[i] = gh[i] = ge[i] + gh[i];
+        if ((ge && gh) || (!ge && !gh))
+            continue;
+        if (!c->tie_buf && !(c->tie_buf = malloc(n * sizeof(float))))
+            return MP_FAIL(err, NOMEM, "client %d: out of memory for the tied gradient", c->id);
+        int peer = mp_layer_owner(lay->bounds, lay->S, lay->P, ge ? h : e);
+        float *mine = ge ? ge : gh;
+        int rq = -1, sq = -1, tag = (1 << 25) + h;
+        if (mp_xport_irecv(c->cx, c->tie_buf, n * sizeof(float), peer, tag, &rq, err) ||
+            mp_xport_isend(c->cx, mine, n * sizeof(float), peer, tag, &sq, err) ||
+            mp_xport_wait(c->cx, &rq, "the other holder's gradient of the tied E", err) ||
+            mp_xport_wait(c->cx, &sq, "the tied gradient of E to be sent", err))
+            return -1;
+        for (size_t i = 0; i < n; i++)
+            mine[i] = ge ? ge[i] + c->tie_buf[i] : c->tie_buf[i] + gh[i];
+    }
+    return 0;
+}
+
+/* One local optimizer step on the batch in c->batch_idx, one named tensor at a time (LAMB's
+ * trust ratio is per tensor); FedProx adds mu (w - w_global). *loss: the batch's mean loss per
+ * prediction on the last stage, 0 on the others. */
 static int local_step(struct client *c, uint64_t step, double lr, uint64_t run_seed,
                       double *loss, struct mp_err *err)
 {
     const struct mp_fed_cfg *cfg = c->cfg;
+    const struct mp_model *m = cfg->model;
     struct mp_stage *st = &c->fm.st;
+    size_t preds = cfg->batch * m->label_len;
     struct mp_exec_io io = {.ds = c->train, .idx = c->batch_idx, .seed = run_seed, .step = step,
-                            .global_batch = cfg->batch};
-    if (mp_exec_step(&c->fm.ex, &io, err))
+                            .global_batch = preds};
+    if (mp_exec_step(&c->fm.ex, &io, err) || tie_gradients(c, err))
         return -1;
     if (cfg->algo == MP_FED_FEDPROX) {
         float mu = (float)cfg->mu;
         for (size_t i = 0; i < st->n_param; i++)
             st->grad[i] += mu * (st->param[i] - c->global[i]);
     }
-    const struct mp_model *m = cfg->model;
     for (int i = 0; i < m->n_layers; i++) {
         const struct mp_layer *l = &m->layers[i];
-        if (st->layer_off[i] == SIZE_MAX)
+        if (st->layer_off[i] == SIZE_MAX || !mp_layer_n_param(l))
             continue;
-        for (int w = 0; w < 2; w++) {
-            size_t n = w ? l->n_bias : l->n_weight, o = st->layer_off[i] + (w ? l->n_weight : 0);
-            if (n)
-                mp_optim_step(&cfg->optim, (float)lr, step + 1, st->param + o, st->grad + o,
-                              st->state + o, st->n_param, n);
+        struct mp_tensor t[MP_LAYER_MAX_TENSORS];
+        int nt = mp_layer_tensors(l, t);
+        for (int w = 0; w < nt; w++) {
+            size_t o = st->layer_off[i] + t[w].off;
+            mp_optim_step(&cfg->optim, (float)lr, step + 1, st->param + o, st->grad + o,
+                          st->state + o, st->n_param, t[w].numel);
         }
     }
-    *loss = io.loss_sum / (double)cfg->batch;
+    *loss = io.loss_sum / (double)preds;
     return 0;
 }
 
@@ -202,7 +243,7 @@ static int attack(struct client *c, int round, struct mp_err *err)
         double total = 0;
         for (size_t i = 0; i < L; i++) {
             size_t n = mp_layer_n_param(&m->layers[i]);
-            if (!n)
+            if (!n || mp_layer_is_tied(&m->layers[i])) /* a tied copy of E counts once */
                 continue;
             total += c->sq_all[(size_t)mp_layer_owner(c->fm.lay.bounds, c->fm.lay.S, c->P,
                                                       (int)i) * L + i];
@@ -328,6 +369,7 @@ int mp__fed_client(const struct mp_fed_cfg *cfg, struct mp_xport *x, struct mp_x
     if (!rc)
         rc = serve(&c, err);
     free(c.msg), free(c.global), free(c.sq), free(c.sq_all), free(c.perm), free(c.batch_idx);
+    free(c.tie_buf);
     mp__fed_model_free(&c.fm);
     return rc;
 }

@@ -81,6 +81,8 @@ void mp__fed_layer_sq(const struct mp_stage *st, const float *a, const float *b,
     const struct mp_model *m = st->model;
     for (int i = 0; i < m->n_layers; i++) {
         size_t n = mp_layer_n_param(&m->layers[i]), o = st->layer_off[i];
+        if (mp_layer_is_tied(&m->layers[i])) /* a tied head's copy of E counts once, as E */
+            n = 0;
         double s = 0;
         for (size_t j = 0; n && o != SIZE_MAX && j < n; j++) {
             double d = (double)a[o + j] - (double)b[o + j];
@@ -131,7 +133,8 @@ int mp__fed_model_eval(struct mp_fed_model *fm, const struct mp_dataset *ds, dou
     size_t correct = 0;
     if (mp_exec_eval(&fm->ex, ds, &loss_sum, &correct, err))
         return -1;
-    *loss = ds->n ? loss_sum / (double)ds->n : 0;
-    *acc = ds->n ? (double)correct / (double)ds->n : 0;
+    double preds = (double)ds->n * (double)fm->st.model->label_len; /* T per sample for text */
+    *loss = preds > 0 ? loss_sum / preds : 0;
+    *acc = preds > 0 ? (double)correct / preds : 0;
     return 0;
 }

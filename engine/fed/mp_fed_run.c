@@ -96,6 +96,12 @@ int mp_fed_run(const struct mp_fed_cfg *cfg, struct mp_xport *x, struct mp_fed_r
         mp_xport_finalize(cx);
         return -1;
     }
+    if (!d.train.y) { /* byte-level text: the splits below cut by label */
+        mp_data_free(&d);
+        mp_xport_finalize(cx);
+        return MP_FAIL(err, USAGE, "fed: %s: federated splits of text data are not supported "
+                       "yet (they partition labelled samples)", cfg->data_src);
+    }
     struct mp_fed_split split;
     rc = mp_fed_split_make(&split, &cfg->split, d.train.y, d.train.n, d.n_classes, cfg->clients,
                            cfg->seed, err);

@@ -416,8 +416,9 @@ static void log_start(const struct server *s, const struct mp_fed_split *split, 
         for (int v = 0, a = 0; v < s->lay.S && a < (int)sizeof parts - 32; v++)
             a += snprintf(parts + a, sizeof parts - (size_t)a, "%s%d-%d", v ? " | " : "",
                           s->lay.bounds[v], s->lay.bounds[v + 1] - 1);
-        fprintf(stderr, "fed: each client is a %d-stage %s pipeline, %d micro-batches, layers "
-                "%s\n", s->P, mp_sched_name(cfg->schedule), s->lay.M, parts);
+        fprintf(stderr, "fed: each client is a %d-stage %s pipeline, %d micro-batch%s a step, "
+                "layers %s\n", s->P, mp_sched_name(cfg->schedule), s->lay.M,
+                s->lay.M > 1 ? "es" : "", parts);
     }
     if (cfg->server_opt != MP_FED_OPT_AVG || s->upd.opt.lr != 1.0)
         fprintf(stderr, "fed: server optimizer %s, server lr %g (beta1 %g, beta2 %g, tau %g)\n",

@@ -138,6 +138,31 @@ static int robust(struct mp_fed_update *u, float *const *theta, const int *ids, 
     return 1;
 }
 
+/* A tied head's copy of E is derived (DESIGN.md §9): the rules see it as zeros everywhere (so
+ * distances and norms count E once) and after the step it is E again, bit for bit. */
+static void untie(const struct mp_fed_update *u, float *x, float *const *theta, const int *ids,
+                  int n)
+{
+    const struct mp_model *m = u->st->model;
+    for (int h = 0; h < m->n_layers; h++) {
+        if (!mp_layer_is_tied(&m->layers[h]))
+            continue;
+        size_t o = u->st->layer_off[h], len = mp_layer_n_param(&m->layers[h]) * sizeof(float);
+        memset(x + o, 0, len);
+        for (int j = 0; j < n; j++)
+            memset(theta[ids[j]] + o, 0, len);
+    }
+}
+
+static void retie(const struct mp_fed_update *u, float *x)
+{
+    const struct mp_model *m = u->st->model;
+    for (int h = 0; h < m->n_layers; h++)
+        if (mp_layer_is_tied(&m->layers[h]))
+            memcpy(x + u->st->layer_off[h], x + u->st->layer_off[m->layers[h].tie_src],
+                   m->layers[h].n_weight * sizeof(float));
+}
+
 int mp__fed_update_round(struct mp_fed_update *u, int round, float *x, float *const *theta,
                          const int *ids, const uint64_t *samples, const double *scores, int n,
                          struct mp_fed_perf *perf, double *w, int *applied, char *note,
@@ -153,6 +178,7 @@ int mp__fed_update_round(struct mp_fed_update *u, int round, float *x, float *co
             snprintf(note, note_len, "%d updates, --min-clients %d", n, need);
         return 0;
     }
+    untie(u, x, theta, ids, n);
     int clipped = 0;
     double lo = INFINITY, hi = 0, norm;
     for (int j = 0; cfg->clip_update > 0 && j < n; j++) {
@@ -166,9 +192,12 @@ int mp__fed_update_round(struct mp_fed_update *u, int round, float *x, float *co
         dp_mean(u, round, x, theta, ids, n, w);
     else if (cfg->agg == MP_FED_AGG_SIZE || cfg->agg == MP_FED_AGG_PERF)
         weighted_mean(u, theta, ids, samples, scores, n, perf, w);
-    else if (!robust(u, theta, ids, n, w, note, note_len))
+    else if (!robust(u, theta, ids, n, w, note, note_len)) {
+        retie(u, x);
         return 0;
+    }
     mp_fed_opt_step(&u->opt, x, u->agg);
+    retie(u, x);
     *applied = 1;
     return 0;
 }
