@@ -58,6 +58,9 @@ static int setup_layout(struct loop *L, struct mp_err *err)
                        c->M);
     if (setup_ranks(L, err))
         return -1;
+    if (mp_sched_chunks(c->schedule, c->V) != c->V)
+        return MP_FAIL(err, USAGE, "schedule %s runs %d chunks per rank, not %d",
+                       mp_sched_name(c->schedule), mp_sched_chunks(c->schedule, c->V), c->V);
     L->S = c->P * c->V;
     L->bounds = malloc(sizeof(int) * (size_t)(L->S + 1));
     if (!L->bounds)
@@ -86,12 +89,14 @@ static double predict_memory(const struct loop *L, const int *rc, struct mp_mem_
     int tied_elsewhere = 0;
     for (int i = 0; i < m->n_layers; i++)
         if (mp_layer_is_tied(&m->layers[i]))
-            tied_elsewhere = mp_layer_owner(L->bounds, L->S, c->P, i) !=
-                             mp_layer_owner(L->bounds, L->S, c->P, m->layers[i].tie_src);
+            tied_elsewhere = mp_layer_owner(L->bounds, L->S, c->P, L->sched.place, i) !=
+                             mp_layer_owner(L->bounds, L->S, c->P, L->sched.place,
+                                            m->layers[i].tie_src);
     struct mp_mem_query q = {.m = m, .bounds = L->bounds, .sched = &L->sched, .rank = L->rank,
                              .P = c->P, .V = c->V, .D = L->D, .real_replicas = L->replica >= 0 &&
                              L->D > 1, .mbs = c->batch / (size_t)c->M,
                              .state_slots = mp_optim_state_slots(c->optim.kind),
+                             .zero = c->zero && L->replica >= 0 && L->D > 1,
                              .tied_elsewhere = tied_elsewhere, .recompute = rc,
                              .data_bytes = mp_data_bytes(&L->data)};
     return mp_mem_predict(&q, parts);
@@ -149,8 +154,8 @@ static int setup_state(struct loop *L, struct mp_err *err)
     int M_max = c->shard_speed ? c->M - L->D + 1 : L->Mr;
     if (c->shard_speed && !(L->scheds = calloc((size_t)c->M + 1, sizeof *L->scheds)))
         return MP_FAIL(err, NOMEM, "out of memory");
-    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, M_max, mbs,
-                      mp_optim_state_slots(c->optim.kind), err))
+    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, mp_sched_place(c->schedule),
+                      M_max, mbs, mp_optim_state_slots(c->optim.kind), err))
         return -1;
     if (memory_layout(L, err))
         return -1;
@@ -185,6 +190,8 @@ static int setup_state(struct loop *L, struct mp_err *err)
     if (rc)
         return -1;
     mp__train_dp_hooks(L);
+    if (mp__zero_setup(L, err))
+        return -1;
     if (c->trace_path) {
         mp_trace_init(&L->trace, L->wsize);
         L->ex.trace = &L->trace;
@@ -248,6 +255,7 @@ static int evaluate_every(struct loop *L, struct mp_err *err)
 }
 
 /* Checkpoint hooks (mp_ckpt.h): no-ops without --checkpoint. */
+static int ckpt_write(struct loop *L, int epoch, uint64_t cursor, struct mp_err *err);
 static void ckpt_io(struct loop *L, struct mp_ckpt_io *io)
 {
     *io = (struct mp_ckpt_io){.cfg = L->cfg, .lr = &L->lr, .st = &L->st, .bounds = L->bounds,
@@ -256,8 +264,26 @@ static void ckpt_io(struct loop *L, struct mp_ckpt_io *io)
 
 static int ckpt_save(struct loop *L, int epoch, uint64_t cursor, struct mp_err *err)
 {
-    if (!L->cfg->ckpt_dir || L->ckpt_saved == (int64_t)L->step || L->replica > 0)
+    if (!L->cfg->ckpt_dir || L->ckpt_saved == (int64_t)L->step)
+        return 0;
+    float *full = NULL;
+    if (mp__zero_full_state(L, &full, err))
+        return -1;
+    if (L->replica > 0)
         return 0; /* replicas hold the same state: replica 0 writes it */
+    struct mp_stage *st = &L->st;
+    float *own = st->state;
+    size_t lo = st->state_lo, len = st->state_len;
+    if (full) /* --zero 1: write the whole state, as an unsharded run would */
+        st->state = full, st->state_lo = 0, st->state_len = st->n_param;
+    int rc = ckpt_write(L, epoch, cursor, err);
+    st->state = own, st->state_lo = lo, st->state_len = len;
+    free(full);
+    return rc;
+}
+
+static int ckpt_write(struct loop *L, int epoch, uint64_t cursor, struct mp_err *err)
+{
     struct mp_ckpt_io io;
     ckpt_io(L, &io);
     struct mp_ckpt_pos p = {.step = L->step, .epoch = epoch, .cursor = cursor,
@@ -473,6 +499,8 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
         mp_xport_finalize(L.sx);
     free(L.order);
     free(L.tie_buf);
+    free(L.zero_counts);
+    free(L.zero_displs);
     free(L.reduce);
     free(L.bounds);
     if (err && rc)

@@ -38,7 +38,8 @@ struct loop {
                              compute seconds ([replica * P + stage]) */
     uint32_t *order;
     float *tie_buf;
-    struct mp_mem_parts mem_pred; /* this rank's predicted peak memory (mp_stage_mem.h) */       /* a tied head's E, the other holder's gradient (mp_train_step.c) */
+    struct mp_mem_parts mem_pred; /* this rank's predicted peak memory (mp_stage_mem.h) */
+    int *zero_counts, *zero_displs; /* --zero 1: each replica's slice of the arena (floats) */       /* a tied head's E, the other holder's gradient (mp_train_step.c) */
     FILE *metrics;
     uint64_t step;
     double train_time, busy_time, busy_wall;
@@ -50,6 +51,12 @@ struct loop {
 
 /* One optimizer step on the global batch idx[0 .. batch). */
 int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err);
+/* --zero 1 (mp_train_zero.c): whether this rank shards, the slices, the all-gather of updated
+ * parameters, and the whole state gathered on replica 0 for a checkpoint. */
+int mp__zero_active(const struct loop *L);
+int mp__zero_setup(struct loop *L, struct mp_err *err);
+int mp__zero_gather_params(struct loop *L, struct mp_err *err);
+int mp__zero_full_state(struct loop *L, float **full, struct mp_err *err);
 /* Real replicas: lets the executor start the bucketed reduction as layers finish. */
 void mp__train_dp_hooks(struct loop *L);
 

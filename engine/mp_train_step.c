@@ -25,6 +25,8 @@ static void update(struct loop *L, double lr, float clip_scale)
         size_t off = st->layer_off[i];
         if (off == SIZE_MAX || !mp_layer_n_param(l))
             continue;
+        if (off < st->state_lo || off >= st->state_lo + st->state_len)
+            continue; /* --zero 1: another replica updates it; the all-gather brings it here */
         if (clip_scale != 1.0f)
             mp_scale(st->grad + off, mp_layer_n_param(l), clip_scale);
         struct mp_tensor t[MP_LAYER_MAX_TENSORS];
@@ -32,7 +34,7 @@ static void update(struct loop *L, double lr, float clip_scale)
         for (int w = 0; w < nt; w++) {
             size_t o = off + t[w].off;
             mp_optim_step(&L->cfg->optim, (float)lr, L->step + 1, st->param + o, st->grad + o,
-                          st->state + o, st->n_param, t[w].numel);
+                          st->state + (o - st->state_lo), st->state_len, t[w].numel);
         }
     }
 }
@@ -60,7 +62,7 @@ static int tie_gradients(struct loop *L, struct mp_err *err)
         }
         if (!ge && !gh)
             continue;
-        int peer = mp_layer_owner(L->bounds, L->S, L->cfg->P, ge ? h : e);
+        int peer = mp_layer_owner(L->bounds, L->S, L->cfg->P, st->place, ge ? h : e);
         float *mine = ge ? ge : gh, *theirs = L->tie_buf;
         int tag = (1 << 25) + h, rq = -1, sq = -1;
         if (mp_xport_irecv(L->px, theirs, n * sizeof(float), peer, tag, &rq, err) ||
@@ -232,6 +234,8 @@ int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err)
     double lr = mp_lr_at(&L->lr, &L->lr_state, L->step);
     double t2 = mp_xport_now();
     update(L, lr, mp_clip_scale(sumsq, c->clip_norm));
+    if (mp__zero_gather_params(L, err))
+        return -1;
     double t3 = mp_xport_now();
     if (L->ex.trace && L->ex.trace->n < 200000)
         mp_trace_add(L->ex.trace, L->wrank, MP_ACT_STEP, -1, -1, t2 - L->ex.t_origin, t3 - t2);

@@ -231,11 +231,59 @@ void mp_gemm_path(enum mp_gemm_path path, int trans_a, int trans_b, size_t m, si
         gemm_cblas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+static struct mp_gemm_rec *recorder;
+
+void mp_gemm_record(struct mp_gemm_rec *rec) { recorder = rec; }
+
+const char *mp_gemm_blis_version(void)
+{
+    pthread_once(&native_once, native_setup);
+    return bli_info_get_version_str();
+}
+
 void mp_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha, const float *a,
              size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc)
 {
+    if (recorder) {
+        if (recorder->n < recorder->cap)
+            recorder->calls[recorder->n++] = (struct mp_gemm_call){
+                trans_a, trans_b, beta == 0.0f, m, n, k, lda, ldb, ldc};
+        else
+            recorder->dropped++;
+        if (recorder->skip)
+            return;
+    }
     mp_gemm_path(rule(trans_a, trans_b, m, n, k), trans_a, trans_b, m, n, k, alpha, a, lda, b,
                  ldb, beta, c, ldc);
+}
+
+/* BLIS's gemmt and trmm3 on row-major views (row stride ld, column stride 1; a transpose swaps the
+ * strides). Measured per head of models/gpt.mp (T = 128, hd = 64, 1 thread): the causal product
+ * as gemmt 18 µs against 19.5 for the square gemm, trmm3 13-14 µs against 19; at T = 512 gemmt
+ * 133 µs against 201 and trmm3 125-133 against 237-262. */
+void mp_gemmt_lower(int trans_a, int trans_b, size_t n, size_t k, float alpha, const float *a,
+                    size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc)
+{
+    pthread_once(&native_once, native_setup);
+    if (n == 0)
+        return;
+    rntm_t rntm = native_rntm;
+    inc_t rsa = trans_a ? 1 : (inc_t)lda, csa = trans_a ? (inc_t)lda : 1;
+    inc_t rsb = trans_b ? 1 : (inc_t)ldb, csb = trans_b ? (inc_t)ldb : 1;
+    bli_sgemmt_ex(BLIS_LOWER, BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, (dim_t)n, (dim_t)k, &alpha,
+                  (float *)a, rsa, csa, (float *)b, rsb, csb, &beta, c, (inc_t)ldc, 1, NULL, &rntm);
+}
+
+void mp_trmm_lower(int trans_l, size_t m, size_t n, float alpha, const float *l, size_t ldl,
+                   const float *b, size_t ldb, float beta, float *c, size_t ldc)
+{
+    pthread_once(&native_once, native_setup);
+    if (m == 0 || n == 0)
+        return;
+    rntm_t rntm = native_rntm;
+    bli_strmm3_ex(BLIS_LEFT, BLIS_LOWER, trans_l ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE,
+                  BLIS_NONUNIT_DIAG, BLIS_NO_TRANSPOSE, (dim_t)m, (dim_t)n, &alpha, (float *)l,
+                  (inc_t)ldl, 1, (float *)b, (inc_t)ldb, 1, &beta, c, (inc_t)ldc, 1, NULL, &rntm);
 }
 
 const char *mp_gemm_arch(void)

@@ -25,6 +25,34 @@ void mp_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha
 void mp_gemm_path(enum mp_gemm_path path, int trans_a, int trans_b, size_t m, size_t n, size_t k,
                   float alpha, const float *a, size_t lda, const float *b, size_t ldb, float beta,
                   float *c, size_t ldc);
+/* Lower-triangular products, for causal attention: BLIS computes only the blocks the triangle
+ * needs (about half the flops of the square product, in one call). One BLIS path each, with the
+ * same one-thread set-up as mp_gemm.
+ * mp_gemmt_lower: the lower triangle (diagonal included) of C (n, n) = alpha op(A) op(B) +
+ *   beta C, op(A) (n, k), op(B) (k, n); the strictly upper part of C is neither read nor written.
+ * mp_trmm_lower: C (m, n) = alpha op(L) B + beta C, L (m, m) lower triangular: only its lower
+ *   triangle, diagonal included, is read (whatever lies above it is ignored); op(L) is L or Lᵀ. */
+void mp_gemmt_lower(int trans_a, int trans_b, size_t n, size_t k, float alpha, const float *a,
+                    size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc);
+void mp_trmm_lower(int trans_l, size_t m, size_t n, float alpha, const float *l, size_t ldl,
+                   const float *b, size_t ldb, float beta, float *c, size_t ldc);
+/* Calibration (`mpipe plan` measuring this machine's rates): while a recorder is set, mp_gemm
+ * appends every call's shape to it (up to cap; `dropped` counts the rest) and, with skip, does not
+ * run it, so a layer pass can be timed without its GEMMs and its GEMMs timed one by one through
+ * the same path. Not thread-safe: one recorder for the process. NULL stops recording. */
+struct mp_gemm_call {
+    int trans_a, trans_b, beta_zero;
+    size_t m, n, k, lda, ldb, ldc;
+};
+struct mp_gemm_rec {
+    struct mp_gemm_call *calls;
+    size_t n, cap, dropped;
+    int skip;
+};
+void mp_gemm_record(struct mp_gemm_rec *rec);
+/* BLIS's version string (e.g. "0.9.0"), part of what a cache of measured rates is keyed by. */
+const char *mp_gemm_blis_version(void);
+
 /* BLIS's active sub-configuration name (e.g. "skx", "zen3"): ranks compare it at start-up.
  * The first call into this module initialises BLIS (one thread; on AVX-512 Intel CPUs it selects
  * BLIS's `skx` kernels via setenv("BLIS_ARCH_TYPE"), see mp_gemm.c), so call this early in main,

@@ -183,6 +183,9 @@ struct mp_model {
     size_t seq_len;     /* T for a token model, else 0 */
     size_t label_len;   /* labels (predictions) per sample: T for a token model, else 1 */
     int n_units;        /* partition units (layers[i].unit runs 0 .. n_units - 1; the input is 0) */
+    int dx_from;        /* the first layer whose input gradient anybody needs: one past the first
+                           layer with parameters (the leading parameter-free layers, e.g. MLP's
+                           flatten, only see the data), n_layers if none has any */
     size_t max_scratch_per_sample, max_scratch_fixed; /* over all layers */
 };
 

@@ -1,7 +1,9 @@
 /* The model spec parser's layer lines (DESIGN.md §5, §9): one line → one planned layer, added to the
  * model with its share of the digest. Every rejection is MP_ERR_INPUT "FILE:LINE: what is wrong" on
- * the line at fault, checked in line order, so the first message always points at the first bad
- * line. Shape checks that need a clear hint (dense after a 3-D shape, a kernel larger than its
+ * the line at fault. The whole file's bytes are checked first (text, lines of at most 4 KiB: a file
+ * that is not a spec says so, wherever its first syntax error lies); layer lines are then checked
+ * in order, except that a block's errors (never closed, a shape it does not keep) are found at its
+ * end. Shape checks that need a clear hint (dense after a 3-D shape, a kernel larger than its
  * input, pooling on a sequence) are made here before the kind's plan runs; plan's own messages get
  * the "FILE:LINE: " prefix added. The file's structure (blocks, units) is mp_spec_block.c. */
 #include "mp_layer.h"
@@ -254,9 +256,17 @@ static int parse_layer(struct spec *s, struct mp_layer *l, char *text)
     enum mp_layer_kind kind;
     l->ops = mp_layer_ops_find(tok[0], &kind);
     if (!l->ops) {
-        /* Suggest only a plausible typo; otherwise list what exists. */
+        /* Suggest only a plausible typo (block keywords included); otherwise list what exists. */
+        static const char *const blocks[] = {"repeat", "residual", "end"};
         const char *near = mp_layer_nearest_name(tok[0]);
         size_t len = strlen(tok[0]), d = mp__layer_name_distance(tok[0], near);
+        for (size_t b = 0; b < sizeof blocks / sizeof blocks[0]; b++) {
+            size_t db = mp__layer_name_distance(tok[0], blocks[b]);
+            if (db < d) {
+                d = db;
+                near = blocks[b];
+            }
+        }
         if (d <= 2 || d * 3 <= len)
             return fail_at(s, l->line, "unknown layer '%s' (did you mean '%s'?)", tok[0], near);
         return fail_at(s, l->line, "unknown layer '%s' (layers: input, dense, conv2d, maxpool, "
@@ -412,10 +422,13 @@ static int check_order(struct spec *s, const struct mp_layer *l)
         return fail_at(s, l->line, "a second `input` (the first is on line %d); only the first "
                        "layer may be input", m->layers[0].line);
     int after_tokens = m->n_layers == 1 && m->layers[0].tokens;
+    if (l->kind == MP_LAYER_EMBED && m->n_layers == 1 && !after_tokens)
+        return fail_at(s, l->line, "embed needs `input tokens T` right before it, but the input "
+                       "on line %d is not tokens", m->layers[0].line);
     if (l->kind == MP_LAYER_EMBED && !after_tokens)
-        return fail_at(s, l->line, "embed must come right after `input tokens T` (line 1 of the "
-                       "model's layers), not after %s", m->n_layers ? m->layers[m->n_layers - 1]
-                       .ops->name : "nothing");
+        return fail_at(s, l->line, "embed must come right after `input tokens T`, not after %s "
+                       "(line %d)", m->layers[m->n_layers - 1].ops->name,
+                       m->layers[m->n_layers - 1].line);
     if (after_tokens && l->kind != MP_LAYER_EMBED)
         return fail_at(s, l->line, "%s: after `input tokens T` the next layer must be `embed V C` "
                        "(byte ids become vectors there)", l->ops->name);
@@ -441,6 +454,11 @@ static int connect_lm_head(struct spec *s, struct mp_layer *l, struct mp_shape i
         return fail_at(s, l->line, "lm_head tied=1: its input width %zu differs from the embed's "
                        "C = %zu on line %d (use tied=0 or make the widths equal)", in.d[1],
                        e->n_out, e->line);
+    for (int i = 2; l->tied && i < m->n_layers; i++)
+        if (mp_layer_is_tied(&m->layers[i]))
+            return fail_at(s, l->line, "lm_head tied=1: the embed's E (line %d) is already tied "
+                           "to the lm_head on line %d; E ties to one head only (use tied=0)",
+                           e->line, m->layers[i].line);
     l->vocab = e->vocab;
     l->tie_src = l->tied ? e->index : -1;
     return 0;

@@ -13,6 +13,7 @@
 #include "mp_spec.h"
 
 #define SPEC_MAX_LAYERS 100000 /* after expanding repeats */
+#define SPEC_MAX_DEPTH 64       /* blocks open at once: parsing recurses once per level */
 
 struct spec_line {
     int no;     /* line number in the file */
@@ -24,6 +25,8 @@ struct reader {
     struct spec_line *lines;
     int n;
     int res_depth;  /* residual blocks open around the current line */
+    int depth;      /* blocks of either kind open around the current line */
+    char buf[SPEC_MAX_LINE + 1]; /* the layer parser cuts words in place; repeats reread */
     int next_unit;
 };
 
@@ -45,7 +48,17 @@ static const char *after_keyword(const char *text, const char *kw)
 
 static int parse_seq(struct reader *r, int *pos, int in_block);
 
-static int parse_repeat(struct reader *r, int *pos)
+/* A block opens on line `no`: refuse nesting so deep that the recursion could exhaust the stack. */
+static int enter_block(struct reader *r, int no, const char *kw)
+{
+    if (r->depth == SPEC_MAX_DEPTH)
+        return mp__spec_fail(r->s, no, "%s: blocks nested more than %d deep", kw,
+                             SPEC_MAX_DEPTH);
+    r->depth++;
+    return 0;
+}
+
+static int repeat_body(struct reader *r, int *pos)
 {
     struct spec *s = r->s;
     const struct spec_line *open = &r->lines[*pos];
@@ -56,6 +69,8 @@ static int parse_repeat(struct reader *r, int *pos)
     char *end = NULL;
     errno = 0;
     long long n = arg ? strtoll(word, &end, 10) : 0;
+    if (arg && !*end && errno == ERANGE)
+        return mp__spec_fail(s, open->no, "repeat: N = %s is too many copies", word);
     if (!arg || *end || errno || strlen(word) != strcspn(arg, " \t\r") ||
         arg[strlen(word) + strspn(arg + strlen(word), " \t\r")] != '\0')
         return mp__spec_fail(s, open->no, "repeat: usage: repeat N (a whole number of copies), "
@@ -101,7 +116,7 @@ static void shape_text(struct mp_shape s, char *buf, size_t len)
         snprintf(buf, len, "%zux%zux%zu", s.d[0], s.d[1], s.d[2]);
 }
 
-static int parse_residual(struct reader *r, int *pos)
+static int residual_body(struct reader *r, int *pos)
 {
     struct spec *s = r->s;
     struct mp_model *m = s->m;
@@ -150,6 +165,24 @@ static int parse_residual(struct reader *r, int *pos)
     return 0;
 }
 
+static int parse_repeat(struct reader *r, int *pos)
+{
+    if (enter_block(r, r->lines[*pos].no, "repeat"))
+        return -1;
+    int rc = repeat_body(r, pos);
+    r->depth--;
+    return rc;
+}
+
+static int parse_residual(struct reader *r, int *pos)
+{
+    if (enter_block(r, r->lines[*pos].no, "residual"))
+        return -1;
+    int rc = residual_body(r, pos);
+    r->depth--;
+    return rc;
+}
+
 /* Parses lines from *pos until the end of the file (returns 0) or an `end` (returns 1 with *pos
  * on it, which only a block may meet). */
 static int parse_seq(struct reader *r, int *pos, int in_block)
@@ -178,9 +211,8 @@ static int parse_seq(struct reader *r, int *pos, int in_block)
             return mp__spec_fail(s, ln->no, "more than %d layers", SPEC_MAX_LAYERS);
         if (r->res_depth == 0)
             s->unit = r->next_unit++;
-        char buf[SPEC_MAX_LINE + 1]; /* the layer parser cuts words in place; repeats reread */
-        snprintf(buf, sizeof buf, "%s", ln->text);
-        if (mp__spec_layer(s, ln->no, buf))
+        snprintf(r->buf, sizeof r->buf, "%s", ln->text);
+        if (mp__spec_layer(s, ln->no, r->buf))
             return -1;
         (*pos)++;
     }
@@ -245,6 +277,10 @@ static int finish_model(struct spec *s, int n_units)
     m->seq_len = m->tokens ? m->layers[0].out.d[0] : 0;
     m->label_len = mp_shape_rows(last->in);
     m->n_units = n_units;
+    m->dx_from = m->n_layers;
+    for (int i = m->n_layers - 1; i >= 1; i--)
+        if (mp_layer_n_param(&m->layers[i]))
+            m->dx_from = i + 1;
     for (int i = 0; i < m->n_layers; i++) {
         const struct mp_layer *l = &m->layers[i];
         if (l->scratch_per_sample > m->max_scratch_per_sample)

@@ -210,6 +210,23 @@ static int load_profile(const struct mp_model *m, size_t mb, const char *path,
     return rc;
 }
 
+/* Layer times from the measured table at its size nearest mb (by ratio), scaled by samples. */
+static void table_layers(const struct mp_model *m, size_t mb, const struct mp_cost_table *t,
+                         struct mp_plan_layer *out)
+{
+    int j = 0;
+    for (int c = 1; c < t->n_mbs; c++) {
+        double dc = fabs(log((double)t->mbs[c] / (double)mb));
+        j = dc < fabs(log((double)t->mbs[j] / (double)mb)) ? c : j;
+    }
+    double scale = (double)mb / (double)t->mbs[j];
+    for (int i = 1; i < m->n_layers && i < t->n_layers; i++) {
+        const double *r = &t->t[((size_t)j * (size_t)t->n_layers + (size_t)i) * 3];
+        out[i].fwd_s = r[0] * scale, out[i].bwd_input_s = r[1] * scale;
+        out[i].bwd_weight_s = r[2] * scale;
+    }
+}
+
 int mp_cost_layers(const struct mp_model *m, size_t mb, struct mp_cost_model *cm,
                    const char *profile, struct mp_plan_layer *out, struct mp_err *err)
 {
@@ -226,11 +243,14 @@ int mp_cost_layers(const struct mp_model *m, size_t mb, struct mp_cost_model *cm
     if (profile) {
         if (load_profile(m, mb, profile, out, err))
             return -1;
-        snprintf(cm->source, sizeof cm->source, "profile:%.55s", profile);
+        snprintf(cm->source, sizeof cm->source, "profile:%.150s", profile);
+    } else if (cm->table && cm->table->n_mbs > 0) {
+        table_layers(m, mb, cm->table, out);
     }
-    /* The engine skips layer 1's input gradient: nobody needs the gradient w.r.t. the data. */
-    if (m->n_layers > 1)
-        out[1].bwd_input_s = 0;
+    /* The engine skips the input gradient of layers before m->dx_from: it would reach only the
+     * data. */
+    for (int i = 1; i < m->dx_from && i < m->n_layers; i++)
+        out[i].bwd_input_s = 0;
     for (int i = 0; i < m->n_layers; i++)
         out[i].compute_s = out[i].fwd_s + out[i].bwd_input_s + out[i].bwd_weight_s;
     return 0;
@@ -245,6 +265,8 @@ int mp_cost_held_mb(enum mp_sched_kind kind, int P, int V, int M, int rank)
     case MP_SCHED_INTERLEAVED:  /* Megatron's warm-up: 2 (P - r - 1) + (V - 1) P, plus one */
         n = 2 * (P - rank - 1) + (V - 1) * P + 1;
         return n < M * V ? n : M * V;
+    case MP_SCHED_ZBV:  /* every rank at most 2 min(P, M) chunk-micro-batches (mp_sched_zbv.c) */
+        return 2 * (P < M ? P : M);
     default:  /* 1f1b, and zb1 which keeps 1F1B's peak (ZB-H1) */
         n = P - rank;
         return n < M ? n : M;
@@ -260,6 +282,8 @@ double mp_cost_allreduce_s(const struct mp_link *l, double bytes, int D)
 
 double mp_cost_optim_s(const struct mp_cost_model *cm, double param_bytes)
 {
+    if (cm->table && cm->table->optim_s_per_param > 0)
+        return param_bytes / sizeof(float) * cm->table->optim_s_per_param;
     return (3.0 + 2.0 * cm->optim_slots) * param_bytes / cm->mem_Bps;
 }
 
@@ -267,7 +291,8 @@ void mp_cost_fill_stages(struct mp_plan *p, int optim_slots)
 {
     for (int v = 0; v < p->n_stages; v++) {
         struct mp_plan_stage *st = &p->stages[v];
-        int r = v % p->P, Mr = p->M / (p->D > 0 ? p->D : 1);
+        int r = mp_vstage_rank(mp_sched_place(p->schedule), v, p->P);
+        int Mr = p->M / (p->D > 0 ? p->D : 1);
         st->compute_s = 0, st->param_bytes = 0;
         st->held_bytes = p->layers[st->first_layer - 1].act_bytes_out;
         for (int i = st->first_layer; i <= st->last_layer; i++) {

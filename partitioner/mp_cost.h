@@ -1,8 +1,9 @@
-/* The planner's cost model: seconds per layer per micro-batch (analytic FLOPs and bytes at
- * documented machine rates, or a measured profile), links per topology level (documented defaults
- * or `mpipe bench p2p --json`), memory per stage under a schedule, and the plan's predicted step
- * (the engine's own schedule generator and simulator). Planning is pure and fast: nothing here
- * measures the machine. */
+/* The planner's cost model: seconds per layer per micro-batch (this machine's measured rates from
+ * the calibration in tools/mp_calib.c, analytic FLOPs and bytes at documented machine rates, or a
+ * measured profile), links per topology level (documented defaults or `mpipe bench p2p --json`),
+ * memory per stage under a schedule, and the plan's predicted step (the engine's own schedule
+ * generator and simulator). Planning is pure and fast: nothing here measures the machine; the
+ * measurements come in as a table or as files. */
 #ifndef MP_COST_H
 #define MP_COST_H
 
@@ -23,11 +24,21 @@ struct mp_link {
     double latency_s, bandwidth_Bps;
 };
 
+/* Measured seconds per layer pass (tools/mp_calib.c) at each micro-batch size mbs[j]:
+ * t[(j * n_layers + i) * 3 + pass] for layer i and pass 0 F, 1 B, 2 W. */
+struct mp_cost_table {
+    int n_mbs, n_layers;
+    size_t *mbs;
+    double *t;
+    double optim_s_per_param;   /* the optimizer's step, seconds per parameter (0: unknown) */
+};
+
 struct mp_cost_model {
     double gemm_flops, mem_Bps, call_s;
+    const struct mp_cost_table *table; /* measured layer times, or NULL: analytic */
     struct mp_link link[MP_LINK_COUNT];
     int optim_slots;        /* floats of optimizer state per parameter (Adam: 2) */
-    char source[64];        /* "analytic" or "profile:FILE" */
+    char source[160];       /* "analytic", "profile:FILE" or what the table's rates came from */
 };
 
 void mp_cost_defaults(struct mp_cost_model *cm);
@@ -39,13 +50,14 @@ int mp_cost_load_links(struct mp_cost_model *cm, const char *path, struct mp_err
  * model's row efficiency). */
 int mp_cost_load_rates(struct mp_cost_model *cm, const char *path, struct mp_err *err);
 
-/* out[0..m->n_layers) for micro-batches of mb samples: analytic, or from `profile` (NULL: none;
+/* out[0..m->n_layers) for micro-batches of mb samples: from cm->table when it has mb (else the
+ * table's nearest size scaled by samples), analytic without a table, or from `profile` (NULL: none;
  * rows {index, kind, forward_s, backward_input_s, backward_weight_s[, batch]}; a row measured at
  * another batch is scaled linearly). Sets cm->source. */
 int mp_cost_layers(const struct mp_model *m, size_t mb, struct mp_cost_model *cm,
                    const char *profile, struct mp_plan_layer *out, struct mp_err *err);
 
-/* Micro-batches (micro-batch-chunks for interleaved) that `rank` holds at peak. */
+/* Micro-batches (micro-batch-chunks for interleaved and zbv) that `rank` holds at peak. */
 int mp_cost_held_mb(enum mp_sched_kind kind, int P, int V, int M, int rank);
 /* Ring allreduce of `bytes` over D ranks on the link l. */
 double mp_cost_allreduce_s(const struct mp_link *l, double bytes, int D);

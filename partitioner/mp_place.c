@@ -159,7 +159,7 @@ int mp_place_to_plan(struct mp_plan *p, const struct mp_placement *pl, const str
     }
     for (int v = 0; v < p->n_stages; v++) {
         struct mp_plan_stage *st = &p->stages[v];
-        int s = v % p->P;
+        int s = mp_vstage_rank(mp_sched_place(p->schedule), v, p->P);
         st->n_ranks = p->D < 64 ? p->D : 64;
         for (int d = 0; d < st->n_ranks; d++) {
             st->ranks[d] = d * p->P + s;

@@ -236,11 +236,13 @@ static int read_scalars(const struct rd *r, json_t *root, struct mp_plan *p)
         get_str(r, root, "cost_source", "", p->cost_source, sizeof p->cost_source))
         return -1;
     if (mp_sched_parse(sched, &p->schedule))
-        return bad(r, "schedule", "expected gpipe, 1f1b, interleaved or zb1");
+        return bad(r, "schedule", "expected gpipe, 1f1b, interleaved, zb1 or zbv");
     if (P > 4096 || D > 4096 || V > 64 || M > (1 << 24))
         return bad(r, P > 4096 ? "P" : D > 4096 ? "D" : V > 64 ? "V" : "M", "out of range");
-    if (V > 1 && p->schedule != MP_SCHED_INTERLEAVED)
-        return bad(r, "V", "must be 1 unless the schedule is interleaved");
+    if (p->schedule == MP_SCHED_ZBV && V != 2)
+        return bad(r, "V", "must be 2 for zbv (two chunks per rank in a V)");
+    if (V > 1 && p->schedule != MP_SCHED_INTERLEAVED && p->schedule != MP_SCHED_ZBV)
+        return bad(r, "V", "must be 1 unless the schedule is interleaved or zbv");
     if (M % D)
         return bad(r, "M", "must be a multiple of D");
     if (B % M)

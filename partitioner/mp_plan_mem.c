@@ -21,9 +21,9 @@ static double rank_bytes(const struct mp_plan *p, const struct mp_model *m, cons
         int a = -1, b = -1;
         for (int v = 0; v < p->n_stages; v++) {
             if (i >= bounds[v] && i < bounds[v + 1])
-                a = mp_vstage_rank(v, p->P);
+                a = mp_vstage_rank(s->place, v, p->P);
             if (l->tie_src >= bounds[v] && l->tie_src < bounds[v + 1])
-                b = mp_vstage_rank(v, p->P);
+                b = mp_vstage_rank(s->place, v, p->P);
         }
         tied_elsewhere = a != b;
     }
@@ -56,15 +56,16 @@ int mp_plan_memory(struct mp_plan *p, const struct mp_model *m, const struct mp_
     double worst = 0;
     int worst_rank = 0;
     for (int r = 0; r < p->P; r++) {
-        for (int v = r; v < S; v += p->P)
-            rc[v] = c->mode == MP_RECOMPUTE_ALL;
+        for (int k = 0; k < p->V; k++)
+            rc[mp_vstage_of(s.place, r, k, p->P)] = c->mode == MP_RECOMPUTE_ALL;
         double b = rank_bytes(p, m, bounds, &s, c, rc, r);
         if (c->mode == MP_RECOMPUTE_AUTO && c->cap > 0 && b > c->cap) {
-            for (int v = r; v < S; v += p->P)
-                rc[v] = 1;
+            for (int k = 0; k < p->V; k++)
+                rc[mp_vstage_of(s.place, r, k, p->P)] = 1;
             b = rank_bytes(p, m, bounds, &s, c, rc, r);
         }
-        for (int v = r; v < S; v += p->P) {
+        for (int k = 0; k < p->V; k++) {
+            int v = mp_vstage_of(s.place, r, k, p->P);
             p->stages[v].recompute = rc[v];
             p->stages[v].peak_mem_bytes = (size_t)b;
         }
@@ -76,7 +77,7 @@ int mp_plan_memory(struct mp_plan *p, const struct mp_model *m, const struct mp_
     if (need)
         *need = worst;
     if (c->cap > 0 && worst > c->cap)
-        return MP_FAIL(err, USAGE, "stage rank %d needs %.0f MiB, over --memory-per-rank %.0f MiB",
+        return MP_FAIL(err, USAGE, "rank %d needs %.0f MiB, over --memory-per-rank %.0f MiB",
                        worst_rank, worst / 1048576.0, c->cap / 1048576.0);
     return 0;
 }

@@ -22,7 +22,10 @@
 /* The scalar L:
  *   - ordinary layers: L = sum_i r_i * y_i with a random r, so dL/dy = r is the dy given to B/W;
  *   - loss layers (is_loss): L = loss_sum / global_batch, B is called with dy = NULL.
- * global_batch is 2 * batch so that a loss dividing by `batch` instead of ctx->global_batch fails.
+ * global_batch is 2 * batch (rows: 2 * batch * T on a sequence) so that a loss dividing by `batch`
+ * instead of ctx->global_batch fails. On a sequence (T, C) a loss gets one label per token.
+ * An embed's input is byte ids, not a variable: its x holds integer ids in [0, V) with repeats (so
+ * the scatter-add sums several rows into one E row), and only its parameters are checked.
  *
  * Kinks (relu at 0, maxpool ties): inputs are drawn so that no perturbation crosses one. Within a
  * sample, values alternate in sign with magnitudes on a jittered grid starting at FD_MARGIN: every
@@ -47,7 +50,7 @@
 struct fd_bufs {
     const struct mp_layer *l;
     struct mp_ctx ctx;
-    size_t batch, nx, ny, np, nsaved, nscratch;
+    size_t batch, nx, ny, np, nsaved, nscratch, nlabels;
     float *x, *param, *y, *saved, *scratch, *r, *dx, *dparam;
     int32_t *labels;
     double loss_sum;
@@ -105,7 +108,9 @@ static inline void fd_setup(struct fd_bufs *b, const struct mp_layer *l, size_t 
     b->r = fd_alloc(b->ny);
     b->dx = fd_alloc(b->nx);
     b->dparam = fd_alloc(b->np);
-    b->labels = calloc(batch ? batch : 1, sizeof(int32_t));
+    size_t rows = mp_shape_rows(l->in), feat = mp_shape_feat(l->in);
+    b->nlabels = batch * rows;
+    b->labels = calloc(b->nlabels ? b->nlabels : 1, sizeof(int32_t));
     assert_non_null(b->labels);
 
     struct mp_rng rng;
@@ -113,12 +118,15 @@ static inline void fd_setup(struct fd_bufs *b, const struct mp_layer *l, size_t 
     size_t in_len = mp_layer_in_len(l);
     for (size_t s = 0; s < batch; s++)
         fd_fill_sample(b->x + s * in_len, in_len, &rng);
+    if (l->kind == MP_LAYER_EMBED) /* ids: every third row reuses id 1 % V, the rest any id */
+        for (size_t r = 0; r < b->nx; r++)
+            b->x[r] = (float)(r % 3 == 1 ? 1 % l->vocab : mp_rng_below(&rng, l->vocab));
     for (size_t i = 0; i < b->np; i++)
         b->param[i] = 2.0f * mp_rng_uniform(&rng) - 1.0f;
     for (size_t i = 0; i < b->ny; i++)
         b->r[i] = 2.0f * mp_rng_uniform(&rng) - 1.0f;
-    for (size_t s = 0; s < batch; s++)
-        b->labels[s] = (int32_t)mp_rng_below(&rng, in_len ? in_len : 1);
+    for (size_t s = 0; s < b->nlabels; s++)
+        b->labels[s] = (int32_t)mp_rng_below(&rng, feat ? feat : 1);
 
     b->ctx.labels = b->labels;
     b->ctx.training = 1;
@@ -126,7 +134,7 @@ static inline void fd_setup(struct fd_bufs *b, const struct mp_layer *l, size_t 
     b->ctx.step = 3;
     b->ctx.micro_batch = 1;
     b->ctx.sample_base = 0;
-    b->ctx.global_batch = 2 * batch;
+    b->ctx.global_batch = 2 * b->nlabels;
     b->ctx.scratch = b->scratch;
     b->ctx.scratch_len = b->nscratch;
 }
@@ -231,8 +239,8 @@ static inline void fd_check_forward(struct fd_bufs *b)
         assert_true(isfinite(b->y[i]));
     if (!b->l->is_loss)
         return;
-    size_t n = mp_layer_in_len(b->l), hits = 0;
-    for (size_t s = 0; s < b->batch; s++) {
+    size_t n = mp_shape_feat(b->l->in), hits = 0;
+    for (size_t s = 0; s < b->nlabels; s++) { /* one prediction per row */
         const float *xs = b->x + s * n;
         size_t best = 0;
         for (size_t j = 1; j < n; j++)
@@ -310,7 +318,11 @@ static inline void fd_check_layer(const struct mp_layer *l, size_t batch, uint64
     for (size_t i = 0; i < b.nx; i++)
         assert_true(isfinite(b.dx[i]));
 
-    fd_compare(&b, "dx", b.x, b.dx, b.nx, seed);
+    if (l->kind == MP_LAYER_EMBED) /* nothing flows into ids: zeros if anyone asks */
+        for (size_t i = 0; i < b.nx; i++)
+            assert_true(b.dx[i] == 0.0f);
+    else
+        fd_compare(&b, "dx", b.x, b.dx, b.nx, seed);
     fd_compare(&b, "dparam", b.param, b.dparam, b.np, seed + 1);
     fd_teardown(&b);
 }

@@ -8,6 +8,7 @@ MPIPE=${1:?usage: test_cli_plan.sh path/to/mpipe}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
+export XDG_CACHE_HOME="$T/cache" # plan caches this machine's rates: never in the user's cache
 pass=0 fail=0
 
 ok() { pass=$((pass + 1)); echo "ok   $1"; }
@@ -47,6 +48,22 @@ grep -q '"oversubscribed": false' "$T/plan.json" && ok "2 ranks not oversubscrib
 expect_exit 0 "plan table" "$MPIPE" plan models/mlp.mp --stages 2
 grep -q "bottleneck: stage" "$T/out" && grep -q "samples/s" "$T/out" && grep -q "mpirun -np 2" \
     "$T/out" && ok "table names the bottleneck and the mpirun line" || bad "table content"
+
+# Without --schedule the planner weighs the schedules itself: its pick predicts a step no slower
+# than any schedule named explicitly, zbv among them.
+step_of() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['step_s'])" "$1"; }
+"$MPIPE" plan models/mlp.mp --stages 2 --batch 1024 --out "$T/pick.json" >/dev/null 2>"$T/err"
+slower=0
+for s in 1f1b interleaved zb1 zbv; do
+    "$MPIPE" plan models/mlp.mp --stages 2 --batch 1024 --schedule $s --out "$T/$s.json" \
+        >/dev/null 2>"$T/err"
+    python3 -c "import sys; sys.exit(float(sys.argv[1]) < float(sys.argv[2]) * (1 - 1e-9))" \
+        "$(step_of "$T/$s.json")" "$(step_of "$T/pick.json")" || slower=1
+done
+[ $slower -eq 0 ] && ok "plan without --schedule predicts no slower than any named schedule" \
+    || bad "plan's own schedule pick is slower than a named one"
+grep -q '"schedule": "zbv"' "$T/zbv.json" && grep -q '"V": 2' "$T/zbv.json" \
+    && ok "a zbv plan has 2 chunks per rank" || bad "zbv plan V"
 
 expect_exit 2 "unknown model file" "$MPIPE" plan models/no_such_model.mp --stages 2
 expect_exit 2 "more stages than layers" "$MPIPE" plan models/mlp.mp --stages 64
@@ -127,6 +144,50 @@ grep -q '"cost_source": "analytic, GEMM 123 GFLOPS measured"' "$T/out" &&
 echo '{"rows": [{"m": 32, "gflops": 40}]}' >"$T/rates_small.json"
 expect_exit 2 "plan --rates without a row of 256+ rows is refused" "$MPIPE" plan models/mlp.mp \
     --stages 2 --rates "$T/rates_small.json"
+
+# This machine's rates (no --profile, no --rates): measured once, cached per machine under
+# $XDG_CACHE_HOME/mpipe/, reused, refreshed on --recalibrate; a corrupt or foreign cache is
+# ignored with a warning and rewritten; --profile overrides and measures nothing.
+export XDG_CACHE_HOME="$T/calib"
+src() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['cost_source'])" "$1"; }
+cached() { python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['gemm']))" "$1"; }
+plan_tiny() { "$MPIPE" plan models/tiny_mlp.mp --stages 2 --batch 64 --out "$T/c.json" "$@"; }
+expect_exit 0 "plan measures this machine without --profile" plan_tiny
+cache=$(ls "$T"/calib/mpipe/rates-*.json 2>/dev/null | head -1)
+[ -n "$cache" ] && ok "the rates are cached under \$XDG_CACHE_HOME/mpipe/" || bad "no cache file"
+case "$(src "$T/c.json")" in "measured: "*" timed now, 0 from the cache"*)
+    ok "the plan records its rates as measured now" ;; *) bad "cost_source: $(src "$T/c.json")" ;;
+esac
+n=$(cached "$cache")
+expect_exit 0 "a second plan" plan_tiny
+case "$(src "$T/c.json")" in *"(0 timed now, $n from the cache)"*)
+    ok "a second plan reuses every cached shape" ;; *) bad "reuse: $(src "$T/c.json")" ;;
+esac
+expect_exit 0 "plan --recalibrate" plan_tiny --recalibrate
+case "$(src "$T/c.json")" in *"($n timed now, 0 from the cache)"*)
+    ok "--recalibrate measures again" ;; *) bad "recalibrate: $(src "$T/c.json")" ;;
+esac
+echo '{"format": "mpipe machine rates 2", "gemm": [' >"$cache"
+expect_exit 0 "plan with a corrupt cache" plan_tiny
+grep -q "ignoring the rates cache.*corrupt" "$T/err" && ok "a corrupt cache is named in a warning" \
+    || bad "no warning for a corrupt cache"
+[ "$(cached "$cache")" = "$n" ] && ok "the corrupt cache is rewritten" || bad "not rewritten"
+python3 -c "
+import json, sys; d = json.load(open(sys.argv[1])); d['cpu'] = 'Imaginary CPU 9000'
+json.dump(d, open(sys.argv[1], 'w'))" "$cache"
+expect_exit 0 "plan with a foreign cache" plan_tiny
+grep -q "ignoring the rates cache.*foreign" "$T/err" && ok "a foreign cache is named in a warning" \
+    || bad "no warning for a foreign cache"
+grep -q "Imaginary" "$cache" && bad "the foreign cache is not rewritten" \
+    || ok "the foreign cache is rewritten with this machine's key"
+rm -rf "$T/calib"
+expect_exit 0 "plan --profile" "$MPIPE" plan models/mlp.mp --stages 2 --profile "$T/profile.json" \
+    --out "$T/c.json"
+[ ! -e "$T/calib" ] && ok "--profile overrides: nothing measured or cached" || bad "cache written"
+export XDG_CACHE_HOME="$T/profile.json" # a file: no directory can be made under it
+expect_exit 0 "plan with an unwritable cache" plan_tiny
+grep -q "cannot write the rates cache" "$T/err" && ok "an unwritable cache is only a warning" \
+    || bad "no warning for an unwritable cache"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

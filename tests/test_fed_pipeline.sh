@@ -15,7 +15,7 @@ B="models/tiny.mp --clients 2 --data synthetic:600 --batch 32 --seed 5 --split d
 
 mpirun -np 3 --oversubscribe $MPIPE fed $B --save-weights "$TMP/p1.st" --checkpoint "$TMP/ck" \
     >"$TMP/p1.out" 2>"$TMP/p1.err"
-for s in 1f1b interleaved zb1; do
+for s in 1f1b interleaved zb1 zbv; do
     mpirun -np 5 --oversubscribe $MPIPE fed $B --client-stages 2 --schedule $s \
         --save-weights "$TMP/p2_$s.st" >"$TMP/p2_$s.out" 2>"$TMP/p2_$s.err"
 done
@@ -25,8 +25,9 @@ claim "--save-weights writes the last round's global model (the checkpoint's byt
     cmp -s "$TMP/p1.st" "$TMP/ck/round-2/global.safetensors"
 claim "2-stage 1f1b clients: the same weights, byte for byte, as 1-rank clients" \
     cmp -s "$TMP/p1.st" "$TMP/p2_1f1b.st"
-claim "...with interleaved (2 chunks a rank) and zb1 schedules too" bash -c \
-    "cmp -s '$TMP/p1.st' '$TMP/p2_interleaved.st' && cmp -s '$TMP/p1.st' '$TMP/p2_zb1.st'"
+claim "...with interleaved (2 chunks a rank), zb1 and zbv schedules too" bash -c \
+    "cmp -s '$TMP/p1.st' '$TMP/p2_interleaved.st' && cmp -s '$TMP/p1.st' '$TMP/p2_zb1.st' &&
+     cmp -s '$TMP/p1.st' '$TMP/p2_zbv.st'"
 claim "...and the same RESULT" test "$(grep '^RESULT' "$TMP/p1.out")" = \
     "$(grep '^RESULT' "$TMP/p2_1f1b.out")"
 claim "...the log names the clients' pipeline" \

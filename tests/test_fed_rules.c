@@ -357,7 +357,8 @@ static void rig_init(struct rig *g, int clients)
     memset(g, 0, sizeof *g);
     assert_int_equal(mp_model_parse(&g->m, "rig.mp", spec, sizeof spec - 1, &err), 0);
     int bounds[2] = {1, g->m.n_layers};
-    assert_int_equal(mp_stage_init(&g->st, &g->m, bounds, 0, 1, 1, 1, 4, 0, &err), 0);
+    assert_int_equal(mp_stage_init(&g->st, &g->m, bounds, 0, 1, 1, MP_VPLACE_LOOP, 1, 4, 0, &err),
+                     0);
     g->cfg.model = &g->m;
     g->cfg.clients = clients;
     g->cfg.fraction = 1;

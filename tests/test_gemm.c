@@ -286,6 +286,57 @@ static void test_x86_with_avx2_never_runs_the_reference_kernels(void **state)
 #endif
 }
 
+/* The triangular entries for causal attention against a double-precision reference on odd
+ * shapes with strided views: gemmt writes the lower triangle only (a sentinel above it survives),
+ * trmm reads only L's lower triangle (NaN above it is ignored), both transposes. */
+static void test_triangular_products_match_double_reference(void **state)
+{
+    (void)state;
+    struct mp_rng rng;
+    mp_rng_seed(&rng, 77);
+    const size_t ns[3] = {1, 37, 131}, ks[3] = {3, 5, 64};
+    for (int c = 0; c < 3; c++) {
+        size_t n = ns[c], k = ks[c], ld = k + 3, ldc = n + 2;
+        float *a = malloc(n * ld * sizeof *a), *b = malloc(n * ld * sizeof *b);
+        float *l = malloc(n * ldc * sizeof *l), *out = malloc(n * ldc * sizeof *out);
+        assert_non_null(a), assert_non_null(b), assert_non_null(l), assert_non_null(out);
+        for (size_t i = 0; i < n * ld; i++)
+            a[i] = 2.0f * mp_rng_uniform(&rng) - 1.0f, b[i] = 2.0f * mp_rng_uniform(&rng) - 1.0f;
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < ldc; j++)
+                l[i * ldc + j] = j <= i ? 2.0f * mp_rng_uniform(&rng) - 1.0f : NAN;
+        /* C = 0.5 A·Bᵀ, lower triangle: A, B (n, k) with leading dimension ld */
+        for (size_t i = 0; i < n * ldc; i++)
+            out[i] = 7.0f;
+        mp_gemmt_lower(0, 1, n, k, 0.5f, a, ld, b, ld, 0.0f, out, ldc);
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < n; j++) {
+                double want = 0;
+                for (size_t e = 0; e < k; e++)
+                    want += 0.5 * (double)a[i * ld + e] * (double)b[j * ld + e];
+                if (j > i)
+                    assert_true(out[i * ldc + j] == 7.0f);
+                else
+                    assert_true(fabs(out[i * ldc + j] - want) <= 1e-5 * (1 + fabs(want)));
+            }
+        /* C = 2 op(L)·B: L (n, n) lower, B (n, k) with leading dimension ld, C (n, k) */
+        for (int t = 0; t < 2; t++) {
+            mp_trmm_lower(t, n, k, 2.0f, l, ldc, b, ld, 0.0f, out, ldc);
+            for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < k; j++) {
+                    double want = 0;
+                    for (size_t e = 0; e < n; e++) {
+                        size_t r = t ? e : i, col = t ? i : e; /* op(L)[i][e] */
+                        if (col <= r)
+                            want += 2.0 * (double)l[r * ldc + col] * (double)b[e * ld + j];
+                    }
+                    assert_true(fabs(out[i * ldc + j] - want) <= 1e-5 * (1 + fabs(want)));
+                }
+        }
+        free(a), free(b), free(l), free(out);
+    }
+}
+
 int main(void)
 {
     user_arch = getenv("BLIS_ARCH_TYPE") != NULL;
@@ -299,6 +350,7 @@ int main(void)
         cmocka_unit_test(test_on_skx_both_paths_give_the_same_bits),
         cmocka_unit_test(test_arch_names_a_blis_configuration),
         cmocka_unit_test(test_x86_with_avx2_never_runs_the_reference_kernels),
+        cmocka_unit_test(test_triangular_products_match_double_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -86,6 +86,24 @@ static void test_cosine_endpoints_and_midpoint(void **state)
     assert_true(mp_lr_at(&c, &s, 109) > 0.001);
 }
 
+/* A run shorter than its warm-up (token models warm up for 100 steps; `--max-steps 50` is a
+ * short try) ramps towards base_lr as nanoGPT does: the cosine has no steps left to start from,
+ * and its end value (min_lr, 0 by default) once made the whole run train at LR 0. */
+static void test_cosine_run_inside_its_warmup_ramps_to_base(void **state)
+{
+    (void)state;
+    struct mp_lr_cfg c = cfg_of(MP_LR_COSINE, 0.1, 100);
+    c.total_steps = 6;
+    struct mp_lr_state s;
+    mp_lr_state_init(&s);
+    assert_near(mp_lr_at(&c, &s, 0), 0.001, 1e-15);
+    assert_near(mp_lr_at(&c, &s, 5), 0.006, 1e-15);
+    c.total_steps = 100; /* exactly the warm-up: still no decay phase */
+    assert_near(mp_lr_at(&c, &s, 99), 0.1, 1e-15);
+    c.total_steps = 101; /* one step of decay: the warm-up ramps to cos(0), the base */
+    assert_near(mp_lr_at(&c, &s, 99), 0.1, 1e-15);
+}
+
 /* torch semantics: a bad epoch is one whose loss is not below best * (1 - threshold); the LR is
  * multiplied by factor when the count of bad epochs exceeds patience. */
 static void test_plateau_reduces_after_patience_bad_epochs(void **state)
@@ -172,6 +190,7 @@ int main(void)
         cmocka_unit_test(test_warmup_ramps_linearly_to_base),
         cmocka_unit_test(test_step_multiplies_by_gamma_every_step_size_after_warmup),
         cmocka_unit_test(test_cosine_endpoints_and_midpoint),
+        cmocka_unit_test(test_cosine_run_inside_its_warmup_ramps_to_base),
         cmocka_unit_test(test_plateau_reduces_after_patience_bad_epochs),
         cmocka_unit_test(test_plateau_improvement_must_beat_relative_threshold),
         cmocka_unit_test(test_plateau_cooldown_ignores_bad_epochs),

@@ -8,7 +8,7 @@ S="--data synthetic:256 --batch 32 --seed 3 --max-steps 3"
 RUN="mpirun -np 2 --oversubscribe"
 
 $MPIPE train models/cnn.mp $S --micro-batches 4 --save-weights "$TMP/ref.st" >/dev/null 2>&1
-for sch in gpipe 1f1b interleaved zb1; do
+for sch in gpipe 1f1b interleaved zb1 zbv; do
     $RUN $MPIPE train models/cnn.mp $S --micro-batches 4 --schedule $sch \
         --save-weights "$TMP/$sch.st" >"$TMP/$sch.out" 2>&1
     claim "2-stage $sch CNN weights are byte-identical to one rank" cmp -s "$TMP/ref.st" "$TMP/$sch.st"

@@ -167,8 +167,8 @@ static void test_interleaved_with_one_chunk_is_1f1b(void **state)
         }
 }
 
-/* Non-zb schedules: W right after its B; zb1: the gradient leaves right after B. STEP is last;
- * one rank has no communication at all. */
+/* Non-zb schedules: W right after its B; zb1 and zbv: the gradient leaves right after B. STEP is
+ * last; one rank has no communication at all. */
 static void test_lists_follow_the_emission_rules(void **state)
 {
     (void)state;
@@ -183,7 +183,7 @@ static void test_lists_follow_the_emission_rules(void **state)
                 for (size_t i = 0; i + 1 < n; i++) {
                     if (P == 1)
                         assert_true(a[i].kind <= MP_ACT_W);
-                    if (a[i].kind == MP_ACT_B && kind != MP_SCHED_ZB1)
+                    if (a[i].kind == MP_ACT_B && kind != MP_SCHED_ZB1 && kind != MP_SCHED_ZBV)
                         assert_int_equal(a[i + 1].kind, MP_ACT_W);
                     if (a[i].kind == MP_ACT_RECV_ACT)
                         assert_int_equal(a[i + 1].kind, MP_ACT_F);
@@ -193,6 +193,100 @@ static void test_lists_follow_the_emission_rules(void **state)
             }
             mp_sched_free(&s);
         }
+}
+
+/* The V: rank r holds virtual stages r and 2P - 1 - r, every virtual stage exactly once, and the
+ * map between (rank, chunk) and virtual stage goes both ways. */
+static void test_zbv_places_two_chunks_per_rank_in_a_V(void **state)
+{
+    (void)state;
+    for (int P = 1; P <= 6; P++) {
+        int seen[12] = {0};
+        for (int r = 0; r < P; r++) {
+            assert_int_equal(mp_vstage_of(MP_VPLACE_VEE, r, 0, P), r);
+            assert_int_equal(mp_vstage_of(MP_VPLACE_VEE, r, 1, P), 2 * P - 1 - r);
+            for (int c = 0; c < 2; c++) {
+                int v = mp_vstage_of(MP_VPLACE_VEE, r, c, P);
+                assert_int_equal(mp_vstage_rank(MP_VPLACE_VEE, v, P), r);
+                assert_int_equal(mp_vstage_chunk(v, P), c);
+                seen[v]++;
+            }
+        }
+        for (int v = 0; v < 2 * P; v++)
+            assert_int_equal(seen[v], 1);
+    }
+    struct mp_sched s;
+    struct mp_err err;
+    mp_err_clear(&err);
+    make_ok(&s, MP_SCHED_ZBV, 3, 1, 4, NULL); /* zbv runs 2 chunks whatever V says */
+    assert_int_equal(s.V, 2);
+    assert_int_equal(s.place, MP_VPLACE_VEE);
+    mp_sched_free(&s);
+    assert_int_equal(mp_sched_alloc(&s, MP_SCHED_ZBV, 2, 3, 4), -1);
+}
+
+/* The rank at the turn of the V (P - 1) hands chunk 0's output to chunk 1 in memory: no message
+ * between its chunks; rank 0 holds both ends of the model and messages go r -> r + 1 on the way
+ * down and r + 1 -> r on the way back. */
+static void test_zbv_messages_follow_the_V(void **state)
+{
+    (void)state;
+    for (int P = 2; P <= 5; P++) {
+        struct mp_sched s;
+        make_ok(&s, MP_SCHED_ZBV, P, 2, 2 * P + 1, NULL);
+        for (int r = 0; r < P; r++)
+            for (size_t i = 0; i < s.n_acts[r]; i++) {
+                const struct mp_action *a = &s.acts[r][i];
+                int down = a->chunk == 0; /* chunk 0 runs down the ranks, chunk 1 back up */
+                if (a->kind == MP_ACT_SEND_ACT || a->kind == MP_ACT_RECV_GRAD)
+                    assert_true(down ? r < P - 1 : r > 0);
+                if (a->kind == MP_ACT_RECV_ACT || a->kind == MP_ACT_SEND_GRAD)
+                    assert_true(down ? r > 0 : r < P - 1);
+            }
+        mp_sched_free(&s);
+    }
+}
+
+/* Memory: 1F1B's budget in half-stages, 2 min(P, M) chunk-micro-batches on every rank. */
+static void test_zbv_holds_at_most_2_min_P_M_chunk_micro_batches(void **state)
+{
+    (void)state;
+    for (int P = 1; P <= 6; P++)
+        for (int M = 1; M <= 13; M++) {
+            struct mp_sched s;
+            struct mp_sched_report rep;
+            make_ok(&s, MP_SCHED_ZBV, P, 2, M, &rep);
+            for (int r = 0; r < P; r++)
+                if (rep.peak_inflight[r] > 2 * (P < M ? P : M))
+                    fail_msg("P=%d M=%d rank %d holds %d", P, M, r, rep.peak_inflight[r]);
+            mp_sched_free(&s);
+        }
+}
+
+/* W is split from B and moved: some W does not follow its own B, on every rank of a pipeline. */
+static void test_zbv_defers_weight_gradients(void **state)
+{
+    (void)state;
+    for (int P = 2; P <= 4; P++) {
+        struct mp_sched s;
+        make_ok(&s, MP_SCHED_ZBV, P, 2, 2 * P, NULL);
+        for (int r = 0; r < P; r++) {
+            int deferred = 0;
+            for (size_t i = 0; i < s.n_acts[r]; i++) {
+                const struct mp_action *a = &s.acts[r][i];
+                if (a->kind != MP_ACT_W)
+                    continue;
+                size_t j = i;
+                while (j > 0 && s.acts[r][j - 1].kind == MP_ACT_SEND_GRAD)
+                    j--;
+                const struct mp_action *b = j > 0 ? &s.acts[r][j - 1] : NULL;
+                deferred |= !b || b->kind != MP_ACT_B || b->mb != a->mb || b->chunk != a->chunk;
+            }
+            if (!deferred)
+                fail_msg("P=%d rank %d: every W right after its B", P, r);
+        }
+        mp_sched_free(&s);
+    }
 }
 
 static void test_names_round_trip_and_bad_arguments_are_usage_errors(void **state)
@@ -332,6 +426,32 @@ static void test_single_rank_needs_no_messages_and_rejects_them(void **state)
     expect_invalid(&s, "rank 0 action 1 (SEND_ACT mb 0 chunk 0)", "one rank");
 }
 
+/* zbv, P = 2, M = 1, by hand: rank 1 turns the V (virtual stages 1 and 2) in memory. */
+#define V0 "F0 SA0 RA0.1 F0.1 B0.1 SG0.1 RG0 B0 W0.1 W0 STEP"
+#define V1 "RA0 F0 F0.1 SA0.1 RG0.1 B0.1 B0 SG0 W0.1 W0 STEP"
+
+static void test_zbv_hand_built_turn_is_valid_and_a_message_across_it_is_not(void **state)
+{
+    (void)state;
+    struct mp_sched s;
+    struct mp_err err;
+    struct mp_sched_report rep;
+    build(&s, MP_SCHED_ZBV, 2, 2, 1, V0, V1);
+    assert_int_equal(mp_sched_validate(&s, &rep, &err), 0);
+    assert_int_equal(rep.peak_inflight[1], 2);
+    mp_sched_free(&s);
+    build(&s, MP_SCHED_ZBV, 2, 2, 1, V0,
+          "RA0 F0 SA0 RA0.1 F0.1 SA0.1 RG0.1 B0.1 B0 SG0 W0.1 W0 STEP");
+    expect_invalid(&s, "rank 1 action 2 (SEND_ACT mb 0 chunk 0)", "share rank 1");
+    build(&s, MP_SCHED_ZBV, 2, 2, 1, V0, "RA0 F0.1 F0 SA0.1 RG0.1 B0.1 B0 SG0 W0.1 W0 STEP");
+    expect_invalid(&s, "rank 1 action 1 (F mb 0 chunk 1)", "F of chunk 0 not run");
+    build(&s, MP_SCHED_ZBV, 2, 2, 1, V0, "RA0 F0 F0.1 SA0.1 RG0.1 B0 B0.1 SG0 W0.1 W0 STEP");
+    expect_invalid(&s, "rank 1 action 5 (B mb 0 chunk 0)", "B of chunk 1 not run");
+    /* Rank 0's chunk 1 takes its input from rank 1, not from its own chunk 0. */
+    build(&s, MP_SCHED_ZBV, 2, 2, 1, "F0 SA0 F0.1 B0.1 SG0.1 RG0 B0 W0.1 W0 STEP", V1);
+    expect_invalid(&s, "rank 0 action 2 (F mb 0 chunk 1)", "not received");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -342,6 +462,10 @@ int main(void)
         cmocka_unit_test(test_zb1_never_holds_more_than_1f1b_per_rank),
         cmocka_unit_test(test_interleaved_with_one_chunk_is_1f1b),
         cmocka_unit_test(test_lists_follow_the_emission_rules),
+        cmocka_unit_test(test_zbv_places_two_chunks_per_rank_in_a_V),
+        cmocka_unit_test(test_zbv_messages_follow_the_V),
+        cmocka_unit_test(test_zbv_holds_at_most_2_min_P_M_chunk_micro_batches),
+        cmocka_unit_test(test_zbv_defers_weight_gradients),
         cmocka_unit_test(test_names_round_trip_and_bad_arguments_are_usage_errors),
         cmocka_unit_test(test_hand_built_baseline_is_valid),
         cmocka_unit_test(test_missing_recv_is_caught_at_the_forward),
@@ -355,6 +479,7 @@ int main(void)
         cmocka_unit_test(test_W_out_of_micro_batch_order_is_caught),
         cmocka_unit_test(test_missing_backward_is_reported_at_end_of_list),
         cmocka_unit_test(test_single_rank_needs_no_messages_and_rejects_them),
+        cmocka_unit_test(test_zbv_hand_built_turn_is_valid_and_a_message_across_it_is_not),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

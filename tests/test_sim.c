@@ -1,5 +1,6 @@
 /* Claims about the event simulator (engine/pipeline/mp_sim.c): textbook closed forms for GPipe and 1F1B,
- * interleaving and zero-bubble beating 1F1B, link costs landing where expected, deadlocks
+ * interleaving and zero-bubble beating 1F1B, zbv beating zb1, link costs landing where expected
+ * (in a V too), deadlocks
  * reported, and peak activation memory behaving as DESIGN.md §8 says (flat for 1F1B, linear
  * in M for GPipe). */
 #include <setjmp.h>
@@ -100,6 +101,38 @@ static void test_zb1_is_strictly_faster_than_1f1b(void **state)
         }
 }
 
+/* The same model cut into 2P half-stages in a V: faster than zb1 for every M, and for M >= 2P
+ * with under a third of zb1's bubble (the W passes fill what 1F1B and zb1 leave idle). */
+static void test_zbv_beats_zb1_and_nearly_closes_the_bubble(void **state)
+{
+    (void)state;
+    struct costs whole, half;
+    equal_costs(&whole, 1, 1, 1);
+    equal_costs(&half, 0.5, 0.5, 0.5);
+    for (int P = 2; P <= 5; P++)
+        for (int M = 1; M <= 2 * P + 2; M++) {
+            double tz = sim(MP_SCHED_ZB1, P, 1, M, &whole), bz = res.bubble;
+            double tv = sim(MP_SCHED_ZBV, P, 2, M, &half), bv = res.bubble;
+            assert_close(res.busy_s[0], 3.0 * M, 1e-9); /* same work per rank as one stage */
+            if (!(tv < tz) || (M >= 2 * P && !(bv < bz / 3)))
+                fail_msg("P=%d M=%d: zbv %.3f (bubble %.4f), zb1 %.3f (bubble %.4f)", P, M, tv,
+                         bv, tz, bz);
+        }
+}
+
+/* In the V a message crosses each link twice each way (down and back up through chunk 0, then
+ * down and back up through chunk 1): P = 2, M = 1, unit passes, a W filling rank 0's wait. */
+static void test_zbv_messages_cross_the_links_of_the_V(void **state)
+{
+    (void)state;
+    struct costs k;
+    equal_costs(&k, 1, 1, 1);
+    double lat[4] = {0, 0.25, 0.75, 0}, bw[4] = {0, 0, 0, 0}; /* 0 -> 1 fast, 1 -> 0 slow */
+    k.c.link_latency_s = lat;
+    k.c.link_bandwidth_Bps = bw;
+    assert_close(sim(MP_SCHED_ZBV, 2, 2, 1, &k), 9.0 + 2 * (0.25 + 0.75), 1e-9);
+}
+
 static void test_link_latency_and_bandwidth_add_once_per_hop(void **state)
 {
     (void)state;
@@ -157,7 +190,7 @@ static void test_deadlocked_lists_are_reported(void **state)
     mp_sched_free(&s);
 }
 
-static void test_peak_memory_is_flat_for_1f1b_and_linear_for_gpipe(void **state)
+static void test_peak_memory_1f1b_flat_gpipe_linear_zbv_as_1f1b(void **state)
 {
     (void)state;
     struct costs k;
@@ -174,6 +207,20 @@ static void test_peak_memory_is_flat_for_1f1b_and_linear_for_gpipe(void **state)
         sim(MP_SCHED_ZB1, 2, 1, M, &k);
         assert_true(res.peak_act_bytes[0] <= 20 + 1e-9);
     }
+    /* zbv's chunks are half-stages (half the held bytes): its peak is 1F1B's, on every rank. */
+    struct costs h;
+    equal_costs(&h, 0.5, 0.5, 0.5);
+    for (int v = 0; v < MAXS; v++)
+        h.held[v] = 5;
+    for (int P = 2; P <= 4; P++)
+        for (int M = 1; M <= 2 * P + 1; M++) {
+            sim(MP_SCHED_1F1B, P, 1, M, &k);
+            double one = res.max_peak_act_bytes;
+            sim(MP_SCHED_ZBV, P, 2, M, &h);
+            if (!(res.max_peak_act_bytes <= one + 1e-9))
+                fail_msg("P=%d M=%d: zbv holds %.1f, 1f1b %.1f", P, M, res.max_peak_act_bytes,
+                         one);
+        }
     /* A slow link makes the sender hold its outgoing activation until delivery. */
     k.act[0] = 100;
     k.c.latency_s = 0.5;
@@ -212,10 +259,12 @@ int main(void)
         cmocka_unit_test(test_gpipe_and_1f1b_match_the_closed_forms),
         cmocka_unit_test(test_interleaving_shrinks_the_bubble_toward_the_megatron_form),
         cmocka_unit_test(test_zb1_is_strictly_faster_than_1f1b),
+        cmocka_unit_test(test_zbv_beats_zb1_and_nearly_closes_the_bubble),
+        cmocka_unit_test(test_zbv_messages_cross_the_links_of_the_V),
         cmocka_unit_test(test_link_latency_and_bandwidth_add_once_per_hop),
         cmocka_unit_test(test_send_overhead_is_busy_time_of_the_sender),
         cmocka_unit_test(test_deadlocked_lists_are_reported),
-        cmocka_unit_test(test_peak_memory_is_flat_for_1f1b_and_linear_for_gpipe),
+        cmocka_unit_test(test_peak_memory_1f1b_flat_gpipe_linear_zbv_as_1f1b),
         cmocka_unit_test(test_trace_gets_one_event_per_compute_action),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -55,6 +55,26 @@ static void test_mlp_spec_matches_pytorch_shapes_and_param_count(void **state)
     mp_model_free(&m);
 }
 
+/* The engine computes input gradients only where they reach a layer with parameters: from one
+ * past the first such layer (the MLP's flatten, then its first dense, only see the data). */
+static void test_dx_from_is_one_past_the_first_layer_with_parameters(void **state)
+{
+    (void)state;
+    struct mp_model m;
+    struct mp_err err;
+    load(&m, "models/mlp.mp"); /* input, flatten, dense, ... */
+    assert_int_equal(m.dx_from, 3);
+    mp_model_free(&m);
+    load(&m, "models/cnn.mp"); /* input, conv2d, ... */
+    assert_int_equal(m.dx_from, 2);
+    mp_model_free(&m);
+    static const char text[] = "input 1 4 4\nflatten\nrelu\ndropout 0.5\ndense 3\nsoftmax_xent\n";
+    mp_err_clear(&err);
+    assert_int_equal(mp_model_parse(&m, "mem.mp", text, sizeof text - 1, &err), 0);
+    assert_int_equal(m.dx_from, 5);
+    mp_model_free(&m);
+}
+
 static void test_cnn_spec_matches_pytorch_shapes_and_param_count(void **state)
 {
     (void)state;
@@ -365,6 +385,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mlp_spec_matches_pytorch_shapes_and_param_count),
+        cmocka_unit_test(test_dx_from_is_one_past_the_first_layer_with_parameters),
         cmocka_unit_test(test_cnn_spec_matches_pytorch_shapes_and_param_count),
         cmocka_unit_test(test_tiny_and_tiny_mlp_specs_parse),
         cmocka_unit_test(test_spec_accepts_comments_tabs_crlf_and_defaults_in_digest),

@@ -49,6 +49,20 @@ struct mp_bench_layer_time {
 int mp_bench_profile(const struct mp_model *m, size_t mb, double budget_s, int cold,
                      struct mp_bench_layer_time *out, int *reps, struct mp_err *err);
 
+/* Buffers for one layer call on mb samples, filled with small deterministic values (parameters
+ * initialised as training does, labels in range), and one call of its forward (which 0), input-
+ * grad (1) or weight-grad (2) kernel on them. */
+struct mp_bench_bufs {
+    float *x, *y, *saved, *dy, *dx, *param, *dparam, *scratch;
+    int32_t *labels;
+    size_t scratch_len;
+};
+int mp_bench_bufs_alloc(const struct mp_layer *l, size_t mb, struct mp_bench_bufs *b,
+                        struct mp_err *err);
+void mp_bench_bufs_free(struct mp_bench_bufs *b);
+void mp_bench_call(const struct mp_layer *l, const struct mp_ctx *ctx, struct mp_bench_bufs *b,
+                   int which, size_t mb);
+
 /* The benchmarks (mp_bench_*.c); argv[0] is the benchmark name. */
 int mp_bench_p2p(int argc, char **argv, struct mp_err *err);
 int mp_bench_gemm(int argc, char **argv, struct mp_err *err);

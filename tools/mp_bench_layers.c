@@ -16,13 +16,6 @@ struct layers_args {
     int json;
 };
 
-/* Buffers for one layer call on mb samples, filled with small deterministic values. */
-struct bufs {
-    float *x, *y, *saved, *dy, *dx, *param, *dparam, *scratch;
-    int32_t *labels;
-    size_t scratch_len;
-};
-
 static float *floats(size_t n, float scale)
 {
     float *p = malloc((n ? n : 1) * sizeof *p);
@@ -31,37 +24,41 @@ static float *floats(size_t n, float scale)
     return p;
 }
 
-static void free_bufs(struct bufs *b)
+void mp_bench_bufs_free(struct mp_bench_bufs *b)
 {
     free(b->x), free(b->y), free(b->saved), free(b->dy), free(b->dx), free(b->param);
     free(b->dparam), free(b->scratch), free(b->labels);
 }
 
-static int alloc_bufs(const struct mp_layer *l, size_t mb, struct bufs *b, struct mp_err *err)
+int mp_bench_bufs_alloc(const struct mp_layer *l, size_t mb, struct mp_bench_bufs *b,
+                        struct mp_err *err)
 {
     size_t in = mb * mp_layer_in_len(l), out = mb * mp_layer_out_len(l);
+    size_t rows = mb * mp_shape_rows(l->in), classes = mp_shape_feat(l->in);
     memset(b, 0, sizeof *b);
     b->scratch_len = l->scratch_per_sample * mb + l->scratch_fixed;
     b->x = floats(in, 1), b->y = floats(out, 0), b->dy = floats(out, 0.01f);
     b->dx = floats(in, 0), b->saved = floats(l->saved_per_sample * mb, 0);
     b->param = floats(mp_layer_n_param(l), 0), b->dparam = floats(mp_layer_n_param(l), 0);
     b->scratch = floats(b->scratch_len, 0);
-    b->labels = calloc(mb ? mb : 1, sizeof *b->labels);
+    b->labels = calloc(rows ? rows : 1, sizeof *b->labels); /* a loss on (T, V) has T per sample */
     if (!b->x || !b->y || !b->dy || !b->dx || !b->saved || !b->param || !b->dparam ||
         !b->scratch || !b->labels) {
-        free_bufs(b);
+        mp_bench_bufs_free(b);
         return MP_FAIL(err, NOMEM, "out of memory for layer %d on %zu samples", l->index, mb);
     }
-    for (size_t i = 0; i < mb; i++)
-        b->labels[i] = (int32_t)(i % (l->in.d[0] ? l->in.d[0] : 1));
+    for (size_t i = 0; i < rows; i++)
+        b->labels[i] = (int32_t)(i % (classes ? classes : 1));
+    if (l->kind == MP_LAYER_EMBED) /* its input is byte ids, which must lie in [0, V) */
+        for (size_t i = 0; i < in; i++)
+            b->x[i] = (float)((i * 2654435761u) % l->vocab);
     if (mp_layer_n_param(l))
         mp_layer_init_params(l, b->param, 1);
     return 0;
 }
 
-/* 0: forward, 1: B, 2: W. */
-static void call(const struct mp_layer *l, const struct mp_ctx *ctx, struct bufs *b, int which,
-                 size_t mb)
+void mp_bench_call(const struct mp_layer *l, const struct mp_ctx *ctx, struct mp_bench_bufs *b,
+                   int which, size_t mb)
 {
     if (which == 0)
         l->ops->forward(l, ctx, b->param, b->x, b->y, b->saved, mb);
@@ -87,19 +84,20 @@ static void evict_caches(void)
 }
 
 /* Median seconds of one call after two warm-up calls, repeated for the budget (5 to 200). */
-static double time_call(const struct mp_layer *l, const struct mp_ctx *ctx, struct bufs *b,
-                        int which, size_t mb, double budget, int cold, int *reps)
+static double time_call(const struct mp_layer *l, const struct mp_ctx *ctx,
+                        struct mp_bench_bufs *b, int which, size_t mb, double budget, int cold,
+                        int *reps)
 {
     double t[200];
     size_t n = 0;
     for (int w = 0; w < 2; w++)
-        call(l, ctx, b, which, mb);
+        mp_bench_call(l, ctx, b, which, mb);
     double start = mp_xport_now();
     while (n < 200 && (n < 5 || mp_xport_now() - start < 2 * budget)) {
         if (cold)
             evict_caches();
         double t0 = mp_xport_now();
-        call(l, ctx, b, which, mb);
+        mp_bench_call(l, ctx, b, which, mb);
         t[n++] = mp_xport_now() - t0;
     }
     if (reps && (int)n > *reps)
@@ -113,8 +111,8 @@ int mp_bench_profile(const struct mp_model *m, size_t mb, double budget_s, int c
     memset(out, 0, sizeof *out * (size_t)m->n_layers);
     for (int i = 1; i < m->n_layers; i++) {
         const struct mp_layer *l = &m->layers[i];
-        struct bufs b;
-        if (alloc_bufs(l, mb, &b, err))
+        struct mp_bench_bufs b;
+        if (mp_bench_bufs_alloc(l, mb, &b, err))
             return -1;
         double loss = 0;
         size_t correct = 0;
@@ -125,7 +123,7 @@ int mp_bench_profile(const struct mp_model *m, size_t mb, double budget_s, int c
         out[i].b = time_call(l, &ctx, &b, 1, mb, budget_s / 3, cold, reps);
         if (l->ops->backward_weight)
             out[i].w = time_call(l, &ctx, &b, 2, mb, budget_s / 3, cold, reps);
-        free_bufs(&b);
+        mp_bench_bufs_free(&b);
     }
     return 0;
 }
@@ -169,12 +167,13 @@ static int parse(struct layers_args *a, int argc, char **argv, struct mp_err *er
 }
 
 /* One row: measured times, bytes and the analytic estimate the planner would use. The engine
- * never runs layer 1's B (nobody needs the gradient w.r.t. the data), so neither does the sum. */
-static json_t *layer_row(struct mp_bench *b, const struct mp_layer *l, size_t mb,
+ * never runs B of the layers before the model's dx_from (it would reach only the data), so
+ * neither does the sum. */
+static json_t *layer_row(struct mp_bench *b, const struct mp_layer *l, int dx_from, size_t mb,
                          const struct mp_bench_layer_time *t, const struct mp_plan_layer *an)
 {
     struct mp_cost c = l->ops->cost(l, mb);
-    double measured = t->f + (l->index == 1 ? 0 : t->b) + t->w;
+    double measured = t->f + (l->index < dx_from ? 0 : t->b) + t->w;
     double ratio = an->compute_s > 0 ? measured / an->compute_s : 0;
     double bytes = c.bytes_fwd + c.bytes_bwd;
     fprintf(b->out, "%5d  %-12s %11.1f %11.1f %11.1f %12.0f %11.1f %7.2f\n", l->index,
@@ -223,8 +222,8 @@ static int report(struct mp_bench *b, const struct layers_args *a, const struct 
             "bwd_in_us", "bwd_w_us", "bytes", "analytic_us", "ratio");
     double sum[2] = {0, 0};
     for (int i = 1; !rc && i < m->n_layers; i++) {
-        mp_bench_row(b, layer_row(b, &m->layers[i], mb, &t[i], &an[i]));
-        sum[0] += t[i].f + (i == 1 ? 0 : t[i].b) + t[i].w, sum[1] += an[i].compute_s;
+        mp_bench_row(b, layer_row(b, &m->layers[i], m->dx_from, mb, &t[i], &an[i]));
+        sum[0] += t[i].f + (i < m->dx_from ? 0 : t[i].b) + t[i].w, sum[1] += an[i].compute_s;
     }
     fprintf(b->out, "# total measured %.3f ms, analytic %.3f ms per %zu samples (ratio %.2f)\n",
             sum[0] * 1e3, sum[1] * 1e3, mb, sum[1] > 0 ? sum[0] / sum[1] : 0);

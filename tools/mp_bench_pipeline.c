@@ -54,7 +54,7 @@ static int takes_value(const char *f)
 static int parse_list(const char *flag, const char *v, int names, long long max, int *out,
                       int *n, struct mp_err *err)
 {
-    static const char *const sched[] = {"gpipe", "1f1b", "interleaved", "zb1", NULL};
+    static const char *const sched[] = {"gpipe", "1f1b", "interleaved", "zb1", "zbv", NULL};
     char buf[256];
     snprintf(buf, sizeof buf, "%s", v);
     *n = 0;
@@ -101,9 +101,11 @@ static int parse_flag(struct pipe_args *a, const char *f, const char *v, struct 
 static int parse(struct pipe_args *a, int argc, char **argv, struct mp_err *err)
 {
     a->batch = 256, a->steps = 20, a->chunks = 2, a->budget_s = 0.15;
-    a->n_sched = 4, a->n_M = 4;
+    a->n_sched = MP_SCHED_COUNT, a->n_M = 4;
+    for (int i = 0; i < MP_SCHED_COUNT; i++)
+        a->sched[i] = i;
     for (int i = 0; i < 4; i++)
-        a->sched[i] = i, a->M[i] = 1 << i;
+        a->M[i] = 1 << i;
     for (int i = 1; i < argc;) {
         const char *f, *v;
         if (argv[i][0] != '-') {
@@ -282,7 +284,7 @@ static int stage_costs(const struct mp_model *m, const struct mp_bench_layer_tim
             const struct mp_layer *l = &m->layers[i];
             struct mp_cost c = l->ops->cost(l, mbs);
             f[v] += t[i].f, w[v] += t[i].w;
-            bw[v] += i == 1 ? 0 : t[i].b; /* the engine skips the data's gradient */
+            bw[v] += i < m->dx_from ? 0 : t[i].b; /* the engine skips the data's gradient */
             /* A slab keeps every output and its gradient, plus what layers save. */
             held[v] += (double)(2 * c.act_bytes_out + c.saved_bytes);
             params[v] += (double)mp_layer_n_param(l);
@@ -306,8 +308,8 @@ static int sim_once(const struct mp_model *m, const struct machine *mc, const st
     double max_rank = 0;
     for (int q = 0; q < r->P; q++) {
         double n = 0;
-        for (int v = q; v < S; v += r->P)
-            n += par[v];
+        for (int c = 0; c < r->V; c++)
+            n += par[mp_vstage_of(s->place, q, c, r->P)];
         max_rank = fmax(max_rank, n);
     }
     /* The step's small allreduce (loss, norms) is a few latencies, then each rank updates. */
@@ -346,11 +348,15 @@ static int simulate(const struct mp_model *m, const struct machine *mc, size_t b
                     held, par);
         for (int q = 0; q < r->P; q++) {
             double ws = 0;
-            for (int v = q; v < S; v += r->P)
+            for (int c = 0; c < r->V; c++) {
+                int v = mp_vstage_of(s.place, q, c, r->P);
                 ws += 2.0 * sizeof(float) * par[v] + held[v]; /* weights, grads, one slab */
+            }
             double miss = miss_fraction(mc, r->P, ws);
-            for (int v = q; v < S; v += r->P)
+            for (int c = 0; c < r->V; c++) {
+                int v = mp_vstage_of(s.place, q, c, r->P);
                 mix_profile(mc->prof_hot[k], mc->prof_cold[k], miss, bounds[v], bounds[v + 1], mix);
+            }
         }
         rc = sim_once(m, mc, &s, r, mbs, bounds, mix, buf, res, err);
     }
@@ -444,7 +450,7 @@ static int sweep_stages(struct mp_bench *b, const struct mp_model *m, const stru
     for (int si = 0; !rc && sub && si < a->n_sched; si++) {
         for (int mi = 0; !rc && mi < a->n_M; mi++) {
             struct pipe_row r = {.sched = (enum mp_sched_kind)a->sched[si], .P = P, .M = a->M[mi]};
-            r.V = r.sched == MP_SCHED_INTERLEAVED ? (int)a->chunks : 1;
+            r.V = mp_sched_chunks(r.sched, (int)a->chunks);
             if (!runnable(b, m, a, &r))
                 continue;
             if (b->rank == 0)

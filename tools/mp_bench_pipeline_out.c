@@ -59,7 +59,7 @@ static void panel(FILE *f, const struct pipe_row *rows, size_t n, int x0, const 
                   int bubble)
 {
     static const char *const color[MP_SCHED_COUNT] = {"#1f77b4", "#d62728", "#2ca02c",
-                                                      "#9467bd"};
+                                                      "#9467bd", "#ff7f0e"};
     const int W = 380, H = 260, y0 = 40;
     double xmax = 1, ymax = bubble ? 1 : 0;
     for (size_t i = 0; i < n; i++) {
@@ -105,7 +105,7 @@ int mp_pipe_write_svg(const char *path, const struct pipe_row *rows, size_t n, c
     panel(f, rows, n, 40, "samples/s vs micro-batches M", 0);
     panel(f, rows, n, 460, "measured bubble vs M", 1);
     static const char *const color[MP_SCHED_COUNT] = {"#1f77b4", "#d62728", "#2ca02c",
-                                                      "#9467bd"};
+                                                      "#9467bd", "#ff7f0e"};
     for (int s = 0; s < MP_SCHED_COUNT; s++)
         fprintf(f, "<text x='%d' y='350' font-size='12' fill='%s'>%s</text>\n", 40 + 110 * s,
                 color[s], mp_sched_name((enum mp_sched_kind)s));

@@ -11,5 +11,6 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err);   /* mp_cmd_plan.c *
 int mp_cmd_sim(int argc, char **argv, struct mp_err *err);    /* mp_cmd_sim.c */
 int mp_cmd_bench(int argc, char **argv, struct mp_err *err);  /* mp_cmd_bench.c */
 int mp_cmd_fed(int argc, char **argv, struct mp_err *err);    /* mp_cmd_fed.c */
+int mp_cmd_generate(int argc, char **argv, struct mp_err *err); /* mp_cmd_generate.c */
 
 #endif

@@ -53,7 +53,8 @@ static const char help[] =
     "  --delta D             the accountant's delta (default 1/C^1.1)\n"
     "Pipelined clients:\n"
     "  --client-stages P     each client is a P-stage pipeline of ranks (default 1)\n"
-    "  --schedule S          the clients' schedule: gpipe | 1f1b (default) | interleaved | zb1\n"
+    "  --schedule S          the clients' schedule: gpipe | 1f1b (default) | interleaved | zb1 |\n"
+    "                        zbv\n"
     "  --chunks V            virtual stages per rank for interleaved (default 2)\n"
     "  --micro-batches M     per local step (default: 1 for P = 1, else the largest divisor of B\n"
     "                        up to 2P, as train); the numbers depend on M, never on P\n"
@@ -175,8 +176,8 @@ static int parse_server_flag(struct fed_args *a, const char *f, const char *v, s
     } else if (mp_flag_is(f, "--schedule")) {
         enum mp_sched_kind kind;
         if (mp_sched_parse(v, &kind))
-            return MP_FAIL(err, USAGE, "--schedule %s: expected gpipe, 1f1b, interleaved or zb1",
-                           v);
+            return MP_FAIL(err, USAGE, "--schedule %s: expected gpipe, 1f1b, interleaved, zb1 or "
+                           "zbv", v);
         c->schedule = kind;
     } else if (mp_flag_is(f, "--save-weights"))
         c->save_weights = v;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mp_calib.h"
 #include "mp_cli.h"
 #include "mp_cost.h"
 #include "mp_flags.h"
@@ -33,12 +34,15 @@ static const char help[] =
     "                           8*P*D: bigger micro-batches run faster GEMMs, more shrink the\n"
     "                           bubble)\n"
     "  --batch B                global batch (default 256, as mpipe train; 32 for token models)\n"
-    "  --schedule S             gpipe, 1f1b (default), interleaved, zb1\n"
+    "  --schedule S             gpipe, 1f1b, interleaved, zb1, zbv (default: the best\n"
+    "                           predicted of 1f1b, interleaved, zb1 and zbv; 1f1b on 1 stage)\n"
     "  --chunks V               virtual stages per rank for interleaved (default 2)\n"
     "  --topology live|FILE.xml machine topology: hwloc on this machine (default) or an XML\n"
     "                           export (lstopo-no-graphics --of xml FILE.xml)\n"
     "  --hosts FILE             Open MPI hostfile (`host slots=N`, optional topology=FILE.xml)\n"
-    "  --profile PROFILE.json   measured layer times (mpipe bench layers --json)\n"
+    "  --profile PROFILE.json   measured layer times (mpipe bench layers --json) instead of\n"
+    "                           this machine's own rates\n"
+    "  --recalibrate            measure this machine's rates again instead of reusing the cache\n"
     "  --links P2P.json         measured links (mpipe bench p2p --json)\n"
     "  --rates GEMM.json        this machine's GEMM rate (mpipe bench gemm --json) instead of\n"
     "                           the documented default, for the analytic costs\n"
@@ -57,13 +61,20 @@ static const char help[] =
     "  --rankfile FILE          write an Open MPI rankfile (rank N=host slot=S:C)\n"
     "  --json                   print the plan JSON on stdout instead of the table\n"
     "\n"
-    "Costs without --profile: GEMM layers (dense, conv2d) take max(FLOPs / 60 GFLOPS,\n"
-    "bytes / 10 GB/s), other layers bytes / 10 GB/s, plus 2 us per kernel call. Links without\n"
+    "Costs without --profile or --rates: this machine's, measured in a few seconds the first\n"
+    "time: every GEMM shape the model's layers call (through the path training uses, warm),\n"
+    "each layer pass's element-wise part in place, and the optimizer step. GEMM rates are\n"
+    "cached in $XDG_CACHE_HOME/mpipe/ (default ~/.cache/mpipe/), one file per CPU model, BLIS\n"
+    "configuration and mpipe version; a corrupt or foreign file is ignored with a warning and\n"
+    "rewritten. The plan's cost_source says which. With --rates: GEMM layers (dense, conv2d)\n"
+    "take max(FLOPs / rate, bytes / 10 GB/s), other layers bytes / 10 GB/s, plus 2 us per\n"
+    "kernel call. Links without\n"
     "--links (latency, bandwidth): same L3 0.4 us 12 GB/s, same NUMA 0.6 us 10 GB/s, same\n"
     "socket 0.8 us 8 GB/s, cross-socket 1.5 us 5 GB/s, cross-host 25 us 1.1 GB/s. Memory per\n"
     "rank: 4 x params (weights, grads, Adam's 2 slots) + held micro-batches x activations\n"
-    "(1f1b and zb1: stage s holds min(P-s, M); gpipe: M; interleaved: Megatron's warm-up).\n"
-    "With interleaved, each of a rank's V chunks gets 1/V of --memory-per-rank.\n"
+    "(1f1b and zb1: stage s holds min(P-s, M); gpipe: M; interleaved: Megatron's warm-up;\n"
+    "zbv: each of its 2 chunks min(P, M)).\n"
+    "With interleaved and zbv, each of a rank's V chunks gets 1/V of --memory-per-rank.\n"
     "Ranks are replica-major (rank = replica*P + stage); consecutive stages take neighbouring\n"
     "cores. More ranks than cores is allowed: round-robin, a warning, \"oversubscribed\": true,\n"
     "and ranks sharing a core are predicted to run that many times slower.\n";
@@ -72,18 +83,23 @@ struct plan_args {
     const char *model, *topology, *hosts, *profile, *links, *rates, *out, *rankfile;
     long long stages, ranks, dp, micro, batch, chunks;  /* stages 0: auto */
     enum mp_sched_kind schedule;
+    int schedule_given;
     enum mp_part_kind partition;
     size_t mem_cap;
-    int json;
+    int json, recalibrate;
     int batch_given, optim_slots, zero;
+    enum mp_optim_kind optim;
     enum mp_recompute recompute;
 };
 
-static int takes_value(const char *f) { return strcmp(f, "--json") && strcmp(f, "--help"); }
+static int takes_value(const char *f)
+{
+    return strcmp(f, "--json") && strcmp(f, "--help") && strcmp(f, "--recalibrate");
+}
 
 static int parse_flag(struct plan_args *a, const char *f, const char *v, struct mp_err *err)
 {
-    static const char *const scheds[] = {"gpipe", "1f1b", "interleaved", "zb1", NULL};
+    static const char *const scheds[] = {"gpipe", "1f1b", "interleaved", "zb1", "zbv", NULL};
     static const char *const parts[] = {"uniform", "params", "optimal", NULL};
     int k;
     if (mp_flag_is(f, "--stages"))
@@ -100,7 +116,9 @@ static int parse_flag(struct plan_args *a, const char *f, const char *v, struct 
     if (mp_flag_is(f, "--chunks"))
         return mp_flag_int(f, v, 1, 64, &a->chunks, err);
     if (mp_flag_is(f, "--schedule"))
-        return mp_flag_choice(f, v, scheds, &k, err) ? -1 : (mp_sched_parse(v, &a->schedule), 0);
+        return mp_flag_choice(f, v, scheds, &k, err)
+                   ? -1
+                   : (mp_sched_parse(v, &a->schedule), a->schedule_given = 1, 0);
     if (mp_flag_is(f, "--partition"))
         return mp_flag_choice(f, v, parts, &k, err) ? -1 : (a->partition = (enum mp_part_kind)k, 0);
     if (mp_flag_is(f, "--memory-per-rank"))
@@ -119,6 +137,7 @@ static int parse_flag(struct plan_args *a, const char *f, const char *v, struct 
             return MP_FAIL(err, USAGE, "--optimizer %s: expected sgd, momentum, nesterov, adam, "
                            "adamw, rmsprop or lamb", v);
         a->optim_slots = mp_optim_state_slots(o);
+        a->optim = o;
         return 0;
     }
     const char **dst = mp_flag_is(f, "--topology") ? &a->topology
@@ -140,7 +159,7 @@ static int parse_args(struct plan_args *a, int argc, char **argv, struct mp_err 
     memset(a, 0, sizeof *a);
     a->topology = "live", a->batch = 256, a->schedule = MP_SCHED_1F1B;
     a->partition = MP_PART_OPTIMAL;
-    a->optim_slots = 2, a->recompute = MP_RECOMPUTE_AUTO;
+    a->optim_slots = 2, a->optim = MP_OPT_ADAM, a->recompute = MP_RECOMPUTE_AUTO;
     for (int i = 1; i < argc;) {
         const char *f, *v;
         if (argv[i][0] != '-' || !argv[i][1]) {
@@ -154,6 +173,8 @@ static int parse_args(struct plan_args *a, int argc, char **argv, struct mp_err 
             return -1;
         if (mp_flag_is(f, "--json"))
             a->json = 1;
+        else if (mp_flag_is(f, "--recalibrate"))
+            a->recalibrate = 1;
         else if (parse_flag(a, f, v, err))
             return -1;
         stages_given |= mp_flag_is(f, "--stages");
@@ -241,8 +262,9 @@ static int partition(struct mp_plan *p, const struct env *e, const struct mp_pla
         held[k] += (double)(2 * l->act_bytes_out + l->saved_bytes); /* outputs and their grads */
         item_last[k] = i;
     }
+    enum mp_vplace place = mp_sched_place(p->schedule);
     for (int v = 0; v < S; v++) {
-        int x = v % P, y = (v + 1) % P;
+        int x = mp_vstage_rank(place, v, P), y = mp_vstage_rank(place, (v + 1) % S, P);
         lat[v] = x == y ? 0 : p->link_latency_s[x * P + y];
         bw[v] = x == y ? 1e30 : p->link_bandwidth_Bps[x * P + y];
         const struct mp_link *rl = replica_link(e, pl, P, D, x);
@@ -285,8 +307,9 @@ static void rank_step_costs(struct mp_plan *p, const struct env *e, const struct
 {
     for (int r = 0; r < p->P; r++) {
         double bytes = 0;
-        for (int v = r; v < p->n_stages; v += p->P)
-            bytes += (double)p->stages[v].param_bytes;
+        for (int c = 0; c < p->V; c++)
+            bytes += (double)p->stages[mp_vstage_of(mp_sched_place(p->schedule), r, c, p->P)]
+                         .param_bytes;
         double opt = mp_cost_optim_s(&e->cm, bytes);
         double ar = mp_cost_allreduce_s(replica_link(e, pl, p->P, p->D, r), bytes, p->D);
         p->optim_step_s = fmax(p->optim_step_s, opt);
@@ -297,7 +320,7 @@ static void rank_step_costs(struct mp_plan *p, const struct env *e, const struct
 static int build(const struct env *e, int P, int D, int M, struct mp_plan *p, struct mp_err *err)
 {
     const struct plan_args *a = e->a;
-    int V = a->schedule == MP_SCHED_INTERLEAVED ? (a->chunks ? (int)a->chunks : 2) : 1;
+    int V = mp_sched_chunks(a->schedule, a->chunks ? (int)a->chunks : 2);
     int n = e->m->n_units - 1;
     if (P * V > n)
         return MP_FAIL(err, USAGE, "cannot split the %d %s of %s into %d stages%s: use "
@@ -372,6 +395,40 @@ static int build_best_m(const struct env *e, int P, int D, int M0, struct mp_pla
     return found ? 0 : build(e, P, D, M0, p, err);
 }
 
+/* Without --schedule, the best predicted of the schedules that keep 1F1B's memory or trade a
+ * little of it for a smaller bubble (gpipe only adds memory); the first of equals wins, so a tie
+ * keeps the simpler schedule. One stage has no bubble to remove: 1f1b. */
+static int build_best_sched(const struct env *e, int P, int D, int M0, struct mp_plan *p,
+                            struct mp_err *err)
+{
+    static const enum mp_sched_kind kinds[] = {MP_SCHED_1F1B, MP_SCHED_INTERLEAVED, MP_SCHED_ZB1,
+                                               MP_SCHED_ZBV};
+    if (e->a->schedule_given || P == 1)
+        return build_best_m(e, P, D, M0, p, err);
+    int found = 0;
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        struct plan_args a = *e->a;
+        struct env ek = *e;
+        struct mp_plan cand;
+        memset(&cand, 0, sizeof cand);
+        a.schedule = kinds[k], ek.a = &a;
+        if (build_best_m(&ek, P, D, M0, &cand, err)) {
+            mp_plan_free(&cand);
+            if (err->code == MP_ERR_NOMEM || err->code == MP_ERR_INPUT)
+                return -1;
+            continue; /* e.g. fewer layers than 2P chunks */
+        }
+        if (!found || cand.step_s < p->step_s) {
+            if (found)
+                mp_plan_free(p);
+            *p = cand, found = 1;
+        } else {
+            mp_plan_free(&cand);
+        }
+    }
+    return found ? 0 : -1;
+}
+
 static int micro_for(const struct plan_args *a, int P, int D, int *M, struct mp_err *err)
 {
     *M = a->micro ? (int)a->micro : default_micro((size_t)a->batch, P, D);
@@ -398,7 +455,7 @@ static int search(const struct env *e, int N, struct mp_plan *best, struct mp_er
         memset(&cand, 0, sizeof cand);
         if (N % D || (e->a->dp && D != e->a->dp) || micro_for(e->a, P, D, &M, &last_err))
             continue;
-        if (build_best_m(e, P, D, M, &cand, &last_err)) {
+        if (build_best_sched(e, P, D, M, &cand, &last_err)) {
             mp_plan_free(&cand);
             if (last_err.code == MP_ERR_NOMEM || last_err.code == MP_ERR_INPUT)
                 break;
@@ -436,7 +493,7 @@ static int plan_fixed(const struct env *e, struct mp_plan *p, struct mp_err *err
         return MP_FAIL(err, USAGE, "--ranks %lld is not --stages %d x --dp %d", a->ranks, P, D);
     if (micro_for(a, P, D, &M, err))
         return -1;
-    return build_best_m(e, P, D, M, p, err);
+    return build_best_sched(e, P, D, M, p, err);
 }
 
 static void layer_list(const struct mp_plan *p, const struct mp_plan_stage *st, char *out,
@@ -458,8 +515,8 @@ static void print_table(const struct mp_plan *p)
            "%zu), partition %s, costs %s\n", p->model, p->digest, mp_sched_name(p->schedule),
            p->P, p->D, p->V, p->M, p->batch / (size_t)p->M, p->batch, p->partition,
            p->cost_source);
-    printf("%-5s %-44s %-9s %-12s %-9s %10s %10s %10s %11s\n", "stage", "layers", "ranks", "host",
-           "cores", "compute_ms", "send_B/mb", "recv_B/mb", "peak_mem_MB");
+    printf("%-5s %-44s %-9s %-12s %-9s %10s %10s %10s %11s %9s\n", "stage", "layers", "ranks",
+           "host", "cores", "compute_ms", "send_B/mb", "recv_B/mb", "peak_mem_MB", "recompute");
     for (int v = 0; v < p->n_stages; v++) {
         const struct mp_plan_stage *st = &p->stages[v];
         char layers[45], ranks[64] = "", cores[64] = "";
@@ -470,9 +527,9 @@ static void print_table(const struct mp_plan *p)
         }
         size_t in = v > 0 ? p->layers[st->first_layer - 1].act_bytes_out : 0;
         size_t out = v < p->n_stages - 1 ? st->act_bytes : 0;
-        printf("%-5d %-44s %-9s %-12.12s %-9s %10.3f %10zu %10zu %11.1f\n", v, layers, ranks,
+        printf("%-5d %-44s %-9s %-12.12s %-9s %10.3f %10zu %10zu %11.1f %9s\n", v, layers, ranks,
                st->host, cores, 1e3 * st->compute_s, out + in, in + out,
-               (double)st->peak_mem_bytes / 1048576.0);
+               (double)st->peak_mem_bytes / 1048576.0, st->recompute ? "yes" : "no");
     }
     printf("predicted step %.3f ms, bubble %.3f, %.1f samples/s", 1e3 * p->step_s, p->bubble,
            p->samples_per_s);
@@ -521,6 +578,25 @@ static int emit(const struct plan_args *a, const struct mp_plan *p, struct mp_er
         return mp_plan_write(p, "-", err);
     print_table(p);
     print_launch(a, p, stdout);
+    return 0;
+}
+
+/* This machine's rates for every micro-batch size the plan may try: B / M for each M dividing B
+ * up to 8 micro-batches per rank (build_best_m's range), or B / M for a given M. */
+static int calibrate(const struct plan_args *a, const struct mp_model *m, int ranks,
+                     struct mp_cost_table *t, struct mp_cost_model *cm, struct mp_err *err)
+{
+    size_t B = (size_t)a->batch, mbs[64];
+    int n = 0;
+    for (size_t M = 1; M <= B && M <= (size_t)(8 * ranks) && n < 64; M++)
+        if (B % M == 0 && (!a->micro || M == (size_t)a->micro))
+            mbs[n++] = B / M;
+    if (n == 0)
+        return 0; /* no M fits: the plan says why */
+    if (mp_calib_table(m, mbs, n, a->optim, a->recalibrate, t, cm->source, sizeof cm->source,
+                       err))
+        return -1;
+    cm->table = t;
     return 0;
 }
 
@@ -598,6 +674,8 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
         return -1;
     if (m.tokens && !a.batch_given)
         a.batch = 32; /* as mpipe train's default for token models */
+    struct mp_cost_table table;
+    memset(&table, 0, sizeof table);
     int rc = mp_cluster_init(&cl, a.topology, a.hosts, err);
     if (rc == 0) {
         int N = a.ranks ? (int)a.ranks : a.stages ? (int)a.stages * (a.dp ? (int)a.dp : 1)
@@ -609,9 +687,11 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
             .data_bytes = mp_data_bytes_estimate(src, mp_layer_in_len(&m.layers[1]),
                                                  m.label_len)};
         e.cm.optim_slots = a.optim_slots;
-        if (a.stages)
+        if (!a.profile && !a.rates)
+            rc = calibrate(&a, &m, N, &table, &e.cm, err);
+        if (rc == 0 && a.stages)
             rc = plan_fixed(&e, &p, err);
-        else
+        else if (rc == 0)
             rc = search(&e, N, &p, err);
         if (rc && err->code == MP_ERR_USAGE && strstr(err->msg, "over --memory-per-rank"))
             rc = explain_no_fit(&e, a.stages ? (int)a.stages : 1, a.dp ? (int)a.dp : 1, err);
@@ -620,6 +700,7 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
         mp_plan_free(&p);
         mp_cluster_free(&cl);
     }
+    mp_calib_free(&table);
     mp_model_free(&m);
     return rc;
 }

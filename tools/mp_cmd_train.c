@@ -29,7 +29,7 @@ static const char help[] =
     "  --aggregate-weights F one weight per replica, for --aggregate custom\n"
     "  --shard-by S          equal (default) | speed (whole micro-batches per replica in\n"
     "                        proportion to its measured speed, re-balanced every 10 steps)\n"
-    "  --schedule S          gpipe | 1f1b | interleaved | zb1 (default 1f1b)\n"
+    "  --schedule S          gpipe | 1f1b | interleaved | zb1 | zbv (default 1f1b)\n"
     "  --chunks V            virtual stages per rank for interleaved (default 2)\n"
     "  --micro-batches M     micro-batches per step (default: largest divisor of B <= 2*P*D;\n"
     "                        1 on one rank)\n"
@@ -56,6 +56,8 @@ static const char help[] =
     "  --recompute R         none | auto (default: only stages the cap needs) | all: a\n"
     "                        recomputing stage keeps only its input per micro-batch in flight\n"
     "                        and reruns its forward before the backward (same bits)\n"
+    "  --zero 0|1            1: with --dp D on P*D ranks each replica keeps optimizer state for\n"
+    "                        1/D of its stage's parameters (ZeRO-1; same bits)\n"
     "Input and output:\n"
     "  --init FILE           start from a safetensors file (as written by --save-weights)\n"
     "  --save-weights FILE   write all parameters as safetensors (L{layer}.weight/.bias)\n"
@@ -94,14 +96,14 @@ static int takes_value(const char *f)
         "--lr-schedule", "--warmup", "--clip-norm", "--seed", "--init", "--shuffle", "--max-steps",
         "--save-weights", "--checkpoint", "--checkpoint-every", "--keep", "--trace", "--metrics",
         "--deadline", "--aggregate", "--aggregate-weights", "--dp-reduce", "--shard-by",
-        "--eval-every", "--eval-windows", "--recompute", "--memory-per-rank", NULL};
+        "--eval-every", "--eval-windows", "--recompute", "--memory-per-rank", "--zero", NULL};
     for (int i = 0; with_value[i]; i++)
         if (!strcmp(f, with_value[i]))
             return 1;
     return 0;
 }
 
-static const char *const sched_names[] = {"gpipe", "1f1b", "interleaved", "zb1", NULL};
+static const char *const sched_names[] = {"gpipe", "1f1b", "interleaved", "zb1", "zbv", NULL};
 static const char *const onoff[] = {"off", "on", NULL};
 
 static int parse_optim_flag(struct train_args *a, const char *f, const char *v, struct mp_err *err)
@@ -174,6 +176,9 @@ static int parse_run_flag(struct train_args *a, const char *f, const char *v, st
         if (mp_flag_choice(f, v, modes, &k, err))
             return -1;
         c->recompute = k;
+    } else if (mp_flag_is(f, "--zero")) {
+        static const char *const zero[] = {"0", "1", NULL};
+        return mp_flag_choice(f, v, zero, &c->zero, err);
     } else if (mp_flag_is(f, "--memory-per-rank")) {
         return mp_flag_bytes(f, v, &c->mem_cap, err);
     } else if (mp_flag_is(f, "--eval-windows")) {
@@ -304,7 +309,19 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
     if (strcmp(p.digest, m->digest))
         rc = MP_FAIL(err, INPUT, "%s: plan was made for another model (digest %s, %s has %s): "
                      "re-run mpipe plan", a->plan_path, p.digest, m->path, m->digest);
-    else if (!(*bounds = malloc(sizeof(int) * (size_t)(p.n_stages + 1))))
+    else if (p.n_layers != m->n_layers)
+        rc = MP_FAIL(err, INPUT, "%s: plan has %d layers, %s has %d: re-run mpipe plan",
+                     a->plan_path, p.n_layers, m->path, m->n_layers);
+    /* Every rank checks every boundary, so the rank-0 report names the bad one (a stage's own
+     * rank would find it alone and be silenced as a duplicate usage error). */
+    for (int v = 1; !rc && v < p.n_stages; v++) {
+        const struct mp_layer *l = &m->layers[p.stages[v].first_layer];
+        if (l->unit == m->layers[l->index - 1].unit)
+            rc = MP_FAIL(err, INPUT, "%s: stage %d starts at layer %d (%s, line %d), inside a "
+                         "residual block: a stage boundary falls only between top-level units",
+                         a->plan_path, v, l->index, l->ops->name, l->line);
+    }
+    if (!rc && !(*bounds = malloc(sizeof(int) * (size_t)(p.n_stages + 1))))
         rc = MP_FAIL(err, NOMEM, "out of memory");
     if (!rc && !(a->recompute_stages = calloc((size_t)p.n_stages, sizeof(int))))
         rc = MP_FAIL(err, NOMEM, "out of memory");
@@ -387,7 +404,7 @@ static int setup(struct train_args *a, struct mp_model *m, struct mp_xport *x, i
     c->D = a->dp ? (int)a->dp : 1;
     c->P = a->stages ? (int)a->stages : (mp_xport_size(x) % c->D ? mp_xport_size(x)
                                                                    : mp_xport_size(x) / c->D);
-    c->V = c->schedule == MP_SCHED_INTERLEAVED ? (a->chunks ? (int)a->chunks : 2) : 1;
+    c->V = mp_sched_chunks(c->schedule, a->chunks ? (int)a->chunks : 2);
     if (a->plan_path && apply_plan(a, m, bounds, err))
         return -1;
     if (c->P * c->V > m->n_units - 1)

@@ -16,6 +16,7 @@ static const char usage[] =
     "  train  MODEL.mp [...]                 train (one rank, or under mpirun -np N as a pipeline)\n"
     "  bench  p2p|gemm|layers|pipeline ...   topology-aware benchmarks\n"
     "  fed    MODEL.mp --clients C ...       federated training (under mpirun -np 1+C)\n"
+    "  generate MODEL.mp --weights F ...     text from a trained token model (key/value cache)\n"
     "\n"
     "exit codes: 0 ok, 2 bad usage or input, 3 I/O or checkpoint error, 4 a peer failed or a\n"
     "deadline passed, 5 numerical failure (NaN/Inf loss)\n";
@@ -59,7 +60,7 @@ int main(int argc, char **argv)
         const char *name;
         int (*run)(int, char **, struct mp_err *);
     } cmds[] = {{"train", mp_cmd_train}, {"plan", mp_cmd_plan}, {"sim", mp_cmd_sim},
-                {"bench", mp_cmd_bench}, {"fed", mp_cmd_fed}};
+                {"bench", mp_cmd_bench}, {"fed", mp_cmd_fed}, {"generate", mp_cmd_generate}};
     struct mp_err err;
     mp_err_clear(&err);
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {

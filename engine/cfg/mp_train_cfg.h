@@ -45,6 +45,7 @@ struct mp_train_cfg {
     int recompute;               /* --recompute: 0 none, 1 auto (only where the memory cap needs
                                     it), 2 all */
     const int *recompute_stages; /* per virtual stage, from a plan (NULL: by `recompute`) */
+    int zero;                    /* --zero 1: optimizer state sharded over the D replicas */
     size_t mem_cap;              /* --memory-per-rank (0: the host's memory / ranks on it) */
     uint64_t eval_every;         /* evaluate every K steps too (0: at epoch ends only) */
     size_t eval_windows;         /* token models: validation windows evaluated (0: all) */

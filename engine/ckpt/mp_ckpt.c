@@ -135,7 +135,7 @@ static int write_stages(const struct mp_ckpt_io *io, const char *tmp, uint64_t n
                     size_t o = st->layer_off[i] + lt[w].off;
                     snprintf(tt->name, sizeof tt->name, "L%d.%.23s%s", i, lt[w].name,
                              s < 0 ? "" : mp__ckpt_slot_suffix(io->cfg->optim.kind, s));
-                    tt->data = s < 0 ? st->param + o : st->state + (size_t)s * st->n_param + o;
+                    tt->data = s < 0 ? st->param + o : mp_stage_state(st, s, o);
                     tt->numel = lt[w].numel;
                 }
         }

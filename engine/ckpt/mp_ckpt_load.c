@@ -115,8 +115,9 @@ static int load_layer(const struct mp_ckpt_io *io, const struct mp_st_file *f, c
                 return MP_FAIL(err, CKPT, "%s: tensor %s is %s", path, name,
                                t ? "of the wrong shape" : "missing");
             size_t o = st->layer_off[i] + lt[w].off;
-            float *dst = s < 0 ? st->param + o : st->state + (size_t)s * st->n_param + o;
-            memcpy(dst, t->data, t->numel * sizeof(float));
+            float *dst = s < 0 ? st->param + o : mp_stage_state(st, s, o);
+            if (dst) /* --zero 1: only this replica's slice of the state */
+                memcpy(dst, t->data, t->numel * sizeof(float));
         }
     return 0;
 }

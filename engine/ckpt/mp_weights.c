@@ -9,11 +9,11 @@
 #include "mp_safetensors.h"
 #include "mp_sched.h"
 
-int mp_layer_owner(const int *bounds, int S, int P, int layer)
+int mp_layer_owner(const int *bounds, int S, int P, enum mp_vplace place, int layer)
 {
     for (int v = 0; v < S; v++)
         if (layer >= bounds[v] && layer < bounds[v + 1])
-            return mp_vstage_rank(v, P);
+            return mp_vstage_rank(place, v, P);
     return -1;
 }
 
@@ -50,7 +50,7 @@ int mp_weights_save(const struct mp_stage *st, const float *arena, const int *bo
         size_t n = mp_layer_n_param(l);
         if (!n || mp_layer_is_tied(l)) /* a tied head's E is saved once, as the embed's */
             continue;
-        int owner = mp_layer_owner(bounds, st->S, st->P, i);
+        int owner = mp_layer_owner(bounds, st->S, st->P, st->place, i);
         if (rank == owner && rank == 0)
             memcpy(all + off, arena + st->layer_off[i], n * sizeof(float));
         else if (rank == owner)

@@ -23,6 +23,11 @@ static int append_file(struct mp_data *d, size_t *cap, const char *path, struct 
     FILE *f = fopen(path, "rb");
     if (!f)
         return MP_FAIL(err, INPUT, "%s: cannot read: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return MP_FAIL(err, INPUT, "%s: is a directory, not a text file", path);
+    }
     for (;;) {
         if (d->n_bytes == *cap) {
             size_t nc = *cap ? 2 * *cap : 1 << 20;

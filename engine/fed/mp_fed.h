@@ -252,6 +252,7 @@ struct mp_fed_msg {
 struct mp_fed_layout {
     int P, V, S, M;
     enum mp_sched_kind sched;
+    enum mp_vplace place;          /* where virtual stages live (a V for zbv) */
     size_t mbs;
     int bounds[1025];
 };

@@ -114,7 +114,7 @@ static int tie_gradients(struct client *c, struct mp_err *err)
             continue;
         if (!c->tie_buf && !(c->tie_buf = malloc(n * sizeof(float))))
             return MP_FAIL(err, NOMEM, "client %d: out of memory for the tied gradient", c->id);
-        int peer = mp_layer_owner(lay->bounds, lay->S, lay->P, ge ? h : e);
+        int peer = mp_layer_owner(lay->bounds, lay->S, lay->P, lay->place, ge ? h : e);
         float *mine = ge ? ge : gh;
         int rq = -1, sq = -1, tag = (1 << 25) + h;
         if (mp_xport_irecv(c->cx, c->tie_buf, n * sizeof(float), peer, tag, &rq, err) ||
@@ -245,8 +245,9 @@ static int attack(struct client *c, int round, struct mp_err *err)
             size_t n = mp_layer_n_param(&m->layers[i]);
             if (!n || mp_layer_is_tied(&m->layers[i])) /* a tied copy of E counts once */
                 continue;
-            total += c->sq_all[(size_t)mp_layer_owner(c->fm.lay.bounds, c->fm.lay.S, c->P,
-                                                      (int)i) * L + i];
+            int owner = mp_layer_owner(c->fm.lay.bounds, c->fm.lay.S, c->P, c->fm.lay.place,
+                                       (int)i);
+            total += c->sq_all[(size_t)owner * L + i];
             d += n;
         }
         std = sqrt(total / (double)(d ? d : 1));

@@ -14,7 +14,8 @@ int mp__fed_layout(const struct mp_fed_cfg *cfg, struct mp_fed_layout *lay, stru
 {
     memset(lay, 0, sizeof *lay);
     lay->P = cfg->client_stages > 0 ? cfg->client_stages : 1;
-    lay->V = cfg->schedule == MP_SCHED_INTERLEAVED ? (cfg->chunks > 0 ? cfg->chunks : 2) : 1;
+    lay->V = mp_sched_chunks(cfg->schedule, cfg->chunks > 0 ? cfg->chunks : 2);
+    lay->place = mp_sched_place(cfg->schedule);
     lay->S = lay->P * lay->V;
     lay->M = cfg->micro_batches > 0 ? cfg->micro_batches : 1;
     lay->sched = cfg->schedule;
@@ -38,7 +39,7 @@ int mp__fed_layout(const struct mp_fed_cfg *cfg, struct mp_fed_layout *lay, stru
 
 static int owner(const struct mp_fed_layout *lay, int layer)
 {
-    return mp_layer_owner(lay->bounds, lay->S, lay->P, layer);
+    return mp_layer_owner(lay->bounds, lay->S, lay->P, lay->place, layer);
 }
 
 size_t mp__fed_part_len(const struct mp_model *m, const struct mp_fed_layout *lay, int stage)
@@ -103,8 +104,8 @@ int mp__fed_model_init(struct mp_fed_model *fm, const struct mp_model *m,
     static struct mp_sched_report rep; /* 4 KiB: not on the stack */
     if (mp_sched_validate(&fm->sched, &rep, err))
         return -1;
-    if (mp_stage_init(&fm->st, m, lay->bounds, rank, lay->P, lay->V, lay->M, lay->mbs,
-                      state_slots, err))
+    if (mp_stage_init(&fm->st, m, lay->bounds, rank, lay->P, lay->V, lay->place, lay->M,
+                      lay->mbs, state_slots, err))
         return -1;
     /* The same initial weights as `mpipe train --seed`: layer i from (seed, i). */
     for (int i = 0; i < m->n_layers; i++)

@@ -59,8 +59,11 @@ int mp_fed_cfg_check(struct mp_fed_cfg *c, struct mp_err *err)
                        c->trim_beta, m);
     if (c->client_stages < 1)
         c->client_stages = 1;
-    if (c->schedule != MP_SCHED_INTERLEAVED && c->chunks > 1)
-        return MP_FAIL(err, USAGE, "--chunks is for --schedule interleaved");
+    if (c->schedule != MP_SCHED_INTERLEAVED && c->chunks > 0 &&
+        c->chunks != mp_sched_chunks(c->schedule, c->chunks))
+        return MP_FAIL(err, USAGE, "--chunks %d: --schedule %s runs %d chunk%s a rank", c->chunks,
+                       mp_sched_name(c->schedule), mp_sched_chunks(c->schedule, c->chunks),
+                       mp_sched_chunks(c->schedule, c->chunks) > 1 ? "s" : "");
     if (c->micro_batches <= 0)
         c->micro_batches = default_micro_batches(c->batch, c->client_stages);
     if (c->server_lr <= 0)

@@ -451,7 +451,8 @@ int mp__fed_server(const struct mp_fed_cfg *cfg, struct mp_xport *x, const struc
     s.cfg = cfg, s.x = x, s.d = d, s.C = cfg->clients;
     mp_xport_set_deadline(x, cfg->round_deadline + 60);
     struct mp_fed_layout one = {.P = 1, .V = 1, .S = 1, .M = 1, .sched = MP_SCHED_1F1B,
-                                .mbs = cfg->batch, .bounds = {1, cfg->model->n_layers}};
+                                .place = MP_VPLACE_LOOP, .mbs = cfg->batch,
+                                .bounds = {1, cfg->model->n_layers}};
     int rc = mp__fed_layout(cfg, &s.lay, err);
     s.P = s.lay.P;
     s.R = s.C * s.P;

@@ -91,8 +91,12 @@ static double schedule_at(const struct mp_lr_cfg *cfg, const struct mp_lr_state 
 /* Linear warm-up ramps towards the schedule's starting value: lr * (step + 1) / warmup. */
 double mp_lr_at(const struct mp_lr_cfg *cfg, const struct mp_lr_state *s, uint64_t step)
 {
-    if (step < cfg->warmup)
-        return schedule_at(cfg, s, 0) * (double)(step + 1) / (double)cfg->warmup;
+    if (step < cfg->warmup) {
+        double top = schedule_at(cfg, s, 0);
+        if (cfg->kind == MP_LR_COSINE && cfg->total_steps <= cfg->warmup)
+            top = cfg->base_lr; /* the run ends inside its warm-up: no decay phase, no min_lr */
+        return top * (double)(step + 1) / (double)cfg->warmup;
+    }
     return schedule_at(cfg, s, step - cfg->warmup);
 }
 

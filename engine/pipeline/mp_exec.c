@@ -115,10 +115,9 @@ void mp_exec_free(struct mp_exec *e)
 static void describe(const struct mp_exec *e, size_t i, char *buf, size_t len)
 {
     const struct mp_action *a = &e->acts[i];
-    const struct mp_stage *st = e->st;
-    int v = mp_vstage_of(st->rank, a->chunk, st->P);
+    const struct mp_chunk *c = &e->st->chunk[a->chunk];
     int is_act = a->kind == MP_ACT_RECV_ACT || a->kind == MP_ACT_SEND_ACT;
-    int peer = mp_vstage_rank(is_act ? v - 1 : v + 1, st->P);
+    int peer = is_act ? c->prev_rank : c->next_rank;
     snprintf(buf, len, "%s of micro-batch %d %s rank %d (%s action %zu: %s chunk %d)",
              is_act ? "activation" : "gradient", a->mb,
              a->kind == MP_ACT_RECV_ACT || a->kind == MP_ACT_RECV_GRAD ? "from" : "to", peer,
@@ -145,7 +144,7 @@ static int post_recv(struct mp_exec *e, size_t i, int ahead, struct mp_err *err)
             return -1;
         buf = act_buf(c, s, 0);
         bytes = st->mbs * in_len(st, c) * sizeof(float);
-        peer = mp_vstage_rank(c->v - 1, st->P);
+        peer = c->prev_rank;
         tag = msg_tag(st, a->mb, c->v - 1, DIR_ACT);
     } else {
         s = mp_stage_slab_find(st, a->chunk, a->mb);
@@ -153,7 +152,7 @@ static int post_recv(struct mp_exec *e, size_t i, int ahead, struct mp_err *err)
             return 0;
         buf = grad_buf(c, s, c->n);
         bytes = st->mbs * out_len(st, c) * sizeof(float);
-        peer = mp_vstage_rank(c->v + 1, st->P);
+        peer = c->next_rank;
         tag = msg_tag(st, a->mb, c->v + 1, DIR_GRAD);
     }
     if (mp_xport_irecv(e->x, buf, bytes, peer, tag, &e->recv_req[i], err))
@@ -280,9 +279,9 @@ static int do_forward(struct mp_exec *e, const struct mp_action *a, struct mp_ex
     chunk_forward(e, a->chunk, s, &ctx, st->mbs);
     mp_stage_work_release(st, a->chunk, s); /* recomputing: only the light part stays */
     s->f_done = 1;
-    if (st->P == 1 && c->v < st->S - 1) { /* hand the output to the next chunk of this rank */
-        struct mp_chunk *next = &st->chunk[a->chunk + 1];
-        struct mp_slab *ns = mp_stage_slab_get(st, a->chunk + 1, a->mb, err);
+    if (c->next_local >= 0) { /* hand the output to the next chunk of this rank */
+        struct mp_chunk *next = &st->chunk[c->next_local];
+        struct mp_slab *ns = mp_stage_slab_get(st, c->next_local, a->mb, err);
         if (!ns)
             return -1;
         memcpy(act_buf(next, ns, 0), act_buf(c, s, c->n), st->mbs * out_len(st, c) * sizeof(float));
@@ -335,7 +334,7 @@ static int do_backward_input(struct mp_exec *e, const struct mp_action *a, struc
     }
     for (int k = c->n - 1; k >= 0; k--) {
         const struct mp_layer *l = &st->model->layers[c->first + k];
-        if (l->index != 1) { /* nobody needs the gradient w.r.t. the data */
+        if (l->index >= st->model->dx_from) { /* else it would reach only the data */
             const float *dy = l->is_loss ? NULL : grad_buf(c, s, k + 1);
             l->ops->backward_input(l, &ctx, st->param + st->layer_off[l->index],
                                    act_buf(c, s, k), y_buf(c, s, k),
@@ -351,11 +350,11 @@ static int do_backward_input(struct mp_exec *e, const struct mp_action *a, struc
     s->w_done = fuse_w;
     if (fuse_w)
         mp_stage_work_release(st, a->chunk, s);
-    if (st->P == 1 && c->v > 0) { /* hand the input gradient to the previous chunk */
-        struct mp_chunk *prev = &st->chunk[a->chunk - 1];
-        struct mp_slab *ps = mp_stage_slab_find(st, a->chunk - 1, a->mb);
+    if (c->prev_local >= 0) { /* hand the input gradient to the previous chunk */
+        struct mp_chunk *prev = &st->chunk[c->prev_local];
+        struct mp_slab *ps = mp_stage_slab_find(st, c->prev_local, a->mb);
         if (!ps)
-            return MP_FAIL(err, INTERNAL, "rank %d: no slab for chunk %d", st->rank, a->chunk - 1);
+            return MP_FAIL(err, INTERNAL, "rank %d: no slab for chunk %d", st->rank, c->prev_local);
         memcpy(grad_buf(prev, ps, prev->n), grad_buf(c, s, 0),
                st->mbs * in_len(st, c) * sizeof(float));
     }
@@ -380,9 +379,8 @@ static int release_or_defer(struct mp_exec *e, int chunk, struct mp_slab *s, str
 
 static int maybe_release(struct mp_exec *e, int chunk, struct mp_slab *s, struct mp_err *err)
 {
-    const struct mp_stage *st = e->st;
-    int v = st->chunk[chunk].v;
-    int needs_grad_send = v > 0 && st->P > 1;
+    const struct mp_chunk *c = &e->st->chunk[chunk];
+    int needs_grad_send = c->prev_rank >= 0 && c->prev_local < 0;
     if (!s->w_done || (needs_grad_send && !s->grad_sent))
         return 0;
     return release_or_defer(e, chunk, s, err);
@@ -420,10 +418,10 @@ static int do_send(struct mp_exec *e, const struct mp_action *a, struct mp_err *
                        a->mb);
     if (a->kind == MP_ACT_SEND_ACT)
         return mp_xport_isend(e->x, act_buf(c, s, c->n), st->mbs * out_len(st, c) * sizeof(float),
-                              mp_vstage_rank(c->v + 1, st->P), msg_tag(st, a->mb, c->v, DIR_ACT),
+                              c->next_rank, msg_tag(st, a->mb, c->v, DIR_ACT),
                               &s->send_req[0], err);
     if (mp_xport_isend(e->x, grad_buf(c, s, 0), st->mbs * in_len(st, c) * sizeof(float),
-                       mp_vstage_rank(c->v - 1, st->P), msg_tag(st, a->mb, c->v, DIR_GRAD),
+                       c->prev_rank, msg_tag(st, a->mb, c->v, DIR_GRAD),
                        &s->send_req[1], err))
         return -1;
     s->grad_sent = 1;
@@ -518,12 +516,12 @@ static int eval_chunk(struct mp_exec *e, int ci, const struct mp_dataset *ds, si
             memcpy(act_buf(c, s, 0) + i * ds->sample_len, ds->x + (first + i) * ds->sample_len,
                    ds->sample_len * sizeof(float));
         }
-    } else if (st->P == 1) {
-        const struct mp_chunk *p = &st->chunk[ci - 1];
-        memcpy(act_buf(c, s, 0), act_buf(p, mp_stage_slab_find(st, ci - 1, 0), p->n),
+    } else if (c->prev_local >= 0) {
+        const struct mp_chunk *p = &st->chunk[c->prev_local];
+        memcpy(act_buf(c, s, 0), act_buf(p, mp_stage_slab_find(st, c->prev_local, 0), p->n),
                batch * in_len(st, c) * sizeof(float));
     } else if (mp_xport_recv(e->x, act_buf(c, s, 0), batch * in_len(st, c) * sizeof(float),
-                             mp_vstage_rank(c->v - 1, st->P), tag_base + c->v,
+                             c->prev_rank, tag_base + c->v,
                              "activation for evaluation", err)) {
         return -1;
     }
@@ -539,9 +537,9 @@ static int eval_chunk(struct mp_exec *e, int ci, const struct mp_dataset *ds, si
         return -1;
     chunk_forward(e, ci, s, &ctx, batch);
     mp_stage_work_release(st, ci, s);
-    if (c->v < st->S - 1 && st->P > 1)
+    if (c->next_rank >= 0 && c->next_local < 0)
         return mp_xport_send(e->x, act_buf(c, s, c->n), batch * out_len(st, c) * sizeof(float),
-                             mp_vstage_rank(c->v + 1, st->P), tag_base + c->v + 1,
+                             c->next_rank, tag_base + c->v + 1,
                              "evaluation activation to be received", err);
     return 0;
 }

@@ -1,6 +1,7 @@
 /* Schedule generators (DESIGN.md §1, §6): (kind, P, V, M) → one ordered action list per rank.
  * gpipe and 1f1b are closed forms; interleaved and zb1 come from a small deterministic
- * list-scheduling simulation with unit costs, so they accept any M (no M % P requirement).
+ * list-scheduling simulation with unit costs, so they accept any M (no M % P requirement); zbv
+ * has its own greedy simulation in mp_sched_zbv.c.
  * Every generator runs F, B and W of each chunk in micro-batch order (the running-sum contract
  * of §6) and wraps them in the sends and receives the executor needs. The validator is in
  * mp_sched_check.c; this file never judges a hand-built list. */
@@ -11,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const sched_names[] = {"gpipe", "1f1b", "interleaved", "zb1"};
+static const char *const sched_names[] = {"gpipe", "1f1b", "interleaved", "zb1", "zbv"};
 static_assert(sizeof sched_names / sizeof sched_names[0] == MP_SCHED_COUNT, "schedule names");
 
 static const char *const act_names[] = {"F",        "B",         "W",         "SEND_ACT",
@@ -39,12 +40,23 @@ const char *mp_act_name(enum mp_act_kind kind)
     return (kind >= 0 && kind < MP_ACT_COUNT) ? act_names[kind] : "unknown";
 }
 
+enum mp_vplace mp_sched_place(enum mp_sched_kind kind)
+{
+    return kind == MP_SCHED_ZBV ? MP_VPLACE_VEE : MP_VPLACE_LOOP;
+}
+
+int mp_sched_chunks(enum mp_sched_kind kind, int V)
+{
+    return kind == MP_SCHED_INTERLEAVED ? V : kind == MP_SCHED_ZBV ? 2 : 1;
+}
+
 int mp_sched_alloc(struct mp_sched *s, enum mp_sched_kind kind, int P, int V, int M)
 {
     memset(s, 0, sizeof *s);
-    if (P < 1 || V < 1 || M < 1)
+    if (P < 1 || V < 1 || M < 1 || (mp_sched_place(kind) == MP_VPLACE_VEE && V != 2))
         return -1;
     s->kind = kind;
+    s->place = mp_sched_place(kind);
     s->P = P;
     s->V = V;
     s->M = M;
@@ -90,14 +102,20 @@ void mp_sched_free(struct mp_sched *s)
 
 /* ---- emitting compute actions with their communication ---------------------------------- */
 
-/* F with the receive of its input before it and the send of its output after it. */
-static int emit_f(struct mp_sched *s, int r, int mb, int c)
+/* Whether virtual stage u (a neighbour of one on rank r) lives on another rank. */
+static int remote(const struct mp_sched *s, int r, int u)
 {
-    int v = mp_vstage_of(r, c, s->P), S = s->P * s->V, rc = 0;
-    if (s->P > 1 && v > 0)
+    return u >= 0 && u < s->P * s->V && mp_vstage_rank(s->place, u, s->P) != r;
+}
+
+/* F with the receive of its input before it and the send of its output after it. */
+int mp__sched_emit_f(struct mp_sched *s, int r, int mb, int c)
+{
+    int v = mp_vstage_of(s->place, r, c, s->P), rc = 0;
+    if (remote(s, r, v - 1))
         rc |= mp_sched_push(s, r, MP_ACT_RECV_ACT, mb, c);
     rc |= mp_sched_push(s, r, MP_ACT_F, mb, c);
-    if (s->P > 1 && v < S - 1)
+    if (remote(s, r, v + 1))
         rc |= mp_sched_push(s, r, MP_ACT_SEND_ACT, mb, c);
     return rc;
 }
@@ -105,15 +123,15 @@ static int emit_f(struct mp_sched *s, int r, int mb, int c)
 /* B with its receive and send. Non-split schedules (gpipe, 1f1b, interleaved) run W right after
  * B and send the gradient after both: backward is one unit there, as in classical 1F1B, so the
  * simulator reproduces the textbook (M + P - 1)(F + B + W) step. zb1 sends right after B. */
-static int emit_b(struct mp_sched *s, int r, int mb, int c, int with_w)
+int mp__sched_emit_b(struct mp_sched *s, int r, int mb, int c, int with_w)
 {
-    int v = mp_vstage_of(r, c, s->P), S = s->P * s->V, rc = 0;
-    if (s->P > 1 && v < S - 1)
+    int v = mp_vstage_of(s->place, r, c, s->P), rc = 0;
+    if (remote(s, r, v + 1))
         rc |= mp_sched_push(s, r, MP_ACT_RECV_GRAD, mb, c);
     rc |= mp_sched_push(s, r, MP_ACT_B, mb, c);
     if (with_w)
         rc |= mp_sched_push(s, r, MP_ACT_W, mb, c);
-    if (s->P > 1 && v > 0)
+    if (remote(s, r, v - 1))
         rc |= mp_sched_push(s, r, MP_ACT_SEND_GRAD, mb, c);
     return rc;
 }
@@ -123,9 +141,9 @@ static int make_gpipe(struct mp_sched *s)
     int rc = 0;
     for (int r = 0; r < s->P; r++) {
         for (int mb = 0; mb < s->M; mb++)
-            rc |= emit_f(s, r, mb, 0);
+            rc |= mp__sched_emit_f(s, r, mb, 0);
         for (int mb = 0; mb < s->M; mb++) /* mb 0 first: §6's running-sum order */
-            rc |= emit_b(s, r, mb, 0, 1);
+            rc |= mp__sched_emit_b(s, r, mb, 0, 1);
         rc |= mp_sched_push(s, r, MP_ACT_STEP, -1, -1);
     }
     return rc;
@@ -139,13 +157,13 @@ static int make_1f1b(struct mp_sched *s)
     for (int r = 0; r < P; r++) {
         int warm = P - r - 1 < M ? P - r - 1 : M;
         for (int mb = 0; mb < warm; mb++)
-            rc |= emit_f(s, r, mb, 0);
+            rc |= mp__sched_emit_f(s, r, mb, 0);
         for (int i = 0; i < M - warm; i++) {
-            rc |= emit_f(s, r, warm + i, 0);
-            rc |= emit_b(s, r, i, 0, 1);
+            rc |= mp__sched_emit_f(s, r, warm + i, 0);
+            rc |= mp__sched_emit_b(s, r, i, 0, 1);
         }
         for (int mb = M - warm; mb < M; mb++)
-            rc |= emit_b(s, r, mb, 0, 1);
+            rc |= mp__sched_emit_b(s, r, mb, 0, 1);
         rc |= mp_sched_push(s, r, MP_ACT_STEP, -1, -1);
     }
     return rc;
@@ -192,7 +210,7 @@ static int ls_ready_f(const struct ls *l, int r, int t, int *mb, int *c)
     if (l->f_pos[r] >= l->M * l->V || l->inflight[r] >= l->limit[r])
         return 0;
     ls_order(l, l->f_pos[r], 0, mb, c);
-    int v = mp_vstage_of(r, *c, l->P);
+    int v = mp_vstage_of(MP_VPLACE_LOOP, r, *c, l->P);
     return v == 0 || l->f_fin[(v - 1) * l->M + *mb] <= t;
 }
 
@@ -201,7 +219,7 @@ static int ls_ready_b(const struct ls *l, int r, int t, int *mb, int *c)
     if (l->b_pos[r] >= l->M * l->V)
         return 0;
     ls_order(l, l->b_pos[r], 1, mb, c);
-    int v = mp_vstage_of(r, *c, l->P);
+    int v = mp_vstage_of(MP_VPLACE_LOOP, r, *c, l->P);
     if (l->f_fin[v * l->M + *mb] > t)
         return 0;
     return v == l->S - 1 || l->b_fin[(v + 1) * l->M + *mb] <= t;
@@ -213,7 +231,7 @@ static int ls_ready_w(const struct ls *l, int r, int t, int *mb, int *c)
     if (!l->split || l->w_pos[r] >= l->b_pos[r])
         return 0;
     ls_order(l, l->w_pos[r], 1, mb, c);
-    return l->b_fin[mp_vstage_of(r, *c, l->P) * l->M + *mb] <= t;
+    return l->b_fin[mp_vstage_of(MP_VPLACE_LOOP, r, *c, l->P) * l->M + *mb] <= t;
 }
 
 /* Starts one op on rank r at time t if any is allowed; returns 1 if it did. */
@@ -224,12 +242,12 @@ static int ls_start(struct ls *l, int r, int t)
         kind = MP_ACT_F, cost = 1;
         l->f_pos[r]++;
         l->inflight[r]++;
-        l->f_fin[mp_vstage_of(r, c, l->P) * l->M + mb] = t + cost;
+        l->f_fin[mp_vstage_of(MP_VPLACE_LOOP, r, c, l->P) * l->M + mb] = t + cost;
     } else if (ls_ready_b(l, r, t, &mb, &c)) {
         kind = MP_ACT_B, cost = l->split ? 1 : 2; /* non-split B carries its W */
         l->b_pos[r]++;
         l->inflight[r] -= !l->split;
-        l->b_fin[mp_vstage_of(r, c, l->P) * l->M + mb] = t + cost;
+        l->b_fin[mp_vstage_of(MP_VPLACE_LOOP, r, c, l->P) * l->M + mb] = t + cost;
     } else if (ls_ready_w(l, r, t, &mb, &c)) {
         kind = MP_ACT_W, cost = 1;
         l->w_pos[r]++;
@@ -286,9 +304,9 @@ static int ls_emit(struct mp_sched *s, const struct ls *l)
         for (int i = 0; i < l->n_ops[r]; i++) {
             const struct mp_action *a = &l->ops[(size_t)r * l->n_per + i];
             if (a->kind == MP_ACT_F)
-                rc |= emit_f(s, r, a->mb, a->chunk);
+                rc |= mp__sched_emit_f(s, r, a->mb, a->chunk);
             else if (a->kind == MP_ACT_B)
-                rc |= emit_b(s, r, a->mb, a->chunk, !l->split);
+                rc |= mp__sched_emit_b(s, r, a->mb, a->chunk, !l->split);
             else
                 rc |= mp_sched_push(s, r, MP_ACT_W, a->mb, a->chunk);
         }
@@ -334,8 +352,7 @@ int mp_sched_make(struct mp_sched *s, enum mp_sched_kind kind, int P, int V, int
     if (P < 1 || V < 1 || M < 1)
         return MP_FAIL(err, USAGE, "schedule %s needs stages, chunks and micro-batches >= 1 "
                        "(got P=%d V=%d M=%d)", sched_names[kind], P, V, M);
-    if (kind != MP_SCHED_INTERLEAVED)
-        V = 1;
+    V = mp_sched_chunks(kind, V);
     if (mp_sched_alloc(s, kind, P, V, M))
         return MP_FAIL(err, NOMEM, "schedule %s: out of memory", sched_names[kind]);
     int rc;
@@ -343,6 +360,7 @@ int mp_sched_make(struct mp_sched *s, enum mp_sched_kind kind, int P, int V, int
     case MP_SCHED_GPIPE: rc = make_gpipe(s); break;
     case MP_SCHED_1F1B: rc = make_1f1b(s); break;
     case MP_SCHED_ZB1: rc = make_list(s, 1); break;
+    case MP_SCHED_ZBV: rc = mp__sched_make_zbv(s); break;
     default: rc = make_list(s, 0); break;
     }
     if (rc) {

@@ -15,8 +15,19 @@
 struct chk {
     const struct mp_sched *s;
     int P, V, M, S;
-    long *at; /* at[(v * M + mb) * N_SLOTS + kind]: index of that action on rank v % P, or -1 */
+    long *at; /* at[(v * M + mb) * N_SLOTS + kind]: index of that action on v's rank, or -1 */
 };
+
+static int rank_of(const struct chk *k, int v)
+{
+    return mp_vstage_rank(k->s->place, v, k->P);
+}
+
+/* Whether virtual stages v and u = v +- 1 share a rank (buffers handed over in memory). */
+static int local(const struct chk *k, int v, int u)
+{
+    return u >= 0 && u < k->S && rank_of(k, u) == rank_of(k, v);
+}
 
 static long *slot(const struct chk *k, int v, int mb, int kind)
 {
@@ -53,12 +64,16 @@ __attribute__((format(printf, 5, 6))) static int bad(struct mp_err *err, const s
 static int check_comm(const struct chk *k, int r, size_t i, int v, struct mp_err *err)
 {
     int kind = k->s->acts[r][i].kind;
+    int u = kind == MP_ACT_SEND_ACT || kind == MP_ACT_RECV_GRAD ? v + 1 : v - 1;
     if (k->P == 1)
         return bad(err, k->s, r, i, "no sends or receives with one rank (stages share memory)");
     if ((kind == MP_ACT_SEND_ACT || kind == MP_ACT_RECV_GRAD) && v == k->S - 1)
         return bad(err, k->s, r, i, "virtual stage %d is the last: it has no next stage", v);
     if ((kind == MP_ACT_RECV_ACT || kind == MP_ACT_SEND_GRAD) && v == 0)
         return bad(err, k->s, r, i, "virtual stage 0 is the first: it has no previous stage");
+    if (local(k, v, u))
+        return bad(err, k->s, r, i, "virtual stages %d and %d share rank %d: no message between "
+                   "them (the buffers are handed over in memory)", v, u, r);
     return 0;
 }
 
@@ -66,22 +81,24 @@ static int check_comm(const struct chk *k, int r, size_t i, int v, struct mp_err
 static int check_deps(const struct chk *k, int r, size_t i, int v, int mb, struct mp_err *err)
 {
     const struct mp_sched *s = k->s;
-    int kind = s->acts[r][i].kind, c = v / k->P;
+    int kind = s->acts[r][i].kind, c = mp_vstage_chunk(v, k->P);
     switch (kind) {
     case MP_ACT_F:
-        if (v > 0 && k->P > 1 && *slot(k, v, mb, MP_ACT_RECV_ACT) < 0)
+        if (v > 0 && !local(k, v, v - 1) && *slot(k, v, mb, MP_ACT_RECV_ACT) < 0)
             return bad(err, s, r, i, "input not received (no RECV_ACT mb %d chunk %d before it)",
                        mb, c);
-        if (v > 0 && k->P == 1 && *slot(k, v - 1, mb, MP_ACT_F) < 0)
-            return bad(err, s, r, i, "input not ready (F of chunk %d not run before it)", c - 1);
+        if (local(k, v, v - 1) && *slot(k, v - 1, mb, MP_ACT_F) < 0)
+            return bad(err, s, r, i, "input not ready (F of chunk %d not run before it)",
+                       mp_vstage_chunk(v - 1, k->P));
         return 0;
     case MP_ACT_B:
         if (*slot(k, v, mb, MP_ACT_F) < 0)
             return bad(err, s, r, i, "B before its F");
-        if (v < k->S - 1 && k->P > 1 && *slot(k, v, mb, MP_ACT_RECV_GRAD) < 0)
+        if (v < k->S - 1 && !local(k, v, v + 1) && *slot(k, v, mb, MP_ACT_RECV_GRAD) < 0)
             return bad(err, s, r, i, "output gradient not received (no RECV_GRAD before it)");
-        if (v < k->S - 1 && k->P == 1 && *slot(k, v + 1, mb, MP_ACT_B) < 0)
-            return bad(err, s, r, i, "output gradient not ready (B of chunk %d not run)", c + 1);
+        if (local(k, v, v + 1) && *slot(k, v + 1, mb, MP_ACT_B) < 0)
+            return bad(err, s, r, i, "output gradient not ready (B of chunk %d not run)",
+                       mp_vstage_chunk(v + 1, k->P));
         return 0;
     case MP_ACT_W:
         return *slot(k, v, mb, MP_ACT_B) < 0 ? bad(err, s, r, i, "W before its B") : 0;
@@ -120,7 +137,7 @@ static int scan_rank(struct chk *k, int r, int *last, int *peak, struct mp_err *
         if (a->mb < 0 || a->mb >= k->M || a->chunk < 0 || a->chunk >= k->V)
             return bad(err, s, r, i, "micro-batch or chunk out of range (M=%d, V=%d)", k->M,
                        k->V);
-        int v = mp_vstage_of(r, a->chunk, k->P);
+        int v = mp_vstage_of(s->place, r, a->chunk, k->P);
         long *at = slot(k, v, a->mb, a->kind);
         if (*at >= 0)
             return bad(err, s, r, i, "duplicate (already at action %ld)", *at);
@@ -142,16 +159,16 @@ static int scan_rank(struct chk *k, int r, int *last, int *peak, struct mp_err *
     return 0;
 }
 
-/* Every (mb, v) has F, B and W on rank v % P. */
+/* Every (mb, v) has F, B and W on v's rank. */
 static int check_complete(const struct chk *k, struct mp_err *err)
 {
     for (int v = 0; v < k->S; v++) {
-        int r = v % k->P;
+        int r = rank_of(k, v);
         for (int mb = 0; mb < k->M; mb++) {
             for (int kind = MP_ACT_F; kind <= MP_ACT_W; kind++) {
                 if (*slot(k, v, mb, kind) < 0)
                     return bad(err, k->s, r, k->s->n_acts[r], "no %s for mb %d chunk %d",
-                               mp_act_name(kind), mb, v / k->P);
+                               mp_act_name(kind), mb, mp_vstage_chunk(v, k->P));
             }
         }
     }
@@ -170,11 +187,11 @@ static int check_matching(const struct chk *k, struct mp_err *err)
             for (int mb = 0; u >= 0 && u < k->S && mb < k->M; mb++) {
                 long ri = *slot(k, v, mb, pair[p][0]), si = *slot(k, u, mb, pair[p][1]);
                 if (ri >= 0 && si < 0)
-                    return bad(err, k->s, v % k->P, (size_t)ri, "no matching %s on rank %d",
-                               mp_act_name(pair[p][1]), u % k->P);
+                    return bad(err, k->s, rank_of(k, v), (size_t)ri, "no matching %s on rank %d",
+                               mp_act_name(pair[p][1]), rank_of(k, u));
                 if (si >= 0 && ri < 0)
-                    return bad(err, k->s, u % k->P, (size_t)si, "no matching %s on rank %d",
-                               mp_act_name(pair[p][0]), v % k->P);
+                    return bad(err, k->s, rank_of(k, u), (size_t)si, "no matching %s on rank %d",
+                               mp_act_name(pair[p][0]), rank_of(k, v));
             }
         }
     }
@@ -184,9 +201,9 @@ static int check_matching(const struct chk *k, struct mp_err *err)
 /* Index of the send a receive waits for, and its rank. */
 static long sender_of(const struct chk *k, const struct mp_action *a, int r, int *sr)
 {
-    int v = mp_vstage_of(r, a->chunk, k->P);
+    int v = mp_vstage_of(k->s->place, r, a->chunk, k->P);
     int u = a->kind == MP_ACT_RECV_ACT ? v - 1 : v + 1;
-    *sr = u % k->P;
+    *sr = rank_of(k, u);
     return *slot(k, u, a->mb, a->kind == MP_ACT_RECV_ACT ? MP_ACT_SEND_ACT : MP_ACT_SEND_GRAD);
 }
 

@@ -54,7 +54,7 @@ static double link_s(const struct sim *m, int a, int b, double bytes)
 static double do_send(struct sim *m, int r, const struct mp_action *a, int v)
 {
     int act = a->kind == MP_ACT_SEND_ACT;
-    int dst = act ? (v + 1) % m->P : (v - 1 + m->P) % m->P;
+    int dst = mp_vstage_rank(m->s->place, act ? v + 1 : v - 1, m->P);
     double bytes = act ? abytes(m, v) : abytes(m, v - 1); /* a gradient has its input's size */
     double t0 = m->clock[r], ov = m->c->send_overhead_s;
     double avail = t0 + ov + link_s(m, r, dst, bytes);
@@ -70,7 +70,7 @@ static double do_send(struct sim *m, int r, const struct mp_action *a, int v)
 static int step_rank(struct sim *m, int r, struct mp_trace *trace, int *oom)
 {
     const struct mp_action *a = &m->s->acts[r][m->pos[r]];
-    int v = mp_vstage_of(r, a->chunk, m->P);
+    int v = mp_vstage_of(m->s->place, r, a->chunk, m->P);
     double t0 = m->clock[r], dur = 0;
     switch (a->kind) {
     case MP_ACT_RECV_ACT:
@@ -132,7 +132,7 @@ static int check_input(const struct mp_sched *s, const struct mp_sim_costs *c, s
     for (int r = 0; r < s->P; r++) {
         for (size_t i = 0; i < s->n_acts[r]; i++) {
             const struct mp_action *a = &s->acts[r][i];
-            int v = a->chunk * s->P + r, S = s->P * s->V;
+            int v = mp_vstage_of(s->place, r, a->chunk, s->P), S = s->P * s->V;
             int bad = a->kind < 0 || a->kind >= MP_ACT_COUNT;
             if (!bad && a->kind != MP_ACT_STEP)
                 bad = a->mb < 0 || a->mb >= s->M || a->chunk < 0 || a->chunk >= s->V ||

@@ -166,7 +166,11 @@ static int arena_init(struct mp_stage *st, struct mp_err *err)
     st->n_param = off;
     st->param = alloc_floats(off);
     st->grad = alloc_floats(off);
-    st->state = alloc_floats(off * (size_t)(st->state_slots ? st->state_slots : 1));
+    /* calloc: zero pages the kernel maps only when written, so a state that --zero 1 shards away
+     * before the first step never costs memory. */
+    st->state = calloc(off * (size_t)(st->state_slots ? st->state_slots : 1) + 1, sizeof(float));
+    st->state_lo = 0;
+    st->state_len = off;
     st->scratch_len = scratch;
     st->scratch = alloc_floats(scratch);
     if (!st->param || !st->grad || !st->state || !st->scratch)
@@ -174,8 +178,25 @@ static int arena_init(struct mp_stage *st, struct mp_err *err)
     return 0;
 }
 
+/* Where chunk c's neighbours live: their ranks, and their local chunk when they are here. */
+static void chunk_neighbours(const struct mp_stage *st, struct mp_chunk *ch)
+{
+    int u[2] = {ch->v - 1, ch->v + 1}, rank[2], local[2];
+    for (int d = 0; d < 2; d++) {
+        rank[d] = local[d] = -1;
+        if (u[d] < 0 || u[d] >= st->S)
+            continue;
+        rank[d] = mp_vstage_rank(st->place, u[d], st->P);
+        if (rank[d] == st->rank)
+            local[d] = mp_vstage_chunk(u[d], st->P);
+    }
+    ch->prev_rank = rank[0], ch->next_rank = rank[1];
+    ch->prev_local = local[0], ch->next_local = local[1];
+}
+
 int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *bounds, int rank,
-                  int P, int V, int M, size_t mbs, int state_slots, struct mp_err *err)
+                  int P, int V, enum mp_vplace place, int M, size_t mbs, int state_slots,
+                  struct mp_err *err)
 {
     memset(st, 0, sizeof *st);
     st->model = m;
@@ -183,15 +204,19 @@ int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *boun
     st->P = P;
     st->V = V;
     st->S = P * V;
+    st->place = place;
     st->M = M;
     st->mbs = mbs;
     st->state_slots = state_slots;
+    if (place == MP_VPLACE_VEE && V != 2)
+        return MP_FAIL(err, USAGE, "a V placement has 2 chunks per rank, not %d", V);
     st->chunk = calloc((size_t)V, sizeof *st->chunk);
     if (!st->chunk)
         return MP_FAIL(err, NOMEM, "out of memory");
     for (int c = 0; c < V; c++) {
         struct mp_chunk *ch = &st->chunk[c];
-        ch->v = c * P + rank;
+        ch->v = mp_vstage_of(place, rank, c, P);
+        chunk_neighbours(st, ch);
         ch->first = bounds[ch->v];
         ch->last = bounds[ch->v + 1] - 1;
         ch->n = ch->last - ch->first + 1;
@@ -211,6 +236,19 @@ int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *boun
             return -1;
     }
     return arena_init(st, err);
+}
+
+int mp_stage_shard_state(struct mp_stage *st, size_t lo, size_t hi, struct mp_err *err)
+{
+    float *s = calloc((hi - lo) * (size_t)(st->state_slots ? st->state_slots : 1) + 1,
+                      sizeof(float));
+    if (!s)
+        return MP_FAIL(err, NOMEM, "out of memory for optimizer state");
+    free(st->state);
+    st->state = s;
+    st->state_lo = lo;
+    st->state_len = hi - lo;
+    return 0;
 }
 
 void mp_stage_free(struct mp_stage *st)

@@ -14,6 +14,7 @@
 
 #include "mp_err.h"
 #include "mp_layer.h"
+#include "mp_sched.h"
 
 struct mp_slab {
     float *mem;            /* the light part: the chunk's input and output and their gradients,
@@ -27,6 +28,9 @@ struct mp_slab {
 
 struct mp_chunk {
     int v;                 /* virtual stage index */
+    int prev_rank, next_rank;   /* ranks holding v - 1 and v + 1, -1 past either end */
+    int prev_local, next_local; /* this rank's chunk index of v - 1 / v + 1 when this rank holds
+                                   it (buffers handed over in memory), else -1 */
     int first, last;       /* global layer indexes, inclusive */
     int n;                 /* last - first + 1 */
     size_t *act_off;       /* n + 1 offsets: [0] input, [k] output of layer first + k - 1 */
@@ -54,12 +58,17 @@ struct mp_chunk {
 struct mp_stage {
     const struct mp_model *model;
     int rank, P, V, S, M;
+    enum mp_vplace place;     /* where virtual stages live (mp_sched.h) */
     size_t mbs;               /* samples per micro-batch */
     struct mp_chunk *chunk;   /* V */
     /* Arena. */
     size_t n_param;
     float *param, *grad, *state;
     int state_slots;
+    /* Optimizer state covers arena offsets [state_lo, state_lo + state_len): all of them, or with
+     * --zero 1 this replica's slice (mp_stage_shard_state); slot k of offset o lives at
+     * state[k * state_len + o - state_lo] (mp_stage_state). */
+    size_t state_lo, state_len;
     size_t *layer_off;        /* per global layer: arena offset, or SIZE_MAX if not held here */
     float *scratch;
     size_t scratch_len;
@@ -68,11 +77,24 @@ struct mp_stage {
     int slabs_held;           /* slabs acquired and not yet released, all chunks */
 };
 
+/* Optimizer state slot `slot` at arena offset `off`, or NULL when this rank does not hold it. */
+static inline float *mp_stage_state(const struct mp_stage *st, int slot, size_t off)
+{
+    if (off < st->state_lo || off >= st->state_lo + st->state_len)
+        return NULL;
+    return st->state + (size_t)slot * st->state_len + (off - st->state_lo);
+}
+
 /* bounds[0..S] with bounds[0] = 1 and bounds[S] = n_layers: virtual stage v covers global layers
- * [bounds[v], bounds[v + 1]). */
+ * [bounds[v], bounds[v + 1]); chunk c of this rank is virtual stage mp_vstage_of(place, rank, c,
+ * P). */
 int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *bounds, int rank,
-                  int P, int V, int M, size_t mbs, int state_slots, struct mp_err *err);
+                  int P, int V, enum mp_vplace place, int M, size_t mbs, int state_slots,
+                  struct mp_err *err);
 void mp_stage_free(struct mp_stage *st);
+/* --zero 1: keep optimizer state only for arena offsets [lo, hi) (whole layers). The full state was
+ * never touched (calloc'd pages), so it never counted in the process's memory. */
+int mp_stage_shard_state(struct mp_stage *st, size_t lo, size_t hi, struct mp_err *err);
 
 /* The slab holding (chunk, mb), acquiring a free one (or allocating) if none; NULL on OOM. */
 struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct mp_err *err);

@@ -26,7 +26,7 @@ static void walk_actions(const struct mp_mem_query *q, int *slabs, int *works)
         int c = a[i].chunk;
         if (c < 0 || c >= V || c >= 64)
             continue;
-        int v = mp_vstage_of(q->rank, c, q->P);
+        int v = mp_vstage_of(s->place, q->rank, c, q->P);
         int rc = q->recompute && q->recompute[v];
         switch (a[i].kind) {
         case MP_ACT_F:
@@ -61,7 +61,7 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
     double arena = 0, scratch = 0, biggest_light = 0;
     int receives = 0;
     for (int c = 0; c < q->V && c < 64; c++) {
-        int v = mp_vstage_of(q->rank, c, q->P);
+        int v = mp_vstage_of(q->sched->place, q->rank, c, q->P);
         int first = q->bounds[v], last = q->bounds[v + 1] - 1;
         for (int i = first; i <= last; i++) {
             const struct mp_layer *l = &m->layers[i];

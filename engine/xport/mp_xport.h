@@ -90,7 +90,8 @@ int mp_xport_bench_window(struct mp_xport *x, int peer, int first, const void *s
                           size_t bytes, int window, int bidir, int warmup, int iters,
                           double *seconds, struct mp_err *err);
 
-/* Float collectives for gradient reduction (counts and displacements in floats). */
+/* Float collectives for gradient reduction (counts and displacements in floats). allgatherv with
+ * send NULL gathers in place (each rank's part already at its displacement in recv). */
 int mp_xport_alltoallv_f(struct mp_xport *x, const float *send, const int *scounts,
                          const int *sdispls, float *recv, const int *rcounts, const int *rdispls,
                          const char *what, struct mp_err *err);

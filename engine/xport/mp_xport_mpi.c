@@ -530,7 +530,8 @@ int mp_xport_allgatherv_f(struct mp_xport *x, const float *send, int count, floa
                           struct mp_err *err)
 {
     MPI_Request r;
-    int rc = MPI_Iallgatherv(send, count, MPI_FLOAT, recv, counts, displs, MPI_FLOAT, x->comm, &r);
+    int rc = MPI_Iallgatherv(send ? send : MPI_IN_PLACE, count, MPI_FLOAT, recv, counts, displs,
+                             MPI_FLOAT, x->comm, &r);
     if (rc != MPI_SUCCESS)
         return mpi_fail(x, rc, "MPI_Iallgatherv", -1, -1, err);
     return poll_request(x, &r, -1, what, err);

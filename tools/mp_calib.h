@@ -1,0 +1,37 @@
+/* Calibration: this machine's rates for the planner, measured when `mpipe plan` is given neither
+ * --profile nor --rates, so that a plan's prediction holds on a machine nobody described
+ * (DESIGN.md §8). For each micro-batch size the plan may use, every layer pass (F, B, W) is run
+ * once with its GEMM calls recorded (mp_gemm_record) and then timed in place with the GEMMs
+ * skipped (its element-wise part: bias, activations, pooling, im2col, losses); every distinct
+ * GEMM shape is timed warm (after two calls) through mp_gemm itself, the call path training
+ * takes; and the optimizer step is timed over the model's parameters. A pass costs its
+ * element-wise time plus its GEMMs' times.
+ *
+ * GEMM shapes and the optimizer rate are machine rates: they are cached in
+ * $XDG_CACHE_HOME/mpipe/ (default ~/.cache/mpipe/), one file per CPU model, BLIS configuration
+ * and mpipe version, and reused by later plans of any model; shapes a model needs that the file
+ * lacks are measured and added. A corrupt or foreign file is ignored with a warning on stderr and
+ * rewritten; a cache that cannot be written is a warning, never an error. */
+#ifndef MP_CALIB_H
+#define MP_CALIB_H
+
+#include <stddef.h>
+
+#include "mp_cost.h"
+#include "mp_err.h"
+#include "mp_layer.h"
+#include "mp_optim.h"
+
+/* Fills t (free with mp_calib_free) for model m at the micro-batch sizes mbs[0..n) and the
+ * optimizer `optim`, reusing the cache unless recalibrate; `source` says where the rates came
+ * from (timed now or reused), for the plan's cost_source. */
+int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_optim_kind optim,
+                   int recalibrate, struct mp_cost_table *t, char *source, size_t source_len,
+                   struct mp_err *err);
+void mp_calib_free(struct mp_cost_table *t);
+
+/* The cache file for this machine ($XDG_CACHE_HOME/mpipe/rates-<key>.json); 0 or -1 if no
+ * directory can be named (no XDG_CACHE_HOME and no HOME). */
+int mp_calib_cache_path(char *out, size_t len);
+
+#endif

@@ -1,0 +1,83 @@
+/* The cache of measured machine rates (tools/mp_calib.c's memory between plans): one JSON file per
+ * CPU model, BLIS configuration and mpipe version under $XDG_CACHE_HOME/mpipe/, holding GEMM
+ * shapes with their warm seconds, each layer pass's element-wise seconds and GEMM calls per model
+ * and micro-batch size, and whole in-place steps per model, optimizer and micro-batch size. Reading
+ * never fails: a corrupt or foreign file is ignored with a warning; writing is atomic, and a
+ * failure is a warning. Only mp_calib.c includes this header. */
+#ifndef MP_CALIB_CACHE_H
+#define MP_CALIB_CACHE_H
+
+#include <stddef.h>
+
+#include "mp_err.h"
+#include "mp_gemm.h"
+#include "mp_layer.h"
+#include "mp_optim.h"
+
+struct mp_calib_shape {
+    struct mp_gemm_call c;
+    double s; /* seconds per call, warm */
+    int used; /* by this model: 1 from the cache, 2 timed now */
+};
+
+/* n GEMM calls of shape number `shape` (an index into struct mp_calib_rates.v) in pass `pass`. */
+struct mp_calib_calls {
+    int pass;
+    size_t shape, n;
+};
+
+/* One layer's passes (F, B, W) in one model at one micro-batch size: their element-wise parts
+ * and their GEMM calls, so a later plan needs to run nothing. */
+struct mp_calib_pass {
+    char digest[17];
+    size_t mbs;
+    int layer;
+    double t[3];
+    struct mp_calib_calls *calls;
+    size_t n_calls;
+};
+
+/* One whole step of one model on one rank in place (mp__calib_step) at mbs samples: seconds of
+ * all its forwards, input-grads and weight-grads, and of the optimizer `kind`. */
+struct mp_calib_step {
+    char digest[17];
+    int kind; /* enum mp_optim_kind */
+    size_t mbs;
+    double t[3], optim;
+};
+
+struct mp_calib_rates {
+    char cpu[128], blis[96], version[96], path[4096];
+    struct mp_calib_shape *v;
+    size_t n, cap;
+    struct mp_calib_pass *e;
+    size_t n_e, cap_e;
+    struct mp_calib_step *o;
+    size_t n_o, cap_o;
+    int dirty; /* something was timed: rewrite the file */
+};
+
+/* Fills r's key (CPU, BLIS, version) and path; -1 if no cache directory can be named. */
+int mp__calib_key(struct mp_calib_rates *r);
+void mp__calib_load(struct mp_calib_rates *r);
+void mp__calib_save(const struct mp_calib_rates *r);
+void mp__calib_release(struct mp_calib_rates *r);
+
+struct mp_calib_shape *mp__calib_find(struct mp_calib_rates *r, const struct mp_gemm_call *c);
+struct mp_calib_shape *mp__calib_add(struct mp_calib_rates *r, const struct mp_gemm_call *c,
+                                     double s);
+struct mp_calib_pass *mp__calib_find_elem(struct mp_calib_rates *r, const char *digest, size_t mbs,
+                                          int layer);
+struct mp_calib_pass *mp__calib_add_elem(struct mp_calib_rates *r, const char *digest, size_t mbs,
+                                         int layer);
+int mp__calib_add_call(struct mp_calib_pass *e, int pass, size_t shape, size_t n);
+struct mp_calib_step *mp__calib_find_step(struct mp_calib_rates *r, const char *digest, int kind,
+                                          size_t mbs);
+struct mp_calib_step *mp__calib_add_step(struct mp_calib_rates *r, const char *digest, int kind,
+                                         size_t mbs);
+
+/* mp_calib_step.c: one step of the whole model in place at mb samples (see there). */
+int mp__calib_step(const struct mp_model *m, size_t mb, enum mp_optim_kind optim, double t[3],
+                   double *optim_s, struct mp_err *err);
+
+#endif

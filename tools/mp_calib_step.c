@@ -1,0 +1,146 @@
+/* One training step of a whole model on one rank, in place (mp_calib.c's correction of the warm
+ * per-shape rates): at mb samples, every forward in layer order on activations that flow from
+ * layer to layer, then every input-grad and every weight-grad from the last layer back (as the
+ * executor runs a chunk), then the optimizer over one arena of parameters, gradients and state.
+ * What each pass kind costs here, against the same passes timed warm one by one, is what the
+ * caches cost a real step: weights come back cold after the optimizer streamed the arena, a
+ * layer's output is still hot for the next one. Only timing: results are thrown away. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mp_calib.h"
+#include "mp_optim.h"
+
+#define ALIGN 16 /* floats: 64 bytes */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static size_t up(size_t n)
+{
+    return (n + ALIGN - 1) / ALIGN * ALIGN;
+}
+
+struct chain {
+    float **act, **grad, **saved; /* per layer i: its output, the gradient w.r.t. it, saved */
+    float *param, *dparam, *state, *scratch;
+    size_t *off, n_param, scratch_len;
+    int32_t *labels;
+};
+
+static void chain_free(struct chain *c, int n)
+{
+    for (int i = 0; c->act && i < n; i++)
+        free(c->act[i]), free(c->grad[i]), free(c->saved[i]);
+    free(c->act), free(c->grad), free(c->saved), free(c->off);
+    free(c->param), free(c->dparam), free(c->state), free(c->scratch), free(c->labels);
+}
+
+static float *zeros(size_t n)
+{
+    return calloc(n ? n : 1, sizeof(float));
+}
+
+static int chain_alloc(struct chain *c, const struct mp_model *m, size_t mb)
+{
+    int n = m->n_layers;
+    memset(c, 0, sizeof *c);
+    c->act = calloc((size_t)n, sizeof *c->act), c->grad = calloc((size_t)n, sizeof *c->grad);
+    c->saved = calloc((size_t)n, sizeof *c->saved), c->off = calloc((size_t)n, sizeof *c->off);
+    if (!c->act || !c->grad || !c->saved || !c->off)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        const struct mp_layer *l = &m->layers[i];
+        size_t s = l->scratch_per_sample * mb + l->scratch_fixed;
+        c->scratch_len = s > c->scratch_len ? s : c->scratch_len;
+        c->off[i] = c->n_param;
+        c->n_param += up(mp_layer_n_param(l));
+        c->act[i] = zeros(mb * mp_layer_out_len(l)), c->grad[i] = zeros(mb * mp_layer_out_len(l));
+        c->saved[i] = zeros(mb * l->saved_per_sample);
+        if (!c->act[i] || !c->grad[i] || !c->saved[i])
+            return -1;
+    }
+    size_t rows = mb * m->label_len, in = mb * mp_layer_out_len(&m->layers[0]);
+    c->param = zeros(c->n_param), c->dparam = zeros(c->n_param);
+    c->state = zeros(2 * c->n_param), c->scratch = zeros(c->scratch_len);
+    c->labels = calloc(rows ? rows : 1, sizeof *c->labels);
+    if (!c->param || !c->dparam || !c->state || !c->scratch || !c->labels)
+        return -1;
+    for (size_t r = 0; r < rows; r++)
+        c->labels[r] = (int32_t)(r % (m->n_classes ? m->n_classes : 1));
+    for (size_t k = 0; k < in; k++) /* pixels in [0, 1), or token ids for a language model */
+        c->act[0][k] = m->tokens ? (float)(k % m->layers[1].vocab) : (float)(k % 255) / 255.0f;
+    for (int i = 1; i < n; i++)
+        if (mp_layer_n_param(&m->layers[i]))
+            mp_layer_init_params(&m->layers[i], c->param + c->off[i], 1);
+    return 0;
+}
+
+/* One step; t[0..2] += seconds of all forwards, input-grads and weight-grads, *opt += the
+ * optimizer's. */
+static void step(const struct mp_model *m, struct chain *c, size_t mb,
+                 const struct mp_optim_cfg *cfg, uint64_t k, double t[3], double *opt)
+{
+    double loss = 0, t0;
+    size_t correct = 0;
+    struct mp_ctx ctx = {.labels = c->labels,
+                         .training = 1,
+                         .seed = 1,
+                         .overwrite = 1,
+                         .global_batch = mb * m->label_len,
+                         .scratch = c->scratch,
+                         .scratch_len = c->scratch_len,
+                         .loss_sum = &loss,
+                         .n_correct = &correct};
+    int n = m->n_layers;
+    t0 = now_s();
+    for (int i = 1; i < n; i++) {
+        const struct mp_layer *l = &m->layers[i];
+        l->ops->forward(l, &ctx, c->param + c->off[i], c->act[i - 1], c->act[i], c->saved[i], mb);
+    }
+    t[0] += now_s() - t0, t0 = now_s();
+    for (int i = n - 1; i >= m->dx_from; i--) {
+        const struct mp_layer *l = &m->layers[i];
+        l->ops->backward_input(l, &ctx, c->param + c->off[i], c->act[i - 1], c->act[i], c->saved[i],
+                               l->is_loss ? NULL : c->grad[i], c->grad[i - 1], mb);
+    }
+    t[1] += now_s() - t0, t0 = now_s();
+    for (int i = n - 1; i >= 1; i--) {
+        const struct mp_layer *l = &m->layers[i];
+        if (l->ops->backward_weight)
+            l->ops->backward_weight(l, &ctx, c->act[i - 1], c->act[i], c->saved[i], c->grad[i],
+                                    c->dparam + c->off[i], mb);
+    }
+    t[2] += now_s() - t0, t0 = now_s();
+    for (int i = 1; i < n; i++) {
+        size_t np = mp_layer_n_param(&m->layers[i]);
+        if (np)
+            mp_optim_step(cfg, 1e-6f, k, c->param + c->off[i], c->dparam + c->off[i],
+                          c->state + c->off[i], c->n_param, np);
+    }
+    *opt += now_s() - t0;
+}
+
+int mp__calib_step(const struct mp_model *m, size_t mb, enum mp_optim_kind optim, double t[3],
+                   double *optim_s, struct mp_err *err)
+{
+    struct chain c;
+    struct mp_optim_cfg cfg;
+    mp_optim_defaults(&cfg, optim);
+    int rc = 0;
+    if (chain_alloc(&c, m, mb)) {
+        rc = MP_FAIL(err, NOMEM, "out of memory for a step of %s on %zu samples", m->path, mb);
+    } else {
+        double warm[3] = {0, 0, 0}, warm_opt = 0;
+        step(m, &c, mb, &cfg, 1, warm, &warm_opt); /* first touches, BLIS's first calls */
+        t[0] = t[1] = t[2] = *optim_s = 0;
+        step(m, &c, mb, &cfg, 2, t, optim_s);
+    }
+    chain_free(&c, m->n_layers);
+    return rc;
+}
