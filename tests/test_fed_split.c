@@ -169,6 +169,24 @@ static void test_sampling_is_deterministic_sorted_and_at_least_one(void **state)
     assert_int_equal(mp_fed_sample(4, 9, C, 1.0, a), C);
 }
 
+static void test_sampling_varies_by_round_and_is_fair_over_rounds(void **state)
+{
+    (void)state;
+    int a[C], b[C], count[C + 1] = {0}, differ = 0;
+    const int rounds = 4000;
+    for (int r = 0; r < rounds; r++) {
+        int n = mp_fed_sample(11, r, C, 0.25, a);
+        assert_int_equal(n, 2);
+        for (int i = 0; i < n; i++)
+            count[a[i]]++;
+        mp_fed_sample(11, r + 1, C, 0.25, b);
+        differ += memcmp(a, b, sizeof(int) * 2) != 0;
+    }
+    assert_true(differ > rounds / 2);
+    for (int k = 1; k <= C; k++) /* each client in a quarter of the rounds, within 10% */
+        assert_true(fabs(count[k] / (double)rounds - 0.25) < 0.025);
+}
+
 static void test_size_weights_follow_samples_and_perf_stays_bounded(void **state)
 {
     (void)state;
@@ -198,6 +216,7 @@ int main(void)
         cmocka_unit_test(test_bad_split_specs_are_usage_errors),
         cmocka_unit_test(test_gamma_mean_matches_its_shape),
         cmocka_unit_test(test_sampling_is_deterministic_sorted_and_at_least_one),
+        cmocka_unit_test(test_sampling_varies_by_round_and_is_fair_over_rounds),
         cmocka_unit_test(test_size_weights_follow_samples_and_perf_stays_bounded),
     };
     return cmocka_run_group_tests(tests, setup_labels, NULL);

@@ -1,6 +1,7 @@
-/* `mpipe fed`: federated training (issue 7, DESIGN.md §4). Flags → struct mp_fed_cfg, checked
- * before MPI starts; then every rank runs its role (engine/fed/mp_fed.h: rank 0 the server, ranks
- * 1..C the clients) and rank 0 prints the RESULT line. Owns flag syntax and defaults only. */
+/* `mpipe fed`: federated training (issues 7 and 19, DESIGN.md §4). Flags → struct mp_fed_cfg,
+ * checked before MPI starts; then every rank runs its role (engine/fed/mp_fed.h: rank 0 the
+ * server, then each client's stages) and rank 0 prints the RESULT line. Owns flag syntax and
+ * defaults only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,25 +12,52 @@
 #include "mp_xport.h"
 
 static const char help[] =
-    "usage: mpirun -np 1+C mpipe fed MODEL.mp --clients C --rounds R [options]\n"
+    "usage: mpirun -np 1+C*P mpipe fed MODEL.mp --clients C --rounds R [options]\n"
     "\n"
-    "Rank 0 is the server, ranks 1..C the clients; every rank holds the whole model. Each round\n"
-    "the server samples clients, sends them the global weights, each trains locally on its own\n"
-    "split of the training set, and the server aggregates the updates and tests the result.\n"
+    "Rank 0 is the server, then each client's P ranks (--client-stages P, default 1: one rank\n"
+    "holding the whole model). Each round the server samples clients, sends them the global\n"
+    "weights, each trains locally on its own split of the training set, and the server combines\n"
+    "the updates, steps the global model and tests it.\n"
     "\n"
     "Federation:\n"
-    "  --clients C           number of clients (required; -np must be 1+C, else exit 2)\n"
+    "  --clients C           number of clients (required; -np must be 1+C*P, else exit 2)\n"
     "  --rounds R            communication rounds (required)\n"
     "  --local-epochs E      local epochs per round (default 1)\n"
-    "  --fraction F          share of clients sampled per round, at least one (default 1.0)\n"
+    "  --fraction F          share of clients sampled per round from the seed, at least one\n"
+    "                        (default 1.0)\n"
+    "  --min-clients K       close a round as soon as K updates are accepted, and change the\n"
+    "                        model only with at least K (default: wait for every sampled client\n"
+    "                        up to the deadline, apply any)\n"
     "  --split S             iid (default) | dirichlet:A (per-class Dirichlet(A) proportions) |\n"
     "                        shards:K (sorted by label, K shards per client)\n"
     "  --algo A              fedavg (default) | fedprox (adds mu (w - w_global) to local grads)\n"
     "  --mu X                FedProx proximal weight (default 0.01)\n"
-    "  --aggregate W         size (default: FedAvg, weights ~ client samples) | perf (samples x\n"
-    "                        a bounded EMA of each client's local loss reduction; logged)\n"
     "  --round-deadline S    seconds the server waits for a round's updates; late clients are\n"
     "                        left out of that round and rejoin later (default 600)\n"
+    "Aggregation:\n"
+    "  --aggregate W         size (default: FedAvg, weights ~ client samples) | perf (samples x\n"
+    "                        a bounded EMA of each client's local loss reduction; logged) |\n"
+    "                        median (coordinate-wise) | trimmed:B (cut the B share from each end\n"
+    "                        per coordinate, 0 <= B < 0.5) | krum:F | multikrum:F (F assumed bad\n"
+    "                        clients; needs more than 2F+2 a round). Robust rules ignore the\n"
+    "                        sample counts clients report\n"
+    "  --server-opt O        avg (default) | adam | yogi | adagrad: the server's step on the\n"
+    "                        pseudo-gradient (aggregate - global), Reddi et al. 2021\n"
+    "  --server-lr X         server learning rate (default: avg 1, adam/yogi/adagrad 0.001)\n"
+    "  --attack K:MODE       K clients, chosen from the seed, attack: signflip (send -update) |\n"
+    "                        scale:X (X times the update) | noise (Gaussian, the update's norm)\n"
+    "Privacy (DP-FedAvg, McMahan et al. 2018):\n"
+    "  --clip-update X       clip each client's update to L2 norm X (server side)\n"
+    "  --noise-multiplier S  add N(0, (S X / sampled clients)^2) to the mean update from the\n"
+    "                        server's own generator; logs (epsilon, delta) every round\n"
+    "  --delta D             the accountant's delta (default 1/C^1.1)\n"
+    "Pipelined clients:\n"
+    "  --client-stages P     each client is a P-stage pipeline of ranks (default 1)\n"
+    "  --schedule S          the clients' schedule: gpipe | 1f1b (default) | interleaved | zb1 |\n"
+    "                        zbv\n"
+    "  --chunks V            virtual stages per rank for interleaved (default 2)\n"
+    "  --micro-batches M     per local step (default: 1 for P = 1, else the largest divisor of B\n"
+    "                        up to 2P, as train); the numbers depend on M, never on P\n"
     "Local training (fresh optimizer state every round):\n"
     "  --data SRC            fashion-mnist (default) | mnist-dir:DIR | synthetic:N\n"
     "  --batch B             local mini-batch (default 64)\n"
@@ -38,14 +66,16 @@ static const char help[] =
     "  --lr-schedule K       constant (default) | step | cosine | plateau, over a round's steps\n"
     "  --warmup N            linear warm-up steps per round (default 0)\n"
     "  --momentum X          (default 0.9)   --weight-decay X  (default: torch.optim's)\n"
-    "  --seed N              data split, sampling, init and shuffles (default 0)\n"
-    "Checkpoints:\n"
+    "  --seed N              data split, sampling, attackers, init, shuffles, noise (default 0)\n"
+    "Output:\n"
     "  --checkpoint DIR      server checkpoint after every round: DIR/round-N/ and DIR/latest\n"
     "  --resume              continue from DIR/latest (a dead client ends the MPI job: resume)\n"
+    "  --save-weights FILE   the final global model as safetensors (as train writes it)\n"
     "\n"
     "Logs one line per round on stderr (clients, weights, train loss, test accuracy), and at the\n"
     "end on stdout: RESULT test_acc=... loss=... rounds=... clients=...\n"
-    "(loss: the final global model's mean test loss)\n";
+    "(loss: the final global model's mean test loss), plus epsilon=... delta=... with\n"
+    "--noise-multiplier\n";
 
 struct fed_args {
     struct mp_fed_cfg cfg;
@@ -59,7 +89,9 @@ static int takes_value(const char *f)
         "--clients", "--rounds", "--local-epochs", "--fraction", "--split", "--algo", "--mu",
         "--aggregate", "--round-deadline", "--data", "--batch", "--optimizer", "--lr",
         "--lr-schedule", "--warmup", "--momentum", "--weight-decay", "--seed", "--checkpoint",
-        NULL};
+        "--min-clients", "--server-opt", "--server-lr", "--attack", "--clip-update",
+        "--noise-multiplier", "--delta", "--client-stages", "--schedule", "--chunks",
+        "--micro-batches", "--save-weights", NULL};
     for (int i = 0; with_value[i]; i++)
         if (!strcmp(f, with_value[i]))
             return 1;
@@ -67,7 +99,7 @@ static int takes_value(const char *f)
 }
 
 static const char *const algo_names[] = {"fedavg", "fedprox", NULL};
-static const char *const agg_names[] = {"size", "perf", NULL};
+static const char *const opt_names[] = {"avg", "adam", "yogi", "adagrad", NULL};
 
 static int parse_fed_flag(struct fed_args *a, const char *f, const char *v, struct mp_err *err)
 {
@@ -96,12 +128,59 @@ static int parse_fed_flag(struct fed_args *a, const char *f, const char *v, stru
         c->algo = (enum mp_fed_algo)k;
     } else if (mp_flag_is(f, "--mu"))
         return mp_flag_double(f, v, 0, 1e6, &c->mu, err);
-    else if (mp_flag_is(f, "--aggregate")) {
-        if (mp_flag_choice(f, v, agg_names, &k, err))
+    else if (mp_flag_is(f, "--aggregate"))
+        return mp_fed_agg_parse(v, c, err);
+    else if (mp_flag_is(f, "--min-clients")) {
+        if (mp_flag_int(f, v, 1, 4095, &n, err))
             return -1;
-        c->agg = (enum mp_fed_agg)k;
+        c->min_clients = (int)n;
     } else if (mp_flag_is(f, "--round-deadline"))
         return mp_flag_double(f, v, 0.001, 1e7, &c->round_deadline, err);
+    else
+        return 1;
+    return 0;
+}
+
+/* Server optimizer, attacks, privacy and pipelined clients (issue 19). */
+static int parse_server_flag(struct fed_args *a, const char *f, const char *v, struct mp_err *err)
+{
+    struct mp_fed_cfg *c = &a->cfg;
+    long long n;
+    int k;
+    if (mp_flag_is(f, "--server-opt")) {
+        if (mp_flag_choice(f, v, opt_names, &k, err))
+            return -1;
+        c->server_opt = (enum mp_fed_server_opt)k;
+    } else if (mp_flag_is(f, "--server-lr"))
+        return mp_flag_double(f, v, 1e-12, 1e3, &c->server_lr, err);
+    else if (mp_flag_is(f, "--attack"))
+        return mp_fed_attack_parse(v, &c->attack, err);
+    else if (mp_flag_is(f, "--clip-update"))
+        return mp_flag_double(f, v, 1e-12, 1e12, &c->clip_update, err);
+    else if (mp_flag_is(f, "--noise-multiplier"))
+        return mp_flag_double(f, v, 1e-6, 1e6, &c->noise_multiplier, err);
+    else if (mp_flag_is(f, "--delta"))
+        return mp_flag_double(f, v, 1e-300, 0.999999, &c->delta, err);
+    else if (mp_flag_is(f, "--client-stages")) {
+        if (mp_flag_int(f, v, 1, 1024, &n, err))
+            return -1;
+        c->client_stages = (int)n;
+    } else if (mp_flag_is(f, "--micro-batches")) {
+        if (mp_flag_int(f, v, 1, 1 << 20, &n, err))
+            return -1;
+        c->micro_batches = (int)n;
+    } else if (mp_flag_is(f, "--chunks")) {
+        if (mp_flag_int(f, v, 1, 64, &n, err))
+            return -1;
+        c->chunks = (int)n;
+    } else if (mp_flag_is(f, "--schedule")) {
+        enum mp_sched_kind kind;
+        if (mp_sched_parse(v, &kind))
+            return MP_FAIL(err, USAGE, "--schedule %s: expected gpipe, 1f1b, interleaved, zb1 or "
+                           "zbv", v);
+        c->schedule = kind;
+    } else if (mp_flag_is(f, "--save-weights"))
+        c->save_weights = v;
     else
         return 1;
     return 0;
@@ -143,6 +222,9 @@ static void defaults(struct fed_args *a)
     c->algo = MP_FED_FEDAVG;
     c->mu = 0.01;
     c->agg = MP_FED_AGG_SIZE;
+    c->server_opt = MP_FED_OPT_AVG;
+    c->client_stages = 1;
+    c->schedule = MP_SCHED_1F1B;
     c->round_deadline = 600;
     c->batch = 64;
     c->optim.kind = MP_OPT_ADAM;
@@ -156,6 +238,8 @@ static int parse_flag(void *ctx, const char *f, const char *v, struct mp_err *er
 {
     struct fed_args *a = ctx;
     int rc = parse_fed_flag(a, f, v, err);
+    if (rc == 1)
+        rc = parse_server_flag(a, f, v, err);
     if (rc == 1)
         rc = parse_local_flag(a, f, v, err);
     if (rc == 1)
@@ -172,7 +256,7 @@ static int parse_args(struct fed_args *a, int argc, char **argv, struct mp_err *
         return MP_FAIL(err, USAGE, "--clients C and --rounds R are required");
     if (a->cfg.resume && !a->cfg.ckpt_dir)
         return MP_FAIL(err, USAGE, "--resume needs --checkpoint DIR");
-    return 0;
+    return mp_fed_cfg_check(&a->cfg, err);
 }
 
 /* Usage and input errors are found alike by every rank: only rank 0 reports them. */
@@ -210,8 +294,11 @@ int mp_cmd_fed(int argc, char **argv, struct mp_err *err)
         rc = mp_fed_run(&a.cfg, x, &r, err);
     if (!rc && rank == 0) {
         fflush(stderr);
-        printf("\nRESULT test_acc=%.4f loss=%.4f rounds=%d clients=%d\n", r.test_acc,
-               r.test_loss, r.rounds, r.clients);
+        printf("\nRESULT test_acc=%.4f loss=%.4f rounds=%d clients=%d", r.test_acc, r.test_loss,
+               r.rounds, r.clients);
+        if (r.dp)
+            printf(" epsilon=%.4f delta=%.3g", r.epsilon, r.delta);
+        printf("\n");
         fflush(stdout);
     }
     mp_model_free(&m);

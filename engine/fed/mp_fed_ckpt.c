@@ -1,8 +1,10 @@
 /* Per-round server checkpoints of `mpipe fed --checkpoint DIR` (mp_fed.h): DIR/round-N/ holds the
- * global weights (global.safetensors, named L{i}.weight/.bias like --save-weights) and fed.json
- * (rounds done, seed, sampling rule, the perf-weight history); DIR/latest points at the newest.
- * Clients keep no state between rounds, so the server's checkpoint is the whole run's: after a
- * client dies and the job ends, `--resume` continues from the last completed round. */
+ * global weights (global.safetensors, named L{i}.weight/.bias like --save-weights), with a server
+ * optimizer its state (server_m.safetensors, server_v.safetensors, the same names), and fed.json
+ * (rounds done, seed, sampling rule, the perf-weight history, the server optimizer, the privacy
+ * accountant's Renyi curve); DIR/latest points at the newest. Clients keep no state between
+ * rounds, so the server's checkpoint is the whole run's: after a client dies and the job ends,
+ * `--resume` continues from the last completed round. */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -44,16 +46,36 @@ static int write_atomic(const char *path, const char *text, struct mp_err *err)
     return 0;
 }
 
+static json_t *dp_json(const struct mp_fed_cfg *cfg, const struct mp_fed_update *u)
+{
+    json_t *orders = json_array(), *rdp = json_array();
+    for (int k = 0; k < MP_FED_RDP_ORDERS; k++) {
+        json_array_append_new(orders, json_real(u->acct.order[k]));
+        json_array_append_new(rdp, json_real(u->acct.rdp[k]));
+    }
+    return json_pack("{s:f, s:f, s:f, s:f, s:f, s:o, s:o}", "clip_update", cfg->clip_update,
+                     "noise_multiplier", cfg->noise_multiplier, "delta", u->delta, "epsilon",
+                     u->epsilon, "sampling_rate", (double)u->sampled / u->C, "orders", orders,
+                     "rdp", rdp);
+}
+
 static int write_manifest(const struct mp_fed_cfg *cfg, const char *path, int round,
-                          const struct mp_fed_perf *perf, struct mp_err *err)
+                          const struct mp_fed_perf *perf, const struct mp_fed_update *u,
+                          struct mp_err *err)
 {
     json_t *root = json_pack(
-        "{s:s, s:i, s:i, s:I, s:i, s:s, s:s, s:{s:s, s:I, s:f}, s:o}", "format",
-        "mpipe-fed-checkpoint", "version", 1, "round", (json_int_t)round, "seed",
+        "{s:s, s:i, s:i, s:I, s:i, s:s, s:s, s:{s:s, s:I, s:f}, s:o, s:{s:s, s:f, s:f, s:f, "
+        "s:f}, s:s}",
+        "format", "mpipe-fed-checkpoint", "version", 2, "round", (json_int_t)round, "seed",
         (json_int_t)cfg->seed, "clients", cfg->clients, "model_digest", cfg->model->digest,
         "data", cfg->data_src, "sampling", "rule", "fisher-yates(hash(seed, round))", "round",
-        (json_int_t)round, "fraction", cfg->fraction, "perf", perf_json(perf));
-    char *text = root ? json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
+        (json_int_t)round, "fraction", cfg->fraction, "perf", perf_json(perf), "server_opt",
+        "kind", mp_fed_server_opt_name(u->opt.kind), "lr", u->opt.lr, "beta1", MP_FED_OPT_BETA1,
+        "beta2", MP_FED_OPT_BETA2, "tau", MP_FED_OPT_TAU, "aggregate", mp_fed_agg_name(cfg->agg));
+    if (root && cfg->noise_multiplier > 0)
+        json_object_set_new(root, "dp", dp_json(cfg, u));
+    char *text = root ? json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17))
+                      : NULL;
     json_decref(root);
     if (!text)
         return MP_FAIL(err, NOMEM, "out of memory writing %s", path);
@@ -72,9 +94,10 @@ static int point_latest(const char *dir, int round, struct mp_err *err)
     unlink(link_tmp);
     if (symlink(target, link_tmp) != 0 || rename(link_tmp, link) != 0)
         return MP_FAIL(err, IO, "%s: cannot update: %s", link, strerror(errno));
-    for (int w = 0; w < 2 && round > 2; w++) {
-        snprintf(old, sizeof old, "%s/round-%d/%s", dir, round - 2,
-                 w ? "fed.json" : "global.safetensors");
+    static const char *const files[] = {"global.safetensors", "server_m.safetensors",
+                                        "server_v.safetensors", "fed.json"};
+    for (int w = 0; w < 4 && round > 2; w++) {
+        snprintf(old, sizeof old, "%s/round-%d/%s", dir, round - 2, files[w]);
         unlink(old);
     }
     snprintf(old, sizeof old, "%s/round-%d", dir, round - 2);
@@ -84,7 +107,8 @@ static int point_latest(const char *dir, int round, struct mp_err *err)
 }
 
 int mp__fed_ckpt_save(const struct mp_fed_cfg *cfg, struct mp_fed_model *fm, struct mp_xport *x,
-                      int round, const struct mp_fed_perf *perf, struct mp_err *err)
+                      int round, const struct mp_fed_perf *perf, const struct mp_fed_update *u,
+                      struct mp_err *err)
 {
     char sub[4200], path[4300];
     snprintf(sub, sizeof sub, "%s/round-%d", cfg->ckpt_dir, round);
@@ -92,10 +116,16 @@ int mp__fed_ckpt_save(const struct mp_fed_cfg *cfg, struct mp_fed_model *fm, str
         (mkdir(sub, 0755) != 0 && errno != EEXIST))
         return MP_FAIL(err, IO, "%s: cannot create: %s", sub, strerror(errno));
     snprintf(path, sizeof path, "%s/global.safetensors", sub);
-    if (mp_weights_save(&fm->st, fm->st.param, fm->bounds, x, path, NULL, err))
+    if (mp_weights_save(&fm->st, fm->st.param, fm->lay.bounds, x, path, NULL, err))
         return -1;
+    for (int w = 0; u->opt.m && w < 2; w++) {
+        snprintf(path, sizeof path, "%s/server_%s.safetensors", sub, w ? "v" : "m");
+        if (mp_weights_save(&fm->st, w ? u->opt.v : u->opt.m, fm->lay.bounds, x, path, NULL,
+                            err))
+            return -1;
+    }
     snprintf(path, sizeof path, "%s/fed.json", sub);
-    if (write_manifest(cfg, path, round, perf, err))
+    if (write_manifest(cfg, path, round, perf, u, err))
         return -1;
     return point_latest(cfg->ckpt_dir, round, err);
 }
@@ -113,8 +143,48 @@ static int read_perf(json_t *p, struct mp_fed_perf *perf)
     return 0;
 }
 
+/* The accountant's curve; absent (a version-1 checkpoint or no DP) leaves it at zero. */
+static int read_dp(json_t *dp, struct mp_fed_update *u)
+{
+    json_t *orders = json_object_get(dp, "orders"), *rdp = json_object_get(dp, "rdp");
+    if (!dp)
+        return 0;
+    if (json_array_size(orders) != MP_FED_RDP_ORDERS || json_array_size(rdp) != MP_FED_RDP_ORDERS)
+        return -1;
+    for (int k = 0; k < MP_FED_RDP_ORDERS; k++) {
+        if (json_number_value(json_array_get(orders, (size_t)k)) != u->acct.order[k])
+            return -1;
+        u->acct.rdp[k] = json_number_value(json_array_get(rdp, (size_t)k));
+    }
+    if (u->cfg->noise_multiplier > 0)
+        u->epsilon = mp_fed_acct_epsilon(&u->acct, u->delta, NULL);
+    return 0;
+}
+
+static int check_manifest(const struct mp_fed_cfg *cfg, json_t *root, const char *path,
+                          struct mp_fed_perf *perf, struct mp_fed_update *u, struct mp_err *err)
+{
+    const char *digest = json_string_value(json_object_get(root, "model_digest"));
+    const char *opt = json_string_value(json_object_get(json_object_get(root, "server_opt"),
+                                                        "kind"));
+    if (!digest || strcmp(digest, cfg->model->digest))
+        return MP_FAIL(err, CKPT, "%s: written for another model", path);
+    if (json_integer_value(json_object_get(root, "clients")) != cfg->clients)
+        return MP_FAIL(err, CKPT, "%s: written for %lld clients, not %d", path,
+                       (long long)json_integer_value(json_object_get(root, "clients")),
+                       cfg->clients);
+    if (strcmp(opt ? opt : "avg", mp_fed_server_opt_name(cfg->server_opt)))
+        return MP_FAIL(err, CKPT, "%s: written with --server-opt %s, not %s", path,
+                       opt ? opt : "avg", mp_fed_server_opt_name(cfg->server_opt));
+    if (!json_is_integer(json_object_get(root, "round")) ||
+        read_perf(json_object_get(root, "perf"), perf) ||
+        read_dp(json_object_get(root, "dp"), u))
+        return MP_FAIL(err, CKPT, "%s: malformed (round, perf or dp state)", path);
+    return 0;
+}
+
 int mp__fed_ckpt_load(const struct mp_fed_cfg *cfg, struct mp_fed_model *fm, int *round,
-                      struct mp_fed_perf *perf, struct mp_err *err)
+                      struct mp_fed_perf *perf, struct mp_fed_update *u, struct mp_err *err)
 {
     char path[4300];
     json_error_t je;
@@ -123,23 +193,19 @@ int mp__fed_ckpt_load(const struct mp_fed_cfg *cfg, struct mp_fed_model *fm, int
     if (!root)
         return MP_FAIL(err, CKPT, "%s: no federated checkpoint to resume from (%s)", path,
                        je.text);
-    const char *digest = json_string_value(json_object_get(root, "model_digest"));
-    json_t *r = json_object_get(root, "round");
-    int rc = 0;
-    if (!digest || strcmp(digest, cfg->model->digest))
-        rc = MP_FAIL(err, CKPT, "%s: written for another model", path);
-    else if (json_integer_value(json_object_get(root, "clients")) != cfg->clients)
-        rc = MP_FAIL(err, CKPT, "%s: written for %lld clients, not %d", path,
-                     (long long)json_integer_value(json_object_get(root, "clients")),
-                     cfg->clients);
-    else if (!json_is_integer(r) || read_perf(json_object_get(root, "perf"), perf))
-        rc = MP_FAIL(err, CKPT, "%s: malformed (round or perf state)", path);
+    int rc = check_manifest(cfg, root, path, perf, u, err);
     if (!rc)
-        *round = (int)json_integer_value(r);
+        *round = (int)json_integer_value(json_object_get(root, "round"));
     json_decref(root);
     snprintf(path, sizeof path, "%s/latest/global.safetensors", cfg->ckpt_dir);
     if (!rc && mp_weights_load(&fm->st, fm->st.param, path, NULL, err))
         return -1;
+    for (int w = 0; !rc && u->opt.m && w < 2; w++) {
+        snprintf(path, sizeof path, "%s/latest/server_%s.safetensors", cfg->ckpt_dir,
+                 w ? "v" : "m");
+        if (mp_weights_load(&fm->st, w ? u->opt.v : u->opt.m, path, NULL, err))
+            return -1;
+    }
     if (!rc)
         fprintf(stderr, "fed: resumed from %s/latest after round %d\n", cfg->ckpt_dir, *round);
     return rc;
