@@ -203,7 +203,7 @@ static void test_bitmaps_parse_as_hwloc_writes_them_and_nothing_else(void **stat
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         if (mp__bits_parse(bad[i], &b) != -1)
             fail_msg("'%s' parsed", bad[i]);
-    char big[2049 * 3 + 8];
+    char big[2049 * 4 + 8]; /* "0x1" and a comma each */
     size_t at = 0;
     for (int i = 0; i < 2049; i++)
         at += (size_t)snprintf(big + at, sizeof big - at, "%s0x1", i ? "," : "");
