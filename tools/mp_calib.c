@@ -24,45 +24,83 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* The CPU from /proc/cpuinfo (its first processor: the ranks of one host share it): model name,
- * family, model and stepping, since a hypervisor may show only "AMD EPYC" for several
- * generations. */
-static float *filled(size_t n, float scale)
+/* A GEMM above this many flops is timed on a slice (below): ~10 ms at this machine's rates. */
+#define SLICE_FLOPS 1.0e9
+#define SLICE_MIN 1024 /* the sliced dimension keeps at least this many: past BLIS's cache
+                          blocks (MC, KC, NC are at most a few thousand), time is linear in it */
+
+/* The operands of the GEMMs being timed, grown as shapes need and kept across shapes: fresh
+ * buffers for each of 65 shapes spent a fifth of a calibration in page faults. */
+static struct operand {
+    float *p;
+    size_t n;
+} ops[3];
+
+static float *operand(struct operand *o, size_t n)
 {
-    float *p = malloc((n ? n : 1) * sizeof *p);
-    for (size_t i = 0; p && i < n; i++)
-        p[i] = scale * ((float)((i * 2654435761u) % 1000u) * 1e-3f - 0.5f);
-    return p;
+    if (n > o->n) {
+        float *p = realloc(o->p, n * sizeof *p);
+        if (!p)
+            return NULL;
+        for (size_t i = o->n; i < n; i++) /* small, varied values: never denormal or zero */
+            p[i] = 1e-2f * ((float)((i * 2654435761u) % 1000u) * 1e-3f - 0.5f);
+        o->p = p, o->n = n;
+    }
+    return o->p;
 }
 
-/* Median seconds of one call of the shape through mp_gemm (the path training takes), after two
- * warm-up calls: at least 3 repeats and 20 ms, at most 50 repeats. */
-static double time_gemm(const struct mp_gemm_call *c, struct mp_err *err)
+static void operands_free(void)
+{
+    for (int i = 0; i < 3; i++)
+        free(ops[i].p), ops[i].p = NULL, ops[i].n = 0;
+}
+
+/* Median seconds of one call of c through mp_gemm (the path training takes), after two warm-up
+ * calls: at least 3 repeats and 10 ms, at most 50 repeats. */
+static double time_call(const struct mp_gemm_call *c, struct mp_err *err)
 {
     size_t rows_a = c->trans_a ? c->k : c->m, rows_b = c->trans_b ? c->n : c->k;
-    float *a = filled(rows_a * c->lda, 1e-2f), *b = filled(rows_b * c->ldb, 1e-2f);
-    float *cc = filled(c->m * c->ldc, 0);
-    double t[50], s = -1;
+    float *a = operand(&ops[0], rows_a * c->lda + 1), *b = operand(&ops[1], rows_b * c->ldb + 1);
+    float *cc = operand(&ops[2], c->m * c->ldc + 1);
+    double t[50];
     size_t n = 0;
-    if (!a || !b || !cc) {
-        MP_FAIL(err, NOMEM, "out of memory timing a %zux%zux%zu GEMM", c->m, c->n, c->k);
-        goto done;
-    }
+    if (!a || !b || !cc)
+        return MP_FAIL(err, NOMEM, "out of memory timing a %zux%zux%zu GEMM", c->m, c->n, c->k);
     float beta = c->beta_zero ? 0.0f : 1.0f;
     for (int w = 0; w < 2; w++)
         mp_gemm(c->trans_a, c->trans_b, c->m, c->n, c->k, 1.0f, a, c->lda, b, c->ldb, beta, cc,
                 c->ldc);
     double start = now_s();
-    while (n < 50 && (n < 3 || now_s() - start < 0.02)) {
+    while (n < 50 && (n < 3 || now_s() - start < 0.01)) {
         double t0 = now_s();
         mp_gemm(c->trans_a, c->trans_b, c->m, c->n, c->k, 1.0f, a, c->lda, b, c->ldb, beta, cc,
                 c->ldc);
         t[n++] = now_s() - t0;
     }
-    s = mp_bench_median(t, n);
-done:
-    free(a), free(b), free(cc);
-    return s;
+    return mp_bench_median(t, n);
+}
+
+/* Seconds of one call of the shape. A large one (a 300 M-parameter model's 8192 x 1024 x 4096
+ * takes half a second, and five calls of each of 50 shapes took minutes) is timed with its
+ * largest dimension cut to SLICE_FLOPS worth, but never below SLICE_MIN, and scaled back by the
+ * cut: BLIS's loops around its micro-kernel make the time linear in m, n and k once each spans
+ * its cache blocks, and the strides stay the shape's own, so memory is walked as training walks
+ * it. (Sliced against whole on the shapes of models/gpt*.mp: within a few per cent.) */
+static double time_gemm(const struct mp_gemm_call *c, struct mp_err *err)
+{
+    double flops = 2.0 * (double)c->m * (double)c->n * (double)c->k;
+    struct mp_gemm_call s = *c;
+    size_t *d = &s.m;
+    if (s.n > *d)
+        d = &s.n;
+    if (s.k > *d)
+        d = &s.k;
+    size_t full = *d, cut = (size_t)((double)full * SLICE_FLOPS / flops);
+    if (flops <= SLICE_FLOPS || full <= SLICE_MIN)
+        return time_call(c, err);
+    *d = cut < SLICE_MIN ? SLICE_MIN : cut;
+    double sec = time_call(&s, err);
+    return sec < 0 ? sec : sec * (double)full / (double)*d;
 }
 
 /* The recorded calls of pass p into e's call counts, timing the shapes the cache lacks. */
@@ -170,6 +208,25 @@ static int time_layer(struct mp_calib_rates *r, const struct mp_model *m, int i,
     return rc;
 }
 
+#define STEP_FLOPS 2.0e10 /* the in-place step's work: about a fifth of a second at this machine's
+                             rates, run twice (a warm-up and the timed one) at two sizes */
+
+/* How many of m's layers (from 0) the in-place step at mb samples runs: all of them when their
+ * forward and backward passes are at most STEP_FLOPS, else the longest prefix within that, but
+ * at least one layer past the input. Counted from the layers' analytic flops, so the same model
+ * and size always give the same prefix (the cache keeps its times by model and size). */
+static int step_layers(const struct mp_model *m, size_t mb)
+{
+    double f = 0;
+    for (int i = 1; i < m->n_layers; i++) {
+        struct mp_cost c = m->layers[i].ops->cost(&m->layers[i], mb);
+        f += c.flops_fwd + c.flops_bwd_input + c.flops_bwd_weight;
+        if (f > STEP_FLOPS)
+            return i > 1 ? i : 2;
+    }
+    return m->n_layers;
+}
+
 /* The in-place step at mb samples (mp_calib_step.c), from the cache or run now. */
 static int in_place(struct mp_calib_rates *r, const struct mp_model *m, size_t mb,
                     enum mp_optim_kind kind, int again, const struct mp_calib_step **out,
@@ -178,7 +235,7 @@ static int in_place(struct mp_calib_rates *r, const struct mp_model *m, size_t m
     struct mp_calib_step *s = again ? NULL : mp__calib_find_step(r, m->digest, (int)kind, mb);
     if (!s) {
         double t[3], opt;
-        if (mp__calib_step(m, mb, kind, t, &opt, err))
+        if (mp__calib_step(m, step_layers(m, mb), mb, kind, t, &opt, err))
             return -1;
         if (!(s = mp__calib_find_step(r, m->digest, (int)kind, mb)) &&
             !(s = mp__calib_add_step(r, m->digest, (int)kind, mb)))
@@ -191,24 +248,26 @@ static int in_place(struct mp_calib_rates *r, const struct mp_model *m, size_t m
 }
 
 /* Scales the warm per-layer times of every size by what the caches cost a real step: at the
- * largest and the smallest size, in-place pass totals over warm ones, per pass kind; sizes in
- * between take factors interpolated in log(size). The optimizer's rate is the in-place one. */
+ * largest and the smallest size, in-place pass totals over warm ones of the same layers (the
+ * step's prefix, step_layers), per pass kind; sizes in between take factors interpolated in
+ * log(size). The optimizer's rate is the in-place one, per parameter of the prefix. */
 static int correct(struct mp_calib_rates *r, const struct mp_model *m, enum mp_optim_kind kind,
                    int again, struct mp_cost_table *t, struct mp_err *err)
 {
     int ends[2] = {0, t->n_mbs - 1}, nl = t->n_layers;
     double f[2][3], lg[2];
     size_t n_param = 0;
-    for (int i = 0; i < m->n_layers; i++)
+    for (int i = 0; i < step_layers(m, t->mbs[0]); i++)
         n_param += mp_layer_n_param(&m->layers[i]);
     for (int e = 0; e < 2; e++) {
         const struct mp_calib_step *s = NULL;
         int j = ends[e];
         if (in_place(r, m, t->mbs[j], kind, again, &s, err))
             return -1;
+        int prefix = step_layers(m, t->mbs[j]);
         for (int p = 0; p < 3; p++) {
             double warm = 0;
-            for (int i = 1; i < nl; i++)
+            for (int i = 1; i < prefix; i++)
                 warm += t->t[((size_t)j * (size_t)nl + (size_t)i) * 3 + (size_t)p];
             f[e][p] = warm > 0 && s->t[p] > 0 ? s->t[p] / warm : 1.0;
         }
@@ -225,6 +284,28 @@ static int correct(struct mp_calib_rates *r, const struct mp_model *m, enum mp_o
         }
     }
     return 0;
+}
+
+static int shape_eq(struct mp_shape a, struct mp_shape b)
+{
+    return a.ndim == b.ndim && a.d[0] == b.d[0] && a.d[1] == b.d[1] && a.d[2] == b.d[2];
+}
+
+/* Whether layers a and b of m cost the same on every pass: same kind, arguments, shapes and
+ * sizes, and both (or neither) before the model's dx_from. A repeat's N copies of a block are
+ * timed once (gpt_300m.mp's 148 layers are 9 different ones). */
+static int same_cost(const struct mp_model *m, const struct mp_layer *a, const struct mp_layer *b)
+{
+    return a->kind == b->kind && a->n_out == b->n_out && a->kernel == b->kernel &&
+           a->stride == b->stride && a->pad == b->pad && a->rate == b->rate &&
+           a->vocab == b->vocab && a->heads == b->heads && a->causal == b->causal &&
+           a->pos_learned == b->pos_learned && a->tied == b->tied && a->n_res == b->n_res &&
+           shape_eq(a->in, b->in) && shape_eq(a->out, b->out) &&
+           a->n_weight == b->n_weight && a->n_bias == b->n_bias &&
+           a->saved_per_sample == b->saved_per_sample &&
+           a->scratch_per_sample == b->scratch_per_sample &&
+           a->scratch_fixed == b->scratch_fixed && a->is_loss == b->is_loss &&
+           (a->index < m->dx_from) == (b->index < m->dx_from);
 }
 
 void mp_calib_free(struct mp_cost_table *t)
@@ -253,12 +334,20 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
     int rc = t->mbs && t->t ? 0 : MP_FAIL(err, NOMEM, "out of memory");
     for (int j = 0; j < n && !rc; j++) {
         t->mbs[j] = mbs[j];
-        for (int i = 1; i < m->n_layers && !rc; i++)
-            rc = time_layer(&r, m, i, mbs[j], recalibrate,
-                            &t->t[((size_t)j * (size_t)m->n_layers + (size_t)i) * 3], err);
+        for (int i = 1; i < m->n_layers && !rc; i++) {
+            double *row = &t->t[((size_t)j * (size_t)m->n_layers + (size_t)i) * 3];
+            int twin = 1;
+            while (twin < i && !same_cost(m, &m->layers[twin], &m->layers[i]))
+                twin++;
+            if (twin < i)
+                memcpy(row, row - (size_t)(i - twin) * 3, 3 * sizeof *row);
+            else
+                rc = time_layer(&r, m, i, mbs[j], recalibrate, row, err);
+        }
     }
     if (!rc && n > 0)
         rc = correct(&r, m, optim, recalibrate, t, err);
+
     size_t now = 0, reused = 0;
     for (size_t i = 0; i < r.n; i++)
         now += r.v[i].used == 2, reused += r.v[i].used == 1;
@@ -277,5 +366,7 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
     if (rc)
         mp_calib_free(t);
     mp__calib_release(&r);
+    operands_free();
+
     return rc;
 }

@@ -37,8 +37,9 @@ struct mp_calib_pass {
     size_t n_calls;
 };
 
-/* One whole step of one model on one rank in place (mp__calib_step) at mbs samples: seconds of
- * all its forwards, input-grads and weight-grads, and of the optimizer `kind`. */
+/* One step of one model's first layers (all of a small model; see mp_calib.c's step_layers) on
+ * one rank in place (mp__calib_step) at mbs samples: seconds of all their forwards, input-grads
+ * and weight-grads, and of the optimizer `kind` over their parameters. */
 struct mp_calib_step {
     char digest[17];
     int kind; /* enum mp_optim_kind */
@@ -76,8 +77,8 @@ struct mp_calib_step *mp__calib_find_step(struct mp_calib_rates *r, const char *
 struct mp_calib_step *mp__calib_add_step(struct mp_calib_rates *r, const char *digest, int kind,
                                          size_t mbs);
 
-/* mp_calib_step.c: one step of the whole model in place at mb samples (see there). */
-int mp__calib_step(const struct mp_model *m, size_t mb, enum mp_optim_kind optim, double t[3],
-                   double *optim_s, struct mp_err *err);
+/* mp_calib_step.c: one step of layers 0..n-1 of m in place at mb samples (see there). */
+int mp__calib_step(const struct mp_model *m, int n, size_t mb, enum mp_optim_kind optim,
+                   double t[3], double *optim_s, struct mp_err *err);
 
 #endif

@@ -1,10 +1,11 @@
-/* One training step of a whole model on one rank, in place (mp_calib.c's correction of the warm
- * per-shape rates): at mb samples, every forward in layer order on activations that flow from
- * layer to layer, then every input-grad and every weight-grad from the last layer back (as the
- * executor runs a chunk), then the optimizer over one arena of parameters, gradients and state.
- * What each pass kind costs here, against the same passes timed warm one by one, is what the
- * caches cost a real step: weights come back cold after the optimizer streamed the arena, a
- * layer's output is still hot for the next one. Only timing: results are thrown away. */
+/* One training step of a model's first n layers (the whole of any model whose step is short) on
+ * one rank, in place (mp_calib.c's correction of the warm per-shape rates): at mb samples, every
+ * forward in layer order on activations that flow from layer to layer, then every input-grad and
+ * every weight-grad from the last layer back (as the executor runs a chunk; a prefix without its
+ * loss starts from a zero gradient), then the optimizer over one arena of parameters, gradients
+ * and state. What each pass kind costs here, against the same passes timed warm one by one, is
+ * what the caches cost a real step: weights come back cold after the optimizer streamed the
+ * arena, a layer's output is still hot for the next one. Only timing: results are thrown away. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -46,9 +47,8 @@ static float *zeros(size_t n)
     return calloc(n ? n : 1, sizeof(float));
 }
 
-static int chain_alloc(struct chain *c, const struct mp_model *m, size_t mb)
+static int chain_alloc(struct chain *c, const struct mp_model *m, int n, size_t mb)
 {
-    int n = m->n_layers;
     memset(c, 0, sizeof *c);
     c->act = calloc((size_t)n, sizeof *c->act), c->grad = calloc((size_t)n, sizeof *c->grad);
     c->saved = calloc((size_t)n, sizeof *c->saved), c->off = calloc((size_t)n, sizeof *c->off);
@@ -83,7 +83,7 @@ static int chain_alloc(struct chain *c, const struct mp_model *m, size_t mb)
 
 /* One step; t[0..2] += seconds of all forwards, input-grads and weight-grads, *opt += the
  * optimizer's. */
-static void step(const struct mp_model *m, struct chain *c, size_t mb,
+static void step(const struct mp_model *m, int n, struct chain *c, size_t mb,
                  const struct mp_optim_cfg *cfg, uint64_t k, double t[3], double *opt)
 {
     double loss = 0, t0;
@@ -97,7 +97,6 @@ static void step(const struct mp_model *m, struct chain *c, size_t mb,
                          .scratch_len = c->scratch_len,
                          .loss_sum = &loss,
                          .n_correct = &correct};
-    int n = m->n_layers;
     t0 = now_s();
     for (int i = 1; i < n; i++) {
         const struct mp_layer *l = &m->layers[i];
@@ -126,21 +125,21 @@ static void step(const struct mp_model *m, struct chain *c, size_t mb,
     *opt += now_s() - t0;
 }
 
-int mp__calib_step(const struct mp_model *m, size_t mb, enum mp_optim_kind optim, double t[3],
-                   double *optim_s, struct mp_err *err)
+int mp__calib_step(const struct mp_model *m, int n, size_t mb, enum mp_optim_kind optim,
+                   double t[3], double *optim_s, struct mp_err *err)
 {
     struct chain c;
     struct mp_optim_cfg cfg;
     mp_optim_defaults(&cfg, optim);
     int rc = 0;
-    if (chain_alloc(&c, m, mb)) {
+    if (chain_alloc(&c, m, n, mb)) {
         rc = MP_FAIL(err, NOMEM, "out of memory for a step of %s on %zu samples", m->path, mb);
     } else {
         double warm[3] = {0, 0, 0}, warm_opt = 0;
-        step(m, &c, mb, &cfg, 1, warm, &warm_opt); /* first touches, BLIS's first calls */
+        step(m, n, &c, mb, &cfg, 1, warm, &warm_opt); /* first touches, BLIS's first calls */
         t[0] = t[1] = t[2] = *optim_s = 0;
-        step(m, &c, mb, &cfg, 2, t, optim_s);
+        step(m, n, &c, mb, &cfg, 2, t, optim_s);
     }
-    chain_free(&c, m->n_layers);
+    chain_free(&c, n);
     return rc;
 }
