@@ -90,11 +90,15 @@ static int setup_state(struct loop *L, struct mp_err *err)
     int M_max = c->shard_speed ? c->M - L->D + 1 : L->Mr;
     if (c->shard_speed && !(L->scheds = calloc((size_t)c->M + 1, sizeof *L->scheds)))
         return MP_FAIL(err, NOMEM, "out of memory");
-    if (mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, mp_sched_place(c->schedule),
-                      M_max, mbs, mp_optim_state_slots(c->optim.kind), err))
+    int *recompute = NULL;
+    if (mp__train_memory(L, &recompute, err) ||
+        mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, mp_sched_place(c->schedule),
+                      M_max, mbs, mp_optim_state_slots(c->optim.kind), err) ||
+        mp__train_apply_recompute(L, recompute, err)) {
+        free(recompute);
         return -1;
-    if (mp__train_memory(L, err))
-        return -1;
+    }
+    free(recompute);
     for (int i = 0; i < m->n_layers; i++)
         if (L->st.layer_off[i] != SIZE_MAX && mp_layer_n_param(&m->layers[i]))
             mp_layer_init_params(&m->layers[i], L->st.param + L->st.layer_off[i], c->seed);

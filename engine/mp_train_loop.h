@@ -51,8 +51,11 @@ struct loop {
 
 /* One optimizer step on the global batch idx[0 .. batch). */
 int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err);
-/* Recomputation per stage and the memory cap (mp_train_mem.c); fills L->mem_pred. Collective. */
-int mp__train_memory(struct loop *L, struct mp_err *err);
+/* Recomputation per stage and the memory cap (mp_train_mem.c), before the stage allocates; fills
+ * L->mem_pred and *recompute (per virtual stage; free it). Collective. */
+int mp__train_memory(struct loop *L, int **recompute, struct mp_err *err);
+/* Sets the decided recomputation on the stage's chunks (after mp_stage_init). */
+int mp__train_apply_recompute(struct loop *L, const int *recompute, struct mp_err *err);
 /* --zero 1 (mp_train_zero.c): whether this rank shards, the slices, the all-gather of updated
  * parameters, and the whole state gathered on replica 0 for a checkpoint. */
 int mp__zero_active(const struct loop *L);

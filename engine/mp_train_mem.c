@@ -30,29 +30,29 @@ static double predict_memory(const struct loop *L, const int *rc, struct mp_mem_
 /* Recomputation per stage (DESIGN.md §10) and the memory cap. A plan says which stages recompute;
  * else --recompute all or none, or auto: a rank whose predicted peak exceeds the cap recomputes its
  * stages. A layout still above the cap on any rank does not start (exit 2), rather than being
- * killed by the kernel later. Recomputation changes no bits, so ranks decide it alone. */
-int mp__train_memory(struct loop *L, struct mp_err *err)
+ * killed by the kernel later: this runs before the stage allocates anything (a 300 M-parameter
+ * model's parameters and gradients alone took a refused rank to 2.3 GiB when it ran after).
+ * Recomputation changes no bits, so ranks decide it alone; *recompute gets the per-chunk flags
+ * for mp__train_apply_recompute (free it). */
+int mp__train_memory(struct loop *L, int **recompute, struct mp_err *err)
 {
     const struct mp_train_cfg *c = L->cfg;
     int *rc = calloc((size_t)L->S, sizeof(int));
+    *recompute = NULL;
     if (!rc)
         return MP_FAIL(err, NOMEM, "out of memory");
     for (int v = 0; v < L->S; v++)
         rc[v] = c->recompute_stages ? c->recompute_stages[v] : c->recompute == 2;
     double pred = predict_memory(L, rc, &L->mem_pred);
     double cap = (double)c->mem_cap;
+    int auto_on = 0;
     if (cap > 0 && pred > cap && c->recompute == 1 && !c->recompute_stages) {
         for (int k = 0; k < c->V; k++)
-            rc[L->st.chunk[k].v] = 1;
+            rc[mp_vstage_of(L->sched.place, L->rank, k, c->P)] = 1;
         pred = predict_memory(L, rc, &L->mem_pred);
+        auto_on = 1;
     }
-    int ret = 0;
-    for (int k = 0; k < c->V && !ret; k++)
-        if (rc[L->st.chunk[k].v])
-            ret = mp_stage_set_recompute(&L->st, k, 1, err);
-    free(rc);
-    if (ret)
-        return -1;
+    *recompute = rc;
     double all[1024] = {0};
     double mine = pred;
     if (L->wsize > 1 && L->wsize <= 1024 &&
@@ -64,9 +64,18 @@ int mp__train_memory(struct loop *L, struct mp_err *err)
         if (all[r] > cap)
             return MP_FAIL(err, USAGE, "rank %d would need %.0f MiB, over --memory-per-rank "
                            "%.0f MiB: use more stages (mpipe plan --stages auto --memory-per-"
-                           "rank ... finds the fewest that fit), --recompute all, or a cap of at "
-                           "least %.0f MiB", r, all[r] / 1048576.0, cap / 1048576.0,
+                           "rank ... finds the fewest that fit)%s, or a cap of at least %.0f MiB",
+                           r, all[r] / 1048576.0, cap / 1048576.0,
+                           auto_on || c->recompute == 2 ? "" : ", --recompute all",
                            all[r] / 1048576.0);
     return 0;
 }
 
+/* The recomputation mp__train_memory decided, on the stage's chunks (after mp_stage_init). */
+int mp__train_apply_recompute(struct loop *L, const int *rc, struct mp_err *err)
+{
+    for (int k = 0; k < L->cfg->V; k++)
+        if (rc[L->st.chunk[k].v] && mp_stage_set_recompute(&L->st, k, 1, err))
+            return -1;
+    return 0;
+}
