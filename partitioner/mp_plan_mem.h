@@ -11,7 +11,8 @@
 enum mp_recompute { MP_RECOMPUTE_NONE, MP_RECOMPUTE_AUTO, MP_RECOMPUTE_ALL };
 
 struct mp_plan_mem_cfg {
-    int state_slots;         /* optimizer floats per parameter (Adam 2, momentum 1, SGD 0) */
+    int state_slots;         /* optimizer floats per parameter (Adam 2, momentum 1, SGD 0; the
+                                stage still keeps one slot for SGD, counted by mp_stage_mem.c) */
     int zero;                /* --zero 1 */
     enum mp_recompute mode;
     double cap;              /* bytes per rank; 0: no cap */

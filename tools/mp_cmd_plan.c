@@ -53,7 +53,7 @@ static const char help[] =
     "  --recompute R            none | auto (default: recompute the stages of ranks over the\n"
     "                           cap) | all; priced as one more forward before each backward\n"
     "  --optimizer O            the optimizer whose state is counted (default adam: 2 floats\n"
-    "                           per parameter; momentum, nesterov, rmsprop 1; sgd 0)\n"
+    "                           per parameter; momentum, nesterov, rmsprop 1; sgd 1, unused)\n"
     "  --zero 0|1               1: optimizer state sharded over the D replicas\n"
     "  --partition KIND         optimal (default: exact min of the bottleneck stage, compute +\n"
     "                           its communication), params (balanced parameter bytes), uniform\n"
