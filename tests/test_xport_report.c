@@ -1,18 +1,21 @@
 /* Claims about a rank's own account of its end (engine/xport/mp_xport_report.c), without MPI: the
  * SIGTERM mpirun sends names the wait the rank was in, or says it was computing and names its last
  * wait; a launcher that dies is reported as such; every line also lands in the failure file, in
- * one append, because mpirun may drop the stderr of a job it tears down. Each case runs in a child
- * process (the handler is installed once per process and ends its waits). */
+ * one append, because mpirun may drop the stderr of a job it tears down; a write to a dead peer's
+ * socket does not end the rank (SIGPIPE). Each case runs in a child process (the handler is
+ * installed once per process and ends its waits). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -127,6 +130,29 @@ static void test_a_rank_whose_launcher_dies_says_so(void **state)
         fail_msg("file holds '%s'", buf);
 }
 
+/* A write to a socket whose peer is gone, as Open MPI's TCP transport makes after a host dies. */
+static void write_to_a_dead_peer(void)
+{
+    mp__report_install(0, "hostA");
+    mp__report_set_file(file);
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0)
+        _exit(2);
+    close(sv[1]);
+    char byte = 0;
+    ssize_t k = write(sv[0], &byte, 1);
+    _exit(k < 0 && errno == EPIPE ? 0 : 1);
+}
+
+static void test_a_write_to_a_dead_peer_fails_instead_of_ending_the_rank(void **state)
+{
+    (void)state;
+    int status = in_child(write_to_a_dead_peer);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("the rank %s %d", WIFSIGNALED(status) ? "was ended by signal" : "exited with",
+                 WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+}
+
 static int fresh_file(void **state)
 {
     (void)state;
@@ -153,6 +179,8 @@ int main(void)
                                         fresh_file, remove_file),
         cmocka_unit_test_setup_teardown(test_a_rank_whose_launcher_dies_says_so, fresh_file,
                                         remove_file),
+        cmocka_unit_test_setup_teardown(
+            test_a_write_to_a_dead_peer_fails_instead_of_ending_the_rank, fresh_file, remove_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,11 +3,13 @@
  * SIGTERM and, one second later (Open MPI's odls_base_sigkill_timeout), SIGKILL; on a busy machine
  * a rank may not get back to its wait loop inside that second, so the SIGTERM handler writes the
  * line itself, from text formatted when the wait began. A rank whose launcher (mpirun, orted)
- * dies is told by the kernel (PR_SET_PDEATHSIG) and says so the same way. When Open MPI ends the process on its own
- * (a transport error it does not hand to MPI_ERRORS_RETURN), an exit hook says it. mpirun may drop
- * what a rank writes to stderr while it tears a job down (seen after a lost host), so every such
- * line also goes to a file when one is set (train --checkpoint DIR: DIR/failures.log). No MPI
- * here: mp_xport_mpi.c tells this file when waits begin and end. */
+ * dies is told by the kernel (PR_SET_PDEATHSIG) and says so the same way. When Open MPI ends the
+ * process on its own (a transport error it does not hand to MPI_ERRORS_RETURN), an exit hook says
+ * it. SIGPIPE is ignored, so that a write to a dead peer's socket is an error Open MPI handles,
+ * not a silent end of the rank. mpirun may drop what a rank writes to stderr while it tears a job
+ * down (seen after a lost host), so every such line also goes to a file when one is set (train
+ * --checkpoint DIR: DIR/failures.log). No MPI here: mp_xport_mpi.c tells this file when waits
+ * begin and end. */
 #include "mp_xport_report.h"
 
 #include <fcntl.h>
@@ -48,14 +50,10 @@ static void put(const char *s)
 static void to_file(const char *text, size_t n);
 
 /* The line goes to the file first, then to stderr: when the launcher is gone, stderr is a pipe
- * nobody reads, and a write there would end the process (SIGPIPE, ignored from here on). */
+ * nobody reads (the write fails with EPIPE: SIGPIPE is ignored, see mp__report_install). */
 static void say_line(void)
 {
     to_file(line + 7, line_len - 7); /* without "mpipe: " */
-    struct sigaction ign;
-    memset(&ign, 0, sizeof ign);
-    ign.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &ign, NULL);
     for (const char *p = line; p < line + line_len;) {
         ssize_t k = write(STDERR_FILENO, p, (size_t)(line + line_len - p));
         if (k <= 0)
@@ -162,6 +160,17 @@ void mp__report_install(int rank, const char *host)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     atexit(at_exit);
+    /* Open MPI's TCP transport writes to its peers with writev(). When a peer's host dies, the
+     * next write to its socket raises SIGPIPE, whose default action ends this rank at once,
+     * silently: no handler, no exit hook, often before mpirun's SIGTERM (seen: rank 0 killed by
+     * SIGPIPE inside MPI_Isend of a roll call, its failures.log never written). Ignored, the write
+     * fails with EPIPE, Open MPI closes that connection and says so, and the rank goes on into its
+     * wait, which ends at mpirun's SIGTERM or the deadline with the usual `waited` line. */
+    struct sigaction ign;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGPIPE, &ign, NULL);
     /* If mpirun (or this host's orted) dies, nothing tells the rank but its own MPI library, which
      * ends it without a word: ask the kernel for a signal of our own then (Linux), so the rank
      * still says what it was doing. A real-time signal, so it is never taken for mpirun's TERM. */

@@ -4,7 +4,8 @@
 #ifndef MP_XPORT_REPORT_H
 #define MP_XPORT_REPORT_H
 
-/* Installs the SIGTERM handler and the exit hook (once per process) for this rank. */
+/* Installs the SIGTERM handler and the exit hook (once per process) for this rank, and ignores
+ * SIGPIPE (a write to a dead peer's socket fails with EPIPE instead of ending the rank). */
 void mp__report_install(int rank, const char *host);
 /* Where reports also go (appended, "rank R on host H: TEXT"); NULL or "" for nowhere. */
 void mp__report_set_file(const char *path);
