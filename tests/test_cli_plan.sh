@@ -71,6 +71,31 @@ grep -q -- "--stages" "$T/err" && ok "message says which --stages fits" || bad "
 expect_exit 2 "impossible memory cap" "$MPIPE" plan models/mlp.mp --stages 2 --memory-per-rank 1K
 grep -q -- "--memory-per-rank" "$T/err" && ok "message says to raise --memory-per-rank" \
     || bad "memory message"
+# Nothing fits: the message names the fewest stages and the cap this layout needs, in MiB, with
+# the --recompute asked for; the cap it names fits and one MiB less does not.
+G="models/gpt.mp --stages 2 --batch 8 --micro-batches 4 --schedule 1f1b"
+cap_asked() { sed -n 's/.*give this layout a cap of at least \([0-9]*\)M.*/\1/p' "$T/err"; }
+for rc in auto none; do
+    expect_exit 2 "--recompute $rc: a cap nothing fits" "$MPIPE" plan $G --recompute $rc \
+        --memory-per-rank 60M
+    need=$(cap_asked)
+    stages=$(sed -n 's/.*the fewest stages that fit under this cap are \([0-9]*\) .*/\1/p' "$T/err")
+    [ -n "$need" ] && [ -n "$stages" ] && ! grep -q bytes "$T/err" \
+        && ok "--recompute $rc: the message names the fewest stages and a cap in MiB" \
+        || bad "--recompute $rc: message"
+    expect_exit 0 "--recompute $rc: the cap it asks for fits" "$MPIPE" plan $G --recompute $rc \
+        --memory-per-rank "${need:-0}M"
+    expect_exit 2 "--recompute $rc: one MiB less does not" "$MPIPE" plan $G --recompute $rc \
+        --memory-per-rank "$((${need:-1} - 1))M"
+    expect_exit 0 "--recompute $rc: the fewest stages it names fit" "$MPIPE" plan \
+        models/gpt.mp --stages "${stages:-0}" --batch 8 --micro-batches 4 --schedule 1f1b \
+        --recompute $rc --memory-per-rank 60M
+done
+expect_exit 2 "--recompute none: a cap nothing fits" "$MPIPE" plan $G --recompute none \
+    --memory-per-rank 60M
+grep -q "at least 91M (74M with --recompute auto)" "$T/err" \
+    && ok "--recompute none: the message also says what recomputing would need" \
+    || bad "--recompute none: no recomputing figure"
 expect_exit 2 "unknown flag" "$MPIPE" plan models/mlp.mp --stages 2 --colour blue
 expect_exit 2 "bad schedule" "$MPIPE" plan models/mlp.mp --stages 2 --schedule 3f3b
 expect_exit 2 "batch not divisible by M" "$MPIPE" plan models/mlp.mp --stages 2 --micro-batches 7

@@ -286,8 +286,11 @@ static int partition(struct mp_plan *p, const struct env *e, const struct mp_pla
         .mem_cap = e->mem.mode == MP_RECOMPUTE_ALL || e->mem.cap <= 0 ? 0
                    : fmax(1, e->mem.cap - e->mem.data_bytes - MP_MEM_OVERHEAD_BYTES) / p->V};
     int rc = mp_partition_run(&pr, e->a->partition, last, err);
-    if (rc && err->code == MP_ERR_USAGE && pr.mem_cap > 0 && e->mem.mode == MP_RECOMPUTE_AUTO) {
-        pr.mem_cap = 0; /* recomputation may make the fastest split fit: mp_plan_memory decides */
+    if (rc && err->code == MP_ERR_USAGE && pr.mem_cap > 0) {
+        /* No split fits the partitioner's coarse count. The exact one has the last word on the
+         * fastest split (recomputation may make it fit): mp_plan_memory decides, and when it is
+         * over the cap explain_no_fit says what would fit, under every --recompute alike. */
+        pr.mem_cap = 0;
         rc = mp_partition_run(&pr, e->a->partition, last, err);
     }
     for (int v = 0; rc == 0 && v < S; v++) {
@@ -618,35 +621,65 @@ static double default_cap(const struct mp_cluster *cl, int ranks)
     return cap;
 }
 
+/* The cap layout (P, D) needs with recomputation `mode`, at this M and schedule: its largest
+ * rank's predicted peak (0 if it cannot be built). Under auto a rank recomputes only when that
+ * makes it smaller, as it would under the smallest cap that fits, so the rank's figure is the
+ * smaller of the two. Planned without a cap, so both counts see the same split. */
+static double layout_need(const struct env *e, int P, int D, enum mp_recompute mode,
+                          struct mp_err *err)
+{
+    struct env x = *e;
+    struct mp_plan keep, rc;
+    memset(&keep, 0, sizeof keep);
+    memset(&rc, 0, sizeof rc);
+    double need = 0;
+    int M;
+    x.mem.cap = 0;
+    x.mem.mode = mode == MP_RECOMPUTE_ALL ? MP_RECOMPUTE_ALL : MP_RECOMPUTE_NONE;
+    if (!micro_for(e->a, P, D, &M, err) && !build(&x, P, D, M, &keep, err)) {
+        x.mem.mode = MP_RECOMPUTE_ALL;
+        int both = mode == MP_RECOMPUTE_AUTO && !build(&x, P, D, M, &rc, err);
+        for (int v = 0; v < keep.n_stages; v++) {
+            double b = (double)keep.stages[v].peak_mem_bytes;
+            if (both && rc.stages[v].first_layer == keep.stages[v].first_layer)
+                b = fmin(b, (double)rc.stages[v].peak_mem_bytes);
+            need = fmax(need, b);
+        }
+    }
+    mp_plan_free(&keep);
+    mp_plan_free(&rc);
+    return need;
+}
+
 /* Nothing fits the cap: say what would (DESIGN.md §10), the fewest stages that fit (one replica,
- * recomputation where needed) and the cap the requested layout needs. */
+ * the same --recompute) and the cap the requested layout needs with that --recompute; under
+ * --recompute none also the cap it would need if it could recompute. */
 static int explain_no_fit(struct env *e, int P, int D, struct mp_err *err)
 {
-    char what[sizeof err->msg];
+    char what[sizeof err->msg], also[64] = "";
     snprintf(what, sizeof what, "%s", err->msg);
-    double need = 0;
-    struct env all = *e;
-    all.mem.cap = 0;
+    double need = layout_need(e, P, D, e->mem.mode, err);
+    if (e->mem.mode == MP_RECOMPUTE_NONE) {
+        double rc_need = layout_need(e, P, D, MP_RECOMPUTE_AUTO, err);
+        if (rc_need > 0 && ceil(rc_need / 1048576.0) < ceil(need / 1048576.0))
+            snprintf(also, sizeof also, " (%.0fM with --recompute auto)",
+                     ceil(rc_need / 1048576.0));
+    }
     struct mp_plan q;
-    memset(&q, 0, sizeof q);
     int M;
-    if (!micro_for(e->a, P, D, &M, err) && !build(&all, P, D, M, &q, err))
-        for (int v = 0; v < q.n_stages; v++)
-            need = fmax(need, (double)q.stages[v].peak_mem_bytes);
-    mp_plan_free(&q);
     for (int P2 = P + 1; P2 <= e->m->n_units - 1; P2++) {
         memset(&q, 0, sizeof q);
         if (micro_for(e->a, P2, 1, &M, err) == 0 && build(e, P2, 1, M, &q, err) == 0) {
             mp_plan_free(&q);
             return MP_FAIL(err, USAGE, "%s: the fewest stages that fit under this cap are %d "
                            "(mpipe plan %s --stages %d --memory-per-rank %.0fM), or give this "
-                           "layout a cap of at least %.0fM", what, P2, e->a->model, P2,
-                           floor(e->mem.cap / 1048576.0), ceil(need / 1048576.0));
+                           "layout a cap of at least %.0fM%s", what, P2, e->a->model, P2,
+                           floor(e->mem.cap / 1048576.0), ceil(need / 1048576.0), also);
         }
         mp_plan_free(&q);
     }
     return MP_FAIL(err, USAGE, "%s: no number of stages fits under this cap; this layout needs "
-                   "a cap of at least %.0fM", what, ceil(need / 1048576.0));
+                   "a cap of at least %.0fM%s", what, ceil(need / 1048576.0), also);
 }
 
 int mp_cmd_plan(int argc, char **argv, struct mp_err *err)

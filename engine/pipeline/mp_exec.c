@@ -136,12 +136,19 @@ static int post_recv(struct mp_exec *e, size_t i, int ahead, struct mp_err *err)
     size_t bytes;
     int peer, tag;
     if (a->kind == MP_ACT_RECV_ACT) {
-        /* A receive posted ahead takes a slab now: never more than the schedule itself holds
-         * plus one, so memory does not grow with M. */
-        if (ahead && e->max_held > 0 && st->slabs_held >= e->max_held)
+        /* A receive posted ahead takes a slab now, held until its forward runs: one such slab at
+         * a time, so the rank never holds more than the schedule itself does plus one (what
+         * mp_stage_mem.c predicts). Bounding only the count held, as max_held does, is not
+         * enough: the count dips between a W and the next F, and a second receive posted in
+         * the dip made the F's own slab one too many (zbv, M >= 8: 59.8 MB for 49.1). */
+        if (ahead && (e->ahead_mb >= 0 || (e->max_held > 0 && st->slabs_held >= e->max_held)))
             return 0;
         if (!(s = mp_stage_slab_get(st, a->chunk, a->mb, err)))
             return -1;
+        if (ahead) {
+            e->ahead_chunk = a->chunk;
+            e->ahead_mb = a->mb;
+        }
         buf = act_buf(c, s, 0);
         bytes = st->mbs * in_len(st, c) * sizeof(float);
         peer = c->prev_rank;
@@ -265,6 +272,8 @@ static int do_forward(struct mp_exec *e, const struct mp_action *a, struct mp_ex
     struct mp_slab *s = mp_stage_slab_get(st, a->chunk, a->mb, err);
     if (!s)
         return -1;
+    if (a->chunk == e->ahead_chunk && a->mb == e->ahead_mb)
+        e->ahead_chunk = e->ahead_mb = -1; /* now the schedule's own: another may go ahead */
     const uint32_t *idx = io->idx + (size_t)(io->mb_offset + a->mb) * st->mbs;
     if (c->v == 0)
         mp_data_gather(io->ds, idx, st->mbs, act_buf(c, s, 0), labels_buf(c, s));
@@ -487,6 +496,7 @@ int mp_exec_step(struct mp_exec *e, struct mp_exec_io *io, struct mp_err *err)
 {
     e->next_post = 0;
     e->outstanding = 0;
+    e->ahead_chunk = e->ahead_mb = -1;
     for (size_t i = 0; i < e->n_acts; i++) {
         if (post_ahead(e, err) || (e->n_pending && drain_pending(e, 0, err)))
             return -1;

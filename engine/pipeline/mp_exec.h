@@ -40,6 +40,8 @@ struct mp_exec {
     int outstanding;
     int max_held;          /* slabs this rank may hold when pre-posting an activation receive:
                               the schedule's own peak in flight + 1 (0: no bound) */
+    int ahead_chunk, ahead_mb; /* the activation receive posted ahead whose forward has not run
+                                  yet, the only one at a time (-1: none) */
     struct mp_slab **pending; /* slabs done but with sends still in flight */
     int *pending_chunk;
     int n_pending;
