@@ -96,6 +96,12 @@ expect_exit 2 "--recompute none: a cap nothing fits" "$MPIPE" plan $G --recomput
 grep -q "at least 91M (74M with --recompute auto)" "$T/err" \
     && ok "--recompute none: the message also says what recomputing would need" \
     || bad "--recompute none: no recomputing figure"
+# More stages than gpt.mp's 12 units: the reason that holds for every schedule (zbv's 2 chunks
+# per rank used to answer "use --stages 6 or fewer", though 12 plans).
+expect_exit 2 "13 stages of 12 units" "$MPIPE" plan models/gpt.mp --stages 13 --batch 8 --micro-batches 4
+grep -q -- "use --stages 12 or fewer" "$T/err" && ok "... the message names 12, not zbv's 6" \
+    || bad "13 stages: $(cat "$T/err")"
+expect_exit 0 "... and 12 stages plan" "$MPIPE" plan models/gpt.mp --stages 12 --batch 8 --micro-batches 4
 expect_exit 2 "unknown flag" "$MPIPE" plan models/mlp.mp --stages 2 --colour blue
 expect_exit 2 "bad schedule" "$MPIPE" plan models/mlp.mp --stages 2 --schedule 3f3b
 expect_exit 2 "batch not divisible by M" "$MPIPE" plan models/mlp.mp --stages 2 --micro-batches 7

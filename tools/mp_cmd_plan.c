@@ -409,6 +409,7 @@ static int build_best_sched(const struct env *e, int P, int D, int M0, struct mp
     if (e->a->schedule_given || P == 1)
         return build_best_m(e, P, D, M0, p, err);
     int found = 0;
+    struct mp_err first = *err; /* 1f1b's reason: the one that holds for every schedule */
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
         struct plan_args a = *e->a;
         struct env ek = *e;
@@ -419,6 +420,8 @@ static int build_best_sched(const struct env *e, int P, int D, int M0, struct mp
             mp_plan_free(&cand);
             if (err->code == MP_ERR_NOMEM || err->code == MP_ERR_INPUT)
                 return -1;
+            if (k == 0)
+                first = *err;
             continue; /* e.g. fewer layers than 2P chunks */
         }
         if (!found || cand.step_s < p->step_s) {
@@ -429,6 +432,8 @@ static int build_best_sched(const struct env *e, int P, int D, int M0, struct mp
             mp_plan_free(&cand);
         }
     }
+    if (!found)
+        *err = first;
     return found ? 0 : -1;
 }
 
