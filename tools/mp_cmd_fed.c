@@ -59,7 +59,8 @@ static const char help[] =
     "  --micro-batches M     per local step (default: 1 for P = 1, else the largest divisor of B\n"
     "                        up to 2P, as train); the numbers depend on M, never on P\n"
     "Local training (fresh optimizer state every round):\n"
-    "  --data SRC            fashion-mnist (default) | mnist-dir:DIR | synthetic:N\n"
+    "  --data SRC            fashion-mnist (default; text:fortunes for token models, refused for\n"
+    "                        now) | mnist-dir:DIR | synthetic:N\n"
     "  --batch B             local mini-batch (default 64)\n"
     "  --optimizer O         sgd | momentum | nesterov | adam | adamw | rmsprop | lamb (default adam)\n"
     "  --lr X                (default 0.0002)\n"
@@ -81,6 +82,7 @@ struct fed_args {
     struct mp_fed_cfg cfg;
     const char *model_path;
     struct mp_optim_flags opt;
+    int data_given; /* --data was on the command line */
 };
 
 static int takes_value(const char *f)
@@ -191,7 +193,7 @@ static int parse_local_flag(struct fed_args *a, const char *f, const char *v, st
     struct mp_fed_cfg *c = &a->cfg;
     long long n;
     if (mp_flag_is(f, "--data"))
-        c->data_src = v;
+        c->data_src = v, a->data_given = 1;
     else if (mp_flag_is(f, "--batch")) {
         if (mp_flag_int(f, v, 1, 1 << 20, &n, err))
             return -1;
@@ -290,6 +292,8 @@ int mp_cmd_fed(int argc, char **argv, struct mp_err *err)
     struct mp_fed_result r;
     int rc = mp_model_load(&m, a.model_path, err);
     a.cfg.model = &m;
+    if (!rc && m.tokens && !a.data_given)
+        a.cfg.data_src = "text:fortunes"; /* a token model's data, as train (DESIGN.md §9) */
     if (!rc)
         rc = mp_fed_run(&a.cfg, x, &r, err);
     if (!rc && rank == 0) {
