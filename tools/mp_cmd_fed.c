@@ -309,6 +309,20 @@ int mp_cmd_fed(int argc, char **argv, struct mp_err *err)
     if (rc) {
         quiet_unless_rank0(err, rank);
         err->rank = mp_xport_size(x) > 1 ? rank : -1;
+        if (err->code == MP_ERR_USAGE && mp_xport_size(x) > 1) {
+            /* Every rank found this usage error (the -np and the clients' layout are checked
+             * before any wait) and only rank 0 says it: it says it now, and no rank exits
+             * before it has, or mpirun, seeing a quiet rank's exit 2 first, could end rank 0
+             * before its line is out (test_fed_pipeline lost it about one run in three under
+             * load). The barrier has the transport's deadline. */
+            if (rank == 0 && err->msg[0]) {
+                fprintf(stderr, "mpipe fed: rank 0: %s\n", err->msg);
+                fflush(stderr);
+                err->msg[0] = 0;
+            }
+            struct mp_err ignored = {0};
+            mp_xport_barrier(x, "the report of a usage error", &ignored);
+        }
         return -1;
     }
     mp_xport_finalize(x);
