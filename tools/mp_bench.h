@@ -56,9 +56,13 @@ struct mp_bench_bufs {
     float *x, *y, *saved, *dy, *dx, *param, *dparam, *scratch;
     int32_t *labels;
     size_t scratch_len;
+    double loss;    /* where a loss layer's calls add their loss and hits (thrown away) */
+    size_t correct;
 };
 int mp_bench_bufs_alloc(const struct mp_layer *l, size_t mb, struct mp_bench_bufs *b,
                         struct mp_err *err);
+/* The context of a timed call on b's buffers: training, seed 1, a global batch of mb. */
+struct mp_ctx mp_bench_ctx(struct mp_bench_bufs *b, size_t mb);
 void mp_bench_bufs_free(struct mp_bench_bufs *b);
 void mp_bench_call(const struct mp_layer *l, const struct mp_ctx *ctx, struct mp_bench_bufs *b,
                    int which, size_t mb);

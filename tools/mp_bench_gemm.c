@@ -131,16 +131,7 @@ static int model_shapes(struct gemm_args *a, struct mp_err *err)
         struct mp_bench_bufs b;
         if ((rc = mp_bench_bufs_alloc(l, B, &b, err)))
             break;
-        double loss = 0;
-        size_t correct = 0;
-        struct mp_ctx ctx = {.labels = b.labels,
-                             .training = 1,
-                             .seed = 1,
-                             .global_batch = B,
-                             .scratch = b.scratch,
-                             .scratch_len = b.scratch_len,
-                             .loss_sum = &loss,
-                             .n_correct = &correct};
+        struct mp_ctx ctx = mp_bench_ctx(&b, B);
         for (int p = 0; p < 3; p++) {
             if ((p == 1 && i < m.dx_from) || (p == 2 && !l->ops->backward_weight))
                 continue;

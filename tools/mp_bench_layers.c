@@ -30,6 +30,18 @@ void mp_bench_bufs_free(struct mp_bench_bufs *b)
     free(b->dparam), free(b->scratch), free(b->labels);
 }
 
+struct mp_ctx mp_bench_ctx(struct mp_bench_bufs *b, size_t mb)
+{
+    return (struct mp_ctx){.labels = b->labels,
+                           .training = 1,
+                           .seed = 1,
+                           .global_batch = mb,
+                           .scratch = b->scratch,
+                           .scratch_len = b->scratch_len,
+                           .loss_sum = &b->loss,
+                           .n_correct = &b->correct};
+}
+
 int mp_bench_bufs_alloc(const struct mp_layer *l, size_t mb, struct mp_bench_bufs *b,
                         struct mp_err *err)
 {
@@ -114,11 +126,7 @@ int mp_bench_profile(const struct mp_model *m, size_t mb, double budget_s, int c
         struct mp_bench_bufs b;
         if (mp_bench_bufs_alloc(l, mb, &b, err))
             return -1;
-        double loss = 0;
-        size_t correct = 0;
-        struct mp_ctx ctx = {.labels = b.labels, .training = 1, .seed = 1, .global_batch = mb,
-                             .scratch = b.scratch, .scratch_len = b.scratch_len,
-                             .loss_sum = &loss, .n_correct = &correct};
+        struct mp_ctx ctx = mp_bench_ctx(&b, mb);
         out[i].f = time_call(l, &ctx, &b, 0, mb, budget_s / 3, cold, reps);
         out[i].b = time_call(l, &ctx, &b, 1, mb, budget_s / 3, cold, reps);
         if (l->ops->backward_weight)

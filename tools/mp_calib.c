@@ -187,16 +187,7 @@ static int time_layer(struct mp_calib_rates *r, const struct mp_model *m, int i,
             free(rec.calls);
             return -1;
         }
-        double loss = 0;
-        size_t correct = 0;
-        struct mp_ctx ctx = {.labels = b.labels,
-                             .training = 1,
-                             .seed = 1,
-                             .global_batch = mb,
-                             .scratch = b.scratch,
-                             .scratch_len = b.scratch_len,
-                             .loss_sum = &loss,
-                             .n_correct = &correct};
+        struct mp_ctx ctx = mp_bench_ctx(&b, mb);
         for (int p = 0; p < 3 && !rc; p++)
             if (!((p == 1 && i < m->dx_from) || (p == 2 && !l->ops->backward_weight)))
                 rc = time_pass(r, l, &ctx, &b, p, mb, &rec, e, err);
@@ -227,15 +218,16 @@ static int step_layers(const struct mp_model *m, size_t mb)
     return m->n_layers;
 }
 
-/* The in-place step at mb samples (mp_calib_step.c), from the cache or run now. */
-static int in_place(struct mp_calib_rates *r, const struct mp_model *m, size_t mb,
+/* The in-place step of m's first `prefix` layers at mb samples (mp_calib_step.c), from the
+ * cache or run now. */
+static int in_place(struct mp_calib_rates *r, const struct mp_model *m, int prefix, size_t mb,
                     enum mp_optim_kind kind, int again, const struct mp_calib_step **out,
                     struct mp_err *err)
 {
     struct mp_calib_step *s = again ? NULL : mp__calib_find_step(r, m->digest, (int)kind, mb);
     if (!s) {
         double t[3], opt;
-        if (mp__calib_step(m, step_layers(m, mb), mb, kind, t, &opt, err))
+        if (mp__calib_step(m, prefix, mb, kind, t, &opt, err))
             return -1;
         if (!(s = mp__calib_find_step(r, m->digest, (int)kind, mb)) &&
             !(s = mp__calib_add_step(r, m->digest, (int)kind, mb)))
@@ -256,15 +248,11 @@ static int correct(struct mp_calib_rates *r, const struct mp_model *m, enum mp_o
 {
     int ends[2] = {0, t->n_mbs - 1}, nl = t->n_layers;
     double f[2][3], lg[2];
-    size_t n_param = 0;
-    for (int i = 0; i < step_layers(m, t->mbs[0]); i++)
-        n_param += mp_layer_n_param(&m->layers[i]);
     for (int e = 0; e < 2; e++) {
         const struct mp_calib_step *s = NULL;
-        int j = ends[e];
-        if (in_place(r, m, t->mbs[j], kind, again, &s, err))
+        int j = ends[e], prefix = step_layers(m, t->mbs[j]);
+        if (in_place(r, m, prefix, t->mbs[j], kind, again, &s, err))
             return -1;
-        int prefix = step_layers(m, t->mbs[j]);
         for (int p = 0; p < 3; p++) {
             double warm = 0;
             for (int i = 1; i < prefix; i++)
@@ -272,7 +260,10 @@ static int correct(struct mp_calib_rates *r, const struct mp_model *m, enum mp_o
             f[e][p] = warm > 0 && s->t[p] > 0 ? s->t[p] / warm : 1.0;
         }
         lg[e] = log((double)t->mbs[j]);
-        if (e == 0 && n_param)
+        size_t n_param = 0;
+        for (int i = 0; e == 0 && i < prefix; i++)
+            n_param += mp_layer_n_param(&m->layers[i]);
+        if (n_param)
             t->optim_s_per_param = s->optim / (double)n_param;
     }
     for (int j = 0; j < t->n_mbs; j++) {
