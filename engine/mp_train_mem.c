@@ -75,7 +75,8 @@ int mp__train_memory(struct loop *L, int **recompute, struct mp_err *err)
 int mp__train_apply_recompute(struct loop *L, const int *rc, struct mp_err *err)
 {
     for (int k = 0; k < L->cfg->V; k++)
-        if (rc[L->st.chunk[k].v] && mp_stage_set_recompute(&L->st, k, 1, err))
+        if (rc[L->st.chunk[k].v] &&
+            mp_stage_set_recompute(&L->st, k, mp_stage_rc_kind(&L->sched, L->rank, k), err))
             return -1;
     return 0;
 }

@@ -234,13 +234,13 @@ static void residual_add(const struct mp_layer *l, const struct mp_chunk *c, str
     }
 }
 
-/* Forward of all layers of chunk c on `batch` samples held in slab s. */
-static void chunk_forward(struct mp_exec *e, int ci, struct mp_slab *s, struct mp_ctx *ctx,
-                          size_t batch)
+/* Forward of layers [k0, k1) of chunk c on `batch` samples held in slab s. */
+static void forward_layers(struct mp_exec *e, int ci, struct mp_slab *s, struct mp_ctx *ctx,
+                           size_t batch, int k0, int k1)
 {
     struct mp_stage *st = e->st;
     struct mp_chunk *c = &st->chunk[ci];
-    for (int k = 0; k < c->n; k++) {
+    for (int k = k0; k < k1; k++) {
         const struct mp_layer *l = &st->model->layers[c->first + k];
         l->ops->forward(l, ctx, st->param + st->layer_off[l->index], act_buf(c, s, k),
                         y_buf(c, s, k), saved_buf(c, s, k), batch);
@@ -248,6 +248,12 @@ static void chunk_forward(struct mp_exec *e, int ci, struct mp_slab *s, struct m
             residual_add(l, c, s, k, batch);
         mp_xport_progress(e->x);
     }
+}
+
+static void chunk_forward(struct mp_exec *e, int ci, struct mp_slab *s, struct mp_ctx *ctx,
+                          size_t batch)
+{
+    forward_layers(e, ci, s, ctx, batch, 0, e->st->chunk[ci].n);
 }
 
 /* A residual block's output gradient also reaches its input: after B of the block's first layer k
@@ -322,13 +328,61 @@ static int weight_layer(struct mp_exec *e, struct mp_chunk *c, struct mp_slab *s
     return after_kernel(e, err);
 }
 
-/* B of chunk c, last layer first. With fuse_w (the replica's last micro-batch, W right after B in
- * the list, hooks set), each layer's W follows its B so the reduction of the last layers starts
- * while the first ones are still in backward. Each kernel sees the same inputs either way: W of
- * layer k reads only buffers of layer k and k + 1, which B of earlier layers never writes. */
-static int do_backward_input(struct mp_exec *e, const struct mp_action *a, struct mp_exec_io *io,
-                             int fuse_w, struct mp_err *err)
+/* B of layers [k0, k1) of chunk c, last first; with fuse_w each layer's W follows its B (`last`:
+ * the replica's last micro-batch, whose W the data-parallel hook hears). Each kernel sees the same
+ * inputs either way: W of layer k reads only buffers of layer k and k + 1, which B of earlier
+ * layers never writes. */
+static int backward_layers(struct mp_exec *e, struct mp_chunk *c, struct mp_slab *s,
+                           const struct mp_ctx *ctx, int k0, int k1, int fuse_w, int last,
+                           struct mp_err *err)
 {
+    struct mp_stage *st = e->st;
+    for (int k = k1 - 1; k >= k0; k--) {
+        const struct mp_layer *l = &st->model->layers[c->first + k];
+        if (l->index >= st->model->dx_from) { /* else it would reach only the data */
+            const float *dy = l->is_loss ? NULL : grad_buf(c, s, k + 1);
+            l->ops->backward_input(l, ctx, st->param + st->layer_off[l->index],
+                                   act_buf(c, s, k), y_buf(c, s, k),
+                                   saved_buf(c, s, k), dy, grad_buf(c, s, k), st->mbs);
+            skip_gradients(st, c, s, k);
+            if (after_kernel(e, err))
+                return -1;
+        }
+        if (fuse_w && weight_layer(e, c, s, k, ctx, last, err))
+            return -1;
+    }
+    return 0;
+}
+
+/* B and W of a chunk that recomputes by segments (MP_RC_SEGMENTS), last segment first: its forward
+ * again from the segment's kept input (same inputs and dropout masks, no loss counted), then its B
+ * and W, so one segment's buffers are live at a time. A segment's output gradient is complete when
+ * it runs: every later segment is done, and skips never leave a residual block. */
+static int backward_segments(struct mp_exec *e, const struct mp_action *a, struct mp_slab *s,
+                             struct mp_ctx *ctx, struct mp_err *err)
+{
+    struct mp_stage *st = e->st;
+    struct mp_chunk *c = &st->chunk[a->chunk];
+    if (mp_stage_work_get(st, a->chunk, s, err))
+        return -1;
+    for (int g = c->n_seg - 1; g >= 0; g--) {
+        int k0 = c->seg_first[g], k1 = c->seg_first[g + 1];
+        forward_layers(e, a->chunk, s, ctx, st->mbs, k0, k1);
+        if (backward_layers(e, c, s, ctx, k0, k1, 1, a->mb == e->sched->M - 1, err))
+            return -1;
+    }
+    mp_stage_work_release(st, a->chunk, s);
+    return 0;
+}
+
+/* B of chunk c. With fuse_w (the replica's last micro-batch, W right after B in the list, hooks
+ * set), each layer's W follows its B so the reduction of the last layers starts while the first
+ * ones are still in backward. A chunk recomputing by segments always runs its W here (the list
+ * has it next: mp_sched_w_follows_b). */
+static int do_backward_input(struct mp_exec *e, size_t i, struct mp_exec_io *io, int fuse_w,
+                             struct mp_err *err)
+{
+    const struct mp_action *a = &e->acts[i];
     struct mp_stage *st = e->st;
     struct mp_chunk *c = &st->chunk[a->chunk];
     struct mp_slab *s = mp_stage_slab_find(st, a->chunk, a->mb);
@@ -336,23 +390,21 @@ static int do_backward_input(struct mp_exec *e, const struct mp_action *a, struc
         return MP_FAIL(err, INTERNAL, "rank %d: B of micro-batch %d before its F", st->rank, a->mb);
     struct mp_ctx ctx;
     make_ctx(e, io, a->mb, labels_buf(c, s), 1, &ctx);
-    if (c->recompute) { /* the forward again, same inputs and dropout masks, no loss counted */
-        if (mp_stage_work_get(st, a->chunk, s, err))
+    if (c->recompute == MP_RC_SEGMENTS) {
+        const struct mp_action *w = i + 1 < e->n_acts ? &e->acts[i + 1] : NULL;
+        if (!w || w->kind != MP_ACT_W || w->mb != a->mb || w->chunk != a->chunk)
+            return MP_FAIL(err, INTERNAL, "rank %d: stage %d recomputes by segments but W of "
+                           "micro-batch %d does not follow its B", st->rank, c->v, a->mb);
+        if (backward_segments(e, a, s, &ctx, err))
             return -1;
-        chunk_forward(e, a->chunk, s, &ctx, st->mbs);
-    }
-    for (int k = c->n - 1; k >= 0; k--) {
-        const struct mp_layer *l = &st->model->layers[c->first + k];
-        if (l->index >= st->model->dx_from) { /* else it would reach only the data */
-            const float *dy = l->is_loss ? NULL : grad_buf(c, s, k + 1);
-            l->ops->backward_input(l, &ctx, st->param + st->layer_off[l->index],
-                                   act_buf(c, s, k), y_buf(c, s, k),
-                                   saved_buf(c, s, k), dy, grad_buf(c, s, k), st->mbs);
-            skip_gradients(st, c, s, k);
-            if (after_kernel(e, err))
+        fuse_w = 1;
+    } else {
+        if (c->recompute) { /* the forward again, same inputs and dropout masks, no loss counted */
+            if (mp_stage_work_get(st, a->chunk, s, err))
                 return -1;
+            chunk_forward(e, a->chunk, s, &ctx, st->mbs);
         }
-        if (fuse_w && weight_layer(e, c, s, k, &ctx, 1, err))
+        if (backward_layers(e, c, s, &ctx, 0, c->n, fuse_w, 1, err))
             return -1;
     }
     s->b_done = 1;
@@ -481,7 +533,7 @@ static int run_action(struct mp_exec *e, size_t i, struct mp_exec_io *io, struct
     const struct mp_action *a = &e->acts[i];
     switch (a->kind) {
     case MP_ACT_F: return do_forward(e, a, io, err);
-    case MP_ACT_B: return do_backward_input(e, a, io, fuse_w(e, i), err);
+    case MP_ACT_B: return do_backward_input(e, i, io, fuse_w(e, i), err);
     case MP_ACT_W: return do_backward_weight(e, a, io, err);
     case MP_ACT_SEND_ACT:
     case MP_ACT_SEND_GRAD: return do_send(e, a, err);

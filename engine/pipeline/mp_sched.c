@@ -88,6 +88,21 @@ int mp_sched_push(struct mp_sched *s, int rank, enum mp_act_kind kind, int mb, i
     return 0;
 }
 
+int mp_sched_w_follows_b(const struct mp_sched *s, int r, int chunk)
+{
+    int any = 0;
+    const struct mp_action *a = s->acts[r];
+    for (size_t i = 0; i < s->n_acts[r]; i++) {
+        if (a[i].kind != MP_ACT_B || a[i].chunk != chunk)
+            continue;
+        if (i + 1 == s->n_acts[r] || a[i + 1].kind != MP_ACT_W || a[i + 1].mb != a[i].mb ||
+            a[i + 1].chunk != chunk)
+            return 0;
+        any = 1;
+    }
+    return any;
+}
+
 void mp_sched_free(struct mp_sched *s)
 {
     if (!s)

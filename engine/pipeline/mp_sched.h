@@ -94,6 +94,10 @@ int mp_sched_make(struct mp_sched *s, enum mp_sched_kind kind, int P, int V, int
 int mp_sched_alloc(struct mp_sched *s, enum mp_sched_kind kind, int P, int V, int M);
 int mp_sched_push(struct mp_sched *s, int rank, enum mp_act_kind kind, int mb, int chunk);
 void mp_sched_free(struct mp_sched *s);
+/* 1 when every B of `chunk` in rank r's list is followed at once by its own W (gpipe, 1f1b,
+ * interleaved): that chunk's backward may then run B and W segment by segment, which recomputation
+ * by segments needs (mp_stage.h). 0 for the split kinds (zb1, zbv) and for a chunk with no B. */
+int mp_sched_w_follows_b(const struct mp_sched *s, int r, int chunk);
 
 struct mp_sched_report {
     int peak_inflight[1024];  /* per rank: max micro-batch-chunks forwarded and not yet freed

@@ -25,46 +25,98 @@ static size_t put(size_t *off, size_t floats)
     return at;
 }
 
+/* MP_RC_SEGMENTS' segments of chunk c: each residual block alone (a unit whose last layer ends a
+ * residual body), the top-level layers between blocks together. */
+static void chunk_segments(struct mp_chunk *c, const struct mp_model *m)
+{
+    int open_run = 0; /* a run of top-level layers is being extended */
+    c->n_seg = 0;
+    for (int k = 0; k < c->n;) {
+        int e = k;
+        while (e + 1 < c->n && m->layers[c->first + e + 1].unit == m->layers[c->first + k].unit)
+            e++;
+        int block = m->layers[c->first + e].n_res > 0;
+        if (block || !open_run)
+            c->seg_first[c->n_seg++] = k;
+        open_run = !block;
+        k = e + 1;
+    }
+    c->seg_first[c->n_seg] = c->n;
+}
+
+/* Inner buffers of layers [k0, k1) from *off: outputs and their gradients of layers k0 .. k1 - 2
+ * (the inputs of k0 + 1 .. k1 - 1), what each layer saves, a residual end's raw output. */
+static void inner_offsets(struct mp_chunk *c, const struct mp_model *m, size_t mbs, int k0, int k1,
+                          size_t *off)
+{
+    for (int k = k0 + 1; k < k1; k++) {
+        size_t len = mbs * mp_layer_out_len(&m->layers[c->first + k - 1]);
+        c->act_off[k] = put(off, len);
+        c->grad_off[k] = put(off, len);
+    }
+    for (int k = k0; k < k1; k++) {
+        const struct mp_layer *l = &m->layers[c->first + k];
+        c->saved_off[k] = put(off, mbs * l->saved_per_sample);
+        c->raw_off[k] = l->n_res && l->ops->y_in_backward ? put(off, mbs * mp_layer_out_len(l))
+                                                          : SIZE_MAX;
+    }
+}
+
 /* Offsets of every buffer of one micro-batch: first the light part (the chunk's input and output,
  * their gradients, the labels: what crosses to other stages and must outlive a recomputing chunk's
- * work buffer), then every inner layer output and gradient, what layers save, raw outputs. */
-static int chunk_offsets(struct mp_chunk *c, const struct mp_model *m, size_t mbs)
+ * work buffer; with MP_RC_SEGMENTS also each segment's input), then the rest. Under
+ * MP_RC_SEGMENTS the rest is the gradients at segment boundaries and one region every segment's
+ * inner buffers share, as large as the largest segment needs. */
+static void chunk_offsets(struct mp_chunk *c, const struct mp_model *m, size_t mbs)
 {
     const struct mp_layer *in = &m->layers[c->first], *out = &m->layers[c->last];
     size_t off = 0, label_len = m->label_len ? m->label_len : 1;
+    int segs = c->recompute == MP_RC_SEGMENTS;
     c->act_off[0] = put(&off, mbs * mp_layer_in_len(in));
     c->grad_off[0] = put(&off, mbs * mp_layer_in_len(in));
     c->act_off[c->n] = put(&off, mbs * mp_layer_out_len(out));
     c->grad_off[c->n] = put(&off, mbs * mp_layer_out_len(out));
     c->labels_off = put(&off, mbs * label_len);
-    size_t light = off;
-    for (int k = 1; k < c->n; k++) {
-        size_t len = mbs * mp_layer_out_len(&m->layers[c->first + k - 1]);
-        c->act_off[k] = put(&off, len);
-        c->grad_off[k] = put(&off, len);
+    if (segs) {
+        chunk_segments(c, m);
+        for (int g = 1; g < c->n_seg; g++) {
+            int k = c->seg_first[g];
+            c->act_off[k] = put(&off, mbs * mp_layer_out_len(&m->layers[c->first + k - 1]));
+        }
     }
-    for (int k = 0; k < c->n; k++) {
-        const struct mp_layer *l = &m->layers[c->first + k];
-        c->saved_off[k] = put(&off, mbs * l->saved_per_sample);
-        c->raw_off[k] = l->n_res && l->ops->y_in_backward ? put(&off, mbs * mp_layer_out_len(l))
-                                                          : SIZE_MAX;
+    size_t light = off;
+    if (!segs) {
+        inner_offsets(c, m, mbs, 0, c->n, &off);
+    } else {
+        for (int g = 1; g < c->n_seg; g++) {
+            int k = c->seg_first[g];
+            c->grad_off[k] = put(&off, mbs * mp_layer_out_len(&m->layers[c->first + k - 1]));
+        }
+        size_t shared = off, end = off;
+        for (int g = 0; g < c->n_seg; g++) {
+            off = shared;
+            inner_offsets(c, m, mbs, c->seg_first[g], c->seg_first[g + 1], &off);
+            end = off > end ? off : end;
+        }
+        off = end;
     }
     c->slab_floats = off;
     c->light_floats = c->recompute ? light : off;
-    return 0;
 }
 
 static int chunk_layout(struct mp_chunk *c, const struct mp_model *m, size_t mbs, struct mp_err *err)
 {
     free(c->act_off), free(c->grad_off), free(c->saved_off), free(c->raw_off);
-    free(c->skip_first), free(c->skip);
+    free(c->skip_first), free(c->skip), free(c->seg_first);
+    c->seg_first = calloc((size_t)c->n + 1, sizeof(int));
     c->act_off = calloc((size_t)c->n + 1, sizeof(size_t));
     c->grad_off = calloc((size_t)c->n + 1, sizeof(size_t));
     c->saved_off = calloc((size_t)c->n, sizeof(size_t));
     c->raw_off = calloc((size_t)c->n, sizeof(size_t));
     c->skip_first = calloc((size_t)c->n + 1, sizeof(int));
     c->skip = calloc((size_t)c->n * 4 + 1, sizeof(int));
-    if (!c->act_off || !c->grad_off || !c->saved_off || !c->raw_off || !c->skip_first || !c->skip)
+    if (!c->act_off || !c->grad_off || !c->saved_off || !c->raw_off || !c->skip_first || !c->skip ||
+        !c->seg_first)
         return MP_FAIL(err, NOMEM, "out of memory laying out stage %d", c->v);
     chunk_offsets(c, m, mbs);
     /* Residual blocks never straddle chunks: a stage boundary falls only between units. */
@@ -82,30 +134,36 @@ static int chunk_layout(struct mp_chunk *c, const struct mp_model *m, size_t mbs
     return 0;
 }
 
-void mp_stage_slab_floats(const struct mp_model *m, int first, int last, size_t mbs,
-                          size_t *light, size_t *all)
+void mp_stage_slab_floats(const struct mp_model *m, int first, int last, size_t mbs, enum mp_rc rc,
+                          size_t *light, size_t *work)
 {
-    struct mp_chunk c = {.first = first, .last = last, .n = last - first + 1, .recompute = 1};
+    struct mp_chunk c = {.first = first, .last = last, .n = last - first + 1, .recompute = rc};
     size_t *off = malloc(sizeof(size_t) * 4 * (size_t)(c.n + 1));
-    if (!off) {
-        *light = *all = SIZE_MAX;
+    c.seg_first = malloc(sizeof(int) * (size_t)(c.n + 1));
+    if (!off || !c.seg_first) {
+        *light = *work = SIZE_MAX;
+        free(off), free(c.seg_first);
         return;
     }
     c.act_off = off, c.grad_off = off + c.n + 1, c.saved_off = off + 2 * (c.n + 1);
     c.raw_off = off + 3 * (c.n + 1);
     chunk_offsets(&c, m, mbs);
     *light = c.light_floats;
-    *all = c.slab_floats;
-    free(off);
+    *work = c.slab_floats - c.light_floats;
+    free(off), free(c.seg_first);
 }
 
-int mp_stage_set_recompute(struct mp_stage *st, int chunk, int on, struct mp_err *err)
+int mp_stage_set_recompute(struct mp_stage *st, int chunk, enum mp_rc rc, struct mp_err *err)
 {
     struct mp_chunk *c = &st->chunk[chunk];
-    if (c->n_slabs)
+    if (c->n_slabs || st->n_work)
         return MP_FAIL(err, INTERNAL, "recomputation set on stage %d after its first slab", c->v);
-    c->recompute = on;
-    return chunk_layout(c, st->model, st->mbs, err);
+    c->recompute = rc;
+    if (chunk_layout(c, st->model, st->mbs, err))
+        return -1;
+    if (c->slab_floats - c->light_floats > st->work_floats)
+        st->work_floats = c->slab_floats - c->light_floats;
+    return 0;
 }
 
 int mp_stage_work_get(struct mp_stage *st, int chunk, struct mp_slab *s, struct mp_err *err)
@@ -114,19 +172,19 @@ int mp_stage_work_get(struct mp_stage *st, int chunk, struct mp_slab *s, struct 
     if (!c->recompute || s->work)
         return 0;
     int w = 0;
-    while (w < c->n_work && c->work_used[w])
+    while (w < st->n_work && st->work_used[w])
         w++;
-    if (w == c->n_work) {
-        if (w == st->M + 1)
+    if (w == st->n_work) {
+        if (w == st->V * (st->M + 1))
             return MP_FAIL(err, INTERNAL, "stage %d holds more work buffers than micro-batches",
                            c->v);
-        if (!(c->work_pool[w] = alloc_floats(c->slab_floats - c->light_floats)))
+        if (!(st->work_pool[w] = alloc_floats(st->work_floats)))
             return MP_FAIL(err, NOMEM, "out of memory for activations of stage %d", c->v);
-        c->n_work++;
+        st->n_work++;
     }
-    c->work_used[w] = 1;
-    s->work = c->work_pool[w];
-    st->act_bytes_now += (c->slab_floats - c->light_floats) * sizeof(float);
+    st->work_used[w] = 1;
+    s->work = st->work_pool[w];
+    st->act_bytes_now += st->work_floats * sizeof(float);
     if (st->act_bytes_now > st->act_bytes_peak)
         st->act_bytes_peak = st->act_bytes_now;
     return 0;
@@ -134,14 +192,14 @@ int mp_stage_work_get(struct mp_stage *st, int chunk, struct mp_slab *s, struct 
 
 void mp_stage_work_release(struct mp_stage *st, int chunk, struct mp_slab *s)
 {
-    struct mp_chunk *c = &st->chunk[chunk];
+    (void)chunk;
     if (!s->work)
         return;
-    for (int w = 0; w < c->n_work; w++)
-        if (c->work_pool[w] == s->work)
-            c->work_used[w] = 0;
+    for (int w = 0; w < st->n_work; w++)
+        if (st->work_pool[w] == s->work)
+            st->work_used[w] = 0;
     s->work = NULL;
-    st->act_bytes_now -= (c->slab_floats - c->light_floats) * sizeof(float);
+    st->act_bytes_now -= st->work_floats * sizeof(float);
 }
 
 static int arena_init(struct mp_stage *st, struct mp_err *err)
@@ -228,13 +286,15 @@ int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *boun
                            ch->v, ch->first, m->layers[ch->first].line);
         ch->by_mb = calloc((size_t)M, sizeof *ch->by_mb);
         ch->slabs = calloc((size_t)M, sizeof *ch->slabs);
-        ch->work_pool = calloc((size_t)M + 1, sizeof *ch->work_pool);
-        ch->work_used = calloc((size_t)M + 1, sizeof *ch->work_used);
-        if (!ch->by_mb || !ch->slabs || !ch->work_pool || !ch->work_used)
+        if (!ch->by_mb || !ch->slabs)
             return MP_FAIL(err, NOMEM, "out of memory");
         if (chunk_layout(ch, m, mbs, err))
             return -1;
     }
+    st->work_pool = calloc((size_t)V * ((size_t)M + 1), sizeof *st->work_pool);
+    st->work_used = calloc((size_t)V * ((size_t)M + 1), sizeof *st->work_used);
+    if (!st->work_pool || !st->work_used)
+        return MP_FAIL(err, NOMEM, "out of memory");
     return arena_init(st, err);
 }
 
@@ -257,10 +317,6 @@ void mp_stage_free(struct mp_stage *st)
         struct mp_chunk *ch = &st->chunk[c];
         for (int i = 0; i < ch->n_slabs; i++)
             free(ch->slabs[i].mem);
-        for (int i = 0; i < ch->n_work; i++)
-            free(ch->work_pool[i]);
-        free(ch->work_pool);
-        free(ch->work_used);
         free(ch->slabs);
         free(ch->by_mb);
         free(ch->act_off);
@@ -269,7 +325,12 @@ void mp_stage_free(struct mp_stage *st)
         free(ch->raw_off);
         free(ch->skip_first);
         free(ch->skip);
+        free(ch->seg_first);
     }
+    for (int i = 0; i < st->n_work; i++)
+        free(st->work_pool[i]);
+    free(st->work_pool);
+    free(st->work_used);
     free(st->chunk);
     free(st->layer_off);
     free(st->param);

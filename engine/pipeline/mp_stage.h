@@ -16,11 +16,23 @@
 #include "mp_layer.h"
 #include "mp_sched.h"
 
+/* How a chunk trades compute for activation memory (DESIGN.md §10).
+ * - MP_RC_CHUNK: per micro-batch in flight only the light part (the chunk's input and output and
+ *   their gradients) is kept; B reruns the whole chunk's forward into a work buffer that lives
+ *   until W. Any schedule, W deferred or not (zb1, zbv).
+ * - MP_RC_SEGMENTS: the light part also keeps each segment's input (a segment is a residual block
+ *   or a run of top-level layers between blocks); B reruns one segment at a time, last first, and
+ *   runs that segment's B and W before the next, so the work buffer holds one segment, not the
+ *   chunk (Megatron-LM's full recomputation with checkpointed layers). Needs W right after B
+ *   (mp_sched_w_follows_b): gpipe, 1f1b, interleaved. */
+enum mp_rc { MP_RC_OFF = 0, MP_RC_CHUNK = 1, MP_RC_SEGMENTS = 2 };
+
 struct mp_slab {
     float *mem;            /* the light part: the chunk's input and output and their gradients,
                               the labels; everything when the chunk does not recompute */
-    float *work;           /* a recomputing chunk's other buffers, held only from the forward it
-                              reruns before B until W is done (NULL otherwise) */
+    float *work;           /* a recomputing chunk's other buffers, held only while a forward
+                              runs and from the forward it reruns before B until W is done
+                              (NULL otherwise) */
     int mb;                /* micro-batch it holds, -1 when free */
     int send_req[2];       /* outstanding sends from it (activation, gradient) or -1 */
     int f_done, b_done, w_done, grad_sent;
@@ -43,14 +55,15 @@ struct mp_chunk {
     int *skip;
     size_t labels_off;     /* mbs * label_len int32 labels (last virtual stage) */
     size_t slab_floats;    /* light + work: every buffer of one micro-batch */
-    int recompute;         /* 1: keep only the light part per micro-batch in flight and rerun the
-                              forward just before B (DESIGN.md §10); offsets >= light_floats are
-                              then in a work buffer */
+    enum mp_rc recompute;  /* not MP_RC_OFF: keep only the light part per micro-batch in flight
+                              and rerun the forward just before B (DESIGN.md §10); offsets >=
+                              light_floats are then in a work buffer */
     size_t light_floats;
+    int n_seg;             /* MP_RC_SEGMENTS: segments [seg_first[s], seg_first[s + 1]) of local
+                              layer indexes (n_seg + 1 entries), each a residual block or a run
+                              of top-level layers between blocks */
+    int *seg_first;
     struct mp_slab *slabs; /* pool */
-    float **work_pool;     /* recompute: M work buffers at most, allocated when first needed */
-    int *work_used;
-    int n_work;
     int n_slabs;
     struct mp_slab **by_mb; /* M entries: the slab holding micro-batch mb, or NULL */
 };
@@ -72,6 +85,13 @@ struct mp_stage {
     size_t *layer_off;        /* per global layer: arena offset, or SIZE_MAX if not held here */
     float *scratch;
     size_t scratch_len;
+    /* Recomputation's work buffers, one pool for all chunks (a rank rarely holds two at once, and
+     * then seldom of the same chunk): each of work_floats, the largest any chunk needs, allocated
+     * when first needed, at most V * (M + 1). */
+    float **work_pool;
+    int *work_used;
+    int n_work;
+    size_t work_floats;
     /* Measured activation memory. */
     size_t act_bytes_now, act_bytes_peak;
     int slabs_held;           /* slabs acquired and not yet released, all chunks */
@@ -109,12 +129,18 @@ static inline float *mp_slab_at(const struct mp_chunk *c, const struct mp_slab *
  * OOM. No-ops for chunks that do not recompute. */
 int mp_stage_work_get(struct mp_stage *st, int chunk, struct mp_slab *s, struct mp_err *err);
 void mp_stage_work_release(struct mp_stage *st, int chunk, struct mp_slab *s);
-/* Turns recomputation on for chunk `chunk` (before any slab of it exists). */
-int mp_stage_set_recompute(struct mp_stage *st, int chunk, int on, struct mp_err *err);
-/* Floats of one micro-batch's slab for layers [first, last] of m: the light part (kept per
- * micro-batch in flight when recomputing) and everything (light + work). */
-void mp_stage_slab_floats(const struct mp_model *m, int first, int last, size_t mbs,
-                          size_t *light, size_t *all);
+/* Sets chunk `chunk`'s recomputation (before any slab of it exists). */
+int mp_stage_set_recompute(struct mp_stage *st, int chunk, enum mp_rc rc, struct mp_err *err);
+/* The recomputation a chunk of rank r runs under schedule s when it recomputes: by segments where
+ * its W always follows its B, else the whole chunk. */
+static inline enum mp_rc mp_stage_rc_kind(const struct mp_sched *s, int r, int chunk)
+{
+    return mp_sched_w_follows_b(s, r, chunk) ? MP_RC_SEGMENTS : MP_RC_CHUNK;
+}
+/* Floats of one micro-batch's slab for layers [first, last] of m under recomputation rc: the light
+ * part (kept per micro-batch in flight) and the work buffer (0 for MP_RC_OFF). */
+void mp_stage_slab_floats(const struct mp_model *m, int first, int last, size_t mbs, enum mp_rc rc,
+                          size_t *light, size_t *work);
 
 /* Balanced contiguous split of layers 1..n_layers-1 into S virtual stages by each layer's
  * analytic cost (forward + backward FLOPs plus a small per-layer term), exact (DP on the max). */

@@ -1,8 +1,8 @@
 /* Memory one rank holds (DESIGN.md §10), predicted from the same layout rules mp_stage.c allocates
  * by: the arena (parameters, gradients, optimizer state, a slice of it with --zero 1), activation
  * slabs as the rank's own action list keeps them (each chunk's pool grows to its own peak, plus the
- * slab a pre-posted receive may take), a recomputing chunk's work buffers from its rerun forward to
- * its W, scratch, the tied-E buffer, data-parallel buffers, the data set and the process's fixed
+ * slab a pre-posted receive may take), a recomputing chunk's work buffers (one segment's or the
+ * whole chunk's, mp_stage.h) from its rerun forward to its W, scratch, the tied-E buffer, data-parallel buffers, the data set and the process's fixed
  * overhead. The planner prints it per stage; `train` refuses a layout above --memory-per-rank. */
 #include <stdlib.h>
 #include <string.h>
@@ -15,13 +15,14 @@
 
 static double arena_floats(size_t n) { return (double)((n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS); }
 
-/* Per chunk of this rank: slabs its pool grows to and work buffers held at once, walking the
- * rank's action list in order. */
+/* Per chunk of this rank the slabs its pool grows to, and the most work buffers the rank holds at
+ * once (one pool for all chunks, mp_stage.h), walking the rank's action list in order. */
 static void walk_actions(const struct mp_mem_query *q, int *slabs, int *works)
 {
     const struct mp_sched *s = q->sched;
-    int V = q->V, held[64] = {0}, work[64] = {0};
+    int V = q->V, held[64] = {0}, work = 0;
     const struct mp_action *a = s->acts[q->rank];
+    *works = 0;
     for (size_t i = 0; i < s->n_acts[q->rank]; i++) {
         int c = a[i].chunk;
         if (c < 0 || c >= V || c >= 64)
@@ -33,17 +34,17 @@ static void walk_actions(const struct mp_mem_query *q, int *slabs, int *works)
             held[c]++;
             if (held[c] > slabs[c])
                 slabs[c] = held[c];
-            if (rc && works[c] < work[c] + 1) /* the forward's own, released right after */
-                works[c] = work[c] + 1;
+            if (rc && *works < work + 1) /* the forward's own, released right after */
+                *works = work + 1;
             break;
         case MP_ACT_B:
-            if (rc && ++work[c] > works[c])
-                works[c] = work[c];
+            if (rc && ++work > *works)
+                *works = work;
             break;
         case MP_ACT_W:
             held[c]--;
             if (rc)
-                work[c]--;
+                work--;
             break;
         default:
             break;
@@ -56,9 +57,9 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
     const struct mp_model *m = q->m;
     struct mp_mem_parts p;
     memset(&p, 0, sizeof p);
-    int slabs[64] = {0}, works[64] = {0};
-    walk_actions(q, slabs, works);
-    double arena = 0, scratch = 0, biggest_light = 0;
+    int slabs[64] = {0}, works = 0;
+    walk_actions(q, slabs, &works);
+    double arena = 0, scratch = 0, biggest_light = 0, work_floats = 0;
     int receives = 0;
     for (int c = 0; c < q->V && c < 64; c++) {
         int v = mp_vstage_of(q->sched->place, q->rank, c, q->P);
@@ -71,19 +72,20 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
             if (mp_layer_is_tied(l) || (l->kind == MP_LAYER_EMBED && q->tied_elsewhere))
                 p.tied = (double)l->vocab * (double)m->layers[1].n_out * FLOAT_BYTES;
         }
-        size_t light, all;
-        mp_stage_slab_floats(m, first, last, q->mbs, &light, &all);
-        int rc = q->recompute && q->recompute[v];
-        double light_b = (double)(rc ? light : all) * FLOAT_BYTES;
+        size_t light, work;
+        enum mp_rc rc = q->recompute && q->recompute[v] ? mp_stage_rc_kind(q->sched, q->rank, c)
+                                                        : MP_RC_OFF;
+        mp_stage_slab_floats(m, first, last, q->mbs, rc, &light, &work);
+        double light_b = (double)light * FLOAT_BYTES;
         p.acts += slabs[c] * light_b;
-        if (rc)
-            p.acts += works[c] * (double)(all - light) * FLOAT_BYTES;
+        work_floats = (double)work > work_floats ? (double)work : work_floats;
         if (v > 0 && slabs[c] < q->sched->M) { /* a pool holds at most M slabs */
             receives = 1;
             biggest_light = light_b > biggest_light ? light_b : biggest_light;
         }
     }
     p.acts += receives ? biggest_light : 0; /* a receive posted ahead takes one slab more */
+    p.acts += works * work_floats * FLOAT_BYTES;
     p.params = p.grads = arena * FLOAT_BYTES;
     int slots = q->state_slots ? q->state_slots : 1; /* SGD's arena still has one slot */
     p.optim = arena * slots * FLOAT_BYTES;
