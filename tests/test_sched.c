@@ -289,6 +289,34 @@ static void test_zbv_defers_weight_gradients(void **state)
     }
 }
 
+/* Recomputation by segments (mp_stage.h) needs each B's W right after it: so the non-split kinds
+ * on every rank and chunk, and never zb1 or zbv (their W fill bubbles later). */
+static void test_w_follows_b_exactly_for_the_non_split_kinds(void **state)
+{
+    (void)state;
+    static const struct { enum mp_sched_kind kind; int V, follows; } cases[] = {
+        {MP_SCHED_GPIPE, 1, 1}, {MP_SCHED_1F1B, 1, 1}, {MP_SCHED_INTERLEAVED, 2, 1},
+        {MP_SCHED_INTERLEAVED, 3, 1}, {MP_SCHED_ZB1, 1, 0}, {MP_SCHED_ZBV, 2, 0}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        for (int P = 2; P <= 4; P++) {
+            int M = 2 * P + 1, V = mp_sched_chunks(cases[k].kind, cases[k].V), any_not = 0;
+            struct mp_sched s;
+            make_ok(&s, cases[k].kind, P, V, M, NULL);
+            for (int r = 0; r < P; r++)
+                for (int c = 0; c < V; c++) {
+                    int f = mp_sched_w_follows_b(&s, r, c);
+                    if (cases[k].follows && !f)
+                        fail_msg("%s P=%d rank %d chunk %d: a W not right after its B",
+                                 mp_sched_name(cases[k].kind), P, r, c);
+                    any_not |= !f;
+                }
+            if (!cases[k].follows && !any_not)
+                fail_msg("%s P=%d: every W right after its B", mp_sched_name(cases[k].kind), P);
+            mp_sched_free(&s);
+        }
+    }
+}
+
 static void test_names_round_trip_and_bad_arguments_are_usage_errors(void **state)
 {
     (void)state;
@@ -456,6 +484,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_generator_validates_for_any_P_M_V),
+        cmocka_unit_test(test_w_follows_b_exactly_for_the_non_split_kinds),
         cmocka_unit_test(test_interleaved_validates_for_wide_range_of_M_not_multiple_of_P),
         cmocka_unit_test(test_1f1b_peak_inflight_is_min_of_P_minus_r_and_M),
         cmocka_unit_test(test_gpipe_rank0_holds_all_micro_batches),

@@ -350,8 +350,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof dp / sizeof dp[0]; i++)
         if (dp[i].ranks <= size)
             n_bad += check(&dp[i], world, n_runs++);
-    /* Recomputation (a chunk reruns its forward, residual adds included, before B) and ZeRO-1
-     * change no bits. */
+    /* Recomputation (a chunk reruns its forward, residual adds included, before B: by segments
+     * under gpipe, 1f1b and interleaved, the whole chunk under zb1) and ZeRO-1 change no bits. */
     const struct run mem[] = {
         {.model = seq, .sched = MP_SCHED_1F1B, .P = 2, .V = 1, .M = 4, .opt = MP_OPT_ADAM,
          .clip = 0.5f, .recompute = 2},
@@ -367,6 +367,8 @@ int main(int argc, char **argv)
          .recompute = 2},
         {.model = attn, .sched = MP_SCHED_1F1B, .P = 3, .V = 1, .M = 4, .opt = MP_OPT_ADAMW,
          .clip = 0.5f, .recompute = 2},
+        {.model = gpt, .sched = MP_SCHED_GPIPE, .P = 2, .V = 1, .M = 3, .opt = MP_OPT_ADAM,
+         .recompute = 2}, /* by segments: block by block, attention and dropout inside */
     };
     for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++)
         if ((mem[i].ranks ? mem[i].ranks : mem[i].P) <= size)
