@@ -397,9 +397,16 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
     L.lr = cfg->lr;
     mp_lr_state_init(&L.lr_state);
     mp_xport_set_deadline(x, cfg->deadline_s);
-    int rc = setup_layout(&L, err);
+    L.wsize = mp_xport_size(x);
+    /* The agreement first: it judges values gathered from all ranks, and once they agree on the
+     * model, schedule and flags, the layout's checks (the configuration, a plan's boundaries and
+     * the number of ranks) fail alike on every rank. So every rank found any error so far
+     * (mp_err_mark_shared: the CLI has rank 0 say it before any rank exits). */
+    int rc = check_agreement(&L, err);
     if (!rc)
-        rc = check_agreement(&L, err);
+        rc = setup_layout(&L, err);
+    if (rc)
+        mp_err_mark_shared(err);
     if (!rc)
         rc = mp_data_load(&L.data, cfg->data_src, mp_layer_in_len(&cfg->model->layers[1]),
                           mp_model_data_classes(cfg->model), cfg->seed, err);

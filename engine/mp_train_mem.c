@@ -53,21 +53,33 @@ int mp__train_memory(struct loop *L, int **recompute, struct mp_err *err)
         auto_on = 1;
     }
     *recompute = rc;
-    double all[1024] = {0};
-    double mine = pred;
-    if (L->wsize > 1 && L->wsize <= 1024 &&
-        mp_xport_allgather(L->x, &mine, all, sizeof mine, "the predicted memory", err))
+    /* Each rank's prediction and its own cap (the default is its host's memory over its ranks,
+     * which differs between hosts), gathered: every rank then judges every rank against that
+     * rank's cap, and all refuse alike, so the refusal is shared (mp_err_mark_shared). */
+    double mine[2] = {pred, cap};
+    double *all = calloc(2 * (size_t)L->wsize, sizeof *all);
+    if (!all)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    if (L->wsize > 1 &&
+        mp_xport_allgather(L->x, mine, all, sizeof mine, "the predicted memory", err)) {
+        free(all);
         return -1;
+    }
     if (L->wsize == 1)
-        all[0] = pred;
-    for (int r = 0; cap > 0 && r < L->wsize && r < 1024; r++)
-        if (all[r] > cap)
-            return MP_FAIL(err, USAGE, "rank %d would need %.0f MiB, over --memory-per-rank "
-                           "%.0f MiB: use more stages (mpipe plan --stages auto --memory-per-"
-                           "rank ... finds the fewest that fit)%s, or a cap of at least %.0f MiB",
-                           r, all[r] / 1048576.0, cap / 1048576.0,
-                           auto_on || c->recompute == 2 ? "" : ", --recompute all",
-                           all[r] / 1048576.0);
+        all[0] = pred, all[1] = cap;
+    for (int r = 0; r < L->wsize; r++) {
+        double need = all[2 * r], cap_r = all[2 * r + 1];
+        if (cap_r > 0 && need > cap_r) {
+            MP_FAIL(err, USAGE, "rank %d would need %.0f MiB, over --memory-per-rank %.0f MiB: "
+                    "use more stages (mpipe plan --stages auto --memory-per-rank ... finds the "
+                    "fewest that fit)%s, or a cap of at least %.0f MiB",
+                    r, need / 1048576.0, cap_r / 1048576.0,
+                    auto_on || c->recompute == 2 ? "" : ", --recompute all", need / 1048576.0);
+            free(all);
+            return mp_err_mark_shared(err);
+        }
+    }
+    free(all);
     return 0;
 }
 

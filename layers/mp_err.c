@@ -18,12 +18,20 @@ int mp_err_set(struct mp_err *e, enum mp_status code, const char *file, int line
     if (!e)
         return -1;
     e->code = code;
+    e->shared = 0;
     e->file = file;
     e->line = line;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e->msg, sizeof e->msg, fmt, ap);
     va_end(ap);
+    return -1;
+}
+
+int mp_err_mark_shared(struct mp_err *e)
+{
+    if (e && (e->code == MP_ERR_USAGE || e->code == MP_ERR_INPUT))
+        e->shared = 1;
     return -1;
 }
 

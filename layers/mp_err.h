@@ -24,7 +24,8 @@ struct mp_err {
     int rank;         /* MPI rank that saw it, or -1 */
     const char *file; /* source location that raised it (for developers) */
     int line;
-    char msg[512];    /* the user-facing message, e.g. "models/cnn.mp:4: conv2d: kernel 7 ..." */
+    char msg[512]; /* the user-facing message, e.g. "models/cnn.mp:4: conv2d: kernel 7 ..." */
+    int shared;    /* every rank found this same error (mp_err_mark_shared) */
 };
 
 /* Sets *e (when e is not NULL) and returns -1, so callers can `return MP_FAIL(err, INPUT, ...)`. */
@@ -32,6 +33,14 @@ int mp_err_set(struct mp_err *e, enum mp_status code, const char *file, int line
                ...) __attribute__((format(printf, 5, 6)));
 #define MP_FAIL(e, c, ...) mp_err_set((e), MP_ERR_##c, __FILE__, __LINE__, __VA_ARGS__)
 
+/* Marks *e, when it is a usage or input error, as found alike by every rank: the code that raised
+ * it checked only what all ranks share (the command line, the number of ranks, the model and plan
+ * files every rank reads, values just gathered from all of them), so every rank raised it at the
+ * same point. The CLI then has the ranks meet before any exits (mp_cli_report_shared); marking an
+ * error one rank can find alone would leave that rank waiting, until the deadline, for peers that
+ * are elsewhere. Other statuses (I/O, memory, peers) can be one rank's alone and are never marked.
+ * A later mp_err_set drops the mark. Returns -1. */
+int mp_err_mark_shared(struct mp_err *e);
 void mp_err_clear(struct mp_err *e);
 const char *mp_status_name(enum mp_status code);
 

@@ -1,6 +1,7 @@
 /* mp_err: what every failure carries to the CLI (DESIGN.md §4): the status, the raising source
  * line, the message (truncated, never overflowing), a NULL error being allowed, the cleared rank,
- * and the status names that messages and logs print. */
+ * the shared mark (usage and input errors only, dropped by a later error) and the status names
+ * that messages and logs print. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -58,6 +59,30 @@ static void test_clear_resets_everything_and_marks_no_rank(void **state)
     assert_null(e.file);
 }
 
+static void test_only_usage_and_input_are_shared_until_a_later_error(void **state)
+{
+    (void)state;
+    struct mp_err e;
+    mp_err_clear(&e);
+    assert_int_equal(e.shared, 0);
+    MP_FAIL(&e, USAGE, "2 ranks for 3 stages");
+    assert_int_equal(mp_err_mark_shared(&e), -1);
+    assert_int_equal(e.shared, 1);
+    MP_FAIL(&e, IO, "a later failure replaces it"); /* a stale mark would make its rank wait */
+    assert_int_equal(e.shared, 0);
+    for (int s = MP_ERR_IO; s < MP_ERR_COUNT; s++) { /* I/O to internal: can be one rank's */
+        mp_err_set(&e, (enum mp_status)s, __FILE__, __LINE__, "one rank's");
+        mp_err_mark_shared(&e);
+        assert_int_equal(e.shared, 0);
+    }
+    MP_FAIL(&e, INPUT, "m.mp:3: dens: unknown layer");
+    mp_err_mark_shared(&e);
+    assert_int_equal(e.shared, 1);
+    assert_int_equal(mp_err_mark_shared(NULL), -1);
+    mp_err_clear(&e);
+    assert_int_equal(e.shared, 0);
+}
+
 static void test_status_names_are_stable(void **state)
 {
     (void)state;
@@ -77,6 +102,7 @@ int main(void)
         cmocka_unit_test(test_null_error_is_allowed),
         cmocka_unit_test(test_long_messages_are_truncated_and_terminated),
         cmocka_unit_test(test_clear_resets_everything_and_marks_no_rank),
+        cmocka_unit_test(test_only_usage_and_input_are_shared_until_a_later_error),
         cmocka_unit_test(test_status_names_are_stable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,13 +7,10 @@
 MPIPE=$1
 . "$(dirname "$0")/lib.sh"
 RUN_TOOL="$(dirname "$0")/../tools/mpipe-run"
-TAG="mpipe-test-$$-$RANDOM" # marks this test's ranks, so only they are ever signalled
-export MPIPE_TEST_TAG=$TAG
-victims=()
+tag_ranks mpipe-test # only this test's ranks are ever signalled
 MNT=
 cleanup() { # never leave a stopped or running rank behind, nor a mount
-    local p
-    for p in "${victims[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
+    release_victims
     [ -n "$MNT" ] && umount "$MNT" 2>/dev/null
     rm -rf "$TMP"
 }
@@ -25,42 +22,12 @@ MPIRUN=(mpirun -np 2 -x MPIPE_TEST_TAG -x MPIPE_FAULT_INJECT)
 export MPIPE_FAULT_INJECT=
 train() { "${MPIRUN[@]}" "$MPIPE" train models/tiny_mlp.mp $S "$@"; }
 
-rank_pid() { # rank_pid RANK: the pid of this test's mpipe process of that rank
-    local p
-    for p in /proc/[0-9]*; do
-        [ "$(cat "$p/comm" 2>/dev/null)" = mpipe ] || continue
-        local env
-        env=$({ tr '\0' '\n' <"$p/environ"; } 2>/dev/null)
-        grep -qx "MPIPE_TEST_TAG=$TAG" <<<"$env" && grep -qx "OMPI_COMM_WORLD_RANK=$1" <<<"$env" &&
-            { echo "${p#/proc/}"; return 0; }
-    done
-    return 1
-}
-wait_for_checkpoint() { # until DIR/latest exists (a run is under way and resumable)
-    for _ in $(seq 300); do [ -e "$1/latest" ] && return 0; sleep 0.1; done
-    return 1
-}
-hit() { # hit SIGNAL RANK DIR: once DIR has a checkpoint, signal that rank; prints its pid
-    wait_for_checkpoint "$3" || return 1
-    local pid
-    pid=$(rank_pid "$2") || return 1
-    kill "-$1" "$pid" && echo "$pid"
-}
-same() { cmp -s "$TMP/ref.st" "$1" || { echo "  $1 differs from the uninterrupted run"; return 1; }; }
-
 train --save-weights "$TMP/ref.st" >"$TMP/out" 2>"$TMP/err"
 claim "the uninterrupted 2-rank run finishes" grep -q "steps=200" "$TMP/out"
 
 # kill -9: mpirun ends the job; the survivor (SIGTERM hook) says what it was waiting for.
-train --checkpoint "$TMP/k" --checkpoint-every 50 >"$TMP/out" 2>"$TMP/err" &
-job=$!
-pid=$(hit 9 1 "$TMP/k") && victims+=("$pid")
-t0=$(date +%s.%N)
-wait $job
-rc=$?
-took=$(echo "$(date +%s.%N) - $t0" | bc)
-claim "kill -9 of a rank: the job exits non-zero (got $rc)" test "$rc" -ne 0
-claim "... within 2x --deadline (took ${took}s)" test "$(echo "$took < 2 * $DEADLINE" | bc)" = 1
+interrupt 9 1 "$TMP/k" train --checkpoint "$TMP/k" --checkpoint-every 50
+claim_killed "kill -9 of a rank" $DEADLINE
 # mpirun names the rank that died; the survivor, ended by mpirun's SIGTERM, writes at once what it
 # was doing: the wait on rank 1 it was in (a message, or a collective whose roll call rank 1 never
 # answered), or, when SIGTERM found it computing, that and its last wait. The same line is
@@ -78,18 +45,8 @@ claim "... then --resume completes with the uninterrupted run's bytes" same "$TM
 # rank 1 stops (a pipeline message, an evaluation message, the step's allreduce, a checkpoint's
 # agreement), its line names rank 1: point-to-point waits name their peer, and a collective's roll
 # call names the rank that never reached it.
-train --checkpoint "$TMP/s" --checkpoint-every 50 >"$TMP/out" 2>"$TMP/err" &
-job=$!
-pid=$(hit STOP 1 "$TMP/s") && victims+=("$pid")
-t0=$(date +%s.%N)
-wait $job
-rc=$?
-took=$(echo "$(date +%s.%N) - $t0" | bc)
-kill -CONT "$pid" 2>/dev/null
-kill -9 "$pid" 2>/dev/null
-claim "kill -STOP of a rank: exit 4 (got $rc)" test "$rc" -eq 4
-claim "... through the deadline, within 2x --deadline (took ${took}s)" \
-    test "$(echo "$took < 2 * $DEADLINE" | bc)" = 1
+interrupt STOP 1 "$TMP/s" train --checkpoint "$TMP/s" --checkpoint-every 50
+claim_stopped "kill -STOP of a rank" $DEADLINE
 claim "... a waited line names rank 0, what it waited for and the silent rank 1" bash -c "
     grep -Eq 'rank 0 waited [0-9]+ s for .*(from|to) rank 1' '$TMP/err' &&
     grep -Eq '^rank 0 on host .*: rank 0 waited [0-9]+ s for .*(from|to) rank 1' '$TMP/s/failures.log' ||
@@ -131,22 +88,14 @@ else
 fi
 
 # The supervisor: a rank killed during the first attempt; it resumes and finishes.
-"$RUN_TOOL" --retries 2 -- "${MPIRUN[@]}" "$MPIPE" train models/tiny_mlp.mp $S \
-    --checkpoint "$TMP/r" --checkpoint-every 50 --save-weights "$TMP/r.st" >"$TMP/out" 2>"$TMP/err" &
-job=$!
-pid=$(hit 9 1 "$TMP/r") && victims+=("$pid")
-wait $job
-rc=$?
+interrupt 9 1 "$TMP/r" "$RUN_TOOL" --retries 2 -- "${MPIRUN[@]}" "$MPIPE" train models/tiny_mlp.mp \
+    $S --checkpoint "$TMP/r" --checkpoint-every 50 --save-weights "$TMP/r.st"
 claim "mpipe-run restarts a killed job and finishes (exit $rc)" \
     bash -c "[ $rc -eq 0 ] && grep -q 'restart 1 of 2' '$TMP/err' && grep -q 'finished after 2' '$TMP/err'"
 claim "... with the uninterrupted run's bytes" same "$TMP/r.st"
-"$RUN_TOOL" --retries 1 --shrink -- "${MPIRUN[@]}" "$MPIPE" train models/tiny_mlp.mp $S \
-    --stages 2 --checkpoint "$TMP/h" --checkpoint-every 50 --save-weights "$TMP/h.st" \
-    >"$TMP/out" 2>"$TMP/err" &
-job=$!
-pid=$(hit 9 0 "$TMP/h") && victims+=("$pid")
-wait $job
-rc=$?
+interrupt 9 0 "$TMP/h" "$RUN_TOOL" --retries 1 --shrink -- "${MPIRUN[@]}" "$MPIPE" train \
+    models/tiny_mlp.mp $S --stages 2 --checkpoint "$TMP/h" --checkpoint-every 50 \
+    --save-weights "$TMP/h.st"
 claim "mpipe-run --shrink resumes on one rank fewer (exit $rc)" \
     bash -c "[ $rc -eq 0 ] && grep -q 'ranks 2 -> 1' '$TMP/err'"
 claim "... with the uninterrupted run's bytes" same "$TMP/h.st"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `mpirun -np 2 mpipe train` as users run it: every schedule's weights equal the one-rank run's
-# bytes, the RESULT line reports the pipeline, and layout mistakes are refused with exit 2.
+# bytes, the RESULT line reports the pipeline, and layout mistakes are refused with exit 2 and rank
+# 0's message.
 # Usage: test_pipeline_cli.sh path/to/mpipe (run from the repo root).
 MPIPE=$1
 . "$(dirname "$0")/lib.sh"
@@ -25,8 +26,23 @@ assert {e['tid'] for e in ev if e.get('ph') == 'X'} == {0, 1}"
 claim "ranks with different flags are refused at start-up" refused "different" \
     mpirun --oversubscribe -np 1 $MPIPE train models/mlp.mp $S --lr 0.01 : \
     -np 1 $MPIPE train models/mlp.mp $S --lr 0.02
-claim "--stages that does not match -np is refused" refused "stages" \
-    $RUN $MPIPE train models/mlp.mp $S --stages 3
+# A usage or input error every rank finds once MPI has started is said by rank 0 before any rank
+# exits: mpirun, seeing a quiet rank's exit 2 first, could end rank 0 before its line was out (now
+# and then on 2 loaded cores: one run in a few dozen), so each is run three times.
+said_by_rank0() { # said_by_rank0 PATTERN train-args...: exit 2 and rank 0's line, 3 runs of 3
+    local pat=$1 i
+    shift
+    for i in 1 2 3; do refused "rank 0: .*$pat" $RUN $MPIPE train "$@" || return 1; done
+}
+claim "--stages that does not match -np is refused, in rank 0's words" \
+    said_by_rank0 "2 ranks for 3 stages" models/mlp.mp $S --stages 3
+claim "more stages than layers under mpirun: exit 2, in rank 0's words" \
+    said_by_rank0 "more than the 5 layers" models/tiny_mlp.mp $S --stages 9
+$MPIPE plan models/tiny_mlp.mp --stages 2 --out "$TMP/tiny_plan.json" >/dev/null 2>&1
+claim "a plan made for another model: exit 2, in rank 0's words" \
+    said_by_rank0 "plan was made for another model" models/mlp.mp $S --plan "$TMP/tiny_plan.json"
+claim "a memory cap no rank fits: exit 2, in rank 0's words" \
+    said_by_rank0 "would need .* over --memory-per-rank" models/mlp.mp $S --memory-per-rank 1K
 claim "a usage error is reported once, not per rank" bash -c \
     "$RUN $MPIPE train models/mlp.mp --bogus 2>&1 | grep -c 'unknown flag' | grep -qx 1"
 finish

@@ -17,7 +17,7 @@
 #include "mp_gemm.h"
 #include "mp_optim.h"
 
-static double now_s(void)
+double mp__calib_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -70,12 +70,12 @@ static double time_call(const struct mp_gemm_call *c, struct mp_err *err)
     for (int w = 0; w < 2; w++)
         mp_gemm(c->trans_a, c->trans_b, c->m, c->n, c->k, 1.0f, a, c->lda, b, c->ldb, beta, cc,
                 c->ldc);
-    double start = now_s();
-    while (n < 50 && (n < 3 || now_s() - start < 0.01)) {
-        double t0 = now_s();
+    double start = mp__calib_now();
+    while (n < 50 && (n < 3 || mp__calib_now() - start < 0.01)) {
+        double t0 = mp__calib_now();
         mp_gemm(c->trans_a, c->trans_b, c->m, c->n, c->k, 1.0f, a, c->lda, b, c->ldb, beta, cc,
                 c->ldc);
-        t[n++] = now_s() - t0;
+        t[n++] = mp__calib_now() - t0;
     }
     return mp_bench_median(t, n);
 }
@@ -151,12 +151,12 @@ static int time_pass(struct mp_calib_rates *r, const struct mp_layer *l, const s
     mp_gemm_record(rec);
     mp_bench_call(l, ctx, b, p, mb);
     size_t calls = rec->n, dropped = rec->dropped;
-    double start = now_s();
-    while (n < 50 && (n < 3 || now_s() - start < 0.002)) {
+    double start = mp__calib_now();
+    while (n < 50 && (n < 3 || mp__calib_now() - start < 0.002)) {
         rec->n = calls; /* the first call's record stands for all: same shapes */
-        double t0 = now_s();
+        double t0 = mp__calib_now();
         mp_bench_call(l, ctx, b, p, mb);
-        t[n++] = now_s() - t0;
+        t[n++] = mp__calib_now() - t0;
     }
     mp_gemm_record(NULL);
     rec->n = calls;
@@ -318,7 +318,7 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
         mp__calib_load(&r);
     if (recalibrate)
         r.dirty = 1;
-    double t0 = now_s();
+    double t0 = mp__calib_now();
     t->n_mbs = n, t->n_layers = m->n_layers;
     t->mbs = malloc((size_t)(n ? n : 1) * sizeof *t->mbs);
     t->t = calloc((size_t)n * (size_t)m->n_layers * 3 + 1, sizeof *t->t);
@@ -348,7 +348,7 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
         fprintf(stderr,
                 "mpipe plan: measured this machine's rates in %.1f s (%zu GEMM shapes "
                 "timed; cached in %s)\n",
-                now_s() - t0, now, have_path ? r.path : "nowhere: no HOME");
+                mp__calib_now() - t0, now, have_path ? r.path : "nowhere: no HOME");
     if (!rc)
         snprintf(source, source_len,
                  "measured: %zu GEMM shapes (%zu timed now, %zu from the "

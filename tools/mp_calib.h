@@ -36,4 +36,8 @@ void mp_calib_free(struct mp_cost_table *t);
  * directory can be named (no XDG_CACHE_HOME and no HOME). */
 int mp_calib_cache_path(char *out, size_t len);
 
+/* Seconds on the monotonic clock, for calibration's timings (mp_calib.c, mp_calib_step.c). Not
+ * mp_xport_now: `mpipe plan` calibrates without starting MPI. */
+double mp__calib_now(void);
+
 #endif

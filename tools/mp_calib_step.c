@@ -8,19 +8,11 @@
  * arena, a layer's output is still hot for the next one. Only timing: results are thrown away. */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "mp_calib.h"
 #include "mp_optim.h"
 
 #define ALIGN 16 /* floats: 64 bytes */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static size_t up(size_t n)
 {
@@ -97,32 +89,32 @@ static void step(const struct mp_model *m, int n, struct chain *c, size_t mb,
                          .scratch_len = c->scratch_len,
                          .loss_sum = &loss,
                          .n_correct = &correct};
-    t0 = now_s();
+    t0 = mp__calib_now();
     for (int i = 1; i < n; i++) {
         const struct mp_layer *l = &m->layers[i];
         l->ops->forward(l, &ctx, c->param + c->off[i], c->act[i - 1], c->act[i], c->saved[i], mb);
     }
-    t[0] += now_s() - t0, t0 = now_s();
+    t[0] += mp__calib_now() - t0, t0 = mp__calib_now();
     for (int i = n - 1; i >= m->dx_from; i--) {
         const struct mp_layer *l = &m->layers[i];
         l->ops->backward_input(l, &ctx, c->param + c->off[i], c->act[i - 1], c->act[i], c->saved[i],
                                l->is_loss ? NULL : c->grad[i], c->grad[i - 1], mb);
     }
-    t[1] += now_s() - t0, t0 = now_s();
+    t[1] += mp__calib_now() - t0, t0 = mp__calib_now();
     for (int i = n - 1; i >= 1; i--) {
         const struct mp_layer *l = &m->layers[i];
         if (l->ops->backward_weight)
             l->ops->backward_weight(l, &ctx, c->act[i - 1], c->act[i], c->saved[i], c->grad[i],
                                     c->dparam + c->off[i], mb);
     }
-    t[2] += now_s() - t0, t0 = now_s();
+    t[2] += mp__calib_now() - t0, t0 = mp__calib_now();
     for (int i = 1; i < n; i++) {
         size_t np = mp_layer_n_param(&m->layers[i]);
         if (np)
             mp_optim_step(cfg, 1e-6f, k, c->param + c->off[i], c->dparam + c->off[i],
                           c->state + c->off[i], c->n_param, np);
     }
-    *opt += now_s() - t0;
+    *opt += mp__calib_now() - t0;
 }
 
 int mp__calib_step(const struct mp_model *m, int n, size_t mb, enum mp_optim_kind optim,

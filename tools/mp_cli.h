@@ -6,11 +6,21 @@
 
 #include "mp_err.h"
 
+struct mp_xport;
+
 int mp_cmd_train(int argc, char **argv, struct mp_err *err);  /* mp_cmd_train.c */
 int mp_cmd_plan(int argc, char **argv, struct mp_err *err);   /* mp_cmd_plan.c */
 int mp_cmd_sim(int argc, char **argv, struct mp_err *err);    /* mp_cmd_sim.c */
 int mp_cmd_bench(int argc, char **argv, struct mp_err *err);  /* mp_cmd_bench.c */
 int mp_cmd_fed(int argc, char **argv, struct mp_err *err);    /* mp_cmd_fed.c */
 int mp_cmd_generate(int argc, char **argv, struct mp_err *err); /* mp_cmd_generate.c */
+
+/* For a subcommand under mpirun that failed with an error every rank found (err->shared; the other
+ * ranks' copies of the message already emptied), before it releases the transport: rank 0 prints
+ * the message now, and every rank waits at a barrier (bounded by the transport's deadline) until
+ * all have come, so no rank exits before rank 0's line is out. Without it mpirun, seeing a quiet
+ * rank's exit 2 first, can end rank 0 before it prints. Nothing for one rank or an unshared error:
+ * its peers may be waiting elsewhere. (mpipe.c) */
+void mp_cli_report_shared(struct mp_xport *x, const char *cmd, struct mp_err *err);
 
 #endif

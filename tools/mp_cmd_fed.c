@@ -309,20 +309,14 @@ int mp_cmd_fed(int argc, char **argv, struct mp_err *err)
     if (rc) {
         quiet_unless_rank0(err, rank);
         err->rank = mp_xport_size(x) > 1 ? rank : -1;
-        if (err->code == MP_ERR_USAGE && mp_xport_size(x) > 1) {
-            /* Every rank found this usage error (the -np and the clients' layout are checked
-             * before any wait) and only rank 0 says it: it says it now, and no rank exits
-             * before it has, or mpirun, seeing a quiet rank's exit 2 first, could end rank 0
-             * before its line is out (test_fed_pipeline lost it about one run in three under
-             * load). The barrier has the transport's deadline. */
-            if (rank == 0 && err->msg[0]) {
-                fprintf(stderr, "mpipe fed: rank 0: %s\n", err->msg);
-                fflush(stderr);
-                err->msg[0] = 0;
-            }
-            struct mp_err ignored = {0};
-            mp_xport_barrier(x, "the report of a usage error", &ignored);
-        }
+        /* Every rank finds a usage error here alike: the -np, the clients' layout and the split
+         * are checked on every rank, from the command line and the data all of them load, before
+         * the server and the clients part. Only rank 0 says it, so it says it before any rank
+         * exits (test_fed_pipeline lost the line about one run in three under load when mpirun
+         * saw a quiet rank's exit 2 first). */
+        if (err->code == MP_ERR_USAGE)
+            mp_err_mark_shared(err);
+        mp_cli_report_shared(x, "fed", err);
         return -1;
     }
     mp_xport_finalize(x);

@@ -7,6 +7,7 @@
 
 #include "mp_cli.h"
 #include "mp_gemm.h"
+#include "mp_xport.h"
 
 static const char usage[] =
     "usage: mpipe COMMAND [ARGS]   (mpipe COMMAND --help for each)\n"
@@ -36,6 +37,31 @@ static int exit_code(enum mp_status s)
     case MP_ERR_NUMERIC: return 5;
     default: return 1;
     }
+}
+
+static void say(const char *cmd, const struct mp_err *err)
+{
+    if (err->rank >= 0)
+        fprintf(stderr, "mpipe %s: rank %d: %s\n", cmd, err->rank, err->msg);
+    else
+        fprintf(stderr, "mpipe %s: %s\n", cmd, err->msg);
+}
+
+void mp_cli_report_shared(struct mp_xport *x, const char *cmd, struct mp_err *err)
+{
+    if (!err->shared || mp_xport_size(x) < 2)
+        return;
+    if (mp_xport_rank(x) == 0 && err->msg[0]) {
+        fflush(stdout);
+        say(cmd, err);
+        fflush(stderr);
+        err->msg[0] = 0; /* said: main adds nothing but the exit code */
+    }
+    /* Should a peer never come (its rank died), the deadline ends the wait, and this rank exits
+     * with the error it found all the same. */
+    struct mp_err ignored;
+    mp_err_clear(&ignored);
+    mp_xport_barrier(x, "the report of an error every rank found", &ignored);
 }
 
 int main(int argc, char **argv)
@@ -69,12 +95,8 @@ int main(int argc, char **argv)
         if (cmds[i].run(argc - 1, argv + 1, &err) == 0)
             return 0;
         fflush(stdout);
-        if (!err.msg[0])
-            return exit_code(err.code);
-        if (err.rank >= 0)
-            fprintf(stderr, "mpipe %s: rank %d: %s\n", cmds[i].name, err.rank, err.msg);
-        else
-            fprintf(stderr, "mpipe %s: %s\n", cmds[i].name, err.msg);
+        if (err.msg[0])
+            say(cmds[i].name, &err);
         return exit_code(err.code);
     }
     fprintf(stderr, "mpipe: unknown command '%s'\n\n%s", argv[1], usage);
