@@ -369,6 +369,8 @@ int main(int argc, char **argv)
          .clip = 0.5f, .recompute = 2},
         {.model = gpt, .sched = MP_SCHED_GPIPE, .P = 2, .V = 1, .M = 3, .opt = MP_OPT_ADAM,
          .recompute = 2}, /* by segments: block by block, attention and dropout inside */
+        {.model = seq, .sched = MP_SCHED_ZBV, .P = 2, .V = 2, .M = 4, .opt = MP_OPT_ADAMW,
+         .clip = 0.5f, .recompute = 2}, /* whole chunks, two per rank, W deferred */
     };
     for (size_t i = 0; i < sizeof mem / sizeof mem[0]; i++)
         if ((mem[i].ranks ? mem[i].ranks : mem[i].P) <= size)
