@@ -299,7 +299,9 @@ static int roll_call(struct mp_xport *x, struct mp_err *err)
 }
 
 /* Who a collective waits for at its deadline: " from rank 1, which never reached it (rank 1 is
- * on host h)", the missing ranks named; or, when all of them came, that one stopped inside it. */
+ * on host h)", the missing ranks named; or, when all of them came, that one stopped inside it:
+ * between two ranks that one is the other rank, named (test_failures' SIGSTOP can land inside the
+ * checkpoint's agreement, after rank 1's roll call went out). */
 static void roll_missing(struct mp_xport *x, char *buf, size_t len)
 {
     char list[128] = "", ph[160];
@@ -313,8 +315,13 @@ static void roll_missing(struct mp_xport *x, char *buf, size_t len)
             last = p;
         }
     }
+    if (n == 0 && x->size == 2)
+        last = 1 - x->rank;
     peer_host(x, last, ph, sizeof ph);
-    if (n == 0)
+    if (n == 0 && x->size == 2)
+        snprintf(buf, len, " from rank %d, which reached it and then stopped inside it%s", last,
+                 ph);
+    else if (n == 0)
         snprintf(buf, len, " (a collective over ranks 0..%d: all of them reached it, so one "
                  "stopped inside it)", x->size - 1);
     else
