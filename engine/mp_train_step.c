@@ -6,6 +6,7 @@
  * one non-zero contributor, so the sums are exact in any order and every rank sees the same loss,
  * norm and LR; the totals add per-layer and per-replica values in index order (DESIGN.md §6). */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "mp_clip.h"
@@ -65,11 +66,13 @@ static int tie_gradients(struct loop *L, struct mp_err *err)
         int peer = mp_layer_owner(L->bounds, L->S, L->cfg->P, st->place, ge ? h : e);
         float *mine = ge ? ge : gh, *theirs = L->tie_buf;
         int tag = (1 << 25) + h, rq = -1, sq = -1;
+        char got[96], sent[96]; /* name the peer, as every wait does (DESIGN.md §4) */
+        snprintf(got, sizeof got, "the %s gradient of E from rank %d",
+                 ge ? "tied head's" : "embedding's", peer);
+        snprintf(sent, sizeof sent, "the tied gradient of E to be taken by rank %d", peer);
         if (mp_xport_irecv(L->px, theirs, n * sizeof(float), peer, tag, &rq, err) ||
             mp_xport_isend(L->px, mine, n * sizeof(float), peer, tag, &sq, err) ||
-            mp_xport_wait(L->px, &rq, ge ? "the tied head's gradient of E" :
-                          "the embedding's gradient of E", err) ||
-            mp_xport_wait(L->px, &sq, "the tied gradient of E to be sent", err))
+            mp_xport_wait(L->px, &rq, got, err) || mp_xport_wait(L->px, &sq, sent, err))
             return -1;
         if (ge)
             for (size_t i = 0; i < n; i++)

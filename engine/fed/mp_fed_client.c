@@ -117,10 +117,12 @@ static int tie_gradients(struct client *c, struct mp_err *err)
         int peer = mp_layer_owner(lay->bounds, lay->S, lay->P, lay->place, ge ? h : e);
         float *mine = ge ? ge : gh;
         int rq = -1, sq = -1, tag = (1 << 25) + h;
+        char got[96], sent[96]; /* name the peer, as every wait does (DESIGN.md §4) */
+        snprintf(got, sizeof got, "the other holder's gradient of the tied E from rank %d", peer);
+        snprintf(sent, sizeof sent, "the tied gradient of E to be taken by rank %d", peer);
         if (mp_xport_irecv(c->cx, c->tie_buf, n * sizeof(float), peer, tag, &rq, err) ||
             mp_xport_isend(c->cx, mine, n * sizeof(float), peer, tag, &sq, err) ||
-            mp_xport_wait(c->cx, &rq, "the other holder's gradient of the tied E", err) ||
-            mp_xport_wait(c->cx, &sq, "the tied gradient of E to be sent", err))
+            mp_xport_wait(c->cx, &rq, got, err) || mp_xport_wait(c->cx, &sq, sent, err))
             return -1;
         for (size_t i = 0; i < n; i++)
             mine[i] = ge ? ge[i] + c->tie_buf[i] : c->tie_buf[i] + gh[i];
