@@ -40,50 +40,6 @@ static void update(struct loop *L, double lr, float clip_scale)
     }
 }
 
-/* Tied embeddings (DESIGN.md §9): E's gradient has two accumulators, the embed's scatter-add and
- * the head's GEMM, each a running sum in micro-batch order. Once both are final (after any data-
- * parallel reduction), dE = dE_embed + dE_head, in that order, on both holders: locally when one
- * rank holds both, else by exchanging the two contributions. Every layout computes the same sum. */
-static int tie_gradients(struct loop *L, struct mp_err *err)
-{
-    const struct mp_model *m = L->cfg->model;
-    struct mp_stage *st = &L->st;
-    for (int h = 0; h < m->n_layers; h++) {
-        const struct mp_layer *head = &m->layers[h];
-        if (!mp_layer_is_tied(head))
-            continue;
-        int e = head->tie_src;
-        size_t n = head->n_weight; /* V x C: the embed's first tensor */
-        float *ge = st->layer_off[e] != SIZE_MAX ? st->grad + st->layer_off[e] : NULL;
-        float *gh = st->layer_off[h] != SIZE_MAX ? st->grad + st->layer_off[h] : NULL;
-        if (ge && gh) {
-            for (size_t i = 0; i < n; i++)
-                ge[i] = gh[i] = ge[i] + gh[i];
-            continue;
-        }
-        if (!ge && !gh)
-            continue;
-        int peer = mp_layer_owner(L->bounds, L->S, L->cfg->P, st->place, ge ? h : e);
-        float *mine = ge ? ge : gh, *theirs = L->tie_buf;
-        int tag = (1 << 25) + h, rq = -1, sq = -1;
-        char got[96], sent[96]; /* name the peer, as every wait does (DESIGN.md §4) */
-        snprintf(got, sizeof got, "the %s gradient of E from rank %d",
-                 ge ? "tied head's" : "embedding's", peer);
-        snprintf(sent, sizeof sent, "the tied gradient of E to be taken by rank %d", peer);
-        if (mp_xport_irecv(L->px, theirs, n * sizeof(float), peer, tag, &rq, err) ||
-            mp_xport_isend(L->px, mine, n * sizeof(float), peer, tag, &sq, err) ||
-            mp_xport_wait(L->px, &rq, got, err) || mp_xport_wait(L->px, &sq, sent, err))
-            return -1;
-        if (ge)
-            for (size_t i = 0; i < n; i++)
-                ge[i] = ge[i] + theirs[i];
-        else
-            for (size_t i = 0; i < n; i++)
-                gh[i] = theirs[i] + gh[i];
-    }
-    return 0;
-}
-
 /* The schedule for a replica running m micro-batches: the run's own for the equal share, else
  * made once and kept (--shard-by speed). */
 static const struct mp_sched *sched_for(struct loop *L, int m, struct mp_err *err)
@@ -217,7 +173,8 @@ int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err)
     double *losses = L->reduce + m->n_layers, *secs = losses + L->D;
     double t0 = mp_xport_now(), busy = 0;
     memset(L->reduce, 0, n_red * sizeof(double));
-    if (gradients(L, idx, losses, secs, &busy, err) || tie_gradients(L, err))
+    if (gradients(L, idx, losses, secs, &busy, err) ||
+        mp_stage_tie_gradients(&L->st, L->px, L->bounds, &L->tie_buf, err))
         return -1;
     /* After the reduction every replica holds the same gradients: replica 0 reports the norms.
      * A tied head's copy of E is counted once, as the embed's. */

@@ -9,14 +9,6 @@
 #include "mp_safetensors.h"
 #include "mp_sched.h"
 
-int mp_layer_owner(const int *bounds, int S, int P, enum mp_vplace place, int layer)
-{
-    for (int v = 0; v < S; v++)
-        if (layer >= bounds[v] && layer < bounds[v + 1])
-            return mp_vstage_rank(place, v, P);
-    return -1;
-}
-
 /* L{i}.{name}{suffix}; a tied tensor is named after its source layer (DESIGN.md §9). */
 static void tensor_name(char *buf, size_t len, const struct mp_layer *l, const struct mp_tensor *t,
                         const char *suffix)

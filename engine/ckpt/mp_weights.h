@@ -8,9 +8,6 @@
 #include "mp_stage.h"
 #include "mp_xport.h"
 
-/* Owner rank of global layer i under bounds (S = P * V virtual stages placed by `place`). */
-int mp_layer_owner(const int *bounds, int S, int P, enum mp_vplace place, int layer);
-
 /* Rank 0 writes `path` with all parameters of `arena` (param, or another buffer laid out the same,
  * e.g. an optimizer state slot) gathered from the owners. Collective. */
 int mp_weights_save(const struct mp_stage *st, const float *arena, const int *bounds,

@@ -91,45 +91,6 @@ static void maybe_sleep(struct client *c, int round)
     nanosleep(&ts, NULL);
 }
 
-/* Tied embeddings (DESIGN.md §9), as `train` does them: once both of E's gradient accumulators
- * are final, dE = dE_embed + dE_head, in that order, on both holders: locally when this stage
- * holds both, else by exchanging the two with the client's other stage. */
-static int tie_gradients(struct client *c, struct mp_err *err)
-{
-    const struct mp_model *m = c->cfg->model;
-    struct mp_stage *st = &c->fm.st;
-    const struct mp_fed_layout *lay = &c->fm.lay;
-    for (int h = 0; h < m->n_layers; h++) {
-        const struct mp_layer *head = &m->layers[h];
-        if (!mp_layer_is_tied(head))
-            continue;
-        int e = head->tie_src;
-        size_t n = head->n_weight;
-        float *ge = st->layer_off[e] != SIZE_MAX ? st->grad + st->layer_off[e] : NULL;
-        float *gh = st->layer_off[h] != SIZE_MAX ? st->grad + st->layer_off[h] : NULL;
-        if (ge && gh)
-            for (size_t i = 0; i < n; i++)
-                ge[i] = gh[i] = ge[i] + gh[i];
-        if ((ge && gh) || (!ge && !gh))
-            continue;
-        if (!c->tie_buf && !(c->tie_buf = malloc(n * sizeof(float))))
-            return MP_FAIL(err, NOMEM, "client %d: out of memory for the tied gradient", c->id);
-        int peer = mp_layer_owner(lay->bounds, lay->S, lay->P, lay->place, ge ? h : e);
-        float *mine = ge ? ge : gh;
-        int rq = -1, sq = -1, tag = (1 << 25) + h;
-        char got[96], sent[96]; /* name the peer, as every wait does (DESIGN.md §4) */
-        snprintf(got, sizeof got, "the other holder's gradient of the tied E from rank %d", peer);
-        snprintf(sent, sizeof sent, "the tied gradient of E to be taken by rank %d", peer);
-        if (mp_xport_irecv(c->cx, c->tie_buf, n * sizeof(float), peer, tag, &rq, err) ||
-            mp_xport_isend(c->cx, mine, n * sizeof(float), peer, tag, &sq, err) ||
-            mp_xport_wait(c->cx, &rq, got, err) || mp_xport_wait(c->cx, &sq, sent, err))
-            return -1;
-        for (size_t i = 0; i < n; i++)
-            mine[i] = ge ? ge[i] + c->tie_buf[i] : c->tie_buf[i] + gh[i];
-    }
-    return 0;
-}
-
 /* One local optimizer step on the batch in c->batch_idx, one named tensor at a time (LAMB's
  * trust ratio is per tensor); FedProx adds mu (w - w_global). *loss: the batch's mean loss per
  * prediction on the last stage, 0 on the others. */
@@ -142,7 +103,8 @@ static int local_step(struct client *c, uint64_t step, double lr, uint64_t run_s
     size_t preds = cfg->batch * m->label_len;
     struct mp_exec_io io = {.ds = c->train, .idx = c->batch_idx, .seed = run_seed, .step = step,
                             .global_batch = preds};
-    if (mp_exec_step(&c->fm.ex, &io, err) || tie_gradients(c, err))
+    if (mp_exec_step(&c->fm.ex, &io, err) ||
+        mp_stage_tie_gradients(&c->fm.st, c->cx, c->fm.lay.bounds, &c->tie_buf, err))
         return -1;
     if (cfg->algo == MP_FED_FEDPROX) {
         float mu = (float)cfg->mu;

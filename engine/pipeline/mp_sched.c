@@ -88,6 +88,14 @@ int mp_sched_push(struct mp_sched *s, int rank, enum mp_act_kind kind, int mb, i
     return 0;
 }
 
+int mp_layer_owner(const int *bounds, int S, int P, enum mp_vplace place, int layer)
+{
+    for (int v = 0; v < S; v++)
+        if (layer >= bounds[v] && layer < bounds[v + 1])
+            return mp_vstage_rank(place, v, P);
+    return -1;
+}
+
 int mp_sched_w_follows_b(const struct mp_sched *s, int r, int chunk)
 {
     int any = 0;

@@ -80,6 +80,8 @@ static inline int mp_vstage_rank(enum mp_vplace pl, int v, int P)
     return pl == MP_VPLACE_VEE && v >= P ? 2 * P - 1 - v : v % P;
 }
 static inline int mp_vstage_chunk(int v, int P) { return v / P; }
+/* Owner rank of global layer i under bounds (S = P * V virtual stages placed by `place`), or -1. */
+int mp_layer_owner(const int *bounds, int S, int P, enum mp_vplace place, int layer);
 
 /* The placement and the chunks per rank a kind runs with: zbv a V of 2, interleaved the V asked
  * for, every other kind 1. */

@@ -16,6 +16,8 @@
 #include "mp_layer.h"
 #include "mp_sched.h"
 
+struct mp_xport;
+
 /* How a chunk trades compute for activation memory (DESIGN.md §10).
  * - MP_RC_CHUNK: per micro-batch in flight only the light part (the chunk's input and output and
  *   their gradients) is kept; B reruns the whole chunk's forward into a work buffer that lives
@@ -141,6 +143,15 @@ static inline enum mp_rc mp_stage_rc_kind(const struct mp_sched *s, int r, int c
  * part (kept per micro-batch in flight) and the work buffer (0 for MP_RC_OFF). */
 void mp_stage_slab_floats(const struct mp_model *m, int first, int last, size_t mbs, enum mp_rc rc,
                           size_t *light, size_t *work);
+
+/* Tied embeddings (DESIGN.md §9): E's gradient has two accumulators, the embed's scatter-add and
+ * the head's GEMM, each a running sum in micro-batch order. Once both are final (after any data-
+ * parallel reduction), dE = dE_embed + dE_head, in that order, on both holders: locally when this
+ * rank holds both, else by exchanging the two contributions with the other holder over x (ranks
+ * placed by `bounds`, st->S, st->P, st->place). Every layout computes the same sum. *buf receives
+ * the other holder's copy: allocated here when NULL (the caller frees it). */
+int mp_stage_tie_gradients(struct mp_stage *st, struct mp_xport *x, const int *bounds,
+                           float **buf, struct mp_err *err);
 
 /* Balanced contiguous split of layers 1..n_layers-1 into S virtual stages by each layer's
  * analytic cost (forward + backward FLOPs plus a small per-layer term), exact (DP on the max). */
