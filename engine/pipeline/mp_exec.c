@@ -292,7 +292,7 @@ static int do_forward(struct mp_exec *e, const struct mp_action *a, struct mp_ex
     if (mp_stage_work_get(st, a->chunk, s, err))
         return -1;
     chunk_forward(e, a->chunk, s, &ctx, st->mbs);
-    mp_stage_work_release(st, a->chunk, s); /* recomputing: only the light part stays */
+    mp_stage_work_release(st, s); /* recomputing: only the light part stays */
     s->f_done = 1;
     if (c->next_local >= 0) { /* hand the output to the next chunk of this rank */
         struct mp_chunk *next = &st->chunk[c->next_local];
@@ -354,24 +354,22 @@ static int backward_layers(struct mp_exec *e, struct mp_chunk *c, struct mp_slab
     return 0;
 }
 
-/* B and W of a chunk that recomputes by segments (MP_RC_SEGMENTS), last segment first: its forward
- * again from the segment's kept input (same inputs and dropout masks, no loss counted), then its B
- * and W, so one segment's buffers are live at a time. A segment's output gradient is complete when
- * it runs: every later segment is done, and skips never leave a residual block. */
+/* B and W of a chunk that recomputes by segments (MP_RC_SEGMENTS), in slab s whose work buffer is
+ * held, last segment first: its forward again from the segment's kept input (same inputs and
+ * dropout masks, no loss counted), then its B and W, so one segment's buffers are live at a time.
+ * A segment's output gradient is complete when it runs: every later segment is done, and skips
+ * never leave a residual block. */
 static int backward_segments(struct mp_exec *e, const struct mp_action *a, struct mp_slab *s,
                              struct mp_ctx *ctx, struct mp_err *err)
 {
     struct mp_stage *st = e->st;
     struct mp_chunk *c = &st->chunk[a->chunk];
-    if (mp_stage_work_get(st, a->chunk, s, err))
-        return -1;
     for (int g = c->n_seg - 1; g >= 0; g--) {
         int k0 = c->seg_first[g], k1 = c->seg_first[g + 1];
         forward_layers(e, a->chunk, s, ctx, st->mbs, k0, k1);
         if (backward_layers(e, c, s, ctx, k0, k1, 1, a->mb == e->sched->M - 1, err))
             return -1;
     }
-    mp_stage_work_release(st, a->chunk, s);
     return 0;
 }
 
@@ -390,6 +388,8 @@ static int do_backward_input(struct mp_exec *e, size_t i, struct mp_exec_io *io,
         return MP_FAIL(err, INTERNAL, "rank %d: B of micro-batch %d before its F", st->rank, a->mb);
     struct mp_ctx ctx;
     make_ctx(e, io, a->mb, labels_buf(c, s), 1, &ctx);
+    if (mp_stage_work_get(st, a->chunk, s, err)) /* recomputing: held until W is done */
+        return -1;
     if (c->recompute == MP_RC_SEGMENTS) {
         const struct mp_action *w = i + 1 < e->n_acts ? &e->acts[i + 1] : NULL;
         if (!w || w->kind != MP_ACT_W || w->mb != a->mb || w->chunk != a->chunk)
@@ -399,18 +399,15 @@ static int do_backward_input(struct mp_exec *e, size_t i, struct mp_exec_io *io,
             return -1;
         fuse_w = 1;
     } else {
-        if (c->recompute) { /* the forward again, same inputs and dropout masks, no loss counted */
-            if (mp_stage_work_get(st, a->chunk, s, err))
-                return -1;
+        if (c->recompute) /* the forward again, same inputs and dropout masks, no loss counted */
             chunk_forward(e, a->chunk, s, &ctx, st->mbs);
-        }
         if (backward_layers(e, c, s, &ctx, 0, c->n, fuse_w, 1, err))
             return -1;
     }
     s->b_done = 1;
     s->w_done = fuse_w;
     if (fuse_w)
-        mp_stage_work_release(st, a->chunk, s);
+        mp_stage_work_release(st, s);
     if (c->prev_local >= 0) { /* hand the input gradient to the previous chunk */
         struct mp_chunk *prev = &st->chunk[c->prev_local];
         struct mp_slab *ps = mp_stage_slab_find(st, c->prev_local, a->mb);
@@ -464,7 +461,7 @@ static int do_backward_weight(struct mp_exec *e, const struct mp_action *a, stru
             if (weight_layer(e, c, s, k, &ctx, a->mb == e->sched->M - 1, err))
                 return -1;
         s->w_done = 1;
-        mp_stage_work_release(st, a->chunk, s);
+        mp_stage_work_release(st, s);
     }
     return maybe_release(e, a->chunk, s, err);
 }
@@ -603,7 +600,7 @@ static int eval_chunk(struct mp_exec *e, int ci, const struct mp_dataset *ds, si
     if (mp_stage_work_get(st, ci, s, err))
         return -1;
     chunk_forward(e, ci, s, &ctx, batch);
-    mp_stage_work_release(st, ci, s);
+    mp_stage_work_release(st, s);
     if (c->next_rank >= 0 && c->next_local < 0) {
         snprintf(what, sizeof what, "evaluation activation to rank %d", c->next_rank);
         return mp_xport_send(e->x, act_buf(c, s, c->n), batch * out_len(st, c) * sizeof(float),

@@ -190,9 +190,8 @@ int mp_stage_work_get(struct mp_stage *st, int chunk, struct mp_slab *s, struct 
     return 0;
 }
 
-void mp_stage_work_release(struct mp_stage *st, int chunk, struct mp_slab *s)
+void mp_stage_work_release(struct mp_stage *st, struct mp_slab *s)
 {
-    (void)chunk;
     if (!s->work)
         return;
     for (int w = 0; w < st->n_work; w++)
@@ -378,7 +377,7 @@ struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct
 void mp_stage_slab_release(struct mp_stage *st, int chunk, struct mp_slab *s)
 {
     struct mp_chunk *ch = &st->chunk[chunk];
-    mp_stage_work_release(st, chunk, s);
+    mp_stage_work_release(st, s);
     ch->by_mb[s->mb] = NULL;
     s->mb = -1;
     st->act_bytes_now -= ch->light_floats * sizeof(float);

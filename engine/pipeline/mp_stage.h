@@ -130,7 +130,7 @@ static inline float *mp_slab_at(const struct mp_chunk *c, const struct mp_slab *
 /* A recomputing chunk's work buffer for slab s (taken from the pool, or allocated): 0, or -1 on
  * OOM. No-ops for chunks that do not recompute. */
 int mp_stage_work_get(struct mp_stage *st, int chunk, struct mp_slab *s, struct mp_err *err);
-void mp_stage_work_release(struct mp_stage *st, int chunk, struct mp_slab *s);
+void mp_stage_work_release(struct mp_stage *st, struct mp_slab *s);
 /* Sets chunk `chunk`'s recomputation (before any slab of it exists). */
 int mp_stage_set_recompute(struct mp_stage *st, int chunk, enum mp_rc rc, struct mp_err *err);
 /* The recomputation a chunk of rank r runs under schedule s when it recomputes: by segments where

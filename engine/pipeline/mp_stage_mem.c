@@ -2,8 +2,9 @@
  * by: the arena (parameters, gradients, optimizer state, a slice of it with --zero 1), activation
  * slabs as the rank's own action list keeps them (each chunk's pool grows to its own peak, plus the
  * slab a pre-posted receive may take), a recomputing chunk's work buffers (one segment's or the
- * whole chunk's, mp_stage.h) from its rerun forward to its W, scratch, the tied-E buffer, data-parallel buffers, the data set and the process's fixed
- * overhead. The planner prints it per stage; `train` refuses a layout above --memory-per-rank. */
+ * whole chunk's, mp_stage.h) from its rerun forward to its W, scratch, the tied-E buffer,
+ * data-parallel buffers, the data set and the process's fixed overhead. The planner prints it per
+ * stage; `train` refuses a layout above --memory-per-rank. */
 #include <stdlib.h>
 #include <string.h>
 
