@@ -39,6 +39,10 @@ result_field() { tr '\r' '\n' | grep '^RESULT' | tail -1 | tr ' ' '\n' | sed -n 
 # Failure tests: signal one rank of this test's own mpirun job (its ranks carry MPIPE_TEST_TAG,
 # passed with `mpirun -x MPIPE_TEST_TAG`, so no other job's rank is ever touched) and time how the
 # job ends. `same` compares weights with the uninterrupted run's, saved as $TMP/ref.st.
+# ON_RANK (an ERE, followed by the rank's number) matches every way a wait line names the rank it
+# waited on: "... from rank 1", "... to rank 1" and a send's "... to be taken by rank 1" (a claim
+# that knew only the first two failed a CI run on the tied-E send, 2026-12-05).
+ON_RANK='(from|to|taken by) rank'
 tag_ranks() { # tag_ranks PREFIX: a tag unique to this test run, exported as MPIPE_TEST_TAG
     MPIPE_TEST_TAG="$1-$$-$RANDOM"
     export MPIPE_TEST_TAG

@@ -34,7 +34,7 @@ claim_killed "kill -9 of a rank" $DEADLINE
 # appended to DIR/failures.log, which does not depend on mpirun forwarding stderr.
 claim "... mpirun names the lost rank 1" grep -q "process rank 1 .* exited on signal 9" "$TMP/err"
 claim "... and the survivor says what it was doing (stderr and DIR/failures.log)" bash -c "
-    grep -Eq 'rank 0 was ended by mpirun .*(waited .* (from|to) rank 1|while it computed)' '$TMP/err' &&
+    grep -Eq 'rank 0 was ended by mpirun .*(waited .* $ON_RANK 1|while it computed)' '$TMP/err' &&
     grep -Eq '^rank 0 on host .*: rank 0 was ended by mpirun' '$TMP/k/failures.log' ||
     { grep -a 'rank 0' '$TMP/err' '$TMP/k/failures.log' | sed 's/^/  /'; exit 1; }"
 claim "... leaving no rank behind" bash -c "! kill -0 $pid 2>/dev/null"
@@ -50,8 +50,8 @@ claim "... then --resume completes with the uninterrupted run's bytes" same "$TM
 interrupt STOP 1 "$TMP/s" train --checkpoint "$TMP/s" --checkpoint-every 50
 claim_stopped "kill -STOP of a rank" $DEADLINE
 claim "... a waited line names rank 0, what it waited for and the silent rank 1" bash -c "
-    grep -Eq 'rank 0 waited [0-9]+ s for .*(from|to) rank 1' '$TMP/err' &&
-    grep -Eq '^rank 0 on host .*: rank 0 waited [0-9]+ s for .*(from|to) rank 1' '$TMP/s/failures.log' ||
+    grep -Eq 'rank 0 waited [0-9]+ s for .*$ON_RANK 1' '$TMP/err' &&
+    grep -Eq '^rank 0 on host .*: rank 0 waited [0-9]+ s for .*$ON_RANK 1' '$TMP/s/failures.log' ||
     { grep -a 'waited' '$TMP/err' | sed 's/^/  /'; exit 1; }"
 train --checkpoint "$TMP/s" --resume --save-weights "$TMP/s.st" >"$TMP/out" 2>"$TMP/err"
 claim "... then --resume completes with the uninterrupted run's bytes" same "$TMP/s.st"

@@ -37,7 +37,7 @@ claim_stopped "SIGSTOP of the head's stage" $DEADLINE 5
 # rank 1 and what it waited for, with no micro-batch to name): either line names rank 1. Asking
 # for the micro-batch alone failed 1 run in 52 of a parallel suite run (2026-12-05).
 claim "... a waited line names rank 0, what it waited for and the silent rank 1" bash -c "
-    grep -Eq 'rank 0 waited [0-9]+ s for .*(from|to) rank 1' '$TMP/err' ||
+    grep -Eq 'rank 0 waited [0-9]+ s for .*$ON_RANK 1' '$TMP/err' ||
     { grep -a 'waited' '$TMP/err' | sed 's/^/  /'; exit 1; }"
 claim "... a pipeline wait's line names the micro-batch too" bash -c "
     ! grep -Eq 'rank 0 waited [0-9]+ s for (activation|gradient)' '$TMP/err' ||

@@ -106,7 +106,7 @@ claim "... within 2x --deadline $DEADLINE s, the bound issue 21 sets (took ${too
 # every rank appends the same line. A send to host 2's reset socket before the SIGTERM (seen: the
 # roll call of the checkpoint agreement) must not end rank 0 first: mpipe ignores SIGPIPE.
 claim "... the survivor says what it was doing when it was ended (DIR/failures.log)" bash -c "
-    grep -Eq '^rank 0 on host $H1: rank 0 (was ended by mpirun .*(waited .* (from|to) rank 1|while it computed)|waited .* (from|to) rank 1)' '$TMP/kc/failures.log' ||
+    grep -Eq '^rank 0 on host $H1: rank 0 (was ended by mpirun .*(waited .* $ON_RANK 1|while it computed)|waited .* $ON_RANK 1)' '$TMP/kc/failures.log' ||
     { cat '$TMP/kc/failures.log'; grep -v '^epoch' '$TMP/kill.err' | tr '\r' '\n' | grep . | sed 's/^/  /' | head -30; exit 1; }"
 claim "... and mpirun names the lost host" grep -q "on node $H2" "$TMP/kill.err"
 
@@ -162,7 +162,7 @@ for _ in $(seq $((DEADLINE * 40 + 40))); do grep -q waited "$TMP/cut.err" && bre
 took=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 sleep 0.3 # the rest of the line may still be on its way through mpirun and the supervisor's tee
 claim "unplugging host 2: rank 0 reports the silent rank 1 within 2x --deadline $DEADLINE s (took ${took}s)" \
-    bash -c "grep -Eq 'rank 0 .*waited .* (from|to) rank 1' '$TMP/cut.err' &&
+    bash -c "grep -Eq 'rank 0 .*waited .* $ON_RANK 1' '$TMP/cut.err' &&
              awk -v t=$took -v d=$DEADLINE 'BEGIN { exit !(t < 2 * d) }' ||
              { tr '\r' '\n' <'$TMP/cut.err' | grep -a 'waited\|rank 0' | sed 's/^/  /'; exit 1; }"
 wait $job
