@@ -132,6 +132,8 @@ static int setup_state(struct loop *L, struct mp_err *err)
     mp__train_dp_hooks(L);
     if (mp__zero_setup(L, err))
         return -1;
+    if (mp_stage_prefault(&L->st, err)) /* start-up, not the first step (a resume loads into it) */
+        return -1;
     if (c->trace_path) {
         mp_trace_init(&L->trace, L->wsize);
         L->ex.trace = &L->trace;

@@ -217,7 +217,7 @@ expect_exit 0 "plan --recalibrate" plan_tiny --recalibrate
 case "$(src "$T/c.json")" in *"($n timed now, 0 from the cache)"*)
     ok "--recalibrate measures again" ;; *) bad "recalibrate: $(src "$T/c.json")" ;;
 esac
-echo '{"format": "mpipe machine rates 2", "gemm": [' >"$cache"
+echo '{"format": "mpipe machine rates 3", "gemm": [' >"$cache"
 expect_exit 0 "plan with a corrupt cache" plan_tiny
 grep -q "ignoring the rates cache.*corrupt" "$T/err" && ok "a corrupt cache is named in a warning" \
     || bad "no warning for a corrupt cache"

@@ -277,6 +277,22 @@ static int correct(struct mp_calib_rates *r, const struct mp_model *m, enum mp_o
     return 0;
 }
 
+/* Adds to *fwd the input gather at mb samples, kept in the cache as layer 0's forward (the input
+ * layer has no pass of its own), timed now when absent or again. */
+static int input_gather(struct mp_calib_rates *r, const struct mp_model *m, size_t mb, int again,
+                        double *fwd, struct mp_err *err)
+{
+    struct mp_calib_pass *e = again ? NULL : mp__calib_find_elem(r, m->digest, mb, 0);
+    if (!e) {
+        if (!(e = mp__calib_add_elem(r, m->digest, mb, 0)))
+            return MP_FAIL(err, NOMEM, "out of memory");
+        e->t[0] = mp__calib_input_s(m, mb);
+        r->dirty = 1;
+    }
+    *fwd += e->t[0];
+    return 0;
+}
+
 static int shape_eq(struct mp_shape a, struct mp_shape b)
 {
     return a.ndim == b.ndim && a.d[0] == b.d[0] && a.d[1] == b.d[1] && a.d[2] == b.d[2];
@@ -338,6 +354,9 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
     }
     if (!rc && n > 0)
         rc = correct(&r, m, optim, recalibrate, t, err);
+    for (int j = 0; !rc && j < n && m->n_layers > 1; j++) /* the batch's copy, in stage 0's F */
+        rc = input_gather(&r, m, mbs[j], recalibrate, &t->t[((size_t)j * (size_t)m->n_layers + 1) * 3],
+                          err);
 
     size_t now = 0, reused = 0;
     for (size_t i = 0; i < r.n; i++)

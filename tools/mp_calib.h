@@ -5,7 +5,8 @@
  * skipped (its element-wise part: bias, activations, pooling, im2col, losses); every distinct
  * GEMM shape is timed warm (after two calls) through mp_gemm itself, the call path training
  * takes (one above a gigaflop on a slice of its largest dimension, scaled); and the optimizer step
- * is timed over the model's parameters. A pass costs its element-wise time plus its GEMMs' times.
+ * is timed over the model's parameters. A pass costs its element-wise time plus its GEMMs' times;
+ * the first layer's forward also the copy of its micro-batch out of a training set.
  * Layers that cost the same (a repeat's copies) are timed once, so a calibration takes seconds:
  * 4 s for models/gpt.mp at 5 micro-batch sizes, 12 s for models/gpt_300m.mp at 4.
  *
@@ -35,6 +36,10 @@ void mp_calib_free(struct mp_cost_table *t);
 /* The cache file for this machine ($XDG_CACHE_HOME/mpipe/rates-<key>.json); 0 or -1 if no
  * directory can be named (no XDG_CACHE_HOME and no HOME). */
 int mp_calib_cache_path(char *out, size_t len);
+
+/* Seconds the first stage's forward spends gathering mb samples and their labels from a training
+ * set (mp_calib_input.c); 0 when out of memory. */
+double mp__calib_input_s(const struct mp_model *m, size_t mb);
 
 /* Seconds on the monotonic clock, for calibration's timings (mp_calib.c, mp_calib_step.c). Not
  * mp_xport_now: `mpipe plan` calibrates without starting MPI. */

@@ -13,7 +13,7 @@
 #include "mp_calib.h"
 #include "mp_optim.h"
 
-#define CACHE_FORMAT "mpipe machine rates 2"
+#define CACHE_FORMAT "mpipe machine rates 3"
 
 static void cpu_model(char *out, size_t len)
 {

@@ -1,0 +1,74 @@
+/* The input gather's seconds at mb samples (mp_calib.c): the first stage's forward copies each
+ * micro-batch's samples and labels out of the training set (mp_data_gather) before its first
+ * layer runs, a cost no layer pass holds. models/tiny_mlp.mp's step is 0.64 ms, 0.16 of it this
+ * copy of 256 rows of 784 floats from random places of a set larger than the caches. Timed through
+ * mp_data_gather itself on a stand-in set: images as 64 MiB of float rows (Fashion-MNIST's
+ * 60,000 rows are 188 MB: either way, past the last-level cache), text as 4 MiB of bytes (the
+ * fortunes corpus's size), rows drawn as training draws them, scattered. The set is written
+ * first, as loading writes a real one: rows read from never-written pages each fault in the zero
+ * page (25 us a page on this VM), which made a gather look 10x slower than training's. Cached per
+ * model and size in the rates cache (mp_calib.c), as layer 0's forward. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "mp_bench.h"
+#include "mp_calib.h"
+#include "mp_data.h"
+
+#define SET_BYTES (64u << 20)
+#define TEXT_BYTES (4u << 20)
+#define HUGE_PAGE (2u << 20)
+
+/* n bytes, written (in 2 MiB pages where the kernel grants them: half the time to map). */
+static void *written(size_t n)
+{
+    n = (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    void *p = aligned_alloc(HUGE_PAGE, n);
+    if (p) {
+#ifdef MADV_HUGEPAGE
+        madvise(p, n, MADV_HUGEPAGE); /* advice: nothing changes where refused */
+#endif
+        memset(p, 0x3c, n); /* floats of 0.0115, bytes '<': any values, all pages mapped */
+    }
+    return p;
+}
+
+double mp__calib_input_s(const struct mp_model *m, size_t mb)
+{
+    struct mp_dataset ds = {.sample_len = mp_layer_in_len(&m->layers[1]),
+                            .label_len = m->label_len ? m->label_len : 1};
+    size_t len = ds.sample_len, labels = ds.label_len;
+    uint8_t *text = NULL;
+    if (m->tokens) {
+        ds.text_len = TEXT_BYTES;
+        ds.n = (TEXT_BYTES - len - 1) / len;
+        ds.text = text = written(TEXT_BYTES);
+    } else {
+        ds.n = SET_BYTES / (len * sizeof(float)) + 1;
+        ds.x = written(ds.n * len * sizeof(float));
+        ds.y = calloc(ds.n * labels, sizeof(int32_t)); /* labels: 4 bytes a row, 0 is a class */
+    }
+    float *x = malloc(mb * len * sizeof *x);
+    int32_t *y = malloc(mb * labels * sizeof *y);
+    uint32_t *idx = malloc(mb * sizeof *idx);
+    double t[21], sec = 0;
+    if (x && y && idx && (text || (ds.x && ds.y))) {
+        uint64_t r = 88172645463325252u;
+        size_t n = 0;
+        for (int k = 0; k < 21; k++) { /* the first call maps the buffers: not timed */
+            for (size_t i = 0; i < mb; i++) {
+                r ^= r << 13, r ^= r >> 7, r ^= r << 17; /* xorshift: scattered rows */
+                idx[i] = (uint32_t)(r % ds.n) * (uint32_t)(m->tokens ? len : 1);
+            }
+            double t0 = mp__calib_now();
+            mp_data_gather(&ds, idx, mb, x, y);
+            if (k)
+                t[n++] = mp__calib_now() - t0;
+        }
+        sec = mp_bench_median(t, n);
+    }
+    free(text), free(ds.x), free(ds.y), free(x), free(y), free(idx);
+    return sec;
+}
