@@ -335,6 +335,16 @@ static int check_agreement(struct loop *L, struct mp_err *err)
     uint64_t h[2] = {mp_hash4(0, 0, 0, 0), 0};
     for (const char *p = mine; *p; p++)
         h[0] = mp_hash4(h[0], (uint64_t)(unsigned char)*p, 1, 2);
+    /* A plan's boundaries and per-stage recomputation too: two plan files of the same stage count
+     * but different cuts would otherwise each build their own stages and wait on each other's
+     * messages of the wrong size until the deadline. */
+    int S = c->P * c->V;
+    for (int v = 0; c->bounds && v <= S; v++)
+        h[0] = mp_hash4(h[0], (uint64_t)(unsigned)c->bounds[v], 5, 6);
+    for (int v = 0; c->recompute_stages && v < S; v++)
+        h[0] = mp_hash4(h[0], (uint64_t)(unsigned)c->recompute_stages[v], 7, 8);
+    h[0] = mp_hash4(h[0], (uint64_t)(unsigned)c->recompute, (uint64_t)(unsigned)c->zero,
+                    (uint64_t)(c->bounds != NULL));
     for (const char *p = mp_gemm_arch(); *p; p++)
         h[1] = mp_hash4(h[1], (uint64_t)(unsigned char)*p, 3, 4);
     uint64_t *all = calloc((size_t)L->wsize * 2, sizeof(uint64_t));
@@ -343,8 +353,9 @@ static int check_agreement(struct loop *L, struct mp_err *err)
     int rc = mp_xport_allgather(L->x, h, all, sizeof h, "start-up agreement", err);
     for (int r = 1; !rc && r < L->wsize; r++) {
         if (all[2 * r] != all[0])
-            rc = MP_FAIL(err, USAGE, "rank %d runs a different model, schedule or flags than "
-                         "rank 0: every rank must get the same command line and model file", r);
+            rc = MP_FAIL(err, USAGE, "rank %d runs a different model, schedule, plan or flags "
+                         "than rank 0: every rank must get the same command line, model file and "
+                         "plan file", r);
         else if (all[2 * r + 1] != all[1] && L->wrank == 0)
             fprintf(stderr, "mpipe: warning: rank %d uses a different BLIS kernel set than rank 0 "
                     "(%s): results may differ in the last bits\n", r, mp_gemm_arch());

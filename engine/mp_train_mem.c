@@ -70,11 +70,12 @@ int mp__train_memory(struct loop *L, int **recompute, struct mp_err *err)
     for (int r = 0; r < L->wsize; r++) {
         double need = all[2 * r], cap_r = all[2 * r + 1];
         if (cap_r > 0 && need > cap_r) {
-            MP_FAIL(err, USAGE, "rank %d would need %.0f MiB, over --memory-per-rank %.0f MiB: "
+            char a[32], b[32];
+            MP_FAIL(err, USAGE, "rank %d would need %s, over --memory-per-rank %s: "
                     "use more stages (mpipe plan --stages auto --memory-per-rank ... finds the "
-                    "fewest that fit)%s, or a cap of at least %.0f MiB",
-                    r, need / 1048576.0, cap_r / 1048576.0,
-                    auto_on || c->recompute == 2 ? "" : ", --recompute all", need / 1048576.0);
+                    "fewest that fit)%s, or a cap of at least %s",
+                    r, mp_err_size(need, a, sizeof a), mp_err_size(cap_r, b, sizeof b),
+                    auto_on || c->recompute == 2 ? "" : ", --recompute all", a);
             free(all);
             return mp_err_mark_shared(err);
         }

@@ -45,3 +45,14 @@ const char *mp_status_name(enum mp_status code)
 {
     return (code >= 0 && code < MP_ERR_COUNT) ? status_names[code] : "unknown";
 }
+
+const char *mp_err_size(double bytes, char *buf, size_t len)
+{
+    if (bytes >= 1048576.0)
+        snprintf(buf, len, "%.0f MiB", bytes / 1048576.0);
+    else if (bytes >= 1024.0)
+        snprintf(buf, len, "%.1f KiB", bytes / 1024.0);
+    else
+        snprintf(buf, len, "%.0f bytes", bytes);
+    return buf;
+}

@@ -4,6 +4,8 @@
 #ifndef MP_ERR_H
 #define MP_ERR_H
 
+#include <stddef.h>
+
 enum mp_status {
     MP_OK = 0,
     MP_ERR_USAGE,    /* bad flag or flag value: exit 2 */
@@ -43,5 +45,9 @@ int mp_err_set(struct mp_err *e, enum mp_status code, const char *file, int line
 int mp_err_mark_shared(struct mp_err *e);
 void mp_err_clear(struct mp_err *e);
 const char *mp_status_name(enum mp_status code);
+/* A memory size for a message, in buf: whole MiB from 1 MiB up (what --memory-per-rank's
+ * messages have always said, and what tests read), KiB or bytes below, so that a cap of 1K is
+ * not "0 MiB". Returns buf. */
+const char *mp_err_size(double bytes, char *buf, size_t len);
 
 #endif

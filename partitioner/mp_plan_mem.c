@@ -76,8 +76,9 @@ int mp_plan_memory(struct mp_plan *p, const struct mp_model *m, const struct mp_
     free(bounds), free(rc);
     if (need)
         *need = worst;
+    char a[32], b[32];
     if (c->cap > 0 && worst > c->cap)
-        return MP_FAIL(err, USAGE, "rank %d needs %.0f MiB, over --memory-per-rank %.0f MiB",
-                       worst_rank, worst / 1048576.0, c->cap / 1048576.0);
+        return MP_FAIL(err, USAGE, "rank %d needs %s, over --memory-per-rank %s", worst_rank,
+                       mp_err_size(worst, a, sizeof a), mp_err_size(c->cap, b, sizeof b));
     return 0;
 }

@@ -26,6 +26,18 @@ assert {e['tid'] for e in ev if e.get('ph') == 'X'} == {0, 1}"
 claim "ranks with different flags are refused at start-up" refused "different" \
     mpirun --oversubscribe -np 1 $MPIPE train models/mlp.mp $S --lr 0.01 : \
     -np 1 $MPIPE train models/mlp.mp $S --lr 0.02
+# Two plans of the same stage count cut differently: before the agreement counted the cuts, every
+# relu of the MLP having the same width, this trained a wrong model without a word.
+$MPIPE plan models/mlp.mp --stages 2 --out "$TMP/cut_a.json" >/dev/null 2>&1
+python3 -c "
+import json, sys; p = json.load(open(sys.argv[1]))
+p['stages'][0]['last_layer'] -= 2; p['stages'][1]['first_layer'] -= 2
+json.dump(p, open(sys.argv[2], 'w'))" "$TMP/cut_a.json" "$TMP/cut_b.json"
+claim "ranks given plans with different cuts are refused at start-up" refused "different.*plan" \
+    mpirun --oversubscribe -np 1 $MPIPE train models/mlp.mp $S --plan "$TMP/cut_a.json" : \
+    -np 1 $MPIPE train models/mlp.mp $S --plan "$TMP/cut_b.json"
+claim "a memory cap under a MiB is named as given, not as 0 MiB" \
+    refused "over --memory-per-rank 1.0 KiB" $MPIPE train models/mlp.mp $S --memory-per-rank 1K
 # A usage or input error every rank finds once MPI has started is said by rank 0 before any rank
 # exits: mpirun, seeing a quiet rank's exit 2 first, could end rank 0 before its line was out (now
 # and then on 2 loaded cores: one run in a few dozen), so each is run three times.

@@ -11,6 +11,7 @@
 
 #include "mp_bench.h"
 #include "mp_calib.h"
+#include "mp_calib_cache.h"
 #include "mp_optim.h"
 
 #define ALIGN 16 /* floats: 64 bytes */
