@@ -240,8 +240,15 @@ static int ckpt_resume(struct loop *L, struct mp_err *err)
 {
     struct mp_ckpt_io io;
     ckpt_io(L, &io);
-    if (!L->cfg->resume || mp_ckpt_resume(&io, &L->start, err))
-        return L->cfg->resume ? -1 : 0;
+    if (!L->cfg->resume)
+        return 0;
+    if (mp_ckpt_resume(&io, &L->start, err)) {
+        /* A checkpoint made for another model, batch or optimizer: every rank read the same
+         * manifest (resuming needs a directory all ranks share) and judged it alike. */
+        if (err->code == MP_ERR_USAGE)
+            mp_err_mark_shared(err);
+        return -1;
+    }
     L->step = L->start.step;
     L->lr_state = L->start.lr_state;
     mp_dp_load_state(&L->dp, L->start.dp_D, L->start.dp_score, L->start.dp_n_mb, L->cfg->M);
@@ -255,9 +262,10 @@ static int run_epochs(struct loop *L, double *test_acc, double *val_loss, double
     const struct mp_train_cfg *c = L->cfg;
     size_t n = L->data.train.n;
     uint64_t n_steps = n / c->batch;
-    if (n_steps == 0)
-        return MP_FAIL(err, USAGE, "--batch %zu is larger than the %zu training samples", c->batch,
-                       n);
+    if (n_steps == 0) { /* every rank loaded the same set (its source is agreed) */
+        MP_FAIL(err, USAGE, "--batch %zu is larger than the %zu training samples", c->batch, n);
+        return mp_err_mark_shared(err);
+    }
     L->lr.total_steps = (uint64_t)c->epochs * n_steps;
     if (c->max_steps >= 0 && (uint64_t)c->max_steps < L->lr.total_steps)
         L->lr.total_steps = (uint64_t)c->max_steps;
@@ -345,6 +353,9 @@ static int check_agreement(struct loop *L, struct mp_err *err)
         h[0] = mp_hash4(h[0], (uint64_t)(unsigned)c->recompute_stages[v], 7, 8);
     h[0] = mp_hash4(h[0], (uint64_t)(unsigned)c->recompute, (uint64_t)(unsigned)c->zero,
                     (uint64_t)(c->bounds != NULL));
+    for (const char *p = c->data_src ? c->data_src : ""; *p; p++) /* stage 0 reads the inputs,
+                                                                     the last stage the labels */
+        h[0] = mp_hash4(h[0], (uint64_t)(unsigned char)*p, 9, 10);
     for (const char *p = mp_gemm_arch(); *p; p++)
         h[1] = mp_hash4(h[1], (uint64_t)(unsigned char)*p, 3, 4);
     uint64_t *all = calloc((size_t)L->wsize * 2, sizeof(uint64_t));
@@ -420,9 +431,12 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
         rc = setup_layout(&L, err);
     if (rc)
         mp_err_mark_shared(err);
-    if (!rc)
-        rc = mp_data_load(&L.data, cfg->data_src, mp_layer_in_len(&cfg->model->layers[1]),
-                          mp_model_data_classes(cfg->model), cfg->seed, err);
+    if (!rc && mp_data_load(&L.data, cfg->data_src, mp_layer_in_len(&cfg->model->layers[1]),
+                            mp_model_data_classes(cfg->model), cfg->seed, err)) {
+        rc = -1;
+        if (err->code == MP_ERR_USAGE) /* --data's own syntax: every rank read the same flag */
+            mp_err_mark_shared(err);
+    }
     if (!rc && !(L.order = malloc((L.data.train.n + cfg->batch) * sizeof *L.order)))
         rc = MP_FAIL(err, NOMEM, "out of memory");
     for (int i = 0; !rc && i < cfg->model->n_layers; i++) /* tie_gradients' receive buffer */

@@ -55,6 +55,15 @@ claim "a plan made for another model: exit 2, in rank 0's words" \
     said_by_rank0 "plan was made for another model" models/mlp.mp $S --plan "$TMP/tiny_plan.json"
 claim "a memory cap no rank fits: exit 2, in rank 0's words" \
     said_by_rank0 "would need .* over --memory-per-rank" models/mlp.mp $S --memory-per-rank 1K
+claim "an unknown --data source: exit 2, in rank 0's words" \
+    said_by_rank0 "--data bogus: expected" models/mlp.mp $S --data bogus
+claim "a batch larger than the training set: exit 2, in rank 0's words" \
+    said_by_rank0 "larger than the 256 training samples" models/mlp.mp $S --batch 512
+$RUN $MPIPE train models/mlp.mp $S --micro-batches 4 --checkpoint "$TMP/ck" --checkpoint-every 2 \
+    >/dev/null 2>&1
+claim "resuming a checkpoint of another batch: exit 2, in rank 0's words" \
+    said_by_rank0 "was written with --batch 32" models/mlp.mp $S --batch 64 --micro-batches 4 \
+    --checkpoint "$TMP/ck" --resume
 claim "a usage error is reported once, not per rank" bash -c \
     "$RUN $MPIPE train models/mlp.mp --bogus 2>&1 | grep -c 'unknown flag' | grep -qx 1"
 finish
