@@ -36,6 +36,11 @@ json.dump(p, open(sys.argv[2], 'w'))" "$TMP/cut_a.json" "$TMP/cut_b.json"
 claim "ranks given plans with different cuts are refused at start-up" refused "different.*plan" \
     mpirun --oversubscribe -np 1 $MPIPE train models/mlp.mp $S --plan "$TMP/cut_a.json" : \
     -np 1 $MPIPE train models/mlp.mp $S --plan "$TMP/cut_b.json"
+echo '{broken' >"$TMP/broken.json"
+claim "a plan file only rank 1 cannot read: rank 1 says what is wrong with it" \
+    refused "rank 1: .*broken.json:1: not JSON" \
+    mpirun --oversubscribe -np 1 $MPIPE train models/mlp.mp $S --plan "$TMP/cut_a.json" : \
+    -np 1 $MPIPE train models/mlp.mp $S --plan "$TMP/broken.json"
 claim "a memory cap under a MiB is named as given, not as 0 MiB" \
     refused "over --memory-per-rank 1.0 KiB" $MPIPE train models/mlp.mp $S --memory-per-rank 1K
 # A usage or input error every rank finds once MPI has started is said by rank 0 before any rank

@@ -511,8 +511,11 @@ int mp_cmd_train(int argc, char **argv, struct mp_err *err)
     if (!rc && rank == 0)
         print_result(&a.cfg, &r);
     if (rc) {
-        /* The same usage or input error is found by every rank: let rank 0 say it once. */
-        if (rank != 0 && (err->code == MP_ERR_USAGE || err->code == MP_ERR_INPUT))
+        /* An error every rank found (shared) rank 0 says once (mp_cli_report_shared); any other
+         * is this rank's own and only this rank can say it: a plan file only rank 1 could not
+         * read left the user rank 0's "1 of the 2 ranks found an error ... that rank 0 did not"
+         * and nothing about what the error was. */
+        if (rank != 0 && err->shared)
             err->msg[0] = 0;
         err->rank = mp_xport_size(x) > 1 ? rank : -1;
         mp_cli_report_shared(x, "train", err);
