@@ -377,6 +377,7 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
         mp_calib_free(t);
     mp__calib_release(&r);
     operands_free();
+    mp__calib_input_free();
 
     return rc;
 }

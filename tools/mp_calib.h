@@ -40,6 +40,7 @@ int mp_calib_cache_path(char *out, size_t len);
 /* Seconds the first stage's forward spends gathering mb samples and their labels from a training
  * set (mp_calib_input.c); 0 when out of memory. */
 double mp__calib_input_s(const struct mp_model *m, size_t mb);
+void mp__calib_input_free(void); /* its stand-in sets, kept across sizes */
 
 /* Seconds on the monotonic clock, for calibration's timings (mp_calib.c, mp_calib_step.c). Not
  * mp_xport_now: `mpipe plan` calibrates without starting MPI. */
