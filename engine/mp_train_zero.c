@@ -27,11 +27,9 @@ int mp__zero_setup(struct loop *L, struct mp_err *err)
     L->zero_displs = calloc((size_t)D, sizeof(int));
     if (!L->zero_counts || !L->zero_displs)
         return MP_FAIL(err, NOMEM, "out of memory");
-    if (st->n_param > (size_t)0x7fffffff) { /* the agreed layout's: every replica finds it */
-        MP_FAIL(err, USAGE, "--zero 1: a stage of %zu parameters is too large for one "
-                "all-gather (at most 2^31 - 1 floats)", st->n_param);
-        return mp_err_mark_shared(err);
-    }
+    if (st->n_param > (size_t)0x7fffffff)
+        return MP_FAIL(err, USAGE, "--zero 1: a stage of %zu parameters is too large for one "
+                       "all-gather (at most 2^31 - 1 floats)", st->n_param);
     size_t prev = 0;
     for (int r = 0; r < D; r++) {
         size_t target = st->n_param * (size_t)(r + 1) / (size_t)D, best = st->n_param;
