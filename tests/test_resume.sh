@@ -86,6 +86,23 @@ ln -sfn step-40 "$TMP/ck/latest"
 echo '{"format": "mpipe-ch' >"$TMP/ck/step-40/manifest.json"
 run 2 --checkpoint "$TMP/ck" --resume --save-weights "$TMP/rm.st"
 claim "a truncated manifest falls back too, same bytes" same "$TMP/rm.st"
+# A flipped bit that leaves the manifest valid JSON (here the plateau schedule's threshold, read
+# on resume): only the manifest's own digest (manifest.sha256) can tell. A chaos campaign's flip of
+# this kind resumed from the damaged step unnoticed (1 fault in 200, 2026-12-05).
+run 2 --max-steps 20 --checkpoint "$TMP/cv" --checkpoint-every 10
+claim "the manifest's own digest is written beside it, in sha256sum's format" \
+    bash -c "cd '$TMP/cv/step-20' && sha256sum --quiet -c manifest.sha256"
+python3 - "$TMP/cv/step-20/manifest.json" <<'PY'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+i = b.index(b'"threshold": 0.0001') + len(b'"threshold": 0.000')
+b[i] ^= 0x02  # '1' -> '3': still a number, still JSON
+open(sys.argv[1], "wb").write(b)
+PY
+run 2 --checkpoint "$TMP/cv" --resume --save-weights "$TMP/rv.st"
+claim "a bit flipped inside a manifest value is caught by its digest and skipped" \
+    grep -q "step-20 is unusable.*manifest is damaged.*falling back to .*step-" "$TMP/err"
+claim "... and the fallback run gives the uninterrupted run's bytes" same "$TMP/rv.st"
 
 exit_is() { # exit_is CODE PATTERN NP args...
     local code=$1 pat=$2
