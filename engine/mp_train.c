@@ -343,9 +343,9 @@ static int check_agreement(struct loop *L, struct mp_err *err)
     uint64_t h[2] = {mp_hash4(0, 0, 0, 0), 0};
     for (const char *p = mine; *p; p++)
         h[0] = mp_hash4(h[0], (uint64_t)(unsigned char)*p, 1, 2);
-    /* A plan's boundaries and per-stage recomputation too: two plan files of the same stage count
-     * but different cuts would otherwise each build their own stages and wait on each other's
-     * messages of the wrong size until the deadline. */
+    /* A plan's boundaries and per-stage recomputation too: with two plan files of the same stage
+     * count but different cuts each rank built its own stages, and on mlp.mp, every cut the same
+     * width, a wrong model trained without a word. */
     int S = c->P * c->V;
     for (int v = 0; c->bounds && v <= S; v++)
         h[0] = mp_hash4(h[0], (uint64_t)(unsigned)c->bounds[v], 5, 6);

@@ -354,9 +354,10 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
     }
     if (!rc && n > 0)
         rc = correct(&r, m, optim, recalibrate, t, err);
-    for (int j = 0; !rc && j < n && m->n_layers > 1; j++) /* the batch's copy, in stage 0's F */
-        rc = input_gather(&r, m, mbs[j], recalibrate, &t->t[((size_t)j * (size_t)m->n_layers + 1) * 3],
-                          err);
+    for (int j = 0; !rc && j < n && m->n_layers > 1; j++) { /* the batch's copy, stage 0's F */
+        double *fwd1 = &t->t[((size_t)j * (size_t)m->n_layers + 1) * 3];
+        rc = input_gather(&r, m, mbs[j], recalibrate, fwd1, err);
+    }
 
     size_t now = 0, reused = 0;
     for (size_t i = 0; i < r.n; i++)

@@ -125,9 +125,8 @@ static void dp_read(json_t *root, struct mp_ckpt_pos *p)
     p->dp_D = (int)n;
 }
 
-/* root as indented JSON into DIR/NAME, through DIR/.NAME.tmp renamed over it: a reader sees the
- * old file or the whole new one. Takes the reference to root. */
-/* DIR/NAME holds len bytes of text plus a newline: written to a temp name, fsynced, renamed. */
+/* text and a newline into DIR/NAME, through DIR/.NAME.tmp fsynced and renamed over it: a reader
+ * sees the old file or the whole new one. */
 static int text_write(const char *dir, const char *name, const char *text, struct mp_err *err)
 {
     char path[4200], tmp[4200];
@@ -156,6 +155,7 @@ static int text_write(const char *dir, const char *name, const char *text, struc
     return 0;
 }
 
+/* root as indented JSON into DIR/NAME (text_write). Takes the reference to root. */
 static int json_write(const char *dir, const char *name, json_t *root, struct mp_err *err)
 {
     char *text = root ? json_dumps(root, JSON_INDENT(1) | JSON_SORT_KEYS) : NULL;
@@ -196,8 +196,10 @@ static int manifest_verify(const char *dir, struct mp_err *err)
     snprintf(path, sizeof path, "%s/manifest.json", dir);
     snprintf(sum, sizeof sum, "%s/%s", dir, MANIFEST_SUM);
     FILE *f = fopen(sum, "r");
+    if (!f && errno == ENOENT)
+        return 0;
     if (!f)
-        return errno == ENOENT ? 0 : MP_FAIL(err, CKPT, "%s: cannot read: %s", sum, strerror(errno));
+        return MP_FAIL(err, CKPT, "%s: cannot read: %s", sum, strerror(errno));
     int fields = fscanf(f, "%79s %63s", want, name);
     fclose(f);
     if (fields != 2 || strlen(want) != 64 || strcmp(name, "manifest.json"))

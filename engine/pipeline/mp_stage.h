@@ -117,10 +117,10 @@ void mp_stage_free(struct mp_stage *st);
 /* --zero 1: keep optimizer state only for arena offsets [lo, hi) (whole layers). The full state was
  * never touched (calloc'd pages), so it never counted in the process's memory. */
 int mp_stage_shard_state(struct mp_stage *st, size_t lo, size_t hi, struct mp_err *err);
-/* Maps at start-up the memory the first step would otherwise fault in: writes the (zero) optimizer
- * state (none for SGD, whose placeholder stays unmapped) and puts one free slab in each chunk's pool
- * (every schedule holds at least one per chunk, so this never adds memory). After any sharding and
- * recomputation setting, before the first step. */
+/* Maps at start-up the memory the first step would otherwise fault in: writes the (zero)
+ * optimizer state (none for SGD, whose placeholder stays unmapped) and puts one free slab in each
+ * chunk's pool (every schedule holds at least one per chunk, so this never adds memory). After any
+ * sharding and recomputation setting, before the first step. */
 int mp_stage_prefault(struct mp_stage *st, struct mp_err *err);
 
 /* The slab holding (chunk, mb), acquiring a free one (or allocating) if none; NULL on OOM. */

@@ -315,15 +315,17 @@ static void roll_missing(struct mp_xport *x, char *buf, size_t len)
             last = p;
         }
     }
-    if (n == 0 && x->size == 2)
-        last = 1 - x->rank;
-    peer_host(x, last, ph, sizeof ph);
-    if (n == 0 && x->size == 2)
-        snprintf(buf, len, " from rank %d, which reached it and then stopped inside it%s", last,
-                 ph);
-    else if (n == 0)
+    if (n == 0 && x->size != 2) {
         snprintf(buf, len, " (a collective over ranks 0..%d: all of them reached it, so one "
                  "stopped inside it)", x->size - 1);
+        return;
+    }
+    if (n == 0)
+        last = 1 - x->rank;
+    peer_host(x, last, ph, sizeof ph);
+    if (n == 0)
+        snprintf(buf, len, " from rank %d, which reached it and then stopped inside it%s", last,
+                 ph);
     else
         snprintf(buf, len, " from rank%s %s, which never reached it%s", n > 1 ? "s" : "", list,
                  n == 1 ? ph : "");
