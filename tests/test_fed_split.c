@@ -1,6 +1,7 @@
 /* Claims about the federated data splits and weights (engine/fed/mp_fed_split.c, mp_fed_agg.c): every
  * split is a partition of all samples, the same for the same seed, Dirichlet skew grows as alpha
- * shrinks, shards give each client few labels, the sampler is deterministic and the aggregation
+ * shrinks, shards give each client few labels, contiguous cuts the data's order into stretches and
+ * text (no labels) splits only iid or contiguous, the sampler is deterministic and the aggregation
  * weights are normalised, size-proportional and bounded under `perf`. */
 #include <math.h>
 #include <setjmp.h>
@@ -59,11 +60,49 @@ static void assert_partition(const struct mp_fed_split *s)
 static void test_every_split_is_a_partition_of_all_samples(void **state)
 {
     (void)state;
-    const char *specs[] = {"iid", "dirichlet:0.1", "dirichlet:0.5", "dirichlet:100", "shards:2"};
+    const char *specs[] = {"iid",           "dirichlet:0.1", "dirichlet:0.5",
+                           "dirichlet:100", "shards:2",      "contiguous"};
     for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
         struct mp_fed_split s = make(specs[i], 3);
         assert_partition(&s);
         mp_fed_split_free(&s);
+    }
+}
+
+static void test_contiguous_cuts_the_order_into_near_equal_stretches(void **state)
+{
+    (void)state;
+    struct mp_fed_split s = make("contiguous", 3), t = make("contiguous", 4);
+    for (int c = 0; c < C; c++) {
+        assert_int_equal(s.off[c], (size_t)c * N / C); /* 6000 / 8: 750 each, in file order */
+        for (size_t j = s.off[c]; j < s.off[c + 1]; j++)
+            assert_int_equal(s.idx[j], j);
+    }
+    assert_memory_equal(s.idx, t.idx, sizeof(uint32_t) * N); /* no seed in it */
+    mp_fed_split_free(&s), mp_fed_split_free(&t);
+}
+
+/* Text windows have no labels: iid and contiguous split them, the class-based splits say why
+ * not and name what works. */
+static void test_unlabelled_samples_split_iid_or_contiguous_only(void **state)
+{
+    (void)state;
+    const char *ok[] = {"iid", "contiguous"}, *refused[] = {"dirichlet:0.5", "shards:2"};
+    struct mp_fed_split_cfg cfg;
+    struct mp_fed_split s;
+    struct mp_err err;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(mp_fed_split_parse(ok[i], &cfg, &err), 0);
+        assert_int_equal(mp_fed_split_make(&s, &cfg, NULL, N, 0, C, 3, &err), 0);
+        assert_partition(&s);
+        mp_fed_split_free(&s);
+        assert_int_equal(mp_fed_split_parse(refused[i], &cfg, &err), 0);
+        mp_err_clear(&err);
+        assert_int_equal(mp_fed_split_make(&s, &cfg, NULL, N, 0, C, 3, &err), -1);
+        assert_int_equal(err.code, MP_ERR_USAGE);
+        assert_non_null(strstr(err.msg, refused[i]));
+        assert_non_null(strstr(err.msg, "use --split iid or --split contiguous"));
+        assert_null(s.idx);
     }
 }
 
@@ -211,6 +250,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_split_is_a_partition_of_all_samples),
         cmocka_unit_test(test_same_seed_same_split_other_seed_other_split),
+        cmocka_unit_test(test_contiguous_cuts_the_order_into_near_equal_stretches),
+        cmocka_unit_test(test_unlabelled_samples_split_iid_or_contiguous_only),
         cmocka_unit_test(test_dirichlet_skew_grows_as_alpha_shrinks),
         cmocka_unit_test(test_shards_give_each_client_k_equal_shards_of_few_labels),
         cmocka_unit_test(test_bad_split_specs_are_usage_errors),

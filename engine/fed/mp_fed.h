@@ -24,7 +24,12 @@
 
 /* ---- data splits (mp_fed_split.c) ---- */
 
-enum mp_fed_split_kind { MP_FED_SPLIT_IID, MP_FED_SPLIT_DIRICHLET, MP_FED_SPLIT_SHARDS };
+enum mp_fed_split_kind {
+    MP_FED_SPLIT_IID,
+    MP_FED_SPLIT_DIRICHLET,
+    MP_FED_SPLIT_SHARDS,
+    MP_FED_SPLIT_CONTIGUOUS /* client k holds the k-th stretch of the data in file order */
+};
 
 struct mp_fed_split_cfg {
     enum mp_fed_split_kind kind;
@@ -40,10 +45,11 @@ struct mp_fed_split {
     size_t *off;    /* (C + 1) */
 };
 
-/* "iid", "dirichlet:A" (A > 0) or "shards:K" (K >= 1); MP_ERR_USAGE otherwise. */
+/* "iid", "dirichlet:A" (A > 0), "shards:K" (K >= 1) or "contiguous"; MP_ERR_USAGE otherwise. */
 int mp_fed_split_parse(const char *text, struct mp_fed_split_cfg *cfg, struct mp_err *err);
-/* Deterministic from (cfg, labels, seed). MP_ERR_USAGE when the data cannot be split so (e.g.
- * fewer samples than clients, or fewer samples than C * K shards). */
+/* Deterministic from (cfg, labels, seed). labels NULL: samples without classes (the windows of
+ * byte-level text), which only iid and contiguous can split. MP_ERR_USAGE when the data cannot be
+ * split so (e.g. fewer samples than clients, fewer samples than C * K shards, no labels). */
 int mp_fed_split_make(struct mp_fed_split *s, const struct mp_fed_split_cfg *cfg,
                       const int32_t *labels, size_t n, size_t n_classes, int C, uint64_t seed,
                       struct mp_err *err);
@@ -85,6 +91,7 @@ struct mp_fed_cfg {
     const struct mp_model *model;
     const char *data_src;
     int clients, rounds, local_epochs;
+    long long local_steps;         /* > 0: this many local steps a round instead of the epochs */
     double fraction;               /* share of clients sampled per round (at least one) */
     int min_clients;               /* 0: wait for every sampled client, apply >= 1 update; K:
                                       close the round at K accepted updates, apply only >= K */
@@ -101,6 +108,7 @@ struct mp_fed_cfg {
     double noise_multiplier;       /* DP-FedAvg: noise std = sigma * clip / sampled, 0: none */
     double delta;                  /* accountant's delta, 0: 1 / clients^1.1 */
     double round_deadline;         /* seconds the server waits for a round's replies */
+    size_t eval_windows;           /* text: validation windows the server evaluates, 0: 256 */
     size_t batch;                  /* local mini-batch */
     int client_stages;             /* P: each client is a P-stage pipeline */
     int micro_batches;             /* per local step, 0: as `train` picks (1 when P = 1) */

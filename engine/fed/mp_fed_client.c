@@ -137,10 +137,11 @@ static int share_epoch_loss(struct client *c, double *sum, struct mp_err *err)
                           "stage of this client", err);
 }
 
-/* E local epochs from the global weights. Every epoch visits the client's samples in a seeded
- * order; the last batch wraps around to the epoch's start, so every batch has B samples even on
- * a client smaller than B. *score: relative drop from the mean loss of the first tenth of the
- * steps to that of the last tenth (last stage). */
+/* E local epochs (or K local steps) from the global weights. Every epoch visits the client's
+ * samples in a seeded order; the last batch wraps around to the epoch's start, so every batch has
+ * B samples even on a client smaller than B. K steps run whole epochs and cut the last one short
+ * (the learning-rate schedule spans the K steps). *score: relative drop from the mean loss of
+ * the first tenth of the steps to that of the last tenth (last stage). */
 static int train_round(struct client *c, int round, double *mean_loss, double *score,
                        struct mp_err *err)
 {
@@ -151,16 +152,20 @@ static int train_round(struct client *c, int round, double *mean_loss, double *s
         memset(st->state, 0, st->n_param * (size_t)st->state_slots * sizeof(float));
     size_t B = cfg->batch, n = c->n_mine;
     uint64_t per_epoch = (n + B - 1) / B, total = per_epoch * (uint64_t)cfg->local_epochs;
+    if (cfg->local_steps > 0)
+        total = (uint64_t)cfg->local_steps;
+    uint64_t epochs = (total + per_epoch - 1) / per_epoch;
     uint64_t k = total / 10 ? total / 10 : 1, step = 0;
     uint64_t run_seed = mp_hash4(cfg->seed, (uint64_t)c->id, (uint64_t)round, 0x4c4f43u);
     double first = 0, last = 0, sum = 0;
     struct mp_lr_state ls;
     mp_lr_state_init(&ls);
     c->lr.total_steps = total;
-    for (int e = 0; e < cfg->local_epochs; e++) {
-        mp_data_order(c->perm, n, run_seed, (uint64_t)e, 1);
+    for (uint64_t e = 0; e < epochs; e++) {
+        mp_data_order(c->perm, n, run_seed, e, 1);
         double epoch_sum = 0;
-        for (uint64_t s = 0; s < per_epoch; s++, step++) {
+        uint64_t steps = total - step < per_epoch ? total - step : per_epoch;
+        for (uint64_t s = 0; s < steps; s++, step++) {
             for (size_t j = 0; j < B; j++)
                 c->batch_idx[j] = c->mine[c->perm[(s * B + j) % n]];
             double loss = 0;
@@ -181,7 +186,7 @@ static int train_round(struct client *c, int round, double *mean_loss, double *s
             return 0;
         }
         sum += epoch_sum;
-        mp_lr_epoch_end(&c->lr, &ls, epoch_sum / (double)per_epoch);
+        mp_lr_epoch_end(&c->lr, &ls, epoch_sum / (double)steps);
     }
     *mean_loss = sum / (double)total;
     *score = first > 0 ? (first - last) / first : 0;

@@ -71,6 +71,27 @@ int mp_fed_cfg_check(struct mp_fed_cfg *c, struct mp_err *err)
     return check_dp(c, err);
 }
 
+/* Byte-level text (DESIGN.md §9): the samples to deal out are the training split's windows
+ * j·T .. j·T + T (T + 1 bytes each, so the last starts at least T + 1 bytes before the end), and
+ * a client's sample indices are their byte offsets, as mp_data_gather takes them. The server
+ * evaluates the first eval_windows validation windows, as `train` does at the end. */
+static int split_text(struct mp_fed_split *s, const struct mp_fed_cfg *cfg, struct mp_data *d,
+                      struct mp_err *err)
+{
+    memset(s, 0, sizeof *s);
+    size_t T = d->train.sample_len, windows = (d->train.text_len - 1) / T;
+    if ((double)windows * (double)T > (double)UINT32_MAX)
+        return MP_FAIL(err, USAGE, "fed: %s: %zu training bytes: federated text is limited to "
+                       "4 GiB (sample offsets are 32-bit)", cfg->data_src, d->train.text_len);
+    if (mp_fed_split_make(s, &cfg->split, NULL, windows, 0, cfg->clients, cfg->seed, err))
+        return -1;
+    for (size_t i = 0; i < windows; i++)
+        s->idx[i] *= (uint32_t)T;
+    size_t eval = cfg->eval_windows ? cfg->eval_windows : 256;
+    d->test.n = d->test.n < eval ? d->test.n : eval;
+    return 0;
+}
+
 int mp_fed_run(const struct mp_fed_cfg *cfg, struct mp_xport *x, struct mp_fed_result *r,
                struct mp_err *err)
 {
@@ -99,15 +120,12 @@ int mp_fed_run(const struct mp_fed_cfg *cfg, struct mp_xport *x, struct mp_fed_r
         mp_xport_finalize(cx);
         return -1;
     }
-    if (!d.train.y) { /* byte-level text: the splits below cut by label */
-        mp_data_free(&d);
-        mp_xport_finalize(cx);
-        return MP_FAIL(err, USAGE, "fed: %s: federated splits of text data are not supported "
-                       "yet (they partition labelled samples)", cfg->data_src);
-    }
     struct mp_fed_split split;
-    rc = mp_fed_split_make(&split, &cfg->split, d.train.y, d.train.n, d.n_classes, cfg->clients,
-                           cfg->seed, err);
+    if (d.train.text)
+        rc = split_text(&split, cfg, &d, err);
+    else
+        rc = mp_fed_split_make(&split, &cfg->split, d.train.y, d.train.n, d.n_classes,
+                               cfg->clients, cfg->seed, err);
     if (!rc && rank == 0)
         rc = mp__fed_server(cfg, x, &d, &split, r, err);
     else if (!rc)

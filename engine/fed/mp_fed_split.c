@@ -1,8 +1,10 @@
 /* How the training set is dealt out to federated clients (mp_fed.h): iid (a seeded shuffle cut
- * into near-equal parts), dirichlet:A (per class, Dirichlet(A) proportions over the clients, as
- * Hsu et al. 2019) and shards:K (sorted by label, cut into C * K shards, K per client, as McMahan
- * et al. 2017). Every split is a pure function of (labels, seed): server and clients compute the
- * same partition without exchanging it. */
+ * into near-equal parts), contiguous (the data's own order cut into near-equal stretches: for
+ * text, each client holds its own run of documents, as a writer holds their own), dirichlet:A
+ * (per class, Dirichlet(A) proportions over the clients, as Hsu et al. 2019) and shards:K
+ * (sorted by label, cut into C * K shards, K per client, as McMahan et al. 2017). Every split is a
+ * pure function of (labels, seed): server and clients compute the same partition without
+ * exchanging it. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,8 +17,8 @@ int mp_fed_split_parse(const char *text, struct mp_fed_split_cfg *cfg, struct mp
 {
     memset(cfg, 0, sizeof *cfg);
     char *end = NULL;
-    if (!strcmp(text, "iid")) {
-        cfg->kind = MP_FED_SPLIT_IID;
+    if (!strcmp(text, "iid") || !strcmp(text, "contiguous")) {
+        cfg->kind = text[0] == 'i' ? MP_FED_SPLIT_IID : MP_FED_SPLIT_CONTIGUOUS;
         return 0;
     }
     if (!strncmp(text, "dirichlet:", 10)) {
@@ -31,8 +33,8 @@ int mp_fed_split_parse(const char *text, struct mp_fed_split_cfg *cfg, struct mp
         if (end != text + 7 && !*end && k >= 1 && k <= 1000000)
             return 0;
     }
-    return MP_FAIL(err, USAGE, "--split %s: expected iid, dirichlet:A (A > 0) or shards:K "
-                   "(K >= 1)", text);
+    return MP_FAIL(err, USAGE, "--split %s: expected iid, contiguous, dirichlet:A (A > 0) or "
+                   "shards:K (K >= 1)", text);
 }
 
 /* Marsaglia and Tsang (2000); shapes below 1 use Gamma(a + 1) * U^(1/a). */
@@ -102,6 +104,12 @@ static void split_iid(int *owner, size_t n, int C, struct mp_rng *r, uint32_t *t
     shuffle(tmp, n, r);
     for (size_t k = 0; k < n; k++)
         owner[tmp[k]] = (int)(k * (size_t)C / n);
+}
+
+static void split_contiguous(int *owner, size_t n, int C)
+{
+    for (size_t i = 0; i < n; i++)
+        owner[i] = (int)(i * (size_t)C / n);
 }
 
 /* One Dirichlet attempt: class c's samples (shuffled) are cut at the cumulative proportions.
@@ -192,6 +200,12 @@ int mp_fed_split_make(struct mp_fed_split *s, const struct mp_fed_split_cfg *cfg
     memset(s, 0, sizeof *s);
     if (C < 1 || (size_t)C > n)
         return MP_FAIL(err, USAGE, "cannot split %zu training samples among %d clients", n, C);
+    if (!labels && cfg->kind == MP_FED_SPLIT_DIRICHLET)
+        return MP_FAIL(err, USAGE, "--split dirichlet:%g deals samples out by class, and text has "
+                       "no classes: use --split iid or --split contiguous", cfg->alpha);
+    if (!labels && cfg->kind == MP_FED_SPLIT_SHARDS)
+        return MP_FAIL(err, USAGE, "--split shards:%d deals samples out by class, and text has no "
+                       "classes: use --split iid or --split contiguous", cfg->shards);
     s->C = C;
     s->idx = malloc(sizeof(uint32_t) * n);
     s->off = malloc(sizeof(size_t) * (size_t)(C + 1));
@@ -204,6 +218,8 @@ int mp_fed_split_make(struct mp_fed_split *s, const struct mp_fed_split_cfg *cfg
     mp_rng_seed(&r, mp_hash4(seed, (uint64_t)cfg->kind, (uint64_t)C, 0x53504c54u));
     if (!rc && cfg->kind == MP_FED_SPLIT_IID)
         split_iid(owner, n, C, &r, tmp);
+    else if (!rc && cfg->kind == MP_FED_SPLIT_CONTIGUOUS)
+        split_contiguous(owner, n, C);
     else if (!rc && cfg->kind == MP_FED_SPLIT_DIRICHLET)
         rc = split_dirichlet(owner, labels, n, n_classes, C, cfg->alpha, &r, tmp, err);
     else if (!rc)
