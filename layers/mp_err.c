@@ -19,6 +19,7 @@ int mp_err_set(struct mp_err *e, enum mp_status code, const char *file, int line
         return -1;
     e->code = code;
     e->shared = 0;
+    e->all_failed = 0;
     e->file = file;
     e->line = line;
     va_list ap;

@@ -28,6 +28,8 @@ struct mp_err {
     int line;
     char msg[512]; /* the user-facing message, e.g. "models/cnn.mp:4: conv2d: kernel 7 ..." */
     int shared;    /* every rank found this same error (mp_err_mark_shared) */
+    int all_failed; /* every rank failed at one agreement point (mp_xport_settle), each with its
+                       own error: each says it, and they meet before any exits */
 };
 
 /* Sets *e (when e is not NULL) and returns -1, so callers can `return MP_FAIL(err, INPUT, ...)`. */

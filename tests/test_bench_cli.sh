@@ -81,4 +81,11 @@ claim "layers without a model exits 2" exit_is 2 $MPIPE bench layers
 claim "bad schedule name exits 2" exit_is 2 $MPIPE bench pipeline models/tiny_mlp.mp --schedules foo
 claim "--stages beyond the ranks exits 2" exit_is 2 $MPIPE bench pipeline models/tiny_mlp.mp --stages 3
 claim "bench --help documents the row keys" bash -c "$MPIPE bench --help | grep -q bibw_GBps"
+claim "...and a benchmark's own --help prints it too" bash -c \
+    "$MPIPE bench pipeline --help | grep -q 'bench pipeline'"
+# A model only rank 1 cannot parse (mpirun's MPMD form): rank 1 says what is wrong, nobody waits.
+printf 'input 784\ndense 10 x\n' >"$TMP/bad.mp"
+claim "a model file only rank 1 cannot parse: rank 1 names the file and line, exit 2" \
+    exits_with 2 "rank 1: .*bad.mp:2: dense" timeout 120 mpirun --oversubscribe -np 1 $MPIPE bench \
+    pipeline models/tiny_mlp.mp : -np 1 $MPIPE bench pipeline "$TMP/bad.mp"
 finish

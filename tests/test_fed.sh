@@ -115,6 +115,18 @@ claim "krum:1 with 2 clients exits 2 (it needs more than 2f + 2)" refused "needs
 claim "--noise-multiplier without --clip-update exits 2" refused "needs --clip-update" \
     $MPIPE fed $F --rounds 1 --noise-multiplier 1
 claim "a bad --attack exits 2" refused "K:signflip" $MPIPE fed $F --rounds 1 --attack 1:flip
+# Ranks given different inputs (mpirun's MPMD form: rank 2 alone gets another model or --data):
+# the rank that found the error says what it is, rank 0 says that the ranks disagree, and nobody
+# waits (a client given another --data hung the job until the server's wait ran out).
+printf 'input 784\ndense 10 x\n' >"$TMP/bad.mp"
+claim "a model file only rank 2 cannot parse: rank 2 names the file and line, exit 2" \
+    refused "rank 2: .*bad.mp:2: dense" timeout 120 mpirun --oversubscribe -np 2 $MPIPE fed $F \
+    --rounds 1 : -np 1 $MPIPE fed "$TMP/bad.mp" --clients 2 --rounds 1
+claim "...data only rank 2 cannot read: rank 2 says it, rank 0 says the ranks disagree, exit 3" \
+    bash -c "timeout 120 mpirun --oversubscribe -np 2 $MPIPE fed $F --rounds 1 : -np 1 $MPIPE fed \
+             $F --rounds 1 --data mnist-dir:$TMP/none >/dev/null 2>'$TMP/mpmd.err'
+             test \$? -eq 3 && grep -q 'rank 2: $TMP/none/train-images-idx3-ubyte: cannot read' \
+             '$TMP/mpmd.err' && grep -q 'rank 0: 1 of the 3 ranks found an error' '$TMP/mpmd.err'"
 claim "--help documents the flags and the RESULT line" bash -c \
     "$MPIPE fed --help | grep -q -- '--round-deadline' && $MPIPE fed --help | grep -q 'RESULT test_acc' &&
      $MPIPE fed --help | grep -q -- '--client-stages' && $MPIPE fed --help | grep -q 'epsilon='"

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "mp_bench_pipe.h"
+#include "mp_cli.h"
 #include "mp_flags.h"
 #include "mp_optim.h"
 #include "mp_sim.h"
@@ -535,13 +536,17 @@ int mp_bench_pipeline(int argc, char **argv, struct mp_err *err)
     memset(&a, 0, sizeof a);
     struct mp_model m;
     memset(&m, 0, sizeof m);
-    if (parse(&a, argc, argv, err) || mp_model_load(&m, a.model, err))
+    if (parse(&a, argc, argv, err))
         return -1;
     struct mp_bench b;
     struct machine mc;
     memset(&mc, 0, sizeof mc);
     struct sweep sw = {.best = -1};
     int rc = mp_bench_init(&b, a.json, &argc, &argv, err);
+    /* The model is read by every rank: one that only some ranks cannot read (another copy on one
+     * host) is theirs to say, and the others must not start the sweep and wait for them. */
+    if (!rc)
+        rc = mp_xport_settle(b.x, mp_model_load(&m, a.model, err), "the model file", err);
     if (!a.n_stages)
         for (int p = 1; p <= b.size && p <= MAX_LIST; p++)
             a.stages[a.n_stages++] = p;
@@ -569,6 +574,10 @@ int mp_bench_pipeline(int argc, char **argv, struct mp_err *err)
         free(mc.prof_cold[k]), free(mc.prof_hot[k]);
     free(sw.rows);
     mp_model_free(&m);
+    if (rc && b.x) {
+        err->rank = b.size > 1 ? b.rank : -1;
+        mp_cli_report_shared(b.x, "bench", err);
+    }
     if (b.x)
         mp_bench_finish(&b, rc == 0);
     return rc;

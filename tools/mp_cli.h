@@ -19,8 +19,10 @@ int mp_cmd_generate(int argc, char **argv, struct mp_err *err); /* mp_cmd_genera
  * ranks' copies of the message already emptied), before it releases the transport: rank 0 prints
  * the message now, and every rank waits at a barrier (bounded by the transport's deadline) until
  * all have come, so no rank exits before rank 0's line is out. Without it mpirun, seeing a quiet
- * rank's exit 2 first, can end rank 0 before it prints. Nothing for one rank or an unshared error:
- * its peers may be waiting elsewhere. (mpipe.c) */
+ * rank's exit 2 first, can end rank 0 before it prints. The same when every rank failed at one
+ * agreement point with errors of its own (err->all_failed, mp_xport_settle): each prints its own,
+ * then they meet. Nothing for one rank or an unshared error: its peers may be waiting elsewhere.
+ * (mpipe.c) */
 void mp_cli_report_shared(struct mp_xport *x, const char *cmd, struct mp_err *err);
 
 #endif

@@ -45,11 +45,12 @@ int mp_cmd_bench(int argc, char **argv, struct mp_err *err)
                    {"gemm", mp_bench_gemm},
                    {"layers", mp_bench_layers},
                    {"pipeline", mp_bench_pipeline}};
-    if (argc < 2 || argv[1][0] == '-') {
-        if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+    for (int i = 1; i < argc; i++) /* `mpipe bench pipeline --help` too: one help for all four */
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(help, stdout);
             return 0;
         }
+    if (argc < 2 || argv[1][0] == '-') {
         return MP_FAIL(err, USAGE, "expected p2p, gemm, layers or pipeline (see mpipe bench "
                                    "--help)");
     }
@@ -57,9 +58,13 @@ int mp_cmd_bench(int argc, char **argv, struct mp_err *err)
         if (strcmp(argv[1], benches[i].name))
             continue;
         int rc = benches[i].run(argc - 1, argv + 1, err);
-        /* Every rank finds the same usage or input error: let rank 0 say it once. */
+        /* A usage or input error every rank finds (the flags, the rank count; the model when all
+         * ranks failed to load it, mp_xport_settle) rank 0 says once; one that only some ranks
+         * found at the agreement (all_failed without shared) they say themselves. */
         const char *r = getenv("OMPI_COMM_WORLD_RANK");
-        if (rc && r && strcmp(r, "0") && (err->code == MP_ERR_USAGE || err->code == MP_ERR_INPUT))
+        int alike = err->shared || (!err->all_failed &&
+                                    (err->code == MP_ERR_USAGE || err->code == MP_ERR_INPUT));
+        if (rc && r && strcmp(r, "0") && alike)
             err->msg[0] = 0;
         return rc;
     }

@@ -304,7 +304,7 @@ int mp_cmd_fed(int argc, char **argv, struct mp_err *err)
     struct mp_model m;
     memset(&m, 0, sizeof m);
     struct mp_fed_result r;
-    int rc = mp_model_load(&m, a.model_path, err);
+    int rc = mp_xport_settle(x, mp_model_load(&m, a.model_path, err), "the model file", err);
     a.cfg.model = &m;
     /* A token model's data and learning rate, as train's (DESIGN.md §9): fed's 2e-4 is tuned for
      * Fashion-MNIST clients and leaves a GPT's loss near its start after a round. */
@@ -325,15 +325,12 @@ int mp_cmd_fed(int argc, char **argv, struct mp_err *err)
     }
     mp_model_free(&m);
     if (rc) {
-        quiet_unless_rank0(err, rank);
+        /* An error every rank found (the same options, model and data: mp_xport_settle), rank 0
+         * says once, before any rank exits; any other is this rank's own, and only it can say it
+         * (a client given another --data hung the job for a minute and nobody said why). */
+        if (rank != 0 && err->shared)
+            err->msg[0] = 0;
         err->rank = mp_xport_size(x) > 1 ? rank : -1;
-        /* Every rank finds a usage error here alike: the -np, the clients' layout and the split
-         * are checked on every rank, from the command line and the data all of them load, before
-         * the server and the clients part. Only rank 0 says it, so it says it before any rank
-         * exits (test_fed_pipeline lost the line about one run in three under load when mpirun
-         * saw a quiet rank's exit 2 first). */
-        if (err->code == MP_ERR_USAGE)
-            mp_err_mark_shared(err);
         mp_cli_report_shared(x, "fed", err);
         return -1;
     }

@@ -424,37 +424,6 @@ static int setup(struct train_args *a, struct mp_model *m, struct mp_xport *x, i
     return 0;
 }
 
-/* setup reads only the command line, the number of ranks and the model and plan files, so with
- * the same ones (as every rank must get) every rank fails it alike. It waits for nobody: every rank
- * comes here, failed or not, and they count the ranks that found a usage or input error. All of
- * them: the error is every rank's (shared), and rank 0 will say it before any rank exits. Some:
- * the ranks were given different command lines or files, so nobody waits for anybody (the error
- * stays this rank's), and the ranks that passed refuse to start. One allreduce per start-up. */
-static int settle_setup(struct mp_xport *x, int rc, struct mp_err *err)
-{
-    int size = mp_xport_size(x);
-    if (size < 2)
-        return rc;
-    if (rc)
-        mp_err_mark_shared(err);
-    double n = rc && err->shared ? 1 : 0;
-    struct mp_err e;
-    mp_err_clear(&e);
-    if (mp_xport_allreduce_sum(x, &n, 1, "the start-up checks", &e)) {
-        if (!rc)
-            *err = e;
-        err->shared = 0;
-        return -1;
-    }
-    if (rc && n < size)
-        err->shared = 0;
-    if (!rc && n > 0)
-        return MP_FAIL(err, USAGE, "%.0f of the %d ranks found an error in the command line or the "
-                       "model or plan file that rank %d did not: every rank must get the same "
-                       "ones", n, size, mp_xport_rank(x));
-    return rc;
-}
-
 static void print_result(const struct mp_train_cfg *c, const struct mp_train_result *r)
 {
     fflush(stderr);
@@ -504,7 +473,11 @@ int mp_cmd_train(int argc, char **argv, struct mp_err *err)
     memset(&m, 0, sizeof m);
     int *bounds = NULL;
     struct mp_train_result r;
-    int rc = settle_setup(x, setup(&a, &m, x, &bounds, err), err);
+    /* setup reads only the command line, the number of ranks and the model and plan files: with
+     * the same ones (as every rank must get) every rank fails it alike, and rank 0 says it once;
+     * otherwise each failed rank says its own error and the others refuse to start. */
+    int rc = mp_xport_settle(x, setup(&a, &m, x, &bounds, err),
+                             "the command line or the model or plan file", err);
     a.cfg.progress = rank == 0 && isatty(STDERR_FILENO);
     if (!rc)
         rc = mp_train_run(&a.cfg, x, &r, err);

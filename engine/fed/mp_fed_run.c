@@ -96,36 +96,37 @@ int mp_fed_run(const struct mp_fed_cfg *cfg, struct mp_xport *x, struct mp_fed_r
                struct mp_err *err)
 {
     memset(r, 0, sizeof *r);
-    int size = mp_xport_size(x), rank = mp_xport_rank(x), P = cfg->client_stages;
-    if (size != 1 + cfg->clients * P) {
-        if (P == 1)
-            return MP_FAIL(err, USAGE, "%d ranks for %d clients: run with mpirun -np %d (rank 0 "
-                           "is the server, ranks 1..%d the clients)", size, cfg->clients,
-                           cfg->clients + 1, cfg->clients);
-        return MP_FAIL(err, USAGE, "%d ranks for %d clients of %d stages: run with mpirun -np %d "
-                       "(rank 0 is the server, then each client's %d stages)", size,
-                       cfg->clients, P, 1 + cfg->clients * P, P);
-    }
+    int size = mp_xport_size(x), rank = mp_xport_rank(x), P = cfg->client_stages, rc = 0;
+    if (size != 1 + cfg->clients * P && P == 1)
+        rc = MP_FAIL(err, USAGE, "%d ranks for %d clients: run with mpirun -np %d (rank 0 is the "
+                     "server, ranks 1..%d the clients)", size, cfg->clients, cfg->clients + 1,
+                     cfg->clients);
+    else if (size != 1 + cfg->clients * P)
+        rc = MP_FAIL(err, USAGE, "%d ranks for %d clients of %d stages: run with mpirun -np %d "
+                     "(rank 0 is the server, then each client's %d stages)", size, cfg->clients,
+                     P, 1 + cfg->clients * P, P);
     struct mp_fed_layout lay;
-    if (mp__fed_layout(cfg, &lay, err)) /* every rank finds a bad layout before MPI waits */
-        return -1;
-    struct mp_xport *cx = NULL;
-    if (mp_xport_split(x, rank == 0 ? -1 : (rank - 1) / P, rank, &cx, err))
-        return -1;
+    if (!rc)
+        rc = mp__fed_layout(cfg, &lay, err);
     struct mp_data d;
-    const struct mp_model *m = cfg->model;
-    int rc = mp_data_load(&d, cfg->data_src, mp_layer_in_len(&m->layers[1]),
-                          mp_model_data_classes(m), cfg->seed, err);
-    if (rc) {
-        mp_xport_finalize(cx);
-        return -1;
-    }
     struct mp_fed_split split;
-    if (d.train.text)
+    memset(&d, 0, sizeof d);
+    memset(&split, 0, sizeof split);
+    const struct mp_model *m = cfg->model;
+    if (!rc)
+        rc = mp_data_load(&d, cfg->data_src, mp_layer_in_len(&m->layers[1]),
+                          mp_model_data_classes(m), cfg->seed, err);
+    if (!rc && d.train.text)
         rc = split_text(&split, cfg, &d, err);
-    else
+    else if (!rc)
         rc = mp_fed_split_make(&split, &cfg->split, d.train.y, d.train.n, d.n_classes,
                                cfg->clients, cfg->seed, err);
+    /* Every rank checked the same options, model and data: an error all of them found, rank 0
+     * says; one only some found (another --data on one host), they say, and nobody waits. */
+    rc = mp_xport_settle(x, rc, "the options, the model or the data", err);
+    struct mp_xport *cx = NULL;
+    if (!rc)
+        rc = mp_xport_split(x, rank == 0 ? -1 : (rank - 1) / P, rank, &cx, err);
     if (!rc && rank == 0)
         rc = mp__fed_server(cfg, x, &d, &split, r, err);
     else if (!rc)
