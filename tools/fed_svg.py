@@ -5,10 +5,12 @@ usage: tools/fed_svg.py robust LOGDIR OUT.svg [TITLE]   bars: final test accurac
                                                        attack, rule
        tools/fed_svg.py dp LOGDIR OUT.svg [TITLE]       test accuracy against epsilon, one point
                                                        per sigma
+       tools/fed_svg.py curves LOGDIR OUT.svg [TITLE]   test accuracy per round, one line per run
 
 LOGDIR holds each run's stderr as NAME.err. robust reads SPLIT_ATTACK_RULE.err with SPLIT in
 iid|dirichlet, ATTACK in clean|signflip|scale, RULE in avg|median|trimmed|krum; dp reads
-dp_SIGMA.err (and dp_0.err, no noise). The figures use the last `round N/R ... test_acc A` line
+dp_SIGMA.err (and dp_0.err, no noise); curves reads every NAME.err in name order and labels its line NAME
+(a leading "N_" that orders them dropped, underscores shown as spaces). The figures use the last `round N/R ... test_acc A` line
 and, for dp, that line's `epsilon E`; each split's label gives its clean run's round count.
 Python 3 standard library only.
 """
@@ -31,6 +33,12 @@ def last_round(path):
                 e = EPS.search(line)
                 found = (int(m.group(1)), float(m.group(3)), float(e.group(1)) if e else None)
     return found
+
+
+def rounds(path):
+    """[(round, test_acc)] of every round line."""
+    with open(path) as f:
+        return [(int(m.group(1)), float(m.group(3))) for m in map(ROUND.match, f) if m]
 
 
 def svg_header(w, h):
@@ -144,7 +152,45 @@ def dp(logdir, out, title=None):
         f.write("\n".join(s) + "\n")
 
 
+def curves(logdir, out, title=None):
+    runs = [(re.sub(r"^\d+_", "", n[:-4]).replace("_", " "), rounds(os.path.join(logdir, n)))
+            for n in sorted(os.listdir(logdir)) if n.endswith(".err")]
+    runs = [(name, pts) for name, pts in runs if pts]
+    if not runs:
+        sys.exit("no NAME.err logs with round lines in " + logdir)
+    colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#7f7f7f"]
+    last = max(p[-1][0] for _, p in runs)
+    lo = math.floor(min(a for _, p in runs for _, a in p) * 10) / 10
+    hi = math.ceil(max(a for _, p in runs for _, a in p) * 10) / 10
+    W, H, left, top, bottom, legend = 820, 400, 60, 40, 50, 190
+    pw, ph = W - left - legend, H - top - bottom
+    x = lambda r: left + pw * (r - 1) / max(last - 1, 1)
+    y = lambda a: top + ph * (hi - a) / (hi - lo)
+    s = svg_header(W, H)
+    title = title or "Test accuracy per round"
+    s.append(f'<text x="{left}" y="20" font-size="14">{title}</text>')
+    for k in range(int(round(lo * 20)), int(round(hi * 20)) + 1):
+        a = k / 20
+        s.append(f'<line x1="{left}" y1="{y(a):.1f}" x2="{left + pw}" y2="{y(a):.1f}" stroke="#ddd"/>')
+        s.append(f'<text x="{left - 6}" y="{y(a) + 4:.1f}" text-anchor="end">{a:.2f}</text>')
+    for r in range(5, last + 1, 5):
+        s.append(f'<text x="{x(r):.1f}" y="{top + ph + 16}" text-anchor="middle">{r}</text>')
+    s.append(f'<text x="{left + pw / 2}" y="{H - 10}" text-anchor="middle">round</text>')
+    for i, (name, pts) in enumerate(runs):
+        c = colors[i % len(colors)]
+        path = " ".join(f"{x(r):.1f},{y(a):.1f}" for r, a in pts)
+        s.append(f'<polyline points="{path}" fill="none" stroke="{c}" stroke-width="1.6"/>')
+        ly = top + 10 + 20 * i
+        s.append(f'<line x1="{left + pw + 15}" y1="{ly}" x2="{left + pw + 35}" y2="{ly}" '
+                 f'stroke="{c}" stroke-width="2"/>')
+        s.append(f'<text x="{left + pw + 40}" y="{ly + 4}">{name}: {pts[-1][1]:.4f}</text>')
+    s.append("</svg>")
+    with open(out, "w") as f:
+        f.write("\n".join(s) + "\n")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) not in (4, 5) or sys.argv[1] not in ("robust", "dp"):
+    kinds = {"robust": robust, "dp": dp, "curves": curves}
+    if len(sys.argv) not in (4, 5) or sys.argv[1] not in kinds:
         sys.exit(__doc__)
-    (robust if sys.argv[1] == "robust" else dp)(*sys.argv[2:])
+    kinds[sys.argv[1]](*sys.argv[2:])

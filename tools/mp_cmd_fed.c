@@ -45,7 +45,7 @@ static const char help[] =
     "                        sample counts clients report\n"
     "  --server-opt O        avg (default) | adam | yogi | adagrad: the server's step on the\n"
     "                        pseudo-gradient (aggregate - global), Reddi et al. 2021\n"
-    "  --server-lr X         server learning rate (default: avg 1, adam/yogi 0.01, adagrad 0.1)\n"
+    "  --server-lr X         server learning rate (default: avg 1, adam/yogi 0.01, adagrad 0.03)\n"
     "  --attack K:MODE       K clients, chosen from the seed, attack: signflip (send -update) |\n"
     "                        scale:X (X times the update) | noise (Gaussian, the update's norm)\n"
     "Privacy (DP-FedAvg, McMahan et al. 2018):\n"
