@@ -67,7 +67,8 @@ static int setup_layout(struct loop *L, struct mp_err *err)
         return MP_FAIL(err, NOMEM, "out of memory");
     if (c->bounds)
         memcpy(L->bounds, c->bounds, sizeof(int) * (size_t)(L->S + 1));
-    else if (mp_split_balanced(c->model, L->S, c->batch / (size_t)c->M, L->bounds, err))
+    else if (mp_split_for(c->model, c->schedule, c->P, c->V, L->Mr, c->batch / (size_t)c->M,
+                          L->bounds, err))
         return -1;
     if (L->bounds[L->S] != c->model->n_layers)
         return MP_FAIL(err, USAGE, "the stages do not cover the model's %d layers",

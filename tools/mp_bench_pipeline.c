@@ -336,7 +336,7 @@ static int simulate(const struct mp_model *m, const struct machine *mc, size_t b
     struct mp_sim_result *res = calloc(1, sizeof *res);
     int rc = (k < 0 || !buf || !bounds || !mix || !res) ? MP_FAIL(err, NOMEM, "out of memory") : 0;
     if (!rc)
-        rc = mp_split_balanced(m, S, mbs, bounds, err);
+        rc = mp_split_for(m, r->sched, r->P, r->V, r->M, mbs, bounds, err);
     struct mp_sched s;
     memset(&s, 0, sizeof s);
     if (!rc)

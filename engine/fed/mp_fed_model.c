@@ -34,7 +34,8 @@ int mp__fed_layout(const struct mp_fed_cfg *cfg, struct mp_fed_layout *lay, stru
         lay->bounds[1] = cfg->model->n_layers;
         return 0;
     }
-    return mp_split_balanced(cfg->model, lay->S, lay->mbs, lay->bounds, err);
+    return mp_split_for(cfg->model, lay->sched, lay->P, lay->V, lay->M, lay->mbs, lay->bounds,
+                        err);
 }
 
 static int owner(const struct mp_fed_layout *lay, int layer)

@@ -9,7 +9,7 @@
 
 /* Seconds-like weight of a layer: FLOPs at ~50 GFLOPS plus bytes at ~10 GB/s, so elementwise
  * layers are not free. */
-static double layer_weight(const struct mp_layer *l, size_t mbs)
+double mp_split_layer_weight(const struct mp_layer *l, size_t mbs)
 {
     struct mp_cost c = l->ops->cost(l, mbs);
     double flops = c.flops_fwd + c.flops_bwd_input + c.flops_bwd_weight;
@@ -35,7 +35,7 @@ int mp_split_balanced(const struct mp_model *m, int S, size_t mbs, int *bounds, 
         int u = m->layers[i].unit;
         if (m->layers[i - 1].unit != u)
             first[u] = i;
-        pre[u] += layer_weight(&m->layers[i], mbs);
+        pre[u] += mp_split_layer_weight(&m->layers[i], mbs);
     }
     first[n + 1] = m->n_layers;
     for (int u = 1; u <= n; u++)

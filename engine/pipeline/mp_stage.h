@@ -161,5 +161,12 @@ int mp_stage_tie_gradients(struct mp_stage *st, struct mp_xport *x, const int *b
 /* Balanced contiguous split of layers 1..n_layers-1 into S virtual stages by each layer's
  * analytic cost (forward + backward FLOPs plus a small per-layer term), exact (DP on the max). */
 int mp_split_balanced(const struct mp_model *m, int S, size_t mbs, int *bounds, struct mp_err *err);
+/* The analytic weight of one layer that split balances (seconds-like; mp_split.c). */
+double mp_split_layer_weight(const struct mp_layer *l, size_t mbs);
+/* The split a run without a plan uses for schedule `kind` on P ranks (V chunks each, M micro-
+ * batches per replica): mp_split_balanced into P * V chunks, except that for zbv a split whose
+ * activation peak exceeds 1F1B's is replaced by the fastest one that does not (mp_split_zbv.c). */
+int mp_split_for(const struct mp_model *m, enum mp_sched_kind kind, int P, int V, int M,
+                 size_t mbs, int *bounds, struct mp_err *err);
 
 #endif
