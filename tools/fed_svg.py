@@ -9,9 +9,10 @@ usage: tools/fed_svg.py robust LOGDIR OUT.svg [TITLE]   bars: final test accurac
 
 LOGDIR holds each run's stderr as NAME.err. robust reads SPLIT_ATTACK_RULE.err with SPLIT in
 iid|dirichlet, ATTACK in clean|signflip|scale, RULE in avg|median|trimmed|krum; dp reads
-dp_SIGMA.err (and dp_0.err, no noise); curves reads every NAME.err in name order and labels its line NAME
-(a leading "N_" that orders them dropped, underscores shown as spaces). The figures use the last `round N/R ... test_acc A` line
-and, for dp, that line's `epsilon E`; each split's label gives its clean run's round count.
+dp_SIGMA.err (and dp_0.err, no noise); curves reads every NAME.err in name order and labels its
+line NAME (a leading "N_" that orders them dropped, underscores shown as spaces). robust and dp
+use the last `round N/R ... test_acc A` line and, for dp, that line's `epsilon E`; each split's
+label gives its clean run's round count; curves uses every round line.
 Python 3 standard library only.
 """
 import math
@@ -171,7 +172,8 @@ def curves(logdir, out, title=None):
     s.append(f'<text x="{left}" y="20" font-size="14">{title}</text>')
     for k in range(int(round(lo * 20)), int(round(hi * 20)) + 1):
         a = k / 20
-        s.append(f'<line x1="{left}" y1="{y(a):.1f}" x2="{left + pw}" y2="{y(a):.1f}" stroke="#ddd"/>')
+        s.append(f'<line x1="{left}" y1="{y(a):.1f}" x2="{left + pw}" y2="{y(a):.1f}" '
+                 'stroke="#ddd"/>')
         s.append(f'<text x="{left - 6}" y="{y(a) + 4:.1f}" text-anchor="end">{a:.2f}</text>')
     for r in range(5, last + 1, 5):
         s.append(f'<text x="{x(r):.1f}" y="{top + ph + 16}" text-anchor="middle">{r}</text>')

@@ -95,8 +95,8 @@ static int takes_value(const char *f)
     static const char *const with_value[] = {
         "--clients", "--rounds", "--local-epochs", "--local-steps", "--fraction", "--split",
         "--algo", "--mu", "--aggregate", "--round-deadline", "--data", "--batch", "--optimizer",
-        "--lr", "--lr-schedule", "--warmup", "--momentum", "--weight-decay", "--seed", "--checkpoint",
-        "--min-clients", "--server-opt", "--server-lr", "--attack", "--clip-update",
+        "--lr", "--lr-schedule", "--warmup", "--momentum", "--weight-decay", "--seed",
+        "--checkpoint", "--min-clients", "--server-opt", "--server-lr", "--attack", "--clip-update",
         "--noise-multiplier", "--delta", "--client-stages", "--schedule", "--chunks",
         "--micro-batches", "--save-weights", "--eval-windows", NULL};
     for (int i = 0; with_value[i]; i++)

@@ -72,7 +72,7 @@ int mp_fed_cfg_check(struct mp_fed_cfg *c, struct mp_err *err)
 }
 
 /* Byte-level text (DESIGN.md §9): the samples to deal out are the training split's windows
- * j·T .. j·T + T (T + 1 bytes each, so the last starts at least T + 1 bytes before the end), and
+ * j·T .. j·T + T (T + 1 bytes each, the last one ending at or before the split's end), and
  * a client's sample indices are their byte offsets, as mp_data_gather takes them. The server
  * evaluates the first eval_windows validation windows, as `train` does at the end. */
 static int split_text(struct mp_fed_split *s, const struct mp_fed_cfg *cfg, struct mp_data *d,

@@ -64,8 +64,8 @@ int mp_xport_bcast(struct mp_xport *x, void *buf, size_t bytes, int root, const 
  * it failed (rc != 0). All failed: a usage or input error is marked shared, for rank 0 to say
  * once. Some failed: a failed rank's error stays its own; the ranks that did not fail get the
  * failed ranks' status (the largest) with "N of the S ranks found an error in WHAT that rank 0 did
- * not", its text kept on rank 0 only. Either way every rank is failing, and err->all_failed says so (mp_cli_report_shared
- * has them meet before exiting). Returns -1 when any rank failed. */
+ * not", its text kept on rank 0 only. Either way every rank is failing, and err->all_failed
+ * says so (mp_cli_report_shared has them meet before exiting). Returns -1 when any rank failed. */
 int mp_xport_settle(struct mp_xport *x, int rc, const char *what, struct mp_err *err);
 /* Every rank contributes `bytes`; all receive size*bytes in rank order. */
 int mp_xport_allgather(struct mp_xport *x, const void *mine, void *all, size_t bytes,

@@ -6,6 +6,16 @@
  * with another --data hung the job for a minute). */
 #include "mp_xport.h"
 
+/* A collective of the agreement failed (a peer died, the deadline passed): that error is this
+ * rank's own, unless it already had one. */
+static int lost(int rc, const struct mp_err *e, struct mp_err *err)
+{
+    if (!rc)
+        *err = *e;
+    err->shared = 0;
+    return -1;
+}
+
 int mp_xport_settle(struct mp_xport *x, int rc, const char *what, struct mp_err *err)
 {
     int size = mp_xport_size(x);
@@ -14,24 +24,16 @@ int mp_xport_settle(struct mp_xport *x, int rc, const char *what, struct mp_err 
     double n = rc ? 1 : 0;
     struct mp_err e;
     mp_err_clear(&e);
-    if (mp_xport_allreduce_sum(x, &n, 1, what, &e)) {
-        if (!rc)
-            *err = e;
-        err->shared = 0;
-        return -1;
-    }
+    if (mp_xport_allreduce_sum(x, &n, 1, what, &e))
+        return lost(rc, &e, err);
     if (n == 0)
         return 0;
     /* The ranks that found nothing exit with the failed ranks' status (the largest, should they
      * differ): mpirun passes on the first exit code it sees, which is then the same whichever rank
      * exits first. */
     double code = rc ? (double)err->code : 0;
-    if (mp_xport_allreduce_max(x, &code, 1, what, &e)) {
-        if (!rc)
-            *err = e;
-        err->shared = 0;
-        return -1;
-    }
+    if (mp_xport_allreduce_max(x, &code, 1, what, &e))
+        return lost(rc, &e, err);
     if (rc && n >= size) /* usage or input: the same inputs gave the same error everywhere */
         mp_err_mark_shared(err);
     else if (rc)
