@@ -41,6 +41,10 @@ claim "a plan file only rank 1 cannot read: rank 1 says what is wrong with it" \
     refused "rank 1: .*broken.json:1: not JSON" \
     mpirun --oversubscribe -np 1 $MPIPE train models/mlp.mp $S --plan "$TMP/cut_a.json" : \
     -np 1 $MPIPE train models/mlp.mp $S --plan "$TMP/broken.json"
+claim "a flag only rank 1 does not know (an older mpipe on one host): rank 1 names it, exit 2" \
+    refused "rank 1: unknown flag '--bogus'" timeout 120 \
+    mpirun --oversubscribe -np 1 $MPIPE train models/mlp.mp $S : \
+    -np 1 $MPIPE train models/mlp.mp $S --bogus
 claim "a memory cap under a MiB is named as given, not as 0 MiB" \
     refused "over --memory-per-rank 1.0 KiB" $MPIPE train models/mlp.mp $S --memory-per-rank 1K
 # A usage or input error every rank finds once MPI has started is said by rank 0 before any rank

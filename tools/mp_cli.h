@@ -24,5 +24,9 @@ int mp_cmd_generate(int argc, char **argv, struct mp_err *err); /* mp_cmd_genera
  * then they meet. Nothing for one rank or an unshared error: its peers may be waiting elsewhere.
  * (mpipe.c) */
 void mp_cli_report_shared(struct mp_xport *x, const char *cmd, struct mp_err *err);
+/* 1 under an mpirun of more than one rank: a bad command line is then settled after MPI starts
+ * (mp_xport_settle), so that a rank whose flags differ says its own error; alone, a subcommand
+ * says it at once, without MPI. (mpipe.c) */
+int mp_cli_under_mpirun(void);
 
 #endif

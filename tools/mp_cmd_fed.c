@@ -275,14 +275,6 @@ static int parse_args(struct fed_args *a, int argc, char **argv, struct mp_err *
     return mp_fed_cfg_check(&a->cfg, err);
 }
 
-/* Usage and input errors are found alike by every rank: only rank 0 reports them. */
-static int quiet_unless_rank0(struct mp_err *err, int rank)
-{
-    if (rank != 0 && (err->code == MP_ERR_USAGE || err->code == MP_ERR_INPUT))
-        err->msg[0] = 0;
-    return -1;
-}
-
 int mp_cmd_fed(int argc, char **argv, struct mp_err *err)
 {
     for (int i = 1; i < argc; i++)
@@ -292,11 +284,11 @@ int mp_cmd_fed(int argc, char **argv, struct mp_err *err)
         }
     struct fed_args a;
     defaults(&a);
-    if (parse_args(&a, argc, argv, err)) {
-        const char *r = getenv("OMPI_COMM_WORLD_RANK");
-        return quiet_unless_rank0(err, r ? atoi(r) : 0);
-    }
-    mp_flag_optim_finish(&a.opt);
+    int bad_flags = parse_args(&a, argc, argv, err);
+    if (bad_flags && !mp_cli_under_mpirun())
+        return -1;
+    if (!bad_flags)
+        mp_flag_optim_finish(&a.opt);
     struct mp_xport *x = NULL;
     if (mp_xport_init(&x, &argc, &argv, err))
         return -1;
@@ -304,7 +296,8 @@ int mp_cmd_fed(int argc, char **argv, struct mp_err *err)
     struct mp_model m;
     memset(&m, 0, sizeof m);
     struct mp_fed_result r;
-    int rc = mp_xport_settle(x, mp_model_load(&m, a.model_path, err), "the model file", err);
+    int rc = mp_xport_settle(x, bad_flags ? bad_flags : mp_model_load(&m, a.model_path, err),
+                             "the command line or the model file", err);
     a.cfg.model = &m;
     /* A token model's data and learning rate, as train's (DESIGN.md §9): fed's 2e-4 is tuned for
      * Fashion-MNIST clients and leaves a GPT's loss near its start after a round. */

@@ -452,14 +452,11 @@ int mp_cmd_train(int argc, char **argv, struct mp_err *err)
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--batch") || !strncmp(argv[i], "--batch=", 8))
             a.cfg.batch_given = 1;
-    if (parse_args(&a, argc, argv, err)) {
-        /* Flags are checked before MPI starts; under mpirun only rank 0 reports them. */
-        const char *r = getenv("OMPI_COMM_WORLD_RANK");
-        if (r && strcmp(r, "0"))
-            err->msg[0] = 0;
+    int bad_flags = parse_args(&a, argc, argv, err);
+    if (bad_flags && !mp_cli_under_mpirun())
         return -1;
-    }
-    mp_flag_optim_finish(&a.opt);
+    if (!bad_flags)
+        mp_flag_optim_finish(&a.opt);
     struct mp_xport *x = NULL;
     if (mp_xport_init(&x, &argc, &argv, err))
         return -1;
@@ -473,10 +470,11 @@ int mp_cmd_train(int argc, char **argv, struct mp_err *err)
     memset(&m, 0, sizeof m);
     int *bounds = NULL;
     struct mp_train_result r;
-    /* setup reads only the command line, the number of ranks and the model and plan files: with
-     * the same ones (as every rank must get) every rank fails it alike, and rank 0 says it once;
-     * otherwise each failed rank says its own error and the others refuse to start. */
-    int rc = mp_xport_settle(x, setup(&a, &m, x, &bounds, err),
+    /* The flags and setup read only the command line, the number of ranks and the model and plan
+     * files: with the same ones (as every rank must get) every rank fails alike, and rank 0 says
+     * it once; otherwise each failed rank says its own error (a flag an older mpipe on one host
+     * does not know) and the others refuse to start. */
+    int rc = mp_xport_settle(x, bad_flags ? bad_flags : setup(&a, &m, x, &bounds, err),
                              "the command line or the model or plan file", err);
     a.cfg.progress = rank == 0 && isatty(STDERR_FILENO);
     if (!rc)

@@ -64,6 +64,12 @@ void mp_cli_report_shared(struct mp_xport *x, const char *cmd, struct mp_err *er
     mp_xport_barrier(x, "the report of an error every rank found", &ignored);
 }
 
+int mp_cli_under_mpirun(void)
+{
+    const char *size = getenv("OMPI_COMM_WORLD_SIZE");
+    return size && atoi(size) > 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
