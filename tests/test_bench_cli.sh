@@ -88,4 +88,7 @@ printf 'input 784\ndense 10 x\n' >"$TMP/bad.mp"
 claim "a model file only rank 1 cannot parse: rank 1 names the file and line, exit 2" \
     exits_with 2 "rank 1: .*bad.mp:2: dense" timeout 120 mpirun --oversubscribe -np 1 $MPIPE bench \
     pipeline models/tiny_mlp.mp : -np 1 $MPIPE bench pipeline "$TMP/bad.mp"
+claim "...a flag only rank 1 does not know: rank 1 names it, exit 2" \
+    exits_with 2 "rank 1: bench p2p: unknown flag '--bogus'" timeout 120 mpirun --oversubscribe \
+    -np 1 $MPIPE bench p2p --max-bytes 64 : -np 1 $MPIPE bench p2p --max-bytes 64 --bogus
 finish

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "mp_bench.h"
+#include "mp_cli.h"
 #include "mp_flags.h"
 #include "mp_place.h"
 #include "mp_topo.h"
@@ -244,12 +245,20 @@ static void header(struct mp_bench *b, const struct p2p_args *a)
 int mp_bench_p2p(int argc, char **argv, struct mp_err *err)
 {
     struct p2p_args a = {0};
-    if (parse(&a, argc, argv, err))
+    int bad_flags = parse(&a, argc, argv, err);
+    if (bad_flags && !mp_cli_under_mpirun())
         return -1;
     struct mp_bench b;
     if (mp_bench_init(&b, a.json, &argc, &argv, err))
         return -1;
-    int n = b.size, rc = 0;
+    /* A flag only some ranks find wrong (an older mpipe on one host) is theirs to say. */
+    int n = b.size, rc = mp_xport_settle(b.x, bad_flags, "the command line", err);
+    if (rc) {
+        err->rank = n > 1 ? b.rank : -1;
+        mp_cli_report_shared(b.x, "bench", err);
+        mp_bench_finish(&b, 0);
+        return rc;
+    }
     struct where *w = calloc((size_t)n, sizeof *w);
     double *sum = calloc((size_t)n * (size_t)n * 2, sizeof *sum);
     char *sbuf = malloc(a.max_bytes), *rbuf = malloc(a.max_bytes);

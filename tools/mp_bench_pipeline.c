@@ -536,17 +536,20 @@ int mp_bench_pipeline(int argc, char **argv, struct mp_err *err)
     memset(&a, 0, sizeof a);
     struct mp_model m;
     memset(&m, 0, sizeof m);
-    if (parse(&a, argc, argv, err))
+    int bad_flags = parse(&a, argc, argv, err);
+    if (bad_flags && !mp_cli_under_mpirun())
         return -1;
     struct mp_bench b;
     struct machine mc;
     memset(&mc, 0, sizeof mc);
     struct sweep sw = {.best = -1};
     int rc = mp_bench_init(&b, a.json, &argc, &argv, err);
-    /* The model is read by every rank: one that only some ranks cannot read (another copy on one
-     * host) is theirs to say, and the others must not start the sweep and wait for them. */
+    /* The flags and the model are read by every rank: an error only some ranks find (a flag an
+     * older mpipe on one host does not know, another copy of the model) is theirs to say, and the
+     * others must not start the sweep and wait for them. */
     if (!rc)
-        rc = mp_xport_settle(b.x, mp_model_load(&m, a.model, err), "the model file", err);
+        rc = mp_xport_settle(b.x, bad_flags ? bad_flags : mp_model_load(&m, a.model, err),
+                             "the command line or the model file", err);
     if (!a.n_stages)
         for (int p = 1; p <= b.size && p <= MAX_LIST; p++)
             a.stages[a.n_stages++] = p;

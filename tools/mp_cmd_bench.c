@@ -58,9 +58,9 @@ int mp_cmd_bench(int argc, char **argv, struct mp_err *err)
         if (strcmp(argv[1], benches[i].name))
             continue;
         int rc = benches[i].run(argc - 1, argv + 1, err);
-        /* A usage or input error every rank finds (the flags, the rank count; the model when all
-         * ranks failed to load it, mp_xport_settle) rank 0 says once; one that only some ranks
-         * found at the agreement (all_failed without shared) they say themselves. */
+        /* A usage or input error every rank finds (the rank count; the flags and the model when
+         * all ranks failed at the agreement, mp_xport_settle) rank 0 says once; one that only
+         * some ranks found there (all_failed without shared) they say themselves. */
         const char *r = getenv("OMPI_COMM_WORLD_RANK");
         int alike = err->shared || (!err->all_failed &&
                                     (err->code == MP_ERR_USAGE || err->code == MP_ERR_INPUT));
