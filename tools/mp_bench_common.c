@@ -108,6 +108,8 @@ void mp_bench_finish(struct mp_bench *b, int ok)
     b->rows = NULL;
     if (ok)
         mp_xport_finalize(b->x);
+    else
+        mp_xport_release(b->x);
 }
 
 static int cmp_double(const void *a, const void *b)

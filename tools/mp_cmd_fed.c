@@ -325,6 +325,7 @@ int mp_cmd_fed(int argc, char **argv, struct mp_err *err)
             err->msg[0] = 0;
         err->rank = mp_xport_size(x) > 1 ? rank : -1;
         mp_cli_report_shared(x, "fed", err);
+        mp_xport_release(x);
         return -1;
     }
     mp_xport_finalize(x);

@@ -61,7 +61,8 @@ void mp_cli_report_shared(struct mp_xport *x, const char *cmd, struct mp_err *er
      * with the error it found all the same. */
     struct mp_err ignored;
     mp_err_clear(&ignored);
-    mp_xport_barrier(x, "the report of an error every rank found", &ignored);
+    mp_xport_barrier(x, err->shared ? "the report of an error every rank found"
+                                    : "the reports of errors some ranks found", &ignored);
 }
 
 int mp_cli_under_mpirun(void)
