@@ -4,16 +4,32 @@
  * topology- and schedule-aware version. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "mp_stage.h"
 
 /* Seconds-like weight of a layer: FLOPs at ~50 GFLOPS plus bytes at ~10 GB/s, so elementwise
  * layers are not free. */
-double mp_split_layer_weight(const struct mp_layer *l, size_t mbs)
+static double layer_weight(const struct mp_layer *l, size_t mbs)
 {
     struct mp_cost c = l->ops->cost(l, mbs);
     double flops = c.flops_fwd + c.flops_bwd_input + c.flops_bwd_weight;
     return flops / 50e9 + (c.bytes_fwd + c.bytes_bwd) / 10e9 + 1e-7;
+}
+
+void mp_split_units(const struct mp_model *m, size_t mbs, int *first, double *pre)
+{
+    int n = m->n_units - 1;
+    memset(pre, 0, sizeof(double) * (size_t)(n + 1));
+    for (int i = 1; i < m->n_layers; i++) {
+        int u = m->layers[i].unit;
+        if (m->layers[i - 1].unit != u)
+            first[u] = i;
+        pre[u] += layer_weight(&m->layers[i], mbs);
+    }
+    first[n + 1] = m->n_layers;
+    for (int u = 1; u <= n; u++)
+        pre[u] += pre[u - 1];
 }
 
 int mp_split_balanced(const struct mp_model *m, int S, size_t mbs, int *bounds, struct mp_err *err)
@@ -23,7 +39,7 @@ int mp_split_balanced(const struct mp_model *m, int S, size_t mbs, int *bounds, 
         return MP_FAIL(err, USAGE, "cannot split %d %s into %d stages (at most %d)", n,
                        n == m->n_layers - 1 ? "layers" : "partition units (layers and residual "
                        "blocks)", S, n);
-    double *pre = calloc((size_t)n + 1, sizeof *pre);
+    double *pre = malloc(sizeof(double) * (size_t)(n + 1));
     double *best = malloc(sizeof(double) * (size_t)(n + 1) * (size_t)(S + 1));
     int *cut = malloc(sizeof(int) * (size_t)(n + 1) * (size_t)(S + 1));
     int *first = malloc(sizeof(int) * (size_t)(n + 2)); /* first global layer of unit u */
@@ -31,15 +47,7 @@ int mp_split_balanced(const struct mp_model *m, int S, size_t mbs, int *bounds, 
         free(pre), free(best), free(cut), free(first);
         return MP_FAIL(err, NOMEM, "out of memory");
     }
-    for (int i = 1; i < m->n_layers; i++) {
-        int u = m->layers[i].unit;
-        if (m->layers[i - 1].unit != u)
-            first[u] = i;
-        pre[u] += mp_split_layer_weight(&m->layers[i], mbs);
-    }
-    first[n + 1] = m->n_layers;
-    for (int u = 1; u <= n; u++)
-        pre[u] += pre[u - 1];
+    mp_split_units(m, mbs, first, pre);
 #define BEST(i, s) best[(size_t)(i) * (size_t)(S + 1) + (size_t)(s)]
 #define CUT(i, s) cut[(size_t)(i) * (size_t)(S + 1) + (size_t)(s)]
     /* BEST(i, s): smallest max-stage cost of the first i layers in s stages. */

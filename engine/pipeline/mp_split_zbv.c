@@ -127,22 +127,13 @@ static double combinations(int n, int k)
 /* The units' first layers and prefix costs. */
 static int zsplit_init(struct zsplit *z, struct mp_err *err)
 {
-    const struct mp_model *m = z->m;
     int n = z->n;
     z->first = malloc(sizeof(int) * (size_t)(n + 2));
-    z->cost = calloc((size_t)n + 1, sizeof(double));
+    z->cost = malloc(sizeof(double) * (size_t)(n + 1));
     z->bounds = malloc(sizeof(int) * (size_t)(z->S + 1));
     if (!z->first || !z->cost || !z->bounds)
         return MP_FAIL(err, NOMEM, "out of memory");
-    for (int i = 1; i < m->n_layers; i++) {
-        int u = m->layers[i].unit;
-        if (m->layers[i - 1].unit != u)
-            z->first[u] = i;
-        z->cost[u] += mp_split_layer_weight(&m->layers[i], z->mbs);
-    }
-    z->first[n + 1] = m->n_layers;
-    for (int u = 1; u <= n; u++)
-        z->cost[u] += z->cost[u - 1];
+    mp_split_units(z->m, z->mbs, z->first, z->cost);
     return 0;
 }
 

@@ -161,11 +161,14 @@ int mp_stage_tie_gradients(struct mp_stage *st, struct mp_xport *x, const int *b
 /* Balanced contiguous split of layers 1..n_layers-1 into S virtual stages by each layer's
  * analytic cost (forward + backward FLOPs plus a small per-layer term), exact (DP on the max). */
 int mp_split_balanced(const struct mp_model *m, int S, size_t mbs, int *bounds, struct mp_err *err);
-/* The analytic weight of one layer that split balances (seconds-like; mp_split.c). */
-double mp_split_layer_weight(const struct mp_layer *l, size_t mbs);
+/* The partition units 1..n (n = m->n_units - 1) as split sees them (mp_split.c): first[u] the
+ * first global layer of unit u (first[n + 1] = n_layers), pre[u] the analytic cost of units 1..u
+ * (pre[0] = 0). first has n + 2 entries, pre n + 1. */
+void mp_split_units(const struct mp_model *m, size_t mbs, int *first, double *pre);
 /* The split a run without a plan uses for schedule `kind` on P ranks (V chunks each, M micro-
  * batches per replica): mp_split_balanced into P * V chunks, except that for zbv a split whose
- * activation peak exceeds 1F1B's is replaced by the fastest one that does not (mp_split_zbv.c). */
+ * activation peak exceeds 1F1B's is replaced by the fastest one that does not, if one costs at
+ * most 5% more in its slowest chunk (mp_split_zbv.c). */
 int mp_split_for(const struct mp_model *m, enum mp_sched_kind kind, int P, int V, int M,
                  size_t mbs, int *bounds, struct mp_err *err);
 
