@@ -254,7 +254,6 @@ int mp_bench_p2p(int argc, char **argv, struct mp_err *err)
     /* A flag only some ranks find wrong (an older mpipe on one host) is theirs to say. */
     int n = b.size, rc = mp_xport_settle(b.x, bad_flags, "the command line", err);
     if (rc) {
-        err->rank = n > 1 ? b.rank : -1;
         mp_cli_report_shared(b.x, "bench", err);
         mp_bench_finish(&b, 0);
         return rc;

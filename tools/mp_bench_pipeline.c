@@ -577,10 +577,8 @@ int mp_bench_pipeline(int argc, char **argv, struct mp_err *err)
         free(mc.prof_cold[k]), free(mc.prof_hot[k]);
     free(sw.rows);
     mp_model_free(&m);
-    if (rc && b.x) {
-        err->rank = b.size > 1 ? b.rank : -1;
+    if (rc && b.x)
         mp_cli_report_shared(b.x, "bench", err);
-    }
     if (b.x)
         mp_bench_finish(&b, rc == 0);
     return rc;

@@ -321,9 +321,6 @@ int mp_cmd_fed(int argc, char **argv, struct mp_err *err)
         /* An error every rank found (the same options, model and data: mp_xport_settle), rank 0
          * says once, before any rank exits; any other is this rank's own, and only it can say it
          * (a client given another --data hung the job for a minute and nobody said why). */
-        if (rank != 0 && err->shared)
-            err->msg[0] = 0;
-        err->rank = mp_xport_size(x) > 1 ? rank : -1;
         mp_cli_report_shared(x, "fed", err);
         mp_xport_release(x);
         return -1;

@@ -481,16 +481,8 @@ int mp_cmd_train(int argc, char **argv, struct mp_err *err)
         rc = mp_train_run(&a.cfg, x, &r, err);
     if (!rc && rank == 0)
         print_result(&a.cfg, &r);
-    if (rc) {
-        /* An error every rank found (shared) rank 0 says once (mp_cli_report_shared); any other
-         * is this rank's own and only this rank can say it: a plan file only rank 1 could not
-         * read left the user rank 0's "1 of the 2 ranks found an error ... that rank 0 did not"
-         * and nothing about what the error was. */
-        if (rank != 0 && err->shared)
-            err->msg[0] = 0;
-        err->rank = mp_xport_size(x) > 1 ? rank : -1;
+    if (rc) /* an error every rank found rank 0 says once; any other, its own rank */
         mp_cli_report_shared(x, "train", err);
-    }
     free(bounds);
     free(a.recompute_stages);
     mp_model_free(&m);

@@ -49,9 +49,13 @@ static void say(const char *cmd, const struct mp_err *err)
 
 void mp_cli_report_shared(struct mp_xport *x, const char *cmd, struct mp_err *err)
 {
-    if (!(err->shared || err->all_failed) || mp_xport_size(x) < 2)
+    int size = mp_xport_size(x), rank = mp_xport_rank(x);
+    err->rank = size > 1 ? rank : -1;
+    if (!(err->shared || err->all_failed) || size < 2)
         return;
-    if ((mp_xport_rank(x) == 0 || !err->shared) && err->msg[0]) {
+    if (err->shared && rank != 0)
+        err->msg[0] = 0; /* rank 0 says it for every rank */
+    if (err->msg[0]) {
         fflush(stdout);
         say(cmd, err);
         fflush(stderr);
