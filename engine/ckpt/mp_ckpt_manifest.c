@@ -187,13 +187,13 @@ int mp__ckpt_manifest_write(const char *dir, const struct mp__ckpt_manifest *m, 
     return text_write(dir, MANIFEST_SUM, line, err);
 }
 
-/* The manifest against its digest file: 0 when they match or the digest file is absent (a
- * checkpoint written before there was one), else MP_ERR_CKPT naming the damage. */
-static int manifest_verify(const char *dir, struct mp_err *err)
+/* The manifest at path (DIR/manifest.json) against its digest file: 0 when they match or the
+ * digest file is absent (a checkpoint written before there was one), else MP_ERR_CKPT naming the
+ * damage. */
+static int manifest_verify(const char *dir, const char *path, struct mp_err *err)
 {
-    char path[4200], sum[4200], hex[65], want[80] = "", name[64] = "";
+    char sum[4200], hex[65], want[80] = "", name[64] = "";
     uint64_t bytes;
-    snprintf(path, sizeof path, "%s/manifest.json", dir);
     snprintf(sum, sizeof sum, "%s/%s", dir, MANIFEST_SUM);
     FILE *f = fopen(sum, "r");
     if (!f && errno == ENOENT)
@@ -312,7 +312,7 @@ int mp__ckpt_manifest_read(const char *dir, struct mp__ckpt_manifest *m, struct 
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/manifest.json", dir);
-    if (manifest_verify(dir, err))
+    if (manifest_verify(dir, path, err))
         return -1;
     json_error_t je;
     json_t *root = json_load_file(path, 0, &je), *rng, *lr, *opt, *layout, *files;

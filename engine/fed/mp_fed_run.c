@@ -73,10 +73,9 @@ int mp_fed_cfg_check(struct mp_fed_cfg *c, struct mp_err *err)
 
 /* Byte-level text (DESIGN.md §9): the samples to deal out are the training split's windows
  * j·T .. j·T + T (T + 1 bytes each, the last one ending at or before the split's end), and
- * a client's sample indices are their byte offsets, as mp_data_gather takes them. The server
- * evaluates the first eval_windows validation windows, as `train` does at the end. */
-static int split_text(struct mp_fed_split *s, const struct mp_fed_cfg *cfg, struct mp_data *d,
-                      struct mp_err *err)
+ * a client's sample indices are their byte offsets, as mp_data_gather takes them. */
+static int split_text(struct mp_fed_split *s, const struct mp_fed_cfg *cfg,
+                      const struct mp_data *d, struct mp_err *err)
 {
     memset(s, 0, sizeof *s);
     size_t T = d->train.sample_len, windows = (d->train.text_len - 1) / T;
@@ -87,8 +86,6 @@ static int split_text(struct mp_fed_split *s, const struct mp_fed_cfg *cfg, stru
         return -1;
     for (size_t i = 0; i < windows; i++)
         s->idx[i] *= (uint32_t)T;
-    size_t eval = cfg->eval_windows ? cfg->eval_windows : 256;
-    d->test.n = d->test.n < eval ? d->test.n : eval;
     return 0;
 }
 
@@ -116,6 +113,9 @@ int mp_fed_run(const struct mp_fed_cfg *cfg, struct mp_xport *x, struct mp_fed_r
     if (!rc)
         rc = mp_data_load(&d, cfg->data_src, mp_layer_in_len(&m->layers[1]),
                           mp_model_data_classes(m), cfg->seed, err);
+    size_t eval = cfg->eval_windows ? cfg->eval_windows : 256;
+    if (!rc && d.train.text && d.test.n > eval)
+        d.test.n = eval; /* the server tests the first windows, as `train` does at the end */
     if (!rc && d.train.text)
         rc = split_text(&split, cfg, &d, err);
     else if (!rc)
