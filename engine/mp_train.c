@@ -234,7 +234,10 @@ static int ckpt_write(struct loop *L, int epoch, uint64_t cursor, struct mp_err 
                             .epoch_steps = cursor ? L->epoch_steps : 0, .lr_state = L->lr_state};
     mp_dp_save_state(&L->dp, &p.dp_D, p.dp_score, p.dp_n_mb);
     L->ckpt_saved = (int64_t)L->step;
-    return mp_ckpt_save(&io, &p, err);
+    if (mp_ckpt_save(&io, &p, err))
+        return -1;
+    mp__ckpt_hold(L->step, L->start.step, L->wrank);
+    return 0;
 }
 
 static int ckpt_resume(struct loop *L, struct mp_err *err)

@@ -59,13 +59,18 @@ rank_pid() { # rank_pid RANK: the pid of this test's mpipe process of that rank
     return 1
 }
 wait_for_checkpoint() { # until DIR/latest exists (a run is under way and resumable), at most 60 s
-    for _ in $(seq 600); do [ -e "$1/latest" ] && return 0; sleep 0.1; done
+    for _ in $(seq 3000); do [ -e "$1/latest" ] && return 0; sleep 0.02; done
     return 1
 }
 hit() { # hit SIGNAL RANK DIR: once DIR has a checkpoint, signal that rank; prints its pid
+    # The rank is found first, while the job starts, so that the signal follows the checkpoint
+    # closely. The job must still be running then: tiny models train 200 steps in a tenth of a
+    # second, so the tests hold the victim after a later checkpoint (MPIPE_FAULT_INJECT=hold:STEP:
+    # RANK). Without the hold, a run that ended before the signal failed 1 CI run (2026-12-05).
+    local pid=
+    for _ in $(seq 600); do pid=$(rank_pid "$2") && break; sleep 0.1; done
+    [ -n "$pid" ] || return 1
     wait_for_checkpoint "$3" || return 1
-    local pid
-    pid=$(rank_pid "$2") || return 1
     kill "-$1" "$pid" && echo "$pid"
 }
 interrupt() { # interrupt SIGNAL RANK DIR cmd...: run cmd (stdout $TMP/out, stderr $TMP/err) and

@@ -26,6 +26,9 @@ train --save-weights "$TMP/ref.st" >"$TMP/out" 2>"$TMP/err"
 claim "the uninterrupted 2-rank run finishes" grep -q "steps=200" "$TMP/out"
 
 # kill -9: mpirun ends the job; the survivor (SIGTERM hook) says what it was waiting for.
+# Each signalled job holds its victim after the checkpoint of step 50 (lib.sh's hit): the signal
+# lands between the first checkpoint (step 32, an epoch's end) and that hold, never after the end.
+MPIPE_FAULT_INJECT=hold:50:1
 interrupt 9 1 "$TMP/k" train --checkpoint "$TMP/k" --checkpoint-every 50
 claim_killed "kill -9 of a rank" $DEADLINE
 # mpirun names the rank that died; the survivor, ended by mpirun's SIGTERM, writes at once what it
@@ -58,9 +61,10 @@ claim "... then --resume completes with the uninterrupted run's bytes" same "$TM
 
 # A full disk, injected: the second save (step 32, an epoch's end) fails on rank 1 after writing a
 # torn file.
-MPIPE_FAULT_INJECT=ckpt_write:2 train --checkpoint "$TMP/d" --checkpoint-every 20 \
-    >"$TMP/out" 2>"$TMP/err"
+MPIPE_FAULT_INJECT=ckpt_write:2
+train --checkpoint "$TMP/d" --checkpoint-every 20 >"$TMP/out" 2>"$TMP/err"
 rc=$?
+MPIPE_FAULT_INJECT=
 claim "a full disk while checkpointing: exit 3 (got $rc)" test "$rc" -eq 3
 claim "... with a clear message" grep -q "No space left on device.*untouched" "$TMP/err"
 claim "... latest still points at the previous checkpoint" test "$(readlink "$TMP/d/latest")" = step-20
@@ -89,12 +93,15 @@ else
     echo "skip  a real full disk (tmpfs): mount not permitted here"
 fi
 
-# The supervisor: a rank killed during the first attempt; it resumes and finishes.
+# The supervisor: a rank killed during the first attempt; it resumes and finishes (a resumed run
+# does not hold).
+MPIPE_FAULT_INJECT=hold:50:1
 interrupt 9 1 "$TMP/r" "$RUN_TOOL" --retries 2 -- "${MPIRUN[@]}" "$MPIPE" train models/tiny_mlp.mp \
     $S --checkpoint "$TMP/r" --checkpoint-every 50 --save-weights "$TMP/r.st"
 claim "mpipe-run restarts a killed job and finishes (exit $rc)" \
     bash -c "[ $rc -eq 0 ] && grep -q 'restart 1 of 2' '$TMP/err' && grep -q 'finished after 2' '$TMP/err'"
 claim "... with the uninterrupted run's bytes" same "$TMP/r.st"
+MPIPE_FAULT_INJECT=hold:50:0
 interrupt 9 0 "$TMP/h" "$RUN_TOOL" --retries 1 --shrink -- "${MPIRUN[@]}" "$MPIPE" train \
     models/tiny_mlp.mp $S --stages 2 --checkpoint "$TMP/h" --checkpoint-every 50 \
     --save-weights "$TMP/h.st"

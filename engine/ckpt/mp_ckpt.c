@@ -36,6 +36,20 @@ int mp__ckpt_fault(const char *what, uint64_t count)
     return count == at;
 }
 
+void mp__ckpt_hold(uint64_t step, uint64_t start_step, int rank)
+{
+    const char *f = getenv("MPIPE_FAULT_INJECT");
+    unsigned long long at;
+    int who;
+    char end;
+    if (!f || sscanf(f, "hold:%llu:%d%c", &at, &who, &end) != 2)
+        return;
+    if (start_step != 0 || step != at || rank != who)
+        return;
+    for (;;)
+        pause(); /* the SIGTERM hook returns here; mpirun's SIGKILL or the test's ends the rank */
+}
+
 int mp__ckpt_sha256_file(const char *path, char hex[65], uint64_t *bytes, struct mp_err *err)
 {
     FILE *fp = fopen(path, "rb");

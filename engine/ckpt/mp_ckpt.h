@@ -51,6 +51,11 @@ int mp__ckpt_candidates(const char *dir, uint64_t *steps, int max, struct mp_err
 /* MPIPE_FAULT_INJECT=ckpt_write[:N]: nonzero when the N-th (default 1st) save of this process
  * should fail, as if the disk were full (tests only). */
 int mp__ckpt_fault(const char *what, uint64_t count);
+/* MPIPE_FAULT_INJECT=hold:STEP:RANK: in a run that started at step 0, rank RANK stops making
+ * progress once the checkpoint of step STEP is saved, until a signal ends it; its peers then wait
+ * on it as on a stuck rank (tests only: the failure tests signal a job that is certain to be
+ * still running, however fast it trains and however slowly the test finds the rank). */
+void mp__ckpt_hold(uint64_t step, uint64_t start_step, int rank);
 /* Records the step this run's timeline continues from (saves and resumes call it). */
 void mp__ckpt_mark(uint64_t step);
 
