@@ -554,9 +554,11 @@ int mp_bench_pipeline(int argc, char **argv, struct mp_err *err)
         for (int p = 1; p <= b.size && p <= MAX_LIST; p++)
             a.stages[a.n_stages++] = p;
     for (int i = 0; !rc && i < a.n_stages; i++)
-        if (a.stages[i] > b.size)
+        if (a.stages[i] > b.size) { /* the flags are agreed: every rank finds it, rank 0 says it */
             rc = MP_FAIL(err, USAGE, "--stages %d: only %d ranks (mpirun -np %d)", a.stages[i],
                          b.size, a.stages[i]);
+            mp_err_mark_shared(err);
+        }
     snprintf(sw.metrics, sizeof sw.metrics, "/tmp/mpipe-bench-%d-steps.jsonl", (int)getpid());
     snprintf(sw.trace, sizeof sw.trace, "/tmp/mpipe-bench-%d-trace.json", (int)getpid());
     sw.rows = calloc((size_t)a.n_stages * MAX_LIST * MAX_LIST, sizeof *sw.rows);
