@@ -112,16 +112,28 @@ static int clampi(double v, int lo, int hi)
     return v < lo ? lo : v > hi ? hi : (int)v;
 }
 
-/* Calibrates with one round trip, then the first rank sizes every loop to the budget: 40% for the
- * ping-pong, 30% each for the streaming and bidirectional windows. */
+/* Calibrates, then the first rank sizes every loop to the budget: 40% for the ping-pong, 30% each
+ * for the streaming and bidirectional windows. The calibration doubles its round trips until they
+ * take 5% of the budget: one round trip alone, on cores shared with a busy neighbour, could be a
+ * tenth of the typical one, and loops sized from it overshot the budget many times over. */
 static int plan_size(struct mp_xport *x, int peer, int first, char *buf, size_t bytes,
                      double budget, struct size_plan *p, struct mp_err *err)
 {
     double rt = 0;
-    if (mp_xport_bench_pingpong(x, peer, first, buf, bytes, 1, 1, &rt, err))
-        return -1;
+    int n = 1;
+    for (;;) {
+        if (mp_xport_bench_pingpong(x, peer, first, buf, bytes, n == 1, n, &rt, err))
+            return -1;
+        int next = first && rt < 0.05 * budget && n < 4096 ? 2 * n : 0;
+        if (first ? mp_xport_send(x, &next, sizeof next, peer, 12, "the calibration", err)
+                  : mp_xport_recv(x, &next, sizeof next, peer, 12, "the calibration", err))
+            return -1;
+        if (!next)
+            break;
+        n = next;
+    }
     if (first) {
-        double one_way = rt / 2 > 1e-7 ? rt / 2 : 1e-7;
+        double one_way = rt / n / 2 > 1e-7 ? rt / n / 2 : 1e-7;
         p->window = clampi((double)((size_t)16 << 20) / (double)bytes, 1, 64);
         p->lat_iters = clampi(0.4 * budget / (2 * one_way), 2, 10000);
         p->bw_iters = clampi(0.3 * budget / (one_way * p->window + one_way), 2, 1000);
