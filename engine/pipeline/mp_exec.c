@@ -55,7 +55,8 @@ static size_t out_len(const struct mp_stage *st, const struct mp_chunk *c)
     return mp_layer_out_len(&st->model->layers[c->last]);
 }
 
-/* Points the executor at rank st->rank's list in s and indexes its receives. */
+/* Points the executor at rank st->rank's list in s, indexes its receives, and pairs each
+ * activation's send with its gradient's receive. */
 static int use_sched(struct mp_exec *e, const struct mp_sched *s, struct mp_err *err)
 {
     size_t n = s->n_acts[e->st->rank];
@@ -66,20 +67,36 @@ static int use_sched(struct mp_exec *e, const struct mp_sched *s, struct mp_err 
         int *rq = realloc(e->recv_req, (n + 1) * sizeof *rq);
         if (rq)
             e->recv_req = rq;
-        if (!at || !rq)
+        size_t *gr = realloc(e->grad_recv_for, (n + 1) * sizeof *gr);
+        if (gr)
+            e->grad_recv_for = gr;
+        if (!at || !rq || !gr)
             return MP_FAIL(err, NOMEM, "out of memory");
         e->cap = n + 1;
     }
+    size_t keys = (size_t)e->st->V * (size_t)s->M;
+    size_t *send_of = malloc((keys ? keys : 1) * sizeof *send_of); /* (chunk, mb) -> SEND_ACT */
+    if (!send_of)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    for (size_t k = 0; k < keys; k++)
+        send_of[k] = SIZE_MAX;
     e->sched = s;
     e->acts = s->acts[e->st->rank];
     e->n_acts = n;
     e->n_recv = 0;
     for (size_t i = 0; i < e->n_acts; i++) {
+        const struct mp_action *a = &e->acts[i];
+        size_t key = (size_t)a->chunk * (size_t)s->M + (size_t)a->mb;
         e->recv_req[i] = -1;
-        enum mp_act_kind k = e->acts[i].kind;
-        if (k == MP_ACT_RECV_ACT || k == MP_ACT_RECV_GRAD)
+        e->grad_recv_for[i] = SIZE_MAX;
+        if (a->kind == MP_ACT_RECV_ACT || a->kind == MP_ACT_RECV_GRAD)
             e->recv_at[e->n_recv++] = i;
+        if (a->kind == MP_ACT_SEND_ACT)
+            send_of[key] = i;
+        else if (a->kind == MP_ACT_RECV_GRAD && send_of[key] != SIZE_MAX)
+            e->grad_recv_for[send_of[key]] = i; /* the validator put the send first */
     }
+    free(send_of);
     return 0;
 }
 
@@ -107,6 +124,7 @@ void mp_exec_free(struct mp_exec *e)
 {
     free(e->recv_at);
     free(e->recv_req);
+    free(e->grad_recv_for);
     free(e->pending);
     free(e->pending_chunk);
     memset(e, 0, sizeof *e);
@@ -124,58 +142,86 @@ static void describe(const struct mp_exec *e, size_t i, char *buf, size_t len)
              mp_sched_name(e->sched->kind), i, mp_act_name(a->kind), a->chunk);
 }
 
-/* Posts the receive of action i straight into its slab. Returns 1 if posted, 0 if it cannot be yet
- * (a gradient for a micro-batch whose forward has not run), -1 on error. */
-static int post_recv(struct mp_exec *e, size_t i, int ahead, struct mp_err *err)
+enum { BLOCK_NONE = -2, BLOCK_ALL = -1 }; /* drain_pending: which sends to wait for */
+static int drain_pending(struct mp_exec *e, int block, struct mp_err *err);
+
+/* The slab of micro-batch mb of chunk ci for its forward or its activation's receive, in *s. When
+ * the pool has no free slab but holds one whose only business left is a send (a gradient the
+ * previous rank has not taken yet), it waits for that send rather than grow: otherwise, whenever
+ * the previous rank was slow to take one, the rank held a slab more than the schedule does and
+ * than mp_stage_mem.c predicts (cnn.mp, zbv, M = 4: 131.7 MB for 110.8, 1 run in 8). The wait ends
+ * as soon as that rank's MPI progresses, as the receive was posted with the activation's send
+ * (do_send). A receive posted ahead (ahead = 1) does not wait: *s is NULL, it is not posted. */
+static int slab_for(struct mp_exec *e, int ci, int mb, int ahead, struct mp_slab **s,
+                    struct mp_err *err)
+{
+    *s = NULL;
+    if (!mp_stage_slab_ready(e->st, ci, mb)) {
+        int sending = 0;
+        for (int k = 0; k < e->n_pending && !sending; k++)
+            sending = e->pending_chunk[k] == ci;
+        if (sending && ahead)
+            return 0;
+        if (sending && drain_pending(e, ci, err))
+            return -1;
+    }
+    return (*s = mp_stage_slab_get(e->st, ci, mb, err)) ? 0 : -1;
+}
+
+/* Posts the receive of activation action i straight into its slab. Returns 1 if posted, 0 if it
+ * cannot be yet, -1 on error. Gradients' receives are posted by their activation's send. */
+static int post_act_recv(struct mp_exec *e, size_t i, int ahead, struct mp_err *err)
 {
     struct mp_stage *st = e->st;
     const struct mp_action *a = &e->acts[i];
     struct mp_chunk *c = &st->chunk[a->chunk];
+    /* A receive posted ahead takes a slab now, held until its forward runs: one such slab at a
+     * time, so the rank never holds more than the schedule itself does plus one (what
+     * mp_stage_mem.c predicts). Bounding only the count held, as max_held does, is not enough:
+     * the count dips between a W and the next F, and a second receive posted in the dip made the
+     * F's own slab one too many (zbv, M >= 8: 59.8 MB for 49.1). */
+    if (ahead && (e->ahead_mb >= 0 || (e->max_held > 0 && st->slabs_held >= e->max_held)))
+        return 0;
     struct mp_slab *s;
-    void *buf;
-    size_t bytes;
-    int peer, tag;
-    if (a->kind == MP_ACT_RECV_ACT) {
-        /* A receive posted ahead takes a slab now, held until its forward runs: one such slab at
-         * a time, so the rank never holds more than the schedule itself does plus one (what
-         * mp_stage_mem.c predicts). Bounding only the count held, as max_held does, is not
-         * enough: the count dips between a W and the next F, and a second receive posted in
-         * the dip made the F's own slab one too many (zbv, M >= 8: 59.8 MB for 49.1). */
-        if (ahead && (e->ahead_mb >= 0 || (e->max_held > 0 && st->slabs_held >= e->max_held)))
-            return 0;
-        if (!(s = mp_stage_slab_get(st, a->chunk, a->mb, err)))
-            return -1;
-        if (ahead) {
-            e->ahead_chunk = a->chunk;
-            e->ahead_mb = a->mb;
-        }
-        buf = act_buf(c, s, 0);
-        bytes = st->mbs * in_len(st, c) * sizeof(float);
-        peer = c->prev_rank;
-        tag = msg_tag(st, a->mb, c->v - 1, DIR_ACT);
-    } else {
-        s = mp_stage_slab_find(st, a->chunk, a->mb);
-        if (!s || !s->f_done)
-            return 0;
-        buf = grad_buf(c, s, c->n);
-        bytes = st->mbs * out_len(st, c) * sizeof(float);
-        peer = c->next_rank;
-        tag = msg_tag(st, a->mb, c->v + 1, DIR_GRAD);
+    if (slab_for(e, a->chunk, a->mb, ahead, &s, err))
+        return -1;
+    if (!s)
+        return 0;
+    if (ahead) {
+        e->ahead_chunk = a->chunk;
+        e->ahead_mb = a->mb;
     }
-    if (mp_xport_irecv(e->x, buf, bytes, peer, tag, &e->recv_req[i], err))
+    if (mp_xport_irecv(e->x, act_buf(c, s, 0), st->mbs * in_len(st, c) * sizeof(float),
+                       c->prev_rank, msg_tag(st, a->mb, c->v - 1, DIR_ACT), &e->recv_req[i], err))
         return -1;
     e->outstanding++;
     return 1;
 }
 
+/* Posts gradient receive action i into slab s of its micro-batch, just before the activation
+ * goes out: the next rank can then never send a gradient that no receive awaits, which the wait
+ * in slab_for relies on. */
+static int post_grad_recv(struct mp_exec *e, size_t i, struct mp_slab *s, struct mp_err *err)
+{
+    struct mp_stage *st = e->st;
+    const struct mp_action *a = &e->acts[i];
+    struct mp_chunk *c = &st->chunk[a->chunk];
+    return mp_xport_irecv(e->x, grad_buf(c, s, c->n), st->mbs * out_len(st, c) * sizeof(float),
+                          c->next_rank, msg_tag(st, a->mb, c->v + 1, DIR_GRAD), &e->recv_req[i],
+                          err);
+}
+
 static int post_ahead(struct mp_exec *e, struct mp_err *err)
 {
     while (e->next_post < e->n_recv && e->outstanding < RECV_WINDOW) {
-        int rc = post_recv(e, e->recv_at[e->next_post], 1, err);
-        if (rc < 0)
-            return -1;
-        if (rc == 0)
-            break;
+        size_t i = e->recv_at[e->next_post];
+        if (e->acts[i].kind == MP_ACT_RECV_ACT) {
+            int rc = post_act_recv(e, i, 1, err);
+            if (rc < 0)
+                return -1;
+            if (rc == 0)
+                break;
+        }
         e->next_post++;
     }
     return 0;
@@ -183,23 +229,25 @@ static int post_ahead(struct mp_exec *e, struct mp_err *err)
 
 static int do_recv(struct mp_exec *e, size_t i, struct mp_err *err)
 {
-    while (e->recv_req[i] < 0) { /* not posted yet: post everything up to it now */
-        if (e->next_post >= e->n_recv)
-            return MP_FAIL(err, INTERNAL, "rank %d: receive %zu not in the receive list",
-                           e->st->rank, i);
-        int rc = post_recv(e, e->recv_at[e->next_post], 0, err);
-        if (rc < 0)
-            return -1;
-        if (rc == 0)
-            return MP_FAIL(err, INTERNAL, "rank %d action %zu: gradient before forward",
-                           e->st->rank, i);
+    int is_act = e->acts[i].kind == MP_ACT_RECV_ACT;
+    while (e->recv_req[i] < 0) { /* not posted yet: post every activation's up to it now */
+        if (!is_act || e->next_post >= e->n_recv)
+            return MP_FAIL(err, INTERNAL, "rank %d: receive %zu was not posted", e->st->rank, i);
+        size_t j = e->recv_at[e->next_post];
+        if (e->acts[j].kind == MP_ACT_RECV_ACT) {
+            int rc = post_act_recv(e, j, 0, err);
+            if (rc <= 0)
+                return rc < 0 ? -1 : MP_FAIL(err, INTERNAL, "rank %d: receive %zu cannot be "
+                                             "posted", e->st->rank, j);
+        }
         e->next_post++;
     }
     char what[256];
     describe(e, i, what, sizeof what);
     if (mp_xport_wait(e->x, &e->recv_req[i], what, err))
         return -1;
-    e->outstanding--;
+    if (is_act)
+        e->outstanding--;
     return 0;
 }
 
@@ -275,8 +323,8 @@ static int do_forward(struct mp_exec *e, const struct mp_action *a, struct mp_ex
 {
     struct mp_stage *st = e->st;
     struct mp_chunk *c = &st->chunk[a->chunk];
-    struct mp_slab *s = mp_stage_slab_get(st, a->chunk, a->mb, err);
-    if (!s)
+    struct mp_slab *s;
+    if (slab_for(e, a->chunk, a->mb, 0, &s, err))
         return -1;
     if (a->chunk == e->ahead_chunk && a->mb == e->ahead_mb)
         e->ahead_chunk = e->ahead_mb = -1; /* now the schedule's own: another may go ahead */
@@ -296,8 +344,8 @@ static int do_forward(struct mp_exec *e, const struct mp_action *a, struct mp_ex
     s->f_done = 1;
     if (c->next_local >= 0) { /* hand the output to the next chunk of this rank */
         struct mp_chunk *next = &st->chunk[c->next_local];
-        struct mp_slab *ns = mp_stage_slab_get(st, c->next_local, a->mb, err);
-        if (!ns)
+        struct mp_slab *ns;
+        if (slab_for(e, c->next_local, a->mb, 0, &ns, err))
             return -1;
         memcpy(act_buf(next, ns, 0), act_buf(c, s, c->n), st->mbs * out_len(st, c) * sizeof(float));
     }
@@ -474,6 +522,9 @@ static int do_send(struct mp_exec *e, const struct mp_action *a, struct mp_err *
     if (!s)
         return MP_FAIL(err, INTERNAL, "rank %d: send of micro-batch %d without data", st->rank,
                        a->mb);
+    size_t g = e->grad_recv_for[a - e->acts];
+    if (a->kind == MP_ACT_SEND_ACT && g != SIZE_MAX && post_grad_recv(e, g, s, err))
+        return -1;
     if (a->kind == MP_ACT_SEND_ACT)
         return mp_xport_isend(e->x, act_buf(c, s, c->n), st->mbs * out_len(st, c) * sizeof(float),
                               c->next_rank, msg_tag(st, a->mb, c->v, DIR_ACT),
@@ -486,15 +537,17 @@ static int do_send(struct mp_exec *e, const struct mp_action *a, struct mp_err *
     return maybe_release(e, a->chunk, s, err);
 }
 
+/* Releases the slabs whose sends are done; waits for those of chunk `block` (BLOCK_ALL: every
+ * chunk's, BLOCK_NONE: none). */
 static int drain_pending(struct mp_exec *e, int block, struct mp_err *err)
 {
     int kept = 0;
     for (int i = 0; i < e->n_pending; i++) {
         struct mp_slab *s = e->pending[i];
-        int all = 1;
+        int all = 1, wait = block == BLOCK_ALL || block == e->pending_chunk[i];
         for (int d = 0; d < 2; d++) {
             int done = 1;
-            if (block && s->send_req[d] >= 0) {
+            if (wait && s->send_req[d] >= 0) {
                 const struct mp_chunk *c = &e->st->chunk[e->pending_chunk[i]];
                 char what[96]; /* names the peer and micro-batch, as receives do */
                 snprintf(what, sizeof what, "%s of micro-batch %d to be taken by rank %d",
@@ -547,7 +600,7 @@ int mp_exec_step(struct mp_exec *e, struct mp_exec_io *io, struct mp_err *err)
     e->outstanding = 0;
     e->ahead_chunk = e->ahead_mb = -1;
     for (size_t i = 0; i < e->n_acts; i++) {
-        if (post_ahead(e, err) || (e->n_pending && drain_pending(e, 0, err)))
+        if (post_ahead(e, err) || (e->n_pending && drain_pending(e, BLOCK_NONE, err)))
             return -1;
         const struct mp_action *a = &e->acts[i];
         double t0 = mp_xport_now();
@@ -557,11 +610,12 @@ int mp_exec_step(struct mp_exec *e, struct mp_exec_io *io, struct mp_err *err)
         int compute = a->kind == MP_ACT_F || a->kind == MP_ACT_B || a->kind == MP_ACT_W;
         if (compute)
             io->busy_s += t1 - t0;
+
         if (e->trace && (compute || t1 - t0 > 1e-5) && e->trace->n < 200000)
             mp_trace_add(e->trace, e->trace_tid, (int)a->kind, a->mb, a->chunk, t0 - e->t_origin,
                          t1 - t0);
     }
-    return drain_pending(e, 1, err);
+    return drain_pending(e, BLOCK_ALL, err);
 }
 
 /* One chunk's share of evaluating samples [first, first + batch). */

@@ -1,7 +1,9 @@
 /* The executor: runs one rank's action list (any valid schedule) for one training step, and the
- * forward-only pass used for evaluation. Receives are pre-posted in list order within a bounded
- * window, straight into the slab that will use them; sends go straight from slabs, so no extra
- * message buffers exist and memory follows what the schedule keeps in flight. */
+ * forward-only pass used for evaluation. Activation receives are pre-posted in list order within a
+ * bounded window, a gradient's receive just before its activation's send, each straight into the
+ * slab that will use it; sends go straight from slabs, so no extra message buffers exist, and a
+ * slab still sending is waited for rather than replaced, so memory is what the schedule keeps in
+ * flight (mp_stage_mem.c), however late a peer takes a message. */
 #ifndef MP_EXEC_H
 #define MP_EXEC_H
 
@@ -37,7 +39,9 @@ struct mp_exec {
     size_t *recv_at;       /* indexes of receive actions in list order */
     size_t n_recv, next_post;
     int *recv_req;         /* per action index: posted request or -1 */
-    int outstanding;
+    size_t *grad_recv_for; /* per SEND_ACT action index: the RECV_GRAD of its chunk and
+                              micro-batch, posted with the send (SIZE_MAX: none) */
+    int outstanding;       /* activation receives posted and not yet waited for */
     int max_held;          /* slabs this rank may hold when pre-posting an activation receive:
                               the schedule's own peak in flight + 1 (0: no bound) */
     int ahead_chunk, ahead_mb; /* the activation receive posted ahead whose forward has not run

@@ -392,6 +392,17 @@ struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct
     return s;
 }
 
+int mp_stage_slab_ready(const struct mp_stage *st, int chunk, int mb)
+{
+    const struct mp_chunk *ch = &st->chunk[chunk];
+    if (ch->by_mb[mb])
+        return 1;
+    for (int i = 0; i < ch->n_slabs; i++)
+        if (ch->slabs[i].mb < 0)
+            return 1;
+    return 0;
+}
+
 void mp_stage_slab_release(struct mp_stage *st, int chunk, struct mp_slab *s)
 {
     struct mp_chunk *ch = &st->chunk[chunk];

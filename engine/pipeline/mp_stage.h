@@ -126,6 +126,8 @@ int mp_stage_prefault(struct mp_stage *st, struct mp_err *err);
 /* The slab holding (chunk, mb), acquiring a free one (or allocating) if none; NULL on OOM. */
 struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct mp_err *err);
 struct mp_slab *mp_stage_slab_find(const struct mp_stage *st, int chunk, int mb);
+/* Nonzero when mp_stage_slab_get(st, chunk, mb) would not allocate: mb holds a slab or one is free. */
+int mp_stage_slab_ready(const struct mp_stage *st, int chunk, int mb);
 void mp_stage_slab_release(struct mp_stage *st, int chunk, struct mp_slab *s);
 /* Buffer at slab offset `off` of chunk c (light part or work buffer). */
 static inline float *mp_slab_at(const struct mp_chunk *c, const struct mp_slab *s, size_t off)
