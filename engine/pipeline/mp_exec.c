@@ -149,9 +149,9 @@ static int drain_pending(struct mp_exec *e, int block, struct mp_err *err);
  * the pool has no free slab but holds one whose only business left is a send (a gradient the
  * previous rank has not taken yet), it waits for that send rather than grow: otherwise, whenever
  * the previous rank was slow to take one, the rank held a slab more than the schedule does and
- * than mp_stage_mem.c predicts (cnn.mp, zbv, M = 4: 131.7 MB for 110.8, 1 run in 8). The wait ends
- * as soon as that rank's MPI progresses, as the receive was posted with the activation's send
- * (do_send). A receive posted ahead (ahead = 1) does not wait: *s is NULL, it is not posted. */
+ * than mp_stage_mem.c predicts (cnn.mp, zbv, M = 4: 131.7 MB for 110.8, 3 runs in 40). The wait
+ * ends as soon as that rank's MPI progresses, as the receive was posted with the activation's
+ * send (do_send). A receive posted ahead (ahead = 1) does not wait: *s is NULL, not posted. */
 static int slab_for(struct mp_exec *e, int ci, int mb, int ahead, struct mp_slab **s,
                     struct mp_err *err)
 {
