@@ -34,6 +34,9 @@ exits_with() { # exits_with CODE PATTERN cmd...: the exit code, and PATTERN on s
         { echo "  got exit $rc: $(head -3 "$TMP/stderr")"; return 1; }
 }
 refused() { exits_with 2 "$@"; } # refused PATTERN cmd...: bad usage or input, exit 2
+thrice() { # thrice cmd...: cmd holds 3 runs in a row (a race that eats a rank's line shows in some)
+    for _ in 1 2 3; do "$@" || return 1; done
+}
 result_field() { tr '\r' '\n' | grep '^RESULT' | tail -1 | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 
 # Failure tests: signal one rank of this test's own mpirun job (its ranks carry MPIPE_TEST_TAG,

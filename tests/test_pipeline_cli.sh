@@ -51,9 +51,9 @@ claim "a memory cap under a MiB is named as given, not as 0 MiB" \
 # exits: mpirun, seeing a quiet rank's exit 2 first, could end rank 0 before its line was out (now
 # and then on 2 loaded cores: one run in a few dozen), so each is run three times.
 said_by_rank0() { # said_by_rank0 PATTERN train-args...: exit 2 and rank 0's line, 3 runs of 3
-    local pat=$1 i
+    local pat=$1
     shift
-    for i in 1 2 3; do refused "rank 0: .*$pat" $RUN $MPIPE train "$@" || return 1; done
+    thrice refused "rank 0: .*$pat" $RUN $MPIPE train "$@"
 }
 claim "--stages that does not match -np is refused, in rank 0's words" \
     said_by_rank0 "2 ranks for 3 stages" models/mlp.mp $S --stages 3

@@ -58,9 +58,10 @@ int mp_cmd_bench(int argc, char **argv, struct mp_err *err)
         if (strcmp(argv[1], benches[i].name))
             continue;
         int rc = benches[i].run(argc - 1, argv + 1, err);
-        /* A usage or input error every rank finds outside the agreement (the rank count) rank 0
-         * says once; what the agreement settled (the flags, the model: mp_xport_settle) was said
-         * already, each rank its own or rank 0 for all (mp_cli_report_shared). */
+        /* A usage or input error every rank finds where no agreement runs (bench gemm and bench
+         * layers) rank 0 says once; what p2p and pipeline settled (the flags, the model:
+         * mp_xport_settle) or marked shared (--stages against the ranks) was said already, each
+         * rank its own or rank 0 for all (mp_cli_report_shared). */
         const char *r = getenv("OMPI_COMM_WORLD_RANK");
         int alike = !err->all_failed && (err->code == MP_ERR_USAGE || err->code == MP_ERR_INPUT);
         if (rc && r && strcmp(r, "0") && alike)

@@ -89,9 +89,9 @@ static int use_sched(struct mp_exec *e, const struct mp_sched *s, struct mp_err 
         size_t key = (size_t)a->chunk * (size_t)s->M + (size_t)a->mb;
         e->recv_req[i] = -1;
         e->grad_recv_for[i] = SIZE_MAX;
-        if (a->kind == MP_ACT_RECV_ACT || a->kind == MP_ACT_RECV_GRAD)
+        if (a->kind == MP_ACT_RECV_ACT)
             e->recv_at[e->n_recv++] = i;
-        if (a->kind == MP_ACT_SEND_ACT)
+        else if (a->kind == MP_ACT_SEND_ACT)
             send_of[key] = i;
         else if (a->kind == MP_ACT_RECV_GRAD && send_of[key] != SIZE_MAX)
             e->grad_recv_for[send_of[key]] = i; /* the validator put the send first */
@@ -214,14 +214,11 @@ static int post_grad_recv(struct mp_exec *e, size_t i, struct mp_slab *s, struct
 static int post_ahead(struct mp_exec *e, struct mp_err *err)
 {
     while (e->next_post < e->n_recv && e->outstanding < RECV_WINDOW) {
-        size_t i = e->recv_at[e->next_post];
-        if (e->acts[i].kind == MP_ACT_RECV_ACT) {
-            int rc = post_act_recv(e, i, 1, err);
-            if (rc < 0)
-                return -1;
-            if (rc == 0)
-                break;
-        }
+        int rc = post_act_recv(e, e->recv_at[e->next_post], 1, err);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            break;
         e->next_post++;
     }
     return 0;
@@ -233,13 +230,10 @@ static int do_recv(struct mp_exec *e, size_t i, struct mp_err *err)
     while (e->recv_req[i] < 0) { /* not posted yet: post every activation's up to it now */
         if (!is_act || e->next_post >= e->n_recv)
             return MP_FAIL(err, INTERNAL, "rank %d: receive %zu was not posted", e->st->rank, i);
-        size_t j = e->recv_at[e->next_post];
-        if (e->acts[j].kind == MP_ACT_RECV_ACT) {
-            int rc = post_act_recv(e, j, 0, err);
-            if (rc <= 0)
-                return rc < 0 ? -1 : MP_FAIL(err, INTERNAL, "rank %d: receive %zu cannot be "
-                                             "posted", e->st->rank, j);
-        }
+        int rc = post_act_recv(e, e->recv_at[e->next_post], 0, err);
+        if (rc <= 0)
+            return rc < 0 ? -1 : MP_FAIL(err, INTERNAL, "rank %d: receive %zu cannot be posted",
+                                         e->st->rank, e->recv_at[e->next_post]);
         e->next_post++;
     }
     char what[256];
@@ -610,7 +604,6 @@ int mp_exec_step(struct mp_exec *e, struct mp_exec_io *io, struct mp_err *err)
         int compute = a->kind == MP_ACT_F || a->kind == MP_ACT_B || a->kind == MP_ACT_W;
         if (compute)
             io->busy_s += t1 - t0;
-
         if (e->trace && (compute || t1 - t0 > 1e-5) && e->trace->n < 200000)
             mp_trace_add(e->trace, e->trace_tid, (int)a->kind, a->mb, a->chunk, t0 - e->t_origin,
                          t1 - t0);

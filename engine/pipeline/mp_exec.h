@@ -36,7 +36,8 @@ struct mp_exec {
     struct mp_xport *x;
     const struct mp_action *acts;
     size_t n_acts;
-    size_t *recv_at;       /* indexes of receive actions in list order */
+    size_t *recv_at;       /* indexes of activation receives in list order (a gradient's
+                              receive is posted by its activation's send) */
     size_t n_recv, next_post;
     int *recv_req;         /* per action index: posted request or -1 */
     size_t *grad_recv_for; /* per SEND_ACT action index: the RECV_GRAD of its chunk and

@@ -362,15 +362,21 @@ struct mp_slab *mp_stage_slab_find(const struct mp_stage *st, int chunk, int mb)
     return st->chunk[chunk].by_mb[mb];
 }
 
+/* A slab of the chunk's pool that no micro-batch holds, or NULL. */
+static struct mp_slab *free_slab(const struct mp_chunk *ch)
+{
+    for (int i = 0; i < ch->n_slabs; i++)
+        if (ch->slabs[i].mb < 0)
+            return &ch->slabs[i];
+    return NULL;
+}
+
 struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct mp_err *err)
 {
     struct mp_chunk *ch = &st->chunk[chunk];
     if (ch->by_mb[mb])
         return ch->by_mb[mb];
-    struct mp_slab *s = NULL;
-    for (int i = 0; i < ch->n_slabs && !s; i++)
-        if (ch->slabs[i].mb < 0)
-            s = &ch->slabs[i];
+    struct mp_slab *s = free_slab(ch);
     if (!s) {
         s = &ch->slabs[ch->n_slabs];
         s->mem = alloc_floats(ch->light_floats);
@@ -395,12 +401,7 @@ struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct
 int mp_stage_slab_ready(const struct mp_stage *st, int chunk, int mb)
 {
     const struct mp_chunk *ch = &st->chunk[chunk];
-    if (ch->by_mb[mb])
-        return 1;
-    for (int i = 0; i < ch->n_slabs; i++)
-        if (ch->slabs[i].mb < 0)
-            return 1;
-    return 0;
+    return ch->by_mb[mb] || free_slab(ch);
 }
 
 void mp_stage_slab_release(struct mp_stage *st, int chunk, struct mp_slab *s)
