@@ -75,11 +75,7 @@ static int setup_layout(struct loop *L, struct mp_err *err)
                        c->model->n_layers - 1);
     if (mp_sched_make(&L->sched, c->schedule, c->P, c->V, L->Mr, err))
         return -1;
-    static struct mp_sched_report rep; /* 4 KiB: not on the stack */
-    if (mp_sched_validate(&L->sched, &rep, err))
-        return -1;
-    L->peak_inflight = L->rank < 1024 ? rep.peak_inflight[L->rank] : 0;
-    return 0;
+    return mp_sched_validate(&L->sched, NULL, err);
 }
 
 static int setup_state(struct loop *L, struct mp_err *err)
@@ -108,7 +104,6 @@ static int setup_state(struct loop *L, struct mp_err *err)
     if (mp_exec_init(&L->ex, &L->st, &L->sched, L->px, err))
         return -1;
     L->ex.trace_tid = L->wrank;
-    L->ex.max_held = L->peak_inflight ? L->peak_inflight + 1 : 0;
     if (mp_dp_init(&L->dp, L->D, L->replica < 0, L->replica, L->sx, c->dp_reduce, c->aggregate,
                    L->st.n_param, err))
         return -1;

@@ -23,7 +23,6 @@ struct loop {
     int rank, S;          /* stage index (rank in px); virtual stages */
     int D, replica;       /* replicas; this rank's replica, or -1 when it emulates all D */
     int Mr;               /* micro-batches per replica with equal shards */
-    int peak_inflight;    /* the schedule's peak micro-batch-chunks in flight on this rank */
     struct mp_dp dp;
     int *bounds;
     struct mp_sched sched;    /* for Mr micro-batches */

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The memory predictor against the engine's own count (DESIGN.md §10, docs/memory.md): on 2 ranks,
 # the activations each rank's "predicted" line gives, at their largest over the ranks, are exactly
-# the bytes RESULT's peak_act_bytes measured in slabs and work buffers. zbv at M >= 8 used to hold
-# a second receive slab ahead of its forward that nothing predicted. Usage: test_mem_cli.sh mpipe.
+# the bytes RESULT's peak_act_bytes measured in slabs, work buffers and the buffer a receive posted
+# ahead lands in; where a rank's two chunks peak apart, never less and at most a slab more. zbv at
+# M >= 8 used to hold a second receive slab ahead of its forward that nothing predicted. Usage:
+# test_mem_cli.sh mpipe.
 MPIPE=$1
 . "$(dirname "$0")/lib.sh"
 RUN="mpirun -np 2 --oversubscribe"
@@ -35,20 +37,28 @@ claim "1f1b, M = 8: predicted activations are the measured bytes" acts_match 1f1
 # Recomputation: by segments where W follows B (1f1b, interleaved), the whole chunk where W waits
 # (zb1, zbv); mp_stage.h.
 claim "1f1b, M = 8, --recompute all: predicted is measured" acts_match 1f1b 8 all
-claim "interleaved, M = 4, --recompute all: predicted is measured" acts_match interleaved 4 all
 claim "zb1, M = 4, --recompute all: predicted is measured" acts_match zb1 4 all
-# zbv recomputing holds two chunks' small light slabs whose pools peak at different times: the
-# predictor counts what the pools allocate (what the process's memory holds), RESULT the bytes held
-# at once, so here it may be above, by a slab, never below.
-acts_cover() { # acts_cover SCHEDULE M RECOMPUTE: measured <= predicted <= 1.05 x measured
+# Two chunks a rank whose pools peak at different moments: the predictor counts what the pools
+# allocate (what the process's memory holds), RESULT the bytes held at once, and a slab is held
+# until the gradient it sends is taken. So what RESULT sees depends on when the other rank takes
+# it: interleaved, M = 4, recomputing: rank 0's F of micro-batch 3 in chunk 0 comes right after
+# chunk 1 sent micro-batch 0's gradient; still sending, that slab is held with chunk 0's four and
+# the count is both pools' peaks (12 337 152 bytes, the prediction), taken, it is one slab
+# (1 051 648 bytes) less: 3 runs in 8 beside two busy loops. Measured is then below predicted by
+# at most that slab, never above.
+acts_cover() { # acts_cover PCT SCHEDULE M RECOMPUTE: measured <= predicted <= (1 + PCT/100) x measured
+    local pct=$1
+    shift
     acts_match "$@" >/dev/null && return 0
     local out="$TMP/$1_$2_$3.out" p m
     p=$(predicted_acts "$out")
     m=$(result_field peak_act_bytes <"$out")
     echo "  predicted $p, measured $m"
-    [ -n "$p" ] && [ -n "$m" ] && [ "$m" -le "$p" ] && [ $((100 * p)) -le $((105 * m)) ]
+    [ -n "$p" ] && [ -n "$m" ] && [ "$m" -le "$p" ] && [ $((100 * p)) -le $(((100 + pct) * m)) ]
 }
-claim "zbv, M = 4, --recompute all: predicted covers measured, within 5%" acts_cover zbv 4 all
+claim "interleaved, M = 4, --recompute all: predicted covers measured, within one slab" \
+    acts_cover 10 interleaved 4 all
+claim "zbv, M = 4, --recompute all: predicted covers measured, within 5%" acts_cover 5 zbv 4 all
 halves() { # DESIGN.md §10's aim for gpt.mp, 1f1b, M = 8: recomputing at least halves activations
     local none all
     none=$(result_field peak_act_bytes <"$TMP/1f1b_8_none.out")

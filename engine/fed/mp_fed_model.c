@@ -102,8 +102,7 @@ int mp__fed_model_init(struct mp_fed_model *fm, const struct mp_model *m,
     fm->lay = *lay;
     if (mp_sched_make(&fm->sched, lay->sched, lay->P, lay->V, lay->M, err))
         return -1;
-    static struct mp_sched_report rep; /* 4 KiB: not on the stack */
-    if (mp_sched_validate(&fm->sched, &rep, err))
+    if (mp_sched_validate(&fm->sched, NULL, err))
         return -1;
     if (mp_stage_init(&fm->st, m, lay->bounds, rank, lay->P, lay->V, lay->place, lay->M,
                       lay->mbs, state_slots, err))
@@ -114,7 +113,6 @@ int mp__fed_model_init(struct mp_fed_model *fm, const struct mp_model *m,
             mp_layer_init_params(&m->layers[i], fm->st.param + fm->st.layer_off[i], seed);
     if (mp_exec_init(&fm->ex, &fm->st, &fm->sched, x, err))
         return -1;
-    fm->ex.max_held = rank < 1024 && rep.peak_inflight[rank] ? rep.peak_inflight[rank] + 1 : 0;
     fm->exec_ready = 1;
     return 0;
 }

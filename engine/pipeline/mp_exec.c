@@ -9,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RECV_WINDOW 4
-
 enum { DIR_ACT = 0, DIR_GRAD = 1 };
 
 static int msg_tag(const struct mp_stage *st, int mb, int v_src, int dir)
@@ -151,51 +149,33 @@ static int drain_pending(struct mp_exec *e, int block, struct mp_err *err);
  * the previous rank was slow to take one, the rank held a slab more than the schedule does and
  * than mp_stage_mem.c predicts (cnn.mp, zbv, M = 4: 131.7 MB for 110.8, 3 runs in 40). The wait
  * ends as soon as that rank's MPI progresses, as the receive was posted with the activation's
- * send (do_send). A receive posted ahead (ahead = 1) does not wait: *s is NULL, not posted. */
-static int slab_for(struct mp_exec *e, int ci, int mb, int ahead, struct mp_slab **s,
-                    struct mp_err *err)
+ * send (do_send). */
+static int slab_for(struct mp_exec *e, int ci, int mb, struct mp_slab **s, struct mp_err *err)
 {
     *s = NULL;
     if (!mp_stage_slab_ready(e->st, ci, mb)) {
         int sending = 0;
         for (int k = 0; k < e->n_pending && !sending; k++)
             sending = e->pending_chunk[k] == ci;
-        if (sending && ahead)
-            return 0;
         if (sending && drain_pending(e, ci, err))
             return -1;
     }
     return (*s = mp_stage_slab_get(e->st, ci, mb, err)) ? 0 : -1;
 }
 
-/* Posts the receive of activation action i straight into its slab. Returns 1 if posted, 0 if it
- * cannot be yet, -1 on error. Gradients' receives are posted by their activation's send. */
-static int post_act_recv(struct mp_exec *e, size_t i, int ahead, struct mp_err *err)
+/* Posts the receive of activation action i straight into its slab, taken now. Gradients'
+ * receives are posted by their activation's send. */
+static int post_act_recv(struct mp_exec *e, size_t i, struct mp_err *err)
 {
     struct mp_stage *st = e->st;
     const struct mp_action *a = &e->acts[i];
     struct mp_chunk *c = &st->chunk[a->chunk];
-    /* A receive posted ahead takes a slab now, held until its forward runs: one such slab at a
-     * time, so the rank never holds more than the schedule itself does plus one (what
-     * mp_stage_mem.c predicts). Bounding only the count held, as max_held does, is not enough:
-     * the count dips between a W and the next F, and a second receive posted in the dip made the
-     * F's own slab one too many (zbv, M >= 8: 59.8 MB for 49.1). */
-    if (ahead && (e->ahead_mb >= 0 || (e->max_held > 0 && st->slabs_held >= e->max_held)))
-        return 0;
     struct mp_slab *s;
-    if (slab_for(e, a->chunk, a->mb, ahead, &s, err))
+    if (slab_for(e, a->chunk, a->mb, &s, err))
         return -1;
-    if (!s)
-        return 0;
-    if (ahead) {
-        e->ahead_chunk = a->chunk;
-        e->ahead_mb = a->mb;
-    }
-    if (mp_xport_irecv(e->x, act_buf(c, s, 0), st->mbs * in_len(st, c) * sizeof(float),
-                       c->prev_rank, msg_tag(st, a->mb, c->v - 1, DIR_ACT), &e->recv_req[i], err))
-        return -1;
-    e->outstanding++;
-    return 1;
+    return mp_xport_irecv(e->x, act_buf(c, s, 0), st->mbs * in_len(st, c) * sizeof(float),
+                          c->prev_rank, msg_tag(st, a->mb, c->v - 1, DIR_ACT), &e->recv_req[i],
+                          err);
 }
 
 /* Posts gradient receive action i into slab s of its micro-batch, just before the activation
@@ -211,37 +191,51 @@ static int post_grad_recv(struct mp_exec *e, size_t i, struct mp_slab *s, struct
                           err);
 }
 
+/* Posts the next activation receive ahead, so the message can land while this rank computes:
+ * into the stage's receive buffer (mp_stage.h recv_ahead), the only one posted ahead at a time.
+ * Not into the micro-batch's slab: whether a slab is free that early depends on when the
+ * previous rank takes a gradient, so the peak held was the prediction in some runs and one slab
+ * less in others (gpt.mp, interleaved, M = 4, --recompute all, beside two busy loops: 4 runs in
+ * 8). Its receive action copies it into the slab, taken where the schedule says. */
 static int post_ahead(struct mp_exec *e, struct mp_err *err)
 {
-    while (e->next_post < e->n_recv && e->outstanding < RECV_WINDOW) {
-        int rc = post_act_recv(e, e->recv_at[e->next_post], 1, err);
-        if (rc < 0)
-            return -1;
-        if (rc == 0)
-            break;
-        e->next_post++;
-    }
+    struct mp_stage *st = e->st;
+    if (e->ahead != SIZE_MAX || e->next_post >= e->n_recv || !st->recv_ahead)
+        return 0;
+    size_t i = e->recv_at[e->next_post];
+    const struct mp_action *a = &e->acts[i];
+    const struct mp_chunk *c = &st->chunk[a->chunk];
+    if (mp_xport_irecv(e->x, st->recv_ahead, st->mbs * in_len(st, c) * sizeof(float),
+                       c->prev_rank, msg_tag(st, a->mb, c->v - 1, DIR_ACT), &e->recv_req[i], err))
+        return -1;
+    e->ahead = i;
+    e->next_post++;
     return 0;
 }
 
 static int do_recv(struct mp_exec *e, size_t i, struct mp_err *err)
 {
-    int is_act = e->acts[i].kind == MP_ACT_RECV_ACT;
-    while (e->recv_req[i] < 0) { /* not posted yet: post every activation's up to it now */
-        if (!is_act || e->next_post >= e->n_recv)
+    const struct mp_action *a = &e->acts[i];
+    int is_act = a->kind == MP_ACT_RECV_ACT;
+    if (e->recv_req[i] < 0) { /* not posted ahead: post it now */
+        if (!is_act || e->next_post >= e->n_recv || e->recv_at[e->next_post] != i)
             return MP_FAIL(err, INTERNAL, "rank %d: receive %zu was not posted", e->st->rank, i);
-        int rc = post_act_recv(e, e->recv_at[e->next_post], 0, err);
-        if (rc <= 0)
-            return rc < 0 ? -1 : MP_FAIL(err, INTERNAL, "rank %d: receive %zu cannot be posted",
-                                         e->st->rank, e->recv_at[e->next_post]);
+        if (post_act_recv(e, i, err))
+            return -1;
         e->next_post++;
     }
     char what[256];
     describe(e, i, what, sizeof what);
     if (mp_xport_wait(e->x, &e->recv_req[i], what, err))
         return -1;
-    if (is_act)
-        e->outstanding--;
+    if (is_act && e->ahead == i) {
+        struct mp_chunk *c = &e->st->chunk[a->chunk];
+        struct mp_slab *s;
+        if (slab_for(e, a->chunk, a->mb, &s, err))
+            return -1;
+        memcpy(act_buf(c, s, 0), e->st->recv_ahead, e->st->mbs * in_len(e->st, c) * sizeof(float));
+        e->ahead = SIZE_MAX;
+    }
     return 0;
 }
 
@@ -318,10 +312,8 @@ static int do_forward(struct mp_exec *e, const struct mp_action *a, struct mp_ex
     struct mp_stage *st = e->st;
     struct mp_chunk *c = &st->chunk[a->chunk];
     struct mp_slab *s;
-    if (slab_for(e, a->chunk, a->mb, 0, &s, err))
+    if (slab_for(e, a->chunk, a->mb, &s, err))
         return -1;
-    if (a->chunk == e->ahead_chunk && a->mb == e->ahead_mb)
-        e->ahead_chunk = e->ahead_mb = -1; /* now the schedule's own: another may go ahead */
     const uint32_t *idx = io->idx + (size_t)(io->mb_offset + a->mb) * st->mbs;
     if (c->v == 0)
         mp_data_gather(io->ds, idx, st->mbs, act_buf(c, s, 0), labels_buf(c, s));
@@ -339,7 +331,7 @@ static int do_forward(struct mp_exec *e, const struct mp_action *a, struct mp_ex
     if (c->next_local >= 0) { /* hand the output to the next chunk of this rank */
         struct mp_chunk *next = &st->chunk[c->next_local];
         struct mp_slab *ns;
-        if (slab_for(e, c->next_local, a->mb, 0, &ns, err))
+        if (slab_for(e, c->next_local, a->mb, &ns, err))
             return -1;
         memcpy(act_buf(next, ns, 0), act_buf(c, s, c->n), st->mbs * out_len(st, c) * sizeof(float));
     }
@@ -591,8 +583,7 @@ static int run_action(struct mp_exec *e, size_t i, struct mp_exec_io *io, struct
 int mp_exec_step(struct mp_exec *e, struct mp_exec_io *io, struct mp_err *err)
 {
     e->next_post = 0;
-    e->outstanding = 0;
-    e->ahead_chunk = e->ahead_mb = -1;
+    e->ahead = SIZE_MAX;
     for (size_t i = 0; i < e->n_acts; i++) {
         if (post_ahead(e, err) || (e->n_pending && drain_pending(e, BLOCK_NONE, err)))
             return -1;

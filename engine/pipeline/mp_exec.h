@@ -42,11 +42,8 @@ struct mp_exec {
     int *recv_req;         /* per action index: posted request or -1 */
     size_t *grad_recv_for; /* per SEND_ACT action index: the RECV_GRAD of its chunk and
                               micro-batch, posted with the send (SIZE_MAX: none) */
-    int outstanding;       /* activation receives posted and not yet waited for */
-    int max_held;          /* slabs this rank may hold when pre-posting an activation receive:
-                              the schedule's own peak in flight + 1 (0: no bound) */
-    int ahead_chunk, ahead_mb; /* the activation receive posted ahead whose forward has not run
-                                  yet, the only one at a time (-1: none) */
+    size_t ahead;          /* the activation receive posted ahead into the stage's recv_ahead and
+                              not yet waited for, the only one at a time (SIZE_MAX: none) */
     struct mp_slab **pending; /* slabs done but with sends still in flight */
     int *pending_chunk;
     int n_pending;

@@ -34,8 +34,8 @@ struct zsplit {
 };
 
 /* The largest over ranks of the activation bytes mp_mem_predict counts for bounds under s (each
- * chunk's pool at its own peak along the rank's action list, plus the slab a receive posted ahead
- * takes): what `train` measures as peak_act_bytes. */
+ * chunk's pool at its own peak along the rank's action list, plus the buffer a receive posted ahead
+ * lands in): what `train` measures as peak_act_bytes. */
 static double acts_peak(const struct zsplit *z, const struct mp_sched *s, const int *bounds)
 {
     struct mp_mem_query q = {.m = z->m, .bounds = bounds, .sched = s, .P = s->P, .V = s->V,

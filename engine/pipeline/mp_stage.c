@@ -251,6 +251,23 @@ static void chunk_neighbours(const struct mp_stage *st, struct mp_chunk *ch)
     ch->prev_local = local[0], ch->next_local = local[1];
 }
 
+static int recv_ahead_init(struct mp_stage *st, struct mp_err *err)
+{
+    size_t floats = 0;
+    for (int c = 0; c < st->V; c++) {
+        const struct mp_chunk *ch = &st->chunk[c];
+        size_t in = st->mbs * mp_layer_in_len(&st->model->layers[ch->first]);
+        if (ch->prev_rank >= 0 && ch->prev_local < 0 && in > floats)
+            floats = in;
+    }
+    if (!floats)
+        return 0;
+    if (!(st->recv_ahead = alloc_floats(floats)))
+        return MP_FAIL(err, NOMEM, "out of memory for the activation receive buffer");
+    st->act_bytes_now = st->act_bytes_peak = floats * sizeof(float);
+    return 0;
+}
+
 int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *bounds, int rank,
                   int P, int V, enum mp_vplace place, int M, size_t mbs, int state_slots,
                   struct mp_err *err)
@@ -290,6 +307,8 @@ int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *boun
         if (chunk_layout(ch, m, mbs, err))
             return -1;
     }
+    if (recv_ahead_init(st, err))
+        return -1;
     st->work_pool = calloc((size_t)V * ((size_t)M + 1), sizeof *st->work_pool);
     st->work_used = calloc((size_t)V * ((size_t)M + 1), sizeof *st->work_used);
     if (!st->work_pool || !st->work_used)
@@ -348,6 +367,7 @@ void mp_stage_free(struct mp_stage *st)
         free(st->work_pool[i]);
     free(st->work_pool);
     free(st->work_used);
+    free(st->recv_ahead);
     free(st->chunk);
     free(st->layer_off);
     free(st->param);

@@ -94,6 +94,10 @@ struct mp_stage {
     int *work_used;
     int n_work;
     size_t work_floats;
+    /* The buffer an activation receive posted ahead lands in (mp_exec.c post_ahead): the input of
+     * the largest chunk fed by another rank, counted as held from the start; NULL when no chunk
+     * is. */
+    float *recv_ahead;
     /* Measured activation memory. */
     size_t act_bytes_now, act_bytes_peak;
     int slabs_held;           /* slabs acquired and not yet released, all chunks */

@@ -1,7 +1,7 @@
 /* Memory one rank holds (DESIGN.md §10), predicted from the same layout rules mp_stage.c allocates
  * by: the arena (parameters, gradients, optimizer state, a slice of it with --zero 1), activation
- * slabs as the rank's own action list keeps them (each chunk's pool grows to its own peak, plus the
- * slab a pre-posted receive may take), a recomputing chunk's work buffers (one segment's or the
+ * slabs as the rank's own action list keeps them (each chunk's pool grows to its own peak), the
+ * buffer a receive posted ahead lands in, a recomputing chunk's work buffers (one segment's or the
  * whole chunk's, mp_stage.h) from its rerun forward to its W, scratch, the tied-E buffer,
  * data-parallel buffers, the data set and the process's fixed overhead. The planner prints it per
  * stage; `train` refuses a layout above --memory-per-rank. */
@@ -60,8 +60,7 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
     memset(&p, 0, sizeof p);
     int slabs[64] = {0}, works = 0;
     walk_actions(q, slabs, &works);
-    double arena = 0, scratch = 0, biggest_light = 0, work_floats = 0;
-    int receives = 0;
+    double arena = 0, scratch = 0, recv_ahead = 0, work_floats = 0;
     for (int c = 0; c < q->V && c < 64; c++) {
         int v = mp_vstage_of(q->sched->place, q->rank, c, q->P);
         int first = q->bounds[v], last = q->bounds[v + 1] - 1;
@@ -80,12 +79,12 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
         double light_b = (double)light * FLOAT_BYTES;
         p.acts += slabs[c] * light_b;
         work_floats = (double)work > work_floats ? (double)work : work_floats;
-        if (v > 0 && slabs[c] < q->sched->M) { /* a pool holds at most M slabs */
-            receives = 1;
-            biggest_light = light_b > biggest_light ? light_b : biggest_light;
+        if (v > 0 && mp_vstage_rank(q->sched->place, v - 1, q->P) != q->rank) {
+            double in = (double)(q->mbs * mp_layer_in_len(&m->layers[first])) * FLOAT_BYTES;
+            recv_ahead = in > recv_ahead ? in : recv_ahead;
         }
     }
-    p.acts += receives ? biggest_light : 0; /* a receive posted ahead takes one slab more */
+    p.acts += recv_ahead; /* the buffer a receive posted ahead lands in (mp_stage.h) */
     p.acts += works * work_floats * FLOAT_BYTES;
     p.params = p.grads = arena * FLOAT_BYTES;
     int slots = q->state_slots ? q->state_slots : 1; /* SGD's arena still has one slot */
