@@ -65,6 +65,15 @@ done
 grep -q '"schedule": "zbv"' "$T/zbv.json" && grep -q '"V": 2' "$T/zbv.json" \
     && ok "a zbv plan has 2 chunks per rank" || bad "zbv plan V"
 
+# Replicas step in lock-step: on a hybrid CPU (2 performance cores, 2 at half speed) data
+# parallelism over all 4 runs at the efficiency cores' pace, though replica 0 has a fast core.
+slowdowns() { python3 -c "import json,sys; print(*[s['slowdown'] for s in json.load(open(sys.argv[1]))['stages']])" "$1"; }
+"$MPIPE" plan models/mlp.mp --stages 1 --dp 4 --memory-per-rank 1G \
+    --topology tests/data/topo_hybrid.xml --out "$T/hybrid.json" >/dev/null 2>"$T/err"
+[ "$(slowdowns "$T/hybrid.json")" = "2.0" ] \
+    && ok "--dp 4 on a hybrid CPU: the stage runs at its slowest replica's pace" \
+    || bad "--dp 4 on a hybrid CPU: slowdown $(slowdowns "$T/hybrid.json"), not 2"
+
 expect_exit 2 "unknown model file" "$MPIPE" plan models/no_such_model.mp --stages 2
 expect_exit 2 "more stages than layers" "$MPIPE" plan models/mlp.mp --stages 64
 grep -q -- "--stages" "$T/err" && ok "message says which --stages fits" || bad "stages message"

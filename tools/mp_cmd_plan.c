@@ -273,8 +273,12 @@ static int partition(struct mp_plan *p, const struct env *e, const struct mp_pla
         int h = mp_cost_held_mb(p->schedule, P, p->V, p->M / D, x);
         hmb[v] = p->V > 1 ? (h + p->V - 1) / p->V : h;
         /* Ranks time-sharing a core (oversubscription) each run that much slower; so do
-         * ranks on the efficiency cores of hybrid CPUs. */
-        slow[v] = mp_place_sharing(pl, x) / mp_place_speed(pl, e->cl, x);
+         * ranks on the efficiency cores of hybrid CPUs. Replicas step in lock-step, so the
+         * stage runs at its slowest replica's pace. */
+        slow[v] = 0;
+        for (int d = 0; d < D; d++)
+            slow[v] = fmax(slow[v], mp_place_sharing(pl, d * P + x) /
+                                        mp_place_speed(pl, e->cl, d * P + x));
         p->stages[v].slowdown = slow[v];
     }
     struct mp_part_problem pr = {
@@ -626,10 +630,11 @@ static double default_cap(const struct mp_cluster *cl, int ranks)
     return cap;
 }
 
-/* The cap layout (P, D) needs with recomputation `mode`, at this M and schedule: its largest
- * rank's predicted peak (0 if it cannot be built). Under auto a rank recomputes only when that
- * makes it smaller, as it would under the smallest cap that fits, so the rank's figure is the
- * smaller of the two. Planned without a cap, so both counts see the same split. */
+/* The cap layout (P, D) needs with recomputation `mode`, at this M and schedule, in whole MiB (0
+ * if it cannot be built). First the split chosen without a cap: its largest rank's predicted peak
+ * (under auto a rank recomputes only when that makes it smaller, as it would under the smallest
+ * cap that fits, so the rank's figure is the smaller of the two; both counts see the same split).
+ * That cap fits; a smaller one may, with another split, and is searched for. */
 static double layout_need(const struct env *e, int P, int D, enum mp_recompute mode,
                           struct mp_err *err)
 {
@@ -653,7 +658,24 @@ static double layout_need(const struct env *e, int P, int D, enum mp_recompute m
     }
     mp_plan_free(&keep);
     mp_plan_free(&rc);
-    return need;
+    /* Under a cap the partitioner may also move layers to the rank with room: the smallest cap
+     * in MiB that a plan with it accepts (gpt.mp, 2 stages, 1F1B, --recompute none: the split
+     * chosen without a cap needs 89M, another fits 87M). */
+    int hi = (int)ceil(need / 1048576.0), lo = 1;
+    x.mem.mode = mode;
+    while (need > 0 && lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        struct mp_plan q;
+        struct mp_err ignored;
+        memset(&q, 0, sizeof q);
+        x.mem.cap = mid * 1048576.0;
+        if (build(&x, P, D, M, &q, &ignored) == 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+        mp_plan_free(&q);
+    }
+    return need > 0 ? hi * 1048576.0 : 0;
 }
 
 /* Nothing fits the cap: say what would (DESIGN.md §10), the fewest stages that fit (one replica,
