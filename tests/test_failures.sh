@@ -59,6 +59,21 @@ claim "... a waited line names rank 0, what it waited for and the silent rank 1"
 train --checkpoint "$TMP/s" --resume --save-weights "$TMP/s.st" >"$TMP/out" 2>"$TMP/err"
 claim "... then --resume completes with the uninterrupted run's bytes" same "$TMP/s.st"
 
+# A rank that stops after announcing itself to a collective of 3 (its roll call out) and before
+# joining it: every rank reached it, so the roll call cannot say who is missing; the second roll
+# call at the deadline names the one that does not answer (chaos seed 7190 found it unnamed).
+MPIPE_FAULT_INJECT=stop_in_collective:21:2
+interrupt_at=$(date +%s.%N)
+mpirun -np 3 --oversubscribe -x MPIPE_TEST_TAG -x MPIPE_FAULT_INJECT "$MPIPE" train \
+    models/tiny_mlp.mp $S >"$TMP/out" 2>"$TMP/err"
+rc=$? took=$(echo "$(date +%s.%N) - $interrupt_at" | bc)
+stray=$(rank_pid 2) && { kill -CONT "$stray"; kill -9 "$stray"; } 2>/dev/null # mpirun ends it
+MPIPE_FAULT_INJECT=
+claim_stopped "3 ranks, rank 2 stopped inside the step's collective" $DEADLINE 3
+claim "... the others name rank 2, which stopped answering" bash -c "
+    grep -Eq 'rank [01] waited [0-9]+ s for .* from rank 2, which reached it and then stopped answering' '$TMP/err' ||
+    { grep -a 'waited' '$TMP/err' | sed 's/^/  /'; exit 1; }"
+
 # A full disk, injected: the second save (step 32, an epoch's end) fails on rank 1 after writing a
 # torn file.
 MPIPE_FAULT_INJECT=ckpt_write:2

@@ -4,6 +4,7 @@
 #include "mp_xport.h"
 
 #include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,8 @@
 
 #define MAX_REQ 4096
 #define TAG_ROLL (1 << 30) /* the roll call of blocking collectives (far above pipeline tags) */
+#define TAG_ALIVE (TAG_ROLL + 1)     /* the second roll call: "are you still there?" */
+#define TAG_ALIVE_ACK (TAG_ROLL + 2) /* its answer, echoing the question's number */
 
 struct mp_xport {
     MPI_Comm comm;
@@ -30,7 +33,13 @@ struct mp_xport {
     int *to_world;        /* this communicator's rank -> world rank (indexes hosts) */
     MPI_Request *roll;    /* 2 * size: a collective's roll call, receives then sends */
     int *roll_in, roll_out;
+    int alive_seq;        /* the last second roll call this rank asked on this communicator */
 };
+
+/* This process's communicators, so a wait on any of them answers a second roll call asked on
+ * another (a rank past a collective that others are stuck in waits elsewhere). */
+static struct mp_xport *live[8];
+static int n_live;
 
 /* Every rank of comm as a world rank, so a failure report names hosts without calling MPI. */
 static int *world_ranks(MPI_Comm comm, MPI_Comm world, int size)
@@ -60,11 +69,16 @@ static int comm_arrays(struct mp_xport *x)
     x->roll_in = calloc((size_t)x->size, sizeof *x->roll_in);
     for (int i = 0; x->roll && i < 2 * x->size; i++)
         x->roll[i] = MPI_REQUEST_NULL;
+    if (n_live < (int)(sizeof live / sizeof live[0]))
+        live[n_live++] = x;
     return x->to_world && x->roll && x->roll_in ? 0 : -1;
 }
 
 static void free_arrays(struct mp_xport *x)
 {
+    for (int i = 0; i < n_live; i++)
+        if (live[i] == x)
+            live[i--] = live[--n_live];
     free(x->to_world);
     free(x->roll);
     free(x->roll_in);
@@ -298,10 +312,72 @@ static int roll_call(struct mp_xport *x, struct mp_err *err)
     return 0;
 }
 
+/* Answers the second roll calls other ranks asked on one of this process's communicators (or
+ * on all of them, x = NULL): a one-int reply, eager, so the blocking send returns at once. */
+static void answer_alive(struct mp_xport *x)
+{
+    for (int i = 0; i < n_live; i++) {
+        struct mp_xport *c = x ? x : live[i];
+        int flag = 1, seq;
+        MPI_Status st;
+        while (MPI_Iprobe(MPI_ANY_SOURCE, TAG_ALIVE, c->comm, &flag, &st) == MPI_SUCCESS && flag &&
+               MPI_Recv(&seq, 1, MPI_INT, st.MPI_SOURCE, TAG_ALIVE, c->comm,
+                        MPI_STATUS_IGNORE) == MPI_SUCCESS)
+            MPI_Send(&seq, 1, MPI_INT, st.MPI_SOURCE, TAG_ALIVE_ACK, c->comm);
+        if (x)
+            return;
+    }
+}
+
+/* The second roll call, when every rank reached a collective that has not ended by the deadline:
+ * asks every other rank whether it is still there and answers theirs, for up to wait_s. A rank
+ * that stopped inside the collective (SIGSTOP, a debugger, a swapped-out VM) cannot answer; one
+ * that waits anywhere else, or computes between kernels, does. Sets answered[p]. */
+static void second_roll_call(struct mp_xport *x, double wait_s, int *answered)
+{
+    int n = x->size, seq = ++x->alive_seq, left = 0;
+    MPI_Request *rq = malloc(sizeof *rq * (size_t)n);
+    int *in = calloc((size_t)n, sizeof *in);
+    for (int p = 0; p < n; p++) {
+        answered[p] = p == x->rank;
+        if (!rq || !in || p == x->rank)
+            continue;
+        rq[p] = MPI_REQUEST_NULL;
+        if (MPI_Irecv(&in[p], 1, MPI_INT, p, TAG_ALIVE_ACK, x->comm, &rq[p]) == MPI_SUCCESS &&
+            MPI_Send(&seq, 1, MPI_INT, p, TAG_ALIVE, x->comm) == MPI_SUCCESS)
+            left++;
+    }
+    double t0 = MPI_Wtime();
+    while (left > 0 && MPI_Wtime() - t0 < wait_s) {
+        answer_alive(NULL);
+        for (int p = 0; p < n; p++) {
+            int done = 0;
+            if (answered[p] || rq[p] == MPI_REQUEST_NULL ||
+                MPI_Test(&rq[p], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS || !done)
+                continue;
+            if (in[p] == seq)
+                answered[p] = 1, left--;
+            else /* an answer to an earlier question: wait for this one's */
+                MPI_Irecv(&in[p], 1, MPI_INT, p, TAG_ALIVE_ACK, x->comm, &rq[p]);
+        }
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    for (int p = 0; rq && p < n; p++)
+        if (p != x->rank && rq[p] != MPI_REQUEST_NULL) {
+            MPI_Cancel(&rq[p]);
+            MPI_Request_free(&rq[p]);
+        }
+    free(rq);
+    free(in);
+}
+
 /* Who a collective waits for at its deadline: " from rank 1, which never reached it (rank 1 is
- * on host h)", the missing ranks named; or, when all of them came, that one stopped inside it:
- * between two ranks that one is the other rank, named (test_failures' SIGSTOP can land inside the
- * checkpoint's agreement, after rank 1's roll call went out). */
+ * on host h)", the missing ranks named; or, when all of them came, the one that stopped inside
+ * it: between two ranks that is the other rank (test_failures' SIGSTOP can land inside the
+ * checkpoint's agreement, after rank 1's roll call went out); with more, the ranks that do not
+ * answer a second roll call (chaos seed 7190: a SIGSTOP inside a 3-rank collective went
+ * unnamed). */
 static void roll_missing(struct mp_xport *x, char *buf, size_t len)
 {
     char list[128] = "", ph[160];
@@ -316,8 +392,25 @@ static void roll_missing(struct mp_xport *x, char *buf, size_t len)
         }
     }
     if (n == 0 && x->size != 2) {
-        snprintf(buf, len, " (a collective over ranks 0..%d: all of them reached it, so one "
-                 "stopped inside it)", x->size - 1);
+        int *answered = calloc((size_t)x->size, sizeof *answered);
+        double wait = x->deadline_s / 4 < 0.5 ? 0.5 : x->deadline_s / 4 > 5 ? 5 : x->deadline_s / 4;
+        if (answered)
+            second_roll_call(x, wait, answered);
+        for (int p = 0; answered && p < x->size && at + 16 < sizeof list; p++)
+            if (!answered[p]) {
+                at += (size_t)snprintf(list + at, sizeof list - at, "%s%d", n++ ? ", " : "", p);
+                last = p;
+            }
+        free(answered);
+        if (n == 0) {
+            snprintf(buf, len, " (a collective over ranks 0..%d: all of them reached it and "
+                     "answer, so it is stuck inside MPI)", x->size - 1);
+            return;
+        }
+        if (n == 1)
+            peer_host(x, last, ph, sizeof ph);
+        snprintf(buf, len, " from rank%s %s, which reached it and then stopped answering (a "
+                 "second roll call, %.1f s)%s", n > 1 ? "s" : "", list, wait, n == 1 ? ph : "");
         return;
     }
     if (n == 0)
@@ -382,18 +475,46 @@ static int poll_request(struct mp_xport *x, MPI_Request *r, int peer, int roll, 
             return told(err);
         }
         if (++spins > 2000) {
+            if (waited > 0.2)
+                answer_alive(NULL); /* another rank's second roll call (roll_missing) */
             struct timespec ts = {0, 20000};
             nanosleep(&ts, NULL);
         }
     }
 }
 
-/* A blocking collective already started as *r: its roll call, then the poll. */
-static int poll_collective(struct mp_xport *x, MPI_Request *r, int root, const char *what,
-                           struct mp_err *err)
+/* MPIPE_FAULT_INJECT=stop_in_collective:N:RANK (tests only): world rank RANK stops itself
+ * (SIGSTOP) at its N-th blocking collective, after its roll call went out and before it joins:
+ * every rank reached the collective, so only the second roll call can name the one that stopped. */
+static void fault_stop_in_collective(const struct mp_xport *x)
+{
+    static unsigned long long count;
+    const char *f = getenv("MPIPE_FAULT_INJECT");
+    unsigned long long at;
+    int who;
+    char end;
+    count++;
+    if (f && sscanf(f, "stop_in_collective:%llu:%d%c", &at, &who, &end) == 2 && count == at &&
+        x->to_world[x->rank] == who) {
+        MPI_Waitall(x->size, x->roll + x->size, MPI_STATUSES_IGNORE); /* the roll call is out */
+        raise(SIGSTOP);
+    }
+}
+
+/* Before a blocking collective starts: its roll call. */
+static int announce(struct mp_xport *x, struct mp_err *err)
 {
     if (x->size > 1 && roll_call(x, err) < 0)
         return -1;
+    if (x->size > 1)
+        fault_stop_in_collective(x);
+    return 0;
+}
+
+/* A blocking collective announced and started as *r: the poll. */
+static int poll_collective(struct mp_xport *x, MPI_Request *r, int root, const char *what,
+                           struct mp_err *err)
+{
     return poll_request(x, r, root, x->size > 1, what, err);
 }
 
@@ -430,11 +551,16 @@ void mp_xport_progress(struct mp_xport *x)
 {
     int flag = 0;
     MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, x->comm, &flag, MPI_STATUS_IGNORE);
+    static unsigned calls;
+    if (++calls % 64 == 0) /* a rank computing still answers (roll_missing) */
+        answer_alive(NULL);
 }
 
 int mp_xport_barrier(struct mp_xport *x, const char *what, struct mp_err *err)
 {
     MPI_Request r;
+    if (announce(x, err))
+        return -1;
     int rc = MPI_Ibarrier(x->comm, &r);
     if (rc != MPI_SUCCESS)
         return mpi_fail(x, rc, "MPI_Ibarrier", -1, -1, err);
@@ -445,6 +571,8 @@ static int allreduce(struct mp_xport *x, double *buf, size_t n, MPI_Op op, const
                      struct mp_err *err)
 {
     MPI_Request r;
+    if (announce(x, err))
+        return -1;
     int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, op, x->comm, &r);
     if (rc != MPI_SUCCESS)
         return mpi_fail(x, rc, "MPI_Iallreduce", -1, -1, err);
@@ -467,6 +595,8 @@ int mp_xport_bcast(struct mp_xport *x, void *buf, size_t bytes, int root, const 
                    struct mp_err *err)
 {
     MPI_Request r;
+    if (announce(x, err))
+        return -1;
     int rc = MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, x->comm, &r);
     if (rc != MPI_SUCCESS)
         return mpi_fail(x, rc, "MPI_Ibcast", root, -1, err);
@@ -477,6 +607,8 @@ int mp_xport_allgather(struct mp_xport *x, const void *mine, void *all, size_t b
                        const char *what, struct mp_err *err)
 {
     MPI_Request r;
+    if (announce(x, err))
+        return -1;
     int rc = MPI_Iallgather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, x->comm, &r);
     if (rc != MPI_SUCCESS)
         return mpi_fail(x, rc, "MPI_Iallgather", -1, -1, err);
@@ -659,6 +791,8 @@ int mp_xport_alltoallv_f(struct mp_xport *x, const float *send, const int *scoun
                          const char *what, struct mp_err *err)
 {
     MPI_Request r;
+    if (announce(x, err))
+        return -1;
     int rc = MPI_Ialltoallv(send, scounts, sdispls, MPI_FLOAT, recv, rcounts, rdispls, MPI_FLOAT,
                             x->comm, &r);
     if (rc != MPI_SUCCESS)
@@ -671,6 +805,8 @@ int mp_xport_allgatherv_f(struct mp_xport *x, const float *send, int count, floa
                           struct mp_err *err)
 {
     MPI_Request r;
+    if (announce(x, err))
+        return -1;
     int rc = MPI_Iallgatherv(send ? send : MPI_IN_PLACE, count, MPI_FLOAT, recv, counts, displs,
                              MPI_FLOAT, x->comm, &r);
     if (rc != MPI_SUCCESS)
@@ -682,6 +818,8 @@ int mp_xport_allreduce_sum_f(struct mp_xport *x, float *buf, size_t n, const cha
                              struct mp_err *err)
 {
     MPI_Request r;
+    if (announce(x, err))
+        return -1;
     int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, x->comm, &r);
     if (rc != MPI_SUCCESS)
         return mpi_fail(x, rc, "MPI_Iallreduce", -1, -1, err);
