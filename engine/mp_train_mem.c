@@ -1,6 +1,7 @@
 /* Memory of the training loop's rank (DESIGN.md §10): its predicted peak by kind (the engine's own
  * allocation rules, mp_stage_mem.h), recomputation per stage (from the plan, --recompute, or where
  * the cap needs it), and the refusal to start a layout predicted above --memory-per-rank. */
+#include <math.h>
 #include <stdlib.h>
 
 #include "mp_train_loop.h"
@@ -70,12 +71,16 @@ int mp__train_memory(struct loop *L, int **recompute, struct mp_err *err)
     for (int r = 0; r < L->wsize; r++) {
         double need = all[2 * r], cap_r = all[2 * r + 1];
         if (cap_r > 0 && need > cap_r) {
-            char a[32], b[32];
-            MP_FAIL(err, USAGE, "rank %d would need %s, over --memory-per-rank %s: "
+            /* MiB to a tenth, and the cap to give rounded up: 92 723 254 bytes said "would need
+             * 88 MiB, over --memory-per-rank 88 MiB ... a cap of at least 88 MiB", which does
+             * not fit. */
+            char b[32];
+            MP_FAIL(err, USAGE, "rank %d would need %.1f MiB, over --memory-per-rank %s: "
                     "use more stages (mpipe plan --stages auto --memory-per-rank ... finds the "
-                    "fewest that fit)%s, or a cap of at least %s",
-                    r, mp_err_size(need, a, sizeof a), mp_err_size(cap_r, b, sizeof b),
-                    auto_on || c->recompute == 2 ? "" : ", --recompute all", a);
+                    "fewest that fit)%s, or a cap of at least %.0fM",
+                    r, need / 1048576.0, mp_err_size(cap_r, b, sizeof b),
+                    auto_on || c->recompute == 2 ? "" : ", --recompute all",
+                    ceil(need / 1048576.0));
             free(all);
             return mp_err_mark_shared(err);
         }

@@ -79,4 +79,13 @@ cnn_zbv=$(result_field peak_act_bytes <"$TMP/cnn_zbv.out")
 echo "  cnn.mp, M = 2: 1f1b $cnn_1f1b bytes, zbv $cnn_zbv"
 claim "cnn.mp, M = 2: zbv's activation peak is at most 1F1B's" \
     test -n "$cnn_zbv" -a -n "$cnn_1f1b" -a "${cnn_zbv:-1}" -le "${cnn_1f1b:-0}"
+# train's refusal names the cap to give, rounded up: it fits, and one MiB less is refused again
+# (the need of 92 723 254 bytes was said as "88 MiB", and 88M does not fit).
+G=(models/gpt.mp --max-steps 1 --batch 8 --eval-windows 2 --recompute none)
+$RUN $MPIPE train "${G[@]}" --memory-per-rank 60M >"$TMP/refused.out" 2>&1
+asked=$(sed -n 's/.*would need .*a cap of at least \([0-9]*\)M.*/\1/p' "$TMP/refused.out" | head -1)
+claim "train's refusal asks for a cap in whole MiB (${asked:-none})" test -n "$asked"
+claim "... which fits" $RUN $MPIPE train "${G[@]}" --memory-per-rank "${asked:-0}M"
+claim "... and one MiB less does not" exits_with 2 "would need" $RUN $MPIPE train "${G[@]}" \
+    --memory-per-rank "$((${asked:-1} - 1))M"
 finish

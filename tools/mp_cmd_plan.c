@@ -660,7 +660,7 @@ static double layout_need(const struct env *e, int P, int D, enum mp_recompute m
     mp_plan_free(&rc);
     /* Under a cap the partitioner may also move layers to the rank with room: the smallest cap
      * in MiB that a plan with it accepts (gpt.mp, 2 stages, 1F1B, --recompute none: the split
-     * chosen without a cap needs 89M, another fits 87M). */
+     * chosen without a cap needs 89M, another fits 86M). */
     int hi = (int)ceil(need / 1048576.0), lo = 1;
     x.mem.mode = mode;
     while (need > 0 && lo < hi) {
