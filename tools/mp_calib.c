@@ -55,9 +55,9 @@ static void operands_free(void)
         free(ops[i].p), ops[i].p = NULL, ops[i].n = 0;
 }
 
-/* Median seconds of one call of c through mp_gemm (the path training takes), after two warm-up
- * calls: at least 3 repeats and 10 ms, at most 50 repeats. */
-static double time_call(const struct mp_gemm_call *c, struct mp_err *err)
+/* Median seconds of one call of c through mp_gemm (the path training takes) over at least one call
+ * and 3 ms, at most 50 calls; after two warm-up calls when `warm_up` (the shape's first round). */
+static double time_call(const struct mp_gemm_call *c, int warm_up, struct mp_err *err)
 {
     size_t rows_a = c->trans_a ? c->k : c->m, rows_b = c->trans_b ? c->n : c->k;
     float *a = operand(&ops[0], rows_a * c->lda + 1), *b = operand(&ops[1], rows_b * c->ldb + 1);
@@ -67,11 +67,11 @@ static double time_call(const struct mp_gemm_call *c, struct mp_err *err)
     if (!a || !b || !cc)
         return MP_FAIL(err, NOMEM, "out of memory timing a %zux%zux%zu GEMM", c->m, c->n, c->k);
     float beta = c->beta_zero ? 0.0f : 1.0f;
-    for (int w = 0; w < 2; w++)
+    for (int w = 0; warm_up && w < 2; w++)
         mp_gemm(c->trans_a, c->trans_b, c->m, c->n, c->k, 1.0f, a, c->lda, b, c->ldb, beta, cc,
                 c->ldc);
     double start = mp__calib_now();
-    while (n < 50 && (n < 3 || mp__calib_now() - start < 0.01)) {
+    while (n < 50 && (n < 1 || mp__calib_now() - start < 0.003)) {
         double t0 = mp__calib_now();
         mp_gemm(c->trans_a, c->trans_b, c->m, c->n, c->k, 1.0f, a, c->lda, b, c->ldb, beta, cc,
                 c->ldc);
@@ -86,7 +86,7 @@ static double time_call(const struct mp_gemm_call *c, struct mp_err *err)
  * cut: BLIS's loops around its micro-kernel make the time linear in m, n and k once each spans
  * its cache blocks, and the strides stay the shape's own, so memory is walked as training walks
  * it. (Sliced against whole on the shapes of models/gpt*.mp: within a few per cent.) */
-static double time_gemm(const struct mp_gemm_call *c, struct mp_err *err)
+static double time_gemm(const struct mp_gemm_call *c, int warm_up, struct mp_err *err)
 {
     double flops = 2.0 * (double)c->m * (double)c->n * (double)c->k;
     struct mp_gemm_call s = *c;
@@ -97,23 +97,21 @@ static double time_gemm(const struct mp_gemm_call *c, struct mp_err *err)
         d = &s.k;
     size_t full = *d, cut = (size_t)((double)full * SLICE_FLOPS / flops);
     if (flops <= SLICE_FLOPS || full <= SLICE_MIN)
-        return time_call(c, err);
+        return time_call(c, warm_up, err);
     *d = cut < SLICE_MIN ? SLICE_MIN : cut;
-    double sec = time_call(&s, err);
+    double sec = time_call(&s, warm_up, err);
     return sec < 0 ? sec : sec * (double)full / (double)*d;
 }
 
-/* The recorded calls of pass p into e's call counts, timing the shapes the cache lacks. */
+/* The recorded calls of pass p into e's call counts; a shape the cache lacks is added untimed (NaN
+ * seconds) for time_pending. */
 static int count_calls(struct mp_calib_rates *r, const struct mp_gemm_rec *rec,
                        struct mp_calib_pass *e, int p, struct mp_err *err)
 {
     for (size_t i = 0; i < rec->n; i++) {
         struct mp_calib_shape *s = mp__calib_find(r, &rec->calls[i]);
         if (!s) {
-            double sec = time_gemm(&rec->calls[i], err);
-            if (sec < 0)
-                return -1;
-            if (!(s = mp__calib_add(r, &rec->calls[i], sec)))
+            if (!(s = mp__calib_add(r, &rec->calls[i], NAN)))
                 return MP_FAIL(err, NOMEM, "out of memory");
             s->used = 2, r->dirty = 1;
         }
@@ -121,6 +119,43 @@ static int count_calls(struct mp_calib_rates *r, const struct mp_gemm_rec *rec,
             return MP_FAIL(err, NOMEM, "out of memory");
     }
     return 0;
+}
+
+#define ROUNDS 3 /* of time_pending */
+
+/* Times every shape added untimed, in ROUNDS rounds over all of them: a shape's seconds are the
+ * median of its rounds, so a burst of noise (another process, a VM's stolen time) spoils one
+ * round of a few shapes, not a shape. Timed one after another, each shape's 10 ms could fall
+ * wholly inside one: three caches of this VM disagreed 2-4x on single shapes (128x1024x784
+ * transposed: 143, 136 and 31 GFLOPS), and a cache keeps what it was told. */
+static int time_pending(struct mp_calib_rates *r, struct mp_err *err)
+{
+    size_t n = 0, k = 0;
+    for (size_t i = 0; i < r->n; i++)
+        n += isnan(r->v[i].s);
+    if (n == 0)
+        return 0;
+    size_t *at = malloc(n * sizeof *at);
+    double *t = malloc(n * ROUNDS * sizeof *t);
+    if (!at || !t) {
+        free(at), free(t);
+        return MP_FAIL(err, NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < r->n; i++)
+        if (isnan(r->v[i].s))
+            at[k++] = i;
+    int rc = 0;
+    for (int round = 0; round < ROUNDS && !rc; round++)
+        for (size_t j = 0; j < n && !rc; j++) {
+            double sec = time_gemm(&r->v[at[j]].c, round == 0, err);
+            if (sec < 0)
+                rc = -1;
+            t[j * ROUNDS + (size_t)round] = sec;
+        }
+    for (size_t j = 0; j < n && !rc; j++)
+        r->v[at[j]].s = mp_bench_median(t + j * ROUNDS, ROUNDS);
+    free(at), free(t);
+    return rc;
 }
 
 /* The GEMM seconds of pass p from e's call counts. */
@@ -322,6 +357,28 @@ void mp_calib_free(struct mp_cost_table *t)
     memset(t, 0, sizeof *t);
 }
 
+/* t's rows: each layer's passes at each size (a layer costing what an earlier one does, its
+ * twin's), timing what the cache lacks (again: everything). */
+static int fill_rows(struct mp_calib_rates *r, const struct mp_model *m, const size_t *mbs,
+                     int again, struct mp_cost_table *t, struct mp_err *err)
+{
+    int rc = 0;
+    for (int j = 0; j < t->n_mbs && !rc; j++) {
+        t->mbs[j] = mbs[j];
+        for (int i = 1; i < m->n_layers && !rc; i++) {
+            double *row = &t->t[((size_t)j * (size_t)m->n_layers + (size_t)i) * 3];
+            int twin = 1;
+            while (twin < i && !same_cost(m, &m->layers[twin], &m->layers[i]))
+                twin++;
+            if (twin < i)
+                memcpy(row, row - (size_t)(i - twin) * 3, 3 * sizeof *row);
+            else
+                rc = time_layer(r, m, i, mbs[j], again, row, err);
+        }
+    }
+    return rc;
+}
+
 int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_optim_kind optim,
                    int recalibrate, struct mp_cost_table *t, char *source, size_t source_len,
                    struct mp_err *err)
@@ -339,19 +396,14 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
     t->mbs = malloc((size_t)(n ? n : 1) * sizeof *t->mbs);
     t->t = calloc((size_t)n * (size_t)m->n_layers * 3 + 1, sizeof *t->t);
     int rc = t->mbs && t->t ? 0 : MP_FAIL(err, NOMEM, "out of memory");
-    for (int j = 0; j < n && !rc; j++) {
-        t->mbs[j] = mbs[j];
-        for (int i = 1; i < m->n_layers && !rc; i++) {
-            double *row = &t->t[((size_t)j * (size_t)m->n_layers + (size_t)i) * 3];
-            int twin = 1;
-            while (twin < i && !same_cost(m, &m->layers[twin], &m->layers[i]))
-                twin++;
-            if (twin < i)
-                memcpy(row, row - (size_t)(i - twin) * 3, 3 * sizeof *row);
-            else
-                rc = time_layer(&r, m, i, mbs[j], recalibrate, row, err);
-        }
-    }
+    /* Every pass's element-wise part and GEMM calls, then the shapes new to the cache timed
+     * together, then the rows from both. */
+    if (!rc)
+        rc = fill_rows(&r, m, mbs, recalibrate, t, err);
+    if (!rc)
+        rc = time_pending(&r, err);
+    if (!rc)
+        rc = fill_rows(&r, m, mbs, 0, t, err);
     if (!rc && n > 0)
         rc = correct(&r, m, optim, recalibrate, t, err);
     for (int j = 0; !rc && j < n && m->n_layers > 1; j++) { /* the batch's copy, stage 0's F */
