@@ -37,6 +37,9 @@ case " ${FAKE_PLAY:-} " in
 *" report-hang:$n "*) # a rank reported its failure, mpirun waits on a silent host
     echo "rank 0 on host h1: rank 0 waited 5 s for x from rank 1" >>"${FAKE_CKPT:?}/failures.log"
     sleep 300 & echo $! >"$FAKE_DIR/child"; sleep 300 ;;
+*" rank-killed:$n "*) # a rank killed with -9: mpirun says so and exits 128 + 9
+    echo "mpirun noticed that process rank 1 with PID 0 on node h1 exited on signal 9 (Killed)." >&2
+    exit 137 ;;
 *" orphan:$n "*) # mpirun killed under its ranks: one outlives it, one reported its end
     sleep 300 & echo $! >"$FAKE_DIR/child"
     echo "rank 1 on host h1: rank 1 lost its launcher (mpirun, or this host's orted, ended)" \
@@ -234,6 +237,15 @@ claim "mpirun killed under its ranks: the rank left running is ended, then the r
              [ \"\$(cut -d' ' -f3 /proc/$(cat "$FAKE_DIR/child")/stat)\" != Z ]; }"
 claim "... and the ranks' own report (DIR/failures.log) is shown" \
     grep -q "mpipe-run: reported by rank 1 on host h1: rank 1 lost its launcher" "$TMP/err"
+claim "... and mpipe-run itself says mpirun was ended by a signal: the job lost its launcher" \
+    grep -q "mpipe-run: attempt 1: mpirun was ended by SIGKILL and reported nothing: the job lost its launcher" "$TMP/err"
+# A rank killed: mpirun reports it and exits 137 as well; that is not mpirun's own end.
+C="$TMP/c9"
+fresh "$C"
+FAKE_CKPT=$C FAKE_PLAY=rank-killed:1 "$RUN" --retries 1 -- "$FAKE" -np 2 "$MPIPE" train $T \
+    --checkpoint "$C" >"$TMP/out" 2>"$TMP/err"
+claim "a rank killed (mpirun's report, exit 137): not called mpirun's own end" \
+    bash -c "[ -e '$FAKE_DIR/attempt-2' ] && ! grep -q 'mpirun was ended by' '$TMP/err'"
 
 # SIGTERM to the supervisor reaches the attempt's process group, and nothing is retried.
 C="$TMP/c7"
