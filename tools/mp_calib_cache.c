@@ -13,7 +13,10 @@
 #include "mp_calib.h"
 #include "mp_optim.h"
 
-#define CACHE_FORMAT "mpipe machine rates 3"
+/* 4: GEMM shapes timed in rounds (mp_calib.c time_pending); a file of format 3 may hold shapes
+ * timed once inside a burst of noise, 2-4x off, so it is measured again. */
+#define CACHE_FORMAT "mpipe machine rates 4"
+#define CACHE_FORMAT_STEM "mpipe machine rates "
 
 static void cpu_model(char *out, size_t len)
 {
@@ -288,6 +291,9 @@ static const char *foreign(const struct mp_calib_rates *r, json_t *root)
     if (!root || !json_is_object(root))
         return "not a JSON object (corrupt)";
     const char *fmt = json_string_value(json_object_get(root, "format"));
+    if (fmt && strcmp(fmt, CACHE_FORMAT) &&
+        !strncmp(fmt, CACHE_FORMAT_STEM, strlen(CACHE_FORMAT_STEM)))
+        return "written by another mpipe in an older way of measuring (foreign)";
     if (!fmt || strcmp(fmt, CACHE_FORMAT))
         return "not an mpipe rates file of this format (corrupt)";
     const char *cpu = json_string_value(json_object_get(root, "cpu"));
