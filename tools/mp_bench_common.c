@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "mp_bench.h"
+#include "mp_cli.h"
 #include "mp_gemm.h"
 
 int mp_bench_wants_help(int argc, char **argv)
@@ -62,7 +63,7 @@ void mp_bench_header(const struct mp_bench *b, const char *what, const char *met
     char date[64];
     strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", localtime(&now));
     fprintf(b->out, "# mpipe bench %s -- mpipe %s (%s), %s\n", what, MPIPE_VERSION,
-            MPIPE_GIT_HASH, date);
+            mp_git_hash(), date);
     fprintf(b->out, "# ranks %d on %d host%s (rank 0 on %s); BLIS threads %s, kernels %s\n",
             b->size, b->n_hosts, b->n_hosts == 1 ? "" : "s", mp_xport_host(b->x),
             threads ? threads : "unset (BLIS default)", mp_gemm_arch());

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "mp_calib.h"
+#include "mp_cli.h"
 #include "mp_optim.h"
 
 /* 4: GEMM shapes timed in rounds (mp_calib.c time_pending); a file of format 3 may hold shapes
@@ -53,7 +54,7 @@ static void machine_key(struct mp_calib_rates *r)
     cpu_model(r->cpu, sizeof r->cpu);
     snprintf(r->blis, sizeof r->blis, "BLIS %s, %s kernels", mp_gemm_blis_version(),
              mp_gemm_arch());
-    snprintf(r->version, sizeof r->version, "mpipe %s (%s)", MPIPE_VERSION, MPIPE_GIT_HASH);
+    snprintf(r->version, sizeof r->version, "mpipe %s (%s)", MPIPE_VERSION, mp_git_hash());
 }
 
 /* FNV-1a over the key, so one directory can hold the files of several machines or builds. */

@@ -8,6 +8,10 @@
 
 struct mp_xport;
 
+/* The commit this binary was built from, short hash ("unknown" outside git): written at build time
+ * (cmake/version_hash.cmake), for --version, benchmark headers and the rates cache key. */
+const char *mp_git_hash(void);
+
 int mp_cmd_train(int argc, char **argv, struct mp_err *err);  /* mp_cmd_train.c */
 int mp_cmd_plan(int argc, char **argv, struct mp_err *err);   /* mp_cmd_plan.c */
 int mp_cmd_sim(int argc, char **argv, struct mp_err *err);    /* mp_cmd_sim.c */

@@ -82,7 +82,7 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("mpipe %s (%s)\n", MPIPE_VERSION, MPIPE_GIT_HASH);
+        printf("mpipe %s (%s)\n", MPIPE_VERSION, mp_git_hash());
         return 0;
     }
     /* BLIS picks its kernel set from the environment on first use: do that now, before MPI starts
