@@ -163,19 +163,24 @@ static int slab_for(struct mp_exec *e, int ci, int mb, struct mp_slab **s, struc
     return (*s = mp_stage_slab_get(e->st, ci, mb, err)) ? 0 : -1;
 }
 
-/* Posts the receive of activation action i straight into its slab, taken now. Gradients'
- * receives are posted by their activation's send. */
-static int post_act_recv(struct mp_exec *e, size_t i, struct mp_err *err)
+/* Bytes of a micro-batch's input to chunk c, or of its gradient: one message between ranks. */
+static size_t act_in_bytes(const struct mp_stage *st, const struct mp_chunk *c)
+{
+    return st->mbs * in_len(st, c) * sizeof(float);
+}
+
+/* Posts the receive of activation action i into buf, or when buf is NULL straight into its slab,
+ * taken now. Gradients' receives are posted by their activation's send. */
+static int post_act_recv(struct mp_exec *e, size_t i, float *buf, struct mp_err *err)
 {
     struct mp_stage *st = e->st;
     const struct mp_action *a = &e->acts[i];
     struct mp_chunk *c = &st->chunk[a->chunk];
     struct mp_slab *s;
-    if (slab_for(e, a->chunk, a->mb, &s, err))
+    if (!buf && slab_for(e, a->chunk, a->mb, &s, err))
         return -1;
-    return mp_xport_irecv(e->x, act_buf(c, s, 0), st->mbs * in_len(st, c) * sizeof(float),
-                          c->prev_rank, msg_tag(st, a->mb, c->v - 1, DIR_ACT), &e->recv_req[i],
-                          err);
+    return mp_xport_irecv(e->x, buf ? buf : act_buf(c, s, 0), act_in_bytes(st, c), c->prev_rank,
+                          msg_tag(st, a->mb, c->v - 1, DIR_ACT), &e->recv_req[i], err);
 }
 
 /* Posts gradient receive action i into slab s of its micro-batch, just before the activation
@@ -199,14 +204,10 @@ static int post_grad_recv(struct mp_exec *e, size_t i, struct mp_slab *s, struct
  * gradient. Its receive action copies it into the slab, taken where the schedule says. */
 static int post_ahead(struct mp_exec *e, struct mp_err *err)
 {
-    struct mp_stage *st = e->st;
-    if (e->ahead != SIZE_MAX || e->next_post >= e->n_recv || !st->recv_ahead)
+    if (e->ahead != SIZE_MAX || e->next_post >= e->n_recv || !e->st->recv_ahead)
         return 0;
     size_t i = e->recv_at[e->next_post];
-    const struct mp_action *a = &e->acts[i];
-    const struct mp_chunk *c = &st->chunk[a->chunk];
-    if (mp_xport_irecv(e->x, st->recv_ahead, st->mbs * in_len(st, c) * sizeof(float),
-                       c->prev_rank, msg_tag(st, a->mb, c->v - 1, DIR_ACT), &e->recv_req[i], err))
+    if (post_act_recv(e, i, e->st->recv_ahead, err))
         return -1;
     e->ahead = i;
     e->next_post++;
@@ -220,7 +221,7 @@ static int do_recv(struct mp_exec *e, size_t i, struct mp_err *err)
     if (e->recv_req[i] < 0) { /* not posted ahead: post it now */
         if (!is_act || e->next_post >= e->n_recv || e->recv_at[e->next_post] != i)
             return MP_FAIL(err, INTERNAL, "rank %d: receive %zu was not posted", e->st->rank, i);
-        if (post_act_recv(e, i, err))
+        if (post_act_recv(e, i, NULL, err))
             return -1;
         e->next_post++;
     }
@@ -233,7 +234,7 @@ static int do_recv(struct mp_exec *e, size_t i, struct mp_err *err)
         struct mp_slab *s;
         if (slab_for(e, a->chunk, a->mb, &s, err))
             return -1;
-        memcpy(act_buf(c, s, 0), e->st->recv_ahead, e->st->mbs * in_len(e->st, c) * sizeof(float));
+        memcpy(act_buf(c, s, 0), e->st->recv_ahead, act_in_bytes(e->st, c));
         e->ahead = SIZE_MAX;
     }
     return 0;
@@ -447,8 +448,7 @@ static int do_backward_input(struct mp_exec *e, size_t i, struct mp_exec_io *io,
         struct mp_slab *ps = mp_stage_slab_find(st, c->prev_local, a->mb);
         if (!ps)
             return MP_FAIL(err, INTERNAL, "rank %d: no slab for chunk %d", st->rank, c->prev_local);
-        memcpy(grad_buf(prev, ps, prev->n), grad_buf(c, s, 0),
-               st->mbs * in_len(st, c) * sizeof(float));
+        memcpy(grad_buf(prev, ps, prev->n), grad_buf(c, s, 0), act_in_bytes(st, c));
     }
     return 0;
 }
@@ -515,7 +515,7 @@ static int do_send(struct mp_exec *e, const struct mp_action *a, struct mp_err *
         return mp_xport_isend(e->x, act_buf(c, s, c->n), st->mbs * out_len(st, c) * sizeof(float),
                               c->next_rank, msg_tag(st, a->mb, c->v, DIR_ACT),
                               &s->send_req[0], err);
-    if (mp_xport_isend(e->x, grad_buf(c, s, 0), st->mbs * in_len(st, c) * sizeof(float),
+    if (mp_xport_isend(e->x, grad_buf(c, s, 0), act_in_bytes(st, c),
                        c->prev_rank, msg_tag(st, a->mb, c->v, DIR_GRAD),
                        &s->send_req[1], err))
         return -1;

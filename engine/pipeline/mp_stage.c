@@ -251,15 +251,23 @@ static void chunk_neighbours(const struct mp_stage *st, struct mp_chunk *ch)
     ch->prev_local = local[0], ch->next_local = local[1];
 }
 
-static int recv_ahead_init(struct mp_stage *st, struct mp_err *err)
+size_t mp_stage_recv_ahead_floats(const struct mp_model *m, const int *bounds,
+                                  enum mp_vplace place, int rank, int P, int V, size_t mbs)
 {
     size_t floats = 0;
-    for (int c = 0; c < st->V; c++) {
-        const struct mp_chunk *ch = &st->chunk[c];
-        size_t in = st->mbs * mp_layer_in_len(&st->model->layers[ch->first]);
-        if (ch->prev_rank >= 0 && ch->prev_local < 0 && in > floats)
+    for (int c = 0; c < V; c++) {
+        int v = mp_vstage_of(place, rank, c, P);
+        size_t in = mbs * mp_layer_in_len(&m->layers[bounds[v]]);
+        if (v > 0 && mp_vstage_rank(place, v - 1, P) != rank && in > floats)
             floats = in;
     }
+    return floats;
+}
+
+static int recv_ahead_init(struct mp_stage *st, const int *bounds, struct mp_err *err)
+{
+    size_t floats = mp_stage_recv_ahead_floats(st->model, bounds, st->place, st->rank, st->P,
+                                               st->V, st->mbs);
     if (!floats)
         return 0;
     if (!(st->recv_ahead = alloc_floats(floats)))
@@ -307,7 +315,7 @@ int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *boun
         if (chunk_layout(ch, m, mbs, err))
             return -1;
     }
-    if (recv_ahead_init(st, err))
+    if (recv_ahead_init(st, bounds, err))
         return -1;
     st->work_pool = calloc((size_t)V * ((size_t)M + 1), sizeof *st->work_pool);
     st->work_used = calloc((size_t)V * ((size_t)M + 1), sizeof *st->work_used);
@@ -412,7 +420,6 @@ struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct
     s->f_done = s->b_done = s->w_done = s->grad_sent = 0;
     ch->by_mb[mb] = s;
     st->act_bytes_now += ch->light_floats * sizeof(float);
-    st->slabs_held++;
     if (st->act_bytes_now > st->act_bytes_peak)
         st->act_bytes_peak = st->act_bytes_now;
     return s;
@@ -431,5 +438,4 @@ void mp_stage_slab_release(struct mp_stage *st, int chunk, struct mp_slab *s)
     ch->by_mb[s->mb] = NULL;
     s->mb = -1;
     st->act_bytes_now -= ch->light_floats * sizeof(float);
-    st->slabs_held--;
 }

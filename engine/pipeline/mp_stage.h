@@ -100,7 +100,6 @@ struct mp_stage {
     float *recv_ahead;
     /* Measured activation memory. */
     size_t act_bytes_now, act_bytes_peak;
-    int slabs_held;           /* slabs acquired and not yet released, all chunks */
 };
 
 /* Optimizer state slot `slot` at arena offset `off`, or NULL when this rank does not hold it. */
@@ -154,6 +153,11 @@ static inline enum mp_rc mp_stage_rc_kind(const struct mp_sched *s, int r, int c
  * part (kept per micro-batch in flight) and the work buffer (0 for MP_RC_OFF). */
 void mp_stage_slab_floats(const struct mp_model *m, int first, int last, size_t mbs, enum mp_rc rc,
                           size_t *light, size_t *work);
+/* Floats of the buffer a receive posted ahead lands in on `rank` (mp_exec.c post_ahead): the
+ * input of its largest chunk fed by another rank, 0 when none is. mp_stage_init allocates it,
+ * mp_stage_mem.c predicts it. */
+size_t mp_stage_recv_ahead_floats(const struct mp_model *m, const int *bounds,
+                                  enum mp_vplace place, int rank, int P, int V, size_t mbs);
 
 /* Tied embeddings (DESIGN.md §9): E's gradient has two accumulators, the embed's scatter-add and
  * the head's GEMM, each a running sum in micro-batch order. Once both are final (after any data-

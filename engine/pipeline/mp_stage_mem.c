@@ -60,7 +60,7 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
     memset(&p, 0, sizeof p);
     int slabs[64] = {0}, works = 0;
     walk_actions(q, slabs, &works);
-    double arena = 0, scratch = 0, recv_ahead = 0, work_floats = 0;
+    double arena = 0, scratch = 0, work_floats = 0;
     for (int c = 0; c < q->V && c < 64; c++) {
         int v = mp_vstage_of(q->sched->place, q->rank, c, q->P);
         int first = q->bounds[v], last = q->bounds[v + 1] - 1;
@@ -79,12 +79,9 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
         double light_b = (double)light * FLOAT_BYTES;
         p.acts += slabs[c] * light_b;
         work_floats = (double)work > work_floats ? (double)work : work_floats;
-        if (v > 0 && mp_vstage_rank(q->sched->place, v - 1, q->P) != q->rank) {
-            double in = (double)(q->mbs * mp_layer_in_len(&m->layers[first])) * FLOAT_BYTES;
-            recv_ahead = in > recv_ahead ? in : recv_ahead;
-        }
     }
-    p.acts += recv_ahead; /* the buffer a receive posted ahead lands in (mp_stage.h) */
+    p.acts += (double)mp_stage_recv_ahead_floats(m, q->bounds, q->sched->place, q->rank, q->P,
+                                                 q->V, q->mbs) * FLOAT_BYTES;
     p.acts += works * work_floats * FLOAT_BYTES;
     p.params = p.grads = arena * FLOAT_BYTES;
     int slots = q->state_slots ? q->state_slots : 1; /* SGD's arena still has one slot */

@@ -312,20 +312,18 @@ static int roll_call(struct mp_xport *x, struct mp_err *err)
     return 0;
 }
 
-/* Answers the second roll calls other ranks asked on one of this process's communicators (or
- * on all of them, x = NULL): a one-int reply, eager, so the blocking send returns at once. */
-static void answer_alive(struct mp_xport *x)
+/* Answers the second roll calls other ranks asked on any of this process's communicators: a
+ * one-int reply, eager, so the blocking send returns at once. */
+static void answer_alive(void)
 {
     for (int i = 0; i < n_live; i++) {
-        struct mp_xport *c = x ? x : live[i];
+        struct mp_xport *c = live[i];
         int flag = 1, seq;
         MPI_Status st;
         while (MPI_Iprobe(MPI_ANY_SOURCE, TAG_ALIVE, c->comm, &flag, &st) == MPI_SUCCESS && flag &&
                MPI_Recv(&seq, 1, MPI_INT, st.MPI_SOURCE, TAG_ALIVE, c->comm,
                         MPI_STATUS_IGNORE) == MPI_SUCCESS)
             MPI_Send(&seq, 1, MPI_INT, st.MPI_SOURCE, TAG_ALIVE_ACK, c->comm);
-        if (x)
-            return;
     }
 }
 
@@ -349,7 +347,7 @@ static void second_roll_call(struct mp_xport *x, double wait_s, int *answered)
     }
     double t0 = MPI_Wtime();
     while (left > 0 && MPI_Wtime() - t0 < wait_s) {
-        answer_alive(NULL);
+        answer_alive();
         for (int p = 0; p < n; p++) {
             int done = 0;
             if (answered[p] || rq[p] == MPI_REQUEST_NULL ||
@@ -476,7 +474,7 @@ static int poll_request(struct mp_xport *x, MPI_Request *r, int peer, int roll, 
         }
         if (++spins > 2000) {
             if (waited > 0.2)
-                answer_alive(NULL); /* another rank's second roll call (roll_missing) */
+                answer_alive(); /* another rank's second roll call (roll_missing) */
             struct timespec ts = {0, 20000};
             nanosleep(&ts, NULL);
         }
@@ -504,10 +502,11 @@ static void fault_stop_in_collective(const struct mp_xport *x)
 /* Before a blocking collective starts: its roll call. */
 static int announce(struct mp_xport *x, struct mp_err *err)
 {
-    if (x->size > 1 && roll_call(x, err) < 0)
+    if (x->size == 1)
+        return 0;
+    if (roll_call(x, err) < 0)
         return -1;
-    if (x->size > 1)
-        fault_stop_in_collective(x);
+    fault_stop_in_collective(x);
     return 0;
 }
 
@@ -553,7 +552,7 @@ void mp_xport_progress(struct mp_xport *x)
     MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, x->comm, &flag, MPI_STATUS_IGNORE);
     static unsigned calls;
     if (++calls % 64 == 0) /* a rank computing still answers (roll_missing) */
-        answer_alive(NULL);
+        answer_alive();
 }
 
 int mp_xport_barrier(struct mp_xport *x, const char *what, struct mp_err *err)
