@@ -1,9 +1,11 @@
-/* The only file that includes blis.h: row-major single-precision GEMM through two BLIS call paths
- * (cblas_sgemm, which takes BLIS's small/unpacked "sup" kernels, and bli_sgemm_ex with sup
- * disabled, the packed large-kernel path), the fixed shape rule that picks between them, and the
- * one-time BLIS set-up (sub-configuration, one thread). The rule is a table of measurements, never
+/* With mp_gemm_loops.c, the only file that includes blis.h: row-major single-precision GEMM
+ * through three call paths (cblas_sgemm, which takes BLIS's small/unpacked "sup" kernels;
+ * bli_sgemm_ex with sup disabled, the packed large-kernel path; and mpipe's own loops and packing
+ * around BLIS's micro-kernel, mp_gemm_loops.c), the fixed shape rule that picks between them, and
+ * the one-time BLIS set-up (sub-configuration, one thread). The rule is a table of measurements, never
  * a timing taken at run time (DESIGN.md §6): a shape always runs the same kernel, same bits. */
 #include "mp_gemm.h"
+#include "mp_gemm_loops.h"
 
 #include <blis.h>
 #include <cblas.h>
@@ -16,6 +18,7 @@
 
 static rntm_t native_rntm;
 static arch_t active_arch;
+static int loops_ok; /* mp__gemm_loops serves this BLIS configuration */
 static pthread_once_t native_once = PTHREAD_ONCE_INIT;
 
 /* BLIS 0.9 picks `skx` (AVX-512 kernels) only when it can tell the core has two 512-bit FMA units;
@@ -87,6 +90,7 @@ static void native_setup(void)
     bli_rntm_init_from_global(&native_rntm);
     bli_rntm_disable_l3_sup(&native_rntm);
     active_arch = bli_arch_query_id();
+    loops_ok = mp__gemm_loops_available();
 }
 
 const char *mp_gemm_path_name(enum mp_gemm_path p)
@@ -94,6 +98,7 @@ const char *mp_gemm_path_name(enum mp_gemm_path p)
     switch (p) {
     case MP_GEMM_CBLAS: return "cblas";
     case MP_GEMM_NATIVE: return "native";
+    case MP_GEMM_LOOPS: return "mpipe";
     default: return "?";
     }
 }
@@ -102,8 +107,9 @@ const char *mp_gemm_path_name(enum mp_gemm_path p)
  * thread, best of 3 runs of C += op(A)·op(B)).
  *
  * skx: BLIS 0.9 has no single-precision sup kernels for skx, so both paths run the same packed
- * AVX-512 kernels and return the same bits (checked on every MLP and CNN shape); the packed path
- * is named explicitly. GFLOPS (two runs): dense 1024->1024 at B=256 fwd 128-142 / dx 136-148 /
+ * AVX-512 kernels and return the same bits (checked on every MLP and CNN shape). Both also pack
+ * the 32-wide operand element by element (mp_gemm_loops.c), so skx takes mpipe's loops, which
+ * return the same bits again (test_gemm) with packing that runs x·Wᵀ at 1.2-1.6x. GFLOPS (two runs): dense 1024->1024 at B=256 fwd 128-142 / dx 136-148 /
  * dW 145-162; at B=32 48-54 / 73-80 / 110-121; 784->1024 at B=1024 fwd 143-165; conv2 per
  * sample fwd 94-101 / dcol 122-128 / dW 93; conv1 per sample fwd 65 / dW 32; 1024->10 fwd 14-25.
  * Thin shapes lose against haswell's sup kernels (1024->10 fwd 70-75, conv1 dW 71-80), but they
@@ -175,7 +181,7 @@ static enum mp_gemm_path rule(int trans_a, int trans_b, size_t m, size_t n, size
 {
     pthread_once(&native_once, native_setup);
     if (active_arch == BLIS_ARCH_SKX)
-        return MP_GEMM_NATIVE;
+        return loops_ok ? MP_GEMM_LOOPS : MP_GEMM_NATIVE;
     size_t lo = m < n ? m : n;
     if (k < lo)
         lo = k;
@@ -246,7 +252,9 @@ void mp_gemm_path(enum mp_gemm_path path, int trans_a, int trans_b, size_t m, si
     /* BLIS treats k == 0 as C = beta·C; so do we, but without reading A or B. */
     if (m == 1 || n == 1)
         gemv(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-    else if (path == MP_GEMM_NATIVE)
+    else if (path == MP_GEMM_LOOPS && loops_ok && k > 0)
+        mp__gemm_loops(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    else if (path == MP_GEMM_NATIVE || path == MP_GEMM_LOOPS)
         gemm_native(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     else
         gemm_cblas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

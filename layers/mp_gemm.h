@@ -1,4 +1,4 @@
-/* The only door to BLIS. Row-major C = alpha * op(A) * op(B) + beta * C with explicit leading
+/* The only door to BLIS (mp_gemm.c and its mp_gemm_loops.c). Row-major C = alpha * op(A) * op(B) + beta * C with explicit leading
  * dimensions. Which BLIS call path runs is a fixed function of the shape (DESIGN.md §6: never
  * decided by timing at run time), chosen from `mpipe bench gemm` measurements. */
 #ifndef MP_GEMM_H
@@ -9,6 +9,8 @@
 enum mp_gemm_path {
     MP_GEMM_CBLAS,  /* cblas_sgemm: BLIS's default, takes the small/unpacked "sup" kernels */
     MP_GEMM_NATIVE, /* bli_sgemm_ex with sup disabled: packed, large-kernel path */
+    MP_GEMM_LOOPS,  /* mpipe's own loops and packing around BLIS's micro-kernel (where BLIS
+                       packs element by element: mp_gemm_loops.c); elsewhere the native path */
     MP_GEMM_PATH_COUNT
 };
 

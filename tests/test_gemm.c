@@ -1,4 +1,4 @@
-/* mp_gemm: both BLIS call paths against a double-accumulated reference on odd shapes, with
+/* mp_gemm: every call path (BLIS's two and mpipe's loops around BLIS's micro-kernel) against a double-accumulated reference on odd shapes, with
  * transposes, leading dimensions wider than the matrices and beta 0 or 1; bitwise determinism;
  * independence from buffer alignment; and the path rule being a fixed function of the shape. */
 #include <setjmp.h>
@@ -196,10 +196,11 @@ static void test_path_rule_is_a_fixed_function_of_the_shape(void **state)
     (void)state;
     const char *arch = mp_gemm_arch();
     if (strcmp(arch, "skx") == 0) {
-        /* No single-precision sup kernels there: both paths are the packed one, named as such. */
-        assert_int_equal(mp_gemm_path_for(1, 1, 1), MP_GEMM_NATIVE);
-        assert_int_equal(mp_gemm_path_for_op(0, 1, 256, 10, 1024), MP_GEMM_NATIVE);
-        assert_int_equal(mp_gemm_path_for_op(1, 0, 1024, 784, 32), MP_GEMM_NATIVE);
+        /* No single-precision sup kernels there: every shape takes mpipe's loops around the
+         * packed micro-kernel (BLIS's skx MR of 32 has no packing kernel). */
+        assert_int_equal(mp_gemm_path_for(1, 1, 1), MP_GEMM_LOOPS);
+        assert_int_equal(mp_gemm_path_for_op(0, 1, 256, 10, 1024), MP_GEMM_LOOPS);
+        assert_int_equal(mp_gemm_path_for_op(1, 0, 1024, 784, 32), MP_GEMM_LOOPS);
         return;
     }
     assert_int_equal(mp_gemm_path_for(1, 1, 1), MP_GEMM_CBLAS);
@@ -230,6 +231,40 @@ static void test_path_names_are_stable(void **state)
     (void)state;
     assert_string_equal(mp_gemm_path_name(MP_GEMM_CBLAS), "cblas");
     assert_string_equal(mp_gemm_path_name(MP_GEMM_NATIVE), "native");
+    assert_string_equal(mp_gemm_path_name(MP_GEMM_LOOPS), "mpipe");
+}
+
+/* mpipe's loops (mp_gemm_loops.c) block the problem as BLIS does and call its micro-kernel on
+ * the same micro-panels, so they return BLIS's native bits, on any shape: edge tiles, a last k
+ * block BLIS merges (k = 784: 384 + 400; k = 2000: four of 384 and 464), each transpose, buffers
+ * at two alignments. Where the loops do not serve the configuration the path is the native one,
+ * and this holds trivially. */
+static void test_loops_give_blis_native_bits(void **state)
+{
+    (void)state;
+    static const struct shape shapes[] = {
+        {256, 1024, 1024}, {256, 1024, 784}, {1024, 784, 256}, {17, 31, 33}, {250, 37, 513},
+        {129, 257, 40},    {64, 64, 2000},   {33, 481, 385},  {2, 2, 1},
+    };
+    struct mp_rng rng;
+    mp_rng_seed(&rng, 12);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        struct shape s = shapes[i];
+        float *a = fill(s.m * s.k, &rng), *b = fill(s.k * s.n, &rng), *c = fill(s.m * s.n, &rng);
+        for (int t = 0; t < 4; t++)
+            for (size_t off = 0; off < 2; off++) {
+                float *c1 = run_at_offset(MP_GEMM_NATIVE, t >> 1, t & 1, s, a, b, c, off);
+                float *c2 = run_at_offset(MP_GEMM_LOOPS, t >> 1, t & 1, s, a, b, c, off);
+                if (memcmp(c1, c2, s.m * s.n * sizeof(float)))
+                    fail_msg("%zux%zux%zu ta %d tb %d offset %zu: loops differ from native",
+                             s.m, s.n, s.k, t >> 1, t & 1, off);
+                free(c1);
+                free(c2);
+            }
+        free(a);
+        free(b);
+        free(c);
+    }
 }
 
 /* mp_gemm.c's rule rests on this: skx has no single-precision sup kernels, so there the two paths
@@ -347,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_mp_gemm_runs_the_path_its_rule_names),
         cmocka_unit_test(test_path_rule_is_a_fixed_function_of_the_shape),
         cmocka_unit_test(test_path_names_are_stable),
+        cmocka_unit_test(test_loops_give_blis_native_bits),
         cmocka_unit_test(test_on_skx_both_paths_give_the_same_bits),
         cmocka_unit_test(test_arch_names_a_blis_configuration),
         cmocka_unit_test(test_x86_with_avx2_never_runs_the_reference_kernels),

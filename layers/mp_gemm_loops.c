@@ -1,0 +1,259 @@
+/* mpipe's own GEMM loops and packing around BLIS's micro-kernel, for the configuration where
+ * BLIS 0.9 packs slowly.
+ *
+ * BLIS copies each operand into micro-panels before its micro-kernel runs over them, through a
+ * packing kernel chosen by the panel's width; its table of packing kernels ends at width 31
+ * (BLIS_NUM_PACKM_KERS), and any wider panel is packed by the generic element-by-element scal2m.
+ * The skx sgemm micro-kernel is 32 x 12, so on every AVX-512 machine every sgemm packs its
+ * 32-wide operand that way. Measured on one core of an EPYC Zen5 (skx kernels, 256x1024x1024,
+ * `perf`): the packing copy was 19% of x·W (182 GFLOPS) and 38% of x·Wᵀ (134 GFLOPS), where the
+ * rows of Wᵀ are gathered from W's columns. This file runs BLIS's own five loops (DESIGN.md §8:
+ * Goto's algorithm, BLIS's blocksizes from its context) with packing that copies a row of the
+ * source at a time, and calls the same micro-kernel on the same micro-panel layout.
+ *
+ * Like BLIS with a micro-kernel that prefers column-stored C, it computes the transposed
+ * problem: C' = Cᵀ (n x m, column-stored: row-major C read with the strides swapped) =
+ * A' B' with A' = op(B)ᵀ (n x k, packed MR rows at a time) and B' = op(A)ᵀ (k x m, packed NR
+ * columns at a time). Its blocks are BLIS's (step), the k blocks in order, the first with the
+ * caller's beta and the rest with 1: the bits are BLIS's own for the same shape, a fixed function
+ * of the shape (DESIGN.md §6). */
+#include "mp_gemm_loops.h"
+
+#include <blis.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+#include <stdlib.h>
+#include <string.h>
+
+static struct {
+    sgemm_ukr_ft ukr;
+    cntx_t *cntx;
+    size_t mr, nr, mc, kc, nc;         /* BLIS's default blocksizes */
+    size_t mc_max, kc_max, nc_max;     /* and its maxima (see step) */
+} k_;
+static int have_avx512; /* the packing's fast path: asked once by mp__gemm_loops_available */
+
+int mp__gemm_loops_available(void)
+{
+    cntx_t *cntx = bli_gks_query_cntx();
+    dim_t mr = bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_MR, cntx);
+    dim_t nr = bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_NR, cntx);
+    /* Only where BLIS would pack through scal2m, and only with the panel layout the loops write:
+     * packed widths equal to MR and NR (no padding between rows of a micro-panel). */
+    if (mr < BLIS_NUM_PACKM_KERS || bli_cntx_get_blksz_max_dt(BLIS_FLOAT, BLIS_MR, cntx) != mr ||
+        bli_cntx_get_blksz_max_dt(BLIS_FLOAT, BLIS_NR, cntx) != nr ||
+        bli_cntx_l3_nat_ukr_prefers_rows_dt(BLIS_FLOAT, BLIS_GEMM_UKR, cntx))
+        return 0;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    have_avx512 = __builtin_cpu_supports("avx512f");
+#endif
+    k_.ukr = (sgemm_ukr_ft)bli_cntx_get_l3_nat_ukr_dt(BLIS_FLOAT, BLIS_GEMM_UKR, cntx);
+    k_.cntx = cntx;
+    k_.mr = (size_t)mr, k_.nr = (size_t)nr;
+    k_.mc = (size_t)bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_MC, cntx);
+    k_.kc = (size_t)bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_KC, cntx);
+    k_.nc = (size_t)bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_NC, cntx);
+    k_.mc_max = (size_t)bli_cntx_get_blksz_max_dt(BLIS_FLOAT, BLIS_MC, cntx);
+    k_.kc_max = (size_t)bli_cntx_get_blksz_max_dt(BLIS_FLOAT, BLIS_KC, cntx);
+    k_.nc_max = (size_t)bli_cntx_get_blksz_max_dt(BLIS_FLOAT, BLIS_NC, cntx);
+    return k_.ukr && k_.kc > 0 && k_.mc_max >= k_.mc && k_.kc_max >= k_.kc &&
+           k_.nc_max >= k_.nc;
+}
+
+/* The block at i of a dimension dim: BLIS's rule (bli_determine_blocksize_f_sub), the default
+ * size, or all that is left when that is at most the maximum. The k blocks decide the bits: with
+ * the same blocks in the same order, the same micro-kernel returns BLIS's own bits. */
+static size_t step(size_t i, size_t dim, size_t def, size_t max)
+{
+    return dim - i <= max ? dim - i : def;
+}
+
+/* The packed blocks: MC x KC of A' and KC x NC of B', 64-byte aligned (the micro-kernel loads
+ * whole vectors of a micro-panel), grown once and kept. Per thread, as BLIS's own pool is. */
+static _Thread_local float *buf_a, *buf_b;
+static _Thread_local size_t cap_a, cap_b;
+
+static float *block(float **p, size_t *cap, size_t n)
+{
+    if (n > *cap) {
+        free(*p);
+        *p = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+        *cap = *p ? n : 0;
+    }
+    return *p;
+}
+
+/* Packs `w` x `len` of X into one micro-panel p (p[i + l*width], width = MR or NR): element
+ * (i, l) of the panel is x[i*rs + l*cs], one of rs and cs being 1. Rows past w are zero (an edge
+ * panel: the micro-kernel computes the whole tile and stores only its m x n). */
+static void pack_panel_scalar(const float *x, size_t rs, size_t cs, size_t w, size_t len,
+                              size_t width, float *restrict p)
+{
+    for (size_t l = 0; l < len; l++)
+        for (size_t i = 0; i < width; i++)
+            p[i + l * width] = i < w ? x[i * rs + l * cs] : 0.0f;
+}
+
+#if defined(__x86_64__)
+/* Transposes 16 vectors in place: r[j] lane i becomes the old r[i] lane j. */
+__attribute__((target("avx512f"))) static void transpose16(__m512 *r)
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        __m512d t0 = _mm512_castps_pd(t[i]), t1 = _mm512_castps_pd(t[i + 1]);
+        __m512d t2 = _mm512_castps_pd(t[i + 2]), t3 = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    for (int i = 0; i < 4; i++) { /* 128-bit lanes: 0x88 takes the even ones, 0xdd the odd */
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+        r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+        r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
+    }
+}
+
+static __mmask16 first(size_t n) /* a mask of the first n (at most 16) lanes */
+{
+    return (__mmask16)((1u << (n < 16 ? n : 16)) - 1u);
+}
+
+/* pack_panel_scalar with AVX-512 (the micro-kernel's own instruction set) where the panel's rows
+ * are rows of X (cs == 1): 16 x 16 blocks loaded row by row and stored transposed. */
+__attribute__((target("avx512f"))) static void pack_panel_avx512(const float *x, size_t rs,
+                                                                 size_t w, size_t len,
+                                                                 size_t width, float *restrict p)
+{
+    for (size_t l0 = 0; l0 < len; l0 += 16) {
+        size_t lb = len - l0 < 16 ? len - l0 : 16;
+        for (size_t i0 = 0; i0 < width; i0 += 16) {
+            __m512 r[16];
+            for (size_t i = 0; i < 16; i++)
+                r[i] = i0 + i < w ? _mm512_maskz_loadu_ps(first(lb), x + (i0 + i) * rs + l0)
+                                  : _mm512_setzero_ps();
+            transpose16(r);
+            for (size_t j = 0; j < lb; j++)
+                _mm512_mask_storeu_ps(p + (l0 + j) * width + i0, first(width - i0), r[j]);
+        }
+    }
+}
+
+/* pack_block where the panels' rows lie side by side in X (rs == 1), a group of panels (about
+ * 100 floats of a row of X) at a time: for each l, the group's run of row l is read once and
+ * dealt out to its panels' column l. Panel by panel, each line of X was read again by the next
+ * panel, rows a leading dimension apart (4 KB for 1024 floats, one L1 set); dealing a whole row
+ * to all panels at once wrote to too many panels at a time (86 for 1024 columns). Both ran
+ * weight-gradient shapes at 0.65-0.9 of BLIS's own packing. */
+__attribute__((target("avx512f"))) static void pack_block_side_avx512(const float *x, size_t cs,
+                                                                      size_t rows, size_t len,
+                                                                      size_t width, float *p)
+{
+    size_t group = (128 / width) * width; /* 96 floats of 12-wide panels, 128 of 32-wide */
+    for (size_t g = 0; g < rows; g += group) {
+        size_t g_end = rows - g < group ? rows : g + group;
+        for (size_t l = 0; l < len; l++) {
+            const float *src = x + l * cs;
+            for (size_t i = g; i < g_end; i += width) {
+                size_t w = g_end - i < width ? g_end - i : width;
+                float *dst = p + i * len + l * width;
+                for (size_t i0 = 0; i0 < width; i0 += 16)
+                    _mm512_mask_storeu_ps(dst + i0, first(width - i0),
+                                          _mm512_maskz_loadu_ps(first(w > i0 ? w - i0 : 0),
+                                                                src + i + i0));
+            }
+        }
+    }
+}
+#endif
+
+static void pack_panel(const float *x, size_t rs, size_t cs, size_t w, size_t len, size_t width,
+                       float *restrict p)
+{
+#if defined(__x86_64__)
+    if (have_avx512 && cs == 1) {
+        pack_panel_avx512(x, rs, w, len, width, p);
+        return;
+    }
+#endif
+    pack_panel_scalar(x, rs, cs, w, len, width, p);
+}
+
+/* Packs rows [0, rows) x columns [0, len) of X (element (i, l) at x[i*rs + l*cs]) as
+ * consecutive micro-panels of `width` rows, each width*len floats. */
+static void pack_block(const float *x, size_t rs, size_t cs, size_t rows, size_t len,
+                       size_t width, float *p)
+{
+#if defined(__x86_64__)
+    if (have_avx512 && rs == 1) {
+        pack_block_side_avx512(x, cs, rows, len, width, p);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < rows; i += width)
+        pack_panel(x + i * rs, rs, cs, rows - i < width ? rows - i : width, len, width,
+                   p + i * len);
+}
+
+void mp__gemm_loops(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                    const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                    size_t ldc)
+{
+    const size_t mr = k_.mr, nr = k_.nr;
+    /* A'(i, l) = op(B)(l, i); B'(l, j) = op(A)(j, l), packed as B'ᵀ's rows (NR of them a panel). */
+    size_t rs_a = trans_b ? ldb : 1, cs_a = trans_b ? 1 : ldb;
+    size_t rs_b = trans_a ? 1 : lda, cs_b = trans_a ? lda : 1;
+    size_t m2 = n, n2 = m; /* C' = Cᵀ */
+    size_t mc_max = m2 < k_.mc_max ? m2 : k_.mc_max, kc_max = k < k_.kc_max ? k : k_.kc_max;
+    size_t nc_max = n2 < k_.nc_max ? n2 : k_.nc_max;
+    float *pa = block(&buf_a, &cap_a, (mc_max + mr - 1) / mr * mr * kc_max);
+    float *pb = block(&buf_b, &cap_b, (nc_max + nr - 1) / nr * nr * kc_max);
+    if (!pa || !pb)
+        abort(); /* a few MB, once per thread: as BLIS does when its own pool cannot grow */
+    auxinfo_t aux;
+    memset(&aux, 0, sizeof aux);
+    bli_auxinfo_set_schema_a(BLIS_PACKED_ROW_PANELS, &aux);
+    bli_auxinfo_set_schema_b(BLIS_PACKED_COL_PANELS, &aux);
+    for (size_t jc = 0, nc; jc < n2; jc += nc) {
+        nc = step(jc, n2, k_.nc, k_.nc_max);
+        for (size_t pc = 0, kc; pc < k; pc += kc) {
+            kc = step(pc, k, k_.kc, k_.kc_max);
+            float beta_k = pc == 0 ? beta : 1.0f;
+            pack_block(a + jc * rs_b + pc * cs_b, rs_b, cs_b, nc, kc, nr, pb);
+            bli_auxinfo_set_is_a((inc_t)(mr * kc), &aux);
+            bli_auxinfo_set_is_b((inc_t)(nr * kc), &aux);
+            for (size_t ic = 0, mc; ic < m2; ic += mc) {
+                mc = step(ic, m2, k_.mc, k_.mc_max);
+                pack_block(b + ic * rs_a + pc * cs_a, rs_a, cs_a, mc, kc, mr, pa);
+                /* The macro-kernel: NR columns of C' at a time, MR rows within them. */
+                for (size_t jr = 0; jr < nc; jr += nr) {
+                    float *b_panel = pb + jr * kc;
+                    for (size_t ir = 0; ir < mc; ir += mr) {
+                        float *a_panel = pa + ir * kc;
+                        int last_i = ir + mr >= mc, last_j = jr + nr >= nc;
+                        bli_auxinfo_set_next_a(last_i ? pa : a_panel + mr * kc, &aux);
+                        bli_auxinfo_set_next_b(last_i && !last_j ? b_panel + nr * kc : b_panel,
+                                               &aux);
+                        k_.ukr((dim_t)(mc - ir < mr ? mc - ir : mr),
+                               (dim_t)(nc - jr < nr ? nc - jr : nr), (dim_t)kc, &alpha, a_panel,
+                               b_panel, &beta_k, c + (jc + jr) * ldc + (ic + ir), 1, (inc_t)ldc,
+                               &aux, k_.cntx);
+                    }
+                }
+            }
+        }
+    }
+}

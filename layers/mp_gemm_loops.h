@@ -1,0 +1,18 @@
+/* mpipe's own loops and packing around BLIS's micro-kernel (mp_gemm_loops.c says why). Only
+ * mp_gemm.c includes this header: it is one of mp_gemm's paths. */
+#ifndef MP_GEMM_LOOPS_H
+#define MP_GEMM_LOOPS_H
+
+#include <stddef.h>
+
+/* Whether this BLIS configuration is one the loops serve: BLIS would pack one operand of every
+ * sgemm element by element (no packing kernel for its micro-kernel's MR), and the micro-kernel
+ * prefers column-stored C. Asked once, after BLIS is initialised. */
+int mp__gemm_loops_available(void);
+/* Row-major C (m, n) = alpha op(A) op(B) + beta C, as mp_gemm; m, n, k > 0. Deterministic: the
+ * blocking and the order of the k blocks are fixed functions of the shape. */
+void mp__gemm_loops(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                    const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
+                    size_t ldc);
+
+#endif
