@@ -7,9 +7,10 @@
  * The skx sgemm micro-kernel is 32 x 12, so on every AVX-512 machine every sgemm packs its
  * 32-wide operand that way. Measured on one core of an EPYC Zen5 (skx kernels, 256x1024x1024,
  * `perf`): the packing copy was 19% of x·W (182 GFLOPS) and 38% of x·Wᵀ (134 GFLOPS), where the
- * rows of Wᵀ are gathered from W's columns. This file runs BLIS's own five loops (DESIGN.md §8:
- * Goto's algorithm, BLIS's blocksizes from its context) with packing that copies a row of the
- * source at a time, and calls the same micro-kernel on the same micro-panel layout.
+ * rows of Wᵀ are gathered from W's columns. This file runs BLIS's own five loops around the
+ * micro-kernel (Goto's algorithm, with BLIS's blocksizes from its context), packs with AVX-512 and
+ * software prefetch, and calls the same micro-kernel on the same micro-panel layout. The
+ * arithmetic is all BLIS's: this file only copies and loops.
  *
  * Like BLIS with a micro-kernel that prefers column-stored C, it computes the transposed
  * problem: C' = Cᵀ (n x m, column-stored: row-major C read with the strides swapped) =
