@@ -59,7 +59,7 @@ fresh() { # fresh DIR: a checkpoint dir whose newest manifest has M 4, batch 64;
 }
 # PID $1 is alive and not a zombie. /proc/PID/stat is read once: a process killed between two reads
 # (a test for the file, then its state) made the state empty, and "not Z", so an ended process
-# counted as running (a soak beside a busy loop, 1 run in 3).
+# counted as running (a soak beside a busy loop: its 7th run).
 running() {
     local s
     s=$(cat "/proc/$1/stat" 2>/dev/null) && [ -n "$s" ] || return 1
