@@ -2,8 +2,9 @@
  * through three call paths (cblas_sgemm, which takes BLIS's small/unpacked "sup" kernels;
  * bli_sgemm_ex with sup disabled, the packed large-kernel path; and mpipe's own loops and packing
  * around BLIS's micro-kernel, mp_gemm_loops.c), the fixed shape rule that picks between them, and
- * the one-time BLIS set-up (sub-configuration, one thread). The rule is a table of measurements, never
- * a timing taken at run time (DESIGN.md §6): a shape always runs the same kernel, same bits. */
+ * the one-time BLIS set-up (sub-configuration, one thread). The rule is a table of measurements,
+ * never a timing taken at run time (DESIGN.md §6): a shape always runs the same kernel, same
+ * bits. */
 #include "mp_gemm.h"
 #include "mp_gemm_loops.h"
 
@@ -109,9 +110,10 @@ const char *mp_gemm_path_name(enum mp_gemm_path p)
  * skx: BLIS 0.9 has no single-precision sup kernels for skx, so both paths run the same packed
  * AVX-512 kernels and return the same bits (checked on every MLP and CNN shape). Both also pack
  * the 32-wide operand element by element (mp_gemm_loops.c), so skx takes mpipe's loops, which
- * return the same bits again (test_gemm) with packing that runs x·Wᵀ at 1.2-1.6x. GFLOPS (two runs): dense 1024->1024 at B=256 fwd 128-142 / dx 136-148 /
- * dW 145-162; at B=32 48-54 / 73-80 / 110-121; 784->1024 at B=1024 fwd 143-165; conv2 per
- * sample fwd 94-101 / dcol 122-128 / dW 93; conv1 per sample fwd 65 / dW 32; 1024->10 fwd 14-25.
+ * return the same bits again (test_gemm) with packing that runs x·Wᵀ at 1.2-1.6x. GFLOPS of the
+ * BLIS paths (two runs): dense 1024->1024 at B=256 fwd 128-142 / dx 136-148 / dW 145-162; at
+ * B=32 48-54 / 73-80 / 110-121; 784->1024 at B=1024 fwd 143-165; conv2 per sample fwd 94-101 /
+ * dcol 122-128 / dW 93; conv1 per sample fwd 65 / dW 32; 1024->10 fwd 14-25.
  * Thin shapes lose against haswell's sup kernels (1024->10 fwd 70-75, conv1 dW 71-80), but they
  * are ~1% of the MLP's and ~3% of the CNN's FLOPs; the wide ones gain 30-45%.
  *

@@ -186,20 +186,9 @@ __attribute__((target("avx512f"))) static void pack_block_side_avx512(const floa
 }
 #endif
 
-static void pack_panel(const float *x, size_t rs, size_t cs, size_t w, size_t len, size_t width,
-                       float *restrict p)
-{
-#if defined(__x86_64__)
-    if (have_avx512 && cs == 1) {
-        pack_panel_avx512(x, rs, w, len, width, p);
-        return;
-    }
-#endif
-    pack_panel_scalar(x, rs, cs, w, len, width, p);
-}
-
 /* Packs rows [0, rows) x columns [0, len) of X (element (i, l) at x[i*rs + l*cs]) as
- * consecutive micro-panels of `width` rows, each width*len floats. */
+ * consecutive micro-panels of `width` rows, each width*len floats: the one place that picks how
+ * (AVX-512 beside or transposing, else element by element). */
 static void pack_block(const float *x, size_t rs, size_t cs, size_t rows, size_t len,
                        size_t width, float *p)
 {
@@ -209,9 +198,16 @@ static void pack_block(const float *x, size_t rs, size_t cs, size_t rows, size_t
         return;
     }
 #endif
-    for (size_t i = 0; i < rows; i += width)
-        pack_panel(x + i * rs, rs, cs, rows - i < width ? rows - i : width, len, width,
-                   p + i * len);
+    for (size_t i = 0; i < rows; i += width) {
+        size_t w = rows - i < width ? rows - i : width;
+#if defined(__x86_64__)
+        if (have_avx512) { /* cs == 1: rows of the panel are rows of X */
+            pack_panel_avx512(x + i * rs, rs, w, len, width, p + i * len);
+            continue;
+        }
+#endif
+        pack_panel_scalar(x + i * rs, rs, cs, w, len, width, p + i * len);
+    }
 }
 
 void mp__gemm_loops(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
