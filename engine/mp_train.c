@@ -295,7 +295,8 @@ static int run_epochs(struct loop *L, double *test_acc, double *val_loss, double
                                      c->shuffle);
                 idx = L->order;
             }
-            if (mp__train_step(L, idx, err) || evaluate_every(L, err))
+            if (mp__train_step(L, idx, err) || evaluate_every(L, err) ||
+                (c->after_step && c->after_step(c->after_step_arg, L->step, err)))
                 return -1;
             if (c->ckpt_every && L->step % c->ckpt_every == 0 && s + 1 < n_steps &&
                 ckpt_save(L, epoch, s + 1, err))

@@ -67,6 +67,16 @@ import json; r = json.load(open('$TMP/pipe.json'))['rows']
 assert len(r) == 8 and {x['stages'] for x in r} == {1, 2}, len(r)"
 claim "pipeline writes CSV, SVG and a Chrome trace" bash -c \
     "[ \$(wc -l < '$TMP/p.csv') -eq 9 ] && grep -q '<svg' '$TMP/p.svg' && grep -q traceEvents '$TMP/p.trace.json'"
+$MPIRUN $MPIPE bench pipeline models/tiny_mlp.mp --batch 32 --steps 4 --schedules 1f1b \
+    --micro-batches 2 --budget 0.01 --ceiling --json >"$TMP/ceil.json" 2>"$TMP/ceil.err"
+claim "pipeline --ceiling: every row has the ceiling and a share of it, the plain run neither" \
+    python3 -c "
+import json; r = json.load(open('$TMP/ceil.json'))['rows']
+plain = json.load(open('$TMP/pipe.json'))['rows']
+assert len(r) == 2 and all(x['ceiling_gflops'] > 0.5 and 0 < x['of_ceiling'] < 10 for x in r), r
+assert not any('of_ceiling' in x or 'ceiling_gflops' in x for x in plain)"
+claim "pipeline --ceiling: the table has the two columns" bash -c \
+    "grep -q 'ceil_GF *of_ceil' '$TMP/ceil.err'"
 
 exit_is() { # exit_is CODE cmd...
     local code=$1

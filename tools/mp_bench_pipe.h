@@ -17,9 +17,11 @@ struct pipe_row {
     double peak_act, sim_peak_act;           /* bytes */
     double samples_per_s;                    /* batch / measured_s (steady state) */
     double first_step_s;                     /* the first step, excluded from measured_s */
+    double ceiling_gflops, of_ceiling;       /* --ceiling (mp_bench_ceiling.h), else 0 */
 };
 
-void mp_pipe_table_header(FILE *f);
+/* ceiling: the rows carry --ceiling's two columns. */
+void mp_pipe_table_header(FILE *f, int ceiling);
 /* Prints a row to the table and adds it to the JSON rows. */
 void mp_pipe_row_out(struct mp_bench *b, const struct pipe_row *r, size_t batch);
 int mp_pipe_write_csv(const char *path, const struct pipe_row *rows, size_t n, size_t batch,

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mp_bench_ceiling.h"
 #include "mp_bench_pipe.h"
 #include "mp_cli.h"
 #include "mp_flags.h"
@@ -24,7 +25,7 @@ struct pipe_args {
     const char *model, *csv, *svg, *trace;
     long long batch, steps, chunks;
     int stages[MAX_LIST], n_stages, sched[MAX_LIST], n_sched, M[MAX_LIST], n_M;
-    int json;
+    int json, ceiling; /* --ceiling: the GEMM ceiling timed between the steps */
     double budget_s;
 };
 
@@ -77,6 +78,8 @@ static int parse_flag(struct pipe_args *a, const char *f, const char *v, struct 
 {
     if (mp_flag_is(f, "--json"))
         a->json = 1;
+    else if (mp_flag_is(f, "--ceiling"))
+        a->ceiling = 1;
     else if (mp_flag_is(f, "--csv") || mp_flag_is(f, "--svg") || mp_flag_is(f, "--trace"))
         *(f[2] == 'c' ? &a->csv : f[2] == 's' ? &a->svg : &a->trace) = v;
     else if (mp_flag_is(f, "--batch"))
@@ -370,27 +373,37 @@ static int simulate(const struct mp_model *m, const struct machine *mc, size_t b
     return rc;
 }
 
-/* Per-step wall times from the --metrics file of rank 0: the first step alone, the median of the
- * others (the first allocates slabs and warms caches; DESIGN.md's figures are steady state). */
-static int read_steps(const char *path, struct pipe_row *r, struct mp_err *err)
+/* Per-step wall times from the --metrics file of rank 0, in step order, into t[0..*n): at most
+ * cap. */
+static int read_steps(const char *path, double *t, size_t cap, size_t *n, struct mp_err *err)
 {
     FILE *f = fopen(path, "r");
     if (!f)
         return MP_FAIL(err, IO, "%s: cannot read the step times", path);
-    double t[4096];
-    size_t n = 0;
     char line[512];
-    while (n < 4096 && fgets(line, sizeof line, f)) {
+    *n = 0;
+    while (*n < cap && fgets(line, sizeof line, f)) {
         const char *p = strstr(line, "\"step_s\":");
         if (p)
-            t[n++] = strtod(p + 9, NULL);
+            t[(*n)++] = strtod(p + 9, NULL);
     }
     fclose(f);
-    if (n == 0)
+    if (*n == 0)
         return MP_FAIL(err, IO, "%s: no step times", path);
-    r->first_step_s = t[0];
-    r->measured_s = n > 1 ? mp_bench_median(t + 1, n - 1) : t[0];
     return 0;
+}
+
+/* The analytic FLOPs of one training step of the whole model at M micro-batches of mbs: every
+ * forward, input-grad (from dx_from on: the engine skips the data's gradient) and weight-grad. */
+static double step_flops(const struct mp_model *m, size_t mbs, int M)
+{
+    double f = 0;
+    for (int i = 1; i < m->n_layers; i++) {
+        const struct mp_layer *l = &m->layers[i];
+        struct mp_cost c = l->ops->cost(l, mbs);
+        f += c.flops_fwd + (i >= m->dx_from ? c.flops_bwd_input : 0) + c.flops_bwd_weight;
+    }
+    return f * (double)M;
 }
 
 /* Real training steps for one configuration on the ranks of `sub` (collective over them). */
@@ -408,14 +421,35 @@ static int measure(struct mp_xport *sub, const struct mp_model *m, const struct 
     c.lr.base_lr = 1e-3;
     c.seed = 1, c.shuffle = 1, c.quiet = 1, c.deadline_s = 300;
     c.metrics_path = metrics, c.trace_path = trace;
+    struct mp_bench_ceiling ceil;
+    if (a->ceiling) {
+        if (mp_bench_ceiling_open(&ceil, sub, (size_t)a->steps, err))
+            return -1;
+        c.after_step = mp_bench_ceiling_after_step, c.after_step_arg = &ceil;
+    }
     struct mp_train_result res;
-    if (mp_train_run(&c, sub, &res, err))
+    double *t = calloc((size_t)a->steps, sizeof *t);
+    size_t n = 0;
+    int rc = t ? mp_train_run(&c, sub, &res, err) : MP_FAIL(err, NOMEM, "out of memory");
+    if (!rc && mp_xport_rank(sub) == 0)
+        rc = read_steps(metrics, t, (size_t)a->steps, &n, err);
+    if (!rc && a->ceiling) /* collective: every rank's ceilings are summed */
+        rc = mp_bench_ceiling_share(&ceil, t, n, step_flops(m, (size_t)a->batch / (size_t)r->M,
+                                                            r->M),
+                                    &r->of_ceiling, &r->ceiling_gflops, err);
+    if (a->ceiling)
+        mp_bench_ceiling_close(&ceil);
+    if (!rc && n) { /* rank 0: the first step alone, the median of the others (the first
+                       allocates slabs and warms caches; DESIGN.md's figures are steady state) */
+        r->first_step_s = t[0];
+        r->measured_s = n > 1 ? mp_bench_median(t + 1, n - 1) : t[0];
+    }
+    free(t);
+    if (rc)
         return -1;
     r->bubble = res.bubble, r->peak_act = res.peak_act_bytes;
     if (mp_xport_rank(sub) != 0)
         return 0;
-    if (read_steps(metrics, r, err))
-        return -1;
     r->samples_per_s = (double)a->batch / r->measured_s;
     r->error = r->measured_s > 0 ? r->simulated_s / r->measured_s - 1 : 0;
     return 0;
@@ -510,12 +544,16 @@ static int measure_machine(struct mp_bench *b, const struct mp_model *m,
 
 static void header(struct mp_bench *b, const struct pipe_args *a, const struct mp_model *m)
 {
-    char method[400];
+    char method[800];
     snprintf(method, sizeof method,
              "%s (digest %s), batch %lld, adam, synthetic data; %lld steps per row: the first "
              "is reported apart,\n# measured = median of the others (rank 0's step wall time); "
              "simulated = engine simulator fed with measured layer,\n# optimizer and link costs; "
-             "error = simulated / measured - 1", a->model, m->digest, a->batch, a->steps);
+             "error = simulated / measured - 1%s", a->model, m->digest, a->batch, a->steps,
+             a->ceiling ? ";\n# --ceiling: after every step all ranks time the GEMM ceiling "
+                          "(256x1024x1024, fastest direct\n# BLIS path) at once; of_ceil = "
+                          "median of (step GFLOPS / mean of the ceilings just before and after)"
+                        : "");
     mp_bench_header(b, "pipeline", method);
 }
 
@@ -569,7 +607,7 @@ int mp_bench_pipeline(int argc, char **argv, struct mp_err *err)
     if (!rc)
         rc = measure_machine(&b, &m, &a, &mc, err);
     if (!rc && b.rank == 0)
-        mp_pipe_table_header(b.out);
+        mp_pipe_table_header(b.out, a.ceiling);
     for (int i = 0; !rc && i < a.n_stages; i++)
         rc = sweep_stages(&b, &m, &a, &mc, a.stages[i], &sw, err);
     if (!rc && b.rank == 0)

@@ -8,21 +8,25 @@
 
 #include "mp_bench_pipe.h"
 
-void mp_pipe_table_header(FILE *f)
+void mp_pipe_table_header(FILE *f, int ceiling)
 {
-    fprintf(f, "#%-11s %6s %6s %13s %13s %7s %7s %7s %12s %12s %10s\n", "schedule", "stages",
-            "M", "measured_ms", "simulated_ms", "error%", "bubble", "sim_bub", "peak_act_MB",
+    fprintf(f, "#%-11s %6s %6s %13s %13s %7s %7s %7s %12s %12s %10s", "schedule", "stages", "M",
+            "measured_ms", "simulated_ms", "error%", "bubble", "sim_bub", "peak_act_MB",
             "sim_act_MB", "samples/s");
+    fprintf(f, ceiling ? " %9s %8s\n" : "\n", "ceil_GF", "of_ceil");
 }
 
 void mp_pipe_row_out(struct mp_bench *b, const struct pipe_row *r, size_t batch)
 {
-    fprintf(b->out, " %-11s %6d %6d %13.2f %13.2f %+7.1f %7.3f %7.3f %12.2f %12.2f %10.0f\n",
+    fprintf(b->out, " %-11s %6d %6d %13.2f %13.2f %+7.1f %7.3f %7.3f %12.2f %12.2f %10.0f",
             mp_sched_name(r->sched), r->P, r->M, r->measured_s * 1e3, r->simulated_s * 1e3,
             r->error * 100, r->bubble, r->sim_bubble, r->peak_act / 1e6, r->sim_peak_act / 1e6,
             r->samples_per_s);
+    if (r->ceiling_gflops > 0)
+        fprintf(b->out, " %9.1f %8.3f", r->ceiling_gflops, r->of_ceiling);
+    fputc('\n', b->out);
     fflush(b->out);
-    mp_bench_row(b, json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, "
+    json_t *row = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, "
                               "s:I, s:f}",
                               "schedule", mp_sched_name(r->sched), "stages", r->P,
                               "micro_batches", r->M, "measured_step_s", r->measured_s,
@@ -30,7 +34,12 @@ void mp_pipe_row_out(struct mp_bench *b, const struct pipe_row *r, size_t batch)
                               "samples_per_s", r->samples_per_s, "error", r->error,
                               "simulated_bubble", r->sim_bubble, "peak_act_bytes", r->peak_act,
                               "simulated_peak_act_bytes", r->sim_peak_act, "chunks", r->V,
-                              "batch", (json_int_t)batch, "first_step_s", r->first_step_s));
+                              "batch", (json_int_t)batch, "first_step_s", r->first_step_s);
+    if (row && r->ceiling_gflops > 0) {
+        json_object_set_new(row, "ceiling_gflops", json_real(r->ceiling_gflops));
+        json_object_set_new(row, "of_ceiling", json_real(r->of_ceiling));
+    }
+    mp_bench_row(b, row);
 }
 
 int mp_pipe_write_csv(const char *path, const struct pipe_row *rows, size_t n, size_t batch,

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "mp_dp.h"
+#include "mp_err.h"
 #include "mp_layer.h"
 #include "mp_lr.h"
 #include "mp_optim.h"
@@ -50,6 +51,11 @@ struct mp_train_cfg {
     uint64_t eval_every;         /* evaluate every K steps too (0: at epoch ends only) */
     size_t eval_windows;         /* token models: validation windows evaluated (0: all) */
     int quiet;                   /* no epoch lines */
+    /* Called on every rank after each step, outside the step's timing (train_time and the
+     * metrics' step_s): `mpipe bench pipeline --ceiling` times the GEMM ceiling there, between
+     * the steps it compares it with. NULL: nothing. A nonzero return stops the run with err. */
+    int (*after_step)(void *arg, uint64_t step, struct mp_err *err);
+    void *after_step_arg;
 };
 
 #endif
