@@ -162,8 +162,13 @@ static int evaluate(struct loop *L, double *acc, double *loss, struct mp_err *er
     struct mp_dataset ds = L->data.test;
     if (L->cfg->eval_windows && ds.n > L->cfg->eval_windows)
         ds.n = L->cfg->eval_windows;
-    /* Replicas hold the same weights: replica 0's pipeline evaluates. */
-    if (L->replica <= 0 && mp_exec_eval(&L->ex, &ds, &r[0], &correct, err))
+    /* Replicas hold the same weights: replica 0's pipeline evaluates, every batch on one
+     * packing of each weight where training keeps a pool for it (mp_gemm_reuse_begin). */
+    if (L->reuse_room)
+        mp_gemm_reuse_begin(L->st.param, L->st.n_param, L->reuse_room);
+    int failed = L->replica <= 0 && mp_exec_eval(&L->ex, &ds, &r[0], &correct, err);
+    mp_gemm_reuse_end();
+    if (failed)
         return -1;
     r[1] = (double)correct;
     if (L->wsize > 1 && mp_xport_allreduce_sum(L->x, r, 2, "evaluation results", err))
@@ -385,10 +390,10 @@ static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
     double busy_frac = m[0];
     if (L->cfg->progress || !L->cfg->quiet)
         fprintf(stderr, "rank %d: peak_rss_bytes=%.0f predicted %.0f (params %.0f, grads %.0f, "
-                "optimizer %.0f, activations %.0f, data %.0f, other %.0f)\n", L->wrank, m[2],
-                L->mem_pred.total, L->mem_pred.params, L->mem_pred.grads, L->mem_pred.optim,
-                L->mem_pred.acts, L->mem_pred.data, L->mem_pred.scratch + L->mem_pred.tied +
-                L->mem_pred.dp + L->mem_pred.overhead);
+                "optimizer %.0f, activations %.0f, data %.0f, packed weights %.0f, other %.0f)\n",
+                L->wrank, m[2], L->mem_pred.total, L->mem_pred.params, L->mem_pred.grads,
+                L->mem_pred.optim, L->mem_pred.acts, L->mem_pred.data, L->mem_pred.packed,
+                L->mem_pred.scratch + L->mem_pred.tied + L->mem_pred.dp + L->mem_pred.overhead);
     if (L->wsize > 1) {
         if (mp_xport_allreduce_sum(L->x, &busy_frac, 1, "the measured bubble", err) ||
             mp_xport_allreduce_max(L->x, &m[1], 2, "the peak memory", err))

@@ -38,6 +38,8 @@ struct loop {
     uint32_t *order;
     float *tie_buf;
     struct mp_mem_parts mem_pred; /* this rank's predicted peak memory (mp_stage_mem.h) */
+    size_t reuse_room;            /* bytes of packed weights kept across a step's micro-batches
+                                     (mp_gemm_reuse_begin); 0: packed per call */
     int *zero_counts, *zero_displs; /* --zero 1: each replica's slice of the arena (floats) */       /* a tied head's E, the other holder's gradient (mp_train_step.c) */
     FILE *metrics;
     uint64_t step;

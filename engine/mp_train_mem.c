@@ -7,8 +7,10 @@
 #include "mp_train_loop.h"
 #include "mp_weights.h"
 
-/* This rank's predicted peak with recomputation on the stages in `rc` (per virtual stage). */
-static double predict_memory(const struct loop *L, const int *rc, struct mp_mem_parts *parts)
+/* This rank's predicted peak with recomputation on the stages in `rc` (per virtual stage) and,
+ * with reuse, the packed-weight pool. */
+static double predict_memory(const struct loop *L, const int *rc, int reuse,
+                             struct mp_mem_parts *parts)
 {
     const struct mp_train_cfg *c = L->cfg;
     const struct mp_model *m = c->model;
@@ -24,7 +26,7 @@ static double predict_memory(const struct loop *L, const int *rc, struct mp_mem_
                              .state_slots = mp_optim_state_slots(c->optim.kind),
                              .zero = c->zero && L->replica >= 0 && L->D > 1,
                              .tied_elsewhere = tied_elsewhere, .recompute = rc,
-                             .data_bytes = mp_data_bytes(&L->data)};
+                             .reuse_packed = reuse, .data_bytes = mp_data_bytes(&L->data)};
     return mp_mem_predict(&q, parts);
 }
 
@@ -44,14 +46,25 @@ int mp__train_memory(struct loop *L, int **recompute, struct mp_err *err)
         return MP_FAIL(err, NOMEM, "out of memory");
     for (int v = 0; v < L->S; v++)
         rc[v] = c->recompute_stages ? c->recompute_stages[v] : c->recompute == 2;
-    double pred = predict_memory(L, rc, &L->mem_pred);
+    double pred = predict_memory(L, rc, 0, &L->mem_pred);
     double cap = (double)c->mem_cap;
     int auto_on = 0;
     if (cap > 0 && pred > cap && c->recompute == 1 && !c->recompute_stages) {
         for (int k = 0; k < c->V; k++)
             rc[mp_vstage_of(L->sched.place, L->rank, k, c->P)] = 1;
-        pred = predict_memory(L, rc, &L->mem_pred);
+        pred = predict_memory(L, rc, 0, &L->mem_pred);
         auto_on = 1;
+    }
+    /* The packed-weight pool where it fits (mp_stage_mem.h): a rank decides it alone, as it
+     * changes no bits. Emulated replicas run all M micro-batches here, real ones Mr each. */
+    L->reuse_room = 0;
+    if (mp_mem_reuse_worth(L->replica >= 0 ? L->Mr : c->M)) {
+        struct mp_mem_parts with;
+        double pred_with = predict_memory(L, rc, 1, &with);
+        if (with.packed > 0 && (cap <= 0 || pred_with <= cap)) {
+            pred = pred_with, L->mem_pred = with;
+            L->reuse_room = (size_t)with.packed;
+        }
     }
     *recompute = rc;
     /* Each rank's prediction and its own cap (the default is its host's memory over its ranks,

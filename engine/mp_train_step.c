@@ -12,6 +12,7 @@
 #include "mp_clip.h"
 #include "mp_weights.h"
 #include "mp_dp_bucket.h"
+#include "mp_gemm.h"
 #include "mp_train_loop.h"
 
 /* Clipping and the optimizer step for this rank's layers, one named tensor at a time (LAMB's
@@ -173,8 +174,13 @@ int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err)
     double *losses = L->reduce + m->n_layers, *secs = losses + L->D;
     double t0 = mp_xport_now(), busy = 0;
     memset(L->reduce, 0, n_red * sizeof(double));
-    if (gradients(L, idx, losses, secs, &busy, err) ||
-        mp_stage_tie_gradients(&L->st, L->px, L->bounds, &L->tie_buf, err))
+    /* From the first forward to update() the parameters do not change: the step's micro-batches
+     * share one packing of each weight (mp_gemm_reuse_begin; same bits). */
+    if (L->reuse_room)
+        mp_gemm_reuse_begin(L->st.param, L->st.n_param, L->reuse_room);
+    int failed = gradients(L, idx, losses, secs, &busy, err);
+    mp_gemm_reuse_end();
+    if (failed || mp_stage_tie_gradients(&L->st, L->px, L->bounds, &L->tie_buf, err))
         return -1;
     /* After the reduction every replica holds the same gradients: replica 0 reports the norms.
      * A tied head's copy of E is counted once, as the embed's. */

@@ -262,6 +262,32 @@ void mp_gemm_path(enum mp_gemm_path path, int trans_a, int trans_b, size_t m, si
         gemm_cblas(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+void mp_gemm_reuse_begin(const float *lo, size_t n, size_t room_bytes)
+{
+    pthread_once(&native_once, native_setup);
+    if (loops_ok && lo && room_bytes)
+        mp__gemm_loops_reuse(lo, n, room_bytes / sizeof(float));
+}
+
+void mp_gemm_reuse_end(void)
+{
+    if (loops_ok)
+        mp__gemm_loops_reuse(NULL, 0, 0);
+}
+
+size_t mp_gemm_reuse_room(size_t n_param)
+{
+    pthread_once(&native_once, native_setup);
+    return loops_ok ? (2 * n_param + ((size_t)1 << 18)) * sizeof(float) : 0;
+}
+
+void mp_gemm_reuse_stats(unsigned long long *packed, unsigned long long *reused)
+{
+    *packed = *reused = 0;
+    if (loops_ok)
+        mp__gemm_loops_reuse_stats(packed, reused);
+}
+
 static struct mp_gemm_rec *recorder;
 
 void mp_gemm_record(struct mp_gemm_rec *rec) { recorder = rec; }

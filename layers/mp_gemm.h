@@ -28,6 +28,21 @@ void mp_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha
 void mp_gemm_path(enum mp_gemm_path path, int trans_a, int trans_b, size_t m, size_t n, size_t k,
                   float alpha, const float *a, size_t lda, const float *b, size_t ldb, float beta,
                   float *c, size_t ldc);
+/* Packed-weight reuse, for one training step's micro-batches. Between begin and end the n floats
+ * at lo (a stage's parameters, from its first forward to its optimizer update) must not change;
+ * the `mpipe` path then packs a GEMM operand B that lies there once, into a pool of up to
+ * room_bytes (grown at a begin that asks for more, kept for the next scope), and every later call
+ * with the same operand, shape and transpose runs on that packed copy instead of packing it again.
+ * Packing is a copy: the bits are those of a call outside the scope. Elsewhere (other paths, other
+ * operands, a full pool) calls pack as usual. mp_gemm_reuse_room: the room_bytes a stage of
+ * n_param parameters asks for (both orientations of every weight matrix, each rounded up to the
+ * micro-kernel's panel width, and 1 MB for thin matrices' rounding); 0 where the `mpipe` path
+ * does not run. Not thread-safe: one scope per thread. */
+void mp_gemm_reuse_begin(const float *lo, size_t n, size_t room_bytes);
+void mp_gemm_reuse_end(void);
+size_t mp_gemm_reuse_room(size_t n_param);
+/* Since the process started: operands packed into the pool, and calls served from it. */
+void mp_gemm_reuse_stats(unsigned long long *packed, unsigned long long *reused);
 /* Lower-triangular products, for causal attention: BLIS computes only the blocks the triangle
  * needs (about half the flops of the square product, in one call). One BLIS path each, with the
  * same one-thread set-up as mp_gemm.

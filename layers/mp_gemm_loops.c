@@ -210,6 +210,85 @@ static void pack_block(const float *x, size_t rs, size_t cs, size_t rows, size_t
     }
 }
 
+/* Packed-weight reuse (mp_gemm_reuse_begin): while a scope is open, an A' that lies in the fixed
+ * range [lo, hi) is packed once, into a pool kept from scope to scope, and its packed blocks serve
+ * every later call of the same operand until the scope ends. Across the micro-batches of a step
+ * the weights do not change, and the loops pack a weight again for every one of them: 20% of a
+ * 1-rank MLP step at 8 micro-batches of 32 samples. The packed copy is the same bytes the call
+ * would have packed, so the bits do not change. An operand that does not fit the pool's room is
+ * packed per call, as outside a scope. */
+#define REUSE_MAX 256 /* operands remembered per scope: 4 per layer of a 64-layer stage */
+
+struct reuse_entry {
+    const float *src; /* the operand as the caller passed it (op(B) of mp_gemm) */
+    int trans;
+    size_t rows, k, ld; /* A' is rows x k */
+    float *packed;      /* its blocks in the loops' (pc, ic) order */
+    int ready;          /* packed by an earlier call in this scope */
+};
+
+static _Thread_local struct {
+    const float *lo, *hi;  /* the fixed range; lo == NULL: no scope open */
+    float *pool;           /* 64-byte aligned, room floats, kept */
+    size_t room, limit, used; /* limit: this scope's room (at most room) */
+    struct reuse_entry e[REUSE_MAX];
+    int n;
+    unsigned long long packed, reused; /* operands packed into the pool, calls served from it */
+} reuse_;
+
+void mp__gemm_loops_reuse(const float *lo, size_t n, size_t room_floats)
+{
+    reuse_.lo = lo, reuse_.hi = lo ? lo + n : NULL;
+    reuse_.used = 0, reuse_.n = 0;
+    if (lo && room_floats > reuse_.room) {
+        free(reuse_.pool);
+        reuse_.pool = aligned_alloc(64, (room_floats * sizeof(float) + 63) / 64 * 64);
+        reuse_.room = reuse_.pool ? room_floats : 0;
+    }
+    reuse_.limit = room_floats < reuse_.room ? room_floats : reuse_.room;
+}
+
+void mp__gemm_loops_reuse_stats(unsigned long long *packed, unsigned long long *reused)
+{
+    *packed = reuse_.packed, *reused = reuse_.reused;
+}
+
+/* Floats A' (rows x k) takes packed: every (pc, ic) block, its rows rounded up to MR. */
+static size_t packed_floats(size_t rows, size_t k)
+{
+    size_t total = 0;
+    for (size_t pc = 0, kc; pc < k; pc += kc) {
+        kc = step(pc, k, k_.kc, k_.kc_max);
+        for (size_t ic = 0, mc; ic < rows; ic += mc) {
+            mc = step(ic, rows, k_.mc, k_.mc_max);
+            total += (mc + k_.mr - 1) / k_.mr * k_.mr * kc;
+        }
+    }
+    return total;
+}
+
+/* The scope's entry for this A', found or made (NULL: none open, not in the fixed range, or no
+ * room left: pack per call). */
+static struct reuse_entry *reuse_entry(const float *src, int trans, size_t rows, size_t k,
+                                       size_t ld)
+{
+    if (!reuse_.lo || src < reuse_.lo || src >= reuse_.hi || !reuse_.pool)
+        return NULL;
+    for (int i = 0; i < reuse_.n; i++) {
+        struct reuse_entry *e = &reuse_.e[i];
+        if (e->src == src && e->trans == trans && e->rows == rows && e->k == k && e->ld == ld)
+            return e;
+    }
+    size_t need = packed_floats(rows, k);
+    if (reuse_.n == REUSE_MAX || need > reuse_.limit - reuse_.used)
+        return NULL;
+    struct reuse_entry *e = &reuse_.e[reuse_.n++];
+    *e = (struct reuse_entry){.src = src, .trans = trans, .rows = rows, .k = k, .ld = ld,
+                              .packed = reuse_.pool + reuse_.used};
+    reuse_.used += need; /* need is a multiple of MR * KC floats: 64-byte aligned for MR >= 16 */
+    return e;
+}
+
 void mp__gemm_loops(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
                     const float *a, size_t lda, const float *b, size_t ldb, float beta, float *c,
                     size_t ldc)
@@ -229,8 +308,12 @@ void mp__gemm_loops(int trans_a, int trans_b, size_t m, size_t n, size_t k, floa
     memset(&aux, 0, sizeof aux);
     bli_auxinfo_set_schema_a(BLIS_PACKED_ROW_PANELS, &aux);
     bli_auxinfo_set_schema_b(BLIS_PACKED_COL_PANELS, &aux);
+    struct reuse_entry *kept = reuse_entry(b, trans_b, m2, k, ldb);
+    if (kept && kept->ready)
+        reuse_.reused++;
     for (size_t jc = 0, nc; jc < n2; jc += nc) {
         nc = step(jc, n2, k_.nc, k_.nc_max);
+        float *kept_block = kept ? kept->packed : NULL; /* blocks in (pc, ic) order */
         for (size_t pc = 0, kc; pc < k; pc += kc) {
             kc = step(pc, k, k_.kc, k_.kc_max);
             float beta_k = pc == 0 ? beta : 1.0f;
@@ -239,7 +322,14 @@ void mp__gemm_loops(int trans_a, int trans_b, size_t m, size_t n, size_t k, floa
             bli_auxinfo_set_is_b((inc_t)(nr * kc), &aux);
             for (size_t ic = 0, mc; ic < m2; ic += mc) {
                 mc = step(ic, m2, k_.mc, k_.mc_max);
-                pack_block(b + ic * rs_a + pc * cs_a, rs_a, cs_a, mc, kc, mr, pa);
+                if (kept_block) { /* packed by an earlier call, or by this one's first jc */
+                    pa = kept_block;
+                    kept_block += (mc + mr - 1) / mr * mr * kc;
+                    if (!kept->ready)
+                        pack_block(b + ic * rs_a + pc * cs_a, rs_a, cs_a, mc, kc, mr, pa);
+                } else {
+                    pack_block(b + ic * rs_a + pc * cs_a, rs_a, cs_a, mc, kc, mr, pa);
+                }
                 /* The macro-kernel: NR columns of C' at a time, MR rows within them. */
                 for (size_t jr = 0; jr < nc; jr += nr) {
                     float *b_panel = pb + jr * kc;
@@ -256,6 +346,10 @@ void mp__gemm_loops(int trans_a, int trans_b, size_t m, size_t n, size_t k, floa
                     }
                 }
             }
+        }
+        if (kept && !kept->ready) {
+            kept->ready = 1;
+            reuse_.packed++;
         }
     }
 }

@@ -11,7 +11,7 @@
 /* Ranks 0..P-1 of replica 0 stand for every replica (they hold the same stages). */
 static double rank_bytes(const struct mp_plan *p, const struct mp_model *m, const int *bounds,
                          const struct mp_sched *s, const struct mp_plan_mem_cfg *c,
-                         const int *rc, int r)
+                         const int *rc, int reuse, int r)
 {
     int tied_elsewhere = 0;
     for (int i = 0; i < m->n_layers; i++) {
@@ -31,7 +31,7 @@ static double rank_bytes(const struct mp_plan *p, const struct mp_model *m, cons
                              .V = p->V, .D = p->D, .real_replicas = p->D > 1,
                              .mbs = p->batch / (size_t)p->M, .state_slots = c->state_slots,
                              .zero = c->zero, .tied_elsewhere = tied_elsewhere, .recompute = rc,
-                             .data_bytes = c->data_bytes};
+                             .reuse_packed = reuse, .data_bytes = c->data_bytes};
     return mp_mem_predict(&q, NULL);
 }
 
@@ -58,11 +58,16 @@ int mp_plan_memory(struct mp_plan *p, const struct mp_model *m, const struct mp_
     for (int r = 0; r < p->P; r++) {
         for (int k = 0; k < p->V; k++)
             rc[mp_vstage_of(s.place, r, k, p->P)] = c->mode == MP_RECOMPUTE_ALL;
-        double b = rank_bytes(p, m, bounds, &s, c, rc, r);
+        double b = rank_bytes(p, m, bounds, &s, c, rc, 0, r);
         if (c->mode == MP_RECOMPUTE_AUTO && c->cap > 0 && b > c->cap) {
             for (int k = 0; k < p->V; k++)
                 rc[mp_vstage_of(s.place, r, k, p->P)] = 1;
-            b = rank_bytes(p, m, bounds, &s, c, rc, r);
+            b = rank_bytes(p, m, bounds, &s, c, rc, 0, r);
+        }
+        if (mp_mem_reuse_worth(p->M / D)) { /* the packed-weight pool where it fits, as train */
+            double with = rank_bytes(p, m, bounds, &s, c, rc, 1, r);
+            if (c->cap <= 0 || with <= c->cap)
+                b = with;
         }
         for (int k = 0; k < p->V; k++) {
             int v = mp_vstage_of(s.place, r, k, p->P);

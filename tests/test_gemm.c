@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -267,6 +268,77 @@ static void test_loops_give_blis_native_bits(void **state)
     }
 }
 
+/* C = op(A) op(B) + C through the loops, on copies of a and c; op(B) read from b in place. */
+static float *run_in_place_b(int ta, int tb, struct shape s, const float *a, const float *b,
+                             const float *c)
+{
+    float *out = malloc(s.m * s.n * sizeof(float));
+    assert_non_null(out);
+    memcpy(out, c, s.m * s.n * sizeof(float));
+    mp_gemm_path(MP_GEMM_LOOPS, ta, tb, s.m, s.n, s.k, 1.0f, a, ta ? s.m : s.k, b,
+                 tb ? s.k : s.n, 1.0f, out, s.n);
+    return out;
+}
+
+/* Packed-weight reuse (mp_gemm_reuse_begin): a B operand in the fixed range is packed once per
+ * scope and reused, with the bits of a call outside any scope; a new scope packs again (the
+ * weights changed between steps); operands outside the range, or past the pool's room, are packed
+ * per call. The shapes cover several k blocks (k > KC), several row blocks of A' (n > MC) and
+ * several column blocks of C' (m > NC, where one call reuses its own packing). */
+static void test_reused_packed_weights_give_the_same_bits(void **state)
+{
+    (void)state;
+    if (!mp_gemm_reuse_room(1))
+        skip(); /* the loops path does not run on this BLIS configuration */
+    static const struct shape shapes[] = {{32, 1024, 1024}, {64, 1000, 784}, {3200, 70, 40},
+                                          {33, 481, 385}};
+    struct mp_rng rng;
+    mp_rng_seed(&rng, 13);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        struct shape s = shapes[i];
+        for (int t = 0; t < 4; t++) {
+            int ta = t >> 1, tb = t & 1;
+            float *x1 = fill(s.m * s.k, &rng), *x2 = fill(s.m * s.k, &rng);
+            float *w = fill(s.k * s.n, &rng), *c = fill(s.m * s.n, &rng);
+            float *want1 = run_in_place_b(ta, tb, s, x1, w, c);
+            float *want2 = run_in_place_b(ta, tb, s, x2, w, c);
+            unsigned long long p0, r0, p1, r1;
+            mp_gemm_reuse_stats(&p0, &r0);
+            mp_gemm_reuse_begin(w, s.k * s.n, mp_gemm_reuse_room(s.k * s.n));
+            float *got1 = run_in_place_b(ta, tb, s, x1, w, c);
+            float *got2 = run_in_place_b(ta, tb, s, x2, w, c);
+            mp_gemm_reuse_end();
+            mp_gemm_reuse_stats(&p1, &r1);
+            assert_int_equal(p1 - p0, 1); /* packed once, */
+            assert_int_equal(r1 - r0, 1); /* then served from the pool */
+            assert_memory_equal(got1, want1, s.m * s.n * sizeof(float));
+            assert_memory_equal(got2, want2, s.m * s.n * sizeof(float));
+            /* The next step's weights: a new scope must not serve the old packing. */
+            for (size_t e = 0; e < s.k * s.n; e++)
+                w[e] = -w[e];
+            float *want3 = run_in_place_b(ta, tb, s, x1, w, c);
+            mp_gemm_reuse_begin(w, s.k * s.n, mp_gemm_reuse_room(s.k * s.n));
+            float *got3 = run_in_place_b(ta, tb, s, x1, w, c);
+            mp_gemm_reuse_end();
+            assert_memory_equal(got3, want3, s.m * s.n * sizeof(float));
+            /* B outside the range (an activation), and a pool with no room: packed per call. */
+            mp_gemm_reuse_stats(&p0, &r0);
+            mp_gemm_reuse_begin(x2, s.m * s.k, mp_gemm_reuse_room(s.m * s.k));
+            free(run_in_place_b(ta, tb, s, x1, w, c));
+            mp_gemm_reuse_end();
+            mp_gemm_reuse_begin(w, s.k * s.n, 64);
+            free(run_in_place_b(ta, tb, s, x1, w, c));
+            free(run_in_place_b(ta, tb, s, x1, w, c));
+            mp_gemm_reuse_end();
+            mp_gemm_reuse_stats(&p1, &r1);
+            assert_int_equal(p1 - p0, 0);
+            assert_int_equal(r1 - r0, 0);
+            free(x1), free(x2), free(w), free(c);
+            free(want1), free(want2), free(want3), free(got1), free(got2), free(got3);
+        }
+    }
+}
+
 /* mp_gemm.c's rule rests on this: skx has no single-precision sup kernels, so there the two paths
  * are one and the same computation. */
 static void test_on_skx_both_paths_give_the_same_bits(void **state)
@@ -372,9 +444,36 @@ static void test_triangular_products_match_double_reference(void **state)
     }
 }
 
+/* test_gemm_skx (tests/CMakeLists.txt): the same tests on BLIS's skx kernels, and so on mpipe's
+ * loops and their packed-weight reuse, on CPUs with AVX-512 where BLIS picks another
+ * configuration (a Zen4 gets zen3). BLIS 0.9 reads BLIS_ARCH_TYPE as its arch_t number, where skx
+ * is 0; the run checks that skx is what it got. */
+static int ask_for_skx(void)
+{
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512cd")) {
+        setenv("BLIS_ARCH_TYPE", "0", 1);
+        if (strcmp(mp_gemm_arch(), "skx") == 0)
+            return 0;
+        fprintf(stderr, "test_gemm: asked BLIS for skx, got %s\n", mp_gemm_arch());
+        return 1;
+    }
+#endif
+    fprintf(stderr, "test_gemm: skipped: the CPU lacks the AVX-512 subsets skx needs\n");
+    return 77;
+}
+
 int main(void)
 {
     user_arch = getenv("BLIS_ARCH_TYPE") != NULL;
+    if (getenv("MP_TEST_GEMM_SKX")) {
+        int rc = ask_for_skx();
+        if (rc)
+            return rc;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_both_paths_match_double_reference_on_odd_shapes),
         cmocka_unit_test(test_leading_dims_wider_than_rows_are_honoured),
@@ -383,6 +482,7 @@ int main(void)
         cmocka_unit_test(test_path_rule_is_a_fixed_function_of_the_shape),
         cmocka_unit_test(test_path_names_are_stable),
         cmocka_unit_test(test_loops_give_blis_native_bits),
+        cmocka_unit_test(test_reused_packed_weights_give_the_same_bits),
         cmocka_unit_test(test_on_skx_both_paths_give_the_same_bits),
         cmocka_unit_test(test_arch_names_a_blis_configuration),
         cmocka_unit_test(test_x86_with_avx2_never_runs_the_reference_kernels),

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_gemm.h"
 #include "mp_stage.h"
 #include "mp_stage_mem.h"
 
@@ -93,9 +94,15 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
         p.dp = arena * FLOAT_BYTES * (q->real_replicas ? (double)(q->D + 1) / q->D : 1.0);
     p.data = q->data_bytes;
     p.overhead = MP_MEM_OVERHEAD_BYTES;
+    p.packed = q->reuse_packed ? (double)mp_gemm_reuse_room((size_t)arena) : 0;
     p.total = p.params + p.grads + p.optim + p.acts + p.scratch + p.tied + p.dp + p.data +
-              p.overhead;
+              p.overhead + p.packed;
     if (out)
         *out = p;
     return p.total;
+}
+
+int mp_mem_reuse_worth(int micro_batches)
+{
+    return micro_batches >= 2;
 }

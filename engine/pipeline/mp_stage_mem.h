@@ -26,14 +26,22 @@ struct mp_mem_query {
     int zero;                     /* --zero 1: optimizer state for 1/D of the arena */
     int tied_elsewhere;           /* the tied head is on another rank than the embed */
     const int *recompute;         /* per virtual stage, or NULL: none */
+    int reuse_packed;             /* 1: weights stay packed across the micro-batches of a step
+                                     (mp_gemm_reuse_begin), in mp_gemm_reuse_room's bytes */
     double data_bytes;            /* the data set every rank loads */
 };
 
 struct mp_mem_parts {
     double params, grads, optim, acts, scratch, tied, dp, data, overhead, total;
+    double packed; /* the packed-weight pool (reuse_packed) */
 };
 
 /* Bytes rank q->rank holds at its peak; the parts in *out (may be NULL). */
 double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out);
+/* Whether a rank that runs `micro_batches` micro-batches of each chunk per step keeps its weights
+ * packed across them where the memory allows: from 2 on (with one there is nothing to reuse).
+ * Train and plan both ask for it only when the peak with the pool stays under the cap, after
+ * recomputation was decided without it (the pool saves packing; recomputation costs a forward). */
+int mp_mem_reuse_worth(int micro_batches);
 
 #endif

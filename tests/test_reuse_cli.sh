@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Packed-weight reuse (mp_gemm_reuse_begin: a step's micro-batches share one packing of each
+# weight) changes no bits, is counted by the memory predictor, and gives way to a cap it would
+# break. It runs on BLIS's skx kernels (mpipe's loops path), so the test asks for them and skips
+# (77) on a CPU without AVX-512. Usage: test_reuse_cli.sh mpipe.
+MPIPE=$1
+. "$(dirname "$0")/lib.sh"
+for f in avx512f avx512dq avx512bw avx512vl avx512cd; do
+    grep -qw "$f" /proc/cpuinfo || { echo "skipped: the CPU has no $f (BLIS's skx kernels)"; exit 77; }
+done
+export BLIS_ARCH_TYPE=0 # BLIS 0.9's number for skx; each run below checks it got skx
+RUN="mpirun -np 2 --oversubscribe -x BLIS_ARCH_TYPE"
+
+packed() { sed -n 's/^rank [0-9]*: .*packed weights \([0-9]*\),.*/\1/p' "$1" | sort -n | tail -1; }
+total() { sed -n 's/^rank 0: peak_rss_bytes=[0-9]* predicted \([0-9]*\) .*/\1/p' "$1"; }
+on_skx() { $MPIPE bench gemm --shape 64x64x64 2>&1 | grep -q 'kernels skx'; }
+claim "BLIS runs its skx kernels when asked" on_skx
+
+# One rank, 4 micro-batches: with the pool, and with a cap that leaves no room for it.
+M=(models/mlp.mp --max-steps 6 --batch 128 --micro-batches 4 --data synthetic:2048)
+$MPIPE train "${M[@]}" --save-weights "$TMP/reuse.st" >"$TMP/reuse.out" 2>&1
+p=$(packed "$TMP/reuse.out") t=$(total "$TMP/reuse.out")
+echo "  predicted ${t:-?} bytes, of them ${p:-?} packed weights"
+claim "4 micro-batches: the predictor counts the packed weights" test "${p:-0}" -gt 0
+cap=$(((${t:-0} - ${p:-0}) / 1048576 + 1))
+$MPIPE train "${M[@]}" --memory-per-rank "${cap}M" --save-weights "$TMP/plain.st" \
+    >"$TMP/plain.out" 2>&1
+claim "a cap with no room for them (${cap}M): the run packs per call instead" \
+    test "$(packed "$TMP/plain.out")" = 0
+claim "... and its weights are the reusing run's, byte for byte" cmp "$TMP/reuse.st" "$TMP/plain.st"
+same_eval() { # the evaluation, every batch on the pool, finds what the plain run finds
+    local a b
+    a=$(result_field test_acc <"$TMP/reuse.out")$(result_field loss <"$TMP/reuse.out")
+    b=$(result_field test_acc <"$TMP/plain.out")$(result_field loss <"$TMP/plain.out")
+    [ -n "$a" ] && [ "$a" = "$b" ]
+}
+claim "... and so are its loss and test accuracy" same_eval
+$MPIPE train "${M[@]}" --micro-batches 1 >"$TMP/one.out" 2>&1
+claim "one micro-batch: nothing to reuse, no pool" test "$(packed "$TMP/one.out")" = 0
+
+# A 2-stage GPT pipeline (attention, the tied embedding on both ends) against one rank.
+G=(models/gpt.mp --max-steps 2 --batch 8 --micro-batches 4 --eval-windows 2)
+$MPIPE train "${G[@]}" --save-weights "$TMP/g1.st" >"$TMP/g1.out" 2>&1
+$RUN $MPIPE train "${G[@]}" --save-weights "$TMP/g2.st" >"$TMP/g2.out" 2>&1
+claim "gpt.mp, 2 stages, 4 micro-batches: both ranks keep packed weights" \
+    test "$(grep -c 'packed weights [1-9]' "$TMP/g2.out")" = 2
+claim "... and train the one-rank weights, byte for byte" cmp "$TMP/g1.st" "$TMP/g2.st"
+finish
