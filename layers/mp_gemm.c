@@ -265,7 +265,7 @@ void mp_gemm_path(enum mp_gemm_path path, int trans_a, int trans_b, size_t m, si
 void mp_gemm_reuse_begin(const float *lo, size_t n, size_t room_bytes)
 {
     pthread_once(&native_once, native_setup);
-    if (loops_ok && lo && room_bytes)
+    if (loops_ok && lo)
         mp__gemm_loops_reuse(lo, n, room_bytes / sizeof(float));
 }
 
@@ -304,7 +304,8 @@ void mp_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha
     if (recorder) {
         if (recorder->n < recorder->cap)
             recorder->calls[recorder->n++] = (struct mp_gemm_call){
-                trans_a, trans_b, beta == 0.0f, m, n, k, lda, ldb, ldc};
+                trans_a, trans_b, beta == 0.0f, m, n, k, lda, ldb, ldc,
+                loops_ok && mp__gemm_loops_in_scope(b)};
         else
             recorder->dropped++;
         if (recorder->skip)

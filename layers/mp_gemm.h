@@ -39,6 +39,7 @@ void mp_gemm_path(enum mp_gemm_path path, int trans_a, int trans_b, size_t m, si
  * micro-kernel's panel width, and 1 MB for thin matrices' rounding); 0 where the `mpipe` path
  * does not run. Not thread-safe: one scope per thread. */
 void mp_gemm_reuse_begin(const float *lo, size_t n, size_t room_bytes);
+/* (room_bytes may be 0: a scope that keeps nothing, for the recorder's b_fixed.) */
 void mp_gemm_reuse_end(void);
 size_t mp_gemm_reuse_room(size_t n_param);
 /* Since the process started: operands packed into the pool, and calls served from it. */
@@ -61,6 +62,8 @@ void mp_trmm_lower(int trans_l, size_t m, size_t n, float alpha, const float *l,
 struct mp_gemm_call {
     int trans_a, trans_b, beta_zero;
     size_t m, n, k, lda, ldb, ldc;
+    int b_fixed; /* op(B) lay in an open reuse scope's range (mp_gemm_reuse_begin): a weight, which
+                    a step with several micro-batches packs once */
 };
 struct mp_gemm_rec {
     struct mp_gemm_call *calls;

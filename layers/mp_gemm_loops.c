@@ -248,6 +248,11 @@ void mp__gemm_loops_reuse(const float *lo, size_t n, size_t room_floats)
     reuse_.limit = room_floats < reuse_.room ? room_floats : reuse_.room;
 }
 
+int mp__gemm_loops_in_scope(const float *p)
+{
+    return reuse_.lo && p >= reuse_.lo && p < reuse_.hi;
+}
+
 void mp__gemm_loops_reuse_stats(unsigned long long *packed, unsigned long long *reused)
 {
     *packed = reuse_.packed, *reused = reuse_.reused;
@@ -272,7 +277,7 @@ static size_t packed_floats(size_t rows, size_t k)
 static struct reuse_entry *reuse_entry(const float *src, int trans, size_t rows, size_t k,
                                        size_t ld)
 {
-    if (!reuse_.lo || src < reuse_.lo || src >= reuse_.hi || !reuse_.pool)
+    if (!mp__gemm_loops_in_scope(src) || !reuse_.pool)
         return NULL;
     for (int i = 0; i < reuse_.n; i++) {
         struct reuse_entry *e = &reuse_.e[i];

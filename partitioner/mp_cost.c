@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_stage_mem.h"
+
 /* Shared-memory MPI between cores by level, and TCP between hosts: conservative figures for
  * current x86 servers (Open MPI vader/shm, 10 GbE). `--links` replaces them with measurements. */
 static const struct mp_link default_links[MP_LINK_COUNT] = {
@@ -221,9 +223,12 @@ static void table_layers(const struct mp_model *m, size_t mb, const struct mp_co
     }
     double scale = (double)mb / (double)t->mbs[j];
     for (int i = 1; i < m->n_layers && i < t->n_layers; i++) {
-        const double *r = &t->t[((size_t)j * (size_t)t->n_layers + (size_t)i) * 3];
+        size_t at = ((size_t)j * (size_t)t->n_layers + (size_t)i) * 3;
+        const double *r = &t->t[at];
         out[i].fwd_s = r[0] * scale, out[i].bwd_input_s = r[1] * scale;
         out[i].bwd_weight_s = r[2] * scale;
+        for (int p = 0; p < 3 && t->pack; p++)
+            out[i].pack_s[p] = t->pack[at + (size_t)p] * scale;
     }
 }
 
@@ -250,7 +255,7 @@ int mp_cost_layers(const struct mp_model *m, size_t mb, struct mp_cost_model *cm
     /* The engine skips the input gradient of layers before m->dx_from: it would reach only the
      * data. */
     for (int i = 1; i < m->dx_from && i < m->n_layers; i++)
-        out[i].bwd_input_s = 0;
+        out[i].bwd_input_s = 0, out[i].pack_s[1] = 0;
     for (int i = 0; i < m->n_layers; i++)
         out[i].compute_s = out[i].fwd_s + out[i].bwd_input_s + out[i].bwd_weight_s;
     return 0;
@@ -315,12 +320,19 @@ static int predict_arrays(const struct mp_plan *p, double **buf)
     if (!*buf)
         return -1;
     double *f = *buf, *b = f + S, *w = b + S, *act = w + S, *held = act + S;
+    /* A rank with several micro-batches of each chunk keeps its weights packed across them
+     * (mp_mem_reuse_worth): each pass pays its packing once a step, spread here over the Mr. */
+    int Mr = p->M / (p->D > 0 ? p->D : 1);
+    double kept = mp_mem_reuse_worth(Mr) ? 1.0 - 1.0 / Mr : 0.0;
     for (size_t v = 0; v < S; v++) {
         const struct mp_plan_stage *st = &p->stages[v];
         double slow = st->slowdown > 1 ? st->slowdown : 1.0;  /* shared or slower core */
-        for (int i = st->first_layer; i <= st->last_layer; i++)
-            f[v] += slow * p->layers[i].fwd_s, b[v] += slow * p->layers[i].bwd_input_s,
-                w[v] += slow * p->layers[i].bwd_weight_s;
+        for (int i = st->first_layer; i <= st->last_layer; i++) {
+            const struct mp_plan_layer *l = &p->layers[i];
+            f[v] += slow * (l->fwd_s - kept * l->pack_s[0]);
+            b[v] += slow * (l->bwd_input_s - kept * l->pack_s[1]);
+            w[v] += slow * (l->bwd_weight_s - kept * l->pack_s[2]);
+        }
         if (st->recompute) /* the forward runs again just before B (DESIGN.md §10) */
             b[v] += f[v];
         act[v] = (double)st->act_bytes;

@@ -30,6 +30,9 @@ struct mp_cost_table {
     int n_mbs, n_layers;
     size_t *mbs;
     double *t;
+    double *pack;               /* laid out as t, or NULL: the part of each pass's time that packs
+                                   weights, which a stage keeping them packed across a step's
+                                   micro-batches pays once a step (mp_gemm_reuse_begin) */
     double optim_s_per_param;   /* the optimizer's step, seconds per parameter (0: unknown) */
 };
 

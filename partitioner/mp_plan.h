@@ -14,6 +14,8 @@ struct mp_plan_layer {
     char kind[24];
     double compute_s;      /* F + B + W seconds per micro-batch */
     double fwd_s, bwd_input_s, bwd_weight_s;
+    double pack_s[3];      /* of fwd_s, bwd_input_s, bwd_weight_s: packing weights, paid once a
+                              step with several micro-batches (measured rates only; else 0) */
     size_t param_bytes, act_bytes_out;  /* act bytes per micro-batch */
     size_t saved_bytes;    /* bytes kept from forward to backward beyond input and output */
 };

@@ -226,7 +226,7 @@ expect_exit 0 "plan --recalibrate" plan_tiny --recalibrate
 case "$(src "$T/c.json")" in *"($n timed now, 0 from the cache)"*)
     ok "--recalibrate measures again" ;; *) bad "recalibrate: $(src "$T/c.json")" ;;
 esac
-echo '{"format": "mpipe machine rates 4", "gemm": [' >"$cache"
+echo '{"format": "mpipe machine rates 5", "gemm": [' >"$cache"
 expect_exit 0 "plan with a corrupt cache" plan_tiny
 grep -q "ignoring the rates cache.*corrupt" "$T/err" && ok "a corrupt cache is named in a warning" \
     || bad "no warning for a corrupt cache"
@@ -239,13 +239,13 @@ grep -q "ignoring the rates cache.*foreign" "$T/err" && ok "a foreign cache is n
     || bad "no warning for a foreign cache"
 grep -q "Imaginary" "$cache" && bad "the foreign cache is not rewritten" \
     || ok "the foreign cache is rewritten with this machine's key"
-# A cache of an older format (shapes timed once each, not in rounds) is measured again.
+# A cache of an older format (no timings of shapes with their weight kept packed) is measured again.
 python3 -c "
-import json, sys; d = json.load(open(sys.argv[1])); d['format'] = 'mpipe machine rates 3'
+import json, sys; d = json.load(open(sys.argv[1])); d['format'] = 'mpipe machine rates 4'
 json.dump(d, open(sys.argv[1], 'w'))" "$cache"
 expect_exit 0 "plan with a cache of an older format" plan_tiny
 grep -q "ignoring the rates cache.*older way of measuring" "$T/err" &&
-    grep -q '"format": "mpipe machine rates 4"' "$cache" \
+    grep -q '"format": "mpipe machine rates 5"' "$cache" \
     && ok "an older format's cache is named in a warning and rewritten" \
     || bad "older format: $(grep -a ignoring "$T/err")"
 rm -rf "$T/calib"

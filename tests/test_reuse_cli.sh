@@ -38,6 +38,25 @@ claim "... and so are its loss and test accuracy" same_eval
 $MPIPE train "${M[@]}" --micro-batches 1 >"$TMP/one.out" 2>&1
 claim "one micro-batch: nothing to reuse, no pool" test "$(packed "$TMP/one.out")" = 0
 
+# Calibration times a GEMM whose B is a weight both ways (packing it, and kept packed), so that
+# plan prices a step that packs each weight once: the forward (x·Wᵀ) and input-grad (dy·W) of a
+# dense layer take a weight as B, its weight-grad (dyᵀ·x) does not.
+$MPIPE plan models/mlp.mp --stages 1 --ranks 1 --batch 128 --micro-batches 4 --out "$TMP/p.json" \
+    >/dev/null 2>&1
+fixed_shapes() {
+    python3 -c "
+import json, glob, sys
+g = json.load(open(glob.glob(sys.argv[1] + '/mpipe/rates-*.json')[0]))['gemm']
+weight = [x for x in g if x['ta'] == 0]    # x·Wᵀ and dy·W: A is the activation
+grad = [x for x in g if x['ta'] == 1]      # dyᵀ·x: both are activations
+assert weight and grad, 'no shapes'
+assert all(x['bfix'] == 1 and x['s_fixed'] > 0 for x in weight), weight
+assert all(x['bfix'] == 0 for x in grad), grad
+print('  %d weight shapes timed kept packed, %d weight-grad shapes not' % (len(weight), len(grad)))
+" "$XDG_CACHE_HOME"
+}
+claim "calibration times the weight GEMMs with the weight kept packed, and only those" fixed_shapes
+
 # A 2-stage GPT pipeline (attention, the tied embedding on both ends) against one rank.
 G=(models/gpt.mp --max-steps 2 --batch 8 --micro-batches 4 --eval-windows 2)
 $MPIPE train "${G[@]}" --save-weights "$TMP/g1.st" >"$TMP/g1.out" 2>&1

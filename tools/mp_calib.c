@@ -56,8 +56,10 @@ static void operands_free(void)
 }
 
 /* Median seconds of one call of c through mp_gemm (the path training takes) over at least one call
- * and 3 ms, at most 50 calls; after two warm-up calls when `warm_up` (the shape's first round). */
-static double time_call(const struct mp_gemm_call *c, int warm_up, struct mp_err *err)
+ * and 3 ms, at most 50 calls; after two warm-up calls when `warm_up` (the shape's first round).
+ * fixed: with B kept packed, as a step's micro-batches after the first find a weight
+ * (mp_gemm_reuse_begin): one call packs it, the timed ones reuse it. */
+static double time_call(const struct mp_gemm_call *c, int warm_up, int fixed, struct mp_err *err)
 {
     size_t rows_a = c->trans_a ? c->k : c->m, rows_b = c->trans_b ? c->n : c->k;
     float *a = operand(&ops[0], rows_a * c->lda + 1), *b = operand(&ops[1], rows_b * c->ldb + 1);
@@ -67,7 +69,9 @@ static double time_call(const struct mp_gemm_call *c, int warm_up, struct mp_err
     if (!a || !b || !cc)
         return MP_FAIL(err, NOMEM, "out of memory timing a %zux%zux%zu GEMM", c->m, c->n, c->k);
     float beta = c->beta_zero ? 0.0f : 1.0f;
-    for (int w = 0; warm_up && w < 2; w++)
+    if (fixed)
+        mp_gemm_reuse_begin(b, rows_b * c->ldb, mp_gemm_reuse_room(rows_b * c->ldb));
+    for (int w = 0; (warm_up && w < 2) || (fixed && w < 1); w++)
         mp_gemm(c->trans_a, c->trans_b, c->m, c->n, c->k, 1.0f, a, c->lda, b, c->ldb, beta, cc,
                 c->ldc);
     double start = mp__calib_now();
@@ -77,6 +81,7 @@ static double time_call(const struct mp_gemm_call *c, int warm_up, struct mp_err
                 c->ldc);
         t[n++] = mp__calib_now() - t0;
     }
+    mp_gemm_reuse_end();
     return mp_bench_median(t, n);
 }
 
@@ -86,7 +91,7 @@ static double time_call(const struct mp_gemm_call *c, int warm_up, struct mp_err
  * cut: BLIS's loops around its micro-kernel make the time linear in m, n and k once each spans
  * its cache blocks, and the strides stay the shape's own, so memory is walked as training walks
  * it. (Sliced against whole on the shapes of models/gpt*.mp: within a few per cent.) */
-static double time_gemm(const struct mp_gemm_call *c, int warm_up, struct mp_err *err)
+static double time_gemm(const struct mp_gemm_call *c, int warm_up, int fixed, struct mp_err *err)
 {
     double flops = 2.0 * (double)c->m * (double)c->n * (double)c->k;
     struct mp_gemm_call s = *c;
@@ -97,9 +102,9 @@ static double time_gemm(const struct mp_gemm_call *c, int warm_up, struct mp_err
         d = &s.k;
     size_t full = *d, cut = (size_t)((double)full * SLICE_FLOPS / flops);
     if (flops <= SLICE_FLOPS || full <= SLICE_MIN)
-        return time_call(c, warm_up, err);
+        return time_call(c, warm_up, fixed, err);
     *d = cut < SLICE_MIN ? SLICE_MIN : cut;
-    double sec = time_call(&s, warm_up, err);
+    double sec = time_call(&s, warm_up, fixed, err);
     return sec < 0 ? sec : sec * (double)full / (double)*d;
 }
 
@@ -127,46 +132,55 @@ static int count_calls(struct mp_calib_rates *r, const struct mp_gemm_rec *rec,
  * median of its rounds, so a burst of noise (another process, a VM's stolen time) spoils one
  * round of a few shapes, not a shape. Timed one after another, each shape's 10 ms could fall
  * wholly inside one: three caches of this VM disagreed 2-4x on single shapes (128x1024x784
- * transposed: 143, 136 and 31 GFLOPS), and a cache keeps what it was told. */
+ * transposed: 143, 136 and 31 GFLOPS), and a cache keeps what it was told. A shape whose B is a
+ * weight (b_fixed) is timed both ways in each round: packing B, and with B kept packed. */
 static int time_pending(struct mp_calib_rates *r, struct mp_err *err)
 {
     size_t n = 0, k = 0;
     for (size_t i = 0; i < r->n; i++)
-        n += isnan(r->v[i].s);
+        n += isnan(r->v[i].s) || isnan(r->v[i].s_fixed);
     if (n == 0)
         return 0;
     size_t *at = malloc(n * sizeof *at);
-    double *t = malloc(n * ROUNDS * sizeof *t);
+    double *t = malloc(2 * n * ROUNDS * sizeof *t);
     if (!at || !t) {
         free(at), free(t);
         return MP_FAIL(err, NOMEM, "out of memory");
     }
     for (size_t i = 0; i < r->n; i++)
-        if (isnan(r->v[i].s))
+        if (isnan(r->v[i].s) || isnan(r->v[i].s_fixed))
             at[k++] = i;
     int rc = 0;
     for (int round = 0; round < ROUNDS && !rc; round++)
-        for (size_t j = 0; j < n && !rc; j++) {
-            double sec = time_gemm(&r->v[at[j]].c, round == 0, err);
-            if (sec < 0)
-                rc = -1;
-            t[j * ROUNDS + (size_t)round] = sec;
-        }
-    for (size_t j = 0; j < n && !rc; j++)
-        r->v[at[j]].s = mp_bench_median(t + j * ROUNDS, ROUNDS);
+        for (size_t j = 0; j < n && !rc; j++)
+            for (int fixed = 0; fixed <= r->v[at[j]].c.b_fixed && !rc; fixed++) {
+                double sec = time_gemm(&r->v[at[j]].c, round == 0, fixed, err);
+                if (sec < 0)
+                    rc = -1;
+                t[(j * 2 + (size_t)fixed) * ROUNDS + (size_t)round] = sec;
+            }
+    for (size_t j = 0; j < n && !rc; j++) {
+        struct mp_calib_shape *s = &r->v[at[j]];
+        s->s = mp_bench_median(t + j * 2 * ROUNDS, ROUNDS);
+        s->s_fixed = s->c.b_fixed ? mp_bench_median(t + (j * 2 + 1) * ROUNDS, ROUNDS) : s->s;
+    }
     free(at), free(t);
     return rc;
 }
 
-/* The GEMM seconds of pass p from e's call counts. */
-static double gemm_seconds(struct mp_calib_rates *r, const struct mp_calib_pass *e, int p)
+/* The GEMM seconds of pass p from e's call counts; *pack: the part of them that packs weights
+ * (what a call whose B is a weight saves when the weight is kept packed). */
+static double gemm_seconds(struct mp_calib_rates *r, const struct mp_calib_pass *e, int p,
+                           double *pack)
 {
     double s = 0;
+    *pack = 0;
     for (size_t i = 0; i < e->n_calls; i++) {
         struct mp_calib_shape *sh = &r->v[e->calls[i].shape];
         if (e->calls[i].pass != p)
             continue;
         s += (double)e->calls[i].n * sh->s;
+        *pack += (double)e->calls[i].n * fmax(0.0, sh->s - sh->s_fixed);
         sh->used = sh->used ? sh->used : 1;
     }
     return s;
@@ -184,7 +198,11 @@ static int time_pass(struct mp_calib_rates *r, const struct mp_layer *l, const s
     rec->n = rec->dropped = 0;
     rec->skip = 1;
     mp_gemm_record(rec);
+    /* A scope over the layer's parameters that keeps nothing: the recorder marks the calls whose
+     * B is a weight (b_fixed), which a step with several micro-batches packs once. */
+    mp_gemm_reuse_begin(b->param, mp_layer_n_param(l), 0);
     mp_bench_call(l, ctx, b, p, mb);
+    mp_gemm_reuse_end();
     size_t calls = rec->n, dropped = rec->dropped;
     double start = mp__calib_now();
     while (n < 50 && (n < 3 || mp__calib_now() - start < 0.002)) {
@@ -206,7 +224,7 @@ static int time_pass(struct mp_calib_rates *r, const struct mp_layer *l, const s
 /* Layer i's passes (B before the model's dx_from and W of W-less layers cost nothing: the engine
  * never runs them), from the cache or timed now (again: always timed). */
 static int time_layer(struct mp_calib_rates *r, const struct mp_model *m, int i, size_t mb,
-                      int again, double out[3], struct mp_err *err)
+                      int again, double out[3], double pack[3], struct mp_err *err)
 {
     const struct mp_layer *l = &m->layers[i];
     struct mp_calib_pass *e = again ? NULL : mp__calib_find_elem(r, m->digest, mb, i);
@@ -230,7 +248,7 @@ static int time_layer(struct mp_calib_rates *r, const struct mp_model *m, int i,
         free(rec.calls);
     }
     for (int p = 0; p < 3 && !rc; p++)
-        out[p] = e->t[p] + gemm_seconds(r, e, p);
+        out[p] = e->t[p] + gemm_seconds(r, e, p, &pack[p]);
     return rc;
 }
 
@@ -306,7 +324,10 @@ static int correct(struct mp_calib_rates *r, const struct mp_model *m, enum mp_o
         for (int p = 0; p < 3; p++) {
             double fp = f[0][p] + x * (f[1][p] - f[0][p]);
             for (int i = 1; i < nl; i++)
+            {
                 t->t[((size_t)j * (size_t)nl + (size_t)i) * 3 + (size_t)p] *= fp;
+                t->pack[((size_t)j * (size_t)nl + (size_t)i) * 3 + (size_t)p] *= fp;
+            }
         }
     }
     return 0;
@@ -354,6 +375,7 @@ void mp_calib_free(struct mp_cost_table *t)
 {
     free(t->mbs);
     free(t->t);
+    free(t->pack);
     memset(t, 0, sizeof *t);
 }
 
@@ -366,14 +388,17 @@ static int fill_rows(struct mp_calib_rates *r, const struct mp_model *m, const s
     for (int j = 0; j < t->n_mbs && !rc; j++) {
         t->mbs[j] = mbs[j];
         for (int i = 1; i < m->n_layers && !rc; i++) {
-            double *row = &t->t[((size_t)j * (size_t)m->n_layers + (size_t)i) * 3];
+            size_t at = ((size_t)j * (size_t)m->n_layers + (size_t)i) * 3;
+            double *row = &t->t[at], *pack = &t->pack[at];
             int twin = 1;
             while (twin < i && !same_cost(m, &m->layers[twin], &m->layers[i]))
                 twin++;
-            if (twin < i)
+            if (twin < i) {
                 memcpy(row, row - (size_t)(i - twin) * 3, 3 * sizeof *row);
-            else
-                rc = time_layer(r, m, i, mbs[j], again, row, err);
+                memcpy(pack, pack - (size_t)(i - twin) * 3, 3 * sizeof *pack);
+            } else {
+                rc = time_layer(r, m, i, mbs[j], again, row, pack, err);
+            }
         }
     }
     return rc;
@@ -395,7 +420,8 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
     t->n_mbs = n, t->n_layers = m->n_layers;
     t->mbs = malloc((size_t)(n ? n : 1) * sizeof *t->mbs);
     t->t = calloc((size_t)n * (size_t)m->n_layers * 3 + 1, sizeof *t->t);
-    int rc = t->mbs && t->t ? 0 : MP_FAIL(err, NOMEM, "out of memory");
+    t->pack = calloc((size_t)n * (size_t)m->n_layers * 3 + 1, sizeof *t->pack);
+    int rc = t->mbs && t->t && t->pack ? 0 : MP_FAIL(err, NOMEM, "out of memory");
     /* Every pass's element-wise part and GEMM calls, then the shapes new to the cache timed
      * together, then the rows from both. */
     if (!rc)

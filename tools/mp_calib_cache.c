@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,7 @@
 
 /* 4: GEMM shapes timed in rounds (mp_calib.c time_pending); a file of format 3 may hold shapes
  * timed once inside a burst of noise, 2-4x off, so it is measured again. */
-#define CACHE_FORMAT "mpipe machine rates 4"
+#define CACHE_FORMAT "mpipe machine rates 5"
 #define CACHE_FORMAT_STEM "mpipe machine rates "
 
 static void cpu_model(char *out, size_t len)
@@ -100,7 +101,7 @@ static int same_call(const struct mp_gemm_call *a, const struct mp_gemm_call *b)
 {
     return a->trans_a == b->trans_a && a->trans_b == b->trans_b && a->beta_zero == b->beta_zero &&
            a->m == b->m && a->n == b->n && a->k == b->k && a->lda == b->lda && a->ldb == b->ldb &&
-           a->ldc == b->ldc;
+           a->ldc == b->ldc && a->b_fixed == b->b_fixed;
 }
 
 /* Room for one more element of `size` bytes in *v (n used, *cap allocated); NULL on OOM. */
@@ -129,7 +130,7 @@ struct mp_calib_shape *mp__calib_add(struct mp_calib_rates *r, const struct mp_g
 {
     struct mp_calib_shape *v = grow((void **)&r->v, r->n, &r->cap, sizeof *v);
     if (v)
-        *v = (struct mp_calib_shape){*c, s, 0}, r->n++;
+        *v = (struct mp_calib_shape){*c, s, 0, c->b_fixed ? NAN : s}, r->n++;
     return v;
 }
 
@@ -225,16 +226,22 @@ static int get_secs(json_t *o, const char *key, double *out, int positive)
 /* One cached shape; -1 if anything in it is missing or out of range. */
 static int read_shape(json_t *o, struct mp_calib_rates *r)
 {
-    size_t f[9];
-    static const char *const keys[9] = {"ta", "tb", "beta0", "m", "n", "k", "lda", "ldb", "ldc"};
-    double sec;
-    for (int i = 0; i < 9; i++)
+    size_t f[10];
+    static const char *const keys[10] = {"ta",  "tb",  "beta0", "m",   "n",
+                                         "k",   "lda", "ldb",   "ldc", "bfix"};
+    double sec, sec_fixed = 0;
+    for (int i = 0; i < 10; i++)
         if (get_size(o, keys[i], &f[i]))
             return -1;
-    if (get_secs(o, "s", &sec, 1) || f[0] > 1 || f[1] > 1 || f[2] > 1)
+    if (get_secs(o, "s", &sec, 1) || f[0] > 1 || f[1] > 1 || f[2] > 1 || f[9] > 1 ||
+        (f[9] && get_secs(o, "s_fixed", &sec_fixed, 1)))
         return -1;
-    struct mp_gemm_call c = {(int)f[0], (int)f[1], (int)f[2], f[3], f[4], f[5], f[6], f[7], f[8]};
-    return mp__calib_add(r, &c, sec) ? 0 : -1;
+    struct mp_gemm_call c = {(int)f[0], (int)f[1], (int)f[2], f[3], f[4],
+                             f[5],      f[6],      f[7],      f[8], (int)f[9]};
+    struct mp_calib_shape *s = mp__calib_add(r, &c, sec);
+    if (s && c.b_fixed)
+        s->s_fixed = sec_fixed;
+    return s ? 0 : -1;
 }
 
 /* A pass entry: its element-wise seconds and its calls as [pass, shape index, count] triples
@@ -365,11 +372,12 @@ static json_t *shapes_json(const struct mp_calib_rates *r)
         enum mp_gemm_path path = mp_gemm_path_for_op(c->trans_a, c->trans_b, c->m, c->n, c->k);
         double gflops = 2e-9 * (double)c->m * (double)c->n * (double)c->k / r->v[i].s;
         json_array_append_new(
-            a, json_pack("{s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s, s:f}", "ta",
-                         c->trans_a, "tb", c->trans_b, "beta0", c->beta_zero, "m", (json_int_t)c->m,
-                         "n", (json_int_t)c->n, "k", (json_int_t)c->k, "lda", (json_int_t)c->lda,
-                         "ldb", (json_int_t)c->ldb, "ldc", (json_int_t)c->ldc, "s", r->v[i].s,
-                         "path", mp_gemm_path_name(path), "gflops", gflops));
+            a, json_pack("{s:i, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:s, s:f, s:i, "
+                         "s:f}", "ta", c->trans_a, "tb", c->trans_b, "beta0", c->beta_zero, "m",
+                         (json_int_t)c->m, "n", (json_int_t)c->n, "k", (json_int_t)c->k, "lda",
+                         (json_int_t)c->lda, "ldb", (json_int_t)c->ldb, "ldc", (json_int_t)c->ldc,
+                         "s", r->v[i].s, "path", mp_gemm_path_name(path), "gflops", gflops,
+                         "bfix", c->b_fixed, "s_fixed", r->v[i].s_fixed));
     }
     return a;
 }

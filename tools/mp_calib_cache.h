@@ -18,6 +18,8 @@ struct mp_calib_shape {
     struct mp_gemm_call c;
     double s; /* seconds per call, warm */
     int used; /* by this model: 1 from the cache, 2 timed now */
+    double s_fixed; /* c.b_fixed: seconds per call with B kept packed (mp_gemm_reuse_begin);
+                       NaN until timed. Otherwise s */
 };
 
 /* n GEMM calls of shape number `shape` (an index into struct mp_calib_rates.v) in pass `pass`. */
