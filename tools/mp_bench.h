@@ -34,6 +34,8 @@ void mp_bench_row(struct mp_bench *b, json_t *row);
 /* Prints a JSON document {"rows": [...]} one row per line (used for stdout and files). */
 void mp_bench_dump_rows(FILE *f, json_t *rows);
 
+/* n floats of GEMM operands (malloc'd; NULL on OOM): small, varied, never denormal. */
+float *mp_bench_filled(size_t n);
 /* Median of n doubles (sorts them). */
 double mp_bench_median(double *v, size_t n);
 /* True when argv[i] is --help or -h somewhere in argv. */

@@ -12,21 +12,13 @@
 #define REF_N 1024
 #define REF_K 1024
 
-static float *filled(size_t n)
-{
-    float *p = malloc(n * sizeof *p);
-    for (size_t i = 0; p && i < n; i++)
-        p[i] = (float)((i * 7919u) % 1000u) * 1e-3f - 0.5f;
-    return p;
-}
-
 int mp_bench_ceiling_open(struct mp_bench_ceiling *c, struct mp_xport *x, size_t steps,
                           struct mp_err *err)
 {
     memset(c, 0, sizeof *c);
     c->x = x, c->cap = steps;
-    c->a = filled((size_t)REF_M * REF_K), c->b = filled((size_t)REF_K * REF_N);
-    c->c = filled((size_t)REF_M * REF_N);
+    c->a = mp_bench_filled((size_t)REF_M * REF_K), c->b = mp_bench_filled((size_t)REF_K * REF_N);
+    c->c = mp_bench_filled((size_t)REF_M * REF_N);
     c->gflops = calloc(steps ? steps : 1, sizeof *c->gflops);
     if (!c->a || !c->b || !c->c || !c->gflops) {
         mp_bench_ceiling_close(c);

@@ -119,6 +119,14 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+float *mp_bench_filled(size_t n)
+{
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; p && i < n; i++)
+        p[i] = (float)((i * 7919u) % 1000u) * 1e-3f - 0.5f;
+    return p;
+}
+
 double mp_bench_median(double *v, size_t n)
 {
     if (n == 0)

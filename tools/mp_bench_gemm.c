@@ -151,14 +151,6 @@ static int model_shapes(struct gemm_args *a, struct mp_err *err)
     return rc;
 }
 
-static float *alloc_filled(size_t n)
-{
-    float *p = malloc(n * sizeof *p);
-    for (size_t i = 0; p && i < n; i++)
-        p[i] = (float)((i * 7919u) % 1000u) * 1e-3f - 0.5f;
-    return p;
-}
-
 /* Median seconds of one call through `path` after two warm-up calls, repeating for the budget. */
 static double time_path(enum mp_gemm_path path, const struct shape *s, const float *A,
                         const float *B, float *C, double budget)
@@ -183,8 +175,8 @@ static double time_path(enum mp_gemm_path path, const struct shape *s, const flo
 static int run_shape(struct mp_bench *b, const struct shape *s, double budget, double ceiling,
                      double *chosen_s, struct mp_err *err)
 {
-    float *A = alloc_filled(s->m * s->k), *B = alloc_filled(s->k * s->n),
-          *C = alloc_filled(s->m * s->n);
+    float *A = mp_bench_filled(s->m * s->k), *B = mp_bench_filled(s->k * s->n),
+          *C = mp_bench_filled(s->m * s->n);
     double t[MP_GEMM_PATH_COUNT];
     int rc = (!A || !B || !C)
                  ? MP_FAIL(err, NOMEM, "out of memory for %zux%zux%zu", s->m, s->n, s->k)
