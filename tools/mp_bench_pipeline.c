@@ -431,12 +431,17 @@ static int measure(struct mp_xport *sub, const struct mp_model *m, const struct 
     double *t = calloc((size_t)a->steps, sizeof *t);
     size_t n = 0;
     int rc = t ? mp_train_run(&c, sub, &res, err) : MP_FAIL(err, NOMEM, "out of memory");
+    int read_rc = 0;
     if (!rc && mp_xport_rank(sub) == 0)
-        rc = read_steps(metrics, t, (size_t)a->steps, &n, err);
-    if (!rc && a->ceiling) /* collective: every rank's ceilings are summed */
+        read_rc = read_steps(metrics, t, (size_t)a->steps, &n, err);
+    /* Collective (every rank's ceilings are summed): rank 0 takes part even when it could not
+     * read its step times (n = 0), so that the others do not wait for it until the deadline. */
+    if (!rc && a->ceiling)
         rc = mp_bench_ceiling_share(&ceil, t, n, step_flops(m, (size_t)a->batch / (size_t)r->M,
                                                             r->M),
                                     &r->of_ceiling, &r->ceiling_gflops, err);
+    if (!rc)
+        rc = read_rc;
     if (a->ceiling)
         mp_bench_ceiling_close(&ceil);
     if (!rc && n) { /* rank 0: the first step alone, the median of the others (the first
