@@ -323,10 +323,9 @@ static int correct(struct mp_calib_rates *r, const struct mp_model *m, enum mp_o
         double x = lg[0] > lg[1] ? (lg[0] - log((double)t->mbs[j])) / (lg[0] - lg[1]) : 0;
         for (int p = 0; p < 3; p++) {
             double fp = f[0][p] + x * (f[1][p] - f[0][p]);
-            for (int i = 1; i < nl; i++)
-            {
-                t->t[((size_t)j * (size_t)nl + (size_t)i) * 3 + (size_t)p] *= fp;
-                t->pack[((size_t)j * (size_t)nl + (size_t)i) * 3 + (size_t)p] *= fp;
+            for (int i = 1; i < nl; i++) { /* the packing part scales with its pass */
+                size_t at = ((size_t)j * (size_t)nl + (size_t)i) * 3 + (size_t)p;
+                t->t[at] *= fp, t->pack[at] *= fp;
             }
         }
     }
