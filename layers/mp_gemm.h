@@ -9,8 +9,9 @@
 enum mp_gemm_path {
     MP_GEMM_CBLAS,  /* cblas_sgemm: BLIS's default, takes the small/unpacked "sup" kernels */
     MP_GEMM_NATIVE, /* bli_sgemm_ex with sup disabled: packed, large-kernel path */
-    MP_GEMM_LOOPS,  /* mpipe's own loops and packing around BLIS's micro-kernel (where BLIS
-                       packs element by element: mp_gemm_loops.c); elsewhere the native path */
+    MP_GEMM_LOOPS,  /* mpipe's own loops and packing around BLIS's micro-kernel, the native
+                       path's bits (where BLIS packs element by element, and where its kernel
+                       prefers row-stored C: mp_gemm_loops.c); elsewhere the native path */
     MP_GEMM_PATH_COUNT
 };
 

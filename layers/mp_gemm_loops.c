@@ -12,12 +12,18 @@
  * software prefetch, and calls the same micro-kernel on the same micro-panel layout. The
  * arithmetic is all BLIS's: this file only copies and loops.
  *
- * Like BLIS with a micro-kernel that prefers column-stored C, it computes the transposed
- * problem: C' = Cᵀ (n x m, column-stored: row-major C read with the strides swapped) =
- * A' B' with A' = op(B)ᵀ (n x k, packed MR rows at a time) and B' = op(A)ᵀ (k x m, packed NR
- * columns at a time). Its blocks are BLIS's (step), the k blocks in order, the first with the
- * caller's beta and the rest with 1: the bits are BLIS's own for the same shape, a fixed function
- * of the shape (DESIGN.md §6). */
+ * The same loops serve BLIS's configurations whose micro-kernel prefers row-stored C (zen3,
+ * haswell: 6 x 16), where BLIS packs fast with its own kernels, for one reason: packed-weight
+ * reuse below. There the loops pack with BLIS's packing kernels (or the AVX-512 ones here where
+ * the CPU has AVX-512), so a call outside a reuse scope runs what BLIS's native path runs.
+ *
+ * As BLIS does, the problem is oriented to the micro-kernel's preferred storage of C. Where it
+ * prefers columns (skx) the loops compute C' = Cᵀ (n x m, column-stored: row-major C read with
+ * the strides swapped) = A' B' with A' = op(B)ᵀ (n x k, packed MR rows at a time) and
+ * B' = op(A)ᵀ (k x m, packed NR columns at a time); where it prefers rows, C' = C, A' = op(A),
+ * B' = op(B). Its blocks are BLIS's (step), the k blocks in order, the first with the caller's
+ * beta and the rest with 1: the bits are BLIS's own for the same shape, a fixed function of the
+ * shape (DESIGN.md §6). */
 #include "mp_gemm_loops.h"
 
 #include <blis.h>
@@ -30,8 +36,10 @@
 static struct {
     sgemm_ukr_ft ukr;
     cntx_t *cntx;
-    size_t mr, nr, mc, kc, nc;         /* BLIS's default blocksizes */
-    size_t mc_max, kc_max, nc_max;     /* and its maxima (see step) */
+    int rows;                           /* the micro-kernel prefers row-stored C */
+    spackm_cxk_ker_ft pack_mr, pack_nr; /* BLIS's packing kernels, MR and NR wide panels */
+    size_t mr, nr, mc, kc, nc;          /* BLIS's default blocksizes */
+    size_t mc_max, kc_max, nc_max;      /* and its maxima (see step) */
 } k_;
 static int have_avx512; /* the packing's fast path: asked once by mp__gemm_loops_available */
 
@@ -40,16 +48,27 @@ int mp__gemm_loops_available(void)
     cntx_t *cntx = bli_gks_query_cntx();
     dim_t mr = bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_MR, cntx);
     dim_t nr = bli_cntx_get_blksz_def_dt(BLIS_FLOAT, BLIS_NR, cntx);
-    /* Only where BLIS would pack through scal2m, and only with the panel layout the loops write:
-     * packed widths equal to MR and NR (no padding between rows of a micro-panel). */
-    if (mr < BLIS_NUM_PACKM_KERS || bli_cntx_get_blksz_max_dt(BLIS_FLOAT, BLIS_MR, cntx) != mr ||
-        bli_cntx_get_blksz_max_dt(BLIS_FLOAT, BLIS_NR, cntx) != nr ||
-        bli_cntx_l3_nat_ukr_prefers_rows_dt(BLIS_FLOAT, BLIS_GEMM_UKR, cntx))
-        return 0;
+    int rows = bli_cntx_l3_nat_ukr_prefers_rows_dt(BLIS_FLOAT, BLIS_GEMM_UKR, cntx) ? 1 : 0;
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    have_avx512 = __builtin_cpu_supports("avx512f");
+    /* MP_GEMM_PACK_NO_AVX512 (tests): pack as on a CPU without AVX-512, through BLIS's kernels
+     * where it has them, so an AVX-512 machine also runs what an AVX2 one does. */
+    have_avx512 = __builtin_cpu_supports("avx512f") && !getenv("MP_GEMM_PACK_NO_AVX512");
 #endif
+    k_.pack_mr = (spackm_cxk_ker_ft)bli_cntx_get_packm_ker_dt(BLIS_FLOAT, (l1mkr_t)mr, cntx);
+    k_.pack_nr = (spackm_cxk_ker_ft)bli_cntx_get_packm_ker_dt(BLIS_FLOAT, (l1mkr_t)nr, cntx);
+    /* Only with the panel layout the loops write: packed widths equal to MR and NR (no padding
+     * between rows of a micro-panel). A column-preferring kernel only where BLIS would pack
+     * through scal2m (MR past its table of packing kernels); a row-preferring one only where BLIS
+     * has packing kernels for both widths, or the CPU has AVX-512 for the loops' own. */
+    if (bli_cntx_get_blksz_max_dt(BLIS_FLOAT, BLIS_MR, cntx) != mr ||
+        bli_cntx_get_blksz_max_dt(BLIS_FLOAT, BLIS_NR, cntx) != nr)
+        return 0;
+    if (!rows && mr < BLIS_NUM_PACKM_KERS)
+        return 0;
+    if (rows && !have_avx512 && !(k_.pack_mr && k_.pack_nr))
+        return 0;
+    k_.rows = rows;
     k_.ukr = (sgemm_ukr_ft)bli_cntx_get_l3_nat_ukr_dt(BLIS_FLOAT, BLIS_GEMM_UKR, cntx);
     k_.cntx = cntx;
     k_.mr = (size_t)mr, k_.nr = (size_t)nr;
@@ -188,9 +207,10 @@ __attribute__((target("avx512f"))) static void pack_block_side_avx512(const floa
 
 /* Packs rows [0, rows) x columns [0, len) of X (element (i, l) at x[i*rs + l*cs]) as
  * consecutive micro-panels of `width` rows, each width*len floats: the one place that picks how
- * (AVX-512 beside or transposing, else element by element). */
-static void pack_block(const float *x, size_t rs, size_t cs, size_t rows, size_t len,
-                       size_t width, float *p)
+ * (AVX-512 beside or transposing; else BLIS's own packing kernel for the width, `ker`, where it
+ * has one; else element by element). */
+static void pack_block(const float *x, size_t rs, size_t cs, size_t rows, size_t len, size_t width,
+                       spackm_cxk_ker_ft ker, float *p)
 {
 #if defined(__x86_64__)
     if (have_avx512 && rs == 1) {
@@ -198,6 +218,7 @@ static void pack_block(const float *x, size_t rs, size_t cs, size_t rows, size_t
         return;
     }
 #endif
+    float one = 1.0f;
     for (size_t i = 0; i < rows; i += width) {
         size_t w = rows - i < width ? rows - i : width;
 #if defined(__x86_64__)
@@ -206,7 +227,12 @@ static void pack_block(const float *x, size_t rs, size_t cs, size_t rows, size_t
             continue;
         }
 #endif
-        pack_panel_scalar(x + i * rs, rs, cs, w, len, width, p + i * len);
+        if (ker) /* zero-fills the rows past w, as the panels here are */
+            ker(BLIS_NO_CONJUGATE, width == k_.mr ? BLIS_PACKED_ROW_PANELS : BLIS_PACKED_COL_PANELS,
+                (dim_t)w, (dim_t)len, (dim_t)len, &one, (float *)(x + i * rs), (inc_t)rs, (inc_t)cs,
+                p + i * len, (inc_t)width, k_.cntx);
+        else
+            pack_panel_scalar(x + i * rs, rs, cs, w, len, width, p + i * len);
     }
 }
 
@@ -228,8 +254,8 @@ struct reuse_entry {
 };
 
 static _Thread_local struct {
-    const float *lo, *hi;  /* the fixed range; lo == NULL: no scope open */
-    float *pool;           /* 64-byte aligned, room floats, kept */
+    const float *lo, *hi;     /* the fixed range; lo == NULL: no scope open */
+    float *pool;              /* 64-byte aligned, room floats, kept */
     size_t room, limit, used; /* limit: this scope's room (at most room) */
     struct reuse_entry e[REUSE_MAX];
     int n;
@@ -258,15 +284,18 @@ void mp__gemm_loops_reuse_stats(unsigned long long *packed, unsigned long long *
     *packed = reuse_.packed, *reused = reuse_.reused;
 }
 
-/* Floats A' (rows x k) takes packed: every (pc, ic) block, its rows rounded up to MR. */
+/* Floats the weight (rows x k, rows the n of C) takes packed: every block, its rows rounded up
+ * to the panel width. It is A' in MC-row blocks where the micro-kernel prefers columns, B' in
+ * NC-column blocks where it prefers rows; the order of the blocks does not change the sum. */
 static size_t packed_floats(size_t rows, size_t k)
 {
-    size_t total = 0;
+    size_t width = k_.rows ? k_.nr : k_.mr, blk = k_.rows ? k_.nc : k_.mc;
+    size_t blk_max = k_.rows ? k_.nc_max : k_.mc_max, total = 0;
     for (size_t pc = 0, kc; pc < k; pc += kc) {
         kc = step(pc, k, k_.kc, k_.kc_max);
         for (size_t ic = 0, mc; ic < rows; ic += mc) {
-            mc = step(ic, rows, k_.mc, k_.mc_max);
-            total += (mc + k_.mr - 1) / k_.mr * k_.mr * kc;
+            mc = step(ic, rows, blk, blk_max);
+            total += (mc + width - 1) / width * width * kc;
         }
     }
     return total;
@@ -285,13 +314,44 @@ static struct reuse_entry *reuse_entry(const float *src, int trans, size_t rows,
             return e;
     }
     size_t need = packed_floats(rows, k);
-    if (reuse_.n == REUSE_MAX || need > reuse_.limit - reuse_.used)
+    if (reuse_.n == REUSE_MAX || (need + 15) / 16 * 16 > reuse_.limit - reuse_.used)
         return NULL;
     struct reuse_entry *e = &reuse_.e[reuse_.n++];
     *e = (struct reuse_entry){.src = src, .trans = trans, .rows = rows, .k = k, .ld = ld,
                               .packed = reuse_.pool + reuse_.used};
-    reuse_.used += need; /* need is a multiple of MR * KC floats: 64-byte aligned for MR >= 16 */
+    reuse_.used += (need + 15) / 16 * 16; /* the next operand 64-byte aligned too */
     return e;
+}
+
+/* One problem as the loops see it: C' (m2 x n2, element (i, j) at c[i*rs_c + j*cs_c]) =
+ * alpha A' B' + beta C', A' (m2 x k) element (i, l) at a[i*rs_a + l*cs_a], B' (k x n2) element
+ * (l, j) at b[j*rs_b + l*cs_b] (B'ᵀ's rows are what a panel packs). */
+struct problem {
+    size_t m2, n2, k;
+    const float *a, *b;
+    size_t rs_a, cs_a, rs_b, cs_b, rs_c, cs_c;
+    float *c;
+};
+
+/* The micro-panels of one MC x NC block of C', NR columns at a time, MR rows within them. */
+static void macro_kernel(const struct problem *q, size_t ic, size_t jc, size_t mc, size_t nc,
+                         size_t kc, float alpha, float beta_k, const float *pa, const float *pb,
+                         auxinfo_t *aux)
+{
+    const size_t mr = k_.mr, nr = k_.nr;
+    for (size_t jr = 0; jr < nc; jr += nr) {
+        const float *b_panel = pb + jr * kc;
+        for (size_t ir = 0; ir < mc; ir += mr) {
+            const float *a_panel = pa + ir * kc;
+            int last_i = ir + mr >= mc, last_j = jr + nr >= nc;
+            bli_auxinfo_set_next_a((void *)(last_i ? pa : a_panel + mr * kc), aux);
+            bli_auxinfo_set_next_b((void *)(last_i && !last_j ? b_panel + nr * kc : b_panel), aux);
+            k_.ukr((dim_t)(mc - ir < mr ? mc - ir : mr), (dim_t)(nc - jr < nr ? nc - jr : nr),
+                   (dim_t)kc, &alpha, (float *)a_panel, (float *)b_panel, &beta_k,
+                   q->c + (ic + ir) * q->rs_c + (jc + jr) * q->cs_c, (inc_t)q->rs_c, (inc_t)q->cs_c,
+                   aux, k_.cntx);
+        }
+    }
 }
 
 void mp__gemm_loops(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
@@ -299,12 +359,16 @@ void mp__gemm_loops(int trans_a, int trans_b, size_t m, size_t n, size_t k, floa
                     size_t ldc)
 {
     const size_t mr = k_.mr, nr = k_.nr;
-    /* A'(i, l) = op(B)(l, i); B'(l, j) = op(A)(j, l), packed as B'ᵀ's rows (NR of them a panel). */
-    size_t rs_a = trans_b ? ldb : 1, cs_a = trans_b ? 1 : ldb;
-    size_t rs_b = trans_a ? 1 : lda, cs_b = trans_a ? lda : 1;
-    size_t m2 = n, n2 = m; /* C' = Cᵀ */
-    size_t mc_max = m2 < k_.mc_max ? m2 : k_.mc_max, kc_max = k < k_.kc_max ? k : k_.kc_max;
-    size_t nc_max = n2 < k_.nc_max ? n2 : k_.nc_max;
+    /* op(A)(i, l) = a[i*ra + l*ca], op(B)(l, j) = b[l*rb + j*cb]. */
+    size_t ra = trans_a ? 1 : lda, ca = trans_a ? lda : 1;
+    size_t rb = trans_b ? 1 : ldb, cb = trans_b ? ldb : 1;
+    struct problem q;
+    if (k_.rows) /* C' = C, A' = op(A), B' = op(B) */
+        q = (struct problem){m, n, k, a, b, ra, ca, cb, rb, ldc, 1, c};
+    else /* C' = Cᵀ, A'(i, l) = op(B)(l, i), B'(l, j) = op(A)(j, l) */
+        q = (struct problem){n, m, k, b, a, cb, rb, ra, ca, 1, ldc, c};
+    size_t mc_max = q.m2 < k_.mc_max ? q.m2 : k_.mc_max, kc_max = k < k_.kc_max ? k : k_.kc_max;
+    size_t nc_max = q.n2 < k_.nc_max ? q.n2 : k_.nc_max;
     float *pa = block(&buf_a, &cap_a, (mc_max + mr - 1) / mr * mr * kc_max);
     float *pb = block(&buf_b, &cap_b, (nc_max + nr - 1) / nr * nr * kc_max);
     if (!pa || !pb)
@@ -313,48 +377,44 @@ void mp__gemm_loops(int trans_a, int trans_b, size_t m, size_t n, size_t k, floa
     memset(&aux, 0, sizeof aux);
     bli_auxinfo_set_schema_a(BLIS_PACKED_ROW_PANELS, &aux);
     bli_auxinfo_set_schema_b(BLIS_PACKED_COL_PANELS, &aux);
-    struct reuse_entry *kept = reuse_entry(b, trans_b, m2, k, ldb);
+    /* The weight is op(B): A' where the kernel prefers columns (its blocks in (pc, ic) order,
+     * the same for every jc), B' where it prefers rows (blocks in (jc, pc) order). */
+    struct reuse_entry *kept = reuse_entry(b, trans_b, n, k, ldb);
     if (kept && kept->ready)
         reuse_.reused++;
-    for (size_t jc = 0, nc; jc < n2; jc += nc) {
-        nc = step(jc, n2, k_.nc, k_.nc_max);
-        float *kept_block = kept ? kept->packed : NULL; /* blocks in (pc, ic) order */
+    float *kept_b = kept && k_.rows ? kept->packed : NULL;
+    for (size_t jc = 0, nc; jc < q.n2; jc += nc) {
+        nc = step(jc, q.n2, k_.nc, k_.nc_max);
+        float *kept_a = kept && !k_.rows ? kept->packed : NULL;
         for (size_t pc = 0, kc; pc < k; pc += kc) {
             kc = step(pc, k, k_.kc, k_.kc_max);
             float beta_k = pc == 0 ? beta : 1.0f;
-            pack_block(a + jc * rs_b + pc * cs_b, rs_b, cs_b, nc, kc, nr, pb);
+            float *bb = pb;
+            if (kept_b) { /* packed by an earlier call of this scope, or now */
+                bb = kept_b;
+                kept_b += (nc + nr - 1) / nr * nr * kc;
+            }
+            if (!kept_b || !kept->ready)
+                pack_block(q.b + jc * q.rs_b + pc * q.cs_b, q.rs_b, q.cs_b, nc, kc, nr, k_.pack_nr,
+                           bb);
             bli_auxinfo_set_is_a((inc_t)(mr * kc), &aux);
             bli_auxinfo_set_is_b((inc_t)(nr * kc), &aux);
-            for (size_t ic = 0, mc; ic < m2; ic += mc) {
-                mc = step(ic, m2, k_.mc, k_.mc_max);
-                if (kept_block) { /* packed by an earlier call, or by this one's first jc */
-                    pa = kept_block;
-                    kept_block += (mc + mr - 1) / mr * mr * kc;
-                    if (!kept->ready)
-                        pack_block(b + ic * rs_a + pc * cs_a, rs_a, cs_a, mc, kc, mr, pa);
-                } else {
-                    pack_block(b + ic * rs_a + pc * cs_a, rs_a, cs_a, mc, kc, mr, pa);
+            for (size_t ic = 0, mc; ic < q.m2; ic += mc) {
+                mc = step(ic, q.m2, k_.mc, k_.mc_max);
+                float *aa = pa;
+                if (kept_a) { /* packed by an earlier call, or by this one's first jc */
+                    aa = kept_a;
+                    kept_a += (mc + mr - 1) / mr * mr * kc;
                 }
-                /* The macro-kernel: NR columns of C' at a time, MR rows within them. */
-                for (size_t jr = 0; jr < nc; jr += nr) {
-                    float *b_panel = pb + jr * kc;
-                    for (size_t ir = 0; ir < mc; ir += mr) {
-                        float *a_panel = pa + ir * kc;
-                        int last_i = ir + mr >= mc, last_j = jr + nr >= nc;
-                        bli_auxinfo_set_next_a(last_i ? pa : a_panel + mr * kc, &aux);
-                        bli_auxinfo_set_next_b(last_i && !last_j ? b_panel + nr * kc : b_panel,
-                                               &aux);
-                        k_.ukr((dim_t)(mc - ir < mr ? mc - ir : mr),
-                               (dim_t)(nc - jr < nr ? nc - jr : nr), (dim_t)kc, &alpha, a_panel,
-                               b_panel, &beta_k, c + (jc + jr) * ldc + (ic + ir), 1, (inc_t)ldc,
-                               &aux, k_.cntx);
-                    }
-                }
+                if (!kept_a || (!kept->ready && jc == 0))
+                    pack_block(q.a + ic * q.rs_a + pc * q.cs_a, q.rs_a, q.cs_a, mc, kc, mr,
+                               k_.pack_mr, aa);
+                macro_kernel(&q, ic, jc, mc, nc, kc, alpha, beta_k, aa, bb, &aux);
             }
         }
-        if (kept && !kept->ready) {
-            kept->ready = 1;
-            reuse_.packed++;
-        }
+    }
+    if (kept && !kept->ready) {
+        kept->ready = 1;
+        reuse_.packed++;
     }
 }

@@ -5,9 +5,11 @@
 
 #include <stddef.h>
 
-/* Whether this BLIS configuration is one the loops serve: BLIS would pack one operand of every
- * sgemm element by element (no packing kernel for its micro-kernel's MR), and the micro-kernel
- * prefers column-stored C. Asked once, after BLIS is initialised. */
+/* Whether this BLIS configuration is one the loops serve: a micro-kernel that prefers
+ * column-stored C where BLIS would pack one operand of every sgemm element by element (no packing
+ * kernel for its MR: skx), or one that prefers row-stored C where the panels can be packed fast
+ * (BLIS's kernels for MR and NR, or AVX-512: zen3, haswell). Asked once, after BLIS is
+ * initialised. */
 int mp__gemm_loops_available(void);
 /* Row-major C (m, n) = alpha op(A) op(B) + beta C, as mp_gemm; m, n, k > 0. Deterministic: the
  * blocking and the order of the k blocks are fixed functions of the shape. */
