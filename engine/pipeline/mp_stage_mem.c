@@ -90,8 +90,8 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
     if (q->zero && q->D > 1)
         p.optim /= q->D;
     p.scratch = scratch * FLOAT_BYTES;
-    if (q->D > 1)
-        p.dp = arena * FLOAT_BYTES * (q->real_replicas ? (double)(q->D + 1) / q->D : 1.0);
+    if (q->D > 1) /* real replicas: D received chunks of each bucket; emulated: a running sum */
+        p.dp = arena * FLOAT_BYTES;
     p.data = q->data_bytes;
     p.overhead = MP_MEM_OVERHEAD_BYTES;
     p.packed = q->reuse_packed ? (double)mp_gemm_reuse_room((size_t)arena) : 0;

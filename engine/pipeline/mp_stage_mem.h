@@ -20,7 +20,6 @@ struct mp_mem_query {
     const int *bounds;            /* S + 1 virtual-stage boundaries */
     const struct mp_sched *sched; /* the schedule one replica runs (its M) */
     int rank, P, V, D;
-    int real_replicas;            /* 1: D replicas on D x P ranks; 0: emulated on P ranks */
     size_t mbs;                   /* samples per micro-batch */
     int state_slots;              /* optimizer floats per parameter */
     int zero;                     /* --zero 1: optimizer state for 1/D of the arena */
