@@ -321,11 +321,12 @@ static int predict_arrays(const struct mp_plan *p, double **buf)
         return -1;
     double *f = *buf, *b = f + S, *w = b + S, *act = w + S, *held = act + S;
     /* A rank with several micro-batches of each chunk keeps its weights packed across them
-     * (mp_mem_reuse_worth): each pass pays its packing once a step, spread here over the Mr. */
+     * (mp_mem_reuse_worth) unless the cap leaves no room for the pool: each pass pays its packing
+     * once a step, spread here over the Mr. */
     int Mr = p->M / (p->D > 0 ? p->D : 1);
-    double kept = mp_mem_reuse_worth(Mr) ? 1.0 - 1.0 / Mr : 0.0;
     for (size_t v = 0; v < S; v++) {
         const struct mp_plan_stage *st = &p->stages[v];
+        double kept = mp_mem_reuse_worth(Mr) && !st->pool_dropped ? 1.0 - 1.0 / Mr : 0.0;
         double slow = st->slowdown > 1 ? st->slowdown : 1.0;  /* shared or slower core */
         for (int i = st->first_layer; i <= st->last_layer; i++) {
             const struct mp_plan_layer *l = &p->layers[i];

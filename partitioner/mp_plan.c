@@ -150,6 +150,10 @@ static int read_stage(const struct rd *r, json_t *o, int v, struct mp_plan_stage
     if (rc && !json_is_boolean(rc))
         return bad(r, "recompute", "must be true or false");
     st->recompute = rc && json_is_true(rc);
+    json_t *pd = json_object_get(o, "pool_dropped");
+    if (pd && !json_is_boolean(pd))
+        return bad(r, "pool_dropped", "must be true or false");
+    st->pool_dropped = pd && json_is_true(pd);
     if (st->slowdown < 1)
         return bad(r, "slowdown", "must be at least 1");
     return 0;
@@ -339,7 +343,7 @@ static json_t *layer_json(const struct mp_plan_layer *l)
 
 static json_t *stage_json(const struct mp_plan_stage *s)
 {
-    return json_pack("{s:i, s:i, s:o, s:s, s:o, s:f, s:I, s:I, s:I, s:I, s:i, s:f, s:f, s:b}",
+    return json_pack("{s:i, s:i, s:o, s:s, s:o, s:f, s:I, s:I, s:I, s:I, s:i, s:f, s:f, s:b, s:b}",
                      "first_layer",
                      s->first_layer, "last_layer", s->last_layer, "ranks",
                      int_array(s->ranks, s->n_ranks), "host", s->host, "cores",
@@ -348,7 +352,7 @@ static json_t *stage_json(const struct mp_plan_stage *s)
                      "peak_mem_bytes", (json_int_t)s->peak_mem_bytes, "held_bytes",
                      (json_int_t)s->held_bytes, "held_mb", s->held_mb, "send_s", s->send_s,
                      "slowdown", s->slowdown > 1 ? s->slowdown : 1.0, "recompute",
-                     s->recompute);
+                     s->recompute, "pool_dropped", s->pool_dropped);
 }
 
 static json_t *rank_json(const struct mp_plan_rank *k)

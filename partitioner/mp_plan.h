@@ -31,6 +31,9 @@ struct mp_plan_stage {          /* one virtual stage (P * V of them, in pipeline
     size_t param_bytes;
     size_t peak_mem_bytes;      /* predicted peak of the rank that runs it (DESIGN.md §10) */
     int recompute;              /* 1: reruns its forward before B, keeps only its input */
+    int pool_dropped;           /* 1: its rank would keep its weights packed across its
+                                   micro-batches, but the cap leaves no room for the pool
+                                   (DESIGN.md §10): it packs them once per micro-batch */
     size_t held_bytes;          /* activation bytes kept per in-flight micro-batch */
     int held_mb;                /* micro-batches its rank holds at peak under the schedule */
     double send_s;              /* boundary communication per micro-batch (act out + grad in) */

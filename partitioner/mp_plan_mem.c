@@ -64,14 +64,18 @@ int mp_plan_memory(struct mp_plan *p, const struct mp_model *m, const struct mp_
                 rc[mp_vstage_of(s.place, r, k, p->P)] = 1;
             b = rank_bytes(p, m, bounds, &s, c, rc, 0, r);
         }
+        int dropped = 0;
         if (mp_mem_reuse_worth(p->M / D)) { /* the packed-weight pool where it fits, as train */
             double with = rank_bytes(p, m, bounds, &s, c, rc, 1, r);
             if (c->cap <= 0 || with <= c->cap)
                 b = with;
+            else
+                dropped = 1; /* mp_cost_predict then prices the packing per micro-batch */
         }
         for (int k = 0; k < p->V; k++) {
             int v = mp_vstage_of(s.place, r, k, p->P);
             p->stages[v].recompute = rc[v];
+            p->stages[v].pool_dropped = dropped;
             p->stages[v].peak_mem_bytes = (size_t)b;
         }
         if (b > worst)

@@ -67,6 +67,25 @@ print('  %d weight shapes timed kept packed, %d weight-grad shapes not' % (len(w
 }
 claim "calibration times the weight GEMMs with the weight kept packed, and only those" fixed_shapes
 
+# Under a cap with no room for the pool, plan says so (stages[].pool_dropped) and prices the
+# packing per micro-batch, as train then runs: a slower step than with the pool.
+cap=$(python3 -c "
+import json, sys
+s = json.load(open(sys.argv[1]))['stages'][0]
+print((s['peak_mem_bytes'] - 2 * s['param_bytes'] - 1048576) // 1048576 + 1)" "$TMP/p.json")
+$MPIPE plan models/mlp.mp --stages 1 --ranks 1 --batch 128 --micro-batches 4 \
+    --memory-per-rank "${cap}M" --out "$TMP/pc.json" >/dev/null 2>&1
+priced() {
+    python3 -c "
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:])
+assert not a['stages'][0]['pool_dropped'] and b['stages'][0]['pool_dropped'], 'pool_dropped'
+assert b['step_s'] > 1.05 * a['step_s'], (a['step_s'], b['step_s'])
+print('  predicted step %.1f ms with the pool, %.1f ms without' % (1e3 * a['step_s'], 1e3 * b['step_s']))
+" "$TMP/p.json" "$TMP/pc.json"
+}
+claim "a cap with no room for the pool (${cap}M): plan drops it and prices the packing" priced
+
 # A 2-stage GPT pipeline (attention, the tied embedding on both ends) against one rank.
 G=(models/gpt.mp --max-steps 2 --batch 8 --micro-batches 4 --eval-windows 2)
 $MPIPE train "${G[@]}" --save-weights "$TMP/g1.st" >"$TMP/g1.out" 2>&1
