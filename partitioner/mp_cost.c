@@ -285,6 +285,49 @@ double mp_cost_allreduce_s(const struct mp_link *l, double bytes, int D)
     return 2.0 * (D - 1) * l->latency_s + 2.0 * (D - 1) / D * bytes / l->bandwidth_Bps;
 }
 
+/* Seconds at `bytes` on the measured rows: linear in log-log between the two sizes around it, the
+ * smallest size's seconds below it (latency), and the largest size's seconds per byte above it. */
+static double reduce_rows_s(const struct mp_cost_table *t, double bytes)
+{
+    int n = t->n_reduce;
+    if (bytes <= t->reduce_bytes[0])
+        return t->reduce_s[0];
+    if (bytes >= t->reduce_bytes[n - 1])
+        return t->reduce_s[n - 1] * bytes / t->reduce_bytes[n - 1];
+    int i = 1;
+    while (t->reduce_bytes[i] < bytes)
+        i++;
+    double x0 = log(t->reduce_bytes[i - 1]), x1 = log(t->reduce_bytes[i]);
+    double y0 = log(t->reduce_s[i - 1]), y1 = log(t->reduce_s[i]);
+    return exp(y0 + (y1 - y0) * (log(bytes) - x0) / (x1 - x0));
+}
+
+double mp_cost_reduce_s(const struct mp_cost_model *cm, int level, double bytes, int D)
+{
+    if (D <= 1)
+        return 0.0;
+    const struct mp_cost_table *t = cm->table;
+    if (t && t->n_reduce >= 2 && level <= MP_LINK_SOCKET)
+        return reduce_rows_s(t, bytes * 2.0 * (D - 1) / D);
+    return mp_cost_allreduce_s(&cm->link[level], bytes, D);
+}
+
+void mp_cost_reduce_linear(const struct mp_cost_model *cm, int level, int D, double *alpha,
+                           double *beta)
+{
+    const struct mp_cost_table *t = cm->table;
+    *alpha = *beta = 0;
+    if (D <= 1)
+        return;
+    if (t && t->n_reduce >= 2 && level <= MP_LINK_SOCKET) {
+        *alpha = t->reduce_s[0];
+        *beta = 2.0 * (D - 1) / D * t->reduce_s[t->n_reduce - 1] / t->reduce_bytes[t->n_reduce - 1];
+        return;
+    }
+    *alpha = 2.0 * (D - 1) * cm->link[level].latency_s;
+    *beta = 2.0 * (D - 1) / D / cm->link[level].bandwidth_Bps;
+}
+
 double mp_cost_optim_s(const struct mp_cost_model *cm, double param_bytes)
 {
     if (cm->table && cm->table->optim_s_per_param > 0)

@@ -26,6 +26,8 @@ struct mp_link {
 
 /* Measured seconds per layer pass (tools/mp_calib.c) at each micro-batch size mbs[j]:
  * t[(j * n_layers + i) * 3 + pass] for layer i and pass 0 F, 1 B, 2 W. */
+#define MP_COST_REDUCE_MAX 16
+
 struct mp_cost_table {
     int n_mbs, n_layers;
     size_t *mbs;
@@ -34,6 +36,10 @@ struct mp_cost_table {
                                    weights, which a stage keeping them packed across a step's
                                    micro-batches pays once a step (mp_gemm_reuse_begin) */
     double optim_s_per_param;   /* the optimizer's step, seconds per parameter (0: unknown) */
+    /* The data-parallel reduction between 2 ranks of this host, measured (`mpipe bench reduce`):
+     * seconds at each arena size, ascending; n_reduce 0: not measured (the link model prices it) */
+    double reduce_bytes[MP_COST_REDUCE_MAX], reduce_s[MP_COST_REDUCE_MAX];
+    int n_reduce;
 };
 
 struct mp_cost_model {
@@ -64,6 +70,14 @@ int mp_cost_layers(const struct mp_model *m, size_t mb, struct mp_cost_model *cm
 int mp_cost_held_mb(enum mp_sched_kind kind, int P, int V, int M, int rank);
 /* Ring allreduce of `bytes` over D ranks on the link l. */
 double mp_cost_allreduce_s(const struct mp_link *l, double bytes, int D);
+/* A step's data-parallel reduction of `bytes` over D replicas whose slowest link is `level`: from
+ * the measured rows of cm's table where the replicas share a socket (the measurement's 2 ranks do;
+ * D replicas move 2(D-1)/D of the arena each, as 2 ranks move all of it), else the link model. */
+double mp_cost_reduce_s(const struct mp_cost_model *cm, int level, double bytes, int D);
+/* The same as alpha + beta * bytes, for the partitioner's linear objective: from the link model,
+ * or from the measured rows (alpha the smallest size's seconds, beta the largest's per byte). */
+void mp_cost_reduce_linear(const struct mp_cost_model *cm, int level, int D, double *alpha,
+                           double *beta);
 /* Optimizer step over param_bytes: reads params, grads and state, writes params and state. */
 double mp_cost_optim_s(const struct mp_cost_model *cm, double param_bytes);
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `mpipe bench` as scripts meet it (DESIGN.md §7): --json prints only {"rows": [...]} with the
 # documented keys, layers writes a profile that `mpipe plan --profile` accepts, pipeline runs real
-# steps, bad arguments exit 2. (p2p against a plain MPI ping-pong: tests/test_bench_p2p.sh.)
+# steps, reduce times the engine's data-parallel reduction, bad arguments exit 2. (p2p against a plain MPI ping-pong: tests/test_bench_p2p.sh.)
 # Usage: test_bench_cli.sh path/to/mpipe (run from the repo root).
 MPIPE=$1
 . "$(dirname "$0")/lib.sh"
@@ -26,6 +26,15 @@ import json; r = json.load(open('$TMP/p2p.json'))['rows']
 assert [x['bytes'] for x in r] == [2**i for i in range(17)]
 assert all(x['relation'] in ('L3', 'NUMA', 'socket', 'host', 'cross-host') for x in r)"
 claim "p2p: headers went to stderr" grep -q "^# mpipe bench p2p" "$TMP/p2p.err"
+
+$MPIRUN $MPIPE bench reduce --max-bytes 1M --json >"$TMP/reduce.json" 2>"$TMP/reduce.err"
+claim "reduce --json rows carry ranks, bytes, seconds, GBps" has_rows "$TMP/reduce.json" \
+    ranks bytes seconds GBps
+claim "reduce: 4 KiB to --max-bytes in powers of four, on the 2 ranks, each size timed" python3 -c "
+import json; r = json.load(open('$TMP/reduce.json'))['rows']
+assert [x['bytes'] for x in r] == [4096 * 4**i for i in range(5)], r
+assert all(x['ranks'] == 2 and x['seconds'] > 0 for x in r), r"
+claim "reduce: headers went to stderr" grep -q "^# mpipe bench reduce" "$TMP/reduce.err"
 
 $MPIPE bench gemm --shape 64x64x64 --shape 128x96x32:NT --json >"$TMP/gemm.json" 2>"$TMP/gemm.err"
 claim "gemm --json rows carry m, n, k, path, gflops" has_rows "$TMP/gemm.json" m n k path gflops
@@ -90,6 +99,8 @@ claim "unknown benchmark exits 2" exit_is 2 $MPIPE bench nope
 claim "unknown flag exits 2" exit_is 2 $MPIPE bench p2p --nope
 claim "bad --max-bytes exits 2" exit_is 2 $MPIPE bench p2p --max-bytes lots
 claim "bad --shape exits 2" exit_is 2 $MPIPE bench gemm --shape 3x4
+claim "reduce --max-bytes under 4K exits 2" exit_is 2 $MPIPE bench reduce --max-bytes 1K
+claim "reduce with an unknown flag exits 2" exit_is 2 $MPIPE bench reduce --budget 1
 claim "layers without a model exits 2" exit_is 2 $MPIPE bench layers
 claim "bad schedule name exits 2" exit_is 2 $MPIPE bench pipeline models/tiny_mlp.mp --schedules foo
 claim "--stages beyond the ranks exits 2" exit_is 2 $MPIPE bench pipeline models/tiny_mlp.mp --stages 3

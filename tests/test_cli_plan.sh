@@ -248,6 +248,35 @@ grep -q "ignoring the rates cache.*older way of measuring" "$T/err" &&
     grep -q '"format": "mpipe machine rates 5"' "$cache" \
     && ok "an older format's cache is named in a warning and rewritten" \
     || bad "older format: $(grep -a ignoring "$T/err")"
+# The data-parallel reduction (a plan that may have replicas): measured once by an MPI job of the
+# plan's own (`mpirun -np 2 mpipe bench reduce`), cached with the rates, reused; where mpirun cannot
+# run, a warning and the link model, never a failure.
+plan_dp() { "$MPIPE" plan models/tiny_mlp.mp --stages 1 --dp 2 --batch 64 --out "$T/c.json" "$@"; }
+expect_exit 0 "plan --dp 2 measures the reduction between ranks" plan_dp
+grep -q "measured the data-parallel reduction between 2 ranks" "$T/err" &&
+    [ "$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['reduce']))" \
+        "$cache")" -ge 5 ] && ok "the reduction's rows are cached with the rates" \
+    || bad "no reduction rows: $(tail -2 "$T/err")"
+case "$(src "$T/c.json")" in *"the reduction between 2 ranks (measured now)") ok "the plan says so" ;;
+*) bad "cost_source: $(src "$T/c.json")" ;; esac
+expect_exit 0 "a second --dp 2 plan" plan_dp
+case "$(src "$T/c.json")" in *"the reduction between 2 ranks (from the cache)")
+    ok "a second plan reuses the reduction's rows" ;; *) bad "reuse: $(src "$T/c.json")" ;;
+esac
+ar() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['allreduce_s'])" "$1"; }
+measured_ar=$(ar "$T/c.json")
+mkdir -p "$T/nompi" && ln -sf "$(command -v python3)" "$T/nompi/python3"
+expect_exit 0 "plan --dp 2 --recalibrate where mpirun is not on the PATH" \
+    env PATH="$T/nompi" "$MPIPE" plan models/tiny_mlp.mp --stages 1 --dp 2 --batch 64 \
+    --out "$T/c.json" --recalibrate
+grep -q "could not measure the data-parallel reduction between ranks" "$T/err" &&
+    case "$(src "$T/c.json")" in *"the reduction from the link model") true ;; *) false ;; esac &&
+    ok "without mpirun: a warning, and the link model prices the reduction" \
+    || bad "no mpirun: $(tail -1 "$T/err"); $(src "$T/c.json")"
+python3 -c "import sys; a, b = map(float, sys.argv[1:]); assert a > b > 0, (a, b)" \
+    "$measured_ar" "$(ar "$T/c.json")" &&
+    ok "the measured reduction ($measured_ar s) costs more than the link model's" ||
+    bad "measured $measured_ar s, link model $(ar "$T/c.json") s"
 rm -rf "$T/calib"
 expect_exit 0 "plan --profile" "$MPIPE" plan models/mlp.mp --stages 2 --profile "$T/profile.json" \
     --out "$T/c.json"

@@ -8,11 +8,14 @@
 #include <cmocka.h>
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "mp_cost.h"
+#include "mp_place.h"
 #include "mp_plan.h"
 
 static char path[64];
@@ -48,7 +51,7 @@ static void make_plan(struct mp_plan *p)
         snprintf(s->host, sizeof s->host, "vm");
         s->compute_s = 0.01 + v, s->act_bytes = 4096, s->param_bytes = 2000;
         s->peak_mem_bytes = 123456789012ull, s->held_bytes = 777, s->held_mb = 2 - v;
-        s->send_s = 1e-5;
+        s->send_s = 1e-5, s->pool_dropped = v;
         p->ranks[v].stage = v;
         snprintf(p->ranks[v].host, sizeof p->ranks[v].host, "vm");
         p->ranks[v].core = v, p->ranks[v].pu = v;
@@ -87,6 +90,7 @@ static void test_plan_round_trips_through_json(void **state)
         assert_int_equal(a.stages[v].last_layer, b.stages[v].last_layer);
         assert_int_equal(a.stages[v].peak_mem_bytes, b.stages[v].peak_mem_bytes);
         assert_int_equal(a.stages[v].held_mb, b.stages[v].held_mb);
+        assert_int_equal(b.stages[v].pool_dropped, v);
         assert_string_equal(a.ranks[v].slot, b.ranks[v].slot);
     }
     assert_true(b.link_bandwidth_Bps[3] == 1.2e10);
@@ -139,6 +143,8 @@ static void expect_rejected(const char *edit, const char *key)
         json_object_set_new(json_array_get(st, 0), "param_bytes", json_integer(-5));
     else if (!strcmp(edit, "links"))
         json_object_set_new(root, "link_latency_s", json_array());
+    else if (!strcmp(edit, "pool"))
+        json_object_set_new(json_array_get(st, 0), "pool_dropped", json_integer(1));
     else
         fail_msg("unknown edit %s", edit);
     assert_int_equal(json_dump_file(root, path, 0), 0);
@@ -167,6 +173,45 @@ static void test_malformed_plans_are_rejected_naming_the_key(void **state)
     expect_rejected("ranks", "'stages[0].ranks': not an array");
     expect_rejected("negative", "'stages[0].param_bytes': negative");
     expect_rejected("links", "'link_latency_s'");
+    expect_rejected("pool", "'pool_dropped'");
+}
+
+/* A step's data-parallel reduction (mp_cost_reduce_s): from the measured rows of `mpipe bench
+ * reduce` where the replicas share a socket (log-log between rows, the smallest row's seconds
+ * below it, the largest's seconds per byte above it; D replicas move 2(D-1)/D of the arena, as 2
+ * move all of it), else, and without rows, the link model. */
+static void test_reduction_is_priced_from_measured_rows_within_a_socket(void **state)
+{
+    (void)state;
+    struct mp_cost_model cm;
+    mp_cost_defaults(&cm);
+    double link = mp_cost_allreduce_s(&cm.link[MP_LINK_L3], 1 << 20, 2);
+    assert_true(mp_cost_reduce_s(&cm, MP_LINK_L3, 1 << 20, 2) == link); /* no table */
+    struct mp_cost_table t;
+    memset(&t, 0, sizeof t);
+    t.n_reduce = 3;
+    t.reduce_bytes[0] = 4096, t.reduce_bytes[1] = 65536, t.reduce_bytes[2] = 1 << 20;
+    t.reduce_s[0] = 1e-5, t.reduce_s[1] = 4e-5, t.reduce_s[2] = 1e-3;
+    cm.table = &t;
+    assert_true(mp_cost_reduce_s(&cm, MP_LINK_L3, 1 << 20, 1) == 0);          /* no replicas */
+    assert_true(fabs(mp_cost_reduce_s(&cm, MP_LINK_L3, 65536, 2) - 4e-5) < 1e-12); /* a row */
+    assert_true(mp_cost_reduce_s(&cm, MP_LINK_NUMA, 100, 2) == 1e-5);        /* the floor */
+    assert_true(fabs(mp_cost_reduce_s(&cm, MP_LINK_SOCKET, 1 << 22, 2) - 4e-3) < 1e-12);
+    double mid = mp_cost_reduce_s(&cm, MP_LINK_L3, 16384, 2); /* halfway in log: sqrt(1e-5 4e-5) */
+    assert_true(fabs(mid - 2e-5) < 1e-9);
+    /* 4 replicas move 1.5x what 2 do: the row at 1.5x the bytes. */
+    assert_true(fabs(mp_cost_reduce_s(&cm, MP_LINK_L3, 1 << 22, 4) - 6e-3) < 1e-12);
+    assert_true(mp_cost_reduce_s(&cm, MP_LINK_L3, 1 << 20, 2) > link); /* measured, not the link */
+    /* Between sockets and hosts the rows do not hold: the link model. */
+    assert_true(mp_cost_reduce_s(&cm, MP_LINK_HOST, 1 << 20, 2) ==
+                mp_cost_allreduce_s(&cm.link[MP_LINK_HOST], 1 << 20, 2));
+    assert_true(mp_cost_reduce_s(&cm, MP_LINK_NET, 1 << 20, 2) ==
+                mp_cost_allreduce_s(&cm.link[MP_LINK_NET], 1 << 20, 2));
+    double alpha, beta;
+    mp_cost_reduce_linear(&cm, MP_LINK_L3, 2, &alpha, &beta);
+    assert_true(alpha == 1e-5 && fabs(beta - 1e-3 / (1 << 20)) < 1e-18);
+    mp_cost_reduce_linear(&cm, MP_LINK_NET, 2, &alpha, &beta);
+    assert_true(alpha == 2 * cm.link[MP_LINK_NET].latency_s);
 }
 
 static void test_broken_json_and_missing_file(void **state)
@@ -191,6 +236,7 @@ int main(void)
         cmocka_unit_test(test_plan_round_trips_through_json),
         cmocka_unit_test(test_malformed_plans_are_rejected_naming_the_key),
         cmocka_unit_test(test_broken_json_and_missing_file),
+        cmocka_unit_test(test_reduction_is_priced_from_measured_rows_within_a_socket),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     remove(path);

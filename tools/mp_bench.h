@@ -74,5 +74,6 @@ int mp_bench_p2p(int argc, char **argv, struct mp_err *err);
 int mp_bench_gemm(int argc, char **argv, struct mp_err *err);
 int mp_bench_layers(int argc, char **argv, struct mp_err *err);
 int mp_bench_pipeline(int argc, char **argv, struct mp_err *err);
+int mp_bench_reduce(int argc, char **argv, struct mp_err *err);
 
 #endif

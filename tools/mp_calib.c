@@ -404,8 +404,8 @@ static int fill_rows(struct mp_calib_rates *r, const struct mp_model *m, const s
 }
 
 int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_optim_kind optim,
-                   int recalibrate, struct mp_cost_table *t, char *source, size_t source_len,
-                   struct mp_err *err)
+                   int recalibrate, int reduce, struct mp_cost_table *t, char *source,
+                   size_t source_len, struct mp_err *err)
 {
     struct mp_calib_rates r;
     memset(&r, 0, sizeof r);
@@ -436,6 +436,13 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
         rc = input_gather(&r, m, mbs[j], recalibrate, fwd1, err);
     }
 
+    int reduce_cached = r.n_reduce > 0 && !recalibrate;
+    if (!rc && reduce) {
+        mp__calib_reduce(&r, recalibrate);
+        t->n_reduce = r.n_reduce;
+        memcpy(t->reduce_bytes, r.reduce_bytes, sizeof t->reduce_bytes);
+        memcpy(t->reduce_s, r.reduce_s, sizeof t->reduce_s);
+    }
     size_t now = 0, reused = 0;
     for (size_t i = 0; i < r.n; i++)
         now += r.v[i].used == 2, reused += r.v[i].used == 1;
@@ -449,8 +456,12 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
     if (!rc)
         snprintf(source, source_len,
                  "measured: %zu GEMM shapes (%zu timed now, %zu from the "
-                 "cache), element-wise passes, in-place steps",
-                 now + reused, now, reused);
+                 "cache), element-wise passes, in-place steps%s",
+                 now + reused, now, reused,
+                 !reduce         ? ""
+                 : !t->n_reduce  ? ", the reduction from the link model"
+                 : reduce_cached ? ", the reduction between 2 ranks (from the cache)"
+                                 : ", the reduction between 2 ranks (measured now)");
     if (rc)
         mp_calib_free(t);
     mp__calib_release(&r);

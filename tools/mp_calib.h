@@ -26,11 +26,12 @@
 #include "mp_optim.h"
 
 /* Fills t (free with mp_calib_free) for model m at the micro-batch sizes mbs[0..n) and the
- * optimizer `optim`, reusing the cache unless recalibrate; `source` says where the rates came
- * from (timed now or reused), for the plan's cost_source. */
+ * optimizer `optim`, reusing the cache unless recalibrate; with `reduce`, also the data-parallel
+ * reduction between 2 ranks (mp__calib_reduce: an MPI job of its own, once per machine).
+ * `source` says where the rates came from (timed now or reused), for the plan's cost_source. */
 int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_optim_kind optim,
-                   int recalibrate, struct mp_cost_table *t, char *source, size_t source_len,
-                   struct mp_err *err);
+                   int recalibrate, int reduce, struct mp_cost_table *t, char *source,
+                   size_t source_len, struct mp_err *err);
 void mp_calib_free(struct mp_cost_table *t);
 
 /* The cache file for this machine ($XDG_CACHE_HOME/mpipe/rates-<key>.json); 0 or -1 if no

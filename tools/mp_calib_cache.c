@@ -293,6 +293,29 @@ static int read_step(json_t *o, struct mp_calib_rates *r)
     return 0;
 }
 
+/* The optional "reduce" rows ({bytes, seconds}, sizes ascending): absent in a file written before
+ * they existed, or where they could not be measured. */
+static int read_reduce(json_t *a, struct mp_calib_rates *r)
+{
+    json_t *o;
+    size_t i;
+    r->n_reduce = 0;
+    if (!a)
+        return 0;
+    if (!json_is_array(a) || json_array_size(a) > MP_CALIB_REDUCE_MAX)
+        return -1;
+    json_array_foreach(a, i, o)
+    {
+        double bytes, s;
+        if (get_secs(o, "bytes", &bytes, 1) || get_secs(o, "seconds", &s, 1) ||
+            (i > 0 && bytes <= r->reduce_bytes[i - 1]))
+            return -1;
+        r->reduce_bytes[i] = bytes, r->reduce_s[i] = s;
+    }
+    r->n_reduce = (int)json_array_size(a);
+    return 0;
+}
+
 /* Why root is not this machine's cache, or NULL if it is. */
 static const char *foreign(const struct mp_calib_rates *r, json_t *root)
 {
@@ -341,10 +364,12 @@ void mp__calib_load(struct mp_calib_rates *r)
             }
         }
     }
+    if (!why && read_reduce(json_object_get(root, "reduce"), r))
+        why = "a malformed reduce entry (corrupt)";
     if (why) {
         warn_cache(r, why);
         free_elems(r);
-        r->n = r->n_o = 0;
+        r->n = r->n_o = 0, r->n_reduce = 0;
         r->dirty = 1;
     }
     json_decref(root);
@@ -405,9 +430,16 @@ static json_t *cache_json(const struct mp_calib_rates *r)
                                         "mbs", (json_int_t)s->mbs, "f", s->t[0], "b", s->t[1], "w",
                                         s->t[2], "optimizer_s", s->optim));
     }
-    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o}", "format", CACHE_FORMAT, "cpu", r->cpu,
-                     "blis", r->blis, "mpipe", r->version, "gemm", shapes_json(r), "passes", passes,
-                     "steps", steps);
+    json_t *root = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:o}", "format", CACHE_FORMAT, "cpu",
+                             r->cpu, "blis", r->blis, "mpipe", r->version, "gemm", shapes_json(r),
+                             "passes", passes, "steps", steps);
+    json_t *reduce = r->n_reduce ? json_array() : NULL;
+    for (int i = 0; reduce && i < r->n_reduce; i++)
+        json_array_append_new(reduce, json_pack("{s:f, s:f}", "bytes", r->reduce_bytes[i],
+                                                "seconds", r->reduce_s[i]));
+    if (root && reduce)
+        json_object_set_new(root, "reduce", reduce);
+    return root;
 }
 
 /* Writes the cache atomically (temp file, rename); a failure is only a warning. */

@@ -49,6 +49,8 @@ struct mp_calib_step {
     double t[3], optim;
 };
 
+#define MP_CALIB_REDUCE_MAX 16
+
 struct mp_calib_rates {
     char cpu[128], blis[96], version[96], path[4096];
     struct mp_calib_shape *v;
@@ -58,6 +60,10 @@ struct mp_calib_rates {
     struct mp_calib_step *o;
     size_t n_o, cap_o;
     int dirty; /* something was timed: rewrite the file */
+    /* The data-parallel reduction between 2 ranks of this host (`mpipe bench reduce`, run by
+     * mp__calib_reduce): seconds at each size, sizes ascending; n_reduce 0: not measured. */
+    double reduce_bytes[MP_CALIB_REDUCE_MAX], reduce_s[MP_CALIB_REDUCE_MAX];
+    int n_reduce;
 };
 
 /* Fills r's key (CPU, BLIS, version) and path; -1 if no cache directory can be named. */
@@ -78,6 +84,10 @@ struct mp_calib_step *mp__calib_find_step(struct mp_calib_rates *r, const char *
                                           size_t mbs);
 struct mp_calib_step *mp__calib_add_step(struct mp_calib_rates *r, const char *digest, int kind,
                                          size_t mbs);
+
+/* mp_calib_reduce.c: fills r's reduction rows by running `mpirun -np 2 mpipe bench reduce` unless
+ * it has them (and not recalibrate); a failure is a warning naming why, and leaves none. */
+void mp__calib_reduce(struct mp_calib_rates *r, int recalibrate);
 
 /* mp_calib_step.c: one step of layers 0..n-1 of m in place at mb samples (see there). */
 int mp__calib_step(const struct mp_model *m, int n, size_t mb, enum mp_optim_kind optim,

@@ -1,4 +1,4 @@
-/* `mpipe bench`: topology-aware benchmarks (DESIGN.md §7). This file only dispatches to the four
+/* `mpipe bench`: topology-aware benchmarks (DESIGN.md §7). This file only dispatches to the five
  * benchmarks (mp_bench_*.c) and documents them; each parses its own flags before MPI starts, so a
  * bad flag exits 2 without a job, and --json makes rank 0 print only {"rows": [...]}. */
 #include <stdio.h>
@@ -9,7 +9,7 @@
 #include "mp_cli.h"
 
 static const char help[] =
-    "usage: mpipe bench p2p|gemm|layers|pipeline [options] [--json]\n"
+    "usage: mpipe bench p2p|gemm|layers|pipeline|reduce [options] [--json]\n"
     "\n"
     "  mpirun -np N mpipe bench p2p [--max-bytes BYTES] [--budget SECONDS]\n"
     "      latency, ping-pong, streaming (osu_bw) and bidirectional bandwidth between every pair\n"
@@ -30,6 +30,10 @@ static const char help[] =
     "      and bubble vs M; Chrome trace of the fastest row. --ceiling: after every step\n"
     "      all ranks time DESIGN.md's GEMM ceiling (256x1024x1024, fastest direct BLIS path)\n"
     "      at once; of_ceil = the median of each step's GFLOPS over the ceilings around it\n"
+    "  mpirun -np D mpipe bench reduce [--max-bytes BYTES]\n"
+    "      seconds of the data-parallel gradient reduction among the D ranks (each a replica),\n"
+    "      the engine's own ordered bucketed reduction, for arenas of 4K .. --max-bytes (default\n"
+    "      64M) in powers of four; what `mpipe plan` prices a step's reduction from\n"
     "\n"
     "  --json    print only {\"rows\": [...]} on stdout (rank 0); headers and tables go to stderr\n"
     "\n"
@@ -37,7 +41,7 @@ static const char help[] =
     "relation; gemm m, n, k, path, gflops; layers index, kind, forward_s, backward_input_s,\n"
     "backward_weight_s; pipeline schedule, stages, micro_batches, measured_step_s,\n"
     "simulated_step_s, bubble, samples_per_s (with --ceiling also ceiling_gflops,\n"
-    "of_ceiling). docs/benchmarks.md defines every column.\n"
+    "of_ceiling); reduce ranks, bytes, seconds, GBps. docs/benchmarks.md defines every column.\n"
     "Feed the results to the planner: mpipe plan ... --links p2p.json --profile PROFILE.json\n";
 
 int mp_cmd_bench(int argc, char **argv, struct mp_err *err)
@@ -48,15 +52,16 @@ int mp_cmd_bench(int argc, char **argv, struct mp_err *err)
     } benches[] = {{"p2p", mp_bench_p2p},
                    {"gemm", mp_bench_gemm},
                    {"layers", mp_bench_layers},
-                   {"pipeline", mp_bench_pipeline}};
-    for (int i = 1; i < argc; i++) /* `mpipe bench pipeline --help` too: one help for all four */
+                   {"pipeline", mp_bench_pipeline},
+                   {"reduce", mp_bench_reduce}};
+    for (int i = 1; i < argc; i++) /* `mpipe bench pipeline --help` too: one help for all five */
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(help, stdout);
             return 0;
         }
     if (argc < 2 || argv[1][0] == '-') {
-        return MP_FAIL(err, USAGE, "expected p2p, gemm, layers or pipeline (see mpipe bench "
-                                   "--help)");
+        return MP_FAIL(err, USAGE, "expected p2p, gemm, layers, pipeline or reduce (see mpipe "
+                                   "bench --help)");
     }
     for (size_t i = 0; i < sizeof benches / sizeof benches[0]; i++) {
         if (strcmp(argv[1], benches[i].name))
@@ -72,6 +77,6 @@ int mp_cmd_bench(int argc, char **argv, struct mp_err *err)
             err->msg[0] = 0;
         return rc;
     }
-    return MP_FAIL(err, USAGE, "unknown benchmark '%s': expected p2p, gemm, layers or pipeline",
-                   argv[1]);
+    return MP_FAIL(err, USAGE, "unknown benchmark '%s': expected p2p, gemm, layers, pipeline or "
+                   "reduce", argv[1]);
 }

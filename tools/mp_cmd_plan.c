@@ -227,16 +227,17 @@ static int set_links(struct mp_plan *p, const struct env *e, const struct mp_pla
 }
 
 /* The slowest link between the replicas of pipeline position s (what its allreduce crosses). */
-static const struct mp_link *replica_link(const struct env *e, const struct mp_placement *pl,
-                                          int P, int D, int s)
+static enum mp_link_level replica_level(const struct env *e, const struct mp_placement *pl, int P,
+                                        int D, int s)
 {
     enum mp_link_level worst = MP_LINK_L3;
     for (int d = 1; d < D; d++) {
         enum mp_link_level l = mp_place_level(pl, e->cl, s, d * P + s);
         worst = l > worst ? l : worst;
     }
-    return &e->cm.link[worst];
+    return worst;
 }
+
 
 /* Arrays of the partition problem: items are the model's partition units after the input (a layer,
  * or a whole residual block: a stage boundary never falls inside one, DESIGN.md §9), stages the
@@ -267,9 +268,7 @@ static int partition(struct mp_plan *p, const struct env *e, const struct mp_pla
         int x = mp_vstage_rank(place, v, P), y = mp_vstage_rank(place, (v + 1) % S, P);
         lat[v] = x == y ? 0 : p->link_latency_s[x * P + y];
         bw[v] = x == y ? 1e30 : p->link_bandwidth_Bps[x * P + y];
-        const struct mp_link *rl = replica_link(e, pl, P, D, x);
-        alpha[v] = D > 1 ? 2.0 * (D - 1) * rl->latency_s : 0;
-        beta[v] = D > 1 ? 2.0 * (D - 1) / D / rl->bandwidth_Bps : 0;
+        mp_cost_reduce_linear(&e->cm, (int)replica_level(e, pl, P, D, x), D, &alpha[v], &beta[v]);
         int h = mp_cost_held_mb(p->schedule, P, p->V, p->M / D, x);
         hmb[v] = p->V > 1 ? (h + p->V - 1) / p->V : h;
         /* Ranks time-sharing a core (oversubscription) each run that much slower; so do
@@ -318,7 +317,8 @@ static void rank_step_costs(struct mp_plan *p, const struct env *e, const struct
             bytes += (double)p->stages[mp_vstage_of(mp_sched_place(p->schedule), r, c, p->P)]
                          .param_bytes;
         double opt = mp_cost_optim_s(&e->cm, bytes);
-        double ar = mp_cost_allreduce_s(replica_link(e, pl, p->P, p->D, r), bytes, p->D);
+        double ar =
+            mp_cost_reduce_s(&e->cm, (int)replica_level(e, pl, p->P, p->D, r), bytes, p->D);
         p->optim_step_s = fmax(p->optim_step_s, opt);
         p->allreduce_s = fmax(p->allreduce_s, ar);
     }
@@ -605,8 +605,12 @@ static int calibrate(const struct plan_args *a, const struct mp_model *m, int ra
             mbs[n++] = B / M;
     if (n == 0)
         return 0; /* no M fits: the plan says why */
-    if (mp_calib_table(m, mbs, n, a->optim, a->recalibrate, t, cm->source, sizeof cm->source,
-                       err))
+    /* The data-parallel reduction is measured where the plan may have replicas (--dp 2 or more,
+     * --ranks beyond --stages, or --stages auto on 2 or more ranks); the rows price replicas
+     * within one socket, --links or the link defaults the rest. */
+    int replicas = a->stages == 0 ? ranks >= 2 : a->dp ? a->dp >= 2 : ranks >= 2 * a->stages;
+    if (mp_calib_table(m, mbs, n, a->optim, a->recalibrate, replicas, t, cm->source,
+                       sizeof cm->source, err))
         return -1;
     cm->table = t;
     return 0;
