@@ -36,6 +36,9 @@ void mp_bench_dump_rows(FILE *f, json_t *rows);
 
 /* n floats of GEMM operands (malloc'd; NULL on OOM): small, varied, never denormal. */
 float *mp_bench_filled(size_t n);
+/* --max-bytes of p2p and reduce: BYTES (K/M/G suffixes, powers of 1024) within [lo, 1G]. */
+int mp_bench_max_bytes(const char *flag, const char *v, size_t lo, size_t *out,
+                       struct mp_err *err);
 /* Median of n doubles (sorts them). */
 double mp_bench_median(double *v, size_t n);
 /* True when argv[i] is --help or -h somewhere in argv. */

@@ -7,7 +7,19 @@
 
 #include "mp_bench.h"
 #include "mp_cli.h"
+#include "mp_flags.h"
 #include "mp_gemm.h"
+
+int mp_bench_max_bytes(const char *flag, const char *v, size_t lo, size_t *out,
+                       struct mp_err *err)
+{
+    const size_t hi = (size_t)1 << 30;
+    if (mp_flag_bytes(flag, v, out, err))
+        return -1;
+    if (*out < lo || *out > hi)
+        return MP_FAIL(err, USAGE, "%s: %zu is out of range [%zu, 1G]", flag, *out, lo);
+    return 0;
+}
 
 int mp_bench_wants_help(int argc, char **argv)
 {

@@ -50,11 +50,8 @@ static int parse(struct p2p_args *a, int argc, char **argv, struct mp_err *err)
         if (mp_flag_is(f, "--json"))
             a->json = 1;
         else if (mp_flag_is(f, "--max-bytes")) {
-            if (mp_flag_bytes(f, v, &a->max_bytes, err))
+            if (mp_bench_max_bytes(f, v, 1, &a->max_bytes, err))
                 return -1;
-            if (a->max_bytes < 1 || a->max_bytes > ((size_t)1 << 30))
-                return MP_FAIL(err, USAGE, "--max-bytes: %zu is out of range [1, 1G]",
-                               a->max_bytes);
         } else if (mp_flag_is(f, "--budget")) {
             if (mp_flag_double(f, v, 0.001, 60, &a->budget_s, err))
                 return -1;

@@ -40,13 +40,11 @@ static int parse(struct reduce_args *a, int argc, char **argv, struct mp_err *er
         if (mp_flag_is(f, "--json"))
             a->json = 1;
         else if (mp_flag_is(f, "--max-bytes")) {
-            if (mp_flag_bytes(f, v, &a->max_bytes, err))
+            if (mp_bench_max_bytes(f, v, 4096, &a->max_bytes, err))
                 return -1;
-            if (a->max_bytes < 4096 || a->max_bytes > ((size_t)1 << 30))
-                return MP_FAIL(err, USAGE, "--max-bytes: %zu is out of range [4K, 1G]",
-                               a->max_bytes);
         } else
-            return MP_FAIL(err, USAGE, "bench reduce: unknown flag '%s'", f);
+            return MP_FAIL(err, USAGE, "bench reduce: unknown flag '%s' (see mpipe bench --help)",
+                           f);
     }
     return 0;
 }
