@@ -238,7 +238,6 @@ static enum mp_link_level replica_level(const struct env *e, const struct mp_pla
     return worst;
 }
 
-
 /* Arrays of the partition problem: items are the model's partition units after the input (a layer,
  * or a whole residual block: a stage boundary never falls inside one, DESIGN.md §9), stages the
  * P * V virtual stages. */
