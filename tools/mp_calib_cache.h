@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 
+#include "mp_cost.h"
 #include "mp_err.h"
 #include "mp_gemm.h"
 #include "mp_layer.h"
@@ -49,7 +50,7 @@ struct mp_calib_step {
     double t[3], optim;
 };
 
-#define MP_CALIB_REDUCE_MAX 16
+#define MP_CALIB_REDUCE_MAX MP_COST_REDUCE_MAX /* the table takes the rows as they are */
 
 struct mp_calib_rates {
     char cpu[128], blis[96], version[96], path[4096];
