@@ -3,7 +3,7 @@
  * shapes with their warm seconds, each layer pass's element-wise seconds and GEMM calls per model
  * and micro-batch size, and whole in-place steps per model, optimizer and micro-batch size. Reading
  * never fails: a corrupt or foreign file is ignored with a warning; writing is atomic, and a
- * failure is a warning. Only mp_calib.c includes this header. */
+ * failure is a warning. Only the calibration files (tools/mp_calib*.c) include this header. */
 #ifndef MP_CALIB_CACHE_H
 #define MP_CALIB_CACHE_H
 
