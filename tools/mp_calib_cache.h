@@ -1,7 +1,8 @@
 /* The cache of measured machine rates (tools/mp_calib.c's memory between plans): one JSON file per
  * CPU model, BLIS configuration and mpipe version under $XDG_CACHE_HOME/mpipe/, holding GEMM
  * shapes with their warm seconds, each layer pass's element-wise seconds and GEMM calls per model
- * and micro-batch size, and whole in-place steps per model, optimizer and micro-batch size. Reading
+ * and micro-batch size, whole in-place steps per model, optimizer and micro-batch size, and the
+ * data-parallel reduction between 2 ranks by size (mp_calib_reduce.c). Reading
  * never fails: a corrupt or foreign file is ignored with a warning; writing is atomic, and a
  * failure is a warning. Only the calibration files (tools/mp_calib*.c) include this header. */
 #ifndef MP_CALIB_CACHE_H
