@@ -101,6 +101,22 @@ static int read_layer(const struct rd *r, json_t *o, int i, struct mp_plan_layer
     l->bwd_input_s = opt_num(o, "backward_input_s", l->compute_s / 3);
     l->bwd_weight_s = opt_num(o, "backward_weight_s", l->compute_s / 3);
     l->saved_bytes = (size_t)opt_clamped(o, "saved_bytes", 0, 0, 0x1p62);
+    /* The packing part of each pass (a plan written before it has none: no credit for the pool
+     * of packed weights), so that `mpipe sim` predicts what `mpipe plan` did. */
+    json_t *pk = json_object_get(o, "pack_s");
+    memset(l->pack_s, 0, sizeof l->pack_s);
+    if (pk && (!json_is_array(pk) || json_array_size(pk) != 3)) {
+        snprintf(ctx, sizeof ctx, "layers[%d].pack_s", i);
+        return bad(r, ctx, "must be 3 numbers (forward, input-grad, weight-grad)");
+    }
+    for (int k = 0; pk && k < 3; k++) {
+        json_t *v = json_array_get(pk, (size_t)k);
+        if (!json_is_number(v) || !(json_number_value(v) >= 0)) {
+            snprintf(ctx, sizeof ctx, "layers[%d].pack_s", i);
+            return bad(r, ctx, "must be 3 non-negative numbers");
+        }
+        l->pack_s[k] = json_number_value(v);
+    }
     return 0;
 }
 
@@ -334,11 +350,12 @@ static json_t *num_array(const double *v, int n)
 
 static json_t *layer_json(const struct mp_plan_layer *l)
 {
-    return json_pack("{s:i, s:s, s:f, s:f, s:f, s:f, s:I, s:I, s:I}", "index", l->index, "kind",
-                     l->kind, "compute_s", l->compute_s, "forward_s", l->fwd_s,
+    return json_pack("{s:i, s:s, s:f, s:f, s:f, s:f, s:I, s:I, s:I, s:o}", "index", l->index,
+                     "kind", l->kind, "compute_s", l->compute_s, "forward_s", l->fwd_s,
                      "backward_input_s", l->bwd_input_s, "backward_weight_s", l->bwd_weight_s,
                      "param_bytes", (json_int_t)l->param_bytes, "act_bytes_out",
-                     (json_int_t)l->act_bytes_out, "saved_bytes", (json_int_t)l->saved_bytes);
+                     (json_int_t)l->act_bytes_out, "saved_bytes", (json_int_t)l->saved_bytes,
+                     "pack_s", num_array(l->pack_s, 3));
 }
 
 static json_t *stage_json(const struct mp_plan_stage *s)

@@ -189,6 +189,13 @@ expect_exit 0 "mpirun accepts the oversubscribed rankfile" \
 expect_exit 0 "sim with trace and svg" "$MPIPE" sim "$T/plan.json" --trace "$T/t.json" \
     --svg "$T/t.svg"
 grep -q "bubble" "$T/out" && ok "sim prints the bubble" || bad "sim output"
+# The plan carries what its prediction used (each pass's packing part included: with several
+# micro-batches a rank keeps its weights packed), so sim predicts the plan's own step.
+sim_step=$(sed -n 's/^predicted step \([0-9.]*\) ms.*/\1/p' "$T/out")
+plan_step=$(python3 -c "import json, sys; print('%.3f' % (1e3 * json.load(open(sys.argv[1]))['step_s']))" \
+    "$T/plan.json")
+[ -n "$sim_step" ] && [ "$sim_step" = "$plan_step" ] &&
+    ok "sim predicts the plan's own step ($sim_step ms)" || bad "sim $sim_step ms, plan $plan_step ms"
 grep -q "traceEvents" "$T/t.json" && ok "trace written" || bad "trace"
 grep -q "<svg" "$T/t.svg" && ok "svg written" || bad "svg"
 echo '{"model": "x"}' >"$T/broken.json"

@@ -43,6 +43,7 @@ static void make_plan(struct mp_plan *p)
         p->layers[i].compute_s = 0.0035 * i;
         p->layers[i].param_bytes = 1000u * (size_t)i, p->layers[i].act_bytes_out = 4096;
         p->layers[i].saved_bytes = (size_t)i;
+        p->layers[i].pack_s[0] = 1e-4 * i, p->layers[i].pack_s[2] = 2e-4 * i;
     }
     for (int v = 0; v < 2; v++) {
         struct mp_plan_stage *s = &p->stages[v];
@@ -84,6 +85,9 @@ static void test_plan_round_trips_through_json(void **state)
         assert_true(a.layers[i].bwd_input_s == b.layers[i].bwd_input_s);
         assert_int_equal(a.layers[i].param_bytes, b.layers[i].param_bytes);
         assert_int_equal(a.layers[i].saved_bytes, b.layers[i].saved_bytes);
+        for (int k = 0; k < 3; k++) /* plans carry 10 significant digits */
+            assert_true(fabs(a.layers[i].pack_s[k] - b.layers[i].pack_s[k]) <=
+                        1e-9 * a.layers[i].pack_s[k]);
     }
     for (int v = 0; v < 2; v++) {
         assert_int_equal(a.stages[v].first_layer, b.stages[v].first_layer);
@@ -143,6 +147,8 @@ static void expect_rejected(const char *edit, const char *key)
         json_object_set_new(json_array_get(st, 0), "param_bytes", json_integer(-5));
     else if (!strcmp(edit, "links"))
         json_object_set_new(root, "link_latency_s", json_array());
+    else if (!strcmp(edit, "pack"))
+        json_object_set_new(json_array_get(ly, 2), "pack_s", json_pack("[f, f]", 0.0, 0.0));
     else if (!strcmp(edit, "pool"))
         json_object_set_new(json_array_get(st, 0), "pool_dropped", json_integer(1));
     else
@@ -174,6 +180,7 @@ static void test_malformed_plans_are_rejected_naming_the_key(void **state)
     expect_rejected("negative", "'stages[0].param_bytes': negative");
     expect_rejected("links", "'link_latency_s'");
     expect_rejected("pool", "'pool_dropped'");
+    expect_rejected("pack", "'layers[2].pack_s'");
 }
 
 /* A step's data-parallel reduction (mp_cost_reduce_s): from the measured rows of `mpipe bench
