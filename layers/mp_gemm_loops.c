@@ -313,13 +313,13 @@ static struct reuse_entry *reuse_entry(const float *src, int trans, size_t rows,
         if (e->src == src && e->trans == trans && e->rows == rows && e->k == k && e->ld == ld)
             return e;
     }
-    size_t need = packed_floats(rows, k);
-    if (reuse_.n == REUSE_MAX || (need + 15) / 16 * 16 > reuse_.limit - reuse_.used)
+    size_t need = (packed_floats(rows, k) + 15) / 16 * 16; /* the next operand 64-byte aligned */
+    if (reuse_.n == REUSE_MAX || need > reuse_.limit - reuse_.used)
         return NULL;
     struct reuse_entry *e = &reuse_.e[reuse_.n++];
     *e = (struct reuse_entry){.src = src, .trans = trans, .rows = rows, .k = k, .ld = ld,
                               .packed = reuse_.pool + reuse_.used};
-    reuse_.used += (need + 15) / 16 * 16; /* the next operand 64-byte aligned too */
+    reuse_.used += need;
     return e;
 }
 

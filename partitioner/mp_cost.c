@@ -302,12 +302,20 @@ static double reduce_rows_s(const struct mp_cost_table *t, double bytes)
     return exp(y0 + (y1 - y0) * (log(bytes) - x0) / (x1 - x0));
 }
 
+/* The table whose measured reduction rows price replicas at `level`, or NULL (the link model):
+ * the rows were measured between 2 ranks of one socket. */
+static const struct mp_cost_table *reduce_rows(const struct mp_cost_model *cm, int level)
+{
+    const struct mp_cost_table *t = cm->table;
+    return t && t->n_reduce >= 2 && level <= MP_LINK_SOCKET ? t : NULL;
+}
+
 double mp_cost_reduce_s(const struct mp_cost_model *cm, int level, double bytes, int D)
 {
     if (D <= 1)
         return 0.0;
-    const struct mp_cost_table *t = cm->table;
-    if (t && t->n_reduce >= 2 && level <= MP_LINK_SOCKET)
+    const struct mp_cost_table *t = reduce_rows(cm, level);
+    if (t)
         return reduce_rows_s(t, bytes * 2.0 * (D - 1) / D);
     return mp_cost_allreduce_s(&cm->link[level], bytes, D);
 }
@@ -315,11 +323,11 @@ double mp_cost_reduce_s(const struct mp_cost_model *cm, int level, double bytes,
 void mp_cost_reduce_linear(const struct mp_cost_model *cm, int level, int D, double *alpha,
                            double *beta)
 {
-    const struct mp_cost_table *t = cm->table;
+    const struct mp_cost_table *t = reduce_rows(cm, level);
     *alpha = *beta = 0;
     if (D <= 1)
         return;
-    if (t && t->n_reduce >= 2 && level <= MP_LINK_SOCKET) {
+    if (t) {
         *alpha = t->reduce_s[0];
         *beta = 2.0 * (D - 1) / D * t->reduce_s[t->n_reduce - 1] / t->reduce_bytes[t->n_reduce - 1];
         return;

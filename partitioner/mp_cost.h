@@ -24,10 +24,10 @@ struct mp_link {
     double latency_s, bandwidth_Bps;
 };
 
+#define MP_COST_REDUCE_MAX 16 /* measured reduction sizes a table holds at most */
+
 /* Measured seconds per layer pass (tools/mp_calib.c) at each micro-batch size mbs[j]:
  * t[(j * n_layers + i) * 3 + pass] for layer i and pass 0 F, 1 B, 2 W. */
-#define MP_COST_REDUCE_MAX 16
-
 struct mp_cost_table {
     int n_mbs, n_layers;
     size_t *mbs;

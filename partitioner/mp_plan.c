@@ -104,18 +104,16 @@ static int read_layer(const struct rd *r, json_t *o, int i, struct mp_plan_layer
     /* The packing part of each pass (a plan written before it has none: no credit for the pool
      * of packed weights), so that `mpipe sim` predicts what `mpipe plan` did. */
     json_t *pk = json_object_get(o, "pack_s");
+    int ok = !pk || (json_is_array(pk) && json_array_size(pk) == 3);
     memset(l->pack_s, 0, sizeof l->pack_s);
-    if (pk && (!json_is_array(pk) || json_array_size(pk) != 3)) {
-        snprintf(ctx, sizeof ctx, "layers[%d].pack_s", i);
-        return bad(r, ctx, "must be 3 numbers (forward, input-grad, weight-grad)");
-    }
-    for (int k = 0; pk && k < 3; k++) {
+    for (int k = 0; pk && ok && k < 3; k++) {
         json_t *v = json_array_get(pk, (size_t)k);
-        if (!json_is_number(v) || !(json_number_value(v) >= 0)) {
-            snprintf(ctx, sizeof ctx, "layers[%d].pack_s", i);
-            return bad(r, ctx, "must be 3 non-negative numbers");
-        }
-        l->pack_s[k] = json_number_value(v);
+        ok = json_is_number(v) && json_number_value(v) >= 0;
+        l->pack_s[k] = ok ? json_number_value(v) : 0;
+    }
+    if (!ok) {
+        snprintf(ctx, sizeof ctx, "layers[%d].pack_s", i);
+        return bad(r, ctx, "must be 3 non-negative numbers (forward, input-grad, weight-grad)");
     }
     return 0;
 }
