@@ -136,7 +136,7 @@ static void tanh_forward(const struct mp_layer *l, const struct mp_ctx *ctx, con
     (void)ctx, (void)param, (void)saved;
     size_t n = batch * mp_layer_out_len(l);
     for (size_t i = 0; i < n; i++) /* x, y: (batch, features) */
-        y[i] = tanhf(x[i]);
+        y[i] = mp_tanhf(x[i]);
 }
 
 static void tanh_backward(const struct mp_layer *l, const struct mp_ctx *ctx, const float *param,

@@ -1,9 +1,10 @@
-/* Vectorisable float math for the element-wise kernels (softmax, GELU): exp, the normal CDF and
- * reductions written so that GCC turns a loop calling them into SIMD code without -ffast-math,
- * which libm's expf/erff calls prevent. Every function is plain arithmetic in a fixed order: the
- * result depends only on the argument (and the build), never on alignment, length or timing
- * (DESIGN.md §6). Accuracy against double precision (tests/test_vmath.c), relative error over the
- * whole range where the result is a normal float: mp_expf under 1e-7, mp_erfcf_pos and
+/* Vectorisable float math for the element-wise kernels (softmax, GELU, tanh): exp, e^x - 1,
+ * tanh, the normal CDF and reductions written so that GCC turns a loop calling them into SIMD
+ * code without -ffast-math, which libm's expf/erff/tanhf calls prevent. Every function is plain
+ * arithmetic in a fixed order: the result depends only on the argument (and the build), never on
+ * alignment, length or timing (DESIGN.md §6). Accuracy against double precision
+ * (tests/test_vmath.c), relative error over the whole range where the result is a normal float:
+ * mp_expf under 1e-7, mp_expm1f and mp_tanhf under 2 units of 2^-23, mp_erfcf_pos and
  * mp_normcdf under 5e-7 (about 4 units of 2^-23). */
 #ifndef MP_VMATH_H
 #define MP_VMATH_H
@@ -43,6 +44,43 @@ static inline float mp_expf(float x)
     p = fmaf(p, r, 1.0f);
     float scale = mp__bits_to_float(((int32_t)n + 127) << 23);
     return x < -87.0f ? 0.0f : p * scale;
+}
+
+/* e^x - 1, accurate where e^x - 1 cancels (x near 0, which tanh needs): x = n ln 2 + r as in
+ * mp_expf, e^r - 1 = r + r^2 (1/2 + r/6 + ... + r^5/5040) (truncation < 2e-8 relative), then
+ * e^x - 1 = 2^n (e^r - 1) + (2^n - 1) in one fma. Below -87 it returns -1; above 88 it is clamped
+ * to e^88 - 1. A tiny or subnormal x comes back exact (r^2 underflows). */
+static inline float mp_expm1f(float x)
+{
+    const float log2e = 1.44269504088896341f, ln2_hi = 0.693145751953125f;
+    const float ln2_lo = 1.42860682030941723212e-6f, shifter = 12582912.0f;
+    float xc = x > -87.0f ? x : -87.0f;
+    xc = xc < 88.0f ? xc : 88.0f;
+    float n = fmaf(xc, log2e, shifter) - shifter;
+    float r = fmaf(-n, ln2_hi, xc);
+    r = fmaf(-n, ln2_lo, r);
+    float q = 1.0f / 5040.0f;
+    q = fmaf(q, r, 1.0f / 720.0f);
+    q = fmaf(q, r, 1.0f / 120.0f);
+    q = fmaf(q, r, 1.0f / 24.0f);
+    q = fmaf(q, r, 1.0f / 6.0f);
+    q = fmaf(q, r, 0.5f);
+    float p = fmaf(q, r * r, r);
+    float scale = mp__bits_to_float(((int32_t)n + 127) << 23);
+    return fmaf(scale, p, scale - 1.0f);
+}
+
+/* tanh(x) = (e^2|x| - 1) / (e^2|x| - 1 + 2) with x's sign: within 1.4 ulp everywhere (no
+ * 1 - 2/(e^2x + 1) cancellation near 0), no branch on the argument's range as libm's tanhf has,
+ * so the layer's loop vectorises and its time does not depend on the data. Past |x| = 10 the
+ * float result is 1 (1 - tanh 10 = 4e-9 is under half an ulp of 1); NaN stays NaN. */
+static inline float mp_tanhf(float x)
+{
+    float a = fabsf(x);
+    a = a < 10.0f ? a : 10.0f;
+    float e = mp_expm1f(2.0f * a);
+    float t = copysignf(e / (e + 2.0f), x);
+    return x == x ? t : x;
 }
 
 /* erfc(z) e^(z^2) for z >= 0 (the scaled complementary error function), as t q(t) with
