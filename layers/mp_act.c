@@ -1,7 +1,7 @@
 /* Parameter-free shape and element-wise layers: flatten, relu, gelu (exact erf form, as torch's
  * default nn.GELU()), tanh and sigmoid. Each is a plain loop over batch * features that the
- * compiler vectorises (gelu and tanh through mp_vmath.h); nothing is saved beyond x and y, which backward
- * gets anyway.
+ * compiler vectorises (gelu and tanh through mp_vmath.h); nothing is saved beyond x and y, which
+ * backward gets anyway.
  * No allocation, no MPI. */
 #include <math.h>
 #include <string.h>
