@@ -16,6 +16,7 @@
 
 #define ALIGN 16 /* floats: 64 bytes */
 #define STEP_MIN_S 0.05 /* timed steps: at least 3 and this long, at most STEP_MAX */
+#define STEP_LONG_S 0.15 /* or fewer, once they took this long: a timer tick cannot bend them */
 #define STEP_MAX 32
 
 static size_t up(size_t n)
@@ -133,12 +134,15 @@ int mp__calib_step(const struct mp_model *m, int n, size_t mb, enum mp_optim_kin
     } else {
         /* One step of a small model takes a millisecond or two: one timing of it was at the
          * mercy of a timer tick (models/tiny.mp predicted 29% slow). Each pass kind's median
-         * over at least 3 steps and STEP_MIN_S. */
+         * over at least 3 steps and STEP_MIN_S, or fewer steps of STEP_LONG_S in all (gpt.mp's
+         * 0.25 s steps, timed 3 times at each of 5 sizes, took 4 s of its 9 s calibration). */
         double warm[3] = {0, 0, 0}, warm_opt = 0, k_t[3][STEP_MAX], k_opt[STEP_MAX];
         step(m, n, &c, mb, &cfg, 1, warm, &warm_opt); /* first touches, BLIS's first calls */
         size_t k = 0;
         for (double start = mp__calib_now();
-             k < STEP_MAX && (k < 3 || mp__calib_now() - start < STEP_MIN_S); k++) {
+             k < STEP_MAX && (k < 3 || mp__calib_now() - start < STEP_MIN_S) &&
+             (k == 0 || mp__calib_now() - start < STEP_LONG_S);
+             k++) {
             double one[3] = {0, 0, 0}, opt = 0;
             step(m, n, &c, mb, &cfg, 2 + k, one, &opt);
             for (int p = 0; p < 3; p++)

@@ -599,8 +599,8 @@ static int calibrate(const struct plan_args *a, const struct mp_model *m, int ra
 {
     size_t B = (size_t)a->batch, mbs[64];
     int n = 0;
-    for (size_t M = 1; M <= B && M <= (size_t)(8 * ranks) && n < 64; M++)
-        if (B % M == 0 && (!a->micro || M == (size_t)a->micro))
+    for (size_t M = 1; M <= B && n < 64; M++) /* a given M beyond 8 per rank too */
+        if (B % M == 0 && (a->micro ? M == (size_t)a->micro : M <= (size_t)(8 * ranks)))
             mbs[n++] = B / M;
     if (n == 0)
         return 0; /* no M fits: the plan says why */
