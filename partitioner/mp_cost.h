@@ -47,7 +47,7 @@ struct mp_cost_model {
     const struct mp_cost_table *table; /* measured layer times, or NULL: analytic */
     struct mp_link link[MP_LINK_COUNT];
     int optim_slots;        /* floats of optimizer state per parameter (Adam: 2) */
-    char source[160];       /* "analytic", "profile:FILE" or what the table's rates came from */
+    char source[256];       /* "analytic", "profile:FILE" or what the table's rates came from */
 };
 
 void mp_cost_defaults(struct mp_cost_model *cm);

@@ -61,7 +61,7 @@ struct mp_plan {
     int n_stages;
     double step_s, bubble, samples_per_s;
     int oversubscribed;
-    char cost_source[160];         /* "analytic", "profile:FILE" or "measured ..." */
+    char cost_source[256];         /* "analytic", "profile:FILE" or "measured ..." */
     /* Optional extras (written by `mpipe plan`; absent keys read as zero / NULL): */
     struct mp_plan_rank *ranks;    /* P * D entries */
     int n_ranks;

@@ -264,10 +264,10 @@ grep -q "measured the data-parallel reduction between 2 ranks" "$T/err" &&
     [ "$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['reduce']))" \
         "$cache")" -ge 5 ] && ok "the reduction's rows are cached with the rates" \
     || bad "no reduction rows: $(tail -2 "$T/err")"
-case "$(src "$T/c.json")" in *"the reduction between 2 ranks (measured now)") ok "the plan says so" ;;
+case "$(src "$T/c.json")" in *"the reduction between 2 ranks (measured now)"*) ok "the plan says so" ;;
 *) bad "cost_source: $(src "$T/c.json")" ;; esac
 expect_exit 0 "a second --dp 2 plan" plan_dp
-case "$(src "$T/c.json")" in *"the reduction between 2 ranks (from the cache)")
+case "$(src "$T/c.json")" in *"the reduction between 2 ranks (from the cache)"*)
     ok "a second plan reuses the reduction's rows" ;; *) bad "reuse: $(src "$T/c.json")" ;;
 esac
 ar() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['allreduce_s'])" "$1"; }
@@ -277,13 +277,44 @@ expect_exit 0 "plan --dp 2 --recalibrate where mpirun is not on the PATH" \
     env PATH="$T/nompi" "$MPIPE" plan models/tiny_mlp.mp --stages 1 --dp 2 --batch 64 \
     --out "$T/c.json" --recalibrate
 grep -q "could not measure the data-parallel reduction between ranks" "$T/err" &&
-    case "$(src "$T/c.json")" in *"the reduction from the link model") true ;; *) false ;; esac &&
+    case "$(src "$T/c.json")" in *"the reduction from the link model"*) true ;; *) false ;; esac &&
     ok "without mpirun: a warning, and the link model prices the reduction" \
     || bad "no mpirun: $(tail -1 "$T/err"); $(src "$T/c.json")"
 python3 -c "import sys; a, b = map(float, sys.argv[1:]); assert a > b > 0, (a, b)" \
     "$measured_ar" "$(ar "$T/c.json")" &&
     ok "the measured reduction ($measured_ar s) costs more than the link model's" ||
     bad "measured $measured_ar s, link model $(ar "$T/c.json") s"
+# The links between ranks on this machine's own topology: each level the ranks span measured once
+# (`mpirun -np 2 mpipe bench p2p` on two of the cores the plan would use), cached, reused; a level
+# that cannot be measured keeps its default, with a warning; a topology file is not this machine.
+lat() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['link_latency_s'][1])" "$1"; }
+plan_p2() { "$MPIPE" plan models/tiny_mlp.mp --stages 2 --batch 64 --out "$T/c.json" "$@"; }
+expect_exit 0 "plan --stages 2 --recalibrate measures the links" plan_p2 --recalibrate
+level=$(python3 -c "import json,sys; print([l['relation'] for l in json.load(open(sys.argv[1]))
+    .get('links', [])])" "$cache")
+grep -q "measured the links between ranks" "$T/err" && [ "$level" != "[]" ] &&
+    case "$(src "$T/c.json")" in *"links measured now ("*) true ;; *) false ;; esac &&
+    ok "the links are measured, cached ($level) and named in cost_source" ||
+    bad "links: $level; $(src "$T/c.json"); $(grep -a links "$T/err")"
+measured_lat=$(lat "$T/c.json")
+expect_exit 0 "a second --stages 2 plan" plan_p2
+case "$(src "$T/c.json")" in *"links from the cache ("*) ok "a second plan reuses the links" ;;
+*) bad "links reuse: $(src "$T/c.json")" ;; esac
+[ "$(lat "$T/c.json")" = "$measured_lat" ] && ok "the cached link prices the boundary alike" ||
+    bad "cached latency $(lat "$T/c.json") against $measured_lat"
+expect_exit 0 "plan --stages 2 --recalibrate where mpirun is not on the PATH" \
+    env PATH="$T/nompi" "$MPIPE" plan models/tiny_mlp.mp --stages 2 --batch 64 --out "$T/c.json" \
+    --recalibrate
+grep -q "warning: could not measure the .* link" "$T/err" &&
+    case "$(src "$T/c.json")" in *links*) false ;; *) true ;; esac &&
+    python3 -c "import sys; assert float(sys.argv[1]) in (4e-07, 6e-07, 8e-07, 1.5e-06)" \
+        "$(lat "$T/c.json")" &&
+    ok "without mpirun: a warning, and the documented default prices the link" ||
+    bad "no mpirun: $(grep -a link "$T/err"); $(src "$T/c.json"); $(lat "$T/c.json")"
+expect_exit 0 "plan --stages 2 of a topology file" plan_p2 --recalibrate \
+    --topology tests/data/topo_everything.xml
+case "$(src "$T/c.json")" in *links*) bad "a topology file's links were measured here" ;;
+*) ok "a topology file's links are not measured on this machine" ;; esac
 rm -rf "$T/calib"
 expect_exit 0 "plan --profile" "$MPIPE" plan models/mlp.mp --stages 2 --profile "$T/profile.json" \
     --out "$T/c.json"

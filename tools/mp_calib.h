@@ -34,6 +34,14 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
                    size_t source_len, struct mp_err *err);
 void mp_calib_free(struct mp_cost_table *t);
 
+/* Sets cm's link for each topology level that n ranks placed on cl span on this host (the live
+ * topology, one host), from `mpirun -np 2 mpipe bench p2p` between a pair of those cores at that
+ * level, cached per machine unless recalibrate (mp_calib_links.c). A level that cannot be measured
+ * keeps its link, with a warning naming why. `note` gets what to add to the plan's cost_source
+ * (", links measured now (L3)", or from the cache; empty when nothing was). */
+int mp_calib_links(struct mp_cost_model *cm, const struct mp_cluster *cl, int n, int recalibrate,
+                   char *note, size_t note_len, struct mp_err *err);
+
 /* The cache file for this machine ($XDG_CACHE_HOME/mpipe/rates-<key>.json); 0 or -1 if no
  * directory can be named (no XDG_CACHE_HOME and no HOME). */
 int mp_calib_cache_path(char *out, size_t len);

@@ -316,6 +316,30 @@ static int read_reduce(json_t *a, struct mp_calib_rates *r)
     return 0;
 }
 
+/* The optional "links" rows ({relation, latency_us, bandwidth_GBps}, one per level of this
+ * host): absent in a file written before they existed, or where none was measured. */
+static int read_links(json_t *a, struct mp_calib_rates *r)
+{
+    json_t *o;
+    size_t i;
+    memset(r->link, 0, sizeof r->link);
+    if (!a)
+        return 0;
+    if (!json_is_array(a))
+        return -1;
+    json_array_foreach(a, i, o)
+    {
+        enum mp_link_level l;
+        double us, gbps;
+        const char *rel = json_string_value(json_object_get(o, "relation"));
+        if (!rel || mp_link_level_parse(rel, &l) || l == MP_LINK_NET ||
+            get_secs(o, "latency_us", &us, 1) || get_secs(o, "bandwidth_GBps", &gbps, 1))
+            return -1;
+        r->link[l] = (struct mp_link){.latency_s = us * 1e-6, .bandwidth_Bps = gbps * 1e9};
+    }
+    return 0;
+}
+
 /* Why root is not this machine's cache, or NULL if it is. */
 static const char *foreign(const struct mp_calib_rates *r, json_t *root)
 {
@@ -366,10 +390,13 @@ void mp__calib_load(struct mp_calib_rates *r)
     }
     if (!why && read_reduce(json_object_get(root, "reduce"), r))
         why = "a malformed reduce entry (corrupt)";
+    if (!why && read_links(json_object_get(root, "links"), r))
+        why = "a malformed links entry (corrupt)";
     if (why) {
         warn_cache(r, why);
         free_elems(r);
         r->n = r->n_o = 0, r->n_reduce = 0;
+        memset(r->link, 0, sizeof r->link);
         r->dirty = 1;
     }
     json_decref(root);
@@ -439,6 +466,18 @@ static json_t *cache_json(const struct mp_calib_rates *r)
                                                 "seconds", r->reduce_s[i]));
     if (root && reduce)
         json_object_set_new(root, "reduce", reduce);
+    json_t *links = json_array();
+    for (int l = 0; links && l < MP_LINK_COUNT; l++)
+        if (r->link[l].bandwidth_Bps > 0)
+            json_array_append_new(links,
+                                  json_pack("{s:s, s:f, s:f}", "relation",
+                                            mp_link_level_name((enum mp_link_level)l),
+                                            "latency_us", r->link[l].latency_s * 1e6,
+                                            "bandwidth_GBps", r->link[l].bandwidth_Bps * 1e-9));
+    if (root && links && json_array_size(links))
+        json_object_set_new(root, "links", links);
+    else
+        json_decref(links);
     return root;
 }
 

@@ -2,7 +2,8 @@
  * CPU model, BLIS configuration and mpipe version under $XDG_CACHE_HOME/mpipe/, holding GEMM
  * shapes with their warm seconds, each layer pass's element-wise seconds and GEMM calls per model
  * and micro-batch size, whole in-place steps per model, optimizer and micro-batch size, and the
- * data-parallel reduction between 2 ranks by size (mp_calib_reduce.c). Reading
+ * data-parallel reduction between 2 ranks by size (mp_calib_reduce.c), and the links between
+ * ranks of this host per topology level (mp_calib_links.c). Reading
  * never fails: a corrupt or foreign file is ignored with a warning; writing is atomic, and a
  * failure is a warning. Only the calibration files (tools/mp_calib*.c) include this header. */
 #ifndef MP_CALIB_CACHE_H
@@ -66,6 +67,9 @@ struct mp_calib_rates {
      * mp__calib_reduce): seconds at each size, sizes ascending; n_reduce 0: not measured. */
     double reduce_bytes[MP_CALIB_REDUCE_MAX], reduce_s[MP_CALIB_REDUCE_MAX];
     int n_reduce;
+    /* The links between 2 ranks of this host at each topology level (enum mp_link_level below
+     * MP_LINK_NET, `mpipe bench p2p` run by mp_calib_links); bandwidth 0: not measured. */
+    struct mp_link link[MP_LINK_COUNT];
 };
 
 /* Fills r's key (CPU, BLIS, version) and path; -1 if no cache directory can be named. */
@@ -90,6 +94,11 @@ struct mp_calib_step *mp__calib_add_step(struct mp_calib_rates *r, const char *d
 /* mp_calib_reduce.c: fills r's reduction rows by running `mpirun -np 2 mpipe bench reduce` unless
  * it has them (and not recalibrate); a failure is a warning naming why, and leaves none. */
 void mp__calib_reduce(struct mp_calib_rates *r, int recalibrate);
+/* Why `mpipe plan` cannot start an MPI job of its own here (inside an MPI job, one core, root
+ * without Open MPI's ALLOW variables), or NULL. */
+const char *mp__calib_mpirun_why_not(void);
+/* This mpipe's path into exe, for the job to run; why not, or NULL. */
+const char *mp__calib_self(char *exe, size_t len);
 
 /* mp_calib_step.c: one step of layers 0..n-1 of m in place at mb samples (see there). */
 int mp__calib_step(const struct mp_model *m, int n, size_t mb, enum mp_optim_kind optim,

@@ -19,8 +19,7 @@
 #include "mp_calib.h"
 #include "mp_calib_cache.h"
 
-/* Why the measurement cannot run here, or NULL. */
-static const char *cannot_run(void)
+const char *mp__calib_mpirun_why_not(void)
 {
     if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK"))
         return "this plan runs inside an MPI job, which cannot start another";
@@ -33,16 +32,24 @@ static const char *cannot_run(void)
     return NULL;
 }
 
-/* Runs the benchmark and reads its rows into r; the reason on failure. */
-static const char *run(struct mp_calib_rates *r)
+const char *mp__calib_self(char *exe, size_t len)
 {
-    char exe[4096], cmd[4400];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    ssize_t n = readlink("/proc/self/exe", exe, len - 1);
     if (n <= 0)
         return "cannot name this mpipe (/proc/self/exe)";
     exe[n] = 0;
     if (strchr(exe, '\''))
         return "this mpipe's path has a quote in it";
+    return NULL;
+}
+
+/* Runs the benchmark and reads its rows into r; the reason on failure. */
+static const char *run(struct mp_calib_rates *r)
+{
+    char exe[4096], cmd[4400];
+    const char *why_not = mp__calib_self(exe, sizeof exe);
+    if (why_not)
+        return why_not;
     snprintf(cmd, sizeof cmd,
              "timeout 120 mpirun -np 2 --bind-to core -x BLIS_NUM_THREADS=1 '%s' bench reduce "
              "--json 2>/dev/null",
@@ -81,7 +88,7 @@ void mp__calib_reduce(struct mp_calib_rates *r, int recalibrate)
     if (r->n_reduce && !recalibrate)
         return;
     r->n_reduce = 0;
-    const char *why = cannot_run();
+    const char *why = mp__calib_mpirun_why_not();
     double t0 = mp__calib_now();
     if (!why)
         why = run(r);

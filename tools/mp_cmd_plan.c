@@ -68,7 +68,10 @@ static const char help[] =
     "configuration and mpipe version; a corrupt or foreign file is ignored with a warning and\n"
     "rewritten. The plan's cost_source says which. With --rates: GEMM layers (dense, conv2d)\n"
     "take max(FLOPs / rate, bytes / 10 GB/s), other layers bytes / 10 GB/s, plus 2 us per\n"
-    "kernel call. Links without\n"
+    "kernel call. Links: on this machine's own topology (no --topology FILE, no --hosts) every\n"
+    "level the ranks span (same L3, NUMA node, socket, across sockets) is measured once with\n"
+    "mpirun -np 2 mpipe bench p2p between two of the cores and cached with the rates; the\n"
+    "reduction between replicas with mpirun -np 2 mpipe bench reduce. Otherwise, and without\n"
     "--links (latency, bandwidth): same L3 0.4 us 12 GB/s, same NUMA 0.6 us 10 GB/s, same\n"
     "socket 0.8 us 8 GB/s, cross-socket 1.5 us 5 GB/s, cross-host 25 us 1.1 GB/s. Memory per\n"
     "rank: 4 x params (weights, grads, Adam's 2 slots) + held micro-batches x activations\n"
@@ -752,6 +755,13 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
         e.cm.optim_slots = a.optim_slots;
         if (!a.profile && !a.rates)
             rc = calibrate(&a, &m, N, &table, &e.cm, err);
+        /* This host's links, unless a file gives them or the topology is not this machine's. */
+        int live = !a.hosts && (!a.topology || !strcmp(a.topology, "live"));
+        char note[96] = "";
+        if (rc == 0 && live && !a.links && !a.profile && !a.rates)
+            rc = mp_calib_links(&e.cm, &cl, N, a.recalibrate, note, sizeof note, err);
+        size_t len = strlen(e.cm.source);
+        snprintf(e.cm.source + len, sizeof e.cm.source - len, "%s", note);
         if (rc == 0 && a.stages)
             rc = plan_fixed(&e, &p, err);
         else if (rc == 0)
