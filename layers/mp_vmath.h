@@ -21,11 +21,10 @@ static inline float mp__bits_to_float(int32_t b)
     return f;
 }
 
-/* e^x: x = n ln 2 + r with |r| <= ln2 / 2 (n by the 1.5 * 2^23 rounding trick, ln 2 split in a
- * high part with zero low bits and a correction, so n ln2_hi is exact), e^r by its Taylor series
- * to r^7 (truncation < 6e-9 relative), 2^n put in the exponent field. Below -87 (where e^x is
- * under 2^-125) it returns 0; above 88 it is clamped to e^88. */
-static inline float mp_expf(float x)
+/* x clamped to [-87, 88] and split as n ln 2 + r with |r| <= ln2 / 2 (n by the 1.5 * 2^23
+ * rounding trick, ln 2 split in a high part with zero low bits and a correction, so n ln2_hi is
+ * exact); returns r, and 2^n as a float in *scale. */
+static inline float mp__exp_split(float x, float *scale)
 {
     const float log2e = 1.44269504088896341f, ln2_hi = 0.693145751953125f;
     const float ln2_lo = 1.42860682030941723212e-6f, shifter = 12582912.0f;
@@ -33,40 +32,40 @@ static inline float mp_expf(float x)
     xc = xc < 88.0f ? xc : 88.0f;
     float n = fmaf(xc, log2e, shifter) - shifter;
     float r = fmaf(-n, ln2_hi, xc);
-    r = fmaf(-n, ln2_lo, r);
-    float p = 1.0f / 5040.0f;
-    p = fmaf(p, r, 1.0f / 720.0f);
-    p = fmaf(p, r, 1.0f / 120.0f);
-    p = fmaf(p, r, 1.0f / 24.0f);
-    p = fmaf(p, r, 1.0f / 6.0f);
-    p = fmaf(p, r, 0.5f);
-    p = fmaf(p, r, 1.0f);
-    p = fmaf(p, r, 1.0f);
-    float scale = mp__bits_to_float(((int32_t)n + 127) << 23);
-    return x < -87.0f ? 0.0f : p * scale;
+    *scale = mp__bits_to_float(((int32_t)n + 127) << 23);
+    return fmaf(-n, ln2_lo, r);
 }
 
-/* e^x - 1, accurate where e^x - 1 cancels (x near 0, which tanh needs): x = n ln 2 + r as in
- * mp_expf, e^r - 1 = r + r^2 (1/2 + r/6 + ... + r^5/5040) (truncation < 2e-8 relative), then
- * e^x - 1 = 2^n (e^r - 1) + (2^n - 1) in one fma. Below -87 it returns -1; above 88 it is clamped
- * to e^88 - 1. A tiny or subnormal x comes back exact (r^2 underflows). */
-static inline float mp_expm1f(float x)
+/* (e^r - 1 - r) / r^2 = 1/2 + r/6 + ... + r^5/5040, the Taylor series to r^7 of e^r after its
+ * first two terms (truncation < 6e-9 relative for |r| <= ln2 / 2). */
+static inline float mp__exp_tail(float r)
 {
-    const float log2e = 1.44269504088896341f, ln2_hi = 0.693145751953125f;
-    const float ln2_lo = 1.42860682030941723212e-6f, shifter = 12582912.0f;
-    float xc = x > -87.0f ? x : -87.0f;
-    xc = xc < 88.0f ? xc : 88.0f;
-    float n = fmaf(xc, log2e, shifter) - shifter;
-    float r = fmaf(-n, ln2_hi, xc);
-    r = fmaf(-n, ln2_lo, r);
     float q = 1.0f / 5040.0f;
     q = fmaf(q, r, 1.0f / 720.0f);
     q = fmaf(q, r, 1.0f / 120.0f);
     q = fmaf(q, r, 1.0f / 24.0f);
     q = fmaf(q, r, 1.0f / 6.0f);
-    q = fmaf(q, r, 0.5f);
-    float p = fmaf(q, r * r, r);
-    float scale = mp__bits_to_float(((int32_t)n + 127) << 23);
+    return fmaf(q, r, 0.5f);
+}
+
+/* e^x = 2^n e^r (mp__exp_split), e^r = (tail r + 1) r + 1 (mp__exp_tail). Below -87 (where e^x
+ * is under 2^-125) it returns 0; above 88 it is clamped to e^88. */
+static inline float mp_expf(float x)
+{
+    float scale, r = mp__exp_split(x, &scale);
+    float p = fmaf(mp__exp_tail(r), r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    return x < -87.0f ? 0.0f : p * scale;
+}
+
+/* e^x - 1, accurate where e^x - 1 cancels (x near 0, which tanh needs): with x = n ln 2 + r,
+ * e^r - 1 = r + r^2 tail(r) (mp__exp_tail; < 2e-8 relative), then e^x - 1 = 2^n (e^r - 1) +
+ * (2^n - 1) in one fma. Below -87 it returns -1; above 88 it is clamped to e^88 - 1. A tiny or
+ * subnormal x comes back exact (r^2 underflows). */
+static inline float mp_expm1f(float x)
+{
+    float scale, r = mp__exp_split(x, &scale);
+    float p = fmaf(mp__exp_tail(r), r * r, r);
     return fmaf(scale, p, scale - 1.0f);
 }
 
