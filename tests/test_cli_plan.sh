@@ -296,6 +296,8 @@ grep -q "measured the links between ranks" "$T/err" && [ "$level" != "[]" ] &&
     case "$(src "$T/c.json")" in *"links measured now ("*) true ;; *) false ;; esac &&
     ok "the links are measured, cached ($level) and named in cost_source" ||
     bad "links: $level; $(src "$T/c.json"); $(grep -a links "$T/err")"
+[ "$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['gemm']))" "$cache")" -gt 0 ] \
+    && ok "measuring the links again keeps the rest of the rates file" || bad "the GEMM rows were lost"
 measured_lat=$(lat "$T/c.json")
 expect_exit 0 "a second --stages 2 plan" plan_p2
 case "$(src "$T/c.json")" in *"links from the cache ("*) ok "a second plan reuses the links" ;;

@@ -104,7 +104,7 @@ int mp_calib_links(struct mp_cost_model *cm, const struct mp_cluster *cl, int n,
     struct mp_calib_rates r;
     memset(&r, 0, sizeof r);
     int have_path = mp__calib_key(&r) == 0;
-    if (have_path && !recalibrate)
+    if (have_path) /* even to measure again: the file keeps the rest, rewritten beside the links */
         mp__calib_load(&r);
     const char *why_not = mp__calib_mpirun_why_not();
     char now[64] = "", cached[64] = "";
