@@ -94,6 +94,8 @@ int mp_calib_links(struct mp_cost_model *cm, const struct mp_cluster *cl, int n,
     struct mp_plan p;
     memset(&p, 0, sizeof p);
     p.P = 1;
+    if (note_len)
+        note[0] = 0;
     if (n < 2 || cl->n_hosts != 1)
         return 0;
     if (mp_place_ranks(&pl, cl, n, err) || mp_place_to_plan(&p, &pl, cl, err)) {
@@ -138,7 +140,6 @@ int mp_calib_links(struct mp_cost_model *cm, const struct mp_cluster *cl, int n,
     if (have_path && r.dirty)
         mp__calib_save(&r);
     int at = 0;
-    note[0] = 0;
     if (*now && note_len > 0)
         at = snprintf(note, note_len, ", links measured now (%s)", now);
     if (*cached && at >= 0 && (size_t)at < note_len)
