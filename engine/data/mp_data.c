@@ -1,8 +1,8 @@
-#define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE: not in POSIX */
 /* Training data sources (DESIGN.md §4 --data): the Debian Fashion-MNIST files, a directory of
  * MNIST-named IDX files, or deterministic synthetic data; plus the per-epoch sample order and the
  * gather of a batch. Real data is checked against the model (sample length, class count) and
  * turned into floats x/255 once at load, so the training loop only copies. */
+#define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE: not in POSIX */
 #include "mp_data.h"
 
 #include <errno.h>
