@@ -9,6 +9,7 @@
 #ifndef MP_CALIB_CACHE_H
 #define MP_CALIB_CACHE_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 #include "mp_cost.h"
@@ -94,11 +95,14 @@ struct mp_calib_step *mp__calib_add_step(struct mp_calib_rates *r, const char *d
 /* mp_calib_reduce.c: fills r's reduction rows by running `mpirun -np 2 mpipe bench reduce` unless
  * it has them (and not recalibrate); a failure is a warning naming why, and leaves none. */
 void mp__calib_reduce(struct mp_calib_rates *r, int recalibrate);
-/* Why `mpipe plan` cannot start an MPI job of its own here (inside an MPI job, one core, root
- * without Open MPI's ALLOW variables), or NULL. */
+/* mp_calib_mpirun.c: why `mpipe plan` cannot start an MPI job of its own here (inside an MPI
+ * job, one core, root without Open MPI's ALLOW variables), or NULL. */
 const char *mp__calib_mpirun_why_not(void);
-/* This mpipe's path into exe, for the job to run; why not, or NULL. */
-const char *mp__calib_self(char *exe, size_t len);
+/* Runs `timeout 120 mpirun -np 2 LAUNCH -x BLIS_NUM_THREADS=1 <this mpipe> bench NAME ARGS--json`
+ * (ARGS empty or ending in a space); on success *root (json_decref it) holds the output, whose
+ * "rows" array has at least min_rows entries, and it returns NULL; else why, *root NULL. */
+const char *mp__calib_bench_rows(const char *launch, const char *name, const char *args,
+                                 size_t min_rows, json_t **root);
 
 /* mp_calib_step.c: one step of layers 0..n-1 of m in place at mb samples (see there). */
 int mp__calib_step(const struct mp_model *m, int n, size_t mb, enum mp_optim_kind optim,

@@ -9,61 +9,18 @@
  * Where it cannot run (no mpirun on the PATH, root without Open MPI's two ALLOW variables, fewer
  * than 2 cores, already inside an MPI job, more than 2 minutes) the plan says why on stderr and
  * prices the reduction with the link model as before. */
-#define _POSIX_C_SOURCE 200809L
 #include <jansson.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
 #include "mp_calib.h"
 #include "mp_calib_cache.h"
 
-const char *mp__calib_mpirun_why_not(void)
-{
-    if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK"))
-        return "this plan runs inside an MPI job, which cannot start another";
-    if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
-        return "this machine has one core";
-    if (geteuid() == 0 &&
-        (!getenv("OMPI_ALLOW_RUN_AS_ROOT") || !getenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")))
-        return "running as root without OMPI_ALLOW_RUN_AS_ROOT=1 and "
-               "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1, mpirun refuses";
-    return NULL;
-}
-
-const char *mp__calib_self(char *exe, size_t len)
-{
-    ssize_t n = readlink("/proc/self/exe", exe, len - 1);
-    if (n <= 0)
-        return "cannot name this mpipe (/proc/self/exe)";
-    exe[n] = 0;
-    if (strchr(exe, '\''))
-        return "this mpipe's path has a quote in it";
-    return NULL;
-}
-
 /* Runs the benchmark and reads its rows into r; the reason on failure. */
 static const char *run(struct mp_calib_rates *r)
 {
-    char exe[4096], cmd[4400];
-    const char *why_not = mp__calib_self(exe, sizeof exe);
-    if (why_not)
-        return why_not;
-    snprintf(cmd, sizeof cmd,
-             "timeout 120 mpirun -np 2 --bind-to core -x BLIS_NUM_THREADS=1 '%s' bench reduce "
-             "--json 2>/dev/null",
-             exe);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return "cannot start mpirun";
-    json_error_t je;
-    json_t *root = json_loadf(p, 0, &je);
-    int status = pclose(p);
-    json_t *rows = json_object_get(root, "rows"), *o;
-    const char *why = NULL;
-    if (status != 0 || !json_is_array(rows) || json_array_size(rows) < 2)
-        why = "`mpirun -np 2 mpipe bench reduce` failed (is mpirun on the PATH?)";
+    json_t *root, *o;
+    const char *why = mp__calib_bench_rows("--bind-to core", "reduce", "", 2, &root);
+    json_t *rows = json_object_get(root, "rows");
     size_t i;
     r->n_reduce = 0;
     json_array_foreach(why ? NULL : rows, i, o)
