@@ -176,6 +176,36 @@ static void test_adam_element_result_independent_of_position(void **state)
         assert_memory_equal(&p[i], &p[1], sizeof(float));
 }
 
+/* A moment stuck in the subnormals (what a zero gradient leaves after ~800 steps) is flushed to 0
+ * instead of costing microcode on every later step, and the weight's bits are those of an update
+ * by an exactly zero moment. The caller's floating-point mode comes back: a subnormal product is
+ * still a subnormal after the step. */
+static void test_subnormal_moments_flush_to_zero_weights_unchanged(void **state)
+{
+    (void)state;
+    static const enum mp_optim_kind kinds[] = {MP_OPT_MOMENTUM, MP_OPT_ADAM, MP_OPT_ADAMW,
+                                               MP_OPT_RMSPROP, MP_OPT_LAMB};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        struct mp_optim_cfg c = cfg_of(kinds[k]);
+        c.weight_decay = 0.0f;
+        enum { M = 19 }; /* two vector blocks and a tail */
+        float p[M], g[M] = {0}, s[2 * M], p_zero[M], s_zero[2 * M] = {0};
+        for (int i = 0; i < M; i++)
+            p[i] = p_zero[i] = 0.25f + 0.125f * (float)i;
+        for (int i = 0; i < 2 * M; i++)
+            s[i] = (float)(i % 5 + 1) * 1.4e-45f; /* 1 to 5 times the smallest subnormal */
+        mp_optim_step(&c, 0.01f, 900, p, g, s, M, M);
+        mp_optim_step(&c, 0.01f, 900, p_zero, g, s_zero, M, M);
+        for (int i = 0; i < mp_optim_state_slots(c.kind) * M; i++)
+            if (s[i] != 0.0f)
+                fail_msg("%s: state %d is %g after the step, not 0", mp_optim_name(c.kind), i,
+                         (double)s[i]);
+        assert_memory_equal(p, p_zero, sizeof p);
+    }
+    volatile float tiny = 1e-39f, half = 0.5f;
+    assert_true(tiny * half > 0.0f); /* not flushed out here: the mode was put back */
+}
+
 static void test_defaults_follow_torch_and_design(void **state)
 {
     (void)state;
@@ -217,6 +247,7 @@ int main(void)
         cmocka_unit_test(test_lamb_matches_you_et_al_algorithm_2),
         cmocka_unit_test(test_lamb_trust_ratio_is_one_when_weights_are_zero),
         cmocka_unit_test(test_adam_element_result_independent_of_position),
+        cmocka_unit_test(test_subnormal_moments_flush_to_zero_weights_unchanged),
         cmocka_unit_test(test_defaults_follow_torch_and_design),
         cmocka_unit_test(test_names_parse_back_to_their_kind),
     };
