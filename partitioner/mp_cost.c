@@ -367,25 +367,31 @@ void mp_cost_fill_stages(struct mp_plan *p, int optim_slots)
 static int predict_arrays(const struct mp_plan *p, double **buf)
 {
     size_t S = (size_t)p->n_stages;
-    *buf = calloc(5 * S, sizeof(double));
+    *buf = calloc(8 * S, sizeof(double));
     if (!*buf)
         return -1;
     double *f = *buf, *b = f + S, *w = b + S, *act = w + S, *held = act + S;
+    double *first = held + S; /* [pass * S + v]: the packing v's first pass of a step pays */
     /* A rank with several micro-batches of each chunk keeps its weights packed across them
      * (mp_mem_reuse_worth) unless the cap leaves no room for the pool: each pass pays its packing
-     * once a step, spread here over the Mr. */
+     * once a step, on the step's first micro-batch of the stage, where the executor pays it. (Spread
+     * evenly over the Mr instead, zbv on 2 stages of mlp.mp was priced 10% fast: its first
+     * micro-batches sit on the critical path.) */
     int Mr = p->M / (p->D > 0 ? p->D : 1);
     for (size_t v = 0; v < S; v++) {
         const struct mp_plan_stage *st = &p->stages[v];
-        double kept = mp_mem_reuse_worth(Mr) && !st->pool_dropped ? 1.0 - 1.0 / Mr : 0.0;
+        double kept = mp_mem_reuse_worth(Mr) && !st->pool_dropped ? 1.0 : 0.0;
         double slow = st->slowdown > 1 ? st->slowdown : 1.0;  /* shared or slower core */
+        double *pass[3] = {&f[v], &b[v], &w[v]};
         for (int i = st->first_layer; i <= st->last_layer; i++) {
             const struct mp_plan_layer *l = &p->layers[i];
-            f[v] += slow * (l->fwd_s - kept * l->pack_s[0]);
-            b[v] += slow * (l->bwd_input_s - kept * l->pack_s[1]);
-            w[v] += slow * (l->bwd_weight_s - kept * l->pack_s[2]);
+            const double s[3] = {l->fwd_s, l->bwd_input_s, l->bwd_weight_s};
+            for (int k = 0; k < 3; k++) {
+                *pass[k] += slow * (s[k] - kept * l->pack_s[k]);
+                first[(size_t)k * S + v] += slow * kept * l->pack_s[k];
+            }
         }
-        if (st->recompute) /* the forward runs again just before B (DESIGN.md §10) */
+        if (st->recompute) /* the forward runs again just before B (DESIGN.md §10), packed */
             b[v] += f[v];
         act[v] = (double)st->act_bytes;
         held[v] = (double)st->held_bytes;
@@ -406,6 +412,8 @@ int mp_cost_predict(struct mp_plan *p, struct mp_sim_result *res, struct mp_trac
     size_t S = (size_t)p->n_stages;
     struct mp_sim_costs c = {.f_s = buf, .b_s = buf + S, .w_s = buf + 2 * S,
                              .act_bytes = buf + 3 * S, .held_bytes = buf + 4 * S,
+                             .f_first_s = buf + 5 * S, .b_first_s = buf + 6 * S,
+                             .w_first_s = buf + 7 * S,
                              .step_s = p->optim_step_s,
                              .latency_s = default_links[MP_LINK_L3].latency_s,
                              .bandwidth_Bps = default_links[MP_LINK_L3].bandwidth_Bps,

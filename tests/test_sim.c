@@ -164,6 +164,34 @@ static void test_send_overhead_is_busy_time_of_the_sender(void **state)
     assert_close(res.step_s, 6.0 + 2 * 0.125 + 0.5, 1e-9);
 }
 
+/* A weight packed on a stage's first micro-batch and kept for the rest: each stage's first F, B and
+ * W of the step cost their extra once, not once per micro-batch; on one rank the step grows by
+ * exactly the extras, on P ranks by at least one F extra (the fill waits for it) and at most P. */
+static void test_first_pass_extras_are_paid_once_per_stage(void **state)
+{
+    (void)state;
+    static double ff[MAXS], bf[MAXS], wf[MAXS];
+    for (int v = 0; v < MAXS; v++)
+        ff[v] = 0.5, bf[v] = 0.25, wf[v] = 0.125;
+    enum mp_sched_kind kinds[] = {MP_SCHED_GPIPE, MP_SCHED_1F1B, MP_SCHED_ZB1};
+    for (int i = 0; i < 3; i++)
+        for (int P = 1; P <= 4; P++)
+            for (int M = 1; M <= 6; M++) {
+                struct costs k;
+                equal_costs(&k, 1, 1, 1);
+                double plain = sim(kinds[i], P, 1, M, &k);
+                k.c.f_first_s = ff, k.c.b_first_s = bf, k.c.w_first_s = wf;
+                double step = sim(kinds[i], P, 1, M, &k);
+                for (int r = 0; r < P; r++)
+                    assert_close(res.busy_s[r], 3.0 * M + 0.875, 1e-9);
+                if (P == 1)
+                    assert_close(step, plain + 0.875, 1e-9);
+                if (step < plain + 0.5 - 1e-9 || step > plain + P * 0.875 + 1e-9)
+                    fail_msg("%s P=%d M=%d: step %g against %g without extras",
+                             mp_sched_name(kinds[i]), P, M, step, plain);
+            }
+}
+
 static void test_deadlocked_lists_are_reported(void **state)
 {
     (void)state;
@@ -263,6 +291,7 @@ int main(void)
         cmocka_unit_test(test_zbv_messages_cross_the_links_of_the_V),
         cmocka_unit_test(test_link_latency_and_bandwidth_add_once_per_hop),
         cmocka_unit_test(test_send_overhead_is_busy_time_of_the_sender),
+        cmocka_unit_test(test_first_pass_extras_are_paid_once_per_stage),
         cmocka_unit_test(test_deadlocked_lists_are_reported),
         cmocka_unit_test(test_peak_memory_1f1b_flat_gpipe_linear_zbv_as_1f1b),
         cmocka_unit_test(test_trace_gets_one_event_per_compute_action),

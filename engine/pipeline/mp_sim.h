@@ -15,6 +15,9 @@
 struct mp_sim_costs {
     /* Per virtual stage v in 0..P*V-1, per micro-batch: */
     const double *f_s, *b_s, *w_s;      /* seconds of F, B, W */
+    /* Optional (NULL: none), per v: seconds v's first F, B, W of the step take on top, where a
+     * weight is packed once and kept for the step's later micro-batches (mp_gemm_reuse_begin). */
+    const double *f_first_s, *b_first_s, *w_first_s;
     const double *act_bytes;            /* bytes of v's output activation (= grad sent back) */
     const double *held_bytes;           /* bytes v keeps per in-flight micro-batch (activations) */
     double step_s;                      /* optimizer STEP cost (per rank, same for all) */
