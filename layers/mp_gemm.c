@@ -309,6 +309,14 @@ const char *mp_gemm_blis_version(void)
     return bli_info_get_version_str();
 }
 
+const char *mp_gemm_blis_threading(void)
+{
+    pthread_once(&native_once, native_setup);
+    return bli_info_get_enable_openmp()    ? "OpenMP"
+           : bli_info_get_enable_pthreads() ? "pthreads"
+                                            : "serial";
+}
+
 void mp_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha, const float *a,
              size_t lda, const float *b, size_t ldb, float beta, float *c, size_t ldc)
 {

@@ -74,6 +74,9 @@ struct mp_gemm_rec {
 void mp_gemm_record(struct mp_gemm_rec *rec);
 /* BLIS's version string (e.g. "0.9.0"), part of what a cache of measured rates is keyed by. */
 const char *mp_gemm_blis_version(void);
+/* How the linked BLIS was built: "serial", "OpenMP" or "pthreads" (cmake/FindBLIS.cmake prefers
+ * the serial build; the others open a one-thread parallel region around every call). */
+const char *mp_gemm_blis_threading(void);
 
 /* BLIS's active sub-configuration name (e.g. "skx", "zen3"): ranks compare it at start-up.
  * The first call into this module initialises BLIS (one thread; on AVX-512 Intel CPUs it selects

@@ -76,9 +76,9 @@ void mp_bench_header(const struct mp_bench *b, const char *what, const char *met
     strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", localtime(&now));
     fprintf(b->out, "# mpipe bench %s -- mpipe %s (%s), %s\n", what, MPIPE_VERSION,
             mp_git_hash(), date);
-    fprintf(b->out, "# ranks %d on %d host%s (rank 0 on %s); BLIS threads %s, kernels %s\n",
-            b->size, b->n_hosts, b->n_hosts == 1 ? "" : "s", mp_xport_host(b->x),
-            threads ? threads : "unset (BLIS default)", mp_gemm_arch());
+    fprintf(b->out, "# ranks %d on %d host%s (rank 0 on %s); BLIS threads %s (%s build), "
+            "kernels %s\n", b->size, b->n_hosts, b->n_hosts == 1 ? "" : "s", mp_xport_host(b->x),
+            threads ? threads : "unset (BLIS default)", mp_gemm_blis_threading(), mp_gemm_arch());
     double load = -1;
     FILE *la = fopen("/proc/loadavg", "r");
     if (la) {

@@ -53,8 +53,8 @@ static void cpu_model(char *out, size_t len)
 static void machine_key(struct mp_calib_rates *r)
 {
     cpu_model(r->cpu, sizeof r->cpu);
-    snprintf(r->blis, sizeof r->blis, "BLIS %s, %s kernels", mp_gemm_blis_version(),
-             mp_gemm_arch());
+    snprintf(r->blis, sizeof r->blis, "BLIS %s (%s build), %s kernels", mp_gemm_blis_version(),
+             mp_gemm_blis_threading(), mp_gemm_arch());
     snprintf(r->version, sizeof r->version, "mpipe %s (%s)", MPIPE_VERSION, mp_git_hash());
 }
 
