@@ -1,6 +1,6 @@
 /* Calibration of the data-parallel reduction (mp_calib_cache.h's reduce rows): `mpipe plan` is not
- * an MPI job, so it runs one, `mpirun -np 2 --bind-to core <this mpipe> bench reduce --json`, once
- * per machine (the rows are cached with the other rates). Why measure rather than price the link:
+ * an MPI job, so it runs one, `mpirun -np 2 --bind-to core <this mpipe> bench reduce --json`, three
+ * times, once per machine (the rows are cached with the other rates). Why measure rather than price the link:
  * between processes of one host every byte of the reduction is copied and added by the ranks' own
  * cores, in two hand-shaken phases per bucket; on a 2-core EPYC Zen4 VM the link model priced
  * models/mlp.mp's 15.9 MB at 1.3 ms a step and the reduction took 3.5-5 ms (2 replicas predicted
@@ -11,33 +11,62 @@
  * prices the reduction with the link model as before. */
 #include <jansson.h>
 #include <stdio.h>
+#include <string.h>
 
+#include "mp_bench.h"
 #include "mp_calib.h"
 #include "mp_calib_cache.h"
 
-/* Runs the benchmark and reads its rows into r; the reason on failure. */
-static const char *run(struct mp_calib_rates *r)
+/* Separate 2-rank jobs the rows are the median of. One job's rows are all slow or all fast: on the
+ * EPYC Zen4 VM one job in three or four moved 1 MB in 570-640 us where the others took 117-121,
+ * the same jobs' training of 2 replicas ran 15-25% slower, and a plan that met such a job priced
+ * tiny_mlp.mp's reduction at 163 us and its 2 replicas 16% slow. */
+#define LAUNCHES 3
+
+/* Runs the benchmark once: its rows into bytes[] and s[], *n of them; the reason on failure. */
+static const char *launch(double *bytes, double *s, size_t *n)
 {
     json_t *root, *o;
     const char *why = mp__calib_bench_rows("--bind-to core", "reduce", "", 2, &root);
     json_t *rows = json_object_get(root, "rows");
     size_t i;
-    r->n_reduce = 0;
+    *n = 0;
     json_array_foreach(why ? NULL : rows, i, o)
     {
-        double bytes = json_number_value(json_object_get(o, "bytes"));
-        double s = json_number_value(json_object_get(o, "seconds"));
-        if (r->n_reduce == MP_CALIB_REDUCE_MAX || !(bytes > 0) || !(s > 0) ||
-            (r->n_reduce && bytes <= r->reduce_bytes[r->n_reduce - 1])) {
+        double b = json_number_value(json_object_get(o, "bytes"));
+        double t = json_number_value(json_object_get(o, "seconds"));
+        if (*n == MP_CALIB_REDUCE_MAX || !(b > 0) || !(t > 0) || (*n && b <= bytes[*n - 1])) {
             why = "`mpipe bench reduce` gave rows out of order or out of range";
-            r->n_reduce = 0;
+            *n = 0;
             break;
         }
-        r->reduce_bytes[r->n_reduce] = bytes, r->reduce_s[r->n_reduce] = s;
-        r->n_reduce++;
+        bytes[*n] = b, s[*n] = t;
+        (*n)++;
     }
     json_decref(root);
     return why;
+}
+
+/* The rows of LAUNCHES jobs into r, each size's seconds their median; the reason on failure. */
+static const char *run(struct mp_calib_rates *r)
+{
+    double bytes[LAUNCHES][MP_CALIB_REDUCE_MAX], s[MP_CALIB_REDUCE_MAX][LAUNCHES];
+    double t[LAUNCHES][MP_CALIB_REDUCE_MAX];
+    size_t n[LAUNCHES];
+    r->n_reduce = 0;
+    for (int k = 0; k < LAUNCHES; k++) {
+        const char *why = launch(bytes[k], t[k], &n[k]);
+        if (why)
+            return why;
+        if (n[k] != n[0] || memcmp(bytes[k], bytes[0], n[0] * sizeof bytes[0][0]))
+            return "`mpipe bench reduce` gave other sizes from one run to the next";
+        for (size_t i = 0; i < n[k]; i++)
+            s[i][k] = t[k][i];
+    }
+    for (size_t i = 0; i < n[0]; i++)
+        r->reduce_bytes[i] = bytes[0][i], r->reduce_s[i] = mp_bench_median(s[i], LAUNCHES);
+    r->n_reduce = n[0];
+    return NULL;
 }
 
 void mp__calib_reduce(struct mp_calib_rates *r, int recalibrate)
@@ -59,6 +88,6 @@ void mp__calib_reduce(struct mp_calib_rates *r, int recalibrate)
     r->dirty = 1;
     fprintf(stderr,
             "mpipe plan: measured the data-parallel reduction between 2 ranks in %.1f s "
-            "(mpirun -np 2 mpipe bench reduce)\n",
-            mp__calib_now() - t0);
+            "(mpirun -np 2 mpipe bench reduce, %d times)\n",
+            mp__calib_now() - t0, LAUNCHES);
 }
