@@ -18,9 +18,9 @@
 #include "mp_calib_cache.h"
 
 /* Separate 2-rank jobs the rows are the median of. One job's rows are all slow or all fast: on the
- * EPYC Zen4 VM one job in three or four moved 1 MB in 570-640 us where the others took 117-121,
- * the same jobs' training of 2 replicas ran 15-25% slower, and a plan that met such a job priced
- * tiny_mlp.mp's reduction at 163 us and its 2 replicas 16% slow. */
+ * EPYC Zen4 VM 2 of 12 jobs moved 1 MB in 567-643 us where the others took 117-150, 2-replica
+ * training met such jobs too (one rank 15-35% slower for the whole job, 4 of 24), and a plan that
+ * met one priced tiny_mlp.mp's reduction at 163 us a step and its 2 replicas 16% slow. */
 #define LAUNCHES 3
 
 /* Runs the benchmark once: its rows into bytes[] and s[], *n of them; the reason on failure. */
