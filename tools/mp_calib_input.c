@@ -25,6 +25,7 @@
 
 #define SET_BYTES (64u << 20)
 #define TEXT_BYTES (4u << 20)
+#define DRAW_SEED 88172645463325252u /* any nonzero xorshift state */
 /* n bytes, written, in the pages a loaded data set gets (mp_data_alloc). */
 static void *written(size_t n)
 {
@@ -42,13 +43,13 @@ static struct {
     uint8_t *text;
     size_t x_rows, x_len, y_len; /* rows of x_len floats and y_len labels */
     uint64_t draw;               /* xorshift state: every gather of a calibration draws anew */
-} set = {.draw = 88172645463325252u};
+} set = {.draw = DRAW_SEED};
 
 void mp__calib_input_free(void)
 {
     free(set.x), free(set.y), free(set.text);
     memset(&set, 0, sizeof set);
-    set.draw = 88172645463325252u;
+    set.draw = DRAW_SEED;
 }
 
 double mp__calib_input_s(const struct mp_model *m, size_t mb)
@@ -56,6 +57,7 @@ double mp__calib_input_s(const struct mp_model *m, size_t mb)
     struct mp_dataset ds = {.sample_len = mp_layer_in_len(&m->layers[1]),
                             .label_len = m->label_len ? m->label_len : 1};
     size_t len = ds.sample_len, labels = ds.label_len;
+    int fresh = 0; /* the set was written just now: its first half is out of the cache already */
     if (m->tokens) {
         if (!set.text)
             set.text = written(TEXT_BYTES);
@@ -68,6 +70,7 @@ double mp__calib_input_s(const struct mp_model *m, size_t mb)
             set.x = written(set.x_rows * len * sizeof(float));
             set.y = calloc(set.x_rows * labels, sizeof(int32_t)); /* 4 bytes a row; 0 is a class */
             set.x_len = len, set.y_len = labels;
+            fresh = 1;
         }
         ds.x = set.x, ds.y = set.y, ds.n = set.x_rows;
     }
@@ -78,7 +81,7 @@ double mp__calib_input_s(const struct mp_model *m, size_t mb)
     if (x && y && idx && (ds.text || (ds.x && ds.y))) {
         uint64_t r = set.draw;
         size_t n = 0;
-        if (!m->tokens) { /* the rows' half out of the last-level cache again (above) */
+        if (!m->tokens && !fresh) { /* the rows' half out of the last-level cache again */
             size_t half = set.x_rows / 2 * len;
             memset(set.x + half, 0x3c, (set.x_rows * len - half) * sizeof(float));
         }

@@ -23,8 +23,9 @@
  * met one priced tiny_mlp.mp's reduction at 163 us a step and its 2 replicas 16% slow. */
 #define LAUNCHES 3
 
-/* Runs the benchmark once: its rows into bytes[] and s[], *n of them; the reason on failure. */
-static const char *launch(double *bytes, double *s, size_t *n)
+/* Runs the benchmark once: its rows into bytes[] and s[0], s[stride], ..., *n of them; the reason
+ * on failure. */
+static const char *launch(double *bytes, double *s, size_t stride, size_t *n)
 {
     json_t *root, *o;
     const char *why = mp__calib_bench_rows("--bind-to core", "reduce", "", 2, &root);
@@ -40,7 +41,7 @@ static const char *launch(double *bytes, double *s, size_t *n)
             *n = 0;
             break;
         }
-        bytes[*n] = b, s[*n] = t;
+        bytes[*n] = b, s[*n * stride] = t;
         (*n)++;
     }
     json_decref(root);
@@ -51,17 +52,13 @@ static const char *launch(double *bytes, double *s, size_t *n)
 static const char *run(struct mp_calib_rates *r)
 {
     double bytes[LAUNCHES][MP_CALIB_REDUCE_MAX], s[MP_CALIB_REDUCE_MAX][LAUNCHES];
-    double t[LAUNCHES][MP_CALIB_REDUCE_MAX];
     size_t n[LAUNCHES];
-    r->n_reduce = 0;
     for (int k = 0; k < LAUNCHES; k++) {
-        const char *why = launch(bytes[k], t[k], &n[k]);
+        const char *why = launch(bytes[k], &s[0][k], LAUNCHES, &n[k]);
         if (why)
             return why;
         if (n[k] != n[0] || memcmp(bytes[k], bytes[0], n[0] * sizeof bytes[0][0]))
             return "`mpipe bench reduce` gave other sizes from one run to the next";
-        for (size_t i = 0; i < n[k]; i++)
-            s[i][k] = t[k][i];
     }
     for (size_t i = 0; i < n[0]; i++)
         r->reduce_bytes[i] = bytes[0][i], r->reduce_s[i] = mp_bench_median(s[i], LAUNCHES);
