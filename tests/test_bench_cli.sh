@@ -35,6 +35,11 @@ import json; r = json.load(open('$TMP/reduce.json'))['rows']
 assert [x['bytes'] for x in r] == [4096 * 4**i for i in range(5)], r
 assert all(x['ranks'] == 2 and x['seconds'] > 0 for x in r), r"
 claim "reduce: headers went to stderr" grep -q "^# mpipe bench reduce" "$TMP/reduce.err"
+claim "reduce: 2 ranks of one host share memory for the chunks" \
+    grep -q "^# the chunks went through the memory the replicas share" "$TMP/reduce.err"
+$MPIRUN -x MPIPE_DP_SHARED=0 $MPIPE bench reduce --max-bytes 16K >"$TMP/reduce_msg.out" 2>&1
+claim "reduce: MPIPE_DP_SHARED=0 sends the chunks as MPI messages" \
+    grep -q "^# the chunks went as MPI messages" "$TMP/reduce_msg.out"
 
 $MPIPE bench gemm --shape 64x64x64 --shape 128x96x32:NT --json >"$TMP/gemm.json" 2>"$TMP/gemm.err"
 claim "gemm --json rows carry m, n, k, path, gflops" has_rows "$TMP/gemm.json" m n k path gflops

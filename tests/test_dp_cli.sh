@@ -10,6 +10,10 @@ RUN="mpirun -np 2 --oversubscribe"
 $MPIPE train models/mlp.mp $S --dp 2 --save-weights "$TMP/emu.st" >/dev/null 2>&1
 $RUN $MPIPE train models/mlp.mp $S --dp 2 --save-weights "$TMP/real.st" >"$TMP/real.out" 2>&1
 claim "--dp 2 on 2 ranks = --dp 2 emulated on 1 rank (bytes)" cmp -s "$TMP/emu.st" "$TMP/real.st"
+$RUN -x MPIPE_DP_SHARED=0 $MPIPE train models/mlp.mp $S --dp 2 --save-weights "$TMP/msg.st" \
+    >/dev/null 2>&1
+claim "--dp 2 with its chunks as MPI messages (replicas on several hosts) = emulated (bytes)" \
+    cmp -s "$TMP/emu.st" "$TMP/msg.st"
 claim "RESULT reports dp=2" test "$(result_field dp < "$TMP/real.out")" = 2
 claim "RESULT reports 1 stage" test "$(result_field stages < "$TMP/real.out")" = 1
 $RUN $MPIPE train models/mlp.mp $S --dp 2 --dp-reduce fast --save-weights "$TMP/f1.st" >/dev/null 2>&1

@@ -50,8 +50,9 @@ static int parse(struct reduce_args *a, int argc, char **argv, struct mp_err *er
 }
 
 /* Median over `reps` reductions of n floats among the ranks of b (each a replica) of the slowest
- * rank's seconds. */
-static int time_size(struct mp_bench *b, size_t n, int reps, double *median, struct mp_err *err)
+ * rank's seconds; *shared: the payload went through shared memory (mp_dp_bucket.c). */
+static int time_size(struct mp_bench *b, size_t n, int reps, double *median, int *shared,
+                     struct mp_err *err)
 {
     int n_layers = (int)((n + LAYER_FLOATS - 1) / LAYER_FLOATS);
     size_t *off = malloc(sizeof(size_t) * (size_t)n_layers);
@@ -83,6 +84,7 @@ static int time_size(struct mp_bench *b, size_t n, int reps, double *median, str
     }
     if (!rc)
         *median = mp_bench_median(t, (size_t)reps);
+    *shared = mp_dp_buckets_shared(&dp);
     mp_dp_buckets_free(&dp);
     mp_dp_free(&dp);
     free(off), free(len), free(grad), free(t);
@@ -113,9 +115,11 @@ int mp_bench_reduce(int argc, char **argv, struct mp_err *err)
                     "of the slowest rank's time");
     if (b.rank == 0)
         fprintf(b.out, "#  ranks          bytes      seconds     GBps\n");
+    int shared = 0;
     for (size_t bytes = 4096; !rc && b.size > 1 && bytes <= a.max_bytes; bytes *= 4) {
         double s = 0;
-        rc = time_size(&b, bytes / sizeof(float), bytes < ((size_t)4 << 20) ? 20 : 7, &s, err);
+        rc = time_size(&b, bytes / sizeof(float), bytes < ((size_t)4 << 20) ? 20 : 7, &s,
+                       &shared, err);
         if (rc || b.rank != 0)
             continue;
         fprintf(b.out, "%8d %14zu %12.6f %8.2f\n", b.size, bytes, s, bytes / s * 1e-9);
@@ -123,6 +127,10 @@ int mp_bench_reduce(int argc, char **argv, struct mp_err *err)
         mp_bench_row(&b, json_pack("{s:i, s:I, s:f, s:f}", "ranks", b.size, "bytes",
                                    (json_int_t)bytes, "seconds", s, "GBps", bytes / s * 1e-9));
     }
+    if (!rc && b.size > 1 && b.rank == 0)
+        fprintf(b.out, "# the chunks went %s\n", shared ?
+                "through the memory the replicas share (one host)" :
+                "as MPI messages (replicas on several hosts, or MPIPE_DP_SHARED=0)");
     mp_bench_finish(&b, rc == 0);
     return rc;
 }

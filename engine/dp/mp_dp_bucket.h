@@ -13,6 +13,9 @@
  * MP_DP_BUCKET_BYTES each, in descending layer order: the order the backward finishes them. */
 int mp_dp_buckets_init(struct mp_dp *dp, int n_layers, const size_t *layer_off,
                        const size_t *n_param, struct mp_err *err);
+/* 1 when the replicas write their chunks into memory they share (one host, ordered), 0 when the
+ * chunks go as MPI messages. */
+int mp_dp_buckets_shared(const struct mp_dp *dp);
 /* Frees the buckets (before mp_dp_free; nothing if none were made). */
 void mp_dp_buckets_free(struct mp_dp *dp);
 /* Before the step's backward: no layer ready yet; grad is the arena being filled. */

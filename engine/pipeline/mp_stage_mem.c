@@ -90,8 +90,11 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
     if (q->zero && q->D > 1)
         p.optim /= q->D;
     p.scratch = scratch * FLOAT_BYTES;
-    if (q->D > 1) /* real replicas: D received chunks of each bucket; emulated: a running sum */
-        p.dp = arena * FLOAT_BYTES;
+    /* Real replicas: D received chunks of each bucket and, on one host, the summed chunk the
+     * others read (mp_dp_bucket.c: arena / D more, in memory the host's replicas share, which
+     * each process's resident size counts for all of them); emulated: a running sum. */
+    if (q->D > 1)
+        p.dp = arena * FLOAT_BYTES * (q->shared_sums ? 1.0 + 1.0 / q->D : 1.0);
     p.data = q->data_bytes;
     p.overhead = MP_MEM_OVERHEAD_BYTES;
     p.packed = q->reuse_packed ? (double)mp_gemm_reuse_room((size_t)arena) : 0;

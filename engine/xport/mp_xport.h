@@ -21,6 +21,9 @@ void mp_xport_release(struct mp_xport *x);
 /* Collective over x: ranks below n get a transport over ranks [0, n) in *out; the others get NULL.
  * Free it with mp_xport_finalize (which leaves MPI itself running). */
 int mp_xport_sub(struct mp_xport *x, int n, struct mp_xport **out, struct mp_err *err);
+/* Collective over x: *one_host = 1 when all its ranks share one host's memory (MPI's
+ * MPI_COMM_TYPE_SHARED), the same answer on every rank. */
+int mp_xport_one_host(struct mp_xport *x, int *one_host, struct mp_err *err);
 int mp_xport_rank(const struct mp_xport *x);
 int mp_xport_size(const struct mp_xport *x);
 double mp_xport_now(void);

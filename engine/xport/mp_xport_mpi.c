@@ -179,6 +179,20 @@ int mp_xport_split(struct mp_xport *x, int color, int key, struct mp_xport **out
     return sub == MPI_COMM_NULL ? 0 : wrap_comm(x, sub, out, err);
 }
 
+int mp_xport_one_host(struct mp_xport *x, int *one_host, struct mp_err *err)
+{
+    MPI_Comm node;
+    int n = 0;
+    *one_host = 0;
+    int rc = MPI_Comm_split_type(x->comm, MPI_COMM_TYPE_SHARED, x->rank, MPI_INFO_NULL, &node);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(x, rc, "MPI_Comm_split_type", -1, -1, err);
+    MPI_Comm_size(node, &n);
+    MPI_Comm_free(&node);
+    *one_host = n == x->size; /* the same answer on every rank */
+    return 0;
+}
+
 int mp_xport_sub(struct mp_xport *x, int n, struct mp_xport **out, struct mp_err *err)
 {
     return mp_xport_split(x, x->rank < n ? 0 : -1, x->rank, out, err);
