@@ -5,14 +5,17 @@
  * replica order) and allgather, so every element gets the emulated run's bits; `fast` is one
  * MPI_Iallreduce per bucket. Buckets start in a fixed order on every replica.
  *
- * Replicas on one host (`ordered`) move no payload through MPI: each writes the chunks it sends
- * straight into the receiver's slots in shared memory (mp_xport_shm.h) and sends an empty message
- * to say so, which the receiver waits for with the usual deadline. Through messages, every chunk
- * above Open MPI's 4 KB eager limit waited for a handshake with a peer that might still be inside a
- * kernel, then crossed with a system call (CMA): on a 2-core EPYC Zen4 VM the reduction of 2
- * replicas of tiny_mlp.mp (200 KB) took 60-95 µs of a 460 µs step where the copies alone take
- * 10. The sums are the same, added in the same order: the same bits. MPIPE_DP_SHARED=0 keeps to
- * messages (the path replicas on different hosts take; the tests run both). */
+ * Replicas on one host (`ordered`) move no payload through MPI: each copies the chunks it sends
+ * into its own slots in shared memory (mp_xport_shm.h) and sends an empty message to say so, which
+ * the owner waits for with the usual deadline before it reads them from there; the sums wait in
+ * the owner's slots the same way. Through messages, every chunk above Open MPI's 4 KB eager limit
+ * waited for a hand-shake with a peer that might still be inside a kernel, then crossed with a
+ * system call (CMA): on a 2-core EPYC Zen4 VM the reduction of 2 replicas of tiny_mlp.mp (200 KB)
+ * took 60-95 µs of a 460 µs step where the copies alone take 10. Each line crosses between the
+ * cores once: written where it was computed, read by the core that adds it (writing into the
+ * reader's slot made it cross twice, and measured no faster). The sums are the same, added in the
+ * same order: the same bits. MPIPE_DP_SHARED=0 keeps to messages (the path replicas on different
+ * hosts take; the tests run both). */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +32,8 @@ struct bucket {
     int first, last;     /* global layers covered (for messages) */
     int n_layers, n_done;
     int state;
-    float *recv;         /* ordered: D * per floats, replica r's copy of this rank's chunk */
+    float *recv;         /* ordered: D * per floats, replica r's copy of this rank's chunk;
+                            shared: this rank's copy of chunk q, for replica q to read */
     size_t recv_off;     /* shared: recv's offset in every replica's part (floats) */
     size_t sum_off;      /* shared: where this rank's summed chunk waits for the others */
     int req[2 * MP_DP_MAX]; /* [q]: send to replica q; [D + r]: receive from replica r */
@@ -191,10 +195,10 @@ static int start_scatter(struct mp_dp *dp, int j, struct mp_err *err)
         return mp_xport_iallreduce_sum_f(dp->stage_x, g, b->len, &b->req[0], err);
     }
     size_t mine = chunk_len(b, me);
-    if (dp->bk->sh) { /* chunk q into replica q's slot for this rank's copy */
+    if (dp->bk->sh) { /* chunk q into this rank's own slot q, for replica q to read */
         for (int q = 0; q < D; q++)
             if (q != me)
-                memcpy(part(dp->bk, q, b->recv_off + (size_t)me * b->per), g + (size_t)q * b->per,
+                memcpy(b->recv + (size_t)q * b->per, g + (size_t)q * b->per,
                        chunk_len(b, q) * sizeof(float));
         atomic_thread_fence(memory_order_release); /* the copies before the messages */
     }
@@ -225,7 +229,9 @@ static void start_gather_combine(struct mp_dp *dp, const struct bucket *b, float
     for (size_t off = 0; off < mine; off += COMBINE_BLOCK) {
         size_t n = mine - off < COMBINE_BLOCK ? mine - off : COMBINE_BLOCK;
         for (int r = 0; r < dp->D; r++) {
-            const float *src = r == me ? mine_at : b->recv + (size_t)r * b->per;
+            const float *src = r == me ? mine_at
+                               : dp->bk->sh ? part(dp->bk, r, b->recv_off + (size_t)me * b->per)
+                                            : b->recv + (size_t)r * b->per;
             mp_dp_accumulate(tmp, src + off, dp->coef[r], n, r == 0);
         }
         memcpy(mine_at + off, tmp, n * sizeof(float));
