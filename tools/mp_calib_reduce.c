@@ -1,10 +1,10 @@
 /* Calibration of the data-parallel reduction (mp_calib_cache.h's reduce rows): `mpipe plan` is not
  * an MPI job, so it runs one, `mpirun -np 2 --bind-to core <this mpipe> bench reduce --json`, three
- * times, once per machine (the rows are cached with the other rates). Why measure rather than price the link:
- * between processes of one host every byte of the reduction is copied and added by the ranks' own
- * cores, in two hand-shaken phases per bucket; on a 2-core EPYC Zen4 VM the link model priced
- * models/mlp.mp's 15.9 MB at 1.3 ms a step and the reduction took 3.5-5 ms (2 replicas predicted
- * +13-19% too fast), and 256 KB took 162 µs where the link model said 22.
+ * times, once per machine (the rows are cached with the other rates). Why measure rather than
+ * price the link: between processes of one host every byte of the reduction is copied and added by
+ * the ranks' own cores, in two hand-shaken phases per bucket; on a 2-core EPYC Zen4 VM the link
+ * model priced models/mlp.mp's 15.9 MB at 1.3 ms a step and the reduction took 3.5-5 ms (2
+ * replicas predicted +13-19% too fast), and 256 KB took 162 µs where the link model said 22.
  *
  * Where it cannot run (no mpirun on the PATH, root without Open MPI's two ALLOW variables, fewer
  * than 2 cores, already inside an MPI job, more than 2 minutes) the plan says why on stderr and

@@ -68,8 +68,11 @@ int mp_shm_open(struct mp_xport *x, size_t bytes, int want, struct mp_shm **s,
     memset(&o, 0, sizeof o);
     if (rank == 0)
         create(&o, total);
-    if (mp_xport_bcast(x, &o, sizeof o, 0, "the name of the replicas' shared memory", err))
-        goto fail;
+    if (mp_xport_bcast(x, &o, sizeof o, 0, "the name of the replicas' shared memory", err)) {
+        if (rank == 0 && o.name[0])
+            shm_unlink(o.name);
+        return -1;
+    }
     void *map = o.name[0] ? map_named(o.name, total) : NULL;
     double failed = !map;
     int rc = mp_xport_allreduce_max(x, &failed, 1, "the replicas' shared-memory mappings", err);
@@ -91,10 +94,6 @@ int mp_shm_open(struct mp_xport *x, size_t bytes, int want, struct mp_shm **s,
     }
     (*s)->size = size, (*s)->bytes = part, (*s)->map = map;
     return 0;
-fail:
-    if (rank == 0 && o.name[0])
-        shm_unlink(o.name);
-    return -1;
 }
 
 void *mp_shm_part(const struct mp_shm *s, int q)
