@@ -292,6 +292,12 @@ size_t mp_gemm_reuse_room(size_t n_param)
     return loops_ok ? (2 * n_param + ((size_t)1 << 18)) * sizeof(float) : 0;
 }
 
+void mp_gemm_reuse_evict(void)
+{
+    if (loops_ok)
+        mp__gemm_loops_reuse_evict();
+}
+
 void mp_gemm_reuse_stats(unsigned long long *packed, unsigned long long *reused)
 {
     *packed = *reused = 0;

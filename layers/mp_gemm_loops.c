@@ -279,6 +279,19 @@ int mp__gemm_loops_in_scope(const float *p)
     return reuse_.lo && p >= reuse_.lo && p < reuse_.hi;
 }
 
+/* Out of every cache level, the packed copies of the open scope: what a step's later
+ * micro-batch finds when the rest of the step has passed through the caches since (calibration
+ * times kept-packed calls this way). Only cache state changes, never a value. */
+void mp__gemm_loops_reuse_evict(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    const char *p = (const char *)reuse_.pool;
+    for (size_t i = 0; p && i < reuse_.used * sizeof(float); i += 64)
+        __builtin_ia32_clflush(p + i);
+    __builtin_ia32_mfence();
+#endif
+}
+
 void mp__gemm_loops_reuse_stats(unsigned long long *packed, unsigned long long *reused)
 {
     *packed = reuse_.packed, *reused = reuse_.reused;

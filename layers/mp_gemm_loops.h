@@ -20,6 +20,7 @@ void mp__gemm_loops(int trans_a, int trans_b, size_t m, size_t n, size_t k, floa
 /* Packed-weight reuse (mp_gemm_reuse_begin): lo != NULL opens a scope over [lo, lo + n) with
  * room for room_floats packed floats; lo == NULL closes it. Counts since the process started. */
 void mp__gemm_loops_reuse(const float *lo, size_t n, size_t room_floats);
+void mp__gemm_loops_reuse_evict(void);
 void mp__gemm_loops_reuse_stats(unsigned long long *packed, unsigned long long *reused);
 /* Whether p lies in the open scope's range. */
 int mp__gemm_loops_in_scope(const float *p);

@@ -58,7 +58,13 @@ static void operands_free(void)
 /* Median seconds of one call of c through mp_gemm (the path training takes) over at least one call
  * and 3 ms, at most 50 calls; after two warm-up calls when `warm_up` (the shape's first round).
  * fixed: with B kept packed, as a step's micro-batches after the first find a weight
- * (mp_gemm_reuse_begin): one call packs it, the timed ones reuse it. */
+ * (mp_gemm_reuse_begin): one call packs it, the timed ones reuse it, each finding the packed copy
+ * out of the caches (mp_gemm_reuse_evict) as a step's later micro-batch does: since its last use
+ * the rest of the step went through them. Timed hot, models/mlp.mp's forward and input-grad
+ * passes at 64 samples ran 8-12% over their price on 1 and 2 ranks alike (the weight-grads, with
+ * no weight operand, on it); the 1-rank step at 4 micro-batches was priced 4,135 samples/s and
+ * ran 3,840, tools/demo's 2-stage zbv 6,860 and ran 6,075-6,183. Flushed: 3,751 and 6,330, and
+ * every model of tools/plan-vs-measured within 5% on 1 rank (EPYC Zen4 VM). */
 static double time_call(const struct mp_gemm_call *c, int warm_up, int fixed, struct mp_err *err)
 {
     size_t rows_a = c->trans_a ? c->k : c->m, rows_b = c->trans_b ? c->n : c->k;
@@ -76,6 +82,8 @@ static double time_call(const struct mp_gemm_call *c, int warm_up, int fixed, st
                 c->ldc);
     double start = mp__calib_now();
     while (n < 50 && (n < 1 || mp__calib_now() - start < 0.003)) {
+        if (fixed)
+            mp_gemm_reuse_evict();
         double t0 = mp__calib_now();
         mp_gemm(c->trans_a, c->trans_b, c->m, c->n, c->k, 1.0f, a, c->lda, b, c->ldb, beta, cc,
                 c->ldc);
