@@ -320,6 +320,11 @@ double mp_cost_reduce_s(const struct mp_cost_model *cm, int level, double bytes,
     return mp_cost_allreduce_s(&cm->link[level], bytes, D);
 }
 
+double mp_cost_gather_s(const struct mp_cost_model *cm, int level, double bytes, int D)
+{
+    return 0.5 * mp_cost_reduce_s(cm, level, bytes, D);
+}
+
 void mp_cost_reduce_linear(const struct mp_cost_model *cm, int level, int D, double *alpha,
                            double *beta)
 {

@@ -78,6 +78,10 @@ double mp_cost_reduce_s(const struct mp_cost_model *cm, int level, double bytes,
  * or from the measured rows (alpha the smallest size's seconds, beta the largest's per byte). */
 void mp_cost_reduce_linear(const struct mp_cost_model *cm, int level, int D, double *alpha,
                            double *beta);
+/* --zero 1's all-gather of the updated parameters, `bytes` of them over D replicas at `level`:
+ * the second half of a reduction of the same bytes (each replica's slice to every other, no
+ * adds), so half of mp_cost_reduce_s. */
+double mp_cost_gather_s(const struct mp_cost_model *cm, int level, double bytes, int D);
 /* Optimizer step over param_bytes: reads params, grads and state, writes params and state. */
 double mp_cost_optim_s(const struct mp_cost_model *cm, double param_bytes);
 

@@ -272,6 +272,19 @@ case "$(src "$T/c.json")" in *"the reduction between 2 ranks (from the cache)"*)
 esac
 ar() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['allreduce_s'])" "$1"; }
 measured_ar=$(ar "$T/c.json")
+# --zero 1: each replica's optimizer step updates half the parameters, then all-gathers them (the
+# second half of a reduction of the same bytes); the plan's step counts both.
+cp "$T/c.json" "$T/z0.json"
+expect_exit 0 "plan --dp 2 --zero 1" plan_dp --zero 1 --out "$T/z1.json"
+python3 - "$T/z0.json" "$T/z1.json" <<'PY' && ok "--zero 1: half the optimizer, plus the all-gather" ||
+import json, sys
+z0, z1 = (json.load(open(f)) for f in sys.argv[1:])
+want = z0["optim_step_s"] / 2 + z0["allreduce_s"] / 2
+got = z1["optim_step_s"]
+assert abs(got - want) <= 1e-9 + 1e-6 * want, (z0["optim_step_s"], got, want)
+assert abs(z1["step_s"] - z0["step_s"] - (got - z0["optim_step_s"])) <= 1e-6 * z0["step_s"]
+PY
+    bad "--zero 1: optim_step_s $(grep -ho '"optim_step_s": [0-9.e-]*' "$T/z0.json" "$T/z1.json")"
 mkdir -p "$T/nompi" && ln -sf "$(command -v python3)" "$T/nompi/python3"
 expect_exit 0 "plan --dp 2 --recalibrate where mpirun is not on the PATH" \
     env PATH="$T/nompi" "$MPIPE" plan models/tiny_mlp.mp --stages 1 --dp 2 --batch 64 \

@@ -310,7 +310,9 @@ static int partition(struct mp_plan *p, const struct env *e, const struct mp_pla
     return rc;
 }
 
-/* Per-rank optimizer step and data-parallel allreduce: the slowest rank bounds the step. */
+/* Per-rank optimizer step and data-parallel allreduce: the slowest rank bounds the step. With
+ * --zero 1 a replica updates a D-th of the parameters (whole layers, balanced: about a D-th) and
+ * then all-gathers them, which the optimizer step counts. */
 static void rank_step_costs(struct mp_plan *p, const struct env *e, const struct mp_placement *pl)
 {
     for (int r = 0; r < p->P; r++) {
@@ -318,9 +320,12 @@ static void rank_step_costs(struct mp_plan *p, const struct env *e, const struct
         for (int c = 0; c < p->V; c++)
             bytes += (double)p->stages[mp_vstage_of(mp_sched_place(p->schedule), r, c, p->P)]
                          .param_bytes;
+        int level = (int)replica_level(e, pl, p->P, p->D, r);
         double opt = mp_cost_optim_s(&e->cm, bytes);
-        double ar =
-            mp_cost_reduce_s(&e->cm, (int)replica_level(e, pl, p->P, p->D, r), bytes, p->D);
+        if (e->mem.zero && p->D > 1)
+            opt = mp_cost_optim_s(&e->cm, bytes / p->D) +
+                  mp_cost_gather_s(&e->cm, level, bytes, p->D);
+        double ar = mp_cost_reduce_s(&e->cm, level, bytes, p->D);
         p->optim_step_s = fmax(p->optim_step_s, opt);
         p->allreduce_s = fmax(p->allreduce_s, ar);
     }
