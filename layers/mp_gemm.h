@@ -43,7 +43,7 @@ void mp_gemm_reuse_begin(const float *lo, size_t n, size_t room_bytes);
 /* (room_bytes may be 0: a scope that keeps nothing, for the recorder's b_fixed.) */
 void mp_gemm_reuse_end(void);
 size_t mp_gemm_reuse_room(size_t n_param);
-/* The open scope's packed copies out of every cache level (x86; elsewhere nothing): calibration
+/* The open scope's packed copies out of every cache level (x86-64; elsewhere nothing): calibration
  * times a kept-packed call as a step's later micro-batch meets it. Values do not change. */
 void mp_gemm_reuse_evict(void);
 /* Since the process started: operands packed into the pool, and calls served from it. */

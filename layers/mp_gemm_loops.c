@@ -284,7 +284,7 @@ int mp__gemm_loops_in_scope(const float *p)
  * times kept-packed calls this way). Only cache state changes, never a value. */
 void mp__gemm_loops_reuse_evict(void)
 {
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__x86_64__) /* SSE2's clflush and mfence */
     const char *p = (const char *)reuse_.pool;
     for (size_t i = 0; p && i < reuse_.used * sizeof(float); i += 64)
         __builtin_ia32_clflush(p + i);

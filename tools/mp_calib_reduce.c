@@ -68,8 +68,10 @@ static const char *run(struct mp_calib_rates *r)
     return NULL;
 }
 
-/* A slow spell. This VM has spells of minutes in which every transfer between its two cores is
- * 4-8x slower, and a calibration that meets one caches its rows until --recalibrate: one such
+/* A slow spell. This VM has spells in which every transfer between its two cores is 4-8x slower,
+ * lasting minutes or changing from one job to the next (two `bench reduce` jobs seconds apart:
+ * 1 MB in 87 µs, then 482), and a calibration that meets one caches its rows until
+ * --recalibrate: one such
  * plan measured 1 MB in 525 µs where other calibrations of the same build measured 64-85, priced
  * every 2-replica plan slow, and tiny_mlp.mp's 2 replicas ran 14% faster than predicted. The
  * yardstick is this core copying the same bytes itself (1 MB in 20-30 µs here): the reduction
