@@ -30,7 +30,8 @@ static double rank_bytes(const struct mp_plan *p, const struct mp_model *m, cons
     struct mp_mem_query q = {.m = m, .bounds = bounds, .sched = s, .rank = r, .P = p->P,
                              .V = p->V, .D = p->D, .mbs = p->batch / (size_t)p->M,
                              .state_slots = c->state_slots,
-                             .zero = c->zero, .shared_sums = 1, .tied_elsewhere = tied_elsewhere, .recompute = rc,
+                             .zero = c->zero, .shared_sums = 1,
+                             .tied_elsewhere = tied_elsewhere, .recompute = rc,
                              .reuse_packed = reuse, .data_bytes = c->data_bytes};
     return mp_mem_predict(&q, NULL);
 }

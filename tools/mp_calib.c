@@ -282,6 +282,13 @@ static int step_layers(const struct mp_model *m, size_t mb)
 #define STEP_ROUNDS 3      /* of a short in-place step, round-robin over the sizes */
 #define SHORT_STEP_S 0.005 /* a step under this is short: all its timings fit in a few ms */
 
+/* The rounds a size's step runs, from its first round's times (forward, input-grad, weight-grad,
+ * optimizer): all of them, or that one alone when it was long. */
+static int rounds_of(const double v[4][STEP_ROUNDS])
+{
+    return v[0][0] + v[1][0] + v[2][0] + v[3][0] < SHORT_STEP_S ? STEP_ROUNDS : 1;
+}
+
 /* The in-place steps (mp_calib_step.c) of m's prefix (step_layers) at every size of t that the
  * cache lacks (again: every size). A short step is run in STEP_ROUNDS rounds over the sizes, its
  * kinds' medians kept: all the timings of one short step fit inside one of this VM's slow spells
@@ -295,30 +302,27 @@ static int step_all(struct mp_calib_rates *r, const struct mp_model *m,
 {
     int n = t->n_mbs, rc = 0;
     double(*v)[4][STEP_ROUNDS] = calloc((size_t)(n ? n : 1), sizeof *v);
-    int *rounds = calloc((size_t)(n ? n : 1), sizeof *rounds);
-    if (!v || !rounds) {
-        free(v), free(rounds);
+    int *todo = calloc((size_t)(n ? n : 1), sizeof *todo);
+    if (!v || !todo) {
+        free(v), free(todo);
         return MP_FAIL(err, NOMEM, "out of memory");
     }
-    for (int j = 0; j < n; j++) /* -1: cached, 0: to run */
-        rounds[j] = !again && mp__calib_find_step(r, m->digest, (int)kind, t->mbs[j]) ? -1 : 0;
+    for (int j = 0; j < n; j++)
+        todo[j] = again || !mp__calib_find_step(r, m->digest, (int)kind, t->mbs[j]);
     for (int round = 0; round < STEP_ROUNDS && !rc; round++)
         for (int j = 0; j < n && !rc; j++) {
-            if (rounds[j] < 0 || rounds[j] < round)
-                continue; /* cached, or long: its first round stands */
+            if (!todo[j] || (round > 0 && rounds_of(v[j]) == 1))
+                continue;
             double tt[3], opt;
             rc = mp__calib_step(m, step_layers(m, t->mbs[j]), t->mbs[j], kind, tt, &opt, err);
             for (int p = 0; p < 3; p++)
                 v[j][p][round] = tt[p];
             v[j][3][round] = opt;
-            rounds[j] = round + 1;
-            if (round == 0 && tt[0] + tt[1] + tt[2] + opt >= SHORT_STEP_S)
-                rounds[j] = -2; /* long: run once */
         }
     for (int j = 0; j < n && !rc; j++) {
-        if (rounds[j] == -1)
+        if (!todo[j])
             continue;
-        size_t k = rounds[j] == -2 ? 1 : (size_t)rounds[j];
+        size_t k = (size_t)rounds_of(v[j]);
         struct mp_calib_step *st = mp__calib_find_step(r, m->digest, (int)kind, t->mbs[j]);
         if (!st && !(st = mp__calib_add_step(r, m->digest, (int)kind, t->mbs[j]))) {
             rc = MP_FAIL(err, NOMEM, "out of memory");
@@ -328,7 +332,7 @@ static int step_all(struct mp_calib_rates *r, const struct mp_model *m,
             st->t[p] = mp_bench_median(v[j][p], k);
         st->optim = mp_bench_median(v[j][3], k), r->dirty = 1;
     }
-    free(v), free(rounds);
+    free(v), free(todo);
     return rc;
 }
 

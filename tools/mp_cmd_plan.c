@@ -320,11 +320,10 @@ static void rank_step_costs(struct mp_plan *p, const struct env *e, const struct
         for (int c = 0; c < p->V; c++)
             bytes += (double)p->stages[mp_vstage_of(mp_sched_place(p->schedule), r, c, p->P)]
                          .param_bytes;
-        int level = (int)replica_level(e, pl, p->P, p->D, r);
-        double opt = mp_cost_optim_s(&e->cm, bytes);
-        if (e->mem.zero && p->D > 1)
-            opt = mp_cost_optim_s(&e->cm, bytes / p->D) +
-                  mp_cost_gather_s(&e->cm, level, bytes, p->D);
+        int level = (int)replica_level(e, pl, p->P, p->D, r), zero = e->mem.zero && p->D > 1;
+        double opt = zero ? mp_cost_optim_s(&e->cm, bytes / p->D) +
+                                mp_cost_gather_s(&e->cm, level, bytes, p->D)
+                          : mp_cost_optim_s(&e->cm, bytes);
         double ar = mp_cost_reduce_s(&e->cm, level, bytes, p->D);
         p->optim_step_s = fmax(p->optim_step_s, opt);
         p->allreduce_s = fmax(p->allreduce_s, ar);
