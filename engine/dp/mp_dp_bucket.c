@@ -13,7 +13,8 @@
  * system call (CMA): on a 2-core EPYC Zen4 VM the reduction of 2 replicas of tiny_mlp.mp (200 KB)
  * took 60-95 µs of a 460 µs step where the copies alone take 10. Each line crosses between the
  * cores once: written where it was computed, read by the core that adds it (writing into the
- * reader's slot made it cross twice, and measured no faster). The sums are the same, added in the
+ * reader's slot made it cross twice, and measured no faster); the writes into the slots are
+ * non-temporal (mp_shm_write says what they save). The sums are the same, added in the
  * same order: the same bits. MPIPE_DP_SHARED=0 keeps to messages (the path replicas on different
  * hosts take; the tests run both). */
 #include <stdatomic.h>
@@ -198,9 +199,9 @@ static int start_scatter(struct mp_dp *dp, int j, struct mp_err *err)
     if (dp->bk->sh) { /* chunk q into this rank's own slot q, for replica q to read */
         for (int q = 0; q < D; q++)
             if (q != me)
-                memcpy(b->recv + (size_t)q * b->per, g + (size_t)q * b->per,
-                       chunk_len(b, q) * sizeof(float));
-        atomic_thread_fence(memory_order_release); /* the copies before the messages */
+                mp_shm_write(b->recv + (size_t)q * b->per, g + (size_t)q * b->per,
+                             chunk_len(b, q));
+        mp_shm_publish(); /* the copies before the messages */
     }
     for (int q = 0; q < D; q++)
         if (q != me && (xfer(dp, 1, g + (size_t)q * b->per, chunk_len(b, q), q, tag, &b->req[q],
@@ -236,7 +237,7 @@ static void start_gather_combine(struct mp_dp *dp, const struct bucket *b, float
         }
         memcpy(mine_at + off, tmp, n * sizeof(float));
         if (also)
-            memcpy(also + off, tmp, n * sizeof(float));
+            mp_shm_write(also + off, tmp, n);
     }
 }
 
@@ -250,7 +251,7 @@ static int start_gather(struct mp_dp *dp, int j, struct mp_err *err)
     float *slot = dp->bk->sh ? part(dp->bk, me, b->sum_off) : NULL; /* for the others to read */
     start_gather_combine(dp, b, mine_at, mine, slot);
     if (slot)
-        atomic_thread_fence(memory_order_release);
+        mp_shm_publish();
     b->state = B_GATHER;
     for (int q = 0; q < D; q++)
         if (q != me && (xfer(dp, 1, mine_at, mine, q, tag, &b->req[q], err) ||

@@ -6,11 +6,16 @@
 #include "mp_xport_shm.h"
 
 #include <fcntl.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 struct offer {
     char name[64]; /* "" when rank 0 could not create it */
@@ -107,4 +112,40 @@ void mp_shm_close(struct mp_shm *s)
         return;
     munmap(s->map, s->bytes * (size_t)s->size);
     free(s);
+}
+
+/* A peer reads what is written here, and has read the same lines a step before: they sit in its
+ * cache, and an ordinary store first takes each line back from it. On a 2-core EPYC Zen4 VM that
+ * took 10x longer in about half the jobs (the same binary and plan, job after job; it stays so
+ * for the whole job): 2 replicas of tiny_mlp.mp copied their 100 KB chunk into shared memory in
+ * 3 µs in some jobs and 23-46 µs in others, and adding and publishing the sums took 8 against
+ * 29-54; training ran 640-665k samples/s against 490-570k. Non-temporal stores skip taking the
+ * lines: 4 µs and 17-21 µs in every job, 600-645k samples/s (the peer then reads the lines from
+ * memory, which costs those jobs that were fast 2-5%). With models/mlp.mp's 4 MB buckets they
+ * are faster in every job: the three copies of a bucket took 680 µs and now 525. */
+void mp_shm_write(float *dst, const float *src, size_t n)
+{
+#if defined(__x86_64__)
+    size_t i = 0;
+    for (; i < n && ((uintptr_t)(dst + i) & 15); i++)
+        dst[i] = src[i];
+    for (; i + 16 <= n; i += 16) { /* a whole 64-byte line per round once aligned to it */
+        _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
+        _mm_stream_ps(dst + i + 4, _mm_loadu_ps(src + i + 4));
+        _mm_stream_ps(dst + i + 8, _mm_loadu_ps(src + i + 8));
+        _mm_stream_ps(dst + i + 12, _mm_loadu_ps(src + i + 12));
+    }
+    for (; i < n; i++)
+        dst[i] = src[i];
+#else
+    memcpy(dst, src, n * sizeof(float));
+#endif
+}
+
+void mp_shm_publish(void)
+{
+#if defined(__x86_64__)
+    _mm_sfence(); /* non-temporal stores are not ordered by the fence below */
+#endif
+    atomic_thread_fence(memory_order_release);
 }

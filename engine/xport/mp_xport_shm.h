@@ -24,6 +24,12 @@ int mp_shm_open(struct mp_xport *x, size_t bytes, int want, struct mp_shm **s,
                 struct mp_err *err);
 /* Rank q's part, as this process sees it. */
 void *mp_shm_part(const struct mp_shm *s, int q);
+/* Copies n floats into shared memory a peer will read, with non-temporal stores on x86-64 (the
+ * lines go to memory, not into this core's cache; mp_xport_shm.c says why); same bytes as memcpy.
+ * The stores are weakly ordered: mp_shm_publish() before the message that says they are there. */
+void mp_shm_write(float *dst, const float *src, size_t n);
+/* Orders every earlier mp_shm_write and store before any later store (the message's). */
+void mp_shm_publish(void);
 /* Local: unmaps (no peer is involved, so also after a failure). NULL is a no-op. */
 void mp_shm_close(struct mp_shm *s);
 
