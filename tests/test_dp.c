@@ -1,10 +1,11 @@
 /* Weighted gradient aggregation (mp_dp.h): the coefficients, the accumulation, the weights file,
  * perf weights (bounded, deterministic) and speed-sized shards, checked against direct
- * computations. */
+ * computations; and the non-temporal copy into shared memory (mp_xport_shm.h) against memcpy. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <cmocka.h>
 
 #include "mp_dp.h"
+#include "mp_xport_shm.h"
 
 static void test_equal_shards_give_unit_coefficients_for_mean_and_size(void **state)
 {
@@ -216,6 +218,38 @@ static void test_speed_rebalances_only_every_K_steps(void **state)
     mp_dp_free(&dp);
 }
 
+
+/* Every alignment of source and destination and every length around a line's 16 floats, and a
+ * long run: the same bits as memcpy (NaN payloads and negative zeros included), nothing written
+ * past either end. */
+static void test_shm_write_is_memcpy_at_every_alignment(void **state)
+{
+    (void)state;
+    enum { LONG = 10007, GUARD = 8 };
+    float *src = malloc((LONG + 32) * sizeof(float));
+    float *dst = malloc((LONG + 32 + 2 * GUARD) * sizeof(float));
+    float *want = malloc((LONG + 32 + 2 * GUARD) * sizeof(float));
+    assert_non_null(src), assert_non_null(dst), assert_non_null(want);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < LONG + 32; i++) {
+        x = x * 1664525u + 1013904223u; /* any bits: NaNs, subnormals, -0 among them */
+        memcpy(&src[i], &x, sizeof x);
+    }
+    size_t lens[] = {0, 1, 3, 15, 16, 17, 31, 32, 33, 47, 64, 100, LONG};
+    for (size_t li = 0; li < sizeof lens / sizeof *lens; li++)
+        for (size_t so = 0; so < 5; so++)
+            for (size_t d = 0; d < 17; d++) {
+                size_t n = lens[li], total = n + d + 2 * GUARD;
+                memset(dst, 0xa5, total * sizeof(float));
+                memcpy(want, dst, total * sizeof(float));
+                memcpy(want + GUARD + d, src + so, n * sizeof(float));
+                mp_shm_write(dst + GUARD + d, src + so, n);
+                mp_shm_publish();
+                assert_memory_equal(dst, want, total * sizeof(float));
+            }
+    free(src), free(dst), free(want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -229,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_bounded_weights_keep_the_mean_even_from_zeros),
         cmocka_unit_test(test_shards_from_speeds_sum_to_M_and_are_at_least_one),
         cmocka_unit_test(test_speed_rebalances_only_every_K_steps),
+        cmocka_unit_test(test_shm_write_is_memcpy_at_every_alignment),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
