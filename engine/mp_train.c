@@ -380,6 +380,36 @@ static int check_agreement(struct loop *L, struct mp_err *err)
     return rc;
 }
 
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Rank 0, after a run of a plan's own layout: its predicted step beside this run's, the mean (what
+ * samples/s counts) and the median of the last MP_RECENT_STEPS steps. A mean well past a median
+ * that matches the plan says some steps ran long (another process, a VM's stolen time); both past
+ * it, that the plan priced this machine wrong (mpipe plan --recalibrate). Same sign as
+ * tools/plan-vs-measured's error: predicted samples/s over measured, minus 1. */
+static void say_against_plan(const struct loop *L)
+{
+    const struct mp_train_cfg *c = L->cfg;
+    uint64_t steps = L->step - L->start.step;
+    size_t n = L->n_recent < MP_RECENT_STEPS ? (size_t)L->n_recent : MP_RECENT_STEPS;
+    if (L->wrank != 0 || c->plan_step_s <= 0 || !steps || !n || L->train_time <= 0 ||
+        (!c->progress && c->quiet))
+        return;
+    double sorted[MP_RECENT_STEPS];
+    memcpy(sorted, L->recent_step_s, n * sizeof(double));
+    qsort(sorted, n, sizeof(double), by_value);
+    double median = n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+    double mean = L->train_time / (double)steps;
+    fprintf(stderr, "plan: predicted step %.3f ms; this run %.3f ms (prediction %+.1f%%), median "
+            "of the last %zu steps %.3f ms (%+.1f%%)\n", c->plan_step_s * 1e3, mean * 1e3,
+            100.0 * (mean / c->plan_step_s - 1.0), n, median * 1e3,
+            100.0 * (median / c->plan_step_s - 1.0));
+}
+
 static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
 {
     const struct mp_train_cfg *c = L->cfg;
@@ -394,6 +424,7 @@ static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
                 L->wrank, m[2], L->mem_pred.total, L->mem_pred.params, L->mem_pred.grads,
                 L->mem_pred.optim, L->mem_pred.acts, L->mem_pred.data, L->mem_pred.packed,
                 L->mem_pred.scratch + L->mem_pred.tied + L->mem_pred.dp + L->mem_pred.overhead);
+    say_against_plan(L);
     if (L->wsize > 1) {
         if (mp_xport_allreduce_sum(L->x, &busy_frac, 1, "the measured bubble", err) ||
             mp_xport_allreduce_max(L->x, &m[1], 2, "the peak memory", err))

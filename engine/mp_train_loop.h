@@ -14,6 +14,8 @@
 #include "mp_stage_mem.h"
 #include "mp_train.h"
 
+#define MP_RECENT_STEPS 4096 /* steps whose median step time the run sets beside the plan's */
+
 struct loop {
     const struct mp_train_cfg *cfg;
     struct mp_xport *x;   /* all ranks */
@@ -44,6 +46,8 @@ struct loop {
     FILE *metrics;
     uint64_t step;
     double train_time, busy_time, busy_wall;
+    double recent_step_s[MP_RECENT_STEPS]; /* the last steps' seconds, a ring (not the first) */
+    uint64_t n_recent;                    /* steps put in it */
     double epoch_loss;
     uint64_t epoch_steps;
     struct mp_ckpt_pos start; /* where this run starts: zero, or a resumed checkpoint's position */

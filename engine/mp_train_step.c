@@ -213,6 +213,7 @@ int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err)
     if (L->step > 1) { /* the first step allocates slabs and warms caches */
         L->busy_time += busy + (t3 - t2);
         L->busy_wall += t3 - t0;
+        L->recent_step_s[L->n_recent++ % MP_RECENT_STEPS] = t3 - t0;
     }
     if (L->metrics)
         log_metrics(L, loss, lr, sumsq, t3 - t0);

@@ -330,6 +330,17 @@ expect_exit 0 "plan --stages 2 of a topology file" plan_p2 --recalibrate \
     --topology tests/data/topo_everything.xml
 case "$(src "$T/c.json")" in *links*) bad "a topology file's links were measured here" ;;
 *) ok "a topology file's links are not measured on this machine" ;; esac
+# A run of a plan's own layout sets its step beside the plan's (stderr, rank 0); another M, not.
+expect_exit 0 "plan tiny_mlp on one rank" "$MPIPE" plan models/tiny_mlp.mp --stages 1 --batch 64 \
+    --micro-batches 2 --out "$T/one.json"
+expect_exit 0 "train the plan" "$MPIPE" train models/tiny_mlp.mp --plan "$T/one.json" \
+    --data synthetic:640 --epochs 1
+grep -Eq '^plan: predicted step [0-9.]+ ms; this run [0-9.]+ ms \(prediction [-+][0-9.]+%\), median of the last 9 steps [0-9.]+ ms' "$T/err" &&
+    ok "train sets its step beside the plan's" || bad "no plan-against-run line"
+expect_exit 0 "train the plan at another M" "$MPIPE" train models/tiny_mlp.mp --plan "$T/one.json" \
+    --data synthetic:640 --epochs 1 --micro-batches 4
+grep -q '^plan:' "$T/err" && bad "a prediction set beside another M's run" ||
+    ok "no prediction beside a run the plan did not price"
 rm -rf "$T/calib"
 expect_exit 0 "plan --profile" "$MPIPE" plan models/mlp.mp --stages 2 --profile "$T/profile.json" \
     --out "$T/c.json"

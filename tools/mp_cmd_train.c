@@ -307,6 +307,9 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
     if (mp_plan_read(&p, a->plan_path, err))
         return -1;
     int rc = 0;
+    /* The prediction holds for the plan's own M and batch only. */
+    int as_planned = (!a->micro || a->micro == p.M) &&
+                     (!a->cfg.batch_given || a->cfg.batch == p.batch);
     if (strcmp(p.digest, m->digest))
         rc = MP_FAIL(err, INPUT, "%s: plan was made for another model (digest %s, %s has %s): "
                      "re-run mpipe plan", a->plan_path, p.digest, m->path, m->digest);
@@ -342,6 +345,7 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
             a->micro = p.M;
         if (!a->cfg.batch_given)
             a->cfg.batch = p.batch;
+        a->cfg.plan_step_s = as_planned ? p.step_s : 0;
     }
     mp_plan_free(&p);
     return rc;

@@ -51,6 +51,8 @@ struct mp_train_cfg {
     uint64_t eval_every;         /* evaluate every K steps too (0: at epoch ends only) */
     size_t eval_windows;         /* token models: validation windows evaluated (0: all) */
     int quiet;                   /* no epoch lines */
+    double plan_step_s;          /* a plan's predicted step for exactly this layout, M and batch,
+                                    which rank 0 sets beside the run's at the end (0: none) */
     /* Called on every rank after each step, outside the step's timing (train_time and the
      * metrics' step_s): `mpipe bench pipeline --ceiling` times the GEMM ceiling there, between
      * the steps it compares it with. NULL: nothing. A nonzero return stops the run with err. */
