@@ -50,8 +50,9 @@ static const char *launch(double *bytes, double *s, size_t stride, size_t *n)
     return why;
 }
 
-/* The rows of LAUNCHES jobs into r, each size's seconds their median; the reason on failure. */
-static const char *run(struct mp_calib_rates *r)
+/* The rows of LAUNCHES jobs into reduce_bytes, reduce_s and *n_reduce (r's, or another set of the
+ * same size), each size's seconds their median; the reason on failure. */
+static const char *run(double *reduce_bytes, double *reduce_s, int *n_reduce)
 {
     double bytes[LAUNCHES][MP_CALIB_REDUCE_MAX], s[MP_CALIB_REDUCE_MAX][LAUNCHES];
     size_t n[LAUNCHES];
@@ -63,22 +64,21 @@ static const char *run(struct mp_calib_rates *r)
             return "`mpipe bench reduce` gave other sizes from one run to the next";
     }
     for (size_t i = 0; i < n[0]; i++)
-        r->reduce_bytes[i] = bytes[0][i], r->reduce_s[i] = mp_bench_median(s[i], LAUNCHES);
-    r->n_reduce = n[0];
+        reduce_bytes[i] = bytes[0][i], reduce_s[i] = mp_bench_median(s[i], LAUNCHES);
+    *n_reduce = (int)n[0];
     return NULL;
 }
 
 /* A slow spell. This VM has spells in which every transfer between its two cores is 4-8x slower,
  * lasting minutes or changing from one job to the next (two `bench reduce` jobs seconds apart:
  * 1 MB in 87 µs, then 482), and a calibration that meets one caches its rows until
- * --recalibrate: one such
- * plan measured 1 MB in 525 µs where other calibrations of the same build measured 64-85, priced
- * every 2-replica plan slow, and tiny_mlp.mp's 2 replicas ran 14% faster than predicted. The
- * yardstick is this core copying the same bytes itself (1 MB in 20-30 µs here): the reduction
- * copies each byte about twice and adds it once, across cores, so outside a spell it takes 2-4
- * such copies here. Past SUSPECT the rows are measured once more, each size keeping its faster
- * time, and if they still are past it the plan says so (the rows are kept: the spell may be
- * this machine's normal). */
+ * --recalibrate: one such plan measured 1 MB in 525 µs where other calibrations of the same build
+ * measured 64-85, priced every 2-replica plan slow, and tiny_mlp.mp's 2 replicas ran 14% faster
+ * than predicted. The yardstick is this core copying the same bytes itself (1 MB in 20-30 µs
+ * here): the reduction copies each byte about twice and adds it once, across cores, so outside a
+ * spell it takes 2-4 such copies here. Past SUSPECT the rows are measured once more, each size
+ * keeping its faster time, and if they still are past it the plan says so (the rows are kept: the
+ * spell may be this machine's normal). */
 #define SUSPECT 8.0
 #define PROBE_BYTES ((size_t)1 << 20)
 
@@ -113,16 +113,17 @@ static double slowness(const struct mp_calib_rates *r, double copy_s)
 /* The rows, measured once more when they look like a slow spell (above). */
 static const char *run_checked(struct mp_calib_rates *r, int *jobs)
 {
-    const char *why = run(r);
+    const char *why = run(r->reduce_bytes, r->reduce_s, &r->n_reduce);
     *jobs = LAUNCHES;
     double copy = why ? 0 : local_copy_s(PROBE_BYTES), q = slowness(r, copy);
     if (q <= SUSPECT)
         return why;
-    struct mp_calib_rates again = *r; /* only its reduce rows are written and read */
+    double bytes[MP_CALIB_REDUCE_MAX], s[MP_CALIB_REDUCE_MAX];
+    int n = 0;
     *jobs += LAUNCHES;
-    if (!run(&again) && again.n_reduce == r->n_reduce)
-        for (int i = 0; i < r->n_reduce; i++)
-            r->reduce_s[i] = fmin(r->reduce_s[i], again.reduce_s[i]);
+    if (!run(bytes, s, &n) && n == r->n_reduce)
+        for (int i = 0; i < n; i++)
+            r->reduce_s[i] = fmin(r->reduce_s[i], s[i]);
     q = slowness(r, copy);
     if (q > SUSPECT)
         fprintf(stderr,
