@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_optim.h"
+
 struct rd {
     const char *path;
     struct mp_err *err;
@@ -275,6 +277,15 @@ static int read_scalars(const struct rd *r, json_t *root, struct mp_plan *p)
     p->bottleneck = (int)opt_clamped(root, "bottleneck", -1, -1, INT_MAX);
     const char *part = json_string_value(json_object_get(root, "partition"));
     snprintf(p->partition, sizeof p->partition, "%s", part ? part : "");
+    /* What the plan priced the optimizer step and state for (plans before 2026-12-07 lack both). */
+    json_t *o_opt = json_object_get(root, "optimizer"), *o_zero = json_object_get(root, "zero");
+    enum mp_optim_kind kind;
+    if (o_opt && (!json_is_string(o_opt) || mp_optim_parse(json_string_value(o_opt), &kind)))
+        return bad(r, "optimizer", "expected sgd, momentum, nesterov, adam, adamw, rmsprop or lamb");
+    snprintf(p->optimizer, sizeof p->optimizer, "%s", o_opt ? json_string_value(o_opt) : "");
+    if (o_zero && (!json_is_integer(o_zero) || (unsigned long long)json_integer_value(o_zero) > 1))
+        return bad(r, "zero", "expected 0 or 1");
+    p->zero = o_zero ? (int)json_integer_value(o_zero) : -1;
     return 0;
 }
 
@@ -399,6 +410,10 @@ static json_t *plan_json(const struct mp_plan *p)
         json_array_append_new(ranks, rank_json(&p->ranks[k]));
     json_object_set_new(root, "layers", layers);
     json_object_set_new(root, "stages", stages);
+    if (p->optimizer[0])
+        json_object_set_new(root, "optimizer", json_string(p->optimizer));
+    if (p->zero >= 0)
+        json_object_set_new(root, "zero", json_integer(p->zero));
     json_object_set_new(root, "rank_layout",
                         json_string("replica-major: rank = replica * P + stage"));
     json_object_set_new(root, "ranks", ranks);

@@ -71,6 +71,9 @@ struct mp_plan {
     double optim_step_s;           /* optimizer step per rank */
     int bottleneck;                /* the stage that bounds the step, -1 if unknown */
     char partition[16];            /* "uniform", "params" or "optimal" */
+    char optimizer[16];            /* the optimizer whose state and step it priced (`train --plan`
+                                      takes it unless --optimizer is given); "" when not recorded */
+    int zero;                      /* the --zero it priced, 0 or 1; -1 when not recorded */
 };
 
 /* Reads/writes plan.json. Malformed → MP_ERR_INPUT "FILE: ..." naming the key. */

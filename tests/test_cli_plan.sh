@@ -341,6 +341,35 @@ expect_exit 0 "train the plan at another M" "$MPIPE" train models/tiny_mlp.mp --
     --data synthetic:640 --epochs 1 --micro-batches 4
 grep -q '^plan:' "$T/err" && bad "a prediction set beside another M's run" ||
     ok "no prediction beside a run the plan did not price"
+# The optimizer and --zero a plan priced: recorded, taken by train, and a run with another
+# optimizer gets no prediction beside it.
+expect_exit 0 "plan with --optimizer sgd --zero 1" "$MPIPE" plan models/tiny_mlp.mp --stages 1 \
+    --batch 64 --micro-batches 2 --optimizer sgd --zero 1 --out "$T/sgd.json"
+python3 -c "import json,sys; p=json.load(open(sys.argv[1])); assert (p['optimizer'], p['zero']) == ('sgd', 1)" \
+    "$T/sgd.json" && ok "the plan records the optimizer and --zero" || bad "plan: no optimizer/zero"
+expect_exit 0 "train the sgd plan" "$MPIPE" train models/tiny_mlp.mp --plan "$T/sgd.json" \
+    --data synthetic:640 --epochs 1
+state_bytes() { sed -n 's/^rank 0: .*, optimizer \([0-9]*\), .*/\1/p' "$T/err"; }
+sgd_state=$(state_bytes)
+grep -q '^plan: predicted step' "$T/err" && ok "train sets its step beside the sgd plan's" ||
+    bad "no plan line beside the sgd plan's run"
+expect_exit 0 "train the sgd plan with --optimizer adam" "$MPIPE" train models/tiny_mlp.mp \
+    --plan "$T/sgd.json" --data synthetic:640 --epochs 1 --optimizer adam
+adam_state=$(state_bytes)
+# Adam keeps two floats per parameter; SGD's arena keeps one slot all the same: half as much.
+[ -n "$sgd_state" ] && [ $((2 * sgd_state)) = "$adam_state" ] &&
+    ok "train takes the plan's optimizer ($sgd_state bytes of state), --optimizer overrides it ($adam_state)" ||
+    bad "optimizer state: sgd plan '$sgd_state', with --optimizer adam '$adam_state'"
+grep -q '^plan:' "$T/err" && bad "a prediction set beside a run with another optimizer" ||
+    ok "  and that run's step is not set beside the plan's"
+for kv in 'optimizer "sgdx"' 'zero 2' 'optimizer 3'; do
+    python3 -c "import json,sys; p=json.load(open(sys.argv[1])); k,v=sys.argv[2].split(' ',1); p[k]=json.loads(v); json.dump(p,open(sys.argv[3],'w'))" \
+        "$T/sgd.json" "$kv" "$T/bad.json"
+    expect_exit 2 "a plan with $kv" "$MPIPE" train models/tiny_mlp.mp --plan "$T/bad.json" \
+        --data synthetic:640 --epochs 1
+    grep -q "bad.json: key '${kv%% *}'" "$T/err" && ok "  its message names the key" ||
+        bad "  message: $(head -c 300 "$T/err")"
+done
 rm -rf "$T/calib"
 expect_exit 0 "plan --profile" "$MPIPE" plan models/mlp.mp --stages 2 --profile "$T/profile.json" \
     --out "$T/c.json"

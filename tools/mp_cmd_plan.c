@@ -344,6 +344,8 @@ static int build(const struct env *e, int P, int D, int M, struct mp_plan *p, st
     snprintf(p->model, sizeof p->model, "%s", e->m->path);
     memcpy(p->digest, e->m->digest, sizeof p->digest);
     snprintf(p->partition, sizeof p->partition, "%s", mp_partition_name(a->partition));
+    snprintf(p->optimizer, sizeof p->optimizer, "%s", mp_optim_name(a->optim));
+    p->zero = a->zero;
     p->schedule = a->schedule, p->P = P, p->D = D, p->V = V, p->M = M, p->batch = (size_t)a->batch;
     p->n_layers = e->m->n_layers, p->n_stages = P * V, p->bottleneck = -1;
     p->layers = calloc((size_t)p->n_layers, sizeof *p->layers);

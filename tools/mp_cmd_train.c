@@ -17,7 +17,8 @@ static const char help[] =
     "usage: mpirun -np N mpipe train MODEL.mp [options]      (or plain `mpipe train` on one rank)\n"
     "\n"
     "Pipeline layout:\n"
-    "  --plan FILE           stage boundaries, schedule, M and batch from `mpipe plan --out`\n"
+    "  --plan FILE           stage boundaries, schedule, M, batch, recomputation, optimizer\n"
+    "                        and --zero from `mpipe plan --out` (flags given here win)\n"
     "  --stages P            pipeline stages (default: number of ranks / D)\n"
     "  --dp D                data-parallel replicas of the pipeline (default 1); run on P*D ranks\n"
     "                        (rank = replica*P + stage), or on P ranks to emulate them in turn\n"
@@ -298,7 +299,28 @@ static int given(const struct train_args *a, const char *flag)
     return 0;
 }
 
-/* Takes P, V, M, batch, schedule, boundaries and recomputation from a plan whose digest matches the
+/* The optimizer and --zero the plan priced (its memory and its step), unless the flags say
+ * otherwise; 0 when they do and differ, as the prediction is then not this run's. */
+static int take_plan_optimizer(struct train_args *a, const struct mp_plan *p)
+{
+    int same = 1;
+    enum mp_optim_kind kind;
+    if (p->optimizer[0] && !mp_optim_parse(p->optimizer, &kind)) { /* mp_plan_read checked it */
+        if (!given(a, "--optimizer")) {
+            a->cfg.optim.kind = kind;
+            mp_flag_optim_finish(&a->opt); /* that optimizer's defaults, the flags' overrides */
+        }
+        same &= a->cfg.optim.kind == kind;
+    }
+    if (p->zero >= 0) {
+        if (!given(a, "--zero"))
+            a->cfg.zero = p->zero;
+        same &= a->cfg.zero == p->zero;
+    }
+    return same;
+}
+
+/* Takes P, V, M, batch, schedule, optimizer, --zero, boundaries and recomputation from a plan whose digest matches the
  * model. */
 static int apply_plan(struct train_args *a, const struct mp_model *m, int **bounds,
                       struct mp_err *err)
@@ -307,7 +329,7 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
     if (mp_plan_read(&p, a->plan_path, err))
         return -1;
     int rc = 0;
-    /* The prediction holds for the plan's own M and batch only. */
+    /* The prediction holds for the plan's own M, batch, optimizer and --zero only. */
     int as_planned = (!a->micro || a->micro == p.M) &&
                      (!a->cfg.batch_given || a->cfg.batch == p.batch);
     if (strcmp(p.digest, m->digest))
@@ -345,6 +367,7 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
             a->micro = p.M;
         if (!a->cfg.batch_given)
             a->cfg.batch = p.batch;
+        as_planned &= take_plan_optimizer(a, &p);
         a->cfg.plan_step_s = as_planned ? p.step_s : 0;
     }
     mp_plan_free(&p);
