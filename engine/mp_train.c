@@ -88,6 +88,11 @@ static int setup_state(struct loop *L, struct mp_err *err)
     if (c->shard_speed && !(L->scheds = calloc((size_t)c->M + 1, sizeof *L->scheds)))
         return MP_FAIL(err, NOMEM, "out of memory");
     int *recompute = NULL;
+    /* Collective over the stage's replicas, as mp_dp_init's opening of their shared memory is;
+     * replicas on several hosts reduce through messages and keep no sum slots. */
+    if (L->replica >= 0 && L->D > 1 && c->dp_reduce == MP_DP_ORDERED &&
+        mp_xport_one_host(L->sx, &L->dp_shared, err))
+        return -1;
     if (mp__train_memory(L, &recompute, err) ||
         mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, mp_sched_place(c->schedule),
                       M_max, mbs, mp_optim_state_slots(c->optim.kind), err) ||

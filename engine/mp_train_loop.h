@@ -24,6 +24,8 @@ struct loop {
     int wrank, wsize;     /* rank and size in x */
     int rank, S;          /* stage index (rank in px); virtual stages */
     int D, replica;       /* replicas; this rank's replica, or -1 when it emulates all D */
+    int dp_shared;        /* 1: the real replicas reduce through one host's shared memory, where
+                             each keeps its buckets' sum slots (counted in its memory) */
     int Mr;               /* micro-batches per replica with equal shards */
     struct mp_dp dp;
     int *bounds;

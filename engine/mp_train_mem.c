@@ -24,7 +24,7 @@ static double predict_memory(const struct loop *L, const int *rc, int reuse,
                              .P = c->P, .V = c->V, .D = L->D, .mbs = c->batch / (size_t)c->M,
                              .state_slots = mp_optim_state_slots(c->optim.kind),
                              .zero = c->zero && L->replica >= 0 && L->D > 1,
-                             .shared_sums = L->replica >= 0 && c->dp_reduce == MP_DP_ORDERED,
+                             .shared_sums = L->dp_shared,
                              .tied_elsewhere = tied_elsewhere, .recompute = rc,
                              .reuse_packed = reuse, .data_bytes = mp_data_bytes(&L->data)};
     return mp_mem_predict(&q, parts);

@@ -4,9 +4,23 @@
 #include "mp_plan_mem.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "mp_sched.h"
 #include "mp_stage_mem.h"
+
+/* 1 when the D replicas of rank r's stages share one host: only then do they reduce through
+ * shared memory, where each keeps its buckets' sum slots (mp_dp_bucket.c). A plan without placed
+ * ranks counts them, as one host is what it was made on. */
+static int replicas_share_host(const struct mp_plan *p, int r)
+{
+    if (p->D <= 1 || !p->ranks || p->n_ranks < p->P * p->D)
+        return 1;
+    for (int d = 1; d < p->D; d++)
+        if (strcmp(p->ranks[d * p->P + r].host, p->ranks[r].host))
+            return 0;
+    return 1;
+}
 
 /* Ranks 0..P-1 of replica 0 stand for every replica (they hold the same stages). */
 static double rank_bytes(const struct mp_plan *p, const struct mp_model *m, const int *bounds,
@@ -30,7 +44,7 @@ static double rank_bytes(const struct mp_plan *p, const struct mp_model *m, cons
     struct mp_mem_query q = {.m = m, .bounds = bounds, .sched = s, .rank = r, .P = p->P,
                              .V = p->V, .D = p->D, .mbs = p->batch / (size_t)p->M,
                              .state_slots = c->state_slots,
-                             .zero = c->zero, .shared_sums = 1,
+                             .zero = c->zero, .shared_sums = replicas_share_host(p, r),
                              .tied_elsewhere = tied_elsewhere, .recompute = rc,
                              .reuse_packed = reuse, .data_bytes = c->data_bytes};
     return mp_mem_predict(&q, NULL);
