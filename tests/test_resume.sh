@@ -61,6 +61,23 @@ claim "2 -> 1 (resharded): the uninterrupted run's bytes" same "$TMP/r21.st"
 run 3 --checkpoint "$TMP/c2c" --resume --save-weights "$TMP/r23.st"
 claim "2 -> 3 (resharded): the uninterrupted run's bytes" same "$TMP/r23.st"
 
+# Without --micro-batches a resume takes the checkpointed run's M (DIR/layout.json): 2 ranks
+# default to M 4 here, one rank to M 1, and the numbers continue only with the run's own.
+S0=${S/--micro-batches 4 /}
+mpirun -np 2 --oversubscribe "$MPIPE" train $MODEL $S0 --max-steps 20 --checkpoint "$TMP/cd" \
+    >"$TMP/out" 2>"$TMP/err"
+mpirun -np 1 "$MPIPE" train $MODEL $S0 --checkpoint "$TMP/cd" --resume \
+    --save-weights "$TMP/rd.st" >"$TMP/out" 2>"$TMP/err"
+claim "2 -> 1 without --micro-batches: the checkpointed run's M, the uninterrupted run's bytes" \
+    same "$TMP/rd.st"
+claim "... and it says so, naming the file" \
+    grep -q "resuming with the checkpointed run's --micro-batches 4 (.*cd/layout.json)" "$TMP/err"
+echo '{"format": "mpipe-layout", "M": 3, "batch": 32}' >"$TMP/cd/layout.json"
+mpirun -np 1 "$MPIPE" train $MODEL $S0 --checkpoint "$TMP/cd" --resume >"$TMP/out" 2>"$TMP/err"
+rc=$?
+claim "a layout.json whose batch is no multiple of M: exit 2 naming it" \
+    bash -c "[ $rc -eq 2 ] && grep -q 'cd/layout.json: expected' '$TMP/err'"
+
 run 4 --max-steps 20 --checkpoint "$TMP/c4"
 run 2 --checkpoint "$TMP/c4" --resume --schedule gpipe --save-weights "$TMP/r42.st"
 claim "4 -> 2 with another schedule (resharded): the uninterrupted run's bytes" same "$TMP/r42.st"

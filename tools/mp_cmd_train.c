@@ -1,5 +1,6 @@
 /* `mpipe train`: flags (DESIGN.md §4) → struct mp_train_cfg, a plan's stage boundaries if given,
  * then the engine's training loop on every rank; rank 0 prints the RESULT line. */
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,7 +71,8 @@ static const char help[] =
     "                        fails or is ended also appends its `waited` line to DIR/failures.log\n"
     "  --checkpoint-every N  also every N steps      --keep K  newest checkpoints kept (default 2)\n"
     "  --resume              continue from DIR's newest valid checkpoint, on any number of\n"
-    "                        stages (same --batch and --micro-batches; exit 3 if none is valid)\n"
+    "                        stages (same --batch and --micro-batches: by default the\n"
+    "                        checkpointed run's, from DIR/layout.json; exit 3 if none is valid)\n"
     "\n"
     "Prints a progress line on stderr when it is a terminal, and at the end on stdout:\n"
     "  RESULT samples_per_s=... test_acc=... loss=... steps=... stages=... dp=... bubble=...\n"
@@ -402,6 +404,50 @@ static void token_defaults(struct train_args *a)
         c->eval_windows = 256;
 }
 
+/* --resume without --micro-batches or --batch: the checkpointed run's own (DIR/layout.json, which
+ * train writes as it starts, as tools/mpipe-run reads it): the numbers continue exactly only with
+ * them (DESIGN.md §6), and before, a resume on another number of ranks without them stopped with
+ * exit 2 asking for both. A DIR without the file (nothing trained there yet) keeps the defaults;
+ * a malformed file is exit 2 naming it. */
+static int resume_defaults(struct train_args *a, int rank, struct mp_err *err)
+{
+    struct mp_train_cfg *c = &a->cfg;
+    if (!c->resume || !c->ckpt_dir || (a->micro && c->batch_given))
+        return 0;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/layout.json", c->ckpt_dir);
+    if (access(path, F_OK) != 0)
+        return 0;
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    json_int_t M = 0, batch = 0;
+    const char *format = "";
+    int bad = !root || json_unpack(root, "{s:s, s:I, s:I}", "format", &format, "M", &M, "batch",
+                                   &batch) ||
+              strcmp(format, "mpipe-layout") || M < 1 || M > (1 << 24) || batch < M ||
+              batch % M;
+    json_decref(root);
+    if (bad)
+        return MP_FAIL(err, INPUT, "%s: %s", path,
+                       !root ? je.text : "expected {\"format\": \"mpipe-layout\", \"M\": M, "
+                       "\"batch\": B} with B a multiple of M >= 1");
+    int took_m = !a->micro, took_b = !c->batch_given;
+    if (took_m)
+        a->micro = M;
+    if (took_b)
+        c->batch = (size_t)batch, c->batch_given = 1;
+    if (rank == 0) {
+        char what[80] = "";
+        if (took_b)
+            snprintf(what, sizeof what, "--batch %lld ", (long long)batch);
+        if (took_m)
+            snprintf(what + strlen(what), sizeof what - strlen(what), "--micro-batches %lld ",
+                     (long long)M);
+        fprintf(stderr, "mpipe train: resuming with the checkpointed run's %s(%s)\n", what, path);
+    }
+    return 0;
+}
+
 /* --memory-per-rank's default (DESIGN.md §10): this host's memory (hwloc) over the ranks Open MPI
  * placed on it; 0 (no cap) when hwloc cannot tell. */
 static size_t default_mem_cap(void)
@@ -425,6 +471,8 @@ static int setup(struct train_args *a, struct mp_model *m, struct mp_xport *x, i
     if (mp_model_load(m, a->model_path, err))
         return -1;
     c->model = m;
+    if (resume_defaults(a, mp_xport_rank(x), err))
+        return -1;
     if (m->tokens)
         token_defaults(a);
     if (!c->mem_cap)
