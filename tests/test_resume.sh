@@ -72,6 +72,15 @@ claim "2 -> 1 without --micro-batches: the checkpointed run's M, the uninterrupt
     same "$TMP/rd.st"
 claim "... and it says so, naming the file" \
     grep -q "resuming with the checkpointed run's --micro-batches 4 (.*cd/layout.json)" "$TMP/err"
+# ... and its optimizer, when --optimizer is not given either.
+run 1 --optimizer momentum --save-weights "$TMP/fullm.st"
+mpirun -np 2 --oversubscribe "$MPIPE" train $MODEL $S0 --optimizer momentum --max-steps 20 \
+    --checkpoint "$TMP/cm" >"$TMP/out" 2>"$TMP/err"
+mpirun -np 1 "$MPIPE" train $MODEL $S0 --checkpoint "$TMP/cm" --resume \
+    --save-weights "$TMP/rm1.st" >"$TMP/out" 2>"$TMP/err"
+claim "2 -> 1 without --micro-batches or --optimizer: the checkpointed run's, its bytes" \
+    bash -c "cmp -s '$TMP/fullm.st' '$TMP/rm1.st' &&
+             grep -q -- '--micro-batches 4 --optimizer momentum (' '$TMP/err'"
 echo '{"format": "mpipe-layout", "M": 3, "batch": 32}' >"$TMP/cd/layout.json"
 mpirun -np 1 "$MPIPE" train $MODEL $S0 --checkpoint "$TMP/cd" --resume >"$TMP/out" 2>"$TMP/err"
 rc=$?

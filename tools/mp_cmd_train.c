@@ -404,15 +404,16 @@ static void token_defaults(struct train_args *a)
         c->eval_windows = 256;
 }
 
-/* --resume without --micro-batches or --batch: the checkpointed run's own (DIR/layout.json, which
- * train writes as it starts, as tools/mpipe-run reads it): the numbers continue exactly only with
- * them (DESIGN.md §6), and before, a resume on another number of ranks without them stopped with
- * exit 2 asking for both. A DIR without the file (nothing trained there yet) keeps the defaults;
- * a malformed file is exit 2 naming it. */
+/* --resume without --micro-batches, --batch or --optimizer: the checkpointed run's own
+ * (DIR/layout.json, which train writes as it starts, as tools/mpipe-run reads it): the numbers
+ * continue exactly only with them (DESIGN.md §6), and before, a resume on another number of ranks
+ * without them stopped with exit 2 asking for them. A DIR without the file (nothing trained there
+ * yet) keeps the defaults; a malformed file is exit 2 naming it. */
 static int resume_defaults(struct train_args *a, int rank, struct mp_err *err)
 {
     struct mp_train_cfg *c = &a->cfg;
-    if (!c->resume || !c->ckpt_dir || (a->micro && c->batch_given))
+    int opt_given = given(a, "--optimizer");
+    if (!c->resume || !c->ckpt_dir || (a->micro && c->batch_given && opt_given))
         return 0;
     char path[4200];
     snprintf(path, sizeof path, "%s/layout.json", c->ckpt_dir);
@@ -421,21 +422,27 @@ static int resume_defaults(struct train_args *a, int rank, struct mp_err *err)
     json_error_t je;
     json_t *root = json_load_file(path, 0, &je);
     json_int_t M = 0, batch = 0;
-    const char *format = "";
-    int bad = !root || json_unpack(root, "{s:s, s:I, s:I}", "format", &format, "M", &M, "batch",
-                                   &batch) ||
+    const char *format = "", *optim = NULL; /* layouts before 2026-12-07 lack the optimizer */
+    enum mp_optim_kind kind = c->optim.kind;
+    int bad = !root || json_unpack(root, "{s:s, s:I, s:I, s?s}", "format", &format, "M", &M,
+                                   "batch", &batch, "optimizer", &optim) ||
               strcmp(format, "mpipe-layout") || M < 1 || M > (1 << 24) || batch < M ||
-              batch % M;
-    json_decref(root);
+              batch % M || (optim && mp_optim_parse(optim, &kind));
+    json_decref(root); /* optim pointed into it: only kind is used below */
     if (bad)
         return MP_FAIL(err, INPUT, "%s: %s", path,
                        !root ? je.text : "expected {\"format\": \"mpipe-layout\", \"M\": M, "
-                       "\"batch\": B} with B a multiple of M >= 1");
-    int took_m = !a->micro, took_b = !c->batch_given;
+                       "\"batch\": B, \"optimizer\": O} with B a multiple of M >= 1 and O an "
+                       "optimizer mpipe knows");
+    int took_m = !a->micro, took_b = !c->batch_given, took_o = !opt_given && kind != c->optim.kind;
     if (took_m)
         a->micro = M;
     if (took_b)
         c->batch = (size_t)batch, c->batch_given = 1;
+    if (took_o) {
+        c->optim.kind = kind;
+        mp_flag_optim_finish(&a->opt); /* that optimizer's defaults, the flags' overrides */
+    }
     if (rank == 0) {
         char what[80] = "";
         if (took_b)
@@ -443,6 +450,9 @@ static int resume_defaults(struct train_args *a, int rank, struct mp_err *err)
         if (took_m)
             snprintf(what + strlen(what), sizeof what - strlen(what), "--micro-batches %lld ",
                      (long long)M);
+        if (took_o)
+            snprintf(what + strlen(what), sizeof what - strlen(what), "--optimizer %s ",
+                     mp_optim_name(kind));
         fprintf(stderr, "mpipe train: resuming with the checkpointed run's %s(%s)\n", what, path);
     }
     return 0;

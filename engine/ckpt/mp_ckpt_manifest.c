@@ -218,9 +218,11 @@ int mp_ckpt_write_layout(const struct mp_train_cfg *c, struct mp_err *err)
         return 0;
     if (mp__ckpt_make_dirs(c->ckpt_dir, err))
         return -1;
-    json_t *root = json_pack("{s:s, s:i, s:I, s:i, s:i, s:i, s:s}", "format", "mpipe-layout",
-                             "M", c->M, "batch", (json_int_t)c->batch, "P", c->P, "V", c->V,
-                             "D", c->D > 1 ? c->D : 1, "schedule", mp_sched_name(c->schedule));
+    json_t *root = json_pack("{s:s, s:i, s:I, s:i, s:i, s:i, s:s, s:s}", "format",
+                             "mpipe-layout", "M", c->M, "batch", (json_int_t)c->batch, "P", c->P,
+                             "V", c->V, "D", c->D > 1 ? c->D : 1, "schedule",
+                             mp_sched_name(c->schedule), "optimizer",
+                             mp_optim_name(c->optim.kind));
     return json_write(c->ckpt_dir, "layout.json", root, err);
 }
 

@@ -30,7 +30,7 @@ struct mp_ckpt_pos {
     int dp_n_mb[MP_DP_MAX];
 };
 
-/* DIR/layout.json {"M", "batch", "P", "V", "D", "schedule"}: written by world rank 0 as training
+/* DIR/layout.json {"M", "batch", "P", "V", "D", "schedule", "optimizer"}: written by world rank 0 as training
  * starts, before any checkpoint exists, so that a supervisor restarting a job that died before
  * its first checkpoint (tools/mpipe-run) can pin the same M and batch, and the fresh start
  * computes the uninterrupted run's numbers on whatever ranks remain. Nothing without a DIR. */
