@@ -306,9 +306,9 @@ static double per_flop(struct mp_calib_rates *r, const struct mp_model *m, int k
 /* Times size j's step again when it came out slower per flop than both neighbouring sizes' by
  * SPIKE, keeping each pass kind's faster time: the machine only ever adds time. A long step has
  * one round, and this VM's slow spells (a core running everything 1.2-1.6x long for seconds)
- * can cover it: one calibration timed cnn.mp's 128-sample step 18% slower per flop than its
- * 256- and 64-sample neighbours, priced 2 replicas at 4 micro-batches 19% faster than at 2, and
- * they measured 9% slower. A real cost that rises from one size to the next (a cache the
+ * can cover it: one calibration timed cnn.mp's 128-sample step 18-23% slower per sample than
+ * its 64- and 256-sample neighbours, priced 2 replicas at 4 micro-batches 19% faster than at 2,
+ * and they measured 9% slower. A real cost that rises from one size to the next (a cache the
  * working set leaves) is a step up, not a spike, and a spike that is real is timed twice. */
 static int retime_spike(struct mp_calib_rates *r, const struct mp_model *m, int kind,
                         const size_t *mbs, int j, struct mp_err *err)
