@@ -415,6 +415,17 @@ int mp_cost_predict(struct mp_plan *p, struct mp_sim_result *res, struct mp_trac
     if (predict_arrays(p, &buf))
         return MP_FAIL(err, NOMEM, "out of memory");
     size_t S = (size_t)p->n_stages;
+    /* Ranks of one host take their messages with Open MPI's single copy, at the receiver's wait
+     * (mp_sim.h). Without placed ranks the plan is this host's. */
+    unsigned char *copy = calloc((size_t)p->P * (size_t)p->P, 1);
+    if (!copy) {
+        free(buf);
+        return MP_FAIL(err, NOMEM, "out of memory");
+    }
+    for (int a = 0; a < p->P; a++)
+        for (int b = 0; b < p->P; b++)
+            copy[a * p->P + b] = a != b && (!p->ranks || p->n_ranks < p->P ||
+                                            !strcmp(p->ranks[a].host, p->ranks[b].host));
     struct mp_sim_costs c = {.f_s = buf, .b_s = buf + S, .w_s = buf + 2 * S,
                              .act_bytes = buf + 3 * S, .held_bytes = buf + 4 * S,
                              .f_first_s = buf + 5 * S, .b_first_s = buf + 6 * S,
@@ -423,14 +434,15 @@ int mp_cost_predict(struct mp_plan *p, struct mp_sim_result *res, struct mp_trac
                              .latency_s = default_links[MP_LINK_L3].latency_s,
                              .bandwidth_Bps = default_links[MP_LINK_L3].bandwidth_Bps,
                              .link_latency_s = p->link_latency_s,
-                             .link_bandwidth_Bps = p->link_bandwidth_Bps};
+                             .link_bandwidth_Bps = p->link_bandwidth_Bps,
+                             .link_recv_copy = copy};
     struct mp_sched s;
     int rc = mp_sched_make(&s, p->schedule, p->P, p->V, Mr, err);
     if (rc == 0) {
         rc = mp_sim_run(&s, &c, res, trace, err);
         mp_sched_free(&s);
     }
-    free(buf);
+    free(buf), free(copy);
     if (rc == 0) {
         p->step_s = res->step_s + p->allreduce_s;
         p->bubble = p->step_s > 0 ? 1.0 - (1.0 - res->bubble) * res->step_s / p->step_s : 0;

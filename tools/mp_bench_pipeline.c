@@ -32,6 +32,7 @@ struct pipe_args {
 /* What the simulator is fed, measured on this machine before the sweep. */
 struct machine {
     double lat_s, bw_Bps;         /* ping-pong between ranks 0 and 1 */
+    int one_host;                 /* all ranks on one host: receivers copy (mp_sim.h) */
     double opt_s_per_param;       /* the Adam update, per parameter */
     size_t mbs[MAX_LIST];         /* distinct micro-batch sizes */
     struct mp_bench_layer_time *prof_cold[MAX_LIST]; /* cold caches (64 MB evicted per call) */
@@ -131,9 +132,11 @@ static int parse(struct pipe_args *a, int argc, char **argv, struct mp_err *err)
  * sends: what a pipeline message costs here. Ranks 0 and 1 only; one rank: no link. */
 static int measure_link(struct mp_bench *b, size_t bytes, struct machine *mc, struct mp_err *err)
 {
-    mc->lat_s = 0, mc->bw_Bps = 0;
+    mc->lat_s = 0, mc->bw_Bps = 0, mc->one_host = 0;
     if (b->size < 2)
         return 0;
+    if (mp_xport_one_host(b->x, &mc->one_host, err))
+        return -1;
     double t[2] = {0, 0};
     int rc = 0;
     if (b->rank < 2) {
@@ -319,7 +322,7 @@ static int sim_once(const struct mp_model *m, const struct machine *mc, const st
     /* The step's small allreduce (loss, norms) is a few latencies, then each rank updates. */
     struct mp_sim_costs c = {.f_s = f, .b_s = b, .w_s = w, .act_bytes = act,
                              .held_bytes = held, .latency_s = mc->lat_s,
-                             .bandwidth_Bps = mc->bw_Bps,
+                             .bandwidth_Bps = mc->bw_Bps, .recv_copy = mc->one_host,
                              .step_s = max_rank * mc->opt_s_per_param +
                                        (r->P > 1 ? 2 * ceil(log2(r->P)) * mc->lat_s : 0)};
     return mp_sim_run(s, &c, res, NULL, err);

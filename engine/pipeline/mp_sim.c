@@ -1,8 +1,10 @@
 /* Event simulator (mp_sim.h): times per-rank action lists from per-virtual-stage costs and a
  * link model. A rank runs its list in order on its own clock; a send costs its sender
  * send_overhead_s and the message is available latency + bytes / bandwidth after the overhead;
- * a receive waits for that moment (idle time). The planner predicts with it and `bench pipeline`
- * compares it with measured runs, so it must stay deterministic and free of heuristics. */
+ * a receive waits for that moment (idle time). Where the receiver copies (ranks of one host),
+ * the message is available after the latency and the receive then takes bytes / bandwidth. The
+ * planner predicts with it and `bench pipeline` compares it with measured runs, so it must stay
+ * deterministic and free of heuristics. */
 #include "mp_sim.h"
 
 #include <stdlib.h>
@@ -50,15 +52,23 @@ static double link_s(const struct sim *m, int a, int b, double bytes)
     return lat + (bw > 0 ? bytes / bw : 0);
 }
 
-/* A send: the sender pays its overhead, then the message travels. The sender holds the buffer
- * until delivery (counted in its peak memory when delivery takes time). */
+/* Whether the receiver b moves the bytes a sends it (mp_sim.h, link_recv_copy). */
+static int recv_copies(const struct sim *m, int a, int b)
+{
+    const struct mp_sim_costs *c = m->c;
+    return c->link_recv_copy ? c->link_recv_copy[a * m->P + b] != 0 : c->recv_copy != 0;
+}
+
+/* A send: the sender pays its overhead, then the message travels (or, where the receiver copies
+ * it, waits after the latency for the receiver to take it). The sender holds the buffer until
+ * delivery (counted in its peak memory when delivery takes time). */
 static double do_send(struct sim *m, int r, const struct mp_action *a, int v)
 {
     int act = a->kind == MP_ACT_SEND_ACT;
     int dst = mp_vstage_rank(m->s->place, act ? v + 1 : v - 1, m->P);
     double bytes = act ? abytes(m, v) : abytes(m, v - 1); /* a gradient has its input's size */
     double t0 = m->clock[r], ov = m->c->send_overhead_s;
-    double avail = t0 + ov + link_s(m, r, dst, bytes);
+    double avail = t0 + ov + link_s(m, r, dst, recv_copies(m, r, dst) ? 0 : bytes);
     (act ? m->act_at : m->grad_at)[v * m->M + a->mb] = avail;
     if (avail > t0) {
         mem_add(m, r, t0, bytes);
@@ -86,11 +96,17 @@ static int step_rank(struct sim *m, int r, struct mp_trace *trace, int *oom)
     switch (a->kind) {
     case MP_ACT_RECV_ACT:
     case MP_ACT_RECV_GRAD: {
-        double at = a->kind == MP_ACT_RECV_ACT ? m->act_at[(v - 1) * m->M + a->mb]
-                                               : m->grad_at[(v + 1) * m->M + a->mb];
+        int is_act = a->kind == MP_ACT_RECV_ACT, from = is_act ? v - 1 : v + 1;
+        double at = is_act ? m->act_at[from * m->M + a->mb] : m->grad_at[from * m->M + a->mb];
         if (at < 0)
             return 0;
-        m->clock[r] = at > t0 ? at : t0;
+        int src = mp_vstage_rank(m->s->place, from, m->P);
+        /* The copy is the receiver's wait in the measured run too, not its busy time. */
+        double copy = recv_copies(m, src, r)
+                          ? link_s(m, src, r, is_act ? abytes(m, v - 1) : abytes(m, v)) -
+                                link_s(m, src, r, 0)
+                          : 0;
+        m->clock[r] = (at > t0 ? at : t0) + copy;
         m->pos[r]++;
         return 1;
     }

@@ -1,7 +1,8 @@
 /* Event simulator: times a schedule's action lists from per-action costs and a link model. Each
  * rank runs its list in order; compute actions take their cost; a send is non-blocking and its
  * message arrives after latency + bytes / bandwidth (the sender pays `send_overhead_s`); a receive
- * waits for its message. The same simulator predicts plans (partitioner) and is checked against
+ * waits for its message (where the receiver copies, recv_copy below, the bytes / bandwidth are
+ * the receiver's, after it has waited out the latency). The same simulator predicts plans (partitioner) and is checked against
  * measured runs (bench pipeline). */
 #ifndef MP_SIM_H
 #define MP_SIM_H
@@ -25,6 +26,13 @@ struct mp_sim_costs {
     const double *link_latency_s;       /* optional P*P matrix overriding latency (NULL: uniform) */
     const double *link_bandwidth_Bps;   /* optional P*P matrix overriding bandwidth */
     double send_overhead_s;             /* CPU time a send costs its sender */
+    /* Where the receiver itself moves the bytes (ranks of one host: Open MPI's single copy reads
+     * the sender's buffer when the receiver's MPI progresses, at its wait): the message is there
+     * after the latency, and its bytes / bandwidth are the receiver's time, spent even when it
+     * comes late to a message long sent. Optional P*P matrix (1: the receiver copies); NULL:
+     * recv_copy for every pair. 0 everywhere: a message travels on its own (between hosts). */
+    const unsigned char *link_recv_copy;
+    int recv_copy;
 };
 
 struct mp_sim_result {
