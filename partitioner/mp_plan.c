@@ -281,7 +281,8 @@ static int read_scalars(const struct rd *r, json_t *root, struct mp_plan *p)
     json_t *o_opt = json_object_get(root, "optimizer"), *o_zero = json_object_get(root, "zero");
     enum mp_optim_kind kind;
     if (o_opt && (!json_is_string(o_opt) || mp_optim_parse(json_string_value(o_opt), &kind)))
-        return bad(r, "optimizer", "expected sgd, momentum, nesterov, adam, adamw, rmsprop or lamb");
+        return bad(r, "optimizer",
+                   "expected sgd, momentum, nesterov, adam, adamw, rmsprop or lamb");
     snprintf(p->optimizer, sizeof p->optimizer, "%s", o_opt ? json_string_value(o_opt) : "");
     if (o_zero && (!json_is_integer(o_zero) || (unsigned long long)json_integer_value(o_zero) > 1))
         return bad(r, "zero", "expected 0 or 1");

@@ -322,8 +322,8 @@ static int take_plan_optimizer(struct train_args *a, const struct mp_plan *p)
     return same;
 }
 
-/* Takes P, V, M, batch, schedule, optimizer, --zero, boundaries and recomputation from a plan whose digest matches the
- * model. */
+/* Takes P, V, M, batch, schedule, optimizer, --zero, boundaries and recomputation from a plan
+ * whose digest matches the model. */
 static int apply_plan(struct train_args *a, const struct mp_model *m, int **bounds,
                       struct mp_err *err)
 {
@@ -443,7 +443,7 @@ static int resume_defaults(struct train_args *a, int rank, struct mp_err *err)
         c->optim.kind = kind;
         mp_flag_optim_finish(&a->opt); /* that optimizer's defaults, the flags' overrides */
     }
-    if (rank == 0) {
+    if (rank == 0 && (took_m || took_b || took_o)) {
         char what[80] = "";
         if (took_b)
             snprintf(what, sizeof what, "--batch %lld ", (long long)batch);

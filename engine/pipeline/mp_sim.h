@@ -2,8 +2,8 @@
  * rank runs its list in order; compute actions take their cost; a send is non-blocking and its
  * message arrives after latency + bytes / bandwidth (the sender pays `send_overhead_s`); a receive
  * waits for its message (where the receiver copies, recv_copy below, the bytes / bandwidth are
- * the receiver's, after it has waited out the latency). The same simulator predicts plans (partitioner) and is checked against
- * measured runs (bench pipeline). */
+ * the receiver's, after it has waited out the latency). The same simulator predicts plans
+ * (partitioner) and is checked against measured runs (bench pipeline). */
 #ifndef MP_SIM_H
 #define MP_SIM_H
 
