@@ -43,6 +43,11 @@ claim "missing model file exits 3 naming it" exits_with 3 "nope.mp" $MPIPE train
 printf 'input 1 28 28\nflatten\ndens 10\nsoftmax_xent\n' > "$TMP/bad.mp"
 claim "spec error is FILE:LINE with exit 2" exits_with 2 "bad.mp:3" $MPIPE train "$TMP/bad.mp" $S
 claim "batch not divisible by M exits 2" exits_with 2 "divisible" $MPIPE train models/mlp.mp $S --micro-batches 5
+claim "2 stages on one rank exits 2 saying -np 2" \
+    exits_with 2 "1 rank for 2 stages: run with mpirun -np 2\$" $MPIPE train models/mlp.mp $S --stages 2
+claim "2 stages x 2 replicas on one rank exits 2 naming both ways" \
+    exits_with 2 "1 rank for 2 stages x 2 replicas: run with mpirun -np 4 (or -np 2 to emulate" \
+    $MPIPE train models/mlp.mp $S --stages 2 --dp 2 --micro-batches 4
 claim "bad number exits 2 naming the flag" exits_with 2 "\-\-lr" $MPIPE train models/mlp.mp $S --lr abc
 claim "unknown optimizer exits 2 listing choices" exits_with 2 "lamb" $MPIPE train models/mlp.mp $S --optimizer foo
 claim "bad data source exits 2" exits_with 2 "synthetic" $MPIPE train models/mlp.mp --data bogus
