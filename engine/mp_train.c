@@ -29,14 +29,15 @@ static int setup_ranks(struct loop *L, struct mp_err *err)
     L->D = c->D > 0 ? c->D : 1;
     L->wsize = mp_xport_size(L->x);
     L->wrank = mp_xport_rank(L->x);
-    if (L->wsize != c->P * L->D && L->wsize != c->P && L->D > 1)
+    if (L->wsize != c->P * L->D && L->wsize != c->P) {
+        const char *ranks = L->wsize == 1 ? "" : "s", *stages = c->P == 1 ? "" : "s";
+        if (L->D == 1)
+            return MP_FAIL(err, USAGE, "%d rank%s for %d stage%s: run with mpirun -np %d",
+                           L->wsize, ranks, c->P, stages, c->P);
         return MP_FAIL(err, USAGE, "%d rank%s for %d stage%s x %d replicas: run with mpirun -np %d "
-                       "(or -np %d to emulate the replicas in turn)", L->wsize,
-                       L->wsize == 1 ? "" : "s", c->P, c->P == 1 ? "" : "s", L->D, c->P * L->D,
-                       c->P);
-    if (L->D == 1 && L->wsize != c->P)
-        return MP_FAIL(err, USAGE, "%d rank%s for %d stage%s: run with mpirun -np %d", L->wsize,
-                       L->wsize == 1 ? "" : "s", c->P, c->P == 1 ? "" : "s", c->P);
+                       "(or -np %d to emulate the replicas in turn)", L->wsize, ranks, c->P,
+                       stages, L->D, c->P * L->D, c->P);
+    }
     if (c->M % L->D)
         return MP_FAIL(err, USAGE, "--micro-batches %d is not divisible by --dp %d", c->M, L->D);
     L->Mr = c->M / L->D;

@@ -424,8 +424,7 @@ int mp_cost_predict(struct mp_plan *p, struct mp_sim_result *res, struct mp_trac
     }
     for (int a = 0; a < p->P; a++)
         for (int b = 0; b < p->P; b++)
-            copy[a * p->P + b] = a != b && (!p->ranks || p->n_ranks < p->P ||
-                                            !strcmp(p->ranks[a].host, p->ranks[b].host));
+            copy[a * p->P + b] = a != b && mp_plan_same_host(p, a, b);
     struct mp_sim_costs c = {.f_s = buf, .b_s = buf + S, .w_s = buf + 2 * S,
                              .act_bytes = buf + 3 * S, .held_bytes = buf + 4 * S,
                              .f_first_s = buf + 5 * S, .b_first_s = buf + 6 * S,

@@ -445,6 +445,13 @@ int mp_plan_write(const struct mp_plan *p, const char *path, struct mp_err *err)
     return 0;
 }
 
+int mp_plan_same_host(const struct mp_plan *p, int a, int b)
+{
+    if (!p->ranks || a < 0 || b < 0 || a >= p->n_ranks || b >= p->n_ranks)
+        return 1;
+    return strcmp(p->ranks[a].host, p->ranks[b].host) == 0;
+}
+
 void mp_plan_free(struct mp_plan *p)
 {
     free(p->layers);

@@ -76,6 +76,10 @@ struct mp_plan {
     int zero;                      /* the --zero it priced, 0 or 1; -1 when not recorded */
 };
 
+/* 1 when ranks a and b of the plan run on one host, or when the plan places no ranks (a plan
+ * without them is this host's). */
+int mp_plan_same_host(const struct mp_plan *p, int a, int b);
+
 /* Reads/writes plan.json. Malformed → MP_ERR_INPUT "FILE: ..." naming the key. */
 int mp_plan_read(struct mp_plan *p, const char *path, struct mp_err *err);
 int mp_plan_write(const struct mp_plan *p, const char *path, struct mp_err *err);

@@ -4,7 +4,6 @@
 #include "mp_plan_mem.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #include "mp_sched.h"
 #include "mp_stage_mem.h"
@@ -14,10 +13,8 @@
  * ranks counts them, as one host is what it was made on. */
 static int replicas_share_host(const struct mp_plan *p, int r)
 {
-    if (p->D <= 1 || !p->ranks || p->n_ranks < p->P * p->D)
-        return 1;
     for (int d = 1; d < p->D; d++)
-        if (strcmp(p->ranks[d * p->P + r].host, p->ranks[r].host))
+        if (!mp_plan_same_host(p, d * p->P + r, r))
             return 0;
     return 1;
 }

@@ -267,12 +267,17 @@ static int time_layer(struct mp_calib_rates *r, const struct mp_model *m, int i,
  * forward and backward passes are at most STEP_FLOPS, else the longest prefix within that, but
  * at least one layer past the input. Counted from the layers' analytic flops, so the same model
  * and size always give the same prefix (the cache keeps its times by model and size). */
+static double layer_flops(const struct mp_model *m, int i, size_t mb)
+{
+    struct mp_cost c = m->layers[i].ops->cost(&m->layers[i], mb);
+    return c.flops_fwd + c.flops_bwd_input + c.flops_bwd_weight;
+}
+
 static int step_layers(const struct mp_model *m, size_t mb)
 {
     double f = 0;
     for (int i = 1; i < m->n_layers; i++) {
-        struct mp_cost c = m->layers[i].ops->cost(&m->layers[i], mb);
-        f += c.flops_fwd + c.flops_bwd_input + c.flops_bwd_weight;
+        f += layer_flops(m, i, mb);
         if (f > STEP_FLOPS)
             return i > 1 ? i : 2;
     }
@@ -296,10 +301,8 @@ static double per_flop(struct mp_calib_rates *r, const struct mp_model *m, int k
 {
     const struct mp_calib_step *s = mp__calib_find_step(r, m->digest, kind, mb);
     double f = 0;
-    for (int i = 1; i < step_layers(m, mb); i++) {
-        struct mp_cost c = m->layers[i].ops->cost(&m->layers[i], mb);
-        f += c.flops_fwd + c.flops_bwd_input + c.flops_bwd_weight;
-    }
+    for (int i = 1, n = step_layers(m, mb); i < n; i++)
+        f += layer_flops(m, i, mb);
     return s && f > 0 ? (s->t[0] + s->t[1] + s->t[2]) / f : 0;
 }
 

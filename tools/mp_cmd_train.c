@@ -301,6 +301,13 @@ static int given(const struct train_args *a, const char *flag)
     return 0;
 }
 
+/* Trains with optimizer `kind`: its defaults, then the flags' overrides. */
+static void use_optimizer(struct train_args *a, enum mp_optim_kind kind)
+{
+    a->cfg.optim.kind = kind;
+    mp_flag_optim_finish(&a->opt);
+}
+
 /* The optimizer and --zero the plan priced (its memory and its step), unless the flags say
  * otherwise; 0 when they do and differ, as the prediction is then not this run's. */
 static int take_plan_optimizer(struct train_args *a, const struct mp_plan *p)
@@ -308,10 +315,8 @@ static int take_plan_optimizer(struct train_args *a, const struct mp_plan *p)
     int same = 1;
     enum mp_optim_kind kind;
     if (p->optimizer[0] && !mp_optim_parse(p->optimizer, &kind)) { /* mp_plan_read checked it */
-        if (!given(a, "--optimizer")) {
-            a->cfg.optim.kind = kind;
-            mp_flag_optim_finish(&a->opt); /* that optimizer's defaults, the flags' overrides */
-        }
+        if (!given(a, "--optimizer"))
+            use_optimizer(a, kind);
         same &= a->cfg.optim.kind == kind;
     }
     if (p->zero >= 0) {
@@ -439,10 +444,8 @@ static int resume_defaults(struct train_args *a, int rank, struct mp_err *err)
         a->micro = M;
     if (took_b)
         c->batch = (size_t)batch, c->batch_given = 1;
-    if (took_o) {
-        c->optim.kind = kind;
-        mp_flag_optim_finish(&a->opt); /* that optimizer's defaults, the flags' overrides */
-    }
+    if (took_o)
+        use_optimizer(a, kind);
     if (rank == 0 && (took_m || took_b || took_o)) {
         char what[80] = "";
         if (took_b)
