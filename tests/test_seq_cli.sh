@@ -36,10 +36,13 @@ claim "embed not right after input tokens" spec_refused 3 "right after .input to
 claim "a loss that is not last" spec_refused 3 "a loss must be the last" \
     "${H}softmax_xent\n$T"
 
-# ---- bad text files: exit 2 naming the file (and the sizes, or the byte) ----
+# ---- bad text files: exit 2 naming the file (and the sizes, or the byte); unreadable: exit 3 ----
 python3 -c "open('$TMP/ok.txt', 'wb').write(bytes((i * 7) % 65 + 32 for i in range(400)))"
-claim "a missing text file exits 2 naming it" \
-    refused "nowhere.txt" $MPIPE train models/gpt.mp --data "text:$TMP/nowhere.txt"
+claim "a missing text file exits 3 (unreadable, as a missing IDX file) naming it" \
+    exits_with 3 "nowhere.txt: cannot read" \
+    $MPIPE train models/gpt.mp --data "text:$TMP/nowhere.txt"
+claim "a directory given as the text file exits 2 naming it" \
+    refused "$TMP: is a directory" $MPIPE train models/gpt.mp --data "text:$TMP"
 : >"$TMP/empty.txt"
 claim "an empty text file exits 2 naming it and its sizes" \
     refused "empty.txt: 0 bytes split into 0 training and 0 validation" \

@@ -1,8 +1,9 @@
 /* Byte-level text data (engine/data/mp_text.c, DESIGN.md §9), tested as claims: the 90/10 split,
  * an epoch of ⌊train bytes / T⌋ windows, training windows of T ids and the T next bytes, offsets
  * drawn from (seed, step, k) only and always in range, the `--shuffle off` formula, validation
- * window j at byte j·T, and every bad file (missing, empty, too short in either split, a byte
- * beyond V) rejected as MP_ERR_INPUT naming the file; and `text:fortunes` as the package's files
+ * window j at byte j·T, and every bad file (empty, too short in either split, a byte beyond V)
+ * rejected as MP_ERR_INPUT naming the file, a missing one as MP_ERR_IO (DESIGN.md §4: exit 3,
+ * unreadable); and `text:fortunes` as the package's files
  * without a dot concatenated in name order, compared with what python3 reads. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -65,19 +66,25 @@ static void load_ok(struct mp_data *d, const char *src, size_t T, size_t V)
         fail_msg("%s", err.msg);
 }
 
-static void load_fails(const char *src, size_t T, size_t V, const char *needle1,
-                       const char *needle2)
+static void load_fails_as(const char *src, size_t T, size_t V, enum mp_status code,
+                          const char *needle1, const char *needle2)
 {
     struct mp_data d;
     struct mp_err err;
     mp_err_clear(&err);
     memset(&d, 0, sizeof d);
     assert_int_equal(mp_data_load(&d, src, T, V, 1, &err), -1);
-    if (err.code != MP_ERR_INPUT || !strstr(err.msg, needle1) || !strstr(err.msg, needle2))
-        fail_msg("want INPUT with '%s' and '%s', got [%s] %s", needle1, needle2,
-                 mp_status_name(err.code), err.msg);
+    if (err.code != code || !strstr(err.msg, needle1) || !strstr(err.msg, needle2))
+        fail_msg("want [%s] with '%s' and '%s', got [%s] %s", mp_status_name(code), needle1,
+                 needle2, mp_status_name(err.code), err.msg);
     assert_null(d.bytes);
     assert_null(d.test.x);
+}
+
+static void load_fails(const char *src, size_t T, size_t V, const char *needle1,
+                       const char *needle2)
+{
+    load_fails_as(src, T, V, MP_ERR_INPUT, needle1, needle2);
 }
 
 static void test_split_is_the_first_nine_tenths_for_training(void **state)
@@ -200,7 +207,7 @@ static void test_bad_text_files_are_rejected_naming_file_and_sizes(void **state)
     char src[320], path[256];
     /* Missing, and empty. */
     snprintf(src, sizeof src, "text:%s/nope.txt", tmpdir);
-    load_fails(src, 8, 256, "nope.txt", "cannot read");
+    load_fails_as(src, 8, 256, MP_ERR_IO, "nope.txt", "cannot read"); /* unreadable: exit 3 */
     write_text("empty.txt", (const uint8_t *)"", 0, src, sizeof src);
     load_fails(src, 8, 256, "empty.txt: 0 bytes", "T + 1 = 9");
     /* 100 bytes, T = 10: 90 train, 10 validate, one short of a window. */

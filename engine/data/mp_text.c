@@ -16,13 +16,14 @@
 
 #define TEXT_MAX_BYTES ((size_t)UINT32_MAX) /* offsets are 32-bit sample indices */
 
-/* Appends the whole of `path` to the buffer. MP_ERR_INPUT when it cannot be read: a missing text
- * file is bad input (DESIGN.md §9), not a failing disk. */
+/* Appends the whole of `path` to the buffer. A file that cannot be opened or read is MP_ERR_IO
+ * (exit 3), as for every other file mpipe reads (IDX, plan, hostfile, topology; DESIGN.md §4
+ * "unreadable"); a directory, or a text too large, is bad input (exit 2). */
 static int append_file(struct mp_data *d, size_t *cap, const char *path, struct mp_err *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        return MP_FAIL(err, INPUT, "%s: cannot read: %s", path, strerror(errno));
+        return MP_FAIL(err, IO, "%s: cannot read: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
         fclose(f);
