@@ -98,6 +98,15 @@ static int setup_state(struct loop *L, struct mp_err *err)
     if (L->replica >= 0 && L->D > 1 && c->dp_reduce == MP_DP_ORDERED &&
         mp_xport_one_host(L->sx, &L->dp_shared, err))
         return -1;
+    /* Collective over the pipeline's ranks, as mp_exec_share is. MPIPE_STAGE_SHARED=0 keeps
+     * every hand-off in MPI messages (the path between hosts; the tests run both). */
+    const char *hand_env = getenv("MPIPE_STAGE_SHARED");
+    if (c->P > 1 && mp_xport_one_host(L->px, &L->hand_shared, err))
+        return -1;
+    if (hand_env && strcmp(hand_env, "0") == 0)
+        L->hand_shared = 0;
+    else if (L->hand_shared && hand_env && strcmp(hand_env, "odd") == 0)
+        L->hand_shared = 2; /* tests: both paths in one run (mp_exec_share) */
     if (mp__train_memory(L, &recompute, err) ||
         mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, mp_sched_place(c->schedule),
                       M_max, mbs, mp_optim_state_slots(c->optim.kind), err) ||
@@ -111,7 +120,8 @@ static int setup_state(struct loop *L, struct mp_err *err)
             mp_layer_init_params(&m->layers[i], L->st.param + L->st.layer_off[i], c->seed);
     if (c->init_path && mp_weights_load(&L->st, L->st.param, c->init_path, NULL, err))
         return -1;
-    if (mp_exec_init(&L->ex, &L->st, &L->sched, L->px, err))
+    if (mp_exec_init(&L->ex, &L->st, &L->sched, L->px, err) ||
+        mp_exec_share(&L->ex, L->hand_shared, err))
         return -1;
     L->ex.trace_tid = L->wrank;
     if (mp_dp_init(&L->dp, L->D, L->replica < 0, L->replica, L->sx, c->dp_reduce, c->aggregate,
@@ -434,6 +444,9 @@ static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
                 L->wrank, m[2], L->mem_pred.total, L->mem_pred.params, L->mem_pred.grads,
                 L->mem_pred.optim, L->mem_pred.acts, L->mem_pred.data, L->mem_pred.packed,
                 L->mem_pred.scratch + L->mem_pred.tied + L->mem_pred.dp + L->mem_pred.overhead);
+    if (c->P > 1 && (L->cfg->progress || !L->cfg->quiet))
+        fprintf(stderr, "rank %d: hand-offs %llu through shared memory, %llu as MPI messages\n",
+                L->wrank, L->ex.n_sent_shared, L->ex.n_sent_mpi);
     say_against_plan(L);
     if (L->wsize > 1) {
         if (mp_xport_allreduce_sum(L->x, &busy_frac, 1, "the measured bubble", err) ||

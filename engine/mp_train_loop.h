@@ -26,6 +26,8 @@ struct loop {
     int D, replica;       /* replicas; this rank's replica, or -1 when it emulates all D */
     int dp_shared;        /* 1: the real replicas reduce through one host's shared memory, where
                              each keeps its buckets' sum slots (counted in its memory) */
+    int hand_shared;      /* 1: the pipeline's ranks share a host and hand messages over through
+                             slots in shared memory (mp_exec_share; counted in its memory) */
     int Mr;               /* micro-batches per replica with equal shards */
     struct mp_dp dp;
     int *bounds;

@@ -25,6 +25,7 @@ static double predict_memory(const struct loop *L, const int *rc, int reuse,
                              .state_slots = mp_optim_state_slots(c->optim.kind),
                              .zero = c->zero && L->replica >= 0 && L->D > 1,
                              .shared_sums = L->dp_shared,
+                             .shared_handoffs = L->hand_shared,
                              .tied_elsewhere = tied_elsewhere, .recompute = rc,
                              .reuse_packed = reuse, .data_bytes = mp_data_bytes(&L->data)};
     return mp_mem_predict(&q, parts);

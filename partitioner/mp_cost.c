@@ -415,8 +415,8 @@ int mp_cost_predict(struct mp_plan *p, struct mp_sim_result *res, struct mp_trac
     if (predict_arrays(p, &buf))
         return MP_FAIL(err, NOMEM, "out of memory");
     size_t S = (size_t)p->n_stages;
-    /* Ranks of one host take their messages with Open MPI's single copy, at the receiver's wait
-     * (mp_sim.h). Without placed ranks the plan is this host's. */
+    /* Ranks of one host copy their messages out of shared memory at the receive (mp_sim.h).
+     * Without placed ranks the plan is this host's. */
     unsigned char *copy = calloc((size_t)p->P * (size_t)p->P, 1);
     if (!copy) {
         free(buf);

@@ -19,6 +19,16 @@ static int replicas_share_host(const struct mp_plan *p, int r)
     return 1;
 }
 
+/* Whether the P ranks of replica 0's pipeline share a host: they hand their messages over
+ * through shared memory, whose slots count (mp_exec_share). */
+static int pipeline_shares_host(const struct mp_plan *p)
+{
+    for (int r = 1; r < p->P; r++)
+        if (!mp_plan_same_host(p, r, 0))
+            return 0;
+    return p->P > 1;
+}
+
 /* Ranks 0..P-1 of replica 0 stand for every replica (they hold the same stages). */
 static double rank_bytes(const struct mp_plan *p, const struct mp_model *m, const int *bounds,
                          const struct mp_sched *s, const struct mp_plan_mem_cfg *c,
@@ -42,6 +52,7 @@ static double rank_bytes(const struct mp_plan *p, const struct mp_model *m, cons
                              .V = p->V, .D = p->D, .mbs = p->batch / (size_t)p->M,
                              .state_slots = c->state_slots,
                              .zero = c->zero, .shared_sums = replicas_share_host(p, r),
+                             .shared_handoffs = pipeline_shares_host(p),
                              .tied_elsewhere = tied_elsewhere, .recompute = rc,
                              .reuse_packed = reuse, .data_bytes = c->data_bytes};
     return mp_mem_predict(&q, NULL);

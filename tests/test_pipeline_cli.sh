@@ -14,6 +14,23 @@ for sch in gpipe 1f1b interleaved zb1 zbv; do
         --save-weights "$TMP/$sch.st" >"$TMP/$sch.out" 2>&1
     claim "2-stage $sch CNN weights are byte-identical to one rank" cmp -s "$TMP/ref.st" "$TMP/$sch.st"
 done
+# The hand-offs: through shared memory on one host (the default, above), as MPI messages (between
+# hosts: MPIPE_STAGE_SHARED=0), and both in one run (odd micro-batches as messages, tests only).
+for how in 0 odd; do
+    for sch in gpipe 1f1b zbv; do
+        $RUN -x MPIPE_STAGE_SHARED=$how $MPIPE train models/cnn.mp $S --micro-batches 4 \
+            --schedule $sch --save-weights "$TMP/$sch-$how.st" >"$TMP/$sch-$how.out" 2>&1
+        claim "2-stage $sch CNN, hand-offs MPIPE_STAGE_SHARED=$how: the same bytes" \
+            cmp -s "$TMP/ref.st" "$TMP/$sch-$how.st"
+    done
+done
+# 1F1B on 2 stages never sends into a slot before its last message was taken: the activation of
+# micro-batch m + 2 follows B of m, which took m's gradient, sent after F of m took m's activation.
+hands() { grep -c "^rank [01]: hand-offs $1 through shared memory, $2 as MPI messages" "$3"; }
+claim "1f1b: each rank's 12 hand-offs (3 steps of 4) all through shared memory" \
+    test "$(hands 12 0 "$TMP/1f1b.out")" = 2
+claim "MPIPE_STAGE_SHARED=0: all 12 as MPI messages" test "$(hands 0 12 "$TMP/1f1b-0.out")" = 2
+claim "MPIPE_STAGE_SHARED=odd: 6 and 6" test "$(hands 6 6 "$TMP/1f1b-odd.out")" = 2
 claim "RESULT under mpirun reports 2 stages" test "$(result_field stages < "$TMP/1f1b.out")" = 2
 claim "RESULT is printed once (rank 0 only)" test "$(grep -c '^RESULT' "$TMP/1f1b.out")" = 1
 

@@ -109,7 +109,8 @@ static int place_buffers(struct mp_dp *dp, size_t recv_floats, struct mp_err *er
     }
     const char *env = getenv("MPIPE_DP_SHARED");
     int want = dp->reduce == MP_DP_ORDERED && !(env && strcmp(env, "0") == 0);
-    if (mp_shm_open(dp->stage_x, floats * sizeof(float), want, &k->sh, err))
+    if (mp_shm_open(dp->stage_x, floats * sizeof(float), want, "the replicas' reduction", &k->sh,
+                    err))
         return -1;
     float *base = k->sh ? part(k, dp->replica, 0) : NULL;
     if (!base && !(base = k->mem = malloc((recv_floats ? recv_floats : 1) * sizeof(float))))

@@ -9,7 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { DIR_ACT = 0, DIR_GRAD = 1 };
+#include "mp_exec_hand.h"
+#include "mp_xport_shm.h"
+
+enum { DIR_ACT = MP_HAND_ACT, DIR_GRAD = MP_HAND_GRAD };
 
 static int msg_tag(const struct mp_stage *st, int mb, int v_src, int dir)
 {
@@ -120,6 +123,8 @@ int mp_exec_set_sched(struct mp_exec *e, const struct mp_sched *s, struct mp_err
 
 void mp_exec_free(struct mp_exec *e)
 {
+    mp_shm_close(e->hand);
+    free(e->hand_at);
     free(e->recv_at);
     free(e->recv_req);
     free(e->grad_recv_for);
@@ -227,16 +232,27 @@ static int do_recv(struct mp_exec *e, size_t i, struct mp_err *err)
     }
     char what[256];
     describe(e, i, what, sizeof what);
-    if (mp_xport_wait(e->x, &e->recv_req[i], what, err))
+    size_t came = 0;
+    if (mp_xport_wait_bytes(e->x, &e->recv_req[i], what, &came, err))
         return -1;
-    if (is_act && e->ahead == i) {
-        struct mp_chunk *c = &e->st->chunk[a->chunk];
-        struct mp_slab *s;
+    struct mp_stage *st = e->st;
+    struct mp_chunk *c = &st->chunk[a->chunk];
+    size_t bytes = is_act ? act_in_bytes(st, c) : st->mbs * out_len(st, c) * sizeof(float);
+    int from = is_act ? c->v - 1 : c->v + 1, dir = is_act ? DIR_ACT : DIR_GRAD;
+    int in_slot = e->hand && came == 0; /* an empty message: the bytes wait in the sender's slot */
+    struct mp_slab *s = NULL;
+    if (is_act && e->ahead == i) { /* posted into recv_ahead before the slab was taken */
         if (slab_for(e, a->chunk, a->mb, &s, err))
             return -1;
-        memcpy(act_buf(c, s, 0), e->st->recv_ahead, act_in_bytes(e->st, c));
+        if (!in_slot)
+            memcpy(act_buf(c, s, 0), st->recv_ahead, bytes);
         e->ahead = SIZE_MAX;
+    } else if (in_slot && !(s = mp_stage_slab_find(st, a->chunk, a->mb))) {
+        return MP_FAIL(err, INTERNAL, "rank %d: no slab for micro-batch %d", st->rank, a->mb);
     }
+    if (in_slot)
+        return mp__exec_hand_take(e, from, dir, a->mb,
+                                  is_act ? act_buf(c, s, 0) : grad_buf(c, s, c->n), bytes, err);
     return 0;
 }
 
@@ -511,12 +527,20 @@ static int do_send(struct mp_exec *e, const struct mp_action *a, struct mp_err *
     size_t g = e->grad_recv_for[a - e->acts];
     if (a->kind == MP_ACT_SEND_ACT && g != SIZE_MAX && post_grad_recv(e, g, s, err))
         return -1;
-    if (a->kind == MP_ACT_SEND_ACT)
-        return mp_xport_isend(e->x, act_buf(c, s, c->n), st->mbs * out_len(st, c) * sizeof(float),
-                              c->next_rank, msg_tag(st, a->mb, c->v, DIR_ACT),
+    /* Through the stage's slot when it is free: the message is then empty (mp_exec_share) */
+    if (a->kind == MP_ACT_SEND_ACT) {
+        const float *y = act_buf(c, s, c->n);
+        size_t bytes = st->mbs * out_len(st, c) * sizeof(float);
+        if (mp__exec_hand_put(e, c->v, DIR_ACT, a->mb, y, bytes))
+            bytes = 0;
+        return mp_xport_isend(e->x, y, bytes, c->next_rank, msg_tag(st, a->mb, c->v, DIR_ACT),
                               &s->send_req[0], err);
-    if (mp_xport_isend(e->x, grad_buf(c, s, 0), act_in_bytes(st, c),
-                       c->prev_rank, msg_tag(st, a->mb, c->v, DIR_GRAD),
+    }
+    const float *dx = grad_buf(c, s, 0);
+    size_t bytes = act_in_bytes(st, c);
+    if (mp__exec_hand_put(e, c->v, DIR_GRAD, a->mb, dx, bytes))
+        bytes = 0;
+    if (mp_xport_isend(e->x, dx, bytes, c->prev_rank, msg_tag(st, a->mb, c->v, DIR_GRAD),
                        &s->send_req[1], err))
         return -1;
     s->grad_sent = 1;

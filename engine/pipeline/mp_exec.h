@@ -54,6 +54,14 @@ struct mp_exec {
     int (*layer_done)(void *arg, int layer, struct mp_err *err);
     int (*poll)(void *arg, struct mp_err *err);
     void *hook_arg;
+    /* Hand-offs through shared memory (mp_exec_share, ranks of one host; mp_stage.h), or NULL:
+     * every message through MPI. hand_at[v * 2 + dir]: offset + 1 of virtual stage v's slots
+     * for its activation (dir 0) or input gradient (dir 1) in its rank's part, 0: none. */
+    struct mp_shm *hand;
+    size_t *hand_at;
+    size_t hand_bytes;        /* this rank's slots */
+    int hand_odd_by_mpi;      /* tests: odd micro-batches' messages through MPI anyway */
+    unsigned long long n_sent_shared, n_sent_mpi; /* this rank's hand-offs so far, by path */
     struct mp_trace *trace;   /* NULL: no timeline */
     int trace_tid;            /* track of this rank's events (its world rank) */
     double t_origin;
@@ -62,6 +70,17 @@ struct mp_exec {
 int mp_exec_init(struct mp_exec *e, struct mp_stage *st, const struct mp_sched *s,
                  struct mp_xport *x, struct mp_err *err);
 void mp_exec_free(struct mp_exec *e);
+/* Collective over the executor's transport, after mp_exec_init on every rank: where all its ranks
+ * share one host and want is 1 on every rank, each message between them goes through slots in
+ * shared memory (mp_stage.h) and an empty MPI message says it is there. Open MPI hands a message
+ * above its 4 KB eager limit over only when the sender's MPI runs again after the receiver
+ * answered, and a sender inside a kernel does not run it: on a 2-core EPYC Zen4 VM tiny.mp's
+ * 2-stage zb1 at M 2 waited 200 us of a 630 us step for it. Through the slots the sender's
+ * copy completes the hand-off. Same bytes in the same buffers: the same bits. The slots count
+ * in the stage's activation memory from the start. Nothing to do (no error) when the ranks span
+ * hosts or /dev/shm cannot hold the slots (a warning says so). want 2 (tests): the same, but
+ * odd micro-batches' messages go through MPI, so a run mixes both paths. */
+int mp_exec_share(struct mp_exec *e, int want, struct mp_err *err);
 /* Switches to another schedule of the same P and V (a replica's share of micro-batches changed,
  * --shard-by speed). The stage must have been sized for the largest M. */
 int mp_exec_set_sched(struct mp_exec *e, const struct mp_sched *s, struct mp_err *err);

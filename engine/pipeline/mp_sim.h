@@ -26,10 +26,12 @@ struct mp_sim_costs {
     const double *link_latency_s;       /* optional P*P matrix overriding latency (NULL: uniform) */
     const double *link_bandwidth_Bps;   /* optional P*P matrix overriding bandwidth */
     double send_overhead_s;             /* CPU time a send costs its sender */
-    /* Where the receiver itself moves the bytes (ranks of one host: Open MPI's single copy reads
-     * the sender's buffer when the receiver's MPI progresses, at its wait): the message is there
+    /* Where the receiver itself moves the bytes (ranks of one host: it copies the message out of
+     * the sender's slot in shared memory at its receive, mp_exec_share; through MPI, Open MPI's
+     * single copy reads the sender's buffer at the receiver's wait too): the message is there
      * after the latency, and its bytes / bandwidth are the receiver's time, spent even when it
-     * comes late to a message long sent. Optional P*P matrix (1: the receiver copies); NULL:
+     * comes late to a message long sent. The sender's copy into the slot is not priced (a
+     * 128 KB activation: under 10 us of non-temporal stores). Optional P*P matrix (1: the receiver copies); NULL:
      * recv_copy for every pair. 0 everywhere: a message travels on its own (between hosts). */
     const unsigned char *link_recv_copy;
     int recv_copy;

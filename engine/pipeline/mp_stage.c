@@ -264,6 +264,28 @@ size_t mp_stage_recv_ahead_floats(const struct mp_model *m, const int *bounds,
     return floats;
 }
 
+size_t mp_stage_handoff_slot_bytes(size_t msg_bytes)
+{
+    return 64 + (msg_bytes + 63) / 64 * 64;
+}
+
+size_t mp_stage_handoff_bytes(const struct mp_model *m, const int *bounds, enum mp_vplace place,
+                              int rank, int P, int V, size_t mbs)
+{
+    size_t bytes = 0;
+    int S = P * V;
+    for (int c = 0; c < V; c++) {
+        int v = mp_vstage_of(place, rank, c, P);
+        size_t out = mbs * mp_layer_out_len(&m->layers[bounds[v + 1] - 1]) * sizeof(float);
+        size_t in = mbs * mp_layer_in_len(&m->layers[bounds[v]]) * sizeof(float);
+        if (v + 1 < S && mp_vstage_rank(place, v + 1, P) != rank)
+            bytes += MP_HANDOFF_SLOTS * mp_stage_handoff_slot_bytes(out);
+        if (v > 0 && mp_vstage_rank(place, v - 1, P) != rank)
+            bytes += MP_HANDOFF_SLOTS * mp_stage_handoff_slot_bytes(in);
+    }
+    return bytes;
+}
+
 static int recv_ahead_init(struct mp_stage *st, const int *bounds, struct mp_err *err)
 {
     size_t floats = mp_stage_recv_ahead_floats(st->model, bounds, st->place, st->rank, st->P,

@@ -153,6 +153,18 @@ static inline enum mp_rc mp_stage_rc_kind(const struct mp_sched *s, int r, int c
  * part (kept per micro-batch in flight) and the work buffer (0 for MP_RC_OFF). */
 void mp_stage_slab_floats(const struct mp_model *m, int first, int last, size_t mbs, enum mp_rc rc,
                           size_t *light, size_t *work);
+/* The pipeline's hand-offs through shared memory between ranks of one host (mp_exec.c): each
+ * message a chunk sends to another rank (its output forward, its input's gradient back) has
+ * MP_HANDOFF_SLOTS slots in the sender's part, micro-batch mb in slot mb % MP_HANDOFF_SLOTS; a
+ * message whose slot its receiver has not emptied yet goes through MPI as before. */
+#define MP_HANDOFF_SLOTS 2
+/* Bytes of one slot for a message of msg_bytes: a 64-byte line for its flag, the message rounded
+ * up to 64 bytes. */
+size_t mp_stage_handoff_slot_bytes(size_t msg_bytes);
+/* Bytes of `rank`'s slots: for each of its chunks in order, the slots of its activation (when the
+ * next stage is on another rank), then those of its input gradient (when the previous one is). */
+size_t mp_stage_handoff_bytes(const struct mp_model *m, const int *bounds, enum mp_vplace place,
+                              int rank, int P, int V, size_t mbs);
 /* Floats of the buffer a receive posted ahead lands in on `rank` (mp_exec.c post_ahead): the
  * input of its largest chunk fed by another rank, 0 when none is. mp_stage_init allocates it,
  * mp_stage_mem.c predicts it. */

@@ -24,6 +24,8 @@ struct mp_mem_query {
     int state_slots;              /* optimizer floats per parameter */
     int zero;                     /* --zero 1: optimizer state for 1/D of the arena */
     int shared_sums;              /* real replicas, ordered: the summed chunks' slots too */
+    int shared_handoffs;          /* the pipeline's ranks on one host: its hand-off slots
+                                     (mp_stage_handoff_bytes) */
     int tied_elsewhere;           /* the tied head is on another rank than the embed */
     const int *recompute;         /* per virtual stage, or NULL: none */
     int reuse_packed;             /* 1: weights stay packed across the micro-batches of a step

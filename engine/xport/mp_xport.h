@@ -45,6 +45,10 @@ int mp_xport_irecv(struct mp_xport *x, void *buf, size_t bytes, int peer, int ta
 /* Completes a request (no-op for -1) within the deadline; `what` describes it for the message, e.g.
  * "activation of micro-batch 6 from rank 0 (1f1b action 12)". Sets *req to -1. */
 int mp_xport_wait(struct mp_xport *x, int *req, const char *what, struct mp_err *err);
+/* mp_xport_wait of a receive that also tells how many bytes came in *bytes (a sender may send
+ * fewer than the receive holds: the pipeline's hand-offs through shared memory send none). */
+int mp_xport_wait_bytes(struct mp_xport *x, int *req, const char *what, size_t *bytes,
+                        struct mp_err *err);
 /* Non-blocking completion test; *done = 1 and *req = -1 when complete. */
 int mp_xport_test(struct mp_xport *x, int *req, int *done, struct mp_err *err);
 /* Lets MPI progress outstanding transfers (called between kernels to overlap communication). */

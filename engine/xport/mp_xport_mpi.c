@@ -464,7 +464,7 @@ static int nap_early(void)
  * wait can fail is a line containing `waited` that names what was awaited and from whom
  * (DESIGN.md §4). */
 static int poll_request(struct mp_xport *x, MPI_Request *r, int peer, int roll, const char *what,
-                        struct mp_err *err)
+                        MPI_Status *status, struct mp_err *err)
 {
     char ph[300];
     peer_host(x, peer, ph, sizeof ph);
@@ -473,7 +473,7 @@ static int poll_request(struct mp_xport *x, MPI_Request *r, int peer, int roll, 
     long spins = 0;
     for (;;) {
         int done = 0, came = 1;
-        int rc = MPI_Test(r, &done, MPI_STATUS_IGNORE);
+        int rc = MPI_Test(r, &done, status ? status : MPI_STATUS_IGNORE);
         if (rc == MPI_SUCCESS && roll)
             rc = MPI_Testall(2 * x->size, x->roll, &came, MPI_STATUSES_IGNORE);
         double waited = MPI_Wtime() - t0;
@@ -551,18 +551,28 @@ static int announce(struct mp_xport *x, struct mp_err *err)
 static int poll_collective(struct mp_xport *x, MPI_Request *r, int root, const char *what,
                            struct mp_err *err)
 {
-    return poll_request(x, r, root, x->size > 1, what, err);
+    return poll_request(x, r, root, x->size > 1, what, NULL, err);
 }
 
 int mp_xport_wait(struct mp_xport *x, int *req, const char *what, struct mp_err *err)
 {
+    return mp_xport_wait_bytes(x, req, what, NULL, err);
+}
+
+int mp_xport_wait_bytes(struct mp_xport *x, int *req, const char *what, size_t *bytes,
+                        struct mp_err *err)
+{
     if (*req < 0)
         return 0;
-    int slot = *req;
-    int rc = poll_request(x, &x->req[slot], x->peer[slot], 0, what, err);
+    int slot = *req, count = 0;
+    MPI_Status st;
+    int rc = poll_request(x, &x->req[slot], x->peer[slot], 0, what, bytes ? &st : NULL, err);
     if (rc == 0) {
         give_slot(x, slot);
         *req = -1;
+        if (bytes)
+            *bytes = MPI_Get_count(&st, MPI_BYTE, &count) == MPI_SUCCESS && count > 0
+                         ? (size_t)count : 0;
     }
     return rc;
 }

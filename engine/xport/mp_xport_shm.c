@@ -54,7 +54,7 @@ static void *map_named(const char *name, size_t total)
     return p == MAP_FAILED ? NULL : p;
 }
 
-int mp_shm_open(struct mp_xport *x, size_t bytes, int want, struct mp_shm **s,
+int mp_shm_open(struct mp_xport *x, size_t bytes, int want, const char *use, struct mp_shm **s,
                 struct mp_err *err)
 {
     *s = NULL;
@@ -64,23 +64,26 @@ int mp_shm_open(struct mp_xport *x, size_t bytes, int want, struct mp_shm **s,
     if (mp_xport_one_host(x, &one_host, err))
         return -1;
     double no = !want || !one_host;
-    if (mp_xport_allreduce_max(x, &no, 1, "whether the replicas share memory", err))
+    double most = (double)bytes; /* every rank's part the size of the largest */
+    if (mp_xport_allreduce_max(x, &no, 1, "whether the ranks share memory", err) ||
+        (no == 0 && mp_xport_allreduce_max(x, &most, 1, "the size of the shared memory", err)))
         return -1;
     if (no > 0)
         return 0;
+    bytes = (size_t)most;
     size_t part = page_round(bytes ? bytes : 1), total = part * (size_t)size;
     struct offer o;
     memset(&o, 0, sizeof o);
     if (rank == 0)
         create(&o, total);
-    if (mp_xport_bcast(x, &o, sizeof o, 0, "the name of the replicas' shared memory", err)) {
+    if (mp_xport_bcast(x, &o, sizeof o, 0, "the name of the ranks' shared memory", err)) {
         if (rank == 0 && o.name[0])
             shm_unlink(o.name);
         return -1;
     }
     void *map = o.name[0] ? map_named(o.name, total) : NULL;
     double failed = !map;
-    int rc = mp_xport_allreduce_max(x, &failed, 1, "the replicas' shared-memory mappings", err);
+    int rc = mp_xport_allreduce_max(x, &failed, 1, "the ranks' shared-memory mappings", err);
     if (rank == 0 && o.name[0])
         shm_unlink(o.name); /* every rank has mapped it, or the attempt is over */
     if (rc || failed > 0) {
@@ -88,9 +91,9 @@ int mp_shm_open(struct mp_xport *x, size_t bytes, int want, struct mp_shm **s,
             munmap(map, total);
         if (!rc && rank == 0)
             fprintf(stderr, "mpipe: warning: the host's shared memory (/dev/shm) cannot hold "
-                    "%.1f MB for the replicas' reduction; it goes through MPI messages "
+                    "%.1f MB for %s; it goes through MPI messages "
                     "(slower; a larger /dev/shm, e.g. docker --shm-size, restores it)\n",
-                    (double)total / 1e6);
+                    (double)total / 1e6, use);
         return rc;
     }
     if (!(*s = malloc(sizeof **s))) {

@@ -1,6 +1,7 @@
-/* Memory the ranks of one host share (mp_xport_shm.c), added for the data-parallel reduction: a
- * rank writes its part straight into a peer's memory and says so with an empty message, so the
- * wait keeps its deadline and names the peer (mp_xport.h) while no payload crosses MPI. */
+/* Memory the ranks of one host share (mp_xport_shm.c), added for the data-parallel reduction and
+ * used by the pipeline's hand-offs too: a rank writes its part straight into a peer's memory and
+ * says so with an empty message, so the wait keeps its deadline and names the peer (mp_xport.h)
+ * while no payload crosses MPI. */
 #ifndef MP_XPORT_SHM_H
 #define MP_XPORT_SHM_H
 
@@ -15,12 +16,14 @@ struct mp_shm {
     void *map;       /* this process's mapping of all parts: size * bytes */
 };
 
-/* Collective over x: every rank gets `bytes` of its own and sees every rank's (mp_shm_part).
+/* Collective over x: every rank gets a part of its own and sees every rank's (mp_shm_part); each
+ * part has the largest `bytes` any rank asked for. `use` names what it is for in the warning when
+ * /dev/shm cannot hold it ("the replicas' reduction").
  * *s = NULL, nothing allocated and no error, when the ranks span hosts, when want is 0 on any
  * rank, or when the host's shared memory (/dev/shm) cannot hold them all: the caller keeps to
  * messages. The memory is zeroed, mapped and its pages reserved before this returns, and its name
  * is gone from /dev/shm: nothing is left behind however the job ends. */
-int mp_shm_open(struct mp_xport *x, size_t bytes, int want, struct mp_shm **s,
+int mp_shm_open(struct mp_xport *x, size_t bytes, int want, const char *use, struct mp_shm **s,
                 struct mp_err *err);
 /* Rank q's part, as this process sees it. */
 void *mp_shm_part(const struct mp_shm *s, int q);
