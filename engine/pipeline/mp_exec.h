@@ -1,9 +1,10 @@
 /* The executor: runs one rank's action list (any valid schedule) for one training step, and the
  * forward-only pass used for evaluation. Activation receives are pre-posted in list order within a
  * bounded window, a gradient's receive just before its activation's send, each straight into the
- * slab that will use it; sends go straight from slabs, so no extra message buffers exist, and a
- * slab still sending is waited for rather than replaced, so memory is what the schedule keeps in
- * flight (mp_stage_mem.c), however late a peer takes a message. */
+ * slab that will use it; sends go straight from slabs (or, between ranks of one host, through two
+ * slots per boundary and direction in shared memory: mp_exec_share), and a slab still sending is
+ * waited for rather than replaced, so memory is what the schedule keeps in flight
+ * (mp_stage_mem.c), however late a peer takes a message. */
 #ifndef MP_EXEC_H
 #define MP_EXEC_H
 
