@@ -50,7 +50,7 @@ int mp_exec_share(struct mp_exec *e, int want, struct mp_err *err)
         for (size_t k = 0; k < n; k++)
             e->hand_at[k] = (size_t)at[k];
         e->hand_bytes = off;
-        st->act_bytes_now += off; /* message buffers, held from the start (DESIGN.md §8) */
+        st->act_bytes_now += off; /* message buffers, held from the start (DESIGN.md §4) */
         if (st->act_bytes_now > st->act_bytes_peak)
             st->act_bytes_peak = st->act_bytes_now;
     }
