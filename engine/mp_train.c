@@ -121,7 +121,7 @@ static int setup_state(struct loop *L, struct mp_err *err)
     if (c->init_path && mp_weights_load(&L->st, L->st.param, c->init_path, NULL, err))
         return -1;
     if (mp_exec_init(&L->ex, &L->st, &L->sched, L->px, err) ||
-        mp_exec_share(&L->ex, L->hand_shared, err))
+        mp_exec_share(&L->ex, L->bounds, L->hand_shared, err))
         return -1;
     L->ex.trace_tid = L->wrank;
     if (mp_dp_init(&L->dp, L->D, L->replica < 0, L->replica, L->sx, c->dp_reduce, c->aggregate,

@@ -174,6 +174,12 @@ static size_t act_in_bytes(const struct mp_stage *st, const struct mp_chunk *c)
     return st->mbs * in_len(st, c) * sizeof(float);
 }
 
+/* Bytes of a micro-batch's output of chunk c, or of its gradient. */
+static size_t act_out_bytes(const struct mp_stage *st, const struct mp_chunk *c)
+{
+    return st->mbs * out_len(st, c) * sizeof(float);
+}
+
 /* Posts the receive of activation action i into buf, or when buf is NULL straight into its slab,
  * taken now. Gradients' receives are posted by their activation's send. */
 static int post_act_recv(struct mp_exec *e, size_t i, float *buf, struct mp_err *err)
@@ -196,7 +202,7 @@ static int post_grad_recv(struct mp_exec *e, size_t i, struct mp_slab *s, struct
     struct mp_stage *st = e->st;
     const struct mp_action *a = &e->acts[i];
     struct mp_chunk *c = &st->chunk[a->chunk];
-    return mp_xport_irecv(e->x, grad_buf(c, s, c->n), st->mbs * out_len(st, c) * sizeof(float),
+    return mp_xport_irecv(e->x, grad_buf(c, s, c->n), act_out_bytes(st, c),
                           c->next_rank, msg_tag(st, a->mb, c->v + 1, DIR_GRAD), &e->recv_req[i],
                           err);
 }
@@ -237,7 +243,7 @@ static int do_recv(struct mp_exec *e, size_t i, struct mp_err *err)
         return -1;
     struct mp_stage *st = e->st;
     struct mp_chunk *c = &st->chunk[a->chunk];
-    size_t bytes = is_act ? act_in_bytes(st, c) : st->mbs * out_len(st, c) * sizeof(float);
+    size_t bytes = is_act ? act_in_bytes(st, c) : act_out_bytes(st, c);
     int from = is_act ? c->v - 1 : c->v + 1, dir = is_act ? DIR_ACT : DIR_GRAD;
     int in_slot = e->hand && came == 0; /* an empty message: the bytes wait in the sender's slot */
     struct mp_slab *s = NULL;
@@ -350,7 +356,7 @@ static int do_forward(struct mp_exec *e, const struct mp_action *a, struct mp_ex
         struct mp_slab *ns;
         if (slab_for(e, c->next_local, a->mb, &ns, err))
             return -1;
-        memcpy(act_buf(next, ns, 0), act_buf(c, s, c->n), st->mbs * out_len(st, c) * sizeof(float));
+        memcpy(act_buf(next, ns, 0), act_buf(c, s, c->n), act_out_bytes(st, c));
     }
     return 0;
 }
@@ -530,7 +536,7 @@ static int do_send(struct mp_exec *e, const struct mp_action *a, struct mp_err *
     /* Through the stage's slot when it is free: the message is then empty (mp_exec_share) */
     if (a->kind == MP_ACT_SEND_ACT) {
         const float *y = act_buf(c, s, c->n);
-        size_t bytes = st->mbs * out_len(st, c) * sizeof(float);
+        size_t bytes = act_out_bytes(st, c);
         if (mp__exec_hand_put(e, c->v, DIR_ACT, a->mb, y, bytes))
             bytes = 0;
         return mp_xport_isend(e->x, y, bytes, c->next_rank, msg_tag(st, a->mb, c->v, DIR_ACT),

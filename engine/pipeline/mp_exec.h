@@ -60,7 +60,6 @@ struct mp_exec {
      * for its activation (dir 0) or input gradient (dir 1) in its rank's part, 0: none. */
     struct mp_shm *hand;
     size_t *hand_at;
-    size_t hand_bytes;        /* this rank's slots */
     int hand_odd_by_mpi;      /* tests: odd micro-batches' messages through MPI anyway */
     unsigned long long n_sent_shared, n_sent_mpi; /* this rank's hand-offs so far, by path */
     struct mp_trace *trace;   /* NULL: no timeline */
@@ -71,7 +70,8 @@ struct mp_exec {
 int mp_exec_init(struct mp_exec *e, struct mp_stage *st, const struct mp_sched *s,
                  struct mp_xport *x, struct mp_err *err);
 void mp_exec_free(struct mp_exec *e);
-/* Collective over the executor's transport, after mp_exec_init on every rank: where all its ranks
+/* Collective over the executor's transport, after mp_exec_init on every rank (bounds: the
+ * stages' as mp_stage_init had them): where all its ranks
  * share one host and want is 1 on every rank, each message between them goes through slots in
  * shared memory (mp_stage.h) and an empty MPI message says it is there. Open MPI hands a message
  * above its 4 KB eager limit over only when the sender's MPI runs again after the receiver
@@ -81,7 +81,7 @@ void mp_exec_free(struct mp_exec *e);
  * in the stage's activation memory from the start. Nothing to do (no error) when the ranks span
  * hosts or /dev/shm cannot hold the slots (a warning says so). want 2 (tests): the same, but
  * odd micro-batches' messages go through MPI, so a run mixes both paths. */
-int mp_exec_share(struct mp_exec *e, int want, struct mp_err *err);
+int mp_exec_share(struct mp_exec *e, const int *bounds, int want, struct mp_err *err);
 /* Switches to another schedule of the same P and V (a replica's share of micro-batches changed,
  * --shard-by speed). The stage must have been sized for the largest M. */
 int mp_exec_set_sched(struct mp_exec *e, const struct mp_sched *s, struct mp_err *err);

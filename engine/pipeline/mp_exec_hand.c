@@ -14,47 +14,24 @@
 
 #include "mp_xport_shm.h"
 
-/* Bytes of the message chunk c sends in direction dir (forward: its output; back: its input). */
-static size_t msg_bytes(const struct mp_stage *st, const struct mp_chunk *c, int dir)
-{
-    const struct mp_layer *l = &st->model->layers[dir == MP_HAND_ACT ? c->last : c->first];
-    return st->mbs * (dir == MP_HAND_ACT ? mp_layer_out_len(l) : mp_layer_in_len(l)) *
-           sizeof(float);
-}
-
-int mp_exec_share(struct mp_exec *e, int want, struct mp_err *err)
+int mp_exec_share(struct mp_exec *e, const int *bounds, int want, struct mp_err *err)
 {
     struct mp_stage *st = e->st;
-    size_t n = (size_t)st->S * 2, off = 0;
-    double *at = calloc(n, sizeof *at);
-    e->hand_at = calloc(n, sizeof *e->hand_at);
-    if (!at || !e->hand_at) {
-        free(at);
+    if (!(e->hand_at = calloc((size_t)st->S * 2, sizeof *e->hand_at)))
         return MP_FAIL(err, NOMEM, "out of memory");
+    size_t mine = 0; /* every rank's slots from the same rule: where the peers' are too */
+    for (int r = 0; r < st->P; r++) {
+        size_t bytes = mp_stage_handoff_bytes(st->model, bounds, st->place, r, st->P, st->V,
+                                              st->mbs, e->hand_at);
+        mine = r == st->rank ? bytes : mine;
     }
-    for (int c = 0; c < st->V; c++) { /* the order of mp_stage_handoff_bytes */
-        const struct mp_chunk *ch = &st->chunk[c];
-        int sends[2] = {ch->next_rank >= 0 && ch->next_local < 0,
-                        ch->prev_rank >= 0 && ch->prev_local < 0};
-        for (int dir = 0; dir < 2; dir++)
-            if (sends[dir]) {
-                at[ch->v * 2 + dir] = (double)off + 1;
-                off += MP_HANDOFF_SLOTS * mp_stage_handoff_slot_bytes(msg_bytes(st, ch, dir));
-            }
-    }
-    int rc = mp_xport_allreduce_max(e->x, at, n, "where the stages' hand-off slots are", err);
-    if (!rc)
-        rc = mp_shm_open(e->x, off, want, "the pipeline's hand-offs", &e->hand, err);
+    int rc = mp_shm_open(e->x, mine, want, "the pipeline's hand-offs", &e->hand, err);
     e->hand_odd_by_mpi = want == 2;
     if (!rc && e->hand) {
-        for (size_t k = 0; k < n; k++)
-            e->hand_at[k] = (size_t)at[k];
-        e->hand_bytes = off;
-        st->act_bytes_now += off; /* message buffers, held from the start (DESIGN.md §4) */
+        st->act_bytes_now += mine; /* message buffers, held from the start (DESIGN.md §4) */
         if (st->act_bytes_now > st->act_bytes_peak)
             st->act_bytes_peak = st->act_bytes_now;
     }
-    free(at);
     return rc;
 }
 

@@ -31,8 +31,9 @@ struct mp_sim_costs {
      * single copy reads the sender's buffer at the receiver's wait too): the message is there
      * after the latency, and its bytes / bandwidth are the receiver's time, spent even when it
      * comes late to a message long sent. The sender's copy into the slot is not priced (a
-     * 128 KB activation: under 10 us of non-temporal stores). Optional P*P matrix (1: the receiver copies); NULL:
-     * recv_copy for every pair. 0 everywhere: a message travels on its own (between hosts). */
+     * 128 KB activation: under 10 us of non-temporal stores). Optional P*P matrix (1: the
+     * receiver copies); NULL: recv_copy for every pair. 0 everywhere: a message travels on its
+     * own (between hosts). */
     const unsigned char *link_recv_copy;
     int recv_copy;
 };

@@ -270,18 +270,22 @@ size_t mp_stage_handoff_slot_bytes(size_t msg_bytes)
 }
 
 size_t mp_stage_handoff_bytes(const struct mp_model *m, const int *bounds, enum mp_vplace place,
-                              int rank, int P, int V, size_t mbs)
+                              int rank, int P, int V, size_t mbs, size_t *at)
 {
     size_t bytes = 0;
     int S = P * V;
     for (int c = 0; c < V; c++) {
         int v = mp_vstage_of(place, rank, c, P);
-        size_t out = mbs * mp_layer_out_len(&m->layers[bounds[v + 1] - 1]) * sizeof(float);
-        size_t in = mbs * mp_layer_in_len(&m->layers[bounds[v]]) * sizeof(float);
-        if (v + 1 < S && mp_vstage_rank(place, v + 1, P) != rank)
-            bytes += MP_HANDOFF_SLOTS * mp_stage_handoff_slot_bytes(out);
-        if (v > 0 && mp_vstage_rank(place, v - 1, P) != rank)
-            bytes += MP_HANDOFF_SLOTS * mp_stage_handoff_slot_bytes(in);
+        size_t msg[2] = {mbs * mp_layer_out_len(&m->layers[bounds[v + 1] - 1]) * sizeof(float),
+                         mbs * mp_layer_in_len(&m->layers[bounds[v]]) * sizeof(float)};
+        int to[2] = {v + 1 < S ? mp_vstage_rank(place, v + 1, P) : rank,
+                     v > 0 ? mp_vstage_rank(place, v - 1, P) : rank};
+        for (int dir = 0; dir < 2; dir++)
+            if (to[dir] != rank) {
+                if (at)
+                    at[v * 2 + dir] = bytes + 1;
+                bytes += MP_HANDOFF_SLOTS * mp_stage_handoff_slot_bytes(msg[dir]);
+            }
     }
     return bytes;
 }

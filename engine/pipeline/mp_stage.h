@@ -162,9 +162,11 @@ void mp_stage_slab_floats(const struct mp_model *m, int first, int last, size_t 
  * up to 64 bytes. */
 size_t mp_stage_handoff_slot_bytes(size_t msg_bytes);
 /* Bytes of `rank`'s slots: for each of its chunks in order, the slots of its activation (when the
- * next stage is on another rank), then those of its input gradient (when the previous one is). */
+ * next stage is on another rank), then those of its input gradient (when the previous one is).
+ * With at (2 per virtual stage, may be NULL): at[v * 2 + dir] = 1 + the offset in rank's part of
+ * stage v's slots for its activation (dir 0) or input gradient (dir 1); other entries untouched. */
 size_t mp_stage_handoff_bytes(const struct mp_model *m, const int *bounds, enum mp_vplace place,
-                              int rank, int P, int V, size_t mbs);
+                              int rank, int P, int V, size_t mbs, size_t *at);
 /* Floats of the buffer a receive posted ahead lands in on `rank` (mp_exec.c post_ahead): the
  * input of its largest chunk fed by another rank, 0 when none is. mp_stage_init allocates it,
  * mp_stage_mem.c predicts it. */

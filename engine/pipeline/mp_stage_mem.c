@@ -86,7 +86,7 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
     p.acts += works * work_floats * FLOAT_BYTES;
     if (q->shared_handoffs)
         p.acts += (double)mp_stage_handoff_bytes(m, q->bounds, q->sched->place, q->rank, q->P,
-                                                 q->V, q->mbs);
+                                                 q->V, q->mbs, NULL);
     p.params = p.grads = arena * FLOAT_BYTES;
     int slots = q->state_slots ? q->state_slots : 1; /* SGD's arena still has one slot */
     p.optim = arena * slots * FLOAT_BYTES;
