@@ -247,16 +247,18 @@ case "$(src "$T/c.json")" in *"($n timed now, 0 from the cache)"*)
     ok "--recalibrate measures again" ;; *) bad "recalibrate: $(src "$T/c.json")" ;;
 esac
 # A size whose in-place step a slow spell of the machine stretched (injected: 2x at 32 samples,
-# between 64 and 16) is timed again, and its price is the second timing's.
-step32() { python3 -c "import json,sys; print(min(s['f'] + s['b'] + s['w'] for s in json.load(open(sys.argv[1]))['steps'] if s['mbs'] == 32))" "$cache"; }
-normal32=$(step32)
+# between 64 and 16) is timed again, and its price is the second timing's: under 1.6x its
+# neighbours' per flop in the same calibration, as mpipe says ("now +N%"). The yardstick was the
+# 32-sample step of the calibration before; in the sanitizer build beside other tests two
+# calibrations 0.5 s apart timed it 1.65x apart (0.109 and 0.180 ms) while the re-timed step was
+# +2% on its own neighbours.
 expect_exit 0 "plan --recalibrate with the 32-sample step stretched 2x" \
     env MPIPE_CALIB_SLOW=32:2 "$MPIPE" plan models/tiny_mlp.mp --stages 2 --batch 64 \
     --out "$T/c.json" --recalibrate
-python3 -c "import sys; assert float(sys.argv[2]) < 1.6 * float(sys.argv[1]), sys.argv" "$normal32" "$(step32)" &&
-    grep -q "step at 32 samples ran [0-9]*% slower per flop than at 64 and 16: timed again" "$T/err" &&
-    ok "a spiked size is timed again and says so ($(step32) s against $normal32 unstretched)" ||
-    bad "spike: $(step32) against $normal32; $(grep -a 'timed again' "$T/err")"
+now32=$(sed -n 's/.*step at 32 samples ran [0-9]*% slower per flop than at 64 and 16: timed again, now \([-+][0-9]*\)%$/\1/p' "$T/err")
+[ -n "$now32" ] && [ "$now32" -lt 60 ] &&
+    ok "a spiked size is timed again and says so (now ${now32}% on its neighbours, per flop)" ||
+    bad "spike: $(grep -a 'timed again' "$T/err")"
 echo '{"format": "mpipe machine rates 5", "gemm": [' >"$cache"
 expect_exit 0 "plan with a corrupt cache" plan_tiny
 grep -q "ignoring the rates cache.*corrupt" "$T/err" && ok "a corrupt cache is named in a warning" \
