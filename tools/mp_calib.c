@@ -337,13 +337,57 @@ static int retime_spike(struct mp_calib_rates *r, const struct mp_model *m, int 
 }
 
 /* Tests only: MPIPE_CALIB_SLOW=MB:FACTOR stretches every first timing of the in-place step at MB
- * samples by FACTOR, as a slow spell of the machine would. */
+ * samples by FACTOR, as a slow spell of the machine would; MPIPE_CALIB_SLOW=all:FACTOR every
+ * timing of the in-place step at any size (and the drift probe's), as a slower machine would. */
 static double injected_slowness(size_t mb)
 {
     const char *e = getenv("MPIPE_CALIB_SLOW");
     unsigned long long at;
     double f;
+    if (e && sscanf(e, "all:%lf", &f) == 1 && f > 0)
+        return f;
     return e && sscanf(e, "%llu:%lf", &at, &f) == 2 && at == mb && f > 0 ? f : 1.0;
+}
+
+#define DRIFT 1.15     /* a cached step this far off this machine's, either way, is stale */
+#define DRIFT_PROBES 3 /* and it must be, the same way, in each of this many timings */
+#define PROBE_MIN_S 1e-3 /* the probe's step: the smallest size's that lasts this long (or the
+                            largest): one of tiny_mlp.mp's 50 us steps is a few timer ticks */
+
+/* Whether the cache's rates no longer describe this machine: m's in-place step at the smallest
+ * size of mbs that lasts PROBE_MIN_S, cached, timed again (50 ms or more) came out DRIFT slower or faster
+ * in each of DRIFT_PROBES timings; *ratio is then the timing nearest the cache's, over it. The cache is
+ * keyed by CPU model, BLIS and mpipe, not by what else the machine runs or how fast its host
+ * lets it run: on a 2-core VM one calibration of cnn.mp came out 19% slower than another taken
+ * 20 minutes before, and the slow one priced every plan until --recalibrate. One timing off is
+ * a moment's noise (another process); a timing within DRIFT ends the probe at once. */
+static int drifted(struct mp_calib_rates *r, const struct mp_model *m, const size_t *mbs, int n,
+                   enum mp_optim_kind kind, size_t *probe_mb, double *ratio, struct mp_err *err)
+{
+    size_t mb = 0;
+    double cached = 0;
+    for (int j = n - 1; j >= 0 && cached < PROBE_MIN_S; j--) { /* sizes descend */
+        const struct mp_calib_step *s = mp__calib_find_step(r, m->digest, (int)kind, mbs[j]);
+        if (s)
+            mb = mbs[j], cached = s->t[0] + s->t[1] + s->t[2] + s->optim;
+    }
+    if (!(cached > 0))
+        return 0;
+    const char *off = getenv("MPIPE_CALIB_DRIFT"); /* tests of the cache itself: =0, no probe */
+    if (off && strcmp(off, "0") == 0)
+        return 0;
+    double nearest = 0;
+    for (int k = 0; k < DRIFT_PROBES; k++) {
+        double tt[3], opt;
+        if (mp__calib_step(m, step_layers(m, mb), mb, kind, tt, &opt, err))
+            return -1;
+        double q = (tt[0] + tt[1] + tt[2] + opt) * injected_slowness(mb) / cached;
+        if ((q < DRIFT && q > 1 / DRIFT) || (k > 0 && (q > 1) != (nearest > 1)))
+            return 0;
+        nearest = k == 0 || fabs(log(q)) < fabs(log(nearest)) ? q : nearest;
+    }
+    *probe_mb = mb, *ratio = nearest;
+    return 1;
 }
 
 /* The in-place steps (mp_calib_step.c) of m's prefix (step_layers) at every size of t that the
@@ -526,9 +570,25 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
     int have_path = mp__calib_key(&r) == 0;
     if (have_path && !recalibrate)
         mp__calib_load(&r);
+    double t0 = mp__calib_now(), ratio;
+    size_t probe_mb;
+    int stale = recalibrate ? 0 : drifted(&r, m, mbs, n, optim, &probe_mb, &ratio, err);
+    if (stale < 0) {
+        mp__calib_release(&r);
+        return -1;
+    }
+    if (stale) { /* as --recalibrate: every rate of the cache is this machine's no more */
+        fprintf(stderr,
+                "mpipe plan: %s's step at %zu samples took %.2fx its cached time in %d "
+                "timings: this machine's rates are measured again\n",
+                m->path, probe_mb, ratio, DRIFT_PROBES);
+        mp__calib_release(&r);
+        memset(&r, 0, sizeof r);
+        mp__calib_key(&r);
+        recalibrate = 1;
+    }
     if (recalibrate)
         r.dirty = 1;
-    double t0 = mp__calib_now();
     t->n_mbs = n, t->n_layers = m->n_layers;
     t->mbs = malloc((size_t)(n ? n : 1) * sizeof *t->mbs);
     t->t = calloc((size_t)n * (size_t)m->n_layers * 3 + 1, sizeof *t->t);

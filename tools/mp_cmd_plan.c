@@ -43,6 +43,8 @@ static const char help[] =
     "  --profile PROFILE.json   measured layer times (mpipe bench layers --json) instead of\n"
     "                           this machine's own rates\n"
     "  --recalibrate            measure this machine's rates again instead of reusing the cache\n"
+    "                           (a plan also does when the model's step, timed again, is 15%\n"
+    "                           off the cache's three times in a row)\n"
     "  --links P2P.json         measured links (mpipe bench p2p --json)\n"
     "  --rates GEMM.json        this machine's GEMM rate (mpipe bench gemm --json) instead of\n"
     "                           the documented default, for the analytic costs\n"
