@@ -98,15 +98,10 @@ static int setup_state(struct loop *L, struct mp_err *err)
     if (L->replica >= 0 && L->D > 1 && c->dp_reduce == MP_DP_ORDERED &&
         mp_xport_one_host(L->sx, &L->dp_shared, err))
         return -1;
-    /* Collective over the pipeline's ranks, as mp_exec_share is. MPIPE_STAGE_SHARED=0 keeps
-     * every hand-off in MPI messages (the path between hosts; the tests run both). */
-    const char *hand_env = getenv("MPIPE_STAGE_SHARED");
-    if (c->P > 1 && mp_xport_one_host(L->px, &L->hand_shared, err))
+    /* Collective over the pipeline's ranks, as mp_exec_share is; before the memory check,
+     * which counts the slots. */
+    if (mp_exec_share_want(L->px, c->P, &L->hand_shared, err))
         return -1;
-    if (hand_env && strcmp(hand_env, "0") == 0)
-        L->hand_shared = 0;
-    else if (L->hand_shared && hand_env && strcmp(hand_env, "odd") == 0)
-        L->hand_shared = 2; /* tests: both paths in one run (mp_exec_share) */
     if (mp__train_memory(L, &recompute, err) ||
         mp_stage_init(&L->st, m, L->bounds, L->rank, c->P, c->V, mp_sched_place(c->schedule),
                       M_max, mbs, mp_optim_state_slots(c->optim.kind), err) ||

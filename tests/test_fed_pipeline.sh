@@ -30,6 +30,18 @@ claim "...with interleaved (2 chunks a rank), zb1 and zbv schedules too" bash -c
      cmp -s '$TMP/p1.st' '$TMP/p2_zbv.st'"
 claim "...and the same RESULT" test "$(grep '^RESULT' "$TMP/p1.out")" = \
     "$(grep '^RESULT' "$TMP/p2_1f1b.out")"
+claim "...each client's stages hand over through shared memory" bash -c \
+    "[ \$(grep -c '^client [12] stage [01]: hand-offs [1-9][0-9]* through shared memory, 0 as MPI' \
+        '$TMP/p2_1f1b.err') = 4 ]"
+# The other paths: every hand-off as an MPI message (between hosts), and both in one run.
+for h in 0 odd; do
+    mpirun -np 5 --oversubscribe -x MPIPE_STAGE_SHARED=$h $MPIPE fed $B --client-stages 2 \
+        --schedule zbv --save-weights "$TMP/p2_$h.st" >/dev/null 2>"$TMP/p2_$h.err"
+done
+claim "...as MPI messages and mixed, the same weights" bash -c \
+    "cmp -s '$TMP/p1.st' '$TMP/p2_0.st' && cmp -s '$TMP/p1.st' '$TMP/p2_odd.st' &&
+     grep -q '^client 1 stage 0: hand-offs 0 through shared memory, [1-9]' '$TMP/p2_0.err' &&
+     grep -q '^client 1 stage 0: hand-offs [1-9][0-9]* through shared memory, [1-9]' '$TMP/p2_odd.err'"
 claim "...the log names the clients' pipeline" \
     grep -q '^fed: each client is a 2-stage zb1 pipeline, 4 micro-batches a step, layers 1-1 | 2-12' \
     "$TMP/p2_zb1.err"

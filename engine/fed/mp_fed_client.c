@@ -338,6 +338,9 @@ int mp__fed_client(const struct mp_fed_cfg *cfg, struct mp_xport *x, struct mp_x
     int rc = client_alloc(&c, err);
     if (!rc)
         rc = serve(&c, err);
+    if (!rc && P > 1) /* as train's rank line: whether the stages met in shared memory */
+        fprintf(stderr, "client %d stage %d: hand-offs %llu through shared memory, %llu as MPI "
+                "messages\n", c.id, c.stage, c.fm.ex.n_sent_shared, c.fm.ex.n_sent_mpi);
     free(c.msg), free(c.global), free(c.sq), free(c.sq_all), free(c.perm), free(c.batch_idx);
     free(c.tie_buf);
     mp__fed_model_free(&c.fm);

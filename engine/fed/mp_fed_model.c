@@ -114,6 +114,12 @@ int mp__fed_model_init(struct mp_fed_model *fm, const struct mp_model *m,
     if (mp_exec_init(&fm->ex, &fm->st, &fm->sched, x, err))
         return -1;
     fm->exec_ready = 1;
+    /* A client's stages on one host hand over through shared memory, as train's do. Both calls
+     * are collective over x: the server's one-stage model (x: all ranks) makes neither. */
+    int want;
+    if (lay->P > 1 && (mp_exec_share_want(x, lay->P, &want, err) ||
+                       mp_exec_share(&fm->ex, lay->bounds, want, err)))
+        return -1;
     return 0;
 }
 

@@ -82,6 +82,11 @@ void mp_exec_free(struct mp_exec *e);
  * hosts or /dev/shm cannot hold the slots (a warning says so). want 2 (tests): the same, but
  * odd micro-batches' messages go through MPI, so a run mixes both paths. */
 int mp_exec_share(struct mp_exec *e, const int *bounds, int want, struct mp_err *err);
+/* Collective over x, a pipeline of P ranks (none when P is 1): mp_exec_share's want. 1 where the
+ * ranks share one host; 0 where they span hosts, or with MPIPE_STAGE_SHARED=0, which keeps every
+ * hand-off in MPI messages (the path between hosts, for the tests to run on one); 2 with
+ * MPIPE_STAGE_SHARED=odd on one host (tests: both paths in one run). */
+int mp_exec_share_want(struct mp_xport *x, int P, int *want, struct mp_err *err);
 /* Switches to another schedule of the same P and V (a replica's share of micro-batches changed,
  * --shard-by speed). The stage must have been sized for the largest M. */
 int mp_exec_set_sched(struct mp_exec *e, const struct mp_sched *s, struct mp_err *err);

@@ -35,6 +35,19 @@ int mp_exec_share(struct mp_exec *e, const int *bounds, int want, struct mp_err 
     return rc;
 }
 
+int mp_exec_share_want(struct mp_xport *x, int P, int *want, struct mp_err *err)
+{
+    *want = 0;
+    if (P < 2 || mp_xport_one_host(x, want, err))
+        return P < 2 ? 0 : -1;
+    const char *env = getenv("MPIPE_STAGE_SHARED");
+    if (env && strcmp(env, "0") == 0)
+        *want = 0;
+    else if (*want && env && strcmp(env, "odd") == 0)
+        *want = 2;
+    return 0;
+}
+
 /* Stage v's slot for micro-batch mb's message in direction dir, or NULL when it has none. */
 static unsigned char *slot(const struct mp_exec *e, int v, int dir, int mb, size_t bytes)
 {
