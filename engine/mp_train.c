@@ -129,8 +129,9 @@ static int setup_state(struct loop *L, struct mp_err *err)
         equal[r] = 1;
     mp_dp_set_shards(&L->dp, equal, c->M);
     L->reduce = calloc((size_t)m->n_layers + (size_t)L->D * (size_t)(1 + c->P), sizeof(double));
+    L->pace = calloc((size_t)L->D * (size_t)(1 + c->P), sizeof(double));
     size_t *n_param = calloc((size_t)m->n_layers, sizeof(size_t));
-    if (!L->reduce || !n_param) {
+    if (!L->reduce || !L->pace || !n_param) {
         free(n_param);
         return MP_FAIL(err, NOMEM, "out of memory");
     }
@@ -425,6 +426,39 @@ static void say_against_plan(const struct loop *L)
             100.0 * (median / c->plan_step_s - 1.0));
 }
 
+#define PACE_GAP 1.10 /* replicas of a stage this far apart per sample are named */
+
+/* Rank 0, after a run whose replicas had ranks of their own: the replica of a stage that
+ * computed PACE_GAP longer per sample than another. They run the same layers on the same
+ * shapes, so the difference is their cores': on a 2-core EPYC Zen5 VM one vCPU ran a GEMM 10-20%
+ * slower than the other for minutes at a time, alone or beside the other alike, and a 2-replica
+ * job waits for the slower one every step (gpt.mp: rank 1's passes 15% longer than rank 0's). */
+static void say_replica_pace(const struct loop *L)
+{
+    const struct mp_train_cfg *c = L->cfg;
+    if (L->wrank != 0 || L->D < 2 || L->replica < 0 || (!c->progress && c->quiet))
+        return;
+    const double *samples = L->pace + (size_t)L->D * (size_t)c->P;
+    for (int s = 0; s < c->P; s++) {
+        int lo = -1, hi = -1;
+        double v_lo = 0, v_hi = 0;
+        for (int r = 0; r < L->D; r++) {
+            double v = samples[r] > 0 ? L->pace[r * c->P + s] / samples[r] : 0;
+            if (!(v > 0))
+                continue;
+            if (lo < 0 || v < v_lo)
+                lo = r, v_lo = v;
+            if (hi < 0 || v > v_hi)
+                hi = r, v_hi = v;
+        }
+        if (lo >= 0 && v_hi > PACE_GAP * v_lo)
+            fprintf(stderr, "replicas: rank %d computed %.0f%% longer per sample than rank %d on "
+                    "the same layers: its core ran slower (another process on it, or a VM "
+                    "whose host shares it); every step waits for the slowest replica\n",
+                    hi * c->P + s, 100 * (v_hi / v_lo - 1), lo * c->P + s);
+    }
+}
+
 static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
 {
     const struct mp_train_cfg *c = L->cfg;
@@ -443,6 +477,7 @@ static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
         fprintf(stderr, "rank %d: hand-offs %llu through shared memory, %llu as MPI messages\n",
                 L->wrank, L->ex.n_sent_shared, L->ex.n_sent_mpi);
     say_against_plan(L);
+    say_replica_pace(L);
     if (L->wsize > 1) {
         if (mp_xport_allreduce_sum(L->x, &busy_frac, 1, "the measured bubble", err) ||
             mp_xport_allreduce_max(L->x, &m[1], 2, "the peak memory", err))
@@ -530,6 +565,7 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
     free(L.zero_counts);
     free(L.zero_displs);
     free(L.reduce);
+    free(L.pace);
     free(L.bounds);
     if (err && rc)
         err->rank = L.wrank;

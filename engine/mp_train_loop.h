@@ -41,6 +41,8 @@ struct loop {
     struct mp_lr_state lr_state;
     double *reduce;       /* n_layers sums of squares, D loss sums (one per replica), then D * P
                              compute seconds ([replica * P + stage]) */
+    double *pace;         /* over the steps after the first: D * P compute seconds as in reduce,
+                             then each replica's samples (say_replica_pace, mp_train.c) */
     uint32_t *order;
     float *tie_buf;
     struct mp_mem_parts mem_pred; /* this rank's predicted peak memory (mp_stage_mem.h) */

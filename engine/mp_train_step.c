@@ -214,6 +214,12 @@ int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err)
         L->busy_time += busy + (t3 - t2);
         L->busy_wall += t3 - t0;
         L->recent_step_s[L->n_recent++ % MP_RECENT_STEPS] = t3 - t0;
+        for (int r = 0; r < L->D; r++) { /* every rank has every replica's (the reduction) */
+            for (int s = 0; s < c->P; s++)
+                L->pace[r * c->P + s] += secs[r * c->P + s];
+            L->pace[(size_t)L->D * (size_t)c->P + (size_t)r] +=
+                (double)L->dp.n_mb[r] * (double)L->st.mbs;
+        }
     }
     if (L->metrics)
         log_metrics(L, loss, lr, sumsq, t3 - t0);

@@ -79,6 +79,22 @@ assert len(rows) == 25, len(rows)
 assert all(sum(r['shards']) == 8 and min(r['shards']) >= 1 for r in rows)
 assert rows[-1]['loss'] < rows[0]['loss'] * 0.9, (rows[0]['loss'], rows[-1]['loss'])"
 
+# A replica whose core is busier is named at the end (the step waits for it): two busy loops
+# pinned to core 1, beside rank 1 bound there, leave it a third of the core.
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    hogs=()
+    for _ in 1 2; do
+        taskset -c 1 sh -c 'while :; do :; done' &
+        hogs+=($!)
+    done
+    mpirun -np 2 --oversubscribe --bind-to core $MPIPE train models/tiny_mlp.mp \
+        --data synthetic:2048 --batch 64 --max-steps 40 --dp 2 >/dev/null 2>"$TMP/pace.err"
+    kill "${hogs[@]}" 2>/dev/null
+    wait "${hogs[@]}" 2>/dev/null
+    claim "a replica on a busier core is named: rank 1 computed longer per sample than rank 0" \
+        grep -q '^replicas: rank 1 computed [0-9]*% longer per sample than rank 0 on the same layers' \
+        "$TMP/pace.err"
+fi
 claim "M not divisible by D exits 2" refused "divisible" $MPIPE train models/mlp.mp $S --dp 3
 claim "custom without weights exits 2" refused "aggregate-weights" $MPIPE train models/mlp.mp $S --dp 2 --aggregate custom
 printf '1\nx\n' > "$TMP/wbad"
