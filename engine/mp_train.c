@@ -426,6 +426,39 @@ static void say_against_plan(const struct loop *L)
             100.0 * (median / c->plan_step_s - 1.0));
 }
 
+/* Rank 0, after a run of a plan's own layout (collective: every rank gives its figure): each
+ * rank's busy seconds a step (its passes and its optimizer step, the steps after the first)
+ * beside what the plan's simulator gave it. Where the step's error is, in one line: a rank over
+ * its price computed slower than calibrated (its core, or a mispriced pass); ranks at their
+ * price in a step past its own lost the time waiting (hand-offs, bubbles, the reduction). */
+static int say_busy_against_plan(const struct loop *L, struct mp_err *err)
+{
+    const struct mp_train_cfg *c = L->cfg;
+    if (!c->plan_busy_s || (L->replica < 0 && L->D > 1) || !L->n_recent)
+        return 0;
+    double mine = L->busy_time / (double)L->n_recent, *all = malloc(sizeof(double) * L->wsize);
+    if (!all)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    int rc = L->wsize > 1 ? mp_xport_allgather(L->x, &mine, all, sizeof mine,
+                                               "each rank's busy time", err)
+                          : (all[0] = mine, 0);
+    if (!rc && L->wrank == 0 && (c->progress || !c->quiet)) {
+        fprintf(stderr, "plan: busy a step (passes and optimizer), measured against predicted:");
+        for (int r = 0; r < L->wsize; r++) {
+            double want = c->plan_busy_s[r % c->P];
+            if (r == 8 && L->wsize > 9) {
+                fprintf(stderr, " ... (%d ranks more)", L->wsize - 8);
+                break;
+            }
+            fprintf(stderr, "%s rank %d %.3f ms (%+.1f%%)", r ? "," : "", r, all[r] * 1e3,
+                    want > 0 ? 100.0 * (all[r] / want - 1.0) : 0.0);
+        }
+        fputc('\n', stderr);
+    }
+    free(all);
+    return rc;
+}
+
 #define PACE_GAP 1.10 /* replicas of a stage this far apart per sample are named */
 
 /* Rank 0, after a run whose replicas had ranks of their own: the replica of a stage that
@@ -477,6 +510,8 @@ static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
         fprintf(stderr, "rank %d: hand-offs %llu through shared memory, %llu as MPI messages\n",
                 L->wrank, L->ex.n_sent_shared, L->ex.n_sent_mpi);
     say_against_plan(L);
+    if (say_busy_against_plan(L, err))
+        return -1;
     say_replica_pace(L);
     if (L->wsize > 1) {
         if (mp_xport_allreduce_sum(L->x, &busy_frac, 1, "the measured bubble", err) ||

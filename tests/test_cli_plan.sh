@@ -9,6 +9,9 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 export XDG_CACHE_HOME="$T/cache" # plan caches this machine's rates: never in the user's cache
+# Plans compared with each other must price alike: no re-check of the cache between them (as
+# tests/CMakeLists.txt sets for every test; the claims on the check unset it, `probed`).
+export MPIPE_CALIB_DRIFT=0
 pass=0 fail=0
 
 ok() { pass=$((pass + 1)); echo "ok   $1"; }
@@ -228,9 +231,6 @@ expect_exit 2 "plan --rates without a row of 256+ rows is refused" "$MPIPE" plan
 # $XDG_CACHE_HOME/mpipe/, reused, refreshed on --recalibrate; a corrupt or foreign cache is
 # ignored with a warning and rewritten; --profile overrides and measures nothing.
 export XDG_CACHE_HOME="$T/calib"
-# The claims on the cache itself compare plans that must reuse it; beside other tests a probe of
-# the machine's speed (below) can find it 1.5x slower than a moment before, and measure again.
-export MPIPE_CALIB_DRIFT=0
 src() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['cost_source'])" "$1"; }
 cached() { python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['gemm']))" "$1"; }
 plan_tiny() { "$MPIPE" plan models/tiny_mlp.mp --stages 2 --batch 64 --out "$T/c.json" "$@"; }
@@ -386,6 +386,25 @@ expect_exit 0 "train the plan" "$MPIPE" train models/tiny_mlp.mp --plan "$T/one.
     --data synthetic:640 --epochs 1
 grep -Eq '^plan: predicted step [0-9.]+ ms; this run [0-9.]+ ms \(prediction [-+][0-9.]+%\), median of the last 9 steps [0-9.]+ ms' "$T/err" &&
     ok "train sets its step beside the plan's" || bad "no plan-against-run line"
+grep -Eq '^plan: busy a step \(passes and optimizer\), measured against predicted: rank 0 [0-9.]+ ms \([-+][0-9.]+%\)$' "$T/err" &&
+    ok "...and its busy time beside the plan's" || bad "no busy line: $(grep -a busy "$T/err")"
+# On 2 stages, each rank's busy time beside what `mpipe sim` gives that rank for the plan.
+expect_exit 0 "plan tiny_mlp on 2 stages" "$MPIPE" plan models/tiny_mlp.mp --stages 2 --batch 64 \
+    --micro-batches 2 --out "$T/two.json"
+expect_exit 0 "train the 2-stage plan" mpirun -np 2 --oversubscribe "$MPIPE" train \
+    models/tiny_mlp.mp --plan "$T/two.json" --data synthetic:640 --epochs 1
+"$MPIPE" sim "$T/two.json" >"$T/sim.out" 2>&1
+python3 - "$T/err" "$T/sim.out" <<'PY' && ok "...each rank's, against the simulator's busy for its rank" ||
+import re, sys
+line = [l for l in open(sys.argv[1]) if l.startswith("plan: busy a step")][0]
+got = [(float(ms), float(pct)) for ms, pct in re.findall(r"rank \d+ ([0-9.]+) ms \(([-+][0-9.]+)%\)", line)]
+sim = [float(l.split()[1]) for l in open(sys.argv[2]) if re.match(r"^[01] +[0-9.]+ ", l)]
+assert len(got) == 2 and len(sim) == 2, (line, sim)
+for (ms, pct), want in zip(got, sim):  # measured / (1 + error) is the prediction
+    f = 1 + pct / 100  # each figure printed to 0.001 ms (the error to 0.1%)
+    assert abs(ms / f - want) <= 0.0005 / f + 0.0005 + 0.001 * want, (ms, pct, want)
+PY
+    bad "busy against sim: $(grep -a 'busy a step' "$T/err"); $(head -5 "$T/sim.out" | tail -3)"
 expect_exit 0 "train the plan at another M" "$MPIPE" train models/tiny_mlp.mp --plan "$T/one.json" \
     --data synthetic:640 --epochs 1 --micro-batches 4
 grep -q '^plan:' "$T/err" && bad "a prediction set beside another M's run" ||

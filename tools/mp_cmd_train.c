@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "mp_cli.h"
+#include "mp_cost.h"
 #include "mp_flags.h"
 #include "mp_plan.h"
 #include "mp_topo.h"
@@ -89,6 +90,7 @@ struct train_args {
     long long stages, dp, chunks, micro;
     struct mp_optim_flags opt;
     int *recompute_stages;   /* from a plan */
+    double *plan_busy;       /* from a plan: its predicted busy seconds per stage rank */
 };
 
 /* Flags that take a value; anything else starting with "-" is unknown (or --resume). */
@@ -327,6 +329,26 @@ static int take_plan_optimizer(struct train_args *a, const struct mp_plan *p)
     return same;
 }
 
+/* The plan's predicted busy seconds a step of each stage rank (its passes and its optimizer
+ * step, as the simulator counts them), for train to set beside each rank's own. */
+static int plan_busy(struct train_args *a, struct mp_plan *p, struct mp_err *err)
+{
+    struct mp_sim_result *res = malloc(sizeof *res);
+    if (!res || !(a->plan_busy = malloc((size_t)p->P * sizeof *a->plan_busy))) {
+        free(res);
+        return MP_FAIL(err, NOMEM, "out of memory");
+    }
+    double step_s = p->step_s;
+    int rc = mp_cost_predict(p, res, NULL, err);
+    p->step_s = step_s;
+    for (int r = 0; !rc && r < p->P; r++)
+        a->plan_busy[r] = res->busy_s[r];
+    if (!rc)
+        a->cfg.plan_busy_s = a->plan_busy;
+    free(res);
+    return rc;
+}
+
 /* Takes P, V, M, batch, schedule, optimizer, --zero, boundaries and recomputation from a plan
  * whose digest matches the model. */
 static int apply_plan(struct train_args *a, const struct mp_model *m, int **bounds,
@@ -377,6 +399,8 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
         as_planned &= take_plan_optimizer(a, &p);
         a->cfg.plan_step_s = as_planned ? p.step_s : 0;
     }
+    if (!rc && a->cfg.plan_step_s > 0 && plan_busy(a, &p, err))
+        rc = -1;
     mp_plan_free(&p);
     return rc;
 }
@@ -573,6 +597,7 @@ int mp_cmd_train(int argc, char **argv, struct mp_err *err)
         mp_cli_report_shared(x, "train", err);
     free(bounds);
     free(a.recompute_stages);
+    free(a.plan_busy);
     mp_model_free(&m);
     if (!rc)
         mp_xport_finalize(x);

@@ -53,6 +53,9 @@ struct mp_train_cfg {
     int quiet;                   /* no epoch lines */
     double plan_step_s;          /* a plan's predicted step for exactly this layout, M and batch,
                                     which rank 0 sets beside the run's at the end (0: none) */
+    const double *plan_busy_s;   /* with plan_step_s: per stage rank (P), the seconds of its
+                                    passes and optimizer step the plan predicts a step takes
+                                    (mp_cost_predict's busy), set beside each rank's (NULL: none) */
     /* Called on every rank after each step, outside the step's timing (train_time and the
      * metrics' step_s): `mpipe bench pipeline --ceiling` times the GEMM ceiling there, between
      * the steps it compares it with. NULL: nothing. A nonzero return stops the run with err. */
