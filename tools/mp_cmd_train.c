@@ -330,7 +330,8 @@ static int take_plan_optimizer(struct train_args *a, const struct mp_plan *p)
 }
 
 /* The plan's predicted busy seconds a step of each stage rank (its passes and its optimizer
- * step, as the simulator counts them), for train to set beside each rank's own. */
+ * step, as the simulator counts them), for train to set beside each rank's own. A plan the
+ * simulator cannot time (as `mpipe sim` would say) trains all the same, without that line. */
 static int plan_busy(struct train_args *a, struct mp_plan *p, struct mp_err *err)
 {
     struct mp_sim_result *res = malloc(sizeof *res);
@@ -338,15 +339,20 @@ static int plan_busy(struct train_args *a, struct mp_plan *p, struct mp_err *err
         free(res);
         return MP_FAIL(err, NOMEM, "out of memory");
     }
+    struct mp_err why;
+    memset(&why, 0, sizeof why);
     double step_s = p->step_s;
-    int rc = mp_cost_predict(p, res, NULL, err);
-    p->step_s = step_s;
-    for (int r = 0; !rc && r < p->P; r++)
-        a->plan_busy[r] = res->busy_s[r];
-    if (!rc)
+    if (mp_cost_predict(p, res, NULL, &why)) {
+        fprintf(stderr, "mpipe train: warning: %s: no busy time per rank to set beside the run's "
+                "(%s)\n", a->plan_path, why.msg);
+    } else {
+        for (int r = 0; r < p->P; r++)
+            a->plan_busy[r] = res->busy_s[r];
         a->cfg.plan_busy_s = a->plan_busy;
+    }
+    p->step_s = step_s;
     free(res);
-    return rc;
+    return 0;
 }
 
 /* Takes P, V, M, batch, schedule, optimizer, --zero, boundaries and recomputation from a plan
