@@ -42,7 +42,7 @@ struct loop {
     double *reduce;       /* n_layers sums of squares, D loss sums (one per replica), then D * P
                              compute seconds ([replica * P + stage]) */
     double *pace;         /* over the steps after the first: D * P compute seconds as in reduce,
-                             then each replica's samples (say_replica_pace, mp_train.c) */
+                             then each replica's samples (say_replica_pace, mp_train_report.c) */
     uint32_t *order;
     float *tie_buf;
     struct mp_mem_parts mem_pred; /* this rank's predicted peak memory (mp_stage_mem.h) */

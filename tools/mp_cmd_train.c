@@ -341,8 +341,7 @@ static int plan_busy(struct train_args *a, struct mp_plan *p, struct mp_err *err
     }
     struct mp_err why;
     memset(&why, 0, sizeof why);
-    double step_s = p->step_s;
-    if (mp_cost_predict(p, res, NULL, &why)) {
+    if (mp_cost_predict(p, res, NULL, &why)) { /* rewrites p's step: taken already */
         fprintf(stderr, "mpipe train: warning: %s: no busy time per rank to set beside the run's "
                 "(%s)\n", a->plan_path, why.msg);
     } else {
@@ -350,7 +349,6 @@ static int plan_busy(struct train_args *a, struct mp_plan *p, struct mp_err *err
             a->plan_busy[r] = res->busy_s[r];
         a->cfg.plan_busy_s = a->plan_busy;
     }
-    p->step_s = step_s;
     free(res);
     return 0;
 }

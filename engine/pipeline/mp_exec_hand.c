@@ -38,8 +38,10 @@ int mp_exec_share(struct mp_exec *e, const int *bounds, int want, struct mp_err 
 int mp_exec_share_want(struct mp_xport *x, int P, int *want, struct mp_err *err)
 {
     *want = 0;
-    if (P < 2 || mp_xport_one_host(x, want, err))
-        return P < 2 ? 0 : -1;
+    if (P < 2)
+        return 0;
+    if (mp_xport_one_host(x, want, err))
+        return -1;
     const char *env = getenv("MPIPE_STAGE_SHARED");
     if (env && strcmp(env, "0") == 0)
         *want = 0;
