@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# Claims about the rates `mpipe plan` measures on this machine when given neither --profile nor
+# --rates: measured once, cached, reused, measured again on --recalibrate or when the machine
+# has left them; the reduction between replicas and the links between ranks measured by MPI jobs
+# of the plan's own; a run of the plan sets its step beside the plan's. Its claims time this
+# machine: it runs alone (RUN_SERIAL, tests/CMakeLists.txt).
+# Usage: test_cli_calib.sh path/to/mpipe (run from the repository root).
+# shellcheck source=tests/cli_plan_lib.sh
+. "$(dirname "$0")/cli_plan_lib.sh"
+mlp_profile "$T/profile.json"
+
+# This machine's rates (no --profile, no --rates): measured once, cached per machine under
+# $XDG_CACHE_HOME/mpipe/, reused, refreshed on --recalibrate; a corrupt or foreign cache is
+# ignored with a warning and rewritten; --profile overrides and measures nothing.
+export XDG_CACHE_HOME="$T/calib"
+src() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['cost_source'])" "$1"; }
+cached() { python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['gemm']))" "$1"; }
+plan_tiny() { "$MPIPE" plan models/tiny_mlp.mp --stages 2 --batch 64 --out "$T/c.json" "$@"; }
+expect_exit 0 "plan measures this machine without --profile" plan_tiny
+cache=$(ls "$T"/calib/mpipe/rates-*.json 2>/dev/null | head -1)
+[ -n "$cache" ] && ok "the rates are cached under \$XDG_CACHE_HOME/mpipe/" || bad "no cache file"
+case "$(src "$T/c.json")" in "measured: "*" timed now, 0 from the cache"*)
+    ok "the plan records its rates as measured now" ;; *) bad "cost_source: $(src "$T/c.json")" ;;
+esac
+n=$(cached "$cache")
+expect_exit 0 "a second plan" plan_tiny
+case "$(src "$T/c.json")" in *"(0 timed now, $n from the cache)"*)
+    ok "a second plan reuses every cached shape" ;; *) bad "reuse: $(src "$T/c.json")" ;;
+esac
+expect_exit 0 "plan --recalibrate" plan_tiny --recalibrate
+case "$(src "$T/c.json")" in *"($n timed now, 0 from the cache)"*)
+    ok "--recalibrate measures again" ;; *) bad "recalibrate: $(src "$T/c.json")" ;;
+esac
+# A size whose in-place step a slow spell of the machine stretched (injected: 2x at 32 samples,
+# between 64 and 16) is timed again, and its price is the second timing's: under 1.6x its
+# neighbours' per flop in the same calibration, as mpipe says ("now +N%"). The yardstick was the
+# 32-sample step of the calibration before; in the sanitizer build beside other tests two
+# calibrations 0.5 s apart timed it 1.65x apart (0.109 and 0.180 ms) while the re-timed step was
+# +2% on its own neighbours.
+expect_exit 0 "plan --recalibrate with the 32-sample step stretched 2x" \
+    env MPIPE_CALIB_SLOW=32:2 "$MPIPE" plan models/tiny_mlp.mp --stages 2 --batch 64 \
+    --out "$T/c.json" --recalibrate
+now32=$(sed -n 's/.*step at 32 samples ran [0-9]*% slower per flop than at 64 and 16: timed again, now \([-+][0-9]*\)%$/\1/p' "$T/err")
+[ -n "$now32" ] && [ "$now32" -lt 60 ] &&
+    ok "a spiked size is timed again and says so (now ${now32}% on its neighbours, per flop)" ||
+    bad "spike: $(grep -a 'timed again' "$T/err")"
+# Rates that no longer describe the machine (its in-place steps injected 2x slow, as a busier
+# or slower host would run them) are measured again, and so are they when it is fast again.
+took() { sed -n "s/.*'s step at [0-9]* samples took \([0-9.]*\)x its cached time in 3 timings: this machine's rates are measured again$/\1/p" "$T/err"; }
+probed() { (unset MPIPE_CALIB_DRIFT; "$@"); }
+expect_exit 0 "a plan on a machine 2x slower than its cache" \
+    probed env MPIPE_CALIB_SLOW=all:2 "$MPIPE" plan models/tiny_mlp.mp --stages 2 --batch 64 \
+    --out "$T/c.json"
+x=$(took)
+[ -n "$x" ] && python3 -c "import sys; assert float(sys.argv[1]) >= 1.15" "$x" &&
+    case "$(src "$T/c.json")" in *"($n timed now, 0 from the cache)"*) true ;; *) false ;; esac &&
+    ok "a machine slower than its cache says so (${x}x) and is measured again" ||
+    bad "slower: ${x:-no probe}; $(src "$T/c.json")"
+expect_exit 0 "the machine fast again" probed plan_tiny
+x=$(took)
+[ -n "$x" ] && python3 -c "import sys; assert float(sys.argv[1]) <= 1 / 1.15" "$x" &&
+    case "$(src "$T/c.json")" in *"($n timed now, 0 from the cache)"*) true ;; *) false ;; esac &&
+    ok "a machine faster than its cache says so (${x}x) and is measured again" ||
+    bad "faster: ${x:-no probe}; $(src "$T/c.json")"
+echo '{"format": "mpipe machine rates 5", "gemm": [' >"$cache"
+expect_exit 0 "plan with a corrupt cache" plan_tiny
+grep -q "ignoring the rates cache.*corrupt" "$T/err" && ok "a corrupt cache is named in a warning" \
+    || bad "no warning for a corrupt cache"
+[ "$(cached "$cache")" = "$n" ] && ok "the corrupt cache is rewritten" || bad "not rewritten"
+python3 -c "
+import json, sys; d = json.load(open(sys.argv[1])); d['cpu'] = 'Imaginary CPU 9000'
+json.dump(d, open(sys.argv[1], 'w'))" "$cache"
+expect_exit 0 "plan with a foreign cache" plan_tiny
+grep -q "ignoring the rates cache.*foreign" "$T/err" && ok "a foreign cache is named in a warning" \
+    || bad "no warning for a foreign cache"
+grep -q "Imaginary" "$cache" && bad "the foreign cache is not rewritten" \
+    || ok "the foreign cache is rewritten with this machine's key"
+# A cache of an older format (no timings of shapes with their weight kept packed) is measured again.
+python3 -c "
+import json, sys; d = json.load(open(sys.argv[1])); d['format'] = 'mpipe machine rates 4'
+json.dump(d, open(sys.argv[1], 'w'))" "$cache"
+expect_exit 0 "plan with a cache of an older format" plan_tiny
+grep -q "ignoring the rates cache.*older way of measuring" "$T/err" &&
+    grep -q '"format": "mpipe machine rates 5"' "$cache" \
+    && ok "an older format's cache is named in a warning and rewritten" \
+    || bad "older format: $(grep -a ignoring "$T/err")"
+# The data-parallel reduction (a plan that may have replicas): measured once by an MPI job of the
+# plan's own (`mpirun -np 2 mpipe bench reduce`), cached with the rates, reused; where mpirun cannot
+# run, a warning and the link model, never a failure.
+plan_dp() { "$MPIPE" plan models/tiny_mlp.mp --stages 1 --dp 2 --batch 64 --out "$T/c.json" "$@"; }
+expect_exit 0 "plan --dp 2 measures the reduction between ranks" plan_dp
+grep -q "measured the data-parallel reduction between 2 ranks" "$T/err" &&
+    [ "$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['reduce']))" \
+        "$cache")" -ge 5 ] && ok "the reduction's rows are cached with the rates" \
+    || bad "no reduction rows: $(tail -2 "$T/err")"
+case "$(src "$T/c.json")" in *"the reduction between 2 ranks (measured now)"*) ok "the plan says so" ;;
+*) bad "cost_source: $(src "$T/c.json")" ;; esac
+expect_exit 0 "a second --dp 2 plan" plan_dp
+case "$(src "$T/c.json")" in *"the reduction between 2 ranks (from the cache)"*)
+    ok "a second plan reuses the reduction's rows" ;; *) bad "reuse: $(src "$T/c.json")" ;;
+esac
+ar() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['allreduce_s'])" "$1"; }
+measured_ar=$(ar "$T/c.json")
+# --zero 1: each replica's optimizer step updates half the parameters, then all-gathers them (the
+# second half of a reduction of the same bytes); the plan's step counts both.
+cp "$T/c.json" "$T/z0.json"
+expect_exit 0 "plan --dp 2 --zero 1" plan_dp --zero 1 --out "$T/z1.json"
+python3 - "$T/z0.json" "$T/z1.json" <<'PY' && ok "--zero 1: half the optimizer, plus the all-gather" ||
+import json, sys
+z0, z1 = (json.load(open(f)) for f in sys.argv[1:])
+want = z0["optim_step_s"] / 2 + z0["allreduce_s"] / 2
+got = z1["optim_step_s"]
+assert abs(got - want) <= 1e-9 + 1e-6 * want, (z0["optim_step_s"], got, want)
+assert abs(z1["step_s"] - z0["step_s"] - (got - z0["optim_step_s"])) <= 1e-6 * z0["step_s"]
+PY
+    bad "--zero 1: optim_step_s $(grep -ho '"optim_step_s": [0-9.e-]*' "$T/z0.json" "$T/z1.json")"
+mkdir -p "$T/nompi" && ln -sf "$(command -v python3)" "$T/nompi/python3"
+expect_exit 0 "plan --dp 2 --recalibrate where mpirun is not on the PATH" \
+    env PATH="$T/nompi" "$MPIPE" plan models/tiny_mlp.mp --stages 1 --dp 2 --batch 64 \
+    --out "$T/c.json" --recalibrate
+grep -q "could not measure the data-parallel reduction between ranks" "$T/err" &&
+    case "$(src "$T/c.json")" in *"the reduction from the link model"*) true ;; *) false ;; esac &&
+    ok "without mpirun: a warning, and the link model prices the reduction" \
+    || bad "no mpirun: $(tail -1 "$T/err"); $(src "$T/c.json")"
+# Which is dearer is the machine's: on an EPYC Zen4 VM the measured reduction of tiny_mlp's arena
+# cost more than the link model's, on an EPYC Zen5 VM (2026-12-07) 19.8 us against 21.6.
+python3 -c "import sys; a, b = map(float, sys.argv[1:]); assert a != b and a > 0 and b > 0, (a, b)" \
+    "$measured_ar" "$(ar "$T/c.json")" &&
+    ok "the measured reduction ($measured_ar s) prices it, not the link model's" ||
+    bad "measured $measured_ar s, link model $(ar "$T/c.json") s"
+# The links between ranks on this machine's own topology: each level the ranks span measured once
+# (`mpirun -np 2 mpipe bench p2p` on two of the cores the plan would use), cached, reused; a level
+# that cannot be measured keeps its default, with a warning; a topology file is not this machine.
+lat() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['link_latency_s'][1])" "$1"; }
+plan_p2() { "$MPIPE" plan models/tiny_mlp.mp --stages 2 --batch 64 --out "$T/c.json" "$@"; }
+expect_exit 0 "plan --stages 2 --recalibrate measures the links" plan_p2 --recalibrate
+level=$(python3 -c "import json,sys; print([l['relation'] for l in json.load(open(sys.argv[1]))
+    .get('links', [])])" "$cache")
+grep -q "measured the links between ranks" "$T/err" && [ "$level" != "[]" ] &&
+    case "$(src "$T/c.json")" in *"links measured now ("*) true ;; *) false ;; esac &&
+    ok "the links are measured, cached ($level) and named in cost_source" ||
+    bad "links: $level; $(src "$T/c.json"); $(grep -a links "$T/err")"
+[ "$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['gemm']))" "$cache")" -gt 0 ] \
+    && ok "measuring the links again keeps the rest of the rates file" || bad "the GEMM rows were lost"
+measured_lat=$(lat "$T/c.json")
+expect_exit 0 "a second --stages 2 plan" plan_p2
+case "$(src "$T/c.json")" in *"links from the cache ("*) ok "a second plan reuses the links" ;;
+*) bad "links reuse: $(src "$T/c.json")" ;; esac
+[ "$(lat "$T/c.json")" = "$measured_lat" ] && ok "the cached link prices the boundary alike" ||
+    bad "cached latency $(lat "$T/c.json") against $measured_lat"
+expect_exit 0 "plan --stages 2 --recalibrate where mpirun is not on the PATH" \
+    env PATH="$T/nompi" "$MPIPE" plan models/tiny_mlp.mp --stages 2 --batch 64 --out "$T/c.json" \
+    --recalibrate
+grep -q "warning: could not measure the .* link" "$T/err" &&
+    case "$(src "$T/c.json")" in *links*) false ;; *) true ;; esac &&
+    python3 -c "import sys; assert float(sys.argv[1]) in (4e-07, 6e-07, 8e-07, 1.5e-06)" \
+        "$(lat "$T/c.json")" &&
+    ok "without mpirun: a warning, and the documented default prices the link" ||
+    bad "no mpirun: $(grep -a link "$T/err"); $(src "$T/c.json"); $(lat "$T/c.json")"
+expect_exit 0 "plan --stages 2 of a topology file" plan_p2 --recalibrate \
+    --topology tests/data/topo_everything.xml
+case "$(src "$T/c.json")" in *links*) bad "a topology file's links were measured here" ;;
+*) ok "a topology file's links are not measured on this machine" ;; esac
+# A run of a plan's own layout sets its step beside the plan's (stderr, rank 0); another M, not.
+expect_exit 0 "plan tiny_mlp on one rank" "$MPIPE" plan models/tiny_mlp.mp --stages 1 --batch 64 \
+    --micro-batches 2 --out "$T/one.json"
+expect_exit 0 "train the plan" "$MPIPE" train models/tiny_mlp.mp --plan "$T/one.json" \
+    --data synthetic:640 --epochs 1
+grep -Eq '^plan: predicted step [0-9.]+ ms; this run [0-9.]+ ms \(prediction [-+][0-9.]+%\), median of the last 9 steps [0-9.]+ ms' "$T/err" &&
+    ok "train sets its step beside the plan's" || bad "no plan-against-run line"
+grep -Eq '^plan: busy a step \(passes and optimizer\), measured against predicted: rank 0 [0-9.]+ ms \([-+][0-9.]+%\)$' "$T/err" &&
+    ok "...and its busy time beside the plan's" || bad "no busy line: $(grep -a busy "$T/err")"
+# On 2 stages, each rank's busy time beside what `mpipe sim` gives that rank for the plan.
+expect_exit 0 "plan tiny_mlp on 2 stages" "$MPIPE" plan models/tiny_mlp.mp --stages 2 --batch 64 \
+    --micro-batches 2 --out "$T/two.json"
+expect_exit 0 "train the 2-stage plan" mpirun -np 2 --oversubscribe "$MPIPE" train \
+    models/tiny_mlp.mp --plan "$T/two.json" --data synthetic:640 --epochs 1
+"$MPIPE" sim "$T/two.json" >"$T/sim.out" 2>&1
+python3 - "$T/err" "$T/sim.out" <<'PY' && ok "...each rank's, against the simulator's busy for its rank" ||
+import re, sys
+line = [l for l in open(sys.argv[1]) if l.startswith("plan: busy a step")][0]
+got = [(float(ms), float(pct)) for ms, pct in re.findall(r"rank \d+ ([0-9.]+) ms \(([-+][0-9.]+)%\)", line)]
+sim = [float(l.split()[1]) for l in open(sys.argv[2]) if re.match(r"^[01] +[0-9.]+ ", l)]
+assert len(got) == 2 and len(sim) == 2, (line, sim)
+for (ms, pct), want in zip(got, sim):  # measured / (1 + error) is the prediction
+    f = 1 + pct / 100  # each figure printed to 0.001 ms (the error to 0.1%)
+    assert abs(ms / f - want) <= 0.0005 / f + 0.0005 + 0.001 * want, (ms, pct, want)
+PY
+    bad "busy against sim: $(grep -a 'busy a step' "$T/err"); $(head -5 "$T/sim.out" | tail -3)"
+expect_exit 0 "train the plan at another M" "$MPIPE" train models/tiny_mlp.mp --plan "$T/one.json" \
+    --data synthetic:640 --epochs 1 --micro-batches 4
+grep -q '^plan:' "$T/err" && bad "a prediction set beside another M's run" ||
+    ok "no prediction beside a run the plan did not price"
+# The optimizer and --zero a plan priced: recorded, taken by train, and a run with another
+# optimizer gets no prediction beside it.
+expect_exit 0 "plan with --optimizer sgd --zero 1" "$MPIPE" plan models/tiny_mlp.mp --stages 1 \
+    --batch 64 --micro-batches 2 --optimizer sgd --zero 1 --out "$T/sgd.json"
+python3 -c "import json,sys; p=json.load(open(sys.argv[1])); assert (p['optimizer'], p['zero']) == ('sgd', 1)" \
+    "$T/sgd.json" && ok "the plan records the optimizer and --zero" || bad "plan: no optimizer/zero"
+expect_exit 0 "train the sgd plan" "$MPIPE" train models/tiny_mlp.mp --plan "$T/sgd.json" \
+    --data synthetic:640 --epochs 1
+state_bytes() { sed -n 's/^rank 0: .*, optimizer \([0-9]*\), .*/\1/p' "$T/err"; }
+sgd_state=$(state_bytes)
+grep -q '^plan: predicted step' "$T/err" && ok "train sets its step beside the sgd plan's" ||
+    bad "no plan line beside the sgd plan's run"
+expect_exit 0 "train the sgd plan with --optimizer adam" "$MPIPE" train models/tiny_mlp.mp \
+    --plan "$T/sgd.json" --data synthetic:640 --epochs 1 --optimizer adam
+adam_state=$(state_bytes)
+# Adam keeps two floats per parameter; SGD's arena keeps one slot all the same: half as much.
+[ -n "$sgd_state" ] && [ $((2 * sgd_state)) = "$adam_state" ] &&
+    ok "train takes the plan's optimizer ($sgd_state bytes of state), --optimizer overrides it ($adam_state)" ||
+    bad "optimizer state: sgd plan '$sgd_state', with --optimizer adam '$adam_state'"
+grep -q '^plan:' "$T/err" && bad "a prediction set beside a run with another optimizer" ||
+    ok "  and that run's step is not set beside the plan's"
+for kv in 'optimizer "sgdx"' 'zero 2' 'optimizer 3'; do
+    python3 -c "import json,sys; p=json.load(open(sys.argv[1])); k,v=sys.argv[2].split(' ',1); p[k]=json.loads(v); json.dump(p,open(sys.argv[3],'w'))" \
+        "$T/sgd.json" "$kv" "$T/bad.json"
+    expect_exit 2 "a plan with $kv" "$MPIPE" train models/tiny_mlp.mp --plan "$T/bad.json" \
+        --data synthetic:640 --epochs 1
+    grep -q "bad.json: key '${kv%% *}'" "$T/err" && ok "  its message names the key" ||
+        bad "  message: $(head -c 300 "$T/err")"
+done
+rm -rf "$T/calib"
+expect_exit 0 "plan --profile" "$MPIPE" plan models/mlp.mp --stages 2 --profile "$T/profile.json" \
+    --out "$T/c.json"
+[ ! -e "$T/calib" ] && ok "--profile overrides: nothing measured or cached" || bad "cache written"
+export XDG_CACHE_HOME="$T/profile.json" # a file: no directory can be made under it
+expect_exit 0 "plan with an unwritable cache" plan_tiny
+grep -q "cannot write the rates cache" "$T/err" && ok "an unwritable cache is only a warning" \
+    || bad "no warning for an unwritable cache"
+
+done_claims
