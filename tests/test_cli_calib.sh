@@ -3,7 +3,7 @@
 # --rates: measured once, cached, reused, measured again on --recalibrate or when the machine
 # has left them; the reduction between replicas and the links between ranks measured by MPI jobs
 # of the plan's own; a run of the plan sets its step beside the plan's. Its claims time this
-# machine: the Release suite runs it alone (RUN_SERIAL, tests/CMakeLists.txt).
+# machine: the suite runs it alone (RUN_SERIAL, tests/CMakeLists.txt).
 # Usage: test_cli_calib.sh path/to/mpipe (run from the repository root).
 # shellcheck source=tests/cli_plan_lib.sh
 . "$(dirname "$0")/cli_plan_lib.sh"
