@@ -33,6 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_mem.h"
+
 static struct {
     sgemm_ukr_ft ukr;
     cntx_t *cntx;
@@ -99,7 +101,7 @@ static float *block(float **p, size_t *cap, size_t n)
 {
     if (n > *cap) {
         free(*p);
-        *p = aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64);
+        *p = mp_mem_alloc(n * sizeof(float));
         *cap = *p ? n : 0;
     }
     return *p;
@@ -268,7 +270,7 @@ void mp__gemm_loops_reuse(const float *lo, size_t n, size_t room_floats)
     reuse_.used = 0, reuse_.n = 0;
     if (lo && room_floats > reuse_.room) {
         free(reuse_.pool);
-        reuse_.pool = aligned_alloc(64, (room_floats * sizeof(float) + 63) / 64 * 64);
+        reuse_.pool = mp_mem_alloc(room_floats * sizeof(float));
         reuse_.room = reuse_.pool ? room_floats : 0;
     }
     reuse_.limit = room_floats < reuse_.room ? room_floats : reuse_.room;

@@ -22,14 +22,15 @@
 #include "mp_bench.h"
 #include "mp_calib.h"
 #include "mp_data.h"
+#include "mp_mem.h"
 
 #define SET_BYTES (64u << 20)
 #define TEXT_BYTES (4u << 20)
 #define DRAW_SEED 88172645463325252u /* any nonzero xorshift state */
-/* n bytes, written, in the pages a loaded data set gets (mp_data_alloc). */
+/* n bytes, written, in the pages a loaded data set gets (mp_mem_alloc). */
 static void *written(size_t n)
 {
-    void *p = mp_data_alloc(n);
+    void *p = mp_mem_alloc(n);
     if (p)
         memset(p, 0x3c, n); /* floats of 0.0115, bytes '<': any values, all pages mapped */
     return p;

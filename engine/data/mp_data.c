@@ -2,7 +2,7 @@
  * MNIST-named IDX files, or deterministic synthetic data; plus the per-epoch sample order and the
  * gather of a batch. Real data is checked against the model (sample length, class count) and
  * turned into floats x/255 once at load, so the training loop only copies. */
-#define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE: not in POSIX */
+#define _DEFAULT_SOURCE /* access: POSIX, not C11 */
 #include "mp_data.h"
 
 #include <errno.h>
@@ -10,9 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
+#include "mp_mem.h"
 #include "mp_rng.h"
 
 static const char *const file_names[2][2] = {
@@ -29,19 +29,6 @@ static void pick_path(char *out, size_t cap, const char *dir, const char *name)
         snprintf(out, cap, "%s/%s", dir, name);
 }
 
-#define HUGE_PAGE ((size_t)2 << 20)
-
-void *mp_data_alloc(size_t n)
-{
-    if (n < HUGE_PAGE)
-        return malloc(n ? n : 1);
-    n = (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-    void *p = aligned_alloc(HUGE_PAGE, n);
-    if (p)
-        madvise(p, n, MADV_HUGEPAGE); /* advice: nothing changes where refused */
-    return p;
-}
-
 static int alloc_set(struct mp_dataset *ds, size_t n, size_t sample_len, struct mp_err *err)
 {
     ds->n = n;
@@ -49,7 +36,9 @@ static int alloc_set(struct mp_dataset *ds, size_t n, size_t sample_len, struct 
     ds->label_len = 1;
     if (sample_len && n > SIZE_MAX / sizeof(float) / sample_len)
         return MP_FAIL(err, NOMEM, "data set of %zu x %zu floats is too large", n, sample_len);
-    ds->x = mp_data_alloc(n * sample_len * sizeof(float) + 1);
+    /* in huge pages (mp_mem_alloc), so the gather's scattered rows do not each miss the TLB; the
+     * planner's calibration times its gather on memory from there too */
+    ds->x = mp_mem_alloc(n * sample_len * sizeof(float) + 1);
     ds->y = malloc(n * sizeof(int32_t) + 1);
     if (!ds->x || !ds->y)
         return MP_FAIL(err, NOMEM, "cannot allocate %zu samples of %zu floats", n, sample_len);

@@ -59,10 +59,6 @@ void mp_data_free(struct mp_data *d);
 
 /* perm[0..n) = a permutation fixed by (seed, epoch); identity when shuffle is 0. */
 void mp_data_order(uint32_t *perm, size_t n, uint64_t seed, uint64_t epoch, int shuffle);
-/* n bytes for a data set (free with free()): from 2 MiB on, aligned to 2 MiB pages and asking the
- * kernel for them (MADV_HUGEPAGE; it may refuse), so the gather's scattered rows do not each
- * miss the TLB. The planner's calibration times its gather on memory from here too. */
-void *mp_data_alloc(size_t n);
 /* Gathers samples idx[0..count) into x (count, sample_len) and y (count, label_len). */
 void mp_data_gather(const struct mp_dataset *ds, const uint32_t *idx, size_t count, float *x,
                     int32_t *y);

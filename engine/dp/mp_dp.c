@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_mem.h"
+
 int mp_dp_init(struct mp_dp *dp, int D, int emulated, int replica, struct mp_xport *stage_x,
                enum mp_dp_reduce reduce, enum mp_dp_aggregate agg, size_t n_param,
                struct mp_err *err)
@@ -37,8 +39,8 @@ int mp_dp_init(struct mp_dp *dp, int D, int emulated, int replica, struct mp_xpo
     /* Emulation keeps a running sum of n floats; the ordered reduction receives D chunks of up to
      * `per` floats. */
     size_t acc_len = per * (size_t)D > n_param ? per * (size_t)D : n_param;
-    dp->acc = malloc((acc_len ? acc_len : 1) * sizeof(float));
-    dp->chunk = malloc((per ? per : 1) * sizeof(float));
+    dp->acc = mp_mem_alloc(acc_len * sizeof(float));
+    dp->chunk = mp_mem_alloc(per * sizeof(float));
     if (!dp->counts || !dp->displs || !dp->acc || !dp->chunk)
         return MP_FAIL(err, NOMEM, "out of memory for data-parallel buffers");
     for (int r = 0; r < D; r++) {

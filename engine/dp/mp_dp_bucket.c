@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "mp_dp_bucket.h"
+#include "mp_mem.h"
 #include "mp_xport_shm.h"
 
 enum { B_IDLE, B_SCATTER, B_GATHER, B_DONE };
@@ -113,7 +114,7 @@ static int place_buffers(struct mp_dp *dp, size_t recv_floats, struct mp_err *er
                     err))
         return -1;
     float *base = k->sh ? part(k, dp->replica, 0) : NULL;
-    if (!base && !(base = k->mem = malloc((recv_floats ? recv_floats : 1) * sizeof(float))))
+    if (!base && !(base = k->mem = mp_mem_alloc(recv_floats * sizeof(float))))
         return MP_FAIL(err, NOMEM, "out of memory for reduction buckets");
     for (int j = 0; j < k->nb; j++)
         k->b[j].recv = base + k->b[j].recv_off;

@@ -5,14 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_mem.h"
+
 #define ALIGN_FLOATS 16 /* 64 bytes */
 
 static size_t round_up(size_t n) { return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS; }
 
+/* n floats, zeroed, in huge pages from 2 MiB up (mp_mem.h). */
 static float *alloc_floats(size_t n)
 {
     size_t bytes = round_up(n ? n : 1) * sizeof(float);
-    float *p = aligned_alloc(64, bytes);
+    float *p = mp_mem_alloc(bytes);
     if (p)
         memset(p, 0, bytes);
     return p;
@@ -226,6 +229,7 @@ static int arena_init(struct mp_stage *st, struct mp_err *err)
     /* calloc: zero pages the kernel maps only when written, so a state that --zero 1 shards away
      * before the first step never costs memory. */
     st->state = calloc(off * (size_t)(st->state_slots ? st->state_slots : 1) + 1, sizeof(float));
+    mp_mem_advise(st->state, off * (size_t)(st->state_slots ? st->state_slots : 1) * sizeof(float));
     st->state_lo = 0;
     st->state_len = off;
     st->scratch_len = scratch;
@@ -356,6 +360,7 @@ int mp_stage_shard_state(struct mp_stage *st, size_t lo, size_t hi, struct mp_er
                       sizeof(float));
     if (!s)
         return MP_FAIL(err, NOMEM, "out of memory for optimizer state");
+    mp_mem_advise(s, (hi - lo) * (size_t)(st->state_slots ? st->state_slots : 1) * sizeof(float));
     free(st->state);
     st->state = s;
     st->state_lo = lo;

@@ -1,0 +1,30 @@
+/* Large buffers in huge pages (see mp_mem.h). */
+#define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE: not in POSIX */
+#include "mp_mem.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+void *mp_mem_alloc(size_t bytes)
+{
+    if (bytes < HUGE_PAGE) /* aligned_alloc wants a multiple of the alignment */
+        return aligned_alloc(64, bytes ? (bytes + 63) / 64 * 64 : 64);
+    size_t n = (bytes + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    if (n < bytes)
+        return NULL; /* overflowed */
+    void *p = aligned_alloc(HUGE_PAGE, n);
+    if (p)
+        madvise(p, n, MADV_HUGEPAGE); /* advice: nothing changes where refused */
+    return p;
+}
+
+void mp_mem_advise(void *p, size_t bytes)
+{
+    uintptr_t lo = ((uintptr_t)p + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    uintptr_t hi = ((uintptr_t)p + bytes) / HUGE_PAGE * HUGE_PAGE;
+    if (p && hi > lo)
+        madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+}
