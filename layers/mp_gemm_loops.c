@@ -272,6 +272,8 @@ void mp__gemm_loops_reuse(const float *lo, size_t n, size_t room_floats)
         free(reuse_.pool);
         reuse_.pool = mp_mem_alloc(room_floats * sizeof(float));
         reuse_.room = reuse_.pool ? room_floats : 0;
+        if (reuse_.pool) /* every page mapped now, by whoever opened the first scope (start-up) */
+            memset(reuse_.pool, 0, room_floats * sizeof(float));
     }
     reuse_.limit = room_floats < reuse_.room ? room_floats : reuse_.room;
 }
