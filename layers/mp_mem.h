@@ -3,7 +3,7 @@
  * huge pages, which Debian grants only to memory that asks: `madvise` mode). In 4 KiB pages
  * every first touch of every page is a fault: models/gpt_300m.mp on one rank (7.8 GB) spent
  * 18-26 s of system time in them, its start-up took 22-28 s and its first step 10-14 s more than
- * the next; in 2 MiB pages 6-15 s and 3-5 s (docs/performance.md). A TLB entry also reaches 512x
+ * the next; in 2 MiB pages 6-15 s and 2-4 s (docs/performance.md). A TLB entry also reaches 512x
  * further. Only the pages change, never a number. */
 #ifndef MP_MEM_H
 #define MP_MEM_H

@@ -90,6 +90,20 @@ $RUN $MPIPE train models/mlp.mp $S --micro-batches 4 --checkpoint "$TMP/ck" --ch
 claim "resuming a checkpoint of another batch: exit 2, in rank 0's words" \
     said_by_rank0 "was written with --batch 32" models/mlp.mp $S --batch 64 --micro-batches 4 \
     --checkpoint "$TMP/ck" --resume
+# Start-up is not training time (DESIGN.md §4): rank 1 ends its start-up 3 s late (tests only);
+# rank 0's first step (its --metrics line) and the RESULT line's throughput do not wait for it.
+$RUN -x MPIPE_FAULT_INJECT=slow_start:3:1 $MPIPE train models/tiny_mlp.mp $S --stages 2 \
+    --metrics "$TMP/slow.jsonl" >"$TMP/slow.out" 2>&1
+first_step_quick() {
+    python3 - "$TMP/slow.jsonl" "$TMP/slow.out" <<'PY'
+import json, re, sys
+steps = [json.loads(l) for l in open(sys.argv[1]) if '"step_s"' in l]
+rate = float(re.search(r"^RESULT samples_per_s=([0-9.]+)", open(sys.argv[2]).read(), re.M)[1])
+print(f"  first step {steps[0]['step_s']:.3f} s, {rate:.0f} samples/s")
+assert len(steps) == 3 and steps[0]["step_s"] < 1.5 and rate > 3 * 32 / 1.5
+PY
+}
+claim "a rank's slow start-up is not counted in the first step or the throughput" first_step_quick
 claim "a usage error is reported once, not per rank" bash -c \
     "$RUN $MPIPE train models/mlp.mp --bogus 2>&1 | grep -c 'unknown flag' | grep -qx 1"
 finish
