@@ -368,7 +368,7 @@ int mp_stage_shard_state(struct mp_stage *st, size_t lo, size_t hi, struct mp_er
     return 0;
 }
 
-int mp_stage_prefault(struct mp_stage *st, struct mp_err *err)
+int mp_stage_prefault(struct mp_stage *st, const int *slabs, struct mp_err *err)
 {
     /* The first Adam step of models/mlp.mp took 192 ms instead of 2 ms mapping 30 MB of calloc'd
      * pages (about 25 us a page on this VM), and its first forward 38 ms instead of 10 allocating
@@ -376,12 +376,17 @@ int mp_stage_prefault(struct mp_stage *st, struct mp_err *err)
     memset(st->state, 0, st->state_len * (size_t)st->state_slots * sizeof(float));
     for (int c = 0; c < st->V; c++) {
         struct mp_chunk *ch = &st->chunk[c];
-        if (ch->n_slabs)
-            continue;
-        if (!(ch->slabs[0].mem = alloc_floats(ch->light_floats)))
-            return MP_FAIL(err, NOMEM, "out of memory for activations of stage %d", ch->v);
-        ch->slabs[0].mb = -1;
-        ch->n_slabs = 1;
+        int want = slabs && slabs[c] > 1 ? slabs[c] : 1;
+        if (want > st->M)
+            want = st->M;
+        for (int i = ch->n_slabs; i < want; i++) {
+            /* zbv's 2-stage plan of mlp.mp holds two micro-batches of its first chunk at once: the
+             * second slab, mapped in the first step, cost it 7 ms */
+            if (!(ch->slabs[i].mem = alloc_floats(ch->light_floats)))
+                return MP_FAIL(err, NOMEM, "out of memory for activations of stage %d", ch->v);
+            ch->slabs[i].mb = -1;
+            ch->n_slabs = i + 1;
+        }
     }
     return 0;
 }

@@ -121,10 +121,11 @@ void mp_stage_free(struct mp_stage *st);
  * never touched (calloc'd pages), so it never counted in the process's memory. */
 int mp_stage_shard_state(struct mp_stage *st, size_t lo, size_t hi, struct mp_err *err);
 /* Maps at start-up the memory the first step would otherwise fault in: writes the (zero)
- * optimizer state (none for SGD, whose placeholder stays unmapped) and puts one free slab in each
- * chunk's pool (every schedule holds at least one per chunk, so this never adds memory). After any
- * sharding and recomputation setting, before the first step. */
-int mp_stage_prefault(struct mp_stage *st, struct mp_err *err);
+ * optimizer state (none for SGD, whose placeholder stays unmapped) and fills each chunk c's pool
+ * with slabs[c] free slabs (at least 1, at most M): the peak its schedule holds
+ * (mp_mem_slab_peaks), which the first step would allocate anyway, so this never adds memory.
+ * After any sharding and recomputation setting, before the first step. */
+int mp_stage_prefault(struct mp_stage *st, const int *slabs, struct mp_err *err);
 
 /* The slab holding (chunk, mb), acquiring a free one (or allocating) if none; NULL on OOM. */
 struct mp_slab *mp_stage_slab_get(struct mp_stage *st, int chunk, int mb, struct mp_err *err);

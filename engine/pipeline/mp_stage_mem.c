@@ -54,6 +54,15 @@ static void walk_actions(const struct mp_mem_query *q, int *slabs, int *works)
     }
 }
 
+void mp_mem_slab_peaks(const struct mp_sched *s, int rank, int P, int V, int *slabs)
+{
+    struct mp_mem_query q = {.sched = s, .rank = rank, .P = P, .V = V};
+    int works;
+    for (int c = 0; c < V && c < 64; c++)
+        slabs[c] = 0;
+    walk_actions(&q, slabs, &works);
+}
+
 double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
 {
     const struct mp_model *m = q->m;

@@ -38,6 +38,9 @@ struct mp_mem_parts {
     double packed; /* the packed-weight pool (reuse_packed) */
 };
 
+/* Per chunk c < V (at most 64) of pipeline rank `rank` under schedule s, the slabs its pool grows
+ * to: slabs[c]. What the first step would allocate; mp_stage_prefault maps them at start-up. */
+void mp_mem_slab_peaks(const struct mp_sched *s, int rank, int P, int V, int *slabs);
 /* Bytes rank q->rank holds at its peak; the parts in *out (may be NULL). */
 double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out);
 /* Whether a rank that runs `micro_batches` micro-batches of each chunk per step keeps its weights
