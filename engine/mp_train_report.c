@@ -54,17 +54,24 @@ static int say_busy_against_plan(const struct loop *L, struct mp_err *err)
                                                "each rank's busy time", err)
                           : (all[0] = mine, 0);
     if (!rc && L->wrank == 0 && (c->progress || !c->quiet)) {
-        fprintf(stderr, "plan: busy a step (passes and optimizer), measured against predicted:");
-        for (int r = 0; r < L->wsize; r++) {
+        /* One write of the whole line: stderr is unbuffered, and under mpirun another rank's
+         * line landed inside this one when it went out in pieces (test_cli_calib failed a CI
+         * run on it). Nine ranks at most, each under 40 bytes. */
+        char line[512];
+        int n = snprintf(line, sizeof line,
+                         "plan: busy a step (passes and optimizer), measured against predicted:");
+        for (int r = 0; r < L->wsize && n < (int)sizeof line; r++) {
             double want = c->plan_busy_s[r % c->P];
             if (r == 8 && L->wsize > 9) {
-                fprintf(stderr, " ... (%d ranks more)", L->wsize - 8);
+                n += snprintf(line + n, sizeof line - (size_t)n, " ... (%d ranks more)",
+                              L->wsize - 8);
                 break;
             }
-            fprintf(stderr, "%s rank %d %.3f ms (%+.1f%%)", r ? "," : "", r, all[r] * 1e3,
-                    want > 0 ? 100.0 * (all[r] / want - 1.0) : 0.0);
+            n += snprintf(line + n, sizeof line - (size_t)n, "%s rank %d %.3f ms (%+.1f%%)",
+                          r ? "," : "", r, all[r] * 1e3,
+                          want > 0 ? 100.0 * (all[r] / want - 1.0) : 0.0);
         }
-        fputc('\n', stderr);
+        fprintf(stderr, "%s\n", line);
     }
     free(all);
     return rc;
