@@ -163,6 +163,12 @@ static int setup_state(struct loop *L, struct mp_err *err)
         mp_mem_slab_peaks(&L->sched, L->rank, c->P, L->st.V, slabs);
     if (mp_stage_prefault(&L->st, walked ? slabs : NULL, err))
         return -1;
+    /* The pool of packed weights too: left to the first step, its pages' first touch cost
+     * models/mlp.mp's first step 45 ms on this VM (85 ms against 37). */
+    if (L->reuse_room) {
+        mp_gemm_reuse_begin(L->st.param, L->st.n_param, L->reuse_room);
+        mp_gemm_reuse_end();
+    }
     if (c->trace_path) {
         mp_trace_init(&L->trace, L->wsize);
         L->ex.trace = &L->trace;
@@ -315,12 +321,6 @@ static int run_epochs(struct loop *L, double *test_acc, double *val_loss, double
     if (L->wrank == 0 && mp_ckpt_write_layout(c, &lerr))
         fprintf(stderr, "mpipe train: note: %s (a restart by mpipe-run before the first checkpoint "
                 "will not know this run's M)\n", lerr.msg);
-    /* The pool of packed weights, allocated and its pages mapped now: left to the first step, their
-     * first touch cost models/mlp.mp's first step 45 ms on this VM (85 ms against 37). */
-    if (L->reuse_room) {
-        mp_gemm_reuse_begin(L->st.param, L->st.n_param, L->reuse_room);
-        mp_gemm_reuse_end();
-    }
     /* Every rank's start-up ends before the first step's clock starts: a rank that started sooner
      * would wait for the others' start-up inside its first step, counted as training time
      * (DESIGN.md §4: samples_per_s is the training loop's wall time only). */
