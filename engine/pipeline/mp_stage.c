@@ -204,6 +204,17 @@ void mp_stage_work_release(struct mp_stage *st, struct mp_slab *s)
     st->act_bytes_now -= st->work_floats * sizeof(float);
 }
 
+/* Optimizer state for n parameters (state_slots floats each; a placeholder for SGD): calloc'd,
+ * zero pages the kernel maps only when written, so a state that --zero 1 shards away before the
+ * first step never costs memory; advised into huge pages before that first write. */
+static float *state_alloc(const struct mp_stage *st, size_t n)
+{
+    size_t floats = n * (size_t)(st->state_slots ? st->state_slots : 1);
+    float *s = calloc(floats + 1, sizeof(float));
+    mp_mem_advise(s, floats * sizeof(float));
+    return s;
+}
+
 static int arena_init(struct mp_stage *st, struct mp_err *err)
 {
     const struct mp_model *m = st->model;
@@ -226,10 +237,7 @@ static int arena_init(struct mp_stage *st, struct mp_err *err)
     st->n_param = off;
     st->param = alloc_floats(off);
     st->grad = alloc_floats(off);
-    /* calloc: zero pages the kernel maps only when written, so a state that --zero 1 shards away
-     * before the first step never costs memory. */
-    st->state = calloc(off * (size_t)(st->state_slots ? st->state_slots : 1) + 1, sizeof(float));
-    mp_mem_advise(st->state, off * (size_t)(st->state_slots ? st->state_slots : 1) * sizeof(float));
+    st->state = state_alloc(st, off);
     st->state_lo = 0;
     st->state_len = off;
     st->scratch_len = scratch;
@@ -356,11 +364,9 @@ int mp_stage_init(struct mp_stage *st, const struct mp_model *m, const int *boun
 
 int mp_stage_shard_state(struct mp_stage *st, size_t lo, size_t hi, struct mp_err *err)
 {
-    float *s = calloc((hi - lo) * (size_t)(st->state_slots ? st->state_slots : 1) + 1,
-                      sizeof(float));
+    float *s = state_alloc(st, hi - lo);
     if (!s)
         return MP_FAIL(err, NOMEM, "out of memory for optimizer state");
-    mp_mem_advise(s, (hi - lo) * (size_t)(st->state_slots ? st->state_slots : 1) * sizeof(float));
     free(st->state);
     st->state = s;
     st->state_lo = lo;
