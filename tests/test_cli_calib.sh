@@ -44,12 +44,18 @@ now32=$(sed -n 's/.*step at 32 samples ran [0-9]*% slower per flop than at 64 an
 [ -n "$now32" ] && [ "$now32" -lt 60 ] &&
     ok "a spiked size is timed again and says so (now ${now32}% on its neighbours, per flop)" ||
     bad "spike: $(grep -a 'timed again' "$T/err")"
-# Rates that no longer describe the machine (its in-place steps injected 2x slow, as a busier
+# Rates that no longer describe the machine (its in-place steps injected 4x slow, as a busier
 # or slower host would run them) are measured again, and so are they when it is fast again.
+# 4x, not 2x: in the sanitizer build the probe (the process's first compute) times the step
+# 1.1-1.5x the calibration's seconds before, so the machine fast again probed 0.55-0.75x a 2x
+# cache, and one CI run met a slow spell on top: 0.87x. At 4x a spell must stretch the probe
+# 2.3x more to hide it. mpipe prints the ratio to two places, so the faster side's bound is
+# 1/1.15 rounded up: that run's ratio was past mpipe's bound (under 0.8696, or mpipe would not
+# have measured again) and printed 0.87, which failed the test's old bound on the printed figure.
 took() { sed -n "s/.*'s step at [0-9]* samples took \([0-9.]*\)x its cached time in 3 timings: this machine's rates are measured again$/\1/p" "$T/err"; }
 probed() { (unset MPIPE_CALIB_DRIFT; "$@"); }
-expect_exit 0 "a plan on a machine 2x slower than its cache" \
-    probed env MPIPE_CALIB_SLOW=all:2 "$MPIPE" plan models/tiny_mlp.mp --stages 2 --batch 64 \
+expect_exit 0 "a plan on a machine 4x slower than its cache" \
+    probed env MPIPE_CALIB_SLOW=all:4 "$MPIPE" plan models/tiny_mlp.mp --stages 2 --batch 64 \
     --out "$T/c.json"
 x=$(took)
 [ -n "$x" ] && python3 -c "import sys; assert float(sys.argv[1]) >= 1.15" "$x" &&
@@ -58,7 +64,7 @@ x=$(took)
     bad "slower: ${x:-no probe}; $(src "$T/c.json")"
 expect_exit 0 "the machine fast again" probed plan_tiny
 x=$(took)
-[ -n "$x" ] && python3 -c "import sys; assert float(sys.argv[1]) <= 1 / 1.15" "$x" &&
+[ -n "$x" ] && python3 -c "import sys; assert float(sys.argv[1]) <= round(1 / 1.15, 2)" "$x" &&
     case "$(src "$T/c.json")" in *"($n timed now, 0 from the cache)"*) true ;; *) false ;; esac &&
     ok "a machine faster than its cache says so (${x}x) and is measured again" ||
     bad "faster: ${x:-no probe}; $(src "$T/c.json")"
