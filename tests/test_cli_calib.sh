@@ -54,6 +54,19 @@ now32=$(sed -n 's/.*step at 32 samples ran [0-9]*% slower per flop than at 64 an
 # have measured again) and printed 0.87, which failed the test's old bound on the printed figure.
 took() { sed -n "s/.*'s step at [0-9]* samples took \([0-9.]*\)x its cached time in 3 timings: this machine's rates are measured again$/\1/p" "$T/err"; }
 probed() { (unset MPIPE_CALIB_DRIFT; "$@"); }
+# A plan from the cache checks it against the machine and says how near it is, every time: the
+# figure a run slower than its plan is set beside (tools/plan-vs-measured reads each core's pace
+# from it). Past its bound it says so in the line above's words instead (the sanitizer build's
+# check runs 1.1-1.5x the calibration's step, so a slow moment can take it there).
+probed_line() { grep -a "^mpipe plan: .*'s step at [0-9]* samples took [0-9.]*x its cached time" "$T/err"; }
+expect_exit 0 "a plan that checks the cache" probed plan_tiny
+case "$(probed_line)" in
+"mpipe plan: the cached rates stand: models/tiny_mlp.mp's step at "*" samples took "*"x its cached time (measured again past 0.87x or 1.15x in 3 timings in a row)")
+    ok "it says the cached rates stand, and how near ($(probed_line | sed 's/.* took \([0-9.]*x\).*/\1/'))" ;;
+*"x its cached time in 3 timings: this machine's rates are measured again")
+    ok "it says the cache no longer describes the machine (a slow moment)" ;;
+*) bad "no check of the cache said: $(grep -a 'mpipe plan' "$T/err")" ;;
+esac
 expect_exit 0 "a plan on a machine 4x slower than its cache" \
     probed env MPIPE_CALIB_SLOW=all:4 "$MPIPE" plan models/tiny_mlp.mp --stages 2 --batch 64 \
     --out "$T/c.json"

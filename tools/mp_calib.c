@@ -356,17 +356,19 @@ static double injected_slowness(size_t mb)
 
 /* Whether the cache's rates no longer describe this machine: m's in-place step at the smallest
  * size of mbs whose cached step lasts PROBE_MIN_S, timed again (50 ms or more), came out DRIFT
- * slower or faster in each of DRIFT_PROBES timings; *ratio is then the timing nearest the
- * cache's, over it. The cache is keyed by CPU model, BLIS and mpipe, not by what else the
+ * slower or faster in each of DRIFT_PROBES timings; *ratio is the timing nearest the cache's,
+ * over it, and *probes how many were taken, either way (0: nothing to check against). The cache is keyed by CPU model, BLIS and mpipe, not by what else the
  * machine runs or how fast its host lets it run: on a 2-core VM one calibration of cnn.mp came
  * out 19% slower than another taken 20 minutes before, and the slow one priced every plan until
  * --recalibrate. One timing off is a moment's noise (another process); a timing within DRIFT
  * ends the probe at once. */
 static int drifted(struct mp_calib_rates *r, const struct mp_model *m, const size_t *mbs, int n,
-                   enum mp_optim_kind kind, size_t *probe_mb, double *ratio, struct mp_err *err)
+                   enum mp_optim_kind kind, size_t *probe_mb, double *ratio, int *probes,
+                   struct mp_err *err)
 {
     size_t mb = 0;
     double cached = 0;
+    *probes = 0;
     for (int j = n - 1; j >= 0 && cached < PROBE_MIN_S; j--) { /* sizes descend */
         const struct mp_calib_step *s = mp__calib_find_step(r, m->digest, (int)kind, mbs[j]);
         if (s)
@@ -378,16 +380,18 @@ static int drifted(struct mp_calib_rates *r, const struct mp_model *m, const siz
     if (off && strcmp(off, "0") == 0)
         return 0;
     double nearest = 0;
+    *probe_mb = mb;
     for (int k = 0; k < DRIFT_PROBES; k++) {
         double tt[3], opt;
         if (mp__calib_step(m, step_layers(m, mb), mb, kind, tt, &opt, err))
             return -1;
         double q = (tt[0] + tt[1] + tt[2] + opt) * injected_slowness(mb) / cached;
-        if ((q < DRIFT && q > 1 / DRIFT) || (k > 0 && (q > 1) != (nearest > 1)))
-            return 0;
+        int turned = k > 0 && (q > 1) != (nearest > 1);
         nearest = k == 0 || fabs(log(q)) < fabs(log(nearest)) ? q : nearest;
+        *ratio = nearest, *probes = k + 1;
+        if ((q < DRIFT && q > 1 / DRIFT) || turned)
+            return 0;
     }
-    *probe_mb = mb, *ratio = nearest;
     return 1;
 }
 
@@ -571,13 +575,22 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
     int have_path = mp__calib_key(&r) == 0;
     if (have_path && !recalibrate)
         mp__calib_load(&r);
-    double t0 = mp__calib_now(), ratio;
-    size_t probe_mb;
-    int stale = recalibrate ? 0 : drifted(&r, m, mbs, n, optim, &probe_mb, &ratio, err);
+    double t0 = mp__calib_now(), ratio = 0;
+    size_t probe_mb = 0;
+    int probes = 0;
+    int stale = recalibrate ? 0 : drifted(&r, m, mbs, n, optim, &probe_mb, &ratio, &probes, err);
     if (stale < 0) {
         mp__calib_release(&r);
         return -1;
     }
+    /* Said every time: how near the machine is to its cache now. A run slower than its plan
+     * can then be set beside the machine's own pace (tools/plan-vs-measured reads each core's
+     * from this line, before and after each run). */
+    if (!stale && probes)
+        fprintf(stderr,
+                "mpipe plan: the cached rates stand: %s's step at %zu samples took %.2fx its "
+                "cached time (measured again past %.2fx or %.2fx in %d timings in a row)\n",
+                m->path, probe_mb, ratio, 1 / DRIFT, DRIFT, DRIFT_PROBES);
     if (stale) { /* as --recalibrate: every rate of the cache is this machine's no more */
         fprintf(stderr,
                 "mpipe plan: %s's step at %zu samples took %.2fx its cached time in %d "
