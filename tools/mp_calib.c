@@ -357,11 +357,11 @@ static double injected_slowness(size_t mb)
 /* Whether the cache's rates no longer describe this machine: m's in-place step at the smallest
  * size of mbs whose cached step lasts PROBE_MIN_S, timed again (50 ms or more), came out DRIFT
  * slower or faster in each of DRIFT_PROBES timings; *ratio is the timing nearest the cache's,
- * over it, and *probes how many were taken, either way (0: nothing to check against). The cache is keyed by CPU model, BLIS and mpipe, not by what else the
- * machine runs or how fast its host lets it run: on a 2-core VM one calibration of cnn.mp came
- * out 19% slower than another taken 20 minutes before, and the slow one priced every plan until
- * --recalibrate. One timing off is a moment's noise (another process); a timing within DRIFT
- * ends the probe at once. */
+ * over it, and *probes how many were taken, either way (0: nothing to check against). The cache
+ * is keyed by CPU model, BLIS and mpipe, not by what else the machine runs or how fast its host
+ * lets it run: on a 2-core VM one calibration of cnn.mp came out 19% slower than another taken
+ * 20 minutes before, and the slow one priced every plan until --recalibrate. One timing off is a
+ * moment's noise (another process); a timing within DRIFT ends the probe at once. */
 static int drifted(struct mp_calib_rates *r, const struct mp_model *m, const size_t *mbs, int n,
                    enum mp_optim_kind kind, size_t *probe_mb, double *ratio, int *probes,
                    struct mp_err *err)
