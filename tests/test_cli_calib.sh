@@ -54,10 +54,9 @@ now32=$(sed -n 's/.*step at 32 samples ran [0-9]*% slower per flop than at 64 an
 # have measured again) and printed 0.87, which failed the test's old bound on the printed figure.
 took() { sed -n "s/.*'s step at [0-9]* samples took \([0-9.]*\)x its cached time in 3 timings: this machine's rates are measured again$/\1/p" "$T/err"; }
 probed() { (unset MPIPE_CALIB_DRIFT; "$@"); }
-# A plan from the cache checks it against the machine and says how near it is, every time: the
-# figure a run slower than its plan is set beside (tools/plan-vs-measured reads each core's pace
-# from it). Past its bound it says so in the line above's words instead (the sanitizer build's
-# check runs 1.1-1.5x the calibration's step, so a slow moment can take it there).
+# A plan from the cache checks it against the machine and says how near it is, every time. Past
+# its bound it says so in the words of the claims below instead (the sanitizer build's check runs
+# 1.1-1.5x the calibration's step, so a slow moment can take it there).
 probed_line() { grep -a "^mpipe plan: .*'s step at [0-9]* samples took [0-9.]*x its cached time" "$T/err"; }
 expect_exit 0 "a plan that checks the cache" probed plan_tiny
 case "$(probed_line)" in

@@ -583,9 +583,8 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
         mp__calib_release(&r);
         return -1;
     }
-    /* Said every time: how near the machine is to its cache now. A run slower than its plan
-     * can then be set beside the machine's own pace (tools/plan-vs-measured reads each core's
-     * from this line, before and after each run). */
+    /* Said every time: how near the machine is to its cache now, at the size checked. A user
+     * whose run then misses its plan sees whether the cache stood by a hair or with room. */
     if (!stale && probes)
         fprintf(stderr,
                 "mpipe plan: the cached rates stand: %s's step at %zu samples took %.2fx its "
