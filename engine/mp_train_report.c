@@ -5,13 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_median.h"
 #include "mp_train_loop.h"
-
-static int by_value(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* Rank 0, after a run of a plan's own layout: its predicted step beside this run's, the mean (what
  * samples/s counts) and the median of the last MP_RECENT_STEPS steps. A mean well past a median
@@ -28,8 +23,7 @@ static void say_against_plan(const struct loop *L)
         return;
     double sorted[MP_RECENT_STEPS];
     memcpy(sorted, L->recent_step_s, n * sizeof(double));
-    qsort(sorted, n, sizeof(double), by_value);
-    double median = n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+    double median = mp_median(sorted, n);
     double mean = L->train_time / (double)steps;
     fprintf(stderr, "plan: predicted step %.3f ms; this run %.3f ms (prediction %+.1f%%), median "
             "of the last %zu steps %.3f ms (%+.1f%%)\n", c->plan_step_s * 1e3, mean * 1e3,

@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "mp_err.h"
+#include "mp_median.h"
 #include "mp_layer.h"
 #include "mp_xport.h"
 
@@ -39,8 +40,6 @@ float *mp_bench_filled(size_t n);
 /* --max-bytes of p2p and reduce: BYTES (K/M/G suffixes, powers of 1024) within [lo, 1G]. */
 int mp_bench_max_bytes(const char *flag, const char *v, size_t lo, size_t *out,
                        struct mp_err *err);
-/* Median of n doubles (sorts them). */
-double mp_bench_median(double *v, size_t n);
 /* True when argv[i] is --help or -h somewhere in argv. */
 int mp_bench_wants_help(int argc, char **argv);
 

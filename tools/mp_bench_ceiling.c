@@ -90,8 +90,8 @@ int mp_bench_ceiling_share(struct mp_bench_ceiling *c, const double *step_s, siz
         if (step_s[k] > 0 && around > 0)
             ratio[k_ratio++] = flops_per_step / step_s[k] / 1e9 / around;
     }
-    *share = k_ratio ? mp_bench_median(ratio, k_ratio) : 0;
-    *ceiling_gflops = k_ceil ? mp_bench_median(ceil, k_ceil) : 0;
+    *share = k_ratio ? mp_median(ratio, k_ratio) : 0;
+    *ceiling_gflops = k_ceil ? mp_median(ceil, k_ceil) : 0;
     free(ratio), free(ceil);
     return 0;
 }

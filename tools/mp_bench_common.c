@@ -125,24 +125,10 @@ void mp_bench_finish(struct mp_bench *b, int ok)
         mp_xport_release(b->x);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 float *mp_bench_filled(size_t n)
 {
     float *p = malloc(n * sizeof *p);
     for (size_t i = 0; p && i < n; i++)
         p[i] = (float)((i * 7919u) % 1000u) * 1e-3f - 0.5f;
     return p;
-}
-
-double mp_bench_median(double *v, size_t n)
-{
-    if (n == 0)
-        return 0;
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }

@@ -166,7 +166,7 @@ static double time_path(enum mp_gemm_path path, const struct shape *s, const flo
         mp_gemm_path(path, s->ta, s->tb, s->m, s->n, s->k, 1.0f, A, lda, B, ldb, 0.0f, C, s->n);
         t[n++] = mp_xport_now() - t0;
     }
-    return mp_bench_median(t, n);
+    return mp_median(t, n);
 }
 
 /* Both paths of shape s (the slowest rank's times); on rank 0 a row per path with its share of

@@ -122,7 +122,7 @@ static double time_call(const struct mp_layer *l, const struct mp_ctx *ctx,
     }
     if (reps && (int)n > *reps)
         *reps = (int)n;
-    return mp_bench_median(t, n);
+    return mp_median(t, n);
 }
 
 int mp_bench_profile(const struct mp_model *m, size_t mb, double budget_s, int cold,

@@ -175,7 +175,7 @@ static int measure_optimizer(struct mp_bench *b, size_t n, struct machine *mc, s
         t[i] = mp_xport_now() - t0;
     }
     free(p);
-    double s = mp_bench_median(t + 1, 3) / (double)n;
+    double s = mp_median(t + 1, 3) / (double)n;
     int rc = b->size > 1 ? mp_xport_allreduce_max(b->x, &s, 1, "the optimizer timing", err) : 0;
     mc->opt_s_per_param = s;
     return rc;
@@ -450,7 +450,7 @@ static int measure(struct mp_xport *sub, const struct mp_model *m, const struct 
     if (!rc && n) { /* rank 0: the first step alone, the median of the others (the first
                        allocates slabs and warms caches; DESIGN.md's figures are steady state) */
         r->first_step_s = t[0];
-        r->measured_s = n > 1 ? mp_bench_median(t + 1, n - 1) : t[0];
+        r->measured_s = n > 1 ? mp_median(t + 1, n - 1) : t[0];
     }
     free(t);
     if (rc)

@@ -83,7 +83,7 @@ static int time_size(struct mp_bench *b, size_t n, int reps, double *median, int
             t[r] = took;
     }
     if (!rc)
-        *median = mp_bench_median(t, (size_t)reps);
+        *median = mp_median(t, (size_t)reps);
     *shared = mp_dp_buckets_shared(&dp);
     mp_dp_buckets_free(&dp);
     mp_dp_free(&dp);

@@ -90,7 +90,7 @@ static double time_call(const struct mp_gemm_call *c, int warm_up, int fixed, st
         t[n++] = mp__calib_now() - t0;
     }
     mp_gemm_reuse_end();
-    return mp_bench_median(t, n);
+    return mp_median(t, n);
 }
 
 /* Seconds of one call of the shape. A large one (a 300 M-parameter model's 8192 x 1024 x 4096
@@ -169,8 +169,8 @@ static int time_pending(struct mp_calib_rates *r, struct mp_err *err)
             }
     for (size_t j = 0; j < n && !rc; j++) {
         struct mp_calib_shape *s = &r->v[at[j]];
-        s->s = mp_bench_median(t + j * 2 * ROUNDS, ROUNDS);
-        s->s_fixed = s->c.b_fixed ? mp_bench_median(t + (j * 2 + 1) * ROUNDS, ROUNDS) : s->s;
+        s->s = mp_median(t + j * 2 * ROUNDS, ROUNDS);
+        s->s_fixed = s->c.b_fixed ? mp_median(t + (j * 2 + 1) * ROUNDS, ROUNDS) : s->s;
     }
     free(at), free(t);
     return rc;
@@ -224,7 +224,7 @@ static int time_pass(struct mp_calib_rates *r, const struct mp_layer *l, const s
     if (dropped)
         return MP_FAIL(err, INTERNAL, "calibration: layer %d makes more than %zu GEMM calls",
                        l->index, rec->cap);
-    e->t[p] = mp_bench_median(t, n);
+    e->t[p] = mp_median(t, n);
     r->dirty = 1;
     return count_calls(r, rec, e, p, err);
 }
@@ -436,8 +436,8 @@ static int step_all(struct mp_calib_rates *r, const struct mp_model *m,
             break;
         }
         for (int p = 0; p < 3; p++)
-            st->t[p] = mp_bench_median(v[j][p], k);
-        st->optim = mp_bench_median(v[j][3], k), r->dirty = 1;
+            st->t[p] = mp_median(v[j][p], k);
+        st->optim = mp_median(v[j][3], k), r->dirty = 1;
     }
     for (int j = 1; j + 1 < n && !rc; j++) /* sizes descend: j's neighbours are j - 1, j + 1 */
         if (todo[j])
@@ -489,7 +489,7 @@ static int correct(struct mp_calib_rates *r, const struct mp_model *m, enum mp_o
             rate[n_rate++] = s->optim / (double)n_param;
     }
     if (n_rate)
-        t->optim_s_per_param = mp_bench_median(rate, (size_t)n_rate);
+        t->optim_s_per_param = mp_median(rate, (size_t)n_rate);
     free(rate);
     return 0;
 }

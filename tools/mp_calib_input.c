@@ -97,7 +97,7 @@ double mp__calib_input_s(const struct mp_model *m, size_t mb)
             if (k)
                 t[n++] = mp__calib_now() - t0;
         }
-        sec = mp_bench_median(t, n);
+        sec = mp_median(t, n);
         set.draw = r;
     }
     free(x), free(y), free(idx);

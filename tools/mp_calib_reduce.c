@@ -64,7 +64,7 @@ static const char *run(double *reduce_bytes, double *reduce_s, int *n_reduce)
             return "`mpipe bench reduce` gave other sizes from one run to the next";
     }
     for (size_t i = 0; i < n[0]; i++)
-        reduce_bytes[i] = bytes[0][i], reduce_s[i] = mp_bench_median(s[i], LAUNCHES);
+        reduce_bytes[i] = bytes[0][i], reduce_s[i] = mp_median(s[i], LAUNCHES);
     *n_reduce = (int)n[0];
     return NULL;
 }
@@ -98,7 +98,7 @@ static double local_copy_s(size_t n)
         t[i] = mp__calib_now() - t0;
     }
     free(a), free(b);
-    return mp_bench_median(t, 15);
+    return mp_median(t, 15);
 }
 
 /* The reduction's seconds at PROBE_BYTES over copy_s (0: no such row, or no yardstick). */

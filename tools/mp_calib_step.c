@@ -150,8 +150,8 @@ int mp__calib_step(const struct mp_model *m, int n, size_t mb, enum mp_optim_kin
             k_opt[k] = opt;
         }
         for (int p = 0; p < 3; p++)
-            t[p] = mp_bench_median(k_t[p], k);
-        *optim_s = mp_bench_median(k_opt, k);
+            t[p] = mp_median(k_t[p], k);
+        *optim_s = mp_median(k_opt, k);
     }
     chain_free(&c, n);
     return rc;
