@@ -156,9 +156,9 @@ static int setup_state(struct loop *L, struct mp_err *err)
     mp__train_dp_hooks(L);
     if (mp__zero_setup(L, err))
         return -1;
-    /* Start-up, not the first step, maps the memory (a resume loads into it). Past 64 chunks a
-     * rank's slab peaks are not walked (mp_stage_mem.c): one slab each. */
-    int slabs[64], walked = L->st.V <= 64;
+    /* Start-up, not the first step, maps the memory (a resume loads into it). Past
+     * MP_MEM_WALK_CHUNKS chunks a rank's slab peaks are not walked: one slab each. */
+    int slabs[MP_MEM_WALK_CHUNKS], walked = L->st.V <= MP_MEM_WALK_CHUNKS;
     if (walked)
         mp_mem_slab_peaks(&L->sched, L->rank, c->P, L->st.V, slabs);
     if (mp_stage_prefault(&L->st, walked ? slabs : NULL, err))

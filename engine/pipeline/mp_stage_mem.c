@@ -22,12 +22,12 @@ static double arena_floats(size_t n) { return (double)((n + ALIGN_FLOATS - 1) / 
 static void walk_actions(const struct mp_mem_query *q, int *slabs, int *works)
 {
     const struct mp_sched *s = q->sched;
-    int V = q->V, held[64] = {0}, work = 0;
+    int V = q->V, held[MP_MEM_WALK_CHUNKS] = {0}, work = 0;
     const struct mp_action *a = s->acts[q->rank];
     *works = 0;
     for (size_t i = 0; i < s->n_acts[q->rank]; i++) {
         int c = a[i].chunk;
-        if (c < 0 || c >= V || c >= 64)
+        if (c < 0 || c >= V || c >= MP_MEM_WALK_CHUNKS)
             continue;
         int v = mp_vstage_of(s->place, q->rank, c, q->P);
         int rc = q->recompute && q->recompute[v];
@@ -58,7 +58,7 @@ void mp_mem_slab_peaks(const struct mp_sched *s, int rank, int P, int V, int *sl
 {
     struct mp_mem_query q = {.sched = s, .rank = rank, .P = P, .V = V};
     int works;
-    for (int c = 0; c < V && c < 64; c++)
+    for (int c = 0; c < V && c < MP_MEM_WALK_CHUNKS; c++)
         slabs[c] = 0;
     walk_actions(&q, slabs, &works);
 }
@@ -68,10 +68,10 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
     const struct mp_model *m = q->m;
     struct mp_mem_parts p;
     memset(&p, 0, sizeof p);
-    int slabs[64] = {0}, works = 0;
+    int slabs[MP_MEM_WALK_CHUNKS] = {0}, works = 0;
     walk_actions(q, slabs, &works);
     double arena = 0, scratch = 0, work_floats = 0;
-    for (int c = 0; c < q->V && c < 64; c++) {
+    for (int c = 0; c < q->V && c < MP_MEM_WALK_CHUNKS; c++) {
         int v = mp_vstage_of(q->sched->place, q->rank, c, q->P);
         int first = q->bounds[v], last = q->bounds[v + 1] - 1;
         for (int i = first; i <= last; i++) {

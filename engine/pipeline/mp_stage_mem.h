@@ -38,8 +38,12 @@ struct mp_mem_parts {
     double packed; /* the packed-weight pool (reuse_packed) */
 };
 
-/* Per chunk c < V (at most 64) of pipeline rank `rank` under schedule s, the slabs its pool grows
- * to: slabs[c]. What the first step would allocate; mp_stage_prefault maps them at start-up. */
+/* The chunks per rank the walk of a rank's actions counts (mp_mem_predict, mp_mem_slab_peaks);
+ * chunks past it are not counted. */
+#define MP_MEM_WALK_CHUNKS 64
+/* Per chunk c < V (at most MP_MEM_WALK_CHUNKS) of pipeline rank `rank` under schedule s, the slabs
+ * its pool grows to: slabs[c]. What the first step would allocate; mp_stage_prefault maps them at
+ * start-up. */
 void mp_mem_slab_peaks(const struct mp_sched *s, int rank, int P, int V, int *slabs);
 /* Bytes rank q->rank holds at its peak; the parts in *out (may be NULL). */
 double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out);
