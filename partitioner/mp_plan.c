@@ -390,6 +390,17 @@ static json_t *rank_json(const struct mp_plan_rank *k)
 }
 
 /* The plan as a JSON object (the caller owns it), for --out and --json alike. */
+/* One layout of `plan --try`: picked when it is the plan's own. */
+static json_t *trial_json(const struct mp_plan_trial *t, const struct mp_plan *p)
+{
+    int picked = t->schedule == p->schedule && t->P == p->P && t->D == p->D && t->V == p->V &&
+                 t->M == p->M;
+    return json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:f, s:b}", "schedule",
+                     mp_sched_name(t->schedule), "P", t->P, "D", t->D, "V", t->V, "M", t->M,
+                     "predicted_samples_per_s", t->predicted_sps, "measured_samples_per_s",
+                     t->measured_sps, "picked", picked);
+}
+
 static json_t *plan_json(const struct mp_plan *p)
 {
     json_t *root = json_pack(
@@ -422,6 +433,12 @@ static json_t *plan_json(const struct mp_plan *p)
         json_object_set_new(root, "link_latency_s", num_array(p->link_latency_s, p->P * p->P));
         json_object_set_new(root, "link_bandwidth_Bps",
                             num_array(p->link_bandwidth_Bps, p->P * p->P));
+    }
+    if (p->n_tried > 0) {
+        json_t *tried = json_array();
+        for (int k = 0; k < p->n_tried; k++)
+            json_array_append_new(tried, trial_json(&p->tried[k], p));
+        json_object_set_new(root, "tried", tried);
     }
     return root;
 }
@@ -459,7 +476,9 @@ void mp_plan_free(struct mp_plan *p)
     free(p->ranks);
     free(p->link_latency_s);
     free(p->link_bandwidth_Bps);
-    p->layers = NULL, p->stages = NULL, p->ranks = NULL;
+    free(p->tried);
+    p->layers = NULL, p->stages = NULL, p->ranks = NULL, p->tried = NULL;
+    p->n_tried = 0;
     p->link_latency_s = p->link_bandwidth_Bps = NULL;
     p->n_layers = p->n_stages = p->n_ranks = 0;
 }

@@ -49,6 +49,14 @@ struct mp_plan_rank {
     char slot[32];              /* the rankfile slot, "S:C" (C within socket S) or "C" */
 };
 
+/* A layout `mpipe plan --try K` ran on this machine before it picked (written, never read: train
+ * needs only the layout picked). */
+struct mp_plan_trial {
+    enum mp_sched_kind schedule;
+    int P, D, V, M;
+    double predicted_sps;
+    double measured_sps;           /* the median of its runs; 0: none of its runs finished */
+};
 struct mp_plan {
     char model[512];
     char digest[17];
@@ -74,6 +82,8 @@ struct mp_plan {
     char optimizer[16];            /* the optimizer whose state and step it priced (`train --plan`
                                       takes it unless --optimizer is given); "" when not recorded */
     int zero;                      /* the --zero it priced, 0 or 1; -1 when not recorded */
+    struct mp_plan_trial *tried;   /* --try: the layouts run, best-predicted first; or NULL */
+    int n_tried;
 };
 
 /* 1 when ranks a and b of the plan run on one host, or when the plan places no ranks (a plan

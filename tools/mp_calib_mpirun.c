@@ -1,7 +1,8 @@
 /* The 2-rank MPI jobs `mpipe plan` starts to measure this machine (mp_calib_cache.h): `plan` is
  * not an MPI job, so it runs `timeout 120 mpirun -np 2 ... <this mpipe> bench NAME --json` and
  * reads the rows (the data-parallel reduction, mp_calib_reduce.c; the links, mp_calib_links.c).
- * Both need the same checks first, the same command and the same reading of its output. */
+ * Both need the same checks first, the same command and the same reading of its output. The
+ * checks and this mpipe's path serve `plan --try`'s runs too (mp_mpirun.h). */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,13 +10,12 @@
 #include <unistd.h>
 
 #include "mp_calib_cache.h"
+#include "mp_mpirun.h"
 
-const char *mp__calib_mpirun_why_not(void)
+const char *mp_mpirun_why_not(void)
 {
     if (getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK"))
         return "this plan runs inside an MPI job, which cannot start another";
-    if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
-        return "this machine has one core";
     if (geteuid() == 0 &&
         (!getenv("OMPI_ALLOW_RUN_AS_ROOT") || !getenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")))
         return "running as root without OMPI_ALLOW_RUN_AS_ROOT=1 and "
@@ -23,8 +23,14 @@ const char *mp__calib_mpirun_why_not(void)
     return NULL;
 }
 
-/* This mpipe's path into exe, for the job to run; why not, or NULL. */
-static const char *self(char *exe, size_t len)
+const char *mp__calib_mpirun_why_not(void)
+{
+    if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+        return "this machine has one core";
+    return mp_mpirun_why_not();
+}
+
+const char *mp_mpirun_self(char *exe, size_t len)
 {
     ssize_t n = readlink("/proc/self/exe", exe, len - 1);
     if (n <= 0)
@@ -41,7 +47,7 @@ const char *mp__calib_bench_rows(const char *launch, const char *name, const cha
     static char failed[96];
     char exe[4096], cmd[8192];
     *root = NULL;
-    const char *why = self(exe, sizeof exe);
+    const char *why = mp_mpirun_self(exe, sizeof exe);
     if (why)
         return why;
     snprintf(cmd, sizeof cmd,

@@ -16,6 +16,7 @@
 #include "mp_place.h"
 #include "mp_plan.h"
 #include "mp_plan_mem.h"
+#include "mp_plan_try.h"
 #include "mp_data.h"
 #include "mp_optim.h"
 #include "mp_stage_mem.h"
@@ -62,6 +63,13 @@ static const char help[] =
     "  --out plan.json          write the plan (read by mpipe train --plan and mpipe sim)\n"
     "  --rankfile FILE          write an Open MPI rankfile (rank N=host slot=S:C)\n"
     "  --json                   print the plan JSON on stdout instead of the table\n"
+    "  --try K                  run the K best-predicted layouts (of those within 20% of the\n"
+    "                           best) on this machine before picking: each trained about 1 s\n"
+    "                           a round (mpirun ... mpipe train --plan, synthetic images or\n"
+    "                           the token model's default text), 3 rounds in turns; the plan\n"
+    "                           takes the one with the best median samples/s and records\n"
+    "                           them all (\"tried\"). Prices a few per cent apart are the\n"
+    "                           machine's minute to decide; a trial settles it\n"
     "\n"
     "Costs without --profile or --rates: this machine's, measured in a few seconds the first\n"
     "time: every GEMM shape the model's layers call (through the path training uses, warm),\n"
@@ -87,6 +95,7 @@ static const char help[] =
 struct plan_args {
     const char *model, *topology, *hosts, *profile, *links, *rates, *out, *rankfile;
     long long stages, ranks, dp, micro, batch, chunks;  /* stages 0: auto */
+    long long try_k;                                     /* --try K; 0: price only */
     enum mp_sched_kind schedule;
     int schedule_given;
     enum mp_part_kind partition;
@@ -120,6 +129,8 @@ static int parse_flag(struct plan_args *a, const char *f, const char *v, struct 
         return mp_flag_int(f, v, 1, 1 << 30, &a->batch, err);
     if (mp_flag_is(f, "--chunks"))
         return mp_flag_int(f, v, 1, 64, &a->chunks, err);
+    if (mp_flag_is(f, "--try"))
+        return mp_flag_int(f, v, 1, 16, &a->try_k, err);
     if (mp_flag_is(f, "--schedule"))
         return mp_flag_choice(f, v, scheds, &k, err)
                    ? -1
@@ -192,6 +203,10 @@ static int parse_args(struct plan_args *a, int argc, char **argv, struct mp_err 
         return MP_FAIL(err, USAGE, "--stages P|auto is required (e.g. --stages 2)");
     if (a->chunks && a->schedule != MP_SCHED_INTERLEAVED && a->chunks != 1)
         return MP_FAIL(err, USAGE, "--chunks %lld needs --schedule interleaved", a->chunks);
+    if (a->try_k && (a->hosts || strcmp(a->topology, "live")))
+        return MP_FAIL(err, USAGE, "--try runs the layouts on this machine: not with %s (plan "
+                       "here without it, or try each layout with mpirun ... mpipe train --plan)",
+                       a->hosts ? "--hosts" : "--topology FILE");
     return 0;
 }
 
@@ -205,6 +220,17 @@ static int default_micro(size_t batch, int P, int D)
     return 0;
 }
 
+/* A layout the search priced, for --try to build again: its key and predicted step. */
+struct priced {
+    enum mp_sched_kind schedule;
+    int P, D, M;
+    double step_s;
+};
+struct shortlist {
+    struct priced *v;
+    int n, cap;
+};
+
 /* Everything one candidate (P, D, M) needs besides the model and flags. */
 struct env {
     const struct plan_args *a;
@@ -212,6 +238,7 @@ struct env {
     const struct mp_cluster *cl;
     struct mp_cost_model cm;
     struct mp_plan_mem_cfg mem; /* optimizer slots, zero, recompute, the cap, the data */
+    struct shortlist *priced;   /* --try: every layout priced, else NULL */
 };
 
 /* The link matrix between the P ranks of replica 0 (the simulator's view of one pipeline). */
@@ -380,6 +407,25 @@ static int build(const struct env *e, int P, int D, int M, struct mp_plan *p, st
     return rc;
 }
 
+/* build, and for --try the layout's key and price noted (a full list leaves the rest out: it holds
+ * far more than the 4 schedules x 8 M x a few (P, D) a plan of 2 to 8 ranks prices). */
+static int build_noted(const struct env *e, int P, int D, int M, struct mp_plan *p,
+                       struct mp_err *err)
+{
+    if (build(e, P, D, M, p, err))
+        return -1;
+    struct shortlist *l = e->priced;
+    if (l && l->n == l->cap && l->cap < 4096) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        struct priced *v = realloc(l->v, sizeof *v * (size_t)cap);
+        if (v)
+            l->v = v, l->cap = cap;
+    }
+    if (l && l->n < l->cap)
+        l->v[l->n++] = (struct priced){e->a->schedule, P, D, M, p->step_s};
+    return 0;
+}
+
 /* Without --micro-batches, the M with the best predicted step among the divisors of B that are
  * multiples of D, up to 8 * P * D micro-batches: fewer, bigger micro-batches run faster GEMMs,
  * more of them shrink the bubble, and only the whole-schedule prediction can weigh the two. */
@@ -387,7 +433,7 @@ static int build_best_m(const struct env *e, int P, int D, int M0, struct mp_pla
                         struct mp_err *err)
 {
     if (e->a->micro)
-        return build(e, P, D, M0, p, err);
+        return build_noted(e, P, D, M0, p, err);
     size_t B = (size_t)e->a->batch;
     int found = 0;
     for (size_t M = (size_t)D; M <= B && M <= (size_t)(8 * P * D); M += (size_t)D) {
@@ -395,7 +441,7 @@ static int build_best_m(const struct env *e, int P, int D, int M0, struct mp_pla
         memset(&cand, 0, sizeof cand);
         if (B % M)
             continue;
-        if (build(e, P, D, (int)M, &cand, err)) {
+        if (build_noted(e, P, D, (int)M, &cand, err)) {
             mp_plan_free(&cand);
             if (err->code == MP_ERR_NOMEM || err->code == MP_ERR_INPUT)
                 return -1;
@@ -409,7 +455,7 @@ static int build_best_m(const struct env *e, int P, int D, int M0, struct mp_pla
             mp_plan_free(&cand);
         }
     }
-    return found ? 0 : build(e, P, D, M0, p, err);
+    return found ? 0 : build_noted(e, P, D, M0, p, err);
 }
 
 /* Without --schedule, the best predicted of the schedules that keep 1F1B's memory or trade a
@@ -573,6 +619,120 @@ static void print_table(const struct mp_plan *p)
     }
 }
 
+#define TRY_WITHIN 1.20 /* --try runs layouts priced within this factor of the best's step */
+
+/* The K best-priced layouts for --try, the plan's own first, then by price (the first priced of
+ * equals first), none priced over TRY_WITHIN of it, each once. */
+static int shortlist_pick(const struct shortlist *l, const struct mp_plan *p, int K,
+                          struct priced *out)
+{
+    int n = 0;
+    out[n++] = (struct priced){p->schedule, p->P, p->D, p->M, p->step_s};
+    while (n < K) {
+        int best = -1;
+        for (int i = 0; i < l->n; i++) {
+            int taken = l->v[i].step_s > TRY_WITHIN * p->step_s;
+            for (int j = 0; j < n && !taken; j++)
+                taken = out[j].schedule == l->v[i].schedule && out[j].P == l->v[i].P &&
+                        out[j].D == l->v[i].D && out[j].M == l->v[i].M;
+            if (!taken && (best < 0 || l->v[i].step_s < l->v[best].step_s))
+                best = i;
+        }
+        if (best < 0)
+            break;
+        out[n++] = l->v[best];
+    }
+    return n;
+}
+
+/* --try K: builds the shortlist's layouts again, runs them (mp_plan_try.h) and makes *p the one
+ * that measured fastest, every layout run recorded in p->tried. */
+static int try_layouts(const struct env *e, struct mp_plan *p, struct mp_err *err)
+{
+    int K = (int)e->a->try_k, n = 0, rc = 0;
+    struct priced keys[16];
+    struct mp_plan *plans = calloc((size_t)K, sizeof *plans);
+    double *sps = calloc((size_t)K, sizeof *sps);
+    p->tried = calloc((size_t)K, sizeof *p->tried);
+    if (!plans || !sps || !p->tried) {
+        free(plans), free(sps);
+        return MP_FAIL(err, NOMEM, "out of memory");
+    }
+    int k = shortlist_pick(e->priced, p, K, keys);
+    plans[n++] = *p; /* the plan's own: its buffers stay p's */
+    for (int i = 1; i < k && rc == 0; i++) {
+        struct plan_args a = *e->a;
+        struct env ek = *e;
+        a.schedule = keys[i].schedule, ek.a = &a, ek.priced = NULL;
+        if (build(&ek, keys[i].P, keys[i].D, keys[i].M, &plans[n], err) == 0)
+            n++;
+        else if (err->code == MP_ERR_NOMEM)
+            rc = -1;
+        else
+            mp_plan_free(&plans[n]), mp_err_clear(err); /* priced once, so not expected */
+    }
+    if (rc == 0) {
+        fprintf(stderr, "mpipe plan: --try: running the %d best-predicted layout%s (of those "
+                "within %.0f%% of the best) on this machine, %d rounds of about %.0f s each\n",
+                n, n > 1 ? "s" : "", 100 * (TRY_WITHIN - 1), MP_TRY_ROUNDS, MP_TRY_SECONDS);
+        struct mp_try_job job = {.model = e->a->model, .tokens = e->m->tokens != 0,
+                                 .oversubscribed = p->oversubscribed};
+        rc = mp_plan_try(&job, plans, n, sps, err) < 0 ? -1 : 0;
+    }
+    int fastest = 0;
+    for (int i = 0; rc == 0 && i < n; i++) {
+        p->tried[i] = (struct mp_plan_trial){plans[i].schedule, plans[i].P, plans[i].D,
+                                             plans[i].V, plans[i].M, plans[i].samples_per_s,
+                                             sps[i]};
+        if (sps[i] > sps[fastest])
+            fastest = i;
+    }
+    if (rc == 0 && sps[fastest] <= 0)
+        fprintf(stderr, "mpipe plan: warning: --try: no layout ran (above): the plan keeps the "
+                "best-predicted\n");
+    else if (rc == 0 && fastest != 0) {
+        char was[64], now[64];
+        mp_plan_try_name(&plans[0], was, sizeof was);
+        mp_plan_try_name(&plans[fastest], now, sizeof now);
+        fprintf(stderr, "mpipe plan: --try: %s measured fastest (%.1f samples/s, %+.1f%% on the "
+                "best-predicted %s): it is the plan\n", now, sps[fastest],
+                100 * (sps[fastest] / sps[0] - 1), was);
+    }
+    struct mp_plan_trial *tried = p->tried;
+    if (rc == 0 && fastest != 0) {
+        p->tried = NULL; /* kept for the plan picked */
+        mp_plan_free(p);
+        *p = plans[fastest];
+        memset(&plans[fastest], 0, sizeof plans[fastest]); /* now p's */
+    }
+    p->tried = rc == 0 ? tried : NULL, p->n_tried = rc == 0 ? n : 0;
+    if (rc)
+        free(tried);
+    for (int i = 1; i < n; i++)
+        mp_plan_free(&plans[i]);
+    free(plans), free(sps);
+    return rc;
+}
+
+static void print_tried(const struct mp_plan *p)
+{
+    if (!p->n_tried)
+        return;
+    printf("tried on this machine (median of %d runs of about %.0f s, samples/s):\n",
+           MP_TRY_ROUNDS, MP_TRY_SECONDS);
+    printf("  %-28s %12s %12s\n", "layout", "predicted", "measured");
+    for (int i = 0; i < p->n_tried; i++) {
+        const struct mp_plan_trial *t = &p->tried[i];
+        struct mp_plan q = {.schedule = t->schedule, .P = t->P, .D = t->D, .V = t->V, .M = t->M};
+        char name[64];
+        mp_plan_try_name(&q, name, sizeof name);
+        int picked = t->schedule == p->schedule && t->P == p->P && t->D == p->D &&
+                     t->V == p->V && t->M == p->M;
+        printf("  %-28s %12.1f %12.1f%s\n", name, t->predicted_sps, t->measured_sps,
+               picked ? "  picked" : t->measured_sps <= 0 ? "  (did not run)" : "");
+    }
+}
+
 static void print_launch(const struct plan_args *a, const struct mp_plan *p, FILE *f)
 {
     fprintf(f, "launch: mpirun -np %d%s", p->P * p->D, p->oversubscribed ? " --oversubscribe" : "");
@@ -599,6 +759,7 @@ static int emit(const struct plan_args *a, const struct mp_plan *p, struct mp_er
     if (a->json)
         return mp_plan_write(p, "-", err);
     print_table(p);
+    print_tried(p);
     print_launch(a, p, stdout);
     return 0;
 }
@@ -770,14 +931,19 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
             rc = mp_calib_links(&e.cm, &cl, N, a.recalibrate, note, sizeof note, err);
         size_t len = strlen(e.cm.source);
         snprintf(e.cm.source + len, sizeof e.cm.source - len, "%s", note);
+        struct shortlist priced = {0};
+        e.priced = a.try_k ? &priced : NULL;
         if (rc == 0 && a.stages)
             rc = plan_fixed(&e, &p, err);
         else if (rc == 0)
             rc = search(&e, N, &p, err);
         if (rc && err->code == MP_ERR_USAGE && strstr(err->msg, "over --memory-per-rank"))
             rc = explain_no_fit(&e, a.stages ? (int)a.stages : 1, a.dp ? (int)a.dp : 1, err);
+        if (rc == 0 && a.try_k)
+            rc = try_layouts(&e, &p, err);
         if (rc == 0)
             rc = emit(&a, &p, err);
+        free(priced.v);
         mp_plan_free(&p);
         mp_cluster_free(&cl);
     }

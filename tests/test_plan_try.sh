@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Claims about `mpipe plan --try K`: the best-predicted layouts are run on this machine, in turns,
+# and the plan is the one that measured fastest, every layout run recorded in the plan ("tried");
+# a layout whose runs fail is not picked, and when none runs the plan keeps the best-predicted;
+# --try where it cannot run (another machine's topology, a hostfile, inside an MPI job) is a usage
+# error. No claim compares timings with a bound: which layout is fastest is the machine's to say,
+# and the claims hold whatever it says.
+# Usage: test_plan_try.sh path/to/mpipe (run from the repository root).
+# shellcheck source=tests/cli_plan_lib.sh
+. "$(dirname "$0")/cli_plan_lib.sh"
+export BLIS_NUM_THREADS=1
+
+plan_try() {
+    "$MPIPE" plan models/tiny_mlp.mp --stages auto --ranks 2 --batch 64 --out "$T/p.json" "$@"
+}
+# tried FIELD...: one line per tried layout, the fields named (of the plan's "tried").
+tried() {
+    python3 -c "import json,sys
+p=json.load(open(sys.argv[1]))
+for t in p.get('tried', []): print(*[t[k] for k in sys.argv[2:]])" "$T/p.json" "$@"
+}
+layout_of_plan() {
+    python3 -c "import json,sys; p=json.load(open(sys.argv[1])); print(p['schedule'],p['P'],p['D'],p['M'])" "$T/p.json"
+}
+
+# Flags: a count from 1 to 16; this machine only.
+for k in 0 17 two; do
+    expect_exit 2 "--try $k is refused" plan_try --try "$k"
+    grep -aq -- "--try" "$T/err" || bad "--try $k: the error does not name the flag"
+done
+expect_exit 2 "--try with another machine's topology is refused" \
+    plan_try --try 2 --topology tests/data/topo_everything.xml
+grep -aq "this machine" "$T/err" && ok "... saying it runs the layouts on this machine" ||
+    bad "--topology: $(cat "$T/err")"
+printf 'localhost slots=2\n' >"$T/hosts"
+expect_exit 2 "--try with a hostfile is refused" plan_try --try 2 --hosts "$T/hosts"
+
+# The trial: every layout of the shortlist ran 3 rounds; the plan is the one measured fastest,
+# best-predicted first in "tried", none priced over 1.2x the best's step.
+expect_exit 0 "plan --try 3" plan_try --try 3
+n=$(tried M | wc -l)
+[ "$n" -ge 2 ] && [ "$n" -le 3 ] && ok "2 or 3 layouts tried ($n)" || bad "tried $n layouts"
+rounds=$(grep -ac "^mpipe plan: --try round [123] of 3: .* ran [0-9.]* samples/s" "$T/err")
+[ "$rounds" -eq $((3 * n)) ] && ok "each ran 3 rounds ($rounds runs)" || bad "$rounds runs"
+[ "$(tried picked | grep -c True)" -eq 1 ] && ok "one layout is picked" || bad "picked: $(tried picked)"
+best=$(tried measured_samples_per_s | sort -g | tail -1)
+read -r ps pm <<<"$(tried picked measured_samples_per_s | grep True)"
+[ "$pm" = "$best" ] && python3 -c "import sys; sys.exit(not float(sys.argv[1]) > 0)" "$pm" &&
+    ok "the picked layout measured fastest ($pm samples/s)" || bad "picked $pm, fastest $best"
+[ "$(tried schedule P D M picked | grep True | cut -d' ' -f1-4)" = "$(layout_of_plan)" ] &&
+    ok "the plan is the picked layout ($(layout_of_plan))" || bad "plan $(layout_of_plan)"
+python3 -c "import json,sys
+t=json.load(open(sys.argv[1]))['tried']
+s=[x['predicted_samples_per_s'] for x in t]
+sys.exit(not (s[0] == max(s) and min(s) >= s[0] / 1.2 - 1e-6))" "$T/p.json" &&
+    ok "best-predicted first, every one within 1.2x of its step" ||
+    bad "predicted: $(tried predicted_samples_per_s | paste -sd' ')"
+[ "$(grep -c "  picked$" "$T/out")" -eq 1 ] && grep -q "^tried on this machine" "$T/out" &&
+    ok "the table lists the layouts tried, one picked" || bad "table: $(cat "$T/out")"
+# (the rates are cached by now: inside an MPI job the plan could not measure the reduction)
+expect_exit 2 "--try inside an MPI job is refused" env OMPI_COMM_WORLD_SIZE=2 PMIX_RANK=0 \
+    "$MPIPE" plan models/tiny_mlp.mp --stages auto --ranks 2 --batch 64 --try 2
+grep -aq "inside an MPI job" "$T/err" && ok "... saying why" || bad "MPI job: $(cat "$T/err")"
+expect_exit 0 "mpirun runs the plan --try made" mpirun -np 2 --map-by core --bind-to core \
+    "$MPIPE" train models/tiny_mlp.mp --plan "$T/p.json" --data synthetic:512 --max-steps 3
+
+# A layout whose runs fail (a stand-in mpirun fails the best-predicted's) is not picked: another
+# one, which ran, is the plan, and the lines say why the first did not run.
+real=$(command -v mpirun)
+mkdir -p "$T/bin"
+cat >"$T/bin/mpirun" <<EOF
+#!/usr/bin/env bash
+case "\$*" in *layout-0.json*|*"\$FAIL_ALL"*)
+    echo "mpipe train: rank 0: injected failure of this layout's run" >&2; exit 1 ;; esac
+exec "$real" "\$@"
+EOF
+chmod +x "$T/bin/mpirun"
+expect_exit 0 "plan --try 2, the best-predicted layout's runs failing" \
+    env PATH="$T/bin:$PATH" FAIL_ALL=never-in-a-command "$MPIPE" plan models/tiny_mlp.mp \
+    --stages auto --ranks 2 --batch 64 --out "$T/p.json" --try 2
+first=$(tried measured_samples_per_s picked | head -1)
+[ "$first" = "0.0 False" ] && [ "$(tried picked | grep -c True)" -eq 1 ] &&
+    ok "the layout that did not run is recorded with 0 and not picked" || bad "tried: $(tried M measured_samples_per_s picked)"
+grep -aq "did not run: mpipe train: rank 0: injected failure" "$T/err" &&
+    grep -aq "measured fastest" "$T/err" && ok "... and the lines say why and what was picked" ||
+    bad "lines: $(grep -a 'try' "$T/err")"
+expect_exit 0 "plan --try 2, every run failing" env PATH="$T/bin:$PATH" FAIL_ALL=train \
+    "$MPIPE" plan models/tiny_mlp.mp --stages auto --ranks 2 --batch 64 --out "$T/p.json" --try 2
+[ "$(tried measured_samples_per_s picked | head -1)" = "0.0 True" ] &&
+    grep -aq "no layout ran (above): the plan keeps the best-predicted" "$T/err" &&
+    ok "none ran: the plan is the best-predicted, saying so" || bad "none ran: $(tried M measured_samples_per_s picked)"
+[ "$(grep -ac 'did not run' "$T/err")" -eq "$(tried M | wc -l)" ] &&
+    ok "... after one round (every layout failed its first run)" || bad "rounds: $(grep -ac 'did not run' "$T/err")"
+done_claims

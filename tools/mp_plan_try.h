@@ -1,0 +1,32 @@
+/* `mpipe plan --try K` (mp_cmd_plan.c): the layouts the plan priced best, each run on this machine
+ * for about a second a round, before it picks. Where the price of two layouts is a few per cent
+ * apart, the machine decides which one runs faster (on a 2-core EPYC Zen5 VM the plan's pick lost
+ * to a layout priced 1-4% behind it in 3 of 5 models' 2-rank plans, by 4.5-12%, docs/performance.md),
+ * and a trial of a few seconds settles it where a price cannot. */
+#ifndef MP_PLAN_TRY_H
+#define MP_PLAN_TRY_H
+#include <stddef.h>
+
+#include "mp_err.h"
+#include "mp_plan.h"
+
+#define MP_TRY_ROUNDS 3     /* every layout once a round; its figure the median of its rounds */
+#define MP_TRY_SECONDS 1.0  /* about this long a run, by the plan's own step (6 steps at least) */
+
+struct mp_try_job {
+    const char *model;      /* the model file, as `mpipe train` takes it */
+    int tokens;             /* a token model: trained on its default text; else synthetic images */
+    int oversubscribed;     /* more ranks than cores: launched as the plan's launch line says */
+};
+
+/* Runs plans[0..n) MP_TRY_ROUNDS times in turns (every layout once a round, the order reversed
+ * every other round, so a slow minute of the machine falls on all of them), each as
+ * `mpirun -np P*D ... mpipe train MODEL --plan FILE --max-steps S`, printing a line on stderr per
+ * run. measured[i] gets the median samples/s of plan i's runs (each run's median step over the
+ * batch), 0 when none finished. Returns how many plans were measured; -1 with err set only when
+ * no job can start here at all (err says why and what to do). */
+int mp_plan_try(const struct mp_try_job *job, const struct mp_plan *plans, int n,
+                double *measured, struct mp_err *err);
+/* A layout in a few words, as --try's lines print it: "zbv P=2 D=1 M=2". */
+void mp_plan_try_name(const struct mp_plan *p, char *out, size_t len);
+#endif
