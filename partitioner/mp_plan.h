@@ -55,7 +55,7 @@ struct mp_plan_trial {
     enum mp_sched_kind schedule;
     int P, D, V, M;
     double predicted_sps;
-    double measured_sps;           /* the median of its runs; 0: none of its runs finished */
+    double measured_sps;           /* its best run's; 0: none of its runs finished */
 };
 struct mp_plan {
     char model[512];

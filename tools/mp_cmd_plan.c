@@ -67,8 +67,8 @@ static const char help[] =
     "                           best) on this machine before picking: each trained about 1 s\n"
     "                           a round (mpirun ... mpipe train --plan, synthetic images or\n"
     "                           the token model's default text), 3 rounds in turns; the plan\n"
-    "                           takes the one with the best median samples/s and records\n"
-    "                           them all (\"tried\"). Prices a few per cent apart are the\n"
+    "                           takes the one whose best run was fastest and records them\n"
+    "                           all (\"tried\"). Prices a few per cent apart are the\n"
     "                           machine's minute to decide; a trial settles it\n"
     "\n"
     "Costs without --profile or --rates: this machine's, measured in a few seconds the first\n"
@@ -718,7 +718,7 @@ static void print_tried(const struct mp_plan *p)
 {
     if (!p->n_tried)
         return;
-    printf("tried on this machine (median of %d runs of about %.0f s, samples/s):\n",
+    printf("tried on this machine (the best of %d runs of about %.0f s, samples/s):\n",
            MP_TRY_ROUNDS, MP_TRY_SECONDS);
     printf("  %-28s %12s %12s\n", "layout", "predicted", "measured");
     for (int i = 0; i < p->n_tried; i++) {

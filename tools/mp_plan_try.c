@@ -9,7 +9,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "mp_median.h"
 #include "mp_mpirun.h"
 #include "mp_plan_try.h"
 
@@ -103,10 +102,11 @@ int mp_plan_try(const struct mp_try_job *job, const struct mp_plan *plans, int n
                                                                                      : "/tmp");
     if (!mkdtemp(dir))
         return MP_FAIL(err, IO, "%s: cannot make a directory for --try's plans", dir);
-    double *runs = calloc((size_t)n * MP_TRY_ROUNDS, sizeof *runs);
     int *n_runs = calloc((size_t)n, sizeof *n_runs), rc = 0, got = 0;
     char (*files)[4200] = calloc((size_t)n, sizeof *files);
-    if (!runs || !n_runs || !files)
+    for (int i = 0; i < n; i++)
+        measured[i] = 0;
+    if (!n_runs || !files)
         rc = MP_FAIL(err, NOMEM, "out of memory");
     for (int i = 0; rc == 0 && i < n; i++) {
         snprintf(files[i], sizeof files[i], "%s/layout-%d.json", dir, i);
@@ -119,7 +119,8 @@ int mp_plan_try(const struct mp_try_job *job, const struct mp_plan *plans, int n
             mp_plan_try_name(&plans[i], name, sizeof name);
             double sps = run_once(job, exe, &plans[i], files[i], failed, sizeof failed);
             if (sps > 0) {
-                runs[(size_t)i * MP_TRY_ROUNDS + (size_t)n_runs[i]++] = sps;
+                measured[i] = sps > measured[i] ? sps : measured[i];
+                n_runs[i]++;
                 fprintf(stderr, "mpipe plan: --try round %d of %d: %s ran %.1f samples/s "
                         "(predicted %.1f)\n", r + 1, MP_TRY_ROUNDS, name, sps,
                         plans[i].samples_per_s);
@@ -134,16 +135,13 @@ int mp_plan_try(const struct mp_try_job *job, const struct mp_plan *plans, int n
         if (!any) /* every layout failed its first run: the next rounds would too */
             break;
     }
-    for (int i = 0; rc == 0 && i < n; i++) {
-        measured[i] = n_runs[i] ? mp_median(runs + (size_t)i * MP_TRY_ROUNDS, (size_t)n_runs[i])
-                                : 0;
+    for (int i = 0; rc == 0 && i < n; i++)
         got += n_runs[i] > 0;
-    }
     for (int i = 0; files && i < n; i++)
         if (files[i][0])
             unlink(files[i]);
     rmdir(dir);
-    free(runs), free(n_runs), free(files);
+    free(n_runs), free(files);
     return rc ? -1 : got;
 }
 

@@ -10,7 +10,7 @@
 #include "mp_err.h"
 #include "mp_plan.h"
 
-#define MP_TRY_ROUNDS 3     /* every layout once a round; its figure the median of its rounds */
+#define MP_TRY_ROUNDS 3     /* every layout once a round; its figure its best round's */
 #define MP_TRY_SECONDS 1.0  /* about this long a run, by the plan's own step (6 steps at least) */
 
 struct mp_try_job {
@@ -22,8 +22,12 @@ struct mp_try_job {
 /* Runs plans[0..n) MP_TRY_ROUNDS times in turns (every layout once a round, the order reversed
  * every other round, so a slow minute of the machine falls on all of them), each as
  * `mpirun -np P*D ... mpipe train MODEL --plan FILE --max-steps S`, printing a line on stderr per
- * run. measured[i] gets the median samples/s of plan i's runs (each run's median step over the
- * batch), 0 when none finished. Returns how many plans were measured; -1 with err set only when
+ * run. measured[i] gets the best samples/s of plan i's runs (each run's median step over the
+ * batch), 0 when none finished: the machine's slow spells only ever slow a run down (on a 2-core
+ * EPYC Zen5 VM, 2 replicas of tiny.mp ran 670-720k samples/s in some seconds and 890k in the
+ * next, whatever the layout), so a layout's best run is its own speed and its median the luck
+ * of its minutes: the median of 3 rounds once made M 8 "30% faster" than M 2 and M 4, which had
+ * each run 2 of their 3 rounds in a slow spell. Returns how many plans were measured; -1 with err set only when
  * no job can start here at all (err says why and what to do). */
 int mp_plan_try(const struct mp_try_job *job, const struct mp_plan *plans, int n,
                 double *measured, struct mp_err *err);
