@@ -390,15 +390,13 @@ static json_t *rank_json(const struct mp_plan_rank *k)
 }
 
 /* The plan as a JSON object (the caller owns it), for --out and --json alike. */
-/* One layout of `plan --try`: picked when it is the plan's own. */
-static json_t *trial_json(const struct mp_plan_trial *t, const struct mp_plan *p)
+/* One layout of `plan --try`. */
+static json_t *trial_json(const struct mp_plan_trial *t)
 {
-    int picked = t->schedule == p->schedule && t->P == p->P && t->D == p->D && t->V == p->V &&
-                 t->M == p->M;
     return json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:f, s:b}", "schedule",
                      mp_sched_name(t->schedule), "P", t->P, "D", t->D, "V", t->V, "M", t->M,
                      "predicted_samples_per_s", t->predicted_sps, "measured_samples_per_s",
-                     t->measured_sps, "picked", picked);
+                     t->measured_sps, "picked", t->picked);
 }
 
 static json_t *plan_json(const struct mp_plan *p)
@@ -437,7 +435,7 @@ static json_t *plan_json(const struct mp_plan *p)
     if (p->n_tried > 0) {
         json_t *tried = json_array();
         for (int k = 0; k < p->n_tried; k++)
-            json_array_append_new(tried, trial_json(&p->tried[k], p));
+            json_array_append_new(tried, trial_json(&p->tried[k]));
         json_object_set_new(root, "tried", tried);
     }
     return root;

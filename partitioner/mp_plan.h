@@ -56,6 +56,7 @@ struct mp_plan_trial {
     int P, D, V, M;
     double predicted_sps;
     double measured_sps;           /* its best run's; 0: none of its runs finished */
+    int picked;                    /* 1: the plan's layout */
 };
 struct mp_plan {
     char model[512];

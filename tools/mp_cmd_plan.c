@@ -407,8 +407,8 @@ static int build(const struct env *e, int P, int D, int M, struct mp_plan *p, st
     return rc;
 }
 
-/* build, and for --try the layout's key and price noted (a full list leaves the rest out: it holds
- * far more than the 4 schedules x 8 M x a few (P, D) a plan of 2 to 8 ranks prices). */
+/* build, and with --try the layout's key and price noted for shortlist_pick (up to 4096 layouts;
+ * a plan of 2 to 8 ranks prices a few dozen: 4 schedules x up to 8 M x each (P, D)). */
 static int build_noted(const struct env *e, int P, int D, int M, struct mp_plan *p,
                        struct mp_err *err)
 {
@@ -683,10 +683,12 @@ static int try_layouts(const struct env *e, struct mp_plan *p, struct mp_err *er
     for (int i = 0; rc == 0 && i < n; i++) {
         p->tried[i] = (struct mp_plan_trial){plans[i].schedule, plans[i].P, plans[i].D,
                                              plans[i].V, plans[i].M, plans[i].samples_per_s,
-                                             sps[i]};
+                                             sps[i], 0};
         if (sps[i] > sps[fastest])
             fastest = i;
     }
+    if (rc == 0)
+        p->tried[fastest].picked = 1;
     if (rc == 0 && sps[fastest] <= 0)
         fprintf(stderr, "mpipe plan: warning: --try: no layout ran (above): the plan keeps the "
                 "best-predicted\n");
@@ -726,10 +728,8 @@ static void print_tried(const struct mp_plan *p)
         struct mp_plan q = {.schedule = t->schedule, .P = t->P, .D = t->D, .V = t->V, .M = t->M};
         char name[64];
         mp_plan_try_name(&q, name, sizeof name);
-        int picked = t->schedule == p->schedule && t->P == p->P && t->D == p->D &&
-                     t->V == p->V && t->M == p->M;
         printf("  %-28s %12.1f %12.1f%s\n", name, t->predicted_sps, t->measured_sps,
-               picked ? "  picked" : t->measured_sps <= 0 ? "  (did not run)" : "");
+               t->picked ? "  picked" : t->measured_sps <= 0 ? "  (did not run)" : "");
     }
 }
 
