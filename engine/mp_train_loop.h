@@ -52,6 +52,7 @@ struct loop {
     FILE *metrics;
     uint64_t step;
     double train_time, busy_time, busy_wall;
+    double hook_time;     /* of busy_time, in the data-parallel hooks (the reduction's work) */
     double recent_step_s[MP_RECENT_STEPS]; /* the last steps' seconds, a ring (not the first) */
     uint64_t n_recent;                    /* steps put in it */
     double epoch_loss;

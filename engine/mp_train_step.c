@@ -59,7 +59,8 @@ static const struct mp_sched *sched_for(struct loop *L, int m, struct mp_err *er
 }
 
 /* The executor over replica r's micro-batches, its gradient sum left in st.grad; the compute
- * seconds it took on this rank added to *secs. */
+ * seconds it took on this rank added to *secs and busy[0], those of them in the data-parallel
+ * hooks to busy[1]. */
 static int run_replica(struct loop *L, const uint32_t *idx, int r, double *loss, double *secs,
                        double *busy, struct mp_err *err)
 {
@@ -75,12 +76,13 @@ static int run_replica(struct loop *L, const uint32_t *idx, int r, double *loss,
         return -1;
     *loss = io.loss_sum;
     *secs += io.busy_s;
-    *busy += io.busy_s;
+    busy[0] += io.busy_s, busy[1] += io.hook_s;
     return 0;
 }
 
 /* Gradients of the whole global batch in st.grad; each replica's loss sum in losses[], and the
- * compute seconds of replica r on stage s in secs[r * P + s]. */
+ * compute seconds of replica r on stage s in secs[r * P + s]; this rank's in busy[0], of them in
+ * the data-parallel hooks busy[1]. */
 static int gradients(struct loop *L, const uint32_t *idx, double *losses, double *secs,
                      double *busy, struct mp_err *err)
 {
@@ -172,13 +174,13 @@ int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err)
     struct mp_stage *st = &L->st;
     size_t n_red = (size_t)m->n_layers + (size_t)L->D * (size_t)(1 + c->P);
     double *losses = L->reduce + m->n_layers, *secs = losses + L->D;
-    double t0 = mp_xport_now(), busy = 0;
+    double t0 = mp_xport_now(), busy[2] = {0, 0};
     memset(L->reduce, 0, n_red * sizeof(double));
     /* From the first forward to update() the parameters do not change: the step's micro-batches
      * share one packing of each weight (mp_gemm_reuse_begin; same bits). */
     if (L->reuse_room)
         mp_gemm_reuse_begin(L->st.param, L->st.n_param, L->reuse_room);
-    int failed = gradients(L, idx, losses, secs, &busy, err);
+    int failed = gradients(L, idx, losses, secs, busy, err);
     mp_gemm_reuse_end();
     if (failed || mp_stage_tie_gradients(&L->st, L->px, L->bounds, &L->tie_buf, err))
         return -1;
@@ -211,7 +213,8 @@ int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err)
     L->epoch_steps++;
     L->train_time += t3 - t0;
     if (L->step > 1) { /* the first step allocates slabs and warms caches */
-        L->busy_time += busy + (t3 - t2);
+        L->busy_time += busy[0] + (t3 - t2);
+        L->hook_time += busy[1];
         L->busy_wall += t3 - t0;
         L->recent_step_s[L->n_recent++ % MP_RECENT_STEPS] = t3 - t0;
         for (int r = 0; r < L->D; r++) { /* every rank has every replica's (the reduction) */

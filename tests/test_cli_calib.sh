@@ -205,6 +205,18 @@ for (ms, pct), want in zip(got, sim):  # measured / (1 + error) is the predictio
     assert abs(ms / f - want) <= 0.0005 / f + 0.0005 + 0.001 * want, (ms, pct, want)
 PY
     bad "busy against sim: $(grep -a 'busy a step' "$T/err"); $(head -5 "$T/sim.out" | tail -3)"
+grep -q "reduction's own work" "$T/err" && bad "a reduction's work beside a run without replicas" ||
+    ok "...and no reduction's work beside a run without replicas"
+# With real replicas the reduction's own work runs between the backward's kernels: taken out of
+# each rank's busy figure (the plan prices it apart) and said on a line of its own.
+expect_exit 0 "plan tiny_mlp on 2 replicas" "$MPIPE" plan models/tiny_mlp.mp --stages 1 --dp 2 \
+    --batch 64 --micro-batches 2 --out "$T/dp.json"
+expect_exit 0 "train the 2-replica plan" mpirun -np 2 --oversubscribe "$MPIPE" train \
+    models/tiny_mlp.mp --plan "$T/dp.json" --data synthetic:640 --epochs 1
+grep -Eq "^plan: and the data-parallel reduction's own work between backward kernels, not in those figures \(priced apart\): rank 0 [0-9.]+ ms, rank 1 [0-9.]+ ms$" "$T/err" &&
+    grep -Eq '^plan: busy a step \(passes and optimizer\), measured against predicted: rank 0 [0-9.]+ ms \([-+][0-9.]+%\), rank 1 [0-9.]+ ms \([-+][0-9.]+%\)$' "$T/err" &&
+    ok "2 replicas: each rank's busy time, and the reduction's work on a line of its own" ||
+    bad "2 replicas: $(grep -a '^plan' "$T/err")"
 expect_exit 0 "train the plan at another M" "$MPIPE" train models/tiny_mlp.mp --plan "$T/one.json" \
     --data synthetic:640 --epochs 1 --micro-batches 4
 grep -q '^plan:' "$T/err" && bad "a prediction set beside another M's run" ||

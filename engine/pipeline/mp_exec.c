@@ -365,7 +365,12 @@ static int do_forward(struct mp_exec *e, const struct mp_action *a, struct mp_ex
 static int after_kernel(struct mp_exec *e, struct mp_err *err)
 {
     mp_xport_progress(e->x);
-    return e->poll ? e->poll(e->hook_arg, err) : 0;
+    if (!e->poll)
+        return 0;
+    double t0 = mp_xport_now();
+    int rc = e->poll(e->hook_arg, err);
+    e->hook_s += mp_xport_now() - t0;
+    return rc;
 }
 
 /* W of layer k of chunk c for the micro-batch in s; on the replica's last micro-batch that layer's
@@ -380,8 +385,13 @@ static int weight_layer(struct mp_exec *e, struct mp_chunk *c, struct mp_slab *s
     l->ops->backward_weight(l, ctx, act_buf(c, s, k), y_buf(c, s, k),
                             saved_buf(c, s, k), grad_buf(c, s, k + 1),
                             st->grad + st->layer_off[l->index], st->mbs);
-    if (last && e->layer_done && e->layer_done(e->hook_arg, l->index, err))
-        return -1;
+    if (last && e->layer_done) {
+        double t0 = mp_xport_now();
+        int rc = e->layer_done(e->hook_arg, l->index, err);
+        e->hook_s += mp_xport_now() - t0;
+        if (rc)
+            return -1;
+    }
     return after_kernel(e, err);
 }
 
@@ -618,13 +628,13 @@ int mp_exec_step(struct mp_exec *e, struct mp_exec_io *io, struct mp_err *err)
         if (post_ahead(e, err) || (e->n_pending && drain_pending(e, BLOCK_NONE, err)))
             return -1;
         const struct mp_action *a = &e->acts[i];
-        double t0 = mp_xport_now();
+        double t0 = mp_xport_now(), h0 = e->hook_s;
         if (run_action(e, i, io, err))
             return -1;
         double t1 = mp_xport_now();
         int compute = a->kind == MP_ACT_F || a->kind == MP_ACT_B || a->kind == MP_ACT_W;
         if (compute)
-            io->busy_s += t1 - t0;
+            io->busy_s += t1 - t0, io->hook_s += e->hook_s - h0;
         if (e->trace && (compute || t1 - t0 > 1e-5) && e->trace->n < 200000)
             mp_trace_add(e->trace, e->trace_tid, (int)a->kind, a->mb, a->chunk, t0 - e->t_origin,
                          t1 - t0);

@@ -29,6 +29,8 @@ struct mp_exec_io {
     double loss_sum;
     size_t n_correct;
     double busy_s;         /* seconds spent in F/B/W on this rank */
+    double hook_s;         /* of busy_s, the seconds in the data-parallel hooks: the reduction's
+                              own work, run between backward kernels to overlap them */
 };
 
 struct mp_exec {
@@ -55,6 +57,7 @@ struct mp_exec {
     int (*layer_done)(void *arg, int layer, struct mp_err *err);
     int (*poll)(void *arg, struct mp_err *err);
     void *hook_arg;
+    double hook_s;         /* seconds spent in the two hooks so far (mp_exec_step reads it) */
     /* Hand-offs through shared memory (mp_exec_share, ranks of one host; mp_stage.h), or NULL:
      * every message through MPI. hand_at[v * 2 + dir]: offset + 1 of virtual stage v's slots
      * for its activation (dir 0) or input gradient (dir 1) in its rank's part, 0: none. */
