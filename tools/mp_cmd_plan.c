@@ -220,17 +220,6 @@ static int default_micro(size_t batch, int P, int D)
     return 0;
 }
 
-/* A layout the search priced, for --try to build again: its key and predicted step. */
-struct priced {
-    enum mp_sched_kind schedule;
-    int P, D, M;
-    double step_s;
-};
-struct shortlist {
-    struct priced *v;
-    int n, cap;
-};
-
 /* Everything one candidate (P, D, M) needs besides the model and flags. */
 struct env {
     const struct plan_args *a;
@@ -238,7 +227,7 @@ struct env {
     const struct mp_cluster *cl;
     struct mp_cost_model cm;
     struct mp_plan_mem_cfg mem; /* optimizer slots, zero, recompute, the cap, the data */
-    struct shortlist *priced;   /* --try: every layout priced, else NULL */
+    struct mp_try_list *priced; /* --try: every layout priced, else NULL */
 };
 
 /* The link matrix between the P ranks of replica 0 (the simulator's view of one pipeline). */
@@ -407,22 +396,14 @@ static int build(const struct env *e, int P, int D, int M, struct mp_plan *p, st
     return rc;
 }
 
-/* build, and with --try the layout's key and price noted for shortlist_pick (up to 4096 layouts;
- * a plan of 2 to 8 ranks prices a few dozen: 4 schedules x up to 8 M x each (P, D)). */
+/* build, and with --try the layout's key and price noted (mp_plan_try.h). */
 static int build_noted(const struct env *e, int P, int D, int M, struct mp_plan *p,
                        struct mp_err *err)
 {
     if (build(e, P, D, M, p, err))
         return -1;
-    struct shortlist *l = e->priced;
-    if (l && l->n == l->cap && l->cap < 4096) {
-        int cap = l->cap ? 2 * l->cap : 64;
-        struct priced *v = realloc(l->v, sizeof *v * (size_t)cap);
-        if (v)
-            l->v = v, l->cap = cap;
-    }
-    if (l && l->n < l->cap)
-        l->v[l->n++] = (struct priced){e->a->schedule, P, D, M, p->step_s};
+    if (e->priced)
+        mp_try_list_add(e->priced, (struct mp_try_key){e->a->schedule, P, D, M, p->step_s});
     return 0;
 }
 
@@ -619,46 +600,20 @@ static void print_table(const struct mp_plan *p)
     }
 }
 
-#define TRY_WITHIN 1.20 /* --try runs layouts priced within this factor of the best's step */
-
-/* The K best-priced layouts for --try, the plan's own first, then by price (the first priced of
- * equals first), none priced over TRY_WITHIN of it, each once. */
-static int shortlist_pick(const struct shortlist *l, const struct mp_plan *p, int K,
-                          struct priced *out)
-{
-    int n = 0;
-    out[n++] = (struct priced){p->schedule, p->P, p->D, p->M, p->step_s};
-    while (n < K) {
-        int best = -1;
-        for (int i = 0; i < l->n; i++) {
-            int taken = l->v[i].step_s > TRY_WITHIN * p->step_s;
-            for (int j = 0; j < n && !taken; j++)
-                taken = out[j].schedule == l->v[i].schedule && out[j].P == l->v[i].P &&
-                        out[j].D == l->v[i].D && out[j].M == l->v[i].M;
-            if (!taken && (best < 0 || l->v[i].step_s < l->v[best].step_s))
-                best = i;
-        }
-        if (best < 0)
-            break;
-        out[n++] = l->v[best];
-    }
-    return n;
-}
-
-/* --try K: builds the shortlist's layouts again, runs them (mp_plan_try.h) and makes *p the one
- * that measured fastest, every layout run recorded in p->tried. */
+/* --try K: builds the shortlist's layouts again (the plan's own first), runs them
+ * (mp_plan_try.h) and makes *p the one that ran fastest, every layout run recorded in p->tried. */
 static int try_layouts(const struct env *e, struct mp_plan *p, struct mp_err *err)
 {
     int K = (int)e->a->try_k, n = 0, rc = 0;
-    struct priced keys[16];
+    struct mp_try_key keys[16];
     struct mp_plan *plans = calloc((size_t)K, sizeof *plans);
     double *sps = calloc((size_t)K, sizeof *sps);
-    p->tried = calloc((size_t)K, sizeof *p->tried);
-    if (!plans || !sps || !p->tried) {
-        free(plans), free(sps);
+    struct mp_plan_trial *tried = calloc((size_t)K, sizeof *tried);
+    if (!plans || !sps || !tried) {
+        free(plans), free(sps), free(tried);
         return MP_FAIL(err, NOMEM, "out of memory");
     }
-    int k = shortlist_pick(e->priced, p, K, keys);
+    int k = mp_try_list_best(e->priced, p, K, keys);
     plans[n++] = *p; /* the plan's own: its buffers stay p's */
     for (int i = 1; i < k && rc == 0; i++) {
         struct plan_args a = *e->a;
@@ -672,65 +627,24 @@ static int try_layouts(const struct env *e, struct mp_plan *p, struct mp_err *er
             mp_plan_free(&plans[n]), mp_err_clear(err); /* priced once, so not expected */
     }
     if (rc == 0) {
-        fprintf(stderr, "mpipe plan: --try: running the %d best-predicted layout%s (of those "
-                "within %.0f%% of the best) on this machine, %d rounds of about %.0f s each\n",
-                n, n > 1 ? "s" : "", 100 * (TRY_WITHIN - 1), MP_TRY_ROUNDS, MP_TRY_SECONDS);
         struct mp_try_job job = {.model = e->a->model, .tokens = e->m->tokens != 0,
                                  .oversubscribed = p->oversubscribed};
         rc = mp_plan_try(&job, plans, n, sps, err) < 0 ? -1 : 0;
     }
-    int fastest = 0;
-    for (int i = 0; rc == 0 && i < n; i++) {
-        p->tried[i] = (struct mp_plan_trial){plans[i].schedule, plans[i].P, plans[i].D,
-                                             plans[i].V, plans[i].M, plans[i].samples_per_s,
-                                             sps[i], 0};
-        if (sps[i] > sps[fastest])
-            fastest = i;
-    }
-    if (rc == 0)
-        p->tried[fastest].picked = 1;
-    if (rc == 0 && sps[fastest] <= 0)
-        fprintf(stderr, "mpipe plan: warning: --try: no layout ran (above): the plan keeps the "
-                "best-predicted\n");
-    else if (rc == 0 && fastest != 0) {
-        char was[64], now[64];
-        mp_plan_try_name(&plans[0], was, sizeof was);
-        mp_plan_try_name(&plans[fastest], now, sizeof now);
-        fprintf(stderr, "mpipe plan: --try: %s measured fastest (%.1f samples/s, %+.1f%% on the "
-                "best-predicted %s): it is the plan\n", now, sps[fastest],
-                100 * (sps[fastest] / sps[0] - 1), was);
-    }
-    struct mp_plan_trial *tried = p->tried;
+    int fastest = rc == 0 ? mp_plan_try_pick(plans, n, sps, tried) : 0;
     if (rc == 0 && fastest != 0) {
-        p->tried = NULL; /* kept for the plan picked */
         mp_plan_free(p);
         *p = plans[fastest];
         memset(&plans[fastest], 0, sizeof plans[fastest]); /* now p's */
     }
-    p->tried = rc == 0 ? tried : NULL, p->n_tried = rc == 0 ? n : 0;
-    if (rc)
+    if (rc == 0)
+        free(p->tried), p->tried = tried, p->n_tried = n;
+    else
         free(tried);
     for (int i = 1; i < n; i++)
         mp_plan_free(&plans[i]);
     free(plans), free(sps);
     return rc;
-}
-
-static void print_tried(const struct mp_plan *p)
-{
-    if (!p->n_tried)
-        return;
-    printf("tried on this machine (the best of %d runs of about %.0f s, samples/s):\n",
-           MP_TRY_ROUNDS, MP_TRY_SECONDS);
-    printf("  %-28s %12s %12s\n", "layout", "predicted", "measured");
-    for (int i = 0; i < p->n_tried; i++) {
-        const struct mp_plan_trial *t = &p->tried[i];
-        struct mp_plan q = {.schedule = t->schedule, .P = t->P, .D = t->D, .V = t->V, .M = t->M};
-        char name[64];
-        mp_plan_try_name(&q, name, sizeof name);
-        printf("  %-28s %12.1f %12.1f%s\n", name, t->predicted_sps, t->measured_sps,
-               t->picked ? "  picked" : t->measured_sps <= 0 ? "  (did not run)" : "");
-    }
 }
 
 static void print_launch(const struct plan_args *a, const struct mp_plan *p, FILE *f)
@@ -759,7 +673,7 @@ static int emit(const struct plan_args *a, const struct mp_plan *p, struct mp_er
     if (a->json)
         return mp_plan_write(p, "-", err);
     print_table(p);
-    print_tried(p);
+    mp_plan_try_print(p);
     print_launch(a, p, stdout);
     return 0;
 }
@@ -931,7 +845,7 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
             rc = mp_calib_links(&e.cm, &cl, N, a.recalibrate, note, sizeof note, err);
         size_t len = strlen(e.cm.source);
         snprintf(e.cm.source + len, sizeof e.cm.source - len, "%s", note);
-        struct shortlist priced = {0};
+        struct mp_try_list priced = {0};
         e.priced = a.try_k ? &priced : NULL;
         if (rc == 0 && a.stages)
             rc = plan_fixed(&e, &p, err);

@@ -1,6 +1,8 @@
-/* `mpipe plan --try K`'s runs (mp_plan_try.h): each layout written to a plan file of its own and
- * trained for about a second by `mpirun ... mpipe train --plan`, in turns, and its figure read from
- * what train prints: the median step of the run (train's `plan:` line), else RESULT's samples/s. */
+/* `mpipe plan --try K` (mp_plan_try.h): the shortlist of the layouts the plan priced, the runs
+ * (each layout written to a plan file of its own and trained for about a second by `mpirun ...
+ * mpipe train --plan`, in turns, its figure read from what train prints: the median step of the
+ * run, train's `plan:` line, else RESULT's samples/s), the choice and its table. mp_cmd_plan.c
+ * builds the layouts and keeps the one chosen. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
@@ -97,6 +99,9 @@ int mp_plan_try(const struct mp_try_job *job, const struct mp_plan *plans, int n
         why = "the model's path has a quote in it";
     if (why)
         return MP_FAIL(err, USAGE, "--try cannot run the layouts here: %s", why);
+    fprintf(stderr, "mpipe plan: --try: running the %d best-predicted layout%s (of those within "
+            "%.0f%% of the best) on this machine, %d rounds of about %.0f s each\n", n,
+            n > 1 ? "s" : "", 100 * (MP_TRY_WITHIN - 1), MP_TRY_ROUNDS, MP_TRY_SECONDS);
     const char *tmp = getenv("TMPDIR");
     snprintf(dir, sizeof dir, "%s/mpipe-try-XXXXXX", tmp && *tmp && !strchr(tmp, '\'') ? tmp
                                                                                      : "/tmp");
@@ -152,4 +157,84 @@ void mp_plan_try_name(const struct mp_plan *p, char *out, size_t len)
                  p->D, p->M);
     else
         snprintf(out, len, "%s P=%d D=%d M=%d", mp_sched_name(p->schedule), p->P, p->D, p->M);
+}
+
+void mp_try_list_add(struct mp_try_list *l, struct mp_try_key k)
+{
+    if (l->n == l->cap && l->cap < 4096) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        struct mp_try_key *v = realloc(l->v, sizeof *v * (size_t)cap);
+        if (v)
+            l->v = v, l->cap = cap;
+    }
+    if (l->n < l->cap)
+        l->v[l->n++] = k;
+}
+
+static int same_layout(const struct mp_try_key *a, const struct mp_try_key *b)
+{
+    return a->schedule == b->schedule && a->P == b->P && a->D == b->D && a->M == b->M;
+}
+
+int mp_try_list_best(const struct mp_try_list *l, const struct mp_plan *p, int K,
+                     struct mp_try_key *out)
+{
+    int n = 0;
+    out[n++] = (struct mp_try_key){p->schedule, p->P, p->D, p->M, p->step_s};
+    while (n < K) {
+        int best = -1;
+        for (int i = 0; i < l->n; i++) {
+            int taken = l->v[i].step_s > MP_TRY_WITHIN * p->step_s;
+            for (int j = 0; j < n && !taken; j++)
+                taken = same_layout(&out[j], &l->v[i]);
+            if (!taken && (best < 0 || l->v[i].step_s < l->v[best].step_s))
+                best = i;
+        }
+        if (best < 0)
+            break;
+        out[n++] = l->v[best];
+    }
+    return n;
+}
+
+int mp_plan_try_pick(const struct mp_plan *plans, int n, const double *measured,
+                     struct mp_plan_trial *tried)
+{
+    int fastest = 0;
+    for (int i = 0; i < n; i++) {
+        tried[i] = (struct mp_plan_trial){plans[i].schedule, plans[i].P, plans[i].D, plans[i].V,
+                                          plans[i].M, plans[i].samples_per_s, measured[i], 0};
+        if (measured[i] > measured[fastest])
+            fastest = i;
+    }
+    tried[fastest].picked = 1;
+    if (measured[fastest] <= 0) {
+        fprintf(stderr, "mpipe plan: warning: --try: no layout ran (above): the plan keeps the "
+                "best-predicted\n");
+    } else if (fastest != 0) {
+        char was[64], now[64];
+        mp_plan_try_name(&plans[0], was, sizeof was);
+        mp_plan_try_name(&plans[fastest], now, sizeof now);
+        fprintf(stderr, "mpipe plan: --try: %s measured fastest (%.1f samples/s, %+.1f%% on the "
+                "best-predicted %s): it is the plan\n", now, measured[fastest],
+                100 * (measured[fastest] / measured[0] - 1), was);
+    }
+    return fastest;
+}
+
+void mp_plan_try_print(const struct mp_plan *p)
+{
+    if (!p->n_tried)
+        return;
+    printf("tried on this machine (the best of %d runs of about %.0f s, samples/s):\n",
+           MP_TRY_ROUNDS, MP_TRY_SECONDS);
+    printf("  %-28s %12s %12s\n", "layout", "predicted", "measured");
+    for (int i = 0; i < p->n_tried; i++) {
+        const struct mp_plan_trial *t = &p->tried[i];
+        struct mp_plan q = {.schedule = t->schedule, .P = t->P, .D = t->D, .V = t->V, .M = t->M};
+        char name[64];
+        mp_plan_try_name(&q, name, sizeof name);
+        printf("  %-28s %12.1f %12.1f%s\n", name, t->predicted_sps, t->measured_sps,
+               t->picked ? "  picked" : t->measured_sps <= 0 ? "  (did not run)" : "");
+    }
 }

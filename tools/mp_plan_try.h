@@ -12,6 +12,25 @@
 
 #define MP_TRY_ROUNDS 3     /* every layout once a round; its figure its best round's */
 #define MP_TRY_SECONDS 1.0  /* about this long a run, by the plan's own step (6 steps at least) */
+#define MP_TRY_WITHIN 1.20  /* layouts priced within this factor of the best's step are run */
+
+/* Every layout a plan priced (its key and predicted step), for --try to build the best again. */
+struct mp_try_key {
+    enum mp_sched_kind schedule;
+    int P, D, M;
+    double step_s;
+};
+struct mp_try_list {
+    struct mp_try_key *v;
+    int n, cap;             /* free(v) when done */
+};
+/* Notes k (up to 4096 layouts; a plan of 2 to 8 ranks prices a few dozen: 4 schedules x up to 8
+ * M x each (P, D)); out of memory, the rest go unnoted. */
+void mp_try_list_add(struct mp_try_list *l, struct mp_try_key k);
+/* The K best-priced layouts into out: p's own first, then by price (the first noted of equals
+ * first), none priced over MP_TRY_WITHIN of p's step, each once. Returns how many. */
+int mp_try_list_best(const struct mp_try_list *l, const struct mp_plan *p, int K,
+                     struct mp_try_key *out);
 
 struct mp_try_job {
     const char *model;      /* the model file, as `mpipe train` takes it */
@@ -31,6 +50,13 @@ struct mp_try_job {
  * no job can start here at all (err says why and what to do). */
 int mp_plan_try(const struct mp_try_job *job, const struct mp_plan *plans, int n,
                 double *measured, struct mp_err *err);
+/* After mp_plan_try: tried[0..n) filled from plans and their figures, the fastest (the first of
+ * equals, so a tie keeps the best-predicted plans[0]) marked picked; says on stderr when the runs
+ * overrode the price or none ran. Returns the index of the fastest. */
+int mp_plan_try_pick(const struct mp_plan *plans, int n, const double *measured,
+                     struct mp_plan_trial *tried);
+/* The layouts p->tried on stdout, under the plan's table (nothing without --try). */
+void mp_plan_try_print(const struct mp_plan *p);
 /* A layout in a few words, as --try's lines print it: "zbv P=2 D=1 M=2". */
 void mp_plan_try_name(const struct mp_plan *p, char *out, size_t len);
 #endif
