@@ -565,6 +565,65 @@ static int fill_rows(struct mp_calib_rates *r, const struct mp_model *m, const s
     return rc;
 }
 
+#define SLOWER_AGAIN_S 300.0   /* a machine still slower this long after the first check that */
+#define SLOWER_FORGET_S 3600.0 /* found it so (and not past this: a slowdown of its own) is
+                                  measured again */
+
+/* Whether the cache's rates are measured again (1), kept (0) or the check failed (-1), after
+ * drifted() checked them, said on stderr. Faster than its cache, the machine is measured again at
+ * once: a timing can only be stretched, so the cache was timed in a slow moment. Slower may be
+ * a passing slowdown: this EPYC Zen5 VM's cores run 5-35% slow for seconds to minutes, and a
+ * calibration a check made again inside one priced tiny.mp's 2 replicas 643k samples/s where
+ * they ran 903k minutes later (2026-12-07). So the first check to find it slower keeps the rates
+ * and marks the cache (slower_since); one SLOWER_AGAIN_S to SLOWER_FORGET_S after the mark that
+ * finds it slower still measures again; one that finds the cache standing clears the mark.
+ * *marked: the mark changed, the cache is to be written. */
+static int check_cache(struct mp_calib_rates *r, const struct mp_model *m, const size_t *mbs,
+                       int n, enum mp_optim_kind optim, int *marked, struct mp_err *err)
+{
+    double ratio = 0;
+    size_t mb = 0;
+    int probes = 0;
+    int stale = drifted(r, m, mbs, n, optim, &mb, &ratio, &probes, err);
+    *marked = 0;
+    if (stale < 0 || !probes)
+        return stale;
+    double now = (double)time(NULL), age = r->slower_since > 0 ? now - r->slower_since : -1;
+    if (!stale) {
+        /* Said every time: how near the machine is to its cache now, at the size checked. A
+         * user whose run then misses its plan sees whether the cache stood by a hair or with
+         * room. */
+        fprintf(stderr,
+                "mpipe plan: the cached rates stand: %s's step at %zu samples took %.2fx its "
+                "cached time (measured again past %.2fx or %.2fx in %d timings in a row)\n",
+                m->path, mb, ratio, 1 / DRIFT, DRIFT, DRIFT_PROBES);
+        *marked = r->slower_since > 0, r->slower_since = 0;
+        return 0;
+    }
+    if (ratio > 1 && (age < SLOWER_AGAIN_S || age > SLOWER_FORGET_S)) {
+        if (age < 0 || age > SLOWER_FORGET_S) {
+            r->slower_since = now, *marked = 1;
+            age = 0;
+        }
+        fprintf(stderr,
+                "mpipe plan: %s's step at %zu samples took %.2fx its cached time in %d "
+                "timings: the cached rates are kept for now, as a passing slowdown (a VM's "
+                "host, a busy neighbour) would be; first found slower %.0f s ago, they are "
+                "measured again by a plan %.0f to %.0f minutes after that which still finds it "
+                "slower (--recalibrate: at once)\n",
+                m->path, mb, ratio, DRIFT_PROBES, age, SLOWER_AGAIN_S / 60, SLOWER_FORGET_S / 60);
+        return 0;
+    }
+    char since[64] = "";
+    if (ratio > 1)
+        snprintf(since, sizeof since, " (slower since a check %.0f minutes ago)", age / 60);
+    fprintf(stderr,
+            "mpipe plan: %s's step at %zu samples took %.2fx its cached time in %d "
+            "timings: this machine's rates are measured again%s\n",
+            m->path, mb, ratio, DRIFT_PROBES, since);
+    return 1;
+}
+
 int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_optim_kind optim,
                    int recalibrate, int reduce, struct mp_cost_table *t, char *source,
                    size_t source_len, struct mp_err *err)
@@ -575,26 +634,14 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
     int have_path = mp__calib_key(&r) == 0;
     if (have_path && !recalibrate)
         mp__calib_load(&r);
-    double t0 = mp__calib_now(), ratio = 0;
-    size_t probe_mb = 0;
-    int probes = 0;
-    int stale = recalibrate ? 0 : drifted(&r, m, mbs, n, optim, &probe_mb, &ratio, &probes, err);
+    double t0 = mp__calib_now();
+    int marked = 0;
+    int stale = recalibrate ? 0 : check_cache(&r, m, mbs, n, optim, &marked, err);
     if (stale < 0) {
         mp__calib_release(&r);
         return -1;
     }
-    /* Said every time: how near the machine is to its cache now, at the size checked. A user
-     * whose run then misses its plan sees whether the cache stood by a hair or with room. */
-    if (!stale && probes)
-        fprintf(stderr,
-                "mpipe plan: the cached rates stand: %s's step at %zu samples took %.2fx its "
-                "cached time (measured again past %.2fx or %.2fx in %d timings in a row)\n",
-                m->path, probe_mb, ratio, 1 / DRIFT, DRIFT, DRIFT_PROBES);
     if (stale) { /* as --recalibrate: every rate of the cache is this machine's no more */
-        fprintf(stderr,
-                "mpipe plan: %s's step at %zu samples took %.2fx its cached time in %d "
-                "timings: this machine's rates are measured again\n",
-                m->path, probe_mb, ratio, DRIFT_PROBES);
         mp__calib_release(&r);
         memset(&r, 0, sizeof r);
         mp__calib_key(&r);
@@ -632,7 +679,7 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
     size_t now = 0, reused = 0;
     for (size_t i = 0; i < r.n; i++)
         now += r.v[i].used == 2, reused += r.v[i].used == 1;
-    if (!rc && have_path && r.dirty)
+    if (!rc && have_path && (r.dirty || marked))
         mp__calib_save(&r);
     if (!rc && r.dirty)
         fprintf(stderr,

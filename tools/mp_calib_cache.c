@@ -392,10 +392,14 @@ void mp__calib_load(struct mp_calib_rates *r)
         why = "a malformed reduce entry (corrupt)";
     if (!why && read_links(json_object_get(root, "links"), r))
         why = "a malformed links entry (corrupt)";
+    r->slower_since = 0; /* optional: absent unless a check found the machine slower */
+    if (!why && json_object_get(root, "slower_since") &&
+        get_secs(root, "slower_since", &r->slower_since, 1))
+        why = "a malformed slower_since (corrupt)";
     if (why) {
         warn_cache(r, why);
         free_elems(r);
-        r->n = r->n_o = 0, r->n_reduce = 0;
+        r->n = r->n_o = 0, r->n_reduce = 0, r->slower_since = 0;
         memset(r->link, 0, sizeof r->link);
         r->dirty = 1;
     }
@@ -478,6 +482,8 @@ static json_t *cache_json(const struct mp_calib_rates *r)
         json_object_set_new(root, "links", links);
     else
         json_decref(links);
+    if (root && r->slower_since > 0)
+        json_object_set_new(root, "slower_since", json_real(r->slower_since));
     return root;
 }
 
