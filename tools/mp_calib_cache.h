@@ -72,7 +72,7 @@ struct mp_calib_rates {
      * MP_LINK_NET, `mpipe bench p2p` run by mp_calib_links); bandwidth 0: not measured. */
     struct mp_link link[MP_LINK_COUNT];
     /* When (Unix seconds) a plan's check first found this machine slower than these rates and
-     * kept them, as a passing slowdown may be (mp_calib.c's slower_verdict); 0: no such check
+     * kept them, as a passing slowdown may be (mp_calib.c's check_cache); 0: no such check
      * since the last that found them standing. */
     double slower_since;
 };
