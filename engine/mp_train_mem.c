@@ -56,10 +56,13 @@ int mp__train_memory(struct loop *L, int **recompute, struct mp_err *err)
         pred = predict_memory(L, rc, 0, &L->mem_pred);
         auto_on = 1;
     }
-    /* The packed-weight pool where it fits (mp_stage_mem.h): a rank decides it alone, as it
-     * changes no bits. Emulated replicas run all M micro-batches here, real ones Mr each. */
+    /* The packed-weight pool where it fits (mp_stage_mem.h) and the plan did not drop it: a rank
+     * decides it alone, as it changes no bits. Emulated replicas run all M micro-batches here, real ones Mr each. */
     L->reuse_room = 0;
-    if (mp_mem_reuse_worth(L->replica >= 0 ? L->Mr : c->M)) {
+    int dropped = 0; /* a plan's cap left this rank no room for it */
+    for (int k = 0; c->pool_dropped_stages && k < c->V; k++)
+        dropped |= c->pool_dropped_stages[mp_vstage_of(L->sched.place, L->rank, k, c->P)];
+    if (!dropped && mp_mem_reuse_worth(L->replica >= 0 ? L->Mr : c->M)) {
         struct mp_mem_parts with;
         double pred_with = predict_memory(L, rc, 1, &with);
         if (with.packed > 0 && (cap <= 0 || pred_with <= cap)) {

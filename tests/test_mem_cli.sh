@@ -109,4 +109,21 @@ claim "train's refusal asks for a cap in whole MiB (${asked:-none})" test -n "$a
 claim "... which fits" $RUN $MPIPE train "${G[@]}" --memory-per-rank "${asked:-0}M"
 claim "... and one MiB less does not" exits_with 2 "would need" $RUN $MPIPE train "${G[@]}" \
     --memory-per-rank "$((${asked:-1} - 1))M"
+# A plan whose cap leaves no room for the packed-weight pool ("pool_dropped") is trained without
+# it: trained under the default cap instead, gpt.mp's 2 stages planned under 64M kept the pool and
+# peaked at 80 MB a rank. A cap given to train decides for itself.
+$MPIPE plan models/gpt.mp --stages 2 --batch 8 --memory-per-rank 64M --out "$TMP/p64.json" \
+    >/dev/null 2>&1
+$SHM $MPIPE train models/gpt.mp --plan "$TMP/p64.json" --max-steps 1 --eval-windows 2 \
+    >"$TMP/p64.out" 2>&1
+pools=$(sed -n 's/^rank [0-9]*: peak_rss_bytes=.*packed weights \([0-9]*\),.*/\1/p' "$TMP/p64.out" |
+    sort -u | tr '\n' ' ')
+claim "a plan made under a cap that drops the pool says so" grep -q '"pool_dropped": true' \
+    "$TMP/p64.json"
+claim "... and train --plan keeps no packed weights on either rank (${pools:-no lines})" \
+    test "$pools" = "0 "
+$SHM $MPIPE train models/gpt.mp --plan "$TMP/p64.json" --max-steps 1 --eval-windows 2 \
+    --memory-per-rank 1G >"$TMP/p1g.out" 2>&1
+claim "... unless train is given a cap of its own with room for it" \
+    grep -q "packed weights [1-9]" "$TMP/p1g.out"
 finish

@@ -90,6 +90,7 @@ struct train_args {
     long long stages, dp, chunks, micro;
     struct mp_optim_flags opt;
     int *recompute_stages;   /* from a plan */
+    int *pool_dropped;       /* from a plan: the stages its cap left no room for the pool */
     double *plan_busy;       /* from a plan: its predicted busy seconds per stage rank */
 };
 
@@ -382,15 +383,22 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
     }
     if (!rc && !(*bounds = malloc(sizeof(int) * (size_t)(p.n_stages + 1))))
         rc = MP_FAIL(err, NOMEM, "out of memory");
-    if (!rc && !(a->recompute_stages = calloc((size_t)p.n_stages, sizeof(int))))
+    if (!rc && (!(a->recompute_stages = calloc((size_t)p.n_stages, sizeof(int))) ||
+                !(a->pool_dropped = calloc((size_t)p.n_stages, sizeof(int)))))
         rc = MP_FAIL(err, NOMEM, "out of memory");
     if (!rc) {
         for (int v = 0; v < p.n_stages; v++) {
             (*bounds)[v] = p.stages[v].first_layer;
             a->recompute_stages[v] = p.stages[v].recompute;
+            a->pool_dropped[v] = p.stages[v].pool_dropped;
         }
         if (!given(a, "--recompute")) /* the plan chose per stage; a flag given overrides it */
             a->cfg.recompute_stages = a->recompute_stages;
+        /* The plan's cap left these stages' ranks no room for the packed-weight pool: without
+         * it (a plan made under --memory-per-rank 64M, trained under the default cap), gpt.mp's
+         * 2 stages kept the pool and peaked at 80 MB a rank. A cap given to train decides. */
+        if (!given(a, "--memory-per-rank"))
+            a->cfg.pool_dropped_stages = a->pool_dropped;
         (*bounds)[p.n_stages] = p.stages[p.n_stages - 1].last_layer + 1;
         a->cfg.P = p.P;
         a->cfg.D = p.D;
@@ -601,6 +609,7 @@ int mp_cmd_train(int argc, char **argv, struct mp_err *err)
         mp_cli_report_shared(x, "train", err);
     free(bounds);
     free(a.recompute_stages);
+    free(a.pool_dropped);
     free(a.plan_busy);
     mp_model_free(&m);
     if (!rc)

@@ -46,6 +46,8 @@ struct mp_train_cfg {
     int recompute;               /* --recompute: 0 none, 1 auto (only where the memory cap needs
                                     it), 2 all */
     const int *recompute_stages; /* per virtual stage, from a plan (NULL: by `recompute`) */
+    const int *pool_dropped_stages; /* per virtual stage, from a plan: 1 where its cap left no
+                                       room for the packed-weight pool (NULL: where it fits) */
     int zero;                    /* --zero 1: optimizer state sharded over the D replicas */
     size_t mem_cap;              /* --memory-per-rank (0: the host's memory / ranks on it) */
     uint64_t eval_every;         /* evaluate every K steps too (0: at epoch ends only) */
