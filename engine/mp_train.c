@@ -178,10 +178,20 @@ static int setup_state(struct loop *L, struct mp_err *err)
     return 0;
 }
 
+/* This run's samples over its training time: the steps it took, not a resumed run's steps
+ * before it (its train_time starts at the resume; counted from step 0, a run resumed at step 5
+ * of 10 said 85 samples/s on its epoch line where RESULT said 42.6). */
+static double samples_per_s(const struct loop *L)
+{
+    return L->train_time > 0 ? (double)(L->step - L->start.step) * (double)L->cfg->batch /
+                                   L->train_time
+                             : 0;
+}
+
 static void progress_line(const struct loop *L, int epoch, uint64_t s, uint64_t n_steps)
 {
     const struct mp_train_cfg *c = L->cfg;
-    double sps = L->train_time > 0 ? (double)L->step * (double)c->batch / L->train_time : 0;
+    double sps = samples_per_s(L);
     uint64_t total = (uint64_t)c->epochs * n_steps;
     if (c->max_steps >= 0 && (uint64_t)c->max_steps < total)
         total = (uint64_t)c->max_steps;
@@ -329,6 +339,17 @@ static int run_epochs(struct loop *L, double *test_acc, double *val_loss, double
         return -1;
     double last_tick = 0;
     int evaluated = 0;
+    /* A resumed run whose checkpoint is already at its end (a restart of a finished job, or a
+     * --max-steps below the checkpoint's step) trains nothing: said, so RESULT's 0 samples/s and
+     * loss 0 are not read as a run's. */
+    if (L->wrank == 0 && L->step > 0 &&
+        (L->start.epoch >= c->epochs || (c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps)))
+        fprintf(stderr, "mpipe train: note: nothing to train: the checkpoint's step %llu is at or "
+                "past this run's end (--%s %lld); RESULT gives its test accuracy, and with no "
+                "step run, loss and samples/s 0\n", (unsigned long long)L->step,
+                c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps ? "max-steps" : "epochs",
+                c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps ? (long long)c->max_steps
+                                                                      : (long long)c->epochs);
     for (int epoch = L->start.epoch; epoch < c->epochs; epoch++) {
         if (c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps)
             break;
@@ -373,7 +394,7 @@ static int run_epochs(struct loop *L, double *test_acc, double *val_loss, double
         if (!c->quiet && L->wrank == 0)
             fprintf(stderr, "%sepoch %d/%d loss %.4f test_acc %.4f samples/s %.0f\n",
                     c->progress ? "\r" : "", epoch + 1, c->epochs, mean, *test_acc,
-                    L->train_time > 0 ? (double)L->step * (double)c->batch / L->train_time : 0);
+                    samples_per_s(L));
     }
     if (!evaluated && evaluate(L, test_acc, val_loss, err))
         return -1;
@@ -454,8 +475,7 @@ static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
     r->peak_act_bytes = m[1];
     r->peak_rss_bytes = m[2];
     r->steps = L->step;
-    r->samples_per_s = L->train_time > 0 ? (double)(L->step - L->start.step) * (double)c->batch /
-                                               L->train_time : 0;
+    r->samples_per_s = samples_per_s(L);
     if (c->save_weights &&
         mp_weights_save(&L->st, L->st.param, L->bounds, L->x, c->save_weights, NULL, err))
         return -1;

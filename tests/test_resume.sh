@@ -56,6 +56,22 @@ run 2 --checkpoint "$TMP/c2" --resume --save-weights "$TMP/r22.st"
 claim "2 -> 2: resuming gives the uninterrupted run's bytes" same "$TMP/r22.st"
 claim "resume says where it resumed from" grep -q "resumed from .*step-20" "$TMP/err"
 claim "--max-steps counts from the start of training" grep -q "steps=48" "$TMP/out"
+# The epoch line's samples/s counts the steps this run took, as RESULT does (counted from step 0,
+# a run resumed at step 5 of 10 said 85 samples/s where RESULT said 42.6).
+epoch_sps() { tr '\r' '\n' <"$TMP/err" | sed -n 's/^epoch .* samples\/s \([0-9]*\)$/\1/p' | tail -1; }
+sps_match() {
+    local e r
+    e=$(epoch_sps) r=$(result_field samples_per_s <"$TMP/out")
+    python3 -c "import sys; e, r = float(sys.argv[1]), float(sys.argv[2]); assert abs(e - r) <= 1, (e, r)" \
+        "${e:-0}" "${r:-1e9}" 2>/dev/null || { echo "  epoch line ${e:-none}, RESULT ${r:-none}"; return 1; }
+}
+claim "a resumed run's last epoch line gives RESULT's samples/s" sps_match
+run 2 --checkpoint "$TMP/c2" --resume
+finished_rc=$?
+claim "resuming a finished run trains nothing, exit 0 ($finished_rc), and says so" \
+    test "$finished_rc" = 0 -a "$(result_field steps <"$TMP/out")" = 48
+claim "... in a note naming the step and the end" grep -q "nothing to train: the checkpoint's step 48 is at or past this run's end (--epochs 3)" \
+    "$TMP/err"
 run 1 --checkpoint "$TMP/c2b" --resume --save-weights "$TMP/r21.st"
 claim "2 -> 1 (resharded): the uninterrupted run's bytes" same "$TMP/r21.st"
 run 3 --checkpoint "$TMP/c2c" --resume --save-weights "$TMP/r23.st"
