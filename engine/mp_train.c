@@ -503,6 +503,8 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
      * (mp_err_mark_shared: the CLI has rank 0 say it before any rank exits). */
     int rc = check_agreement(&L, err);
     if (!rc)
+        rc = mp__train_check_outputs(&L, err);
+    if (!rc)
         rc = setup_layout(&L, err);
     if (rc)
         mp_err_mark_shared(err);

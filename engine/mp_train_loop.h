@@ -66,6 +66,9 @@ int mp__train_step(struct loop *L, const uint32_t *idx, struct mp_err *err);
 /* Recomputation per stage and the memory cap (mp_train_mem.c), before the stage allocates; fills
  * L->mem_pred and *recompute (per virtual stage; free it). Collective. */
 int mp__train_memory(struct loop *L, int **recompute, struct mp_err *err);
+/* Rank 0's output files (--save-weights, --trace, --metrics) can be written: else an I/O error on
+ * every rank alike (mp_train_outputs.c), before anything is trained. */
+int mp__train_check_outputs(struct loop *L, struct mp_err *err);
 /* Sets the decided recomputation on the stage's chunks (after mp_stage_init). */
 int mp__train_apply_recompute(struct loop *L, const int *recompute, struct mp_err *err);
 /* --zero 1 (mp_train_zero.c): whether this rank shards, the slices, the all-gather of updated

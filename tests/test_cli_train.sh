@@ -53,6 +53,23 @@ claim "unknown optimizer exits 2 listing choices" exits_with 2 "lamb" $MPIPE tra
 claim "bad data source exits 2" exits_with 2 "synthetic" $MPIPE train models/mlp.mp --data bogus
 claim "missing data directory exits 3" exits_with 3 "nowhere" $MPIPE train models/mlp.mp --data mnist-dir:/nowhere
 claim "--init with a missing file exits 3" exits_with 3 "missing.st" $MPIPE train models/mlp.mp $S --init "$TMP/missing.st"
+# Output files rank 0 writes at the end are checked before training: a typo in --save-weights
+# used to cost the whole run (trained, then exit 3 and no weights).
+untrained() { # untrained PATTERN cmd...: exit 3 with PATTERN, and no step ran (no epoch line)
+    exits_with 3 "$@" && ! grep -q "^epoch\|RESULT" "$TMP/stderr"
+}
+claim "--save-weights into a missing directory exits 3 before training, naming flag and path" \
+    untrained "save-weights $TMP/nodir/w.st: cannot write" $MPIPE train models/mlp.mp $S \
+    --max-steps 3 --save-weights "$TMP/nodir/w.st"
+claim "--metrics naming a directory exits 3 before training" \
+    untrained "metrics $TMP: is a directory" $MPIPE train models/mlp.mp $S --max-steps 3 \
+    --metrics "$TMP"
+claim "... and on 2 ranks, --trace into a missing directory: rank 0 says it" \
+    untrained "rank 0: --trace $TMP/nodir/t.json: cannot write" mpirun -np 2 --oversubscribe \
+    $MPIPE train models/mlp.mp $S --max-steps 3 --stages 2 --trace "$TMP/nodir/t.json"
+claim "... once" test "$(grep -c "cannot write" "$TMP/stderr")" = 1
+claim "no temporary file is left beside a checked output" \
+    bash -c "! ls '$TMP'/*.tmp.* 2>/dev/null | grep -q ."
 claim "--init with other shapes exits 2" exits_with 2 "shape" $MPIPE train models/tiny_mlp.mp $S --init "$TMP/i.st" --max-steps 1
 head -c 100 "$TMP/i.st" > "$TMP/trunc.st"
 claim "--init with a truncated file exits 2 with a byte offset" exits_with 2 "byte" $MPIPE train models/mlp.mp $S --init "$TMP/trunc.st"
