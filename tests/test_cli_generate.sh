@@ -40,6 +40,12 @@ $MPIPE train "$TMP/v97.mp" --data synthetic:64 --batch 8 --max-steps 0 \
 claim "a prompt byte beyond V exits 2 naming it" \
     refused "outside the model's vocabulary (V = 97)" $MPIPE generate "$TMP/v97.mp" \
     --weights "$TMP/v97.st" --prompt "abc~"
+printf 'input tokens 7\nembed 300 12\nattention 3\nlm_head\nsoftmax_xent\n' > "$TMP/v300.mp"
+$MPIPE train "$TMP/v300.mp" --data synthetic:64 --batch 8 --max-steps 0 \
+    --save-weights "$TMP/v300.st" >/dev/null 2>&1
+claim "a model whose ids do not fit a byte (V = 300) exits 2 naming it (ids mod 256 came out)" \
+    refused "v300.mp: its vocabulary has 300 ids; generate writes each token as one byte" \
+    $MPIPE generate "$TMP/v300.mp" --weights "$TMP/v300.st" --prompt "ab"
 claim "weights of another model exit 2" \
     refused "another model" $MPIPE generate "$TMP/v97.mp" --weights "$TMP/w.st"
 claim "a checkpoint of another model exits 2" \

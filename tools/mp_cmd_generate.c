@@ -107,6 +107,12 @@ static int run(const struct gen_args *a, struct mp_gen *g, struct mp_err *err)
     size_t np = strlen(a->prompt), n = np + (size_t)a->tokens;
     if (np == 0)
         return MP_FAIL(err, USAGE, "--prompt: empty (generation needs at least one byte)");
+    /* Each token goes out as one byte: an id from 256 up has none (it went out as id mod 256,
+     * so a model with V = 300 wrote bytes 0-43 twice as often as it sampled them). */
+    if (g->V > 256)
+        return MP_FAIL(err, USAGE, "%s: its vocabulary has %zu ids; generate writes each token "
+                       "as one byte, so it needs a byte-level model (V of 256 or fewer)",
+                       a->model, g->V);
     int32_t *seq = malloc(n * sizeof *seq);
     if (!seq)
         return MP_FAIL(err, NOMEM, "out of memory for %zu tokens", n);
