@@ -95,6 +95,11 @@ expect_exit 2 "13 stages of 12 units" "$MPIPE" plan models/gpt.mp --stages 13 --
 grep -q -- "use --stages 12 or fewer" "$T/err" && ok "... the message names 12, not zbv's 6" \
     || bad "13 stages: $(cat "$T/err")"
 expect_exit 0 "... and 12 stages plan" "$MPIPE" plan models/gpt.mp --stages 12 --batch 8 --micro-batches 4
+# Too many chunks for the stages: the fix is fewer chunks (it used to say "use --stages 1 or fewer").
+expect_exit 2 "2 stages x 7 chunks of 12 units" "$MPIPE" plan models/gpt.mp --stages 2 \
+    --schedule interleaved --chunks 7 --batch 8 --micro-batches 4
+grep -q -- "use --chunks 6 or fewer, or fewer --stages" "$T/err" && ok "... the message names --chunks 6" \
+    || bad "7 chunks: $(cat "$T/err")"
 expect_exit 2 "unknown flag" "$MPIPE" plan models/mlp.mp --stages 2 --colour blue
 expect_exit 2 "bad schedule" "$MPIPE" plan models/mlp.mp --stages 2 --schedule 3f3b
 expect_exit 2 "batch not divisible by M" "$MPIPE" plan models/mlp.mp --stages 2 --micro-batches 7

@@ -52,6 +52,8 @@ claim "bad number exits 2 naming the flag" exits_with 2 "\-\-lr" $MPIPE train mo
 claim "unknown optimizer exits 2 listing choices" exits_with 2 "lamb" $MPIPE train models/mlp.mp $S --optimizer foo
 claim "bad data source exits 2" exits_with 2 "synthetic" $MPIPE train models/mlp.mp --data bogus
 claim "missing data directory exits 3" exits_with 3 "nowhere" $MPIPE train models/mlp.mp --data mnist-dir:/nowhere
+claim "--data text: without a file exits 2 saying so" exits_with 2 "text: needs a file" \
+    $MPIPE train models/gpt.mp --data text: --max-steps 1
 claim "--init with a missing file exits 3" exits_with 3 "missing.st" $MPIPE train models/mlp.mp $S --init "$TMP/missing.st"
 # Output files rank 0 writes at the end are checked before training: a typo in --save-weights
 # used to cost the whole run (trained, then exit 3 and no weights).

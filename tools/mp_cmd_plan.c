@@ -355,10 +355,17 @@ static int build(const struct env *e, int P, int D, int M, struct mp_plan *p, st
     int V = mp_sched_chunks(a->schedule, a->chunks ? (int)a->chunks : 2);
     int n = e->m->n_units - 1;
     if (P * V > n)
-        return MP_FAIL(err, USAGE, "cannot split the %d %s of %s into %d stages%s: use "
-                       "--stages %d or fewer", n, n == e->m->n_layers - 1 ? "layers" :
-                       "partition units (layers and residual blocks)", e->m->path, P * V,
-                       V > 1 ? " (P x chunks)" : "", n / V);
+        return V > 1 && n / P >= 2
+                   ? MP_FAIL(err, USAGE, "cannot split the %d %s of %s into %d stages (P x "
+                             "chunks): use --chunks %d or fewer, or fewer --stages", n,
+                             n == e->m->n_layers - 1 ? "layers"
+                                                     : "partition units (layers and residual "
+                                                       "blocks)",
+                             e->m->path, P * V, n / P)
+                   : MP_FAIL(err, USAGE, "cannot split the %d %s of %s into %d stages%s: use "
+                             "--stages %d or fewer", n, n == e->m->n_layers - 1 ? "layers" :
+                             "partition units (layers and residual blocks)", e->m->path, P * V,
+                             V > 1 ? " (P x chunks)" : "", n / V);
     memset(p, 0, sizeof *p);
     snprintf(p->model, sizeof p->model, "%s", e->m->path);
     memcpy(p->digest, e->m->digest, sizeof p->digest);

@@ -172,7 +172,8 @@ int mp_data_load(struct mp_data *d, const char *src, size_t sample_len, size_t n
     } else if (strncmp(src, "synthetic:", 10) == 0) {
         rc = load_synthetic(d, src + 10, sample_len, n_classes, seed, err);
     } else if (strncmp(src, "text:", 5) == 0) {
-        rc = mp__text_load(d, src + 5, sample_len, n_classes, err);
+        rc = src[5] ? mp__text_load(d, src + 5, sample_len, n_classes, err)
+                    : MP_FAIL(err, USAGE, "--data text: needs a file: text:FILE or text:fortunes");
     } else {
         rc = MP_FAIL(err, USAGE, "--data %s: expected fashion-mnist, mnist-dir:DIR, "
                      "synthetic:N, text:fortunes or text:FILE", src);
