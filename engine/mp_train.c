@@ -342,14 +342,13 @@ static int run_epochs(struct loop *L, double *test_acc, double *val_loss, double
     /* A resumed run whose checkpoint is already at its end (a restart of a finished job, or a
      * --max-steps below the checkpoint's step) trains nothing: said, so RESULT's 0 samples/s and
      * loss 0 are not read as a run's. */
-    if (L->wrank == 0 && L->step > 0 &&
-        (L->start.epoch >= c->epochs || (c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps)))
+    int at_max = c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps;
+    if (L->wrank == 0 && L->step > 0 && (at_max || L->start.epoch >= c->epochs))
         fprintf(stderr, "mpipe train: note: nothing to train: the checkpoint's step %llu is at or "
                 "past this run's end (--%s %lld); RESULT gives its test accuracy, and with no "
                 "step run, loss and samples/s 0\n", (unsigned long long)L->step,
-                c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps ? "max-steps" : "epochs",
-                c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps ? (long long)c->max_steps
-                                                                      : (long long)c->epochs);
+                at_max ? "max-steps" : "epochs", at_max ? (long long)c->max_steps
+                                                        : (long long)c->epochs);
     for (int epoch = L->start.epoch; epoch < c->epochs; epoch++) {
         if (c->max_steps >= 0 && L->step >= (uint64_t)c->max_steps)
             break;

@@ -57,7 +57,8 @@ int mp__train_memory(struct loop *L, int **recompute, struct mp_err *err)
         auto_on = 1;
     }
     /* The packed-weight pool where it fits (mp_stage_mem.h) and the plan did not drop it: a rank
-     * decides it alone, as it changes no bits. Emulated replicas run all M micro-batches here, real ones Mr each. */
+     * decides it alone, as it changes no bits. Emulated replicas run all M micro-batches here,
+     * real ones Mr each. */
     L->reuse_room = 0;
     int dropped = 0; /* a plan's cap left this rank no room for it */
     for (int k = 0; c->pool_dropped_stages && k < c->V; k++)
