@@ -89,6 +89,21 @@ with_rc=$(sed -n 's/.*at least [0-9]*M (\([0-9]*\)M with --recompute auto).*/\1/
     || bad "--recompute none: no recomputing figure below ${need}M"
 expect_exit 0 "--recompute auto: the cap named for recomputing fits" "$MPIPE" plan $G \
     --recompute auto --memory-per-rank "${with_rc:-0}M"
+# Without --micro-batches the advice is the smallest over the M a plan would try, as the plan
+# under that cap takes whichever M fits (at the default M alone it asked 2 stages of gpt.mp for
+# 91M where 64M planned); on --stages auto --ranks 2, the smallest over the splits of 2, named.
+GA="models/gpt.mp --batch 8 --schedule 1f1b"
+expect_exit 2 "2 stages, any M: a cap nothing fits" "$MPIPE" plan $GA --stages 2 --memory-per-rank 20M
+need=$(cap_asked)
+expect_exit 0 "... the cap it asks for fits (${need:-none}M)" "$MPIPE" plan $GA --stages 2 \
+    --memory-per-rank "${need:-0}M"
+expect_exit 2 "... and one MiB less does not" "$MPIPE" plan $GA --stages 2 \
+    --memory-per-rank "$((${need:-1} - 1))M"
+expect_exit 2 "--stages auto --ranks 2: a cap nothing fits" "$MPIPE" plan $GA --stages auto \
+    --ranks 2 --memory-per-rank 20M
+split=$(sed -n 's/.* give the 2 ranks (as \([0-9]*\) stages\{0,1\} x \([0-9]*\) replicas\{0,1\}) a cap of at least \([0-9]*\)M.*/--stages \1 --dp \2 --memory-per-rank \3M/p' "$T/err")
+[ -n "$split" ] && ok "... it names the split of 2 ranks and its cap ($split)" || bad "auto: $(cat "$T/err")"
+expect_exit 0 "... which plans" "$MPIPE" plan $GA ${split:---stages 0}
 # More stages than gpt.mp's 12 units: the reason that holds for every schedule (zbv's 2 chunks
 # per rank used to answer "use --stages 6 or fewer", though 12 plans).
 expect_exit 2 "13 stages of 12 units" "$MPIPE" plan models/gpt.mp --stages 13 --batch 8 --micro-batches 4

@@ -727,23 +727,22 @@ static double default_cap(const struct mp_cluster *cl, int ranks)
     return cap;
 }
 
-/* The cap layout (P, D) needs with recomputation `mode`, at this M and schedule, in whole MiB (0
+/* The cap layout (P, D) needs with recomputation `mode`, at M and this schedule, in whole MiB (0
  * if it cannot be built). First the split chosen without a cap: its largest rank's predicted peak
  * (under auto a rank recomputes only when that makes it smaller, as it would under the smallest
  * cap that fits, so the rank's figure is the smaller of the two; both counts see the same split).
  * That cap fits; a smaller one may, with another split, and is searched for. */
-static double layout_need(const struct env *e, int P, int D, enum mp_recompute mode,
-                          struct mp_err *err)
+static double layout_need_at(const struct env *e, int P, int D, int M, enum mp_recompute mode,
+                             struct mp_err *err)
 {
     struct env x = *e;
     struct mp_plan keep, rc;
     memset(&keep, 0, sizeof keep);
     memset(&rc, 0, sizeof rc);
     double need = 0;
-    int M;
     x.mem.cap = 0;
     x.mem.mode = mode == MP_RECOMPUTE_ALL ? MP_RECOMPUTE_ALL : MP_RECOMPUTE_NONE;
-    if (!micro_for(e->a, P, D, &M, err) && !build(&x, P, D, M, &keep, err)) {
+    if (!build(&x, P, D, M, &keep, err)) {
         x.mem.mode = MP_RECOMPUTE_ALL;
         int both = mode == MP_RECOMPUTE_AUTO && !build(&x, P, D, M, &rc, err);
         for (int v = 0; v < keep.n_stages; v++) {
@@ -775,35 +774,72 @@ static double layout_need(const struct env *e, int P, int D, enum mp_recompute m
     return need > 0 ? hi * 1048576.0 : 0;
 }
 
-/* Nothing fits the cap: say what would (DESIGN.md §10), the fewest stages that fit (one replica,
- * the same --recompute) and the cap the requested layout needs with that --recompute; under
- * --recompute none also the cap it would need if it could recompute. */
-static int explain_no_fit(struct env *e, int P, int D, struct mp_err *err)
+/* The smallest of layout_need_at over the micro-batch counts a plan of (P, D) would consider
+ * (--micro-batches, else those of build_best_m): under a cap the plan takes whichever M fits,
+ * and the advice at the default M alone asked gpt.mp's 2 stages for 91M where 64M planned. */
+static double layout_need(const struct env *e, int P, int D, enum mp_recompute mode,
+                          struct mp_err *err)
 {
-    char what[sizeof err->msg], also[64] = "";
-    snprintf(what, sizeof what, "%s", err->msg);
-    double need = layout_need(e, P, D, e->mem.mode, err);
-    if (e->mem.mode == MP_RECOMPUTE_NONE) {
-        double rc_need = layout_need(e, P, D, MP_RECOMPUTE_AUTO, err);
-        if (rc_need > 0 && ceil(rc_need / 1048576.0) < ceil(need / 1048576.0))
-            snprintf(also, sizeof also, " (%.0fM with --recompute auto)",
-                     ceil(rc_need / 1048576.0));
+    int M0;
+    if (micro_for(e->a, P, D, &M0, err))
+        return 0;
+    if (e->a->micro)
+        return layout_need_at(e, P, D, M0, mode, err);
+    size_t B = (size_t)e->a->batch;
+    double best = 0;
+    for (size_t M = (size_t)D; M <= B && M <= (size_t)(8 * P * D); M += (size_t)D) {
+        if (B % M)
+            continue;
+        double need = layout_need_at(e, P, D, (int)M, mode, err);
+        if (need > 0 && (best <= 0 || need < best))
+            best = need;
     }
+    return best;
+}
+
+/* Nothing fits the cap: say what would (DESIGN.md §10), the fewest stages that fit (one replica,
+ * the same --recompute, at any M) and the cap the requested layout needs with that --recompute
+ * (--stages auto on N ranks: the smallest over its splits of N, named); under --recompute none
+ * also the cap it would need if it could recompute. */
+static int explain_no_fit(struct env *e, int P, int D, int N_auto, struct mp_err *err)
+{
+    char what[sizeof err->msg], also[64] = "", layout[96] = "this layout";
+    snprintf(what, sizeof what, "%s", err->msg);
+    double need = 0, rc_need = 0;
+    for (int d = 1; d <= (N_auto ? N_auto : 1); d++) {
+        int p = N_auto ? N_auto / d : P, dd = N_auto ? d : D;
+        if (N_auto && (N_auto % d || (e->a->dp && d != e->a->dp)))
+            continue;
+        double n = layout_need(e, p, dd, e->mem.mode, err);
+        if (n > 0 && (need <= 0 || n < need)) {
+            need = n;
+            if (N_auto)
+                snprintf(layout, sizeof layout, "the %d ranks (as %d stage%s x %d replica%s)",
+                         N_auto, p, p > 1 ? "s" : "", dd, dd > 1 ? "s" : "");
+        }
+        if (e->mem.mode == MP_RECOMPUTE_NONE) {
+            double r = layout_need(e, p, dd, MP_RECOMPUTE_AUTO, err);
+            if (r > 0 && (rc_need <= 0 || r < rc_need))
+                rc_need = r;
+        }
+    }
+    if (rc_need > 0 && ceil(rc_need / 1048576.0) < ceil(need / 1048576.0))
+        snprintf(also, sizeof also, " (%.0fM with --recompute auto)", ceil(rc_need / 1048576.0));
     struct mp_plan q;
     int M;
     for (int P2 = P + 1; P2 <= e->m->n_units - 1; P2++) {
         memset(&q, 0, sizeof q);
-        if (micro_for(e->a, P2, 1, &M, err) == 0 && build(e, P2, 1, M, &q, err) == 0) {
+        if (micro_for(e->a, P2, 1, &M, err) == 0 && build_best_m(e, P2, 1, M, &q, err) == 0) {
             mp_plan_free(&q);
             return MP_FAIL(err, USAGE, "%s: the fewest stages that fit under this cap are %d "
-                           "(mpipe plan %s --stages %d --memory-per-rank %.0fM), or give this "
-                           "layout a cap of at least %.0fM%s", what, P2, e->a->model, P2,
-                           floor(e->mem.cap / 1048576.0), ceil(need / 1048576.0), also);
+                           "(mpipe plan %s --stages %d --memory-per-rank %.0fM), or give %s a "
+                           "cap of at least %.0fM%s", what, P2, e->a->model, P2,
+                           floor(e->mem.cap / 1048576.0), layout, ceil(need / 1048576.0), also);
         }
         mp_plan_free(&q);
     }
-    return MP_FAIL(err, USAGE, "%s: no number of stages fits under this cap; this layout needs "
-                   "a cap of at least %.0fM%s", what, ceil(need / 1048576.0), also);
+    return MP_FAIL(err, USAGE, "%s: no number of stages fits under this cap; give %s a cap of "
+                   "at least %.0fM%s", what, layout, ceil(need / 1048576.0), also);
 }
 
 int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
@@ -860,7 +896,8 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
         else if (rc == 0)
             rc = search(&e, N, &p, err);
         if (rc && err->code == MP_ERR_USAGE && strstr(err->msg, "over --memory-per-rank"))
-            rc = explain_no_fit(&e, a.stages ? (int)a.stages : 1, a.dp ? (int)a.dp : 1, err);
+            rc = explain_no_fit(&e, a.stages ? (int)a.stages : 1, a.dp ? (int)a.dp : 1,
+                                a.stages ? 0 : N, err);
         if (rc == 0 && a.try_k)
             rc = try_layouts(&e, &p, err);
         if (rc == 0)
