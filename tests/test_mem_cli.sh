@@ -33,7 +33,6 @@ acts_match() { # acts_match SCHEDULE M [RECOMPUTE]: the same for gpt.mp, 1 step
 claim "zbv, M = 4: predicted activations are the measured bytes" acts_match zbv 4
 claim "zbv, M = 8: predicted activations are the measured bytes" acts_match zbv 8
 claim "zbv, M = 12: predicted activations are the measured bytes" acts_match zbv 12
-claim "interleaved, M = 8: predicted activations are the measured bytes" acts_match interleaved 8
 # Large messages on unlike layers: a slab whose gradient the previous rank had not taken yet was
 # replaced rather than waited for, one run in 13 (40 runs: 3 at 131 663 104 bytes for 110 789 888).
 claim "cnn.mp, zbv, M = 4, batch 256: predicted activations are the measured bytes" \
@@ -56,7 +55,7 @@ acts_cover() { # acts_cover PCT SCHEDULE M RECOMPUTE: measured <= predicted <= (
     local pct=$1
     shift
     acts_match "$@" >/dev/null && return 0
-    local out="$TMP/$1_$2_$3.out" p m
+    local out="$TMP/$1_$2_${3:-none}.out" p m
     p=$(predicted_acts "$out")
     m=$(result_field peak_act_bytes <"$out")
     echo "  predicted $p, measured $m"
@@ -64,6 +63,11 @@ acts_cover() { # acts_cover PCT SCHEDULE M RECOMPUTE: measured <= predicted <= (
 }
 claim "interleaved, M = 4, --recompute all: predicted covers measured, within one slab" \
     acts_cover 10 interleaved 4 all
+# Without recomputation too: interleaved, M = 8 was claimed exact (55 351 296 both) until a CI
+# run beside another test job measured 46 171 136, the pools' peaks apart (the bytes shared memory
+# holds, 47 744 384, less its slots): the gradient had been taken before chunk 0's pool peaked.
+# That is the least it can hold (no slab waits for its message), 1.199x under the prediction.
+claim "interleaved, M = 8: predicted covers measured, within 21%" acts_cover 21 interleaved 8
 claim "zbv, M = 4, --recompute all: predicted covers measured, within 5%" acts_cover 5 zbv 4 all
 # Through shared memory: the slots count in the activations predicted and measured, and the
 # prediction covers what is held (gpt.mp, interleaved, M = 8: 56 924 544 predicted, 47 744 384
