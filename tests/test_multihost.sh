@@ -71,8 +71,10 @@ else
         bash -c "[ $dp_rc -eq 0 ] && cmp -s '$TMP/dpref.st' '$TMP/dp.st'"
 fi
 
-# Replicas on two hosts reduce through messages and keep no shared sum slots (a D-th of the arena
-# each): the prediction each rank prints leaves them out, where replicas on one host count them.
+# Replicas on two hosts reduce through messages and map no shared segment: the prediction each
+# rank prints leaves it out, where a replica on one host counts the whole segment it maps (every
+# replica's received chunks and summed chunk, the arena x (D + 1), against the arena alone): D
+# arenas more.
 pred() { sed -n 's/^rank 0: peak_rss_bytes=[0-9]* predicted \([0-9]*\) (params \([0-9]*\),.*/\1 \2/p' "$1"; }
 lc -np 2 --host "$H1:1,$H2:1" "$MPIPE" train models/cnn.mp $S --stages 1 --dp 2 \
     --save-weights "$TMP/dp2h.st" >"$TMP/dp2h.out" 2>&1
@@ -80,8 +82,8 @@ OMPI_MCA_mpi_yield_when_idle=1 mpirun --oversubscribe -np 2 "$MPIPE" train model
     --stages 1 --dp 2 >"$TMP/dp1h.out" 2>&1
 read -r two params <<<"$(pred "$TMP/dp2h.out")"
 read -r one _ <<<"$(pred "$TMP/dp1h.out")"
-claim "2 replicas on 2 hosts: predicted without the shared sum slots ($two against $one on one host, params $params)" \
-    bash -c "[ -n '$two' ] && [ -n '$one' ] && [ \$(($one - $two)) -eq \$(($params / 2)) ] &&
+claim "2 replicas on 2 hosts: predicted without the shared segment ($two against $one on one host, params $params)" \
+    bash -c "[ -n '$two' ] && [ -n '$one' ] && [ \$(($one - $two)) -eq \$((2 * $params)) ] &&
              cmp -s '$TMP/dpref.st' '$TMP/dp2h.st'"
 
 # The planner reads the cluster's hostfile: stages cross the host boundary, the rankfile names
