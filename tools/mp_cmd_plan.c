@@ -221,6 +221,16 @@ static int default_micro(size_t batch, int P, int D)
     return 0;
 }
 
+/* The micro-batch counts a plan of (P, D) tries without --micro-batches: the divisors of B that
+ * are multiples of D, up to 8 * P * D. The first after M (M 0: the first of all), 0 past them. */
+static int next_micro(size_t B, int P, int D, int M)
+{
+    for (size_t m = (size_t)M + (size_t)D; m <= B && m <= (size_t)(8 * P * D); m += (size_t)D)
+        if (B % m == 0)
+            return (int)m;
+    return 0;
+}
+
 /* Everything one candidate (P, D, M) needs besides the model and flags. */
 struct env {
     const struct plan_args *a;
@@ -354,18 +364,16 @@ static int build(const struct env *e, int P, int D, int M, struct mp_plan *p, st
     const struct plan_args *a = e->a;
     int V = mp_sched_chunks(a->schedule, a->chunks ? (int)a->chunks : 2);
     int n = e->m->n_units - 1;
+    const char *units = n == e->m->n_layers - 1 ? "layers"
+                                                : "partition units (layers and residual blocks)";
+    if (P * V > n && V > 1 && n / P >= 2)
+        return MP_FAIL(err, USAGE, "cannot split the %d %s of %s into %d stages (P x chunks): use "
+                       "--chunks %d or fewer, or fewer --stages", n, units, e->m->path, P * V,
+                       n / P);
     if (P * V > n)
-        return V > 1 && n / P >= 2
-                   ? MP_FAIL(err, USAGE, "cannot split the %d %s of %s into %d stages (P x "
-                             "chunks): use --chunks %d or fewer, or fewer --stages", n,
-                             n == e->m->n_layers - 1 ? "layers"
-                                                     : "partition units (layers and residual "
-                                                       "blocks)",
-                             e->m->path, P * V, n / P)
-                   : MP_FAIL(err, USAGE, "cannot split the %d %s of %s into %d stages%s: use "
-                             "--stages %d or fewer", n, n == e->m->n_layers - 1 ? "layers" :
-                             "partition units (layers and residual blocks)", e->m->path, P * V,
-                             V > 1 ? " (P x chunks)" : "", n / V);
+        return MP_FAIL(err, USAGE, "cannot split the %d %s of %s into %d stages%s: use "
+                       "--stages %d or fewer", n, units, e->m->path, P * V,
+                       V > 1 ? " (P x chunks)" : "", n / V);
     memset(p, 0, sizeof *p);
     snprintf(p->model, sizeof p->model, "%s", e->m->path);
     memcpy(p->digest, e->m->digest, sizeof p->digest);
@@ -425,12 +433,10 @@ static int build_best_m(const struct env *e, int P, int D, int M0, struct mp_pla
         return build_noted(e, P, D, M0, p, err);
     size_t B = (size_t)e->a->batch;
     int found = 0;
-    for (size_t M = (size_t)D; M <= B && M <= (size_t)(8 * P * D); M += (size_t)D) {
+    for (int M = next_micro(B, P, D, 0); M; M = next_micro(B, P, D, M)) {
         struct mp_plan cand;
         memset(&cand, 0, sizeof cand);
-        if (B % M)
-            continue;
-        if (build_noted(e, P, D, (int)M, &cand, err)) {
+        if (build_noted(e, P, D, M, &cand, err)) {
             mp_plan_free(&cand);
             if (err->code == MP_ERR_NOMEM || err->code == MP_ERR_INPUT)
                 return -1;
@@ -787,10 +793,8 @@ static double layout_need(const struct env *e, int P, int D, enum mp_recompute m
         return layout_need_at(e, P, D, M0, mode, err);
     size_t B = (size_t)e->a->batch;
     double best = 0;
-    for (size_t M = (size_t)D; M <= B && M <= (size_t)(8 * P * D); M += (size_t)D) {
-        if (B % M)
-            continue;
-        double need = layout_need_at(e, P, D, (int)M, mode, err);
+    for (int M = next_micro(B, P, D, 0); M; M = next_micro(B, P, D, M)) {
+        double need = layout_need_at(e, P, D, M, mode, err);
         if (need > 0 && (best <= 0 || need < best))
             best = need;
     }
