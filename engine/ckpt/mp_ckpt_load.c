@@ -116,8 +116,10 @@ static int load_layer(const struct mp_ckpt_io *io, const struct mp_st_file *f, c
                                t ? "of the wrong shape" : "missing");
             size_t o = st->layer_off[i] + lt[w].off;
             float *dst = s < 0 ? st->param + o : mp_stage_state(st, s, o);
-            if (dst) /* --zero 1: only this replica's slice of the state */
-                memcpy(dst, t->data, t->numel * sizeof(float));
+            if (dst && mp_st_copy(f, t, dst, err)) { /* --zero 1: this replica's slice only */
+                err->code = MP_ERR_CKPT; /* changed since it was verified: try an older one */
+                return -1;
+            }
         }
     return 0;
 }
@@ -144,7 +146,7 @@ static int load_layers(const struct mp_ckpt_io *io, const char *sdir,
             cur = v;
             snprintf(path, sizeof path, "%s/%s", sdir, m->files[v].name);
             /* rank 0 verified every digest already */
-            if ((rank != 0 && verify_file(sdir, &m->files[v], err)) || mp_st_read(&f, path, err)) {
+            if ((rank != 0 && verify_file(sdir, &m->files[v], err)) || mp_st_open(&f, path, err)) {
                 err->code = MP_ERR_CKPT;
                 rc = -1;
                 break;

@@ -376,6 +376,52 @@ static void bind_data(struct mp_st_file *f, struct span *sp, uint64_t data0, uin
     qsort(f->t, f->n, sizeof *f->t, cmp_tensor);
 }
 
+/* The header of a file of `len` bytes whose first bytes, `head` (8 + the header length, or fewer
+ * when that length is wrong), have been read: the length checked against the file, the JSON
+ * parsed and every entry validated and tiled over the data. On success f->t holds the entries
+ * (data not bound), *spans their data spans and *data0 the data's first byte. */
+static int parse_head(struct mp_st_file *f, const char *name, const uint8_t *head, uint64_t len,
+                      struct span **spans, uint64_t *data0, struct mp_err *err)
+{
+    uint64_t hl = 0;
+    for (int b = 0; b < 8 && len >= 8; b++)
+        hl |= (uint64_t)head[b] << (8 * b);
+    if (len < 8)
+        return bad(err, name, 0, "file of %llu bytes is too short for the 8-byte header length",
+                   (unsigned long long)len);
+    if (hl > MP_ST_MAX_HEADER)
+        return bad(err, name, 0, "header length %llu exceeds the %u-byte limit",
+                   (unsigned long long)hl, MP_ST_MAX_HEADER);
+    if (hl > len - 8)
+        return bad(err, name, 0, "header length %llu but only %llu bytes follow",
+                   (unsigned long long)hl, (unsigned long long)(len - 8));
+    json_error_t je;
+    json_t *root = json_loadb((const char *)head + 8, (size_t)hl, JSON_REJECT_DUPLICATES, &je);
+    int rc = -1;
+    if (!root)
+        bad(err, name, 8 + (uint64_t)(je.position > 0 ? je.position : 0),
+            "invalid JSON header: %s", je.text);
+    else if (!json_is_object(root))
+        bad(err, name, 8, "header is not a JSON object");
+    else
+        rc = parse_entries(f, root, spans, name, 8 + hl, len - 8 - hl, err);
+    json_decref(root);
+    *data0 = 8 + hl;
+    return rc;
+}
+
+/* How many bytes of a file of `len` bytes parse_head needs, from its first min(len, 8) bytes:
+ * 8 + the header length when that length fits the file, else what is there to report. */
+static size_t head_bytes(const uint8_t *first, uint64_t len)
+{
+    if (len < 8)
+        return (size_t)len;
+    uint64_t hl = 0;
+    for (int b = 0; b < 8; b++)
+        hl |= (uint64_t)first[b] << (8 * b);
+    return hl > MP_ST_MAX_HEADER || hl > len - 8 ? 8 : (size_t)(8 + hl);
+}
+
 int mp_st_parse(struct mp_st_file *f, const char *name, uint8_t *buf, size_t len,
                 struct mp_err *err)
 {
@@ -383,69 +429,115 @@ int mp_st_parse(struct mp_st_file *f, const char *name, uint8_t *buf, size_t len
     f->buf = buf;
     f->len = len;
     struct span *spans = NULL;
-    json_t *root = NULL;
-    int rc = -1;
-    uint64_t hl = 0;
-    for (int b = 0; b < 8 && len >= 8; b++)
-        hl |= (uint64_t)buf[b] << (8 * b);
-    if (len < 8) {
-        bad(err, name, 0, "file of %zu bytes is too short for the 8-byte header length", len);
-    } else if (hl > MP_ST_MAX_HEADER) {
-        bad(err, name, 0, "header length %llu exceeds the %u-byte limit", (unsigned long long)hl,
-            MP_ST_MAX_HEADER);
-    } else if (hl > len - 8) {
-        bad(err, name, 0, "header length %llu but only %zu bytes follow", (unsigned long long)hl,
-            len - 8);
-    } else {
-        json_error_t je;
-        root = json_loadb((const char *)buf + 8, (size_t)hl, JSON_REJECT_DUPLICATES, &je);
-        if (!root)
-            bad(err, name, 8 + (uint64_t)(je.position > 0 ? je.position : 0),
-                "invalid JSON header: %s", je.text);
-        else if (!json_is_object(root))
-            bad(err, name, 8, "header is not a JSON object");
-        else if (parse_entries(f, root, &spans, name, 8 + hl, len - 8 - hl, err) == 0)
-            rc = 0;
-    }
+    uint64_t data0 = 0;
+    int rc = parse_head(f, name, buf, len, &spans, &data0, err);
     if (rc == 0)
-        bind_data(f, spans, 8 + hl, len - 8 - hl);
+        bind_data(f, spans, data0, len - data0);
     free(spans);
-    json_decref(root);
     if (rc)
         mp_st_free(f);
     return rc;
 }
 
-int mp_st_read(struct mp_st_file *f, const char *path, struct mp_err *err)
+/* Reads exactly n bytes at offset `at`; on failure errno says why (0: the file ended first). */
+static int read_at(int fd, void *dst, size_t n, uint64_t at)
 {
-    memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY);
-    struct stat st;
-    int e = fd < 0 ? errno : fstat(fd, &st) != 0 ? errno : !S_ISREG(st.st_mode) ? EISDIR : 0;
-    if (e) {
-        if (fd >= 0)
-            close(fd);
-        return MP_FAIL(err, IO, "%s: cannot read: %s", path, strerror(e));
-    }
-    size_t len = (size_t)st.st_size, got = 0;
-    uint8_t *buf = malloc(len ? len : 1);
-    while (buf && got < len) {
-        ssize_t r = read(fd, buf + got, len - got > (1u << 30) ? (1u << 30) : len - got);
+    uint8_t *p = dst;
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n > (1u << 30) ? (1u << 30) : n, (off_t)at);
         if (r < 0 && errno == EINTR)
             continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
+        if (r <= 0) {
+            if (r == 0)
+                errno = 0;
+            return -1;
+        }
+        p += r;
+        at += (uint64_t)r;
+        n -= (size_t)r;
     }
-    e = errno;
-    close(fd);
-    if (!buf)
-        return MP_FAIL(err, NOMEM, "%s: cannot allocate %zu bytes", path, len);
-    if (got < len) {
-        free(buf);
-        return MP_FAIL(err, IO, "%s: cannot read: %s", path, got ? "file shrank" : strerror(e));
+    return 0;
+}
+
+/* The header, read from the open file (closed here on failure). */
+static int open_head(struct mp_st_file *f, FILE *fp, const char *path, uint64_t len,
+                     struct mp_err *err)
+{
+    uint8_t first[8], *head = NULL;
+    size_t n_head = 0;
+    int e = 0;
+    if (read_at(fileno(fp), first, len < 8 ? (size_t)len : 8, 0) == 0) {
+        n_head = head_bytes(first, len);
+        head = malloc(n_head ? n_head : 1);
+        if (head && read_at(fileno(fp), head, n_head, 0)) {
+            free(head);
+            head = NULL;
+        } else if (!head) {
+            fclose(fp);
+            return MP_FAIL(err, NOMEM, "%s: cannot allocate its %zu-byte header", path, n_head);
+        }
     }
-    return mp_st_parse(f, path, buf, len, err);
+    if (!head) {
+        e = errno;
+        fclose(fp);
+        return MP_FAIL(err, IO, "%s: cannot read: %s", path, e ? strerror(e) : "file shrank");
+    }
+    struct span *spans = NULL;
+    uint64_t data0 = 0;
+    int rc = parse_head(f, path, head, len, &spans, &data0, err);
+    free(head);
+    for (size_t i = 0; rc == 0 && i < f->n; i++)
+        f->t[spans[i].t].at = data0 + spans[i].begin;
+    free(spans);
+    if (rc) {
+        fclose(fp);
+        return -1;
+    }
+    qsort(f->t, f->n, sizeof *f->t, cmp_tensor);
+    f->fp = fp;
+    f->len = (size_t)len;
+    return 0;
+}
+
+int mp_st_open(struct mp_st_file *f, const char *path, struct mp_err *err)
+{
+    memset(f, 0, sizeof *f);
+    FILE *fp = fopen(path, "rb");
+    struct stat st;
+    int e = !fp ? errno : fstat(fileno(fp), &st) != 0 ? errno : !S_ISREG(st.st_mode) ? EISDIR : 0;
+    if (e) {
+        if (fp)
+            fclose(fp);
+        return MP_FAIL(err, IO, "%s: cannot read: %s", path, strerror(e));
+    }
+    f->name = strdup(path);
+    if (!f->name) {
+        fclose(fp);
+        return MP_FAIL(err, NOMEM, "out of memory");
+    }
+    if (open_head(f, fp, path, (uint64_t)st.st_size, err)) {
+        mp_st_free(f);
+        return -1;
+    }
+    return 0;
+}
+
+int mp_st_copy(const struct mp_st_file *f, const struct mp_st_tensor *t, float *dst,
+               struct mp_err *err)
+{
+    size_t bytes = t->numel * sizeof(float);
+    if (!f->fp) {
+        memcpy(dst, t->data, bytes);
+        return 0;
+    }
+    if (read_at(fileno(f->fp), dst, bytes, t->at)) {
+        int e = errno;
+        return MP_FAIL(err, IO, "%s: cannot read tensor %s at byte %llu: %s", f->name, t->name,
+                       (unsigned long long)t->at, e ? strerror(e) : "the file shrank");
+    }
+    if (!host_is_le())
+        bswap32_all((uint8_t *)dst, t->numel);
+    return 0;
 }
 
 const struct mp_st_tensor *mp_st_find(const struct mp_st_file *f, const char *name)
@@ -466,6 +558,9 @@ const struct mp_st_tensor *mp_st_find(const struct mp_st_file *f, const char *na
 
 void mp_st_free(struct mp_st_file *f)
 {
+    if (f->fp)
+        fclose(f->fp);
+    free(f->name);
     free(f->t);
     free(f->buf);
     memset(f, 0, sizeof *f);

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "mp_err.h"
 
@@ -18,28 +19,38 @@ struct mp_st_tensor {
     char name[96];
     int ndim;
     int64_t shape[MP_ST_MAX_DIMS];
-    const float *data;   /* writer: caller's data; reader: points into the file buffer */
+    const float *data;   /* writer: caller's data; mp_st_parse: points into the buffer */
     size_t numel;
+    uint64_t at;         /* mp_st_open: the data's first byte in the file (read by mp_st_copy) */
 };
 
 struct mp_st_file {
     struct mp_st_tensor *t;  /* sorted by name */
     size_t n;
-    uint8_t *buf;            /* the whole file (reader) */
+    uint8_t *buf;            /* mp_st_parse: the whole file */
     size_t len;
+    FILE *fp;                /* mp_st_open: the file, whose data is read only when copied */
+    char *name;              /* mp_st_open: its path, for errors */
 };
 
 /* Writes F32 tensors (any order given; written sorted by name). MP_ERR_IO on failure, with the
  * target left as it was. */
 int mp_st_write(const char *path, const struct mp_st_tensor *t, size_t n, struct mp_err *err);
-/* Reads a file of F32 tensors. MP_ERR_INPUT "FILE: byte N: ..." for malformed content, MP_ERR_IO
- * for unreadable files. */
-int mp_st_read(struct mp_st_file *f, const char *path, struct mp_err *err);
+/* Opens a file of F32 tensors and reads its header only: a tensor's data is read by mp_st_copy
+ * straight into its destination, so loading a checkpoint into a stage's arena costs no second
+ * copy of the file in memory (a peak RSS the plan would not predict), and a rank reads only the
+ * tensors it holds. MP_ERR_INPUT "FILE: byte N: ..." for malformed content (every header check
+ * of mp_st_parse, the data's extent against the file's size), MP_ERR_IO for unreadable files. */
+int mp_st_open(struct mp_st_file *f, const char *path, struct mp_err *err);
 /* The same from a buffer the function takes ownership of (freed by mp_st_free; on failure it is
  * freed already and *f zeroed, so mp_st_free(f) is still safe). */
 int mp_st_parse(struct mp_st_file *f, const char *name, uint8_t *buf, size_t len,
                 struct mp_err *err);
 const struct mp_st_tensor *mp_st_find(const struct mp_st_file *f, const char *name);
+/* t's numel floats into dst, from the buffer (mp_st_parse) or the file (mp_st_open; MP_ERR_IO
+ * naming the file and byte if it cannot be read, as when it shrank since it was opened). */
+int mp_st_copy(const struct mp_st_file *f, const struct mp_st_tensor *t, float *dst,
+               struct mp_err *err);
 void mp_st_free(struct mp_st_file *f);
 
 #endif

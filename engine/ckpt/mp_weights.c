@@ -74,7 +74,7 @@ int mp_weights_load(struct mp_stage *st, float *arena, const char *path, const c
                     struct mp_err *err)
 {
     struct mp_st_file f;
-    if (mp_st_read(&f, path, err))
+    if (mp_st_open(&f, path, err))
         return -1;
     const struct mp_model *m = st->model;
     int rc = 0;
@@ -103,7 +103,7 @@ int mp_weights_load(struct mp_stage *st, float *arena, const char *path, const c
                              path, name, i, l->ops->name);
                 break;
             }
-            memcpy(arena + st->layer_off[i] + lt[k].off, t->data, t->numel * sizeof(float));
+            rc = mp_st_copy(&f, t, arena + st->layer_off[i] + lt[k].off, err);
         }
     }
     mp_st_free(&f);

@@ -51,7 +51,11 @@ static int copy_layer(struct mp_gen *g, const struct mp_st_file *f, const char *
                               "needs %s: written for another model",
                               path, name, got, g->m->path, l->line, l->ops->name, want);
         }
-        memcpy(g->param + g->off[i] + lt[k].off, t->data, t->numel * sizeof(float));
+        if (mp_st_copy(f, t, g->param + g->off[i] + lt[k].off, err)) {
+            if (code == MP_ERR_CKPT) /* changed since it was verified: try an older one */
+                err->code = MP_ERR_CKPT;
+            return -1;
+        }
     }
     return 0;
 }
@@ -70,7 +74,7 @@ static size_t expected_tensors(const struct mp_model *m)
 int mp_gen_load_weights(struct mp_gen *g, const char *path, struct mp_err *err)
 {
     struct mp_st_file f;
-    if (mp_st_read(&f, path, err))
+    if (mp_st_open(&f, path, err))
         return -1;
     int rc = 0;
     for (int i = 0; i < g->m->n_layers && !rc; i++)
@@ -123,7 +127,7 @@ static int try_step(struct mp_gen *g, const char *sdir, struct mp__ckpt_manifest
             mp_st_free(&f);
             cur = v;
             snprintf(path, sizeof path, "%s/%s", sdir, m->files[v].name);
-            if (mp_st_read(&f, path, err)) {
+            if (mp_st_open(&f, path, err)) {
                 err->code = MP_ERR_CKPT;
                 rc = -1;
                 break;

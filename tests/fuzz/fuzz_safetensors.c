@@ -1,8 +1,9 @@
 /* libFuzzer target for the strict safetensors reader (engine/ckpt/mp_safetensors.c, mp_st_parse): any
  * bytes must either load, with every tensor's data inside the buffer, aligned and of the size its
  * shape says, and findable by name, or be rejected with "FILE: byte N: ...". The parser takes
- * ownership of a malloc'd copy, as mp_st_read hands it the file. Replayed over its corpus and
- * regressions by tests/test_fuzz_regressions.c (MP_FUZZ_REPLAY: no libFuzzer entry point). */
+ * ownership of a malloc'd copy (mp_st_open runs the same header checks on a file). Replayed
+ * over its corpus and regressions by tests/test_fuzz_regressions.c (MP_FUZZ_REPLAY: no
+ * libFuzzer entry point). */
 #define _GNU_SOURCE
 #include <stddef.h>
 #include <stdint.h>
