@@ -458,7 +458,8 @@ static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
                 "optimizer %.0f, activations %.0f, data %.0f, packed weights %.0f, other %.0f)\n",
                 L->wrank, m[2], L->mem_pred.total, L->mem_pred.params, L->mem_pred.grads,
                 L->mem_pred.optim, L->mem_pred.acts, L->mem_pred.data, L->mem_pred.packed,
-                L->mem_pred.scratch + L->mem_pred.tied + L->mem_pred.dp + L->mem_pred.overhead);
+                L->mem_pred.scratch + L->mem_pred.tied + L->mem_pred.dp + L->mem_pred.overhead +
+                    L->mem_pred.hand_peers);
     if (c->P > 1 && (L->cfg->progress || !L->cfg->quiet))
         fprintf(stderr, "rank %d: hand-offs %llu through shared memory, %llu as MPI messages\n",
                 L->wrank, L->ex.n_sent_shared, L->ex.n_sent_mpi);

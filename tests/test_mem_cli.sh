@@ -84,6 +84,26 @@ claim "on one host the hand-offs go through shared memory (both ranks' lines)" t
 claim "... their slots are predicted on top (${p_shm:-?} > ${p_msg:-?})" \
     test "${p_shm:-0}" -gt "${p_msg:-0}"
 claim "... and the prediction covers what is held" test -n "$m_shm" -a "${m_shm:-1}" -le "${p_shm:-0}"
+# The slots live in one segment every rank maps whole (mp_xport_shm.c), so each process's resident
+# size holds every rank's slots, not only its own: what sharing adds to a rank's peak RSS is
+# predicted. gpt.mp, 1F1B, M = 1 (4 MiB messages): each rank's part is 8.4 MB, and counting only
+# its own left both ranks 8.4 MB over the prediction (13.5 MB in all) with sharing, 5.2 without.
+rss_and_pred() { # rss_and_pred OUT RANK: "measured predicted" of that rank's line
+    sed -n "s/^rank $2: peak_rss_bytes=\([0-9]*\) predicted \([0-9]*\) .*/\1 \2/p" "$1"; }
+H=(models/gpt.mp --max-steps 1 --batch 32 --micro-batches 1 --eval-windows 2 --schedule 1f1b)
+$SHM $MPIPE train "${H[@]}" >"$TMP/hand_shm.out" 2>&1
+$RUN $MPIPE train "${H[@]}" >"$TMP/hand_msg.out" 2>&1
+sharing_priced() { # sharing_priced RANK: measured and predicted growth agree within 1.5 MB
+    local a b a_m a_p b_m b_p
+    read -r a_m a_p <<<"$(rss_and_pred "$TMP/hand_shm.out" "$1")"
+    read -r b_m b_p <<<"$(rss_and_pred "$TMP/hand_msg.out" "$1")"
+    [ -n "$a_p" ] && [ -n "$b_p" ] || { echo "  no memory lines"; return 1; }
+    a=$((a_m - b_m)) b=$((a_p - b_p))
+    echo "  rank $1: sharing added $a bytes measured, $b predicted"
+    [ $((a - b)) -le 1500000 ] && [ $((b - a)) -le 1500000 ]
+}
+claim "rank 0's peak RSS grows by the hand-off segment as predicted" sharing_priced 0
+claim "rank 1's peak RSS grows by the hand-off segment as predicted" sharing_priced 1
 halves() { # DESIGN.md §10's aim for gpt.mp, 1f1b, M = 8: recomputing at least halves activations
     local none all
     none=$(result_field peak_act_bytes <"$TMP/1f1b_8_none.out")

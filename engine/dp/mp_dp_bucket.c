@@ -113,6 +113,8 @@ static int place_buffers(struct mp_dp *dp, size_t recv_floats, struct mp_err *er
     if (mp_shm_open(dp->stage_x, floats * sizeof(float), want, "the replicas' reduction", &k->sh,
                     err))
         return -1;
+    if (k->sh) /* every replica reads every part: the summed chunks the others wrote */
+        mp_shm_touch(k->sh->map, k->sh->bytes * (size_t)k->sh->size);
     float *base = k->sh ? part(k, dp->replica, 0) : NULL;
     if (!base && !(base = k->mem = mp_mem_alloc(recv_floats * sizeof(float))))
         return MP_FAIL(err, NOMEM, "out of memory for reduction buckets");

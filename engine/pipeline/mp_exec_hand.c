@@ -14,6 +14,25 @@
 
 #include "mp_xport_shm.h"
 
+/* Maps the slots this rank uses: its own part's and, in the senders' parts, those of the
+ * messages sent to it; no other rank's. Its resident size then holds its own slots and what it
+ * receives (as mp_stage_mem.c predicts): with the whole segment mapped, every rank of a P-stage
+ * pipeline on one host held all P ranks' slots. */
+static void touch_slots(const struct mp_exec *e, const int *bounds)
+{
+    const struct mp_stage *st = e->st;
+    for (int v = 0; v < st->S; v++)
+        for (int dir = 0; dir < 2; dir++) {
+            int from = mp_vstage_rank(st->place, v, st->P);
+            size_t at = e->hand_at[v * 2 + dir];
+            if (at && (from == st->rank ||
+                       mp_stage_handoff_to(st->place, v, dir, st->P, st->V) == st->rank))
+                mp_shm_touch((char *)mp_shm_part(e->hand, from) + (at - 1),
+                             MP_HANDOFF_SLOTS * mp_stage_handoff_slot_bytes(
+                                 mp_stage_handoff_msg_bytes(st->model, bounds, v, dir, st->mbs)));
+        }
+}
+
 int mp_exec_share(struct mp_exec *e, const int *bounds, int want, struct mp_err *err)
 {
     struct mp_stage *st = e->st;
@@ -27,6 +46,8 @@ int mp_exec_share(struct mp_exec *e, const int *bounds, int want, struct mp_err 
     }
     int rc = mp_shm_open(e->x, mine, want, "the pipeline's hand-offs", &e->hand, err);
     e->hand_odd_by_mpi = want == 2;
+    if (!rc && e->hand)
+        touch_slots(e, bounds);
     if (!rc && e->hand) {
         st->act_bytes_now += mine; /* message buffers, held from the start (DESIGN.md §4) */
         if (st->act_bytes_now > st->act_bytes_peak)

@@ -7,9 +7,6 @@
 
 #include "mp_exec.h"
 
-/* What a stage hands over: its output forward, its input's gradient back. */
-enum { MP_HAND_ACT = 0, MP_HAND_GRAD = 1 };
-
 /* Puts the `bytes` at src that virtual stage v (this rank's) sends for micro-batch mb into its
  * slot and returns 1; 0 when there are no slots or the receiver has not emptied that one yet:
  * then the message goes through MPI. */

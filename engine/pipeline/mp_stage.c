@@ -281,24 +281,49 @@ size_t mp_stage_handoff_slot_bytes(size_t msg_bytes)
     return 64 + (msg_bytes + 63) / 64 * 64;
 }
 
+size_t mp_stage_handoff_msg_bytes(const struct mp_model *m, const int *bounds, int v, int dir,
+                                  size_t mbs)
+{
+    const struct mp_layer *l = dir == MP_HAND_ACT ? &m->layers[bounds[v + 1] - 1]
+                                                  : &m->layers[bounds[v]];
+    return mbs * (dir == MP_HAND_ACT ? mp_layer_out_len(l) : mp_layer_in_len(l)) * sizeof(float);
+}
+
+int mp_stage_handoff_to(enum mp_vplace place, int v, int dir, int P, int V)
+{
+    int w = dir == MP_HAND_ACT ? v + 1 : v - 1;
+    return w >= 0 && w < P * V ? mp_vstage_rank(place, w, P) : mp_vstage_rank(place, v, P);
+}
+
 size_t mp_stage_handoff_bytes(const struct mp_model *m, const int *bounds, enum mp_vplace place,
                               int rank, int P, int V, size_t mbs, size_t *at)
 {
     size_t bytes = 0;
-    int S = P * V;
     for (int c = 0; c < V; c++) {
         int v = mp_vstage_of(place, rank, c, P);
-        size_t msg[2] = {mbs * mp_layer_out_len(&m->layers[bounds[v + 1] - 1]) * sizeof(float),
-                         mbs * mp_layer_in_len(&m->layers[bounds[v]]) * sizeof(float)};
-        int to[2] = {v + 1 < S ? mp_vstage_rank(place, v + 1, P) : rank,
-                     v > 0 ? mp_vstage_rank(place, v - 1, P) : rank};
         for (int dir = 0; dir < 2; dir++)
-            if (to[dir] != rank) {
+            if (mp_stage_handoff_to(place, v, dir, P, V) != rank) {
                 if (at)
                     at[v * 2 + dir] = bytes + 1;
-                bytes += MP_HANDOFF_SLOTS * mp_stage_handoff_slot_bytes(msg[dir]);
+                bytes += MP_HANDOFF_SLOTS *
+                         mp_stage_handoff_slot_bytes(mp_stage_handoff_msg_bytes(m, bounds, v, dir,
+                                                                                mbs));
             }
     }
+    return bytes;
+}
+
+size_t mp_stage_handoff_in_bytes(const struct mp_model *m, const int *bounds,
+                                 enum mp_vplace place, int rank, int P, int V, size_t mbs)
+{
+    size_t bytes = 0;
+    for (int v = 0; v < P * V; v++)
+        for (int dir = 0; dir < 2; dir++)
+            if (mp_vstage_rank(place, v, P) != rank &&
+                mp_stage_handoff_to(place, v, dir, P, V) == rank)
+                bytes += MP_HANDOFF_SLOTS *
+                         mp_stage_handoff_slot_bytes(mp_stage_handoff_msg_bytes(m, bounds, v, dir,
+                                                                                mbs));
     return bytes;
 }
 

@@ -159,6 +159,8 @@ void mp_stage_slab_floats(const struct mp_model *m, int first, int last, size_t 
  * MP_HANDOFF_SLOTS slots in the sender's part, micro-batch mb in slot mb % MP_HANDOFF_SLOTS; a
  * message whose slot its receiver has not emptied yet goes through MPI as before. */
 #define MP_HANDOFF_SLOTS 2
+/* What a stage hands over: its output forward, its input's gradient back. */
+enum { MP_HAND_ACT = 0, MP_HAND_GRAD = 1 };
 /* Bytes of one slot for a message of msg_bytes: a 64-byte line for its flag, the message rounded
  * up to 64 bytes. */
 size_t mp_stage_handoff_slot_bytes(size_t msg_bytes);
@@ -168,6 +170,16 @@ size_t mp_stage_handoff_slot_bytes(size_t msg_bytes);
  * stage v's slots for its activation (dir 0) or input gradient (dir 1); other entries untouched. */
 size_t mp_stage_handoff_bytes(const struct mp_model *m, const int *bounds, enum mp_vplace place,
                               int rank, int P, int V, size_t mbs, size_t *at);
+/* Bytes of virtual stage v's message in direction dir (MP_HAND_ACT: its output, forward;
+ * MP_HAND_GRAD: its input's gradient, back), and the rank it goes to (v's own rank at the ends of
+ * the pipeline, where there is none). */
+size_t mp_stage_handoff_msg_bytes(const struct mp_model *m, const int *bounds, int v, int dir,
+                                  size_t mbs);
+int mp_stage_handoff_to(enum mp_vplace place, int v, int dir, int P, int V);
+/* Bytes of the slots in other ranks' parts that `rank` reads: those of the messages sent to it.
+ * With its own slots, all of the hand-off segment its process touches (mp_exec_share). */
+size_t mp_stage_handoff_in_bytes(const struct mp_model *m, const int *bounds,
+                                 enum mp_vplace place, int rank, int P, int V, size_t mbs);
 /* Floats of the buffer a receive posted ahead lands in on `rank` (mp_exec.c post_ahead): the
  * input of its largest chunk fed by another rank, 0 when none is. mp_stage_init allocates it,
  * mp_stage_mem.c predicts it. */

@@ -63,6 +63,19 @@ void mp_mem_slab_peaks(const struct mp_sched *s, int rank, int P, int V, int *sl
     walk_actions(&q, slabs, &works);
 }
 
+/* The pipeline's hand-off slots on one host: this rank's own, counted with the activations as the
+ * engine counts them (message buffers), and those it reads in its senders' parts, which its
+ * process maps too (mp_exec_share touches both). gpt.mp on 2 stages, M = 1 (4 MiB messages):
+ * counting its own slots only left each rank 8.4 MB over its prediction with 1F1B (twice that
+ * with zbv). Until then every rank mapped the whole segment (all P ranks' slots). */
+static void hand_slots(const struct mp_mem_query *q, struct mp_mem_parts *p)
+{
+    p->acts += (double)mp_stage_handoff_bytes(q->m, q->bounds, q->sched->place, q->rank, q->P,
+                                              q->V, q->mbs, NULL);
+    p->hand_peers = (double)mp_stage_handoff_in_bytes(q->m, q->bounds, q->sched->place, q->rank,
+                                                      q->P, q->V, q->mbs);
+}
+
 double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
 {
     const struct mp_model *m = q->m;
@@ -94,8 +107,7 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
                                                  q->V, q->mbs) * FLOAT_BYTES;
     p.acts += works * work_floats * FLOAT_BYTES;
     if (q->shared_handoffs)
-        p.acts += (double)mp_stage_handoff_bytes(m, q->bounds, q->sched->place, q->rank, q->P,
-                                                 q->V, q->mbs, NULL);
+        hand_slots(q, &p);
     p.params = p.grads = arena * FLOAT_BYTES;
     int slots = q->state_slots ? q->state_slots : 1; /* SGD's arena still has one slot */
     p.optim = arena * slots * FLOAT_BYTES;
@@ -104,7 +116,7 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
     p.scratch = scratch * FLOAT_BYTES;
     /* Real replicas: D received chunks of each bucket and, on one host, the summed chunk the
      * others read (mp_dp_bucket.c: arena / D more). On one host that is each replica's part of a
-     * segment the replicas share, mapped whole (MAP_POPULATE) into every process, whose resident
+     * segment the replicas share, touched whole by every process (mp_dp_bucket.c), whose resident
      * size counts all D parts: arena (D + 1). Counted as one part until 2026-12-07, gpt.mp's 2
      * replicas measured 299.3 MB against 277.8 predicted. Emulated: a running sum. */
     if (q->D > 1)
@@ -113,7 +125,7 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
     p.overhead = MP_MEM_OVERHEAD_BYTES;
     p.packed = q->reuse_packed ? (double)mp_gemm_reuse_room((size_t)arena) : 0;
     p.total = p.params + p.grads + p.optim + p.acts + p.scratch + p.tied + p.dp + p.data +
-              p.overhead + p.packed;
+              p.overhead + p.packed + p.hand_peers;
     if (out)
         *out = p;
     return p.total;

@@ -36,6 +36,7 @@ struct mp_mem_query {
 struct mp_mem_parts {
     double params, grads, optim, acts, scratch, tied, dp, data, overhead, total;
     double packed; /* the packed-weight pool (reuse_packed) */
+    double hand_peers; /* the hand-off slots this rank reads in its senders' parts */
 };
 
 /* The chunks per rank the walk of a rank's actions counts (mp_mem_predict, mp_mem_slab_peaks);

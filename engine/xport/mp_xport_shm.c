@@ -2,7 +2,6 @@
  * sized for every rank's part and reserves its pages (posix_fallocate: a /dev/shm too small for it
  * fails here, not with a SIGBUS at first touch), tells the others its name, all map it, and once
  * every rank holds a mapping rank 0 removes the name. Only the public transport is used. */
-#define _GNU_SOURCE /* MAP_POPULATE */
 #include "mp_xport_shm.h"
 
 #include <fcntl.h>
@@ -49,7 +48,7 @@ static void *map_named(const char *name, size_t total)
     int fd = shm_open(name, O_RDWR, 0);
     if (fd < 0)
         return NULL;
-    void *p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+    void *p = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     return p == MAP_FAILED ? NULL : p;
 }
@@ -107,6 +106,17 @@ int mp_shm_open(struct mp_xport *x, size_t bytes, int want, const char *use, str
 void *mp_shm_part(const struct mp_shm *s, int q)
 {
     return (char *)s->map + (size_t)q * s->bytes;
+}
+
+void mp_shm_touch(const void *at, size_t bytes)
+{
+    if (!bytes)
+        return;
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    const volatile char *p = (const volatile char *)((uintptr_t)at / pg * pg);
+    const char *end = (const char *)at + bytes;
+    for (; (const char *)p < end; p += pg)
+        (void)*p;
 }
 
 void mp_shm_close(struct mp_shm *s)

@@ -22,9 +22,14 @@ struct mp_shm {
  * *s = NULL, nothing allocated and no error, when the ranks span hosts, when want is 0 on any
  * rank, or when the host's shared memory (/dev/shm) cannot hold them all: the caller keeps to
  * messages. The memory is zeroed, mapped and its pages reserved before this returns, and its name
- * is gone from /dev/shm: nothing is left behind however the job ends. */
+ * is gone from /dev/shm: nothing is left behind however the job ends. No page is in this
+ * process's page tables yet: a process's resident size counts the pages it touched, so each
+ * caller touches what it will use (mp_shm_touch) and is charged for that only. */
 int mp_shm_open(struct mp_xport *x, size_t bytes, int want, const char *use, struct mp_shm **s,
                 struct mp_err *err);
+/* Maps the pages of [at, at + bytes) into this process now (a read of each), so the first
+ * messages do not pay the page faults and the process's peak RSS shows them from the start. */
+void mp_shm_touch(const void *at, size_t bytes);
 /* Rank q's part, as this process sees it. */
 void *mp_shm_part(const struct mp_shm *s, int q);
 /* Copies n floats into shared memory a peer will read, with non-temporal stores on x86-64 (the
