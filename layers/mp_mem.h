@@ -11,7 +11,9 @@
 #include <stddef.h>
 
 /* bytes (any, 0 included) of uninitialised memory, 64-byte aligned; from 2 MiB up, 2 MiB aligned
- * and advised into huge pages. Freed with free(). NULL when out of memory. */
+ * and its whole 2 MiB pages advised into huge pages (the rest stays in small pages, so a touched
+ * buffer holds its bytes rounded to 4 KiB, not to 2 MiB). Freed with free(). NULL when out of
+ * memory. */
 void *mp_mem_alloc(size_t bytes);
 /* Advises the whole 2 MiB pages inside [p, p + bytes) into huge pages, before their first touch:
  * for memory that must come zeroed and unmapped from calloc (pages a shard never writes cost
