@@ -1,32 +1,9 @@
 /* The files rank 0 of a training run writes (mp_train_loop.h mp__train_check_outputs), checked
  * before the run starts. */
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "mp_output.h"
 #include "mp_train_loop.h"
-
-/* Whether path can be written where rank 0 will write it: not a directory, and a file can be
- * made beside it (the writers make PATH.tmp.PID there, then rename it). */
-static int can_write(const char *path, const char *flag, struct mp_err *err)
-{
-    struct stat sb;
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
-        return MP_FAIL(err, IO, "%s %s: is a directory: give a file name", flag, path);
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
-    if (fd < 0)
-        return MP_FAIL(err, IO, "%s %s: cannot write: %s (checked before training, so that "
-                       "nothing is lost at the end)", flag, path, strerror(errno));
-    close(fd);
-    unlink(tmp);
-    return 0;
-}
 
 /* Rank 0 writes --save-weights and --trace after the last step and --metrics from the first: a
  * path it cannot write is an error before training, on every rank alike (a typo in
@@ -38,7 +15,7 @@ int mp__train_check_outputs(struct loop *L, struct mp_err *err)
     const char *flag[3] = {"--save-weights", "--trace", "--metrics"};
     int bad = 0;
     for (int i = 0; L->wrank == 0 && i < 3 && !bad; i++)
-        bad = path[i] && can_write(path[i], flag[i], err);
+        bad = path[i] && mp_output_writable(path[i], flag[i], err);
     if (L->wsize > 1) {
         int *all = calloc((size_t)L->wsize, sizeof(int));
         if (!all)

@@ -130,6 +130,12 @@ claim "...data only rank 2 cannot read: rank 2 says it, rank 0 says the ranks di
 claim "...a flag value only rank 2 finds wrong: rank 2 names it, exit 2" \
     refused "rank 2: --aggregate krum:1 needs at least 5" timeout 120 mpirun --oversubscribe \
     -np 2 $MPIPE fed $F --rounds 1 : -np 1 $MPIPE fed $F --rounds 1 --aggregate krum:1
+# The server writes --save-weights after the last round: a path it cannot write is said before
+# round 1 (it was found only after every round was trained, then exit 3 and no weights).
+claim "--save-weights into a missing directory exits 3 before round 1, said once" bash -c \
+    "$RUN $MPIPE fed $F --rounds 2 --save-weights '$TMP/nodir/w.st' >/dev/null 2>'$TMP/nw.err';
+     [ \$? -eq 3 ] && [ \$(grep -c 'save-weights $TMP/nodir/w.st: cannot write' '$TMP/nw.err') = 1 ] &&
+     ! grep -q '^round 1' '$TMP/nw.err'"
 claim "--help documents the flags and the RESULT line" bash -c \
     "$MPIPE fed --help | grep -q -- '--round-deadline' && $MPIPE fed --help | grep -q 'RESULT test_acc' &&
      $MPIPE fed --help | grep -q -- '--client-stages' && $MPIPE fed --help | grep -q 'epsilon='"

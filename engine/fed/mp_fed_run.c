@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "mp_fed.h"
+#include "mp_output.h"
 
 /* `train`'s default M without a plan: the largest divisor of B that is at most 2P (1 for P = 1). */
 static int default_micro_batches(size_t batch, int P)
@@ -121,6 +122,10 @@ int mp_fed_run(const struct mp_fed_cfg *cfg, struct mp_xport *x, struct mp_fed_r
     else if (!rc)
         rc = mp_fed_split_make(&split, &cfg->split, d.train.y, d.train.n, d.n_classes,
                                cfg->clients, cfg->seed, err);
+    /* The server writes --save-weights after the last round: a path it cannot write stops the
+     * run now, not after every round was trained. */
+    if (!rc && rank == 0 && cfg->save_weights)
+        rc = mp_output_writable(cfg->save_weights, "--save-weights", err);
     /* Every rank checked the same options, model and data: an error all of them found, rank 0
      * says; one only some found (another --data on one host), they say, and nobody waits. */
     rc = mp_xport_settle(x, rc, "the options, the model or the data", err);
