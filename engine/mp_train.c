@@ -508,8 +508,7 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
         rc = setup_layout(&L, err);
     if (rc)
         mp_err_mark_shared(err);
-    if (!rc && mp_data_load(&L.data, cfg->data_src, mp_layer_in_len(&cfg->model->layers[1]),
-                            mp_model_data_classes(cfg->model), cfg->seed, err)) {
+    if (!rc && mp_data_load_model(&L.data, cfg->data_src, cfg->model, cfg->seed, err)) {
         rc = -1;
         if (err->code == MP_ERR_USAGE) /* --data's own syntax: every rank read the same flag */
             mp_err_mark_shared(err);

@@ -58,6 +58,10 @@ printf 'input tokens 4\nembed 40 8\ndense 256\nsoftmax_xent\n' >"$TMP/small_embe
 claim "a byte beyond the embed's V exits 2 even when the loss has 256 classes" \
     refused "ok.txt: byte 2: value 46 is not an id of the model's vocabulary of 40" \
     $MPIPE train "$TMP/small_embed.mp" --data "text:$TMP/ok.txt"
+printf 'input tokens 4\nembed 256 8\ndense 10\nsoftmax_xent\n' >"$TMP/few_classes.mp"
+claim "a byte beyond the loss's classes (under the embed's V) names the model's lines" \
+    refused "value 32 is not an id.*few_classes.mp:4 (softmax_xent) predicts 10 classes, fewer than the 256 ids of the embed (.*few_classes.mp:2)" \
+    $MPIPE train "$TMP/few_classes.mp" --data "text:$TMP/ok.txt"
 
 # ---- the executor's residual, against one SGD step computed by hand ----
 # residual_tiny: E [3, 2] -> x + tanh(dense(x)) -> (y + dense(y)) + y -> head U [3, 2] -> loss.

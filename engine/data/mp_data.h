@@ -55,6 +55,14 @@ void mp_idx_free(struct mp_idx *idx);
  * shorter than T + 1 bytes). */
 int mp_data_load(struct mp_data *d, const char *src, size_t sample_len, size_t n_classes,
                  uint64_t seed, struct mp_err *err);
+/* The message of a text byte the model cannot take (mp_text.c). */
+#define MP_DATA_NOT_AN_ID "is not an id of the model's vocabulary"
+struct mp_model;
+/* mp_data_load with the model's input size and the values its data may hold
+ * (mp_model_data_classes); a byte its loss cannot take as a label, while its embed could, is
+ * explained by the model's lines (mp_data_model.c). */
+int mp_data_load_model(struct mp_data *d, const char *src, const struct mp_model *m,
+                       uint64_t seed, struct mp_err *err);
 void mp_data_free(struct mp_data *d);
 
 /* perm[0..n) = a permutation fixed by (seed, epoch); identity when shuffle is 0. */

@@ -139,9 +139,8 @@ int mp__text_load(struct mp_data *d, const char *src, size_t T, size_t V, struct
                        "%zu)", name, n, n_train, n - n_train, T + 1, T);
     for (size_t i = 0; i < n; i++)
         if (d->bytes[i] >= V)
-            return MP_FAIL(err, INPUT, "%s: byte %zu: value %u is not an id of the model's "
-                           "vocabulary of %zu (embed V, or the loss's classes if fewer)", name, i,
-                           d->bytes[i], V);
+            return MP_FAIL(err, INPUT, "%s: byte %zu: value %u " MP_DATA_NOT_AN_ID " of %zu "
+                           "(embed V, or the loss's classes if fewer)", name, i, d->bytes[i], V);
     struct mp_dataset *tr = &d->train, *va = &d->test;
     tr->text = d->bytes;
     tr->text_len = n_train;

@@ -112,8 +112,7 @@ int mp_fed_run(const struct mp_fed_cfg *cfg, struct mp_xport *x, struct mp_fed_r
     memset(&split, 0, sizeof split);
     const struct mp_model *m = cfg->model;
     if (!rc)
-        rc = mp_data_load(&d, cfg->data_src, mp_layer_in_len(&m->layers[1]),
-                          mp_model_data_classes(m), cfg->seed, err);
+        rc = mp_data_load_model(&d, cfg->data_src, m, cfg->seed, err);
     size_t eval = cfg->eval_windows ? cfg->eval_windows : 256;
     if (!rc && d.train.text && d.test.n > eval)
         d.test.n = eval; /* the server tests the first windows, as `train` does at the end */
