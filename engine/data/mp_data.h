@@ -40,10 +40,19 @@ struct mp_idx {
     uint32_t dims[4];
     uint8_t *data;   /* product of dims bytes */
     size_t len;
+    int placed;      /* data is the caller's (mp_idx_read_placed): mp_idx_free leaves it */
 };
 /* Reads an IDX file, gzip'd or not (zlib detects). Bad magic/type/dims, or a size that does not
  * match the header: MP_ERR_INPUT "FILE: byte N: ..."; unreadable or truncated: MP_ERR_IO. */
 int mp_idx_read(struct mp_idx *idx, const char *path, struct mp_err *err);
+/* The same, with the data read straight into memory the caller gives once the header is known:
+ * place(ctx, head, err) gets the dims and len (data NULL) and returns head->len bytes to read into,
+ * or NULL with err set to refuse (nothing is read then). On failure the caller's memory is left
+ * to the caller. A loader that converts the bytes can so hold them where the converted values
+ * will go instead of beside them. */
+typedef uint8_t *(*mp_idx_place_fn)(void *ctx, const struct mp_idx *head, struct mp_err *err);
+int mp_idx_read_placed(struct mp_idx *idx, const char *path, mp_idx_place_fn place, void *ctx,
+                       struct mp_err *err);
 /* The same from bytes in memory (plain IDX; for tests and fuzzing). */
 int mp_idx_parse(struct mp_idx *idx, const char *name, const uint8_t *buf, size_t len,
                  struct mp_err *err);

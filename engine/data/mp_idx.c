@@ -137,7 +137,8 @@ static long long gz_read_all(gzFile gz, const char *name, uint8_t *buf, size_t l
 
 /* The header first (4 bytes, then the dims it announces), so the data buffer is allocated once at
  * its validated size; then one more byte must not be there. */
-static int read_stream(struct mp_idx *idx, gzFile gz, const char *name, struct mp_err *err)
+static int read_stream(struct mp_idx *idx, gzFile gz, const char *name, mp_idx_place_fn place,
+                       void *ctx, struct mp_err *err)
 {
     uint8_t hdr[20];
     struct idx_header h;
@@ -154,11 +155,19 @@ static int read_stream(struct mp_idx *idx, gzFile gz, const char *name, struct m
         return -1;
     /* The buffer grows toward the promised size as data arrives (a gzip stream's length is not
      * known up front), so a 36-byte file whose header promises 4 GiB is reported as truncated
-     * instead of first reserving 4 GiB (found by tests/fuzz/fuzz_idx). */
+     * instead of first reserving 4 GiB (found by tests/fuzz/fuzz_idx). A caller's buffer is
+     * the promised size at once: its caller checked the dims against what it expects. */
     size_t cap = h.data_len < IDX_FIRST_CHUNK ? h.data_len : IDX_FIRST_CHUNK, got = 0;
-    uint8_t *data = malloc(cap);
-    if (!data)
+    uint8_t *data = NULL;
+    if (place) {
+        fill_idx(idx, &h, NULL);
+        if (!(data = place(ctx, idx, err)))
+            return -1;
+        idx->placed = 1;
+        cap = h.data_len;
+    } else if (!(data = malloc(cap))) {
         return MP_FAIL(err, NOMEM, "%s: cannot allocate %zu bytes", name, cap);
+    }
     for (;;) {
         long long more = gz_read_all(gz, name, data + got, cap - got, err);
         if (more < 0)
@@ -189,11 +198,14 @@ static int read_stream(struct mp_idx *idx, gzFile gz, const char *name, struct m
     fill_idx(idx, &h, data);
     return 0;
 fail:
-    free(data);
+    if (!place)
+        free(data);
+    memset(idx, 0, sizeof *idx);
     return -1;
 }
 
-int mp_idx_read(struct mp_idx *idx, const char *path, struct mp_err *err)
+int mp_idx_read_placed(struct mp_idx *idx, const char *path, mp_idx_place_fn place, void *ctx,
+                       struct mp_err *err)
 {
     memset(idx, 0, sizeof *idx);
     errno = 0;
@@ -202,13 +214,19 @@ int mp_idx_read(struct mp_idx *idx, const char *path, struct mp_err *err)
         return MP_FAIL(err, IO, "%s: cannot read: %s", path,
                        strerror(errno ? errno : ENOMEM));
     gzbuffer(gz, 1u << 17); /* fewer, larger reads: the training set is 47 MB unpacked */
-    int rc = read_stream(idx, gz, path, err);
+    int rc = read_stream(idx, gz, path, place, ctx, err);
     gzclose_r(gz);
     return rc;
 }
 
+int mp_idx_read(struct mp_idx *idx, const char *path, struct mp_err *err)
+{
+    return mp_idx_read_placed(idx, path, NULL, NULL, err);
+}
+
 void mp_idx_free(struct mp_idx *idx)
 {
-    free(idx->data);
+    if (!idx->placed)
+        free(idx->data);
     memset(idx, 0, sizeof *idx);
 }
