@@ -146,6 +146,25 @@ claim "a bit flipped inside a manifest value is caught by its digest and skipped
     grep -q "step-20 is unusable.*manifest is damaged.*falling back to .*step-" "$TMP/err"
 claim "... and the fallback run gives the uninterrupted run's bytes" same "$TMP/rv.st"
 
+# --dp 2 is part of the numbers (DESIGN.md §6): its reference is one rank emulating the replicas.
+# --zero 1: replica 0 writes the whole optimizer state, as an unsharded run would (the same stage
+# file's bytes), and the checkpoint resumes on one rank and on sharded replicas alike; a resume
+# without --dp takes the checkpointed run's (it continued as --dp 1 before, other numbers and no
+# word of it).
+run 1 --stages 1 --dp 2 --save-weights "$TMP/fulldp.st"
+samedp() { cmp -s "$TMP/fulldp.st" "$1" || { echo "  $1 differs from the --dp 2 run"; return 1; }; }
+run 2 --stages 1 --dp 2 --zero 1 --max-steps 20 --checkpoint "$TMP/cz1"
+run 2 --stages 1 --dp 2 --zero 0 --max-steps 20 --checkpoint "$TMP/cz0"
+claim "--zero 1 writes the stage file --zero 0 writes, byte for byte" \
+    cmp "$TMP/cz1/step-20/stage-0.safetensors" "$TMP/cz0/step-20/stage-0.safetensors"
+cp -r "$TMP/cz1" "$TMP/cz1b"
+run 1 --checkpoint "$TMP/cz1" --resume --save-weights "$TMP/rz1.st"
+claim "--zero 1's checkpoint resumed on 1 rank without --dp: the --dp 2 run's bytes" \
+    samedp "$TMP/rz1.st"
+claim "... taking the checkpointed run's --dp 2, and saying so" \
+    grep -q "resuming with the checkpointed run's.*--dp 2" "$TMP/err"
+run 2 --stages 1 --dp 2 --zero 1 --checkpoint "$TMP/cz1b" --resume --save-weights "$TMP/rz2.st"
+claim "... and on 2 sharded replicas: the same bytes" samedp "$TMP/rz2.st"
 exit_is() { # exit_is CODE PATTERN NP args...
     local code=$1 pat=$2
     shift 2

@@ -445,16 +445,18 @@ static void token_defaults(struct train_args *a)
         c->eval_windows = 256;
 }
 
-/* --resume without --micro-batches, --batch or --optimizer: the checkpointed run's own
+/* --resume without --micro-batches, --batch, --optimizer or --dp: the checkpointed run's own
  * (DIR/layout.json, which train writes as it starts, as tools/mpipe-run reads it): the numbers
  * continue exactly only with them (DESIGN.md §6), and before, a resume on another number of ranks
- * without them stopped with exit 2 asking for them. A DIR without the file (nothing trained there
- * yet) keeps the defaults; a malformed file is exit 2 naming it. */
+ * without them stopped with exit 2 asking for them. --dp D is part of the numbers too (replicas
+ * sum their own micro-batches): a --dp 2 run resumed on one rank without it continued as --dp 1,
+ * other numbers and no word of it; now its D replicas are emulated there. A DIR without the file
+ * (nothing trained there yet) keeps the defaults; a malformed file is exit 2 naming it. */
 static int resume_defaults(struct train_args *a, int rank, struct mp_err *err)
 {
     struct mp_train_cfg *c = &a->cfg;
     int opt_given = given(a, "--optimizer");
-    if (!c->resume || !c->ckpt_dir || (a->micro && c->batch_given && opt_given))
+    if (!c->resume || !c->ckpt_dir || (a->micro && c->batch_given && opt_given && a->dp))
         return 0;
     char path[4200];
     snprintf(path, sizeof path, "%s/layout.json", c->ckpt_dir);
@@ -462,28 +464,31 @@ static int resume_defaults(struct train_args *a, int rank, struct mp_err *err)
         return 0;
     json_error_t je;
     json_t *root = json_load_file(path, 0, &je);
-    json_int_t M = 0, batch = 0;
+    json_int_t M = 0, batch = 0, D = 1;
     const char *format = "", *optim = NULL; /* layouts before 2026-12-07 lack the optimizer */
     enum mp_optim_kind kind = c->optim.kind;
-    int bad = !root || json_unpack(root, "{s:s, s:I, s:I, s?s}", "format", &format, "M", &M,
-                                   "batch", &batch, "optimizer", &optim) ||
+    int bad = !root || json_unpack(root, "{s:s, s:I, s:I, s?s, s?I}", "format", &format, "M", &M,
+                                   "batch", &batch, "optimizer", &optim, "D", &D) ||
               strcmp(format, "mpipe-layout") || M < 1 || M > (1 << 24) || batch < M ||
-              batch % M || (optim && mp_optim_parse(optim, &kind));
+              batch % M || (optim && mp_optim_parse(optim, &kind)) || D < 1 || D > 4096;
     json_decref(root); /* optim pointed into it: only kind is used below */
     if (bad)
         return MP_FAIL(err, INPUT, "%s: %s", path,
                        !root ? je.text : "expected {\"format\": \"mpipe-layout\", \"M\": M, "
-                       "\"batch\": B, \"optimizer\": O} with B a multiple of M >= 1 and O an "
-                       "optimizer mpipe knows");
+                       "\"batch\": B, \"optimizer\": O, \"D\": D} with B a multiple of M >= 1, "
+                       "O an optimizer mpipe knows and D from 1 to 4096");
     int took_m = !a->micro, took_b = !c->batch_given, took_o = !opt_given && kind != c->optim.kind;
+    int took_d = !a->dp && D > 1;
     if (took_m)
         a->micro = M;
     if (took_b)
         c->batch = (size_t)batch, c->batch_given = 1;
     if (took_o)
         use_optimizer(a, kind);
-    if (rank == 0 && (took_m || took_b || took_o)) {
-        char what[80] = "";
+    if (took_d)
+        a->dp = D;
+    if (rank == 0 && (took_m || took_b || took_o || took_d)) {
+        char what[128] = "";
         if (took_b)
             snprintf(what, sizeof what, "--batch %lld ", (long long)batch);
         if (took_m)
@@ -492,6 +497,9 @@ static int resume_defaults(struct train_args *a, int rank, struct mp_err *err)
         if (took_o)
             snprintf(what + strlen(what), sizeof what - strlen(what), "--optimizer %s ",
                      mp_optim_name(kind));
+        if (took_d)
+            snprintf(what + strlen(what), sizeof what - strlen(what), "--dp %lld ",
+                     (long long)D);
         fprintf(stderr, "mpipe train: resuming with the checkpointed run's %s(%s)\n", what, path);
     }
     return 0;
