@@ -125,7 +125,7 @@ claim "a model file only rank 2 cannot parse: rank 2 names the file and line, ex
 claim "...data only rank 2 cannot read: rank 2 says it, rank 0 says the ranks disagree, exit 3" \
     bash -c "timeout 120 mpirun --oversubscribe -np 2 $MPIPE fed $F --rounds 1 : -np 1 $MPIPE fed \
              $F --rounds 1 --data mnist-dir:$TMP/none >/dev/null 2>'$TMP/mpmd.err'
-             test \$? -eq 3 && grep -q 'rank 2: $TMP/none/train-images-idx3-ubyte: cannot read' \
+             test \$? -eq 3 && grep -q 'rank 2: $TMP/none/train-labels-idx1-ubyte: cannot read' \
              '$TMP/mpmd.err' && grep -q 'rank 0: 1 of the 3 ranks found an error' '$TMP/mpmd.err'"
 claim "...a flag value only rank 2 finds wrong: rank 2 names it, exit 2" \
     refused "rank 2: --aggregate krum:1 needs at least 5" timeout 120 mpirun --oversubscribe \

@@ -179,4 +179,11 @@ claim "nothing to resume: exit 3" exit_is 3 "no valid checkpoint" 2 --checkpoint
 claim "another --micro-batches: exit 2 naming it" \
     exit_is 2 "micro-batches 4" 2 --checkpoint "$TMP/c4" --resume --micro-batches 8
 claim "--resume without --checkpoint: exit 2" exit_is 2 "need --checkpoint" 1 --resume
+# A run that does not resume, pointed at a directory of checkpoints, would prune them as another
+# timeline's (a forgotten --resume deleted an earlier run's newer steps): refused before training.
+before=$(ls "$TMP/c4")
+claim "a fresh run into a directory holding checkpoints: exit 2 naming the newest" \
+    exit_is 2 "holds an earlier run's checkpoints (newest step-48): --resume continues" 2 \
+    --max-steps 3 --checkpoint "$TMP/c4"
+claim "... and they are all still there ($(echo $before))" test "$(ls "$TMP/c4")" = "$before"
 finish

@@ -189,7 +189,9 @@ static int resume_check(struct mp_xport *world, const char *model, int P, const 
     if (x)
         mp_xport_finalize(x);
     for (int i = 0; i < n_resume; i++) {
-        snprintf(ck, sizeof ck, "%s/ck%d_%d", dir, P, resume_P[i]);
+        /* a directory of its own: a run that does not resume refuses one holding another
+         * run's checkpoints (it used to prune them, here another model's) */
+        snprintf(ck, sizeof ck, "%s/ck%d_%d_%d", dir, P, resume_P[i], *n_runs);
         snprintf(got, sizeof got, "%s/resumed.st", dir);
         struct opts first = {stop, ck, 0, 1}, rest = {total, ck, 1, 1};
         x = NULL;

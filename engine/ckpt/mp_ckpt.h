@@ -37,6 +37,12 @@ int mp_ckpt_save(const struct mp_ckpt_io *io, const struct mp_ckpt_pos *pos, str
  * MP_ERR_USAGE when the run is incompatible (other model, M, batch or optimizer). Collective. */
 int mp_ckpt_resume(const struct mp_ckpt_io *io, struct mp_ckpt_pos *pos, struct mp_err *err);
 
+/* A run that does not resume may not write into DIR while DIR holds step-N checkpoints: its
+ * saves would prune them as another timeline's (a forgotten --resume cost an earlier run's newer
+ * checkpoints, silently). MP_ERR_USAGE naming the newest and what to do; 0 when DIR holds none
+ * or does not exist yet. Local (rank 0 checks; the caller shares the verdict). */
+int mp_ckpt_check_unused(const char *dir, struct mp_err *err);
+
 /* ---- internal (mp_ckpt*.c and tests) ---- */
 
 /* Optimizer state slot s of a kind as a tensor-name suffix (".m", ".v"). */

@@ -49,6 +49,21 @@ int mp__ckpt_candidates(const char *dir, uint64_t *steps, int max, struct mp_err
     return n;
 }
 
+int mp_ckpt_check_unused(const char *dir, struct mp_err *err)
+{
+    uint64_t steps[MAX_CANDIDATES];
+    int n = mp__ckpt_candidates(dir, steps, MAX_CANDIDATES, err);
+    if (n <= 0)
+        return n < 0 ? -1 : 0;
+    uint64_t newest = steps[0];
+    for (int i = 1; i < n; i++)
+        newest = steps[i] > newest ? steps[i] : newest;
+    return MP_FAIL(err, USAGE, "--checkpoint %s holds an earlier run's checkpoints (newest "
+                   "step-%llu): --resume continues that run; to start over, give another "
+                   "directory or remove %s/step-* (this run's checkpoints would replace them)",
+                   dir, (unsigned long long)newest, dir);
+}
+
 /* What must match for the numbers to continue exactly (MP_ERR_USAGE), and a layout that must
  * describe the model (MP_ERR_CKPT). */
 static int check_compat(const struct mp_ckpt_io *io, const char *sdir,
@@ -178,6 +193,8 @@ static void note_differences(const struct mp_ckpt_io *io, const char *sdir,
     const char *what = NULL;
     if (m->seed != c->seed || m->shuffle != c->shuffle)
         what = "--seed or --shuffle";
+    else if (m->pos.dp_D >= 1 && m->pos.dp_D != (c->D > 1 ? c->D : 1))
+        what = "--dp (replicas sum their own micro-batches)";
     else if (a->kind != b->kind || a->base_lr != b->base_lr || a->warmup != b->warmup ||
              (a->kind == MP_LR_COSINE && a->total_steps != b->total_steps))
         what = "LR schedule (kind, --lr, --warmup, or its length from --epochs/--max-steps)";

@@ -34,7 +34,7 @@ struct mp_ckpt_pos {
  * as training starts, before any checkpoint exists, so that a supervisor restarting a job that
  * died before its first checkpoint (tools/mpipe-run) can pin the same M and batch, and the fresh
  * start computes the uninterrupted run's numbers on whatever ranks remain; `train --resume` takes
- * M, batch and optimizer from it when not given. Nothing without a DIR. */
+ * M, batch, optimizer and D from it when not given. Nothing without a DIR. */
 int mp_ckpt_write_layout(const struct mp_train_cfg *c, struct mp_err *err);
 
 /* ---- internal (mp_ckpt*.c and tests) ---- */
