@@ -451,17 +451,18 @@ static void token_defaults(struct train_args *a)
  * without them stopped with exit 2 asking for them. --dp D is part of the numbers too (replicas
  * sum their own micro-batches): a --dp 2 run resumed on one rank without it continued as --dp 1,
  * other numbers and no word of it; now its D replicas are emulated there. A DIR without the file
- * (nothing trained there yet) keeps the defaults; a malformed file is exit 2 naming it. */
-static int resume_defaults(struct train_args *a, int rank, struct mp_err *err)
+ * (nothing trained there yet) keeps the defaults; so does a malformed one, with a warning naming
+ * it: it was exit 2, which blocked resuming from sound checkpoints with every flag given. */
+static void resume_defaults(struct train_args *a, int rank)
 {
     struct mp_train_cfg *c = &a->cfg;
     int opt_given = given(a, "--optimizer");
     if (!c->resume || !c->ckpt_dir || (a->micro && c->batch_given && opt_given && a->dp))
-        return 0;
+        return;
     char path[4200];
     snprintf(path, sizeof path, "%s/layout.json", c->ckpt_dir);
     if (access(path, F_OK) != 0)
-        return 0;
+        return;
     json_error_t je;
     json_t *root = json_load_file(path, 0, &je);
     json_int_t M = 0, batch = 0, D = 1;
@@ -472,11 +473,15 @@ static int resume_defaults(struct train_args *a, int rank, struct mp_err *err)
               strcmp(format, "mpipe-layout") || M < 1 || M > (1 << 24) || batch < M ||
               batch % M || (optim && mp_optim_parse(optim, &kind)) || D < 1 || D > 4096;
     json_decref(root); /* optim pointed into it: only kind is used below */
-    if (bad)
-        return MP_FAIL(err, INPUT, "%s: %s", path,
-                       !root ? je.text : "expected {\"format\": \"mpipe-layout\", \"M\": M, "
-                       "\"batch\": B, \"optimizer\": O, \"D\": D} with B a multiple of M >= 1, "
-                       "O an optimizer mpipe knows and D from 1 to 4096");
+    if (bad) { /* the checkpoints may be fine: their manifests still decide (check_compat) */
+        if (rank == 0)
+            fprintf(stderr, "mpipe train: warning: %s: %s; ignored: the flags given, or their "
+                    "defaults, are checked against the checkpoint itself\n", path,
+                    !root ? je.text : "expected {\"format\": \"mpipe-layout\", \"M\": M, "
+                    "\"batch\": B, \"optimizer\": O, \"D\": D} with B a multiple of M >= 1, "
+                    "O an optimizer mpipe knows and D from 1 to 4096");
+        return;
+    }
     int took_m = !a->micro, took_b = !c->batch_given, took_o = !opt_given && kind != c->optim.kind;
     int took_d = !a->dp && D > 1;
     if (took_m)
@@ -502,7 +507,6 @@ static int resume_defaults(struct train_args *a, int rank, struct mp_err *err)
                      (long long)D);
         fprintf(stderr, "mpipe train: resuming with the checkpointed run's %s(%s)\n", what, path);
     }
-    return 0;
 }
 
 /* --memory-per-rank's default (DESIGN.md §10): this host's memory (hwloc) over the ranks Open MPI
@@ -528,8 +532,7 @@ static int setup(struct train_args *a, struct mp_model *m, struct mp_xport *x, i
     if (mp_model_load(m, a->model_path, err))
         return -1;
     c->model = m;
-    if (resume_defaults(a, mp_xport_rank(x), err))
-        return -1;
+    resume_defaults(a, mp_xport_rank(x));
     if (m->tokens)
         token_defaults(a);
     if (!c->mem_cap)
