@@ -251,7 +251,7 @@ static int ckpt_write(struct loop *L, int epoch, uint64_t cursor, struct mp_err 
 static void ckpt_io(struct loop *L, struct mp_ckpt_io *io)
 {
     *io = (struct mp_ckpt_io){.cfg = L->cfg, .lr = &L->lr, .st = &L->st, .bounds = L->bounds,
-                              .x = L->px, .n_train = L->data.train.n};
+                              .x = L->px, .n_train = L->data.train.n, .quiet = L->wrank != 0};
 }
 
 static int ckpt_save(struct loop *L, int epoch, uint64_t cursor, struct mp_err *err)

@@ -9,8 +9,8 @@
 /* Rank 0 writes --save-weights and --trace after the last step and --metrics from the first: a
  * path it cannot write is an error before training, on every rank alike (a typo in
  * --save-weights used to cost a whole run: 30 steps of gpt.mp on 2 ranks, then exit 3). And a
- * run that does not resume may not checkpoint into a directory holding another run's
- * checkpoints, which its saves would prune (mp_ckpt_check_unused). */
+ * --checkpoint directory it cannot make or write, or, for a run that does not resume, one holding
+ * another run's checkpoints, which its saves would prune (mp_ckpt_check_dir). */
 int mp__train_check_outputs(struct loop *L, struct mp_err *err)
 {
     const struct mp_train_cfg *c = L->cfg;
@@ -19,8 +19,7 @@ int mp__train_check_outputs(struct loop *L, struct mp_err *err)
     int bad = 0; /* rank 0's verdict: 0 or its error's code */
     for (int i = 0; L->wrank == 0 && i < 3 && !bad; i++)
         bad = path[i] && mp_output_writable(path[i], flag[i], err) ? (int)err->code : 0;
-    if (L->wrank == 0 && !bad && c->ckpt_dir && !c->resume &&
-        mp_ckpt_check_unused(c->ckpt_dir, err))
+    if (L->wrank == 0 && !bad && c->ckpt_dir && mp_ckpt_check_dir(c->ckpt_dir, c->resume, err))
         bad = (int)err->code;
     if (L->wsize > 1) {
         int *all = calloc((size_t)L->wsize, sizeof(int));

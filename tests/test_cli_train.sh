@@ -70,6 +70,11 @@ claim "... and on 2 ranks, --trace into a missing directory: rank 0 says it" \
     untrained "rank 0: --trace $TMP/nodir/t.json: cannot write" mpirun -np 2 --oversubscribe \
     $MPIPE train models/mlp.mp $S --max-steps 3 --stages 2 --trace "$TMP/nodir/t.json"
 claim "... once" test "$(grep -c "cannot write" "$TMP/stderr")" = 1
+touch "$TMP/afile"
+claim "--checkpoint under a file exits 3 before training, said once" \
+    untrained "checkpoint directory $TMP/afile/ck: cannot create" mpirun -np 2 --oversubscribe \
+    $MPIPE train models/mlp.mp $S --max-steps 3 --stages 2 --checkpoint "$TMP/afile/ck"
+claim "... once" test "$(grep -c "cannot create" "$TMP/stderr")" = 1
 claim "no temporary file is left beside a checked output" \
     bash -c "! ls '$TMP'/*.tmp.* 2>/dev/null | grep -q ."
 claim "--init with other shapes exits 2" exits_with 2 "shape" $MPIPE train models/tiny_mlp.mp $S --init "$TMP/i.st" --max-steps 1

@@ -25,6 +25,8 @@ struct mp_ckpt_io {
     const int *bounds;              /* S + 1 virtual-stage boundaries of this run */
     struct mp_xport *x;
     size_t n_train;                 /* training samples (recorded, checked on resume) */
+    int quiet;                      /* 1: another pipeline's rank 0 says what resuming found
+                                       (the replicas of --dp D each load the same checkpoint) */
 };
 
 /* Writes DIR/step-<pos->step> collectively: every rank its stage files into a temporary
@@ -37,11 +39,12 @@ int mp_ckpt_save(const struct mp_ckpt_io *io, const struct mp_ckpt_pos *pos, str
  * MP_ERR_USAGE when the run is incompatible (other model, M, batch or optimizer). Collective. */
 int mp_ckpt_resume(const struct mp_ckpt_io *io, struct mp_ckpt_pos *pos, struct mp_err *err);
 
-/* A run that does not resume may not write into DIR while DIR holds step-N checkpoints: its
- * saves would prune them as another timeline's (a forgotten --resume cost an earlier run's newer
- * checkpoints, silently). MP_ERR_USAGE naming the newest and what to do; 0 when DIR holds none
- * or does not exist yet. Local (rank 0 checks; the caller shares the verdict). */
-int mp_ckpt_check_unused(const char *dir, struct mp_err *err);
+/* Before training, rank 0: DIR can be made and written (MP_ERR_IO naming it: found at the first
+ * save, it cost the steps before it), and a run that does not resume may not write into a DIR
+ * holding step-N checkpoints, which its saves would prune as another timeline's (a forgotten
+ * --resume cost an earlier run's newer checkpoints, silently): MP_ERR_USAGE naming the newest
+ * and what to do. Local (the caller shares the verdict). */
+int mp_ckpt_check_dir(const char *dir, int resuming, struct mp_err *err);
 
 /* ---- internal (mp_ckpt*.c and tests) ---- */
 

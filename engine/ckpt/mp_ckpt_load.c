@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mp_output.h"
 #include "mp_safetensors.h"
 #include "mp_weights.h"
 
@@ -49,8 +50,14 @@ int mp__ckpt_candidates(const char *dir, uint64_t *steps, int max, struct mp_err
     return n;
 }
 
-int mp_ckpt_check_unused(const char *dir, struct mp_err *err)
+int mp_ckpt_check_dir(const char *dir, int resuming, struct mp_err *err)
 {
+    char probe[4200];
+    snprintf(probe, sizeof probe, "%s/layout.json", dir); /* a file train writes there anyway */
+    if (mp__ckpt_make_dirs(dir, err) || mp_output_writable(probe, "--checkpoint", err))
+        return -1;
+    if (resuming)
+        return 0;
     uint64_t steps[MAX_CANDIDATES];
     int n = mp__ckpt_candidates(dir, steps, MAX_CANDIDATES, err);
     if (n <= 0)
@@ -184,6 +191,17 @@ static int try_load(const struct mp_ckpt_io *io, const char *sdir, struct mp__ck
     return load_layers(io, sdir, m, err);
 }
 
+/* "2 stages", or with chunks "2 ranks x 2 chunks" (zbv's 4 virtual stages on 2 ranks were said
+ * as "4 stages"). */
+static const char *stages_str(char *buf, size_t cap, int P, int V)
+{
+    if (V > 1)
+        snprintf(buf, cap, "%d rank%s x %d chunks", P, P > 1 ? "s" : "", V);
+    else
+        snprintf(buf, cap, "%d stage%s", P, P > 1 ? "s" : "");
+    return buf;
+}
+
 /* Rank 0: what differs from the checkpoint but is allowed, said once. */
 static void note_differences(const struct mp_ckpt_io *io, const char *sdir,
                              const struct mp__ckpt_manifest *m)
@@ -202,10 +220,11 @@ static void note_differences(const struct mp_ckpt_io *io, const char *sdir,
         what = "--clip-norm or optimizer settings";
     else if (m->n_train != io->n_train)
         what = "training set";
+    char was[48], now[48];
     fprintf(stderr, "mpipe: resumed from %s (step %llu, epoch %d, %llu steps into it; written "
-            "with %d stage%s, loaded on %d)\n", sdir, (unsigned long long)m->pos.step,
-            m->pos.epoch + 1, (unsigned long long)m->pos.cursor, m->S, m->S > 1 ? "s" : "",
-            io->st->S);
+            "with %s, loaded on %s)\n", sdir, (unsigned long long)m->pos.step, m->pos.epoch + 1,
+            (unsigned long long)m->pos.cursor, stages_str(was, sizeof was, m->P, m->V),
+            stages_str(now, sizeof now, io->st->P, io->st->V));
     if (what)
         fprintf(stderr, "mpipe: note: this run's %s differs from the checkpoint's: it will not "
                 "match an uninterrupted run\n", what);
@@ -243,21 +262,22 @@ int mp_ckpt_resume(const struct mp_ckpt_io *io, struct mp_ckpt_pos *pos, struct 
     if (!m)
         return MP_FAIL(err, NOMEM, "out of memory");
     char sdir[4200];
+    int says = rank == 0 && !io->quiet;
     for (int64_t k = 0; k < n; k++) {
         snprintf(sdir, sizeof sdir, "%s/step-%llu", dir, (unsigned long long)steps[k]);
         rc = mp__ckpt_agree(io->x, try_load(io, sdir, m, err), err);
         if (!rc || err->code != MP_ERR_CKPT)
             break;
-        if (rank == 0 && k + 1 < n)
+        if (says && k + 1 < n)
             fprintf(stderr, "mpipe: checkpoint %s is unusable: %s; falling back to %s/step-%llu\n",
                     sdir, err->msg, dir, (unsigned long long)steps[k + 1]);
-        else if (rank == 0)
+        else if (says)
             fprintf(stderr, "mpipe: checkpoint %s is unusable: %s\n", sdir, err->msg);
     }
     if (!rc) {
         *pos = m->pos;
         mp__ckpt_mark(m->pos.step);
-        if (rank == 0)
+        if (says)
             note_differences(io, sdir, m);
     } else if (n == 0 || err->code == MP_ERR_CKPT) {
         rc = MP_FAIL(err, CKPT, "--resume: no valid checkpoint in %s%s", dir,
