@@ -91,6 +91,16 @@ with_rc=$(sed -n 's/.*at least [0-9]*M (\([0-9]*\)M with --recompute auto).*/\1/
     || bad "--recompute none: no recomputing figure below ${need}M"
 expect_exit 0 "--recompute auto: the cap named for recomputing fits" "$MPIPE" plan $G \
     --recompute auto --memory-per-rank "${with_rc:-0}M"
+# The "needs" figure is the plan made without a cap (its fastest split); a split made under a cap
+# can need less, which the cap asked for counts: said, so the two do not read as a contradiction (zbv, 4 stages, M 4:
+# "needs 87 MiB ... a cap of at least 82M", and 82M plans).
+GZ="models/gpt.mp --stages 4 --batch 8 --micro-batches 4 --schedule zbv"
+expect_exit 2 "zbv on 4 stages under 64M: nothing fits" "$MPIPE" plan $GZ --memory-per-rank 64M
+zneed=$(cap_asked)
+grep -q "needs [0-9]* MiB in the plan made without a cap, over" "$T/err" \
+    && ok "... the needs figure says whose it is (cap asked: ${zneed:-none}M)" \
+    || bad "... needs figure unqualified: $(cat "$T/err")"
+expect_exit 0 "... and the cap it asks for plans" "$MPIPE" plan $GZ --memory-per-rank "${zneed:-0}M"
 # Without --micro-batches the advice is the smallest over the M a plan would try, as the plan
 # under that cap takes whichever M fits (at the default M alone it asked 2 stages of gpt.mp for
 # 91M where 64M planned); on --stages auto --ranks 2, the smallest over the splits of 2, named.

@@ -747,6 +747,21 @@ static double layout_need(const struct env *e, int P, int D, enum mp_recompute m
     return best;
 }
 
+/* The planner's "rank R needs X MiB, over --memory-per-rank C" is the figure of the plan it makes
+ * without a cap (its fastest split, M and schedule); the cap this layout needs (`need`, searched
+ * over the splits the partitioner makes under a cap and the M a plan tries) can be less, and the
+ * two read as a contradiction ("needs 87 MiB ... a cap of at least 82M", with --schedule and
+ * --micro-batches given): said which plan the first figure is. */
+static void qualify_need(char *what, size_t cap, double need)
+{
+    char *at = strstr(what, " needs "), *over = strstr(what, ", over --memory-per-rank");
+    if (!at || !over || need <= 0 || strtod(at + 7, NULL) <= ceil(need / 1048576.0))
+        return;
+    char rest[sizeof ((struct mp_err *)0)->msg];
+    snprintf(rest, sizeof rest, "%s", over);
+    snprintf(over, cap - (size_t)(over - what), " in the plan made without a cap%s", rest);
+}
+
 /* Nothing fits the cap: say what would (DESIGN.md §10), the fewest stages that fit (one replica,
  * the same --recompute, at any M) and the cap the requested layout needs with that --recompute
  * (--stages auto on N ranks: the smallest over its splits of N, named); under --recompute none
@@ -775,6 +790,7 @@ static int explain_no_fit(struct env *e, int P, int D, int N_auto, struct mp_err
     }
     if (rc_need > 0 && ceil(rc_need / 1048576.0) < ceil(need / 1048576.0))
         snprintf(also, sizeof also, " (%.0fM with --recompute auto)", ceil(rc_need / 1048576.0));
+    qualify_need(what, sizeof what, need);
     struct mp_plan q;
     int M;
     for (int P2 = P + 1; P2 <= e->m->n_units - 1; P2++) {
