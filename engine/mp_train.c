@@ -258,26 +258,20 @@ static int ckpt_save(struct loop *L, int epoch, uint64_t cursor, struct mp_err *
 {
     if (!L->cfg->ckpt_dir || L->ckpt_saved == (int64_t)L->step)
         return 0;
-    float *full = NULL;
-    if (mp__zero_full_state(L, &full, err))
-        return -1;
-    if (L->replica > 0)
-        return 0; /* replicas hold the same state: replica 0 writes it */
-    struct mp_stage *st = &L->st;
-    float *own = st->state;
-    size_t lo = st->state_lo, len = st->state_len;
-    if (full) /* --zero 1: write the whole state, as an unsharded run would */
-        st->state = full, st->state_lo = 0, st->state_len = st->n_param;
-    int rc = ckpt_write(L, epoch, cursor, err);
-    st->state = own, st->state_lo = lo, st->state_len = len;
-    free(full);
-    return rc;
+    if (L->replica > 0) { /* replicas hold the same state: replica 0 writes it */
+        struct mp_ckpt_io io;
+        ckpt_io(L, &io);
+        return mp__zero_checkpoint(L, &io, err); /* --zero 1: its share of the state */
+    }
+    return ckpt_write(L, epoch, cursor, err);
 }
 
 static int ckpt_write(struct loop *L, int epoch, uint64_t cursor, struct mp_err *err)
 {
     struct mp_ckpt_io io;
     ckpt_io(L, &io);
+    if (mp__zero_checkpoint(L, &io, err)) /* --zero 1: the other replicas' state as it writes */
+        return -1;
     struct mp_ckpt_pos p = {.step = L->step, .epoch = epoch, .cursor = cursor,
                             .epoch_loss = cursor ? L->epoch_loss : 0,
                             .epoch_steps = cursor ? L->epoch_steps : 0, .lr_state = L->lr_state};

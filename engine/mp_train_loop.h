@@ -72,11 +72,13 @@ int mp__train_check_outputs(struct loop *L, struct mp_err *err);
 /* Sets the decided recomputation on the stage's chunks (after mp_stage_init). */
 int mp__train_apply_recompute(struct loop *L, const int *recompute, struct mp_err *err);
 /* --zero 1 (mp_train_zero.c): whether this rank shards, the slices, the all-gather of updated
- * parameters, and the whole state gathered on replica 0 for a checkpoint. */
+ * parameters, and a checkpoint's state (collective over the stage's replicas, as replica 0
+ * writes): replicas other than 0 send theirs tensor by tensor (mp_ckpt_send_state) and are done;
+ * replica 0's io gets the fetch that receives them as it writes. 0 and nothing else without. */
 int mp__zero_active(const struct loop *L);
 int mp__zero_setup(struct loop *L, struct mp_err *err);
 int mp__zero_gather_params(struct loop *L, struct mp_err *err);
-int mp__zero_full_state(struct loop *L, float **full, struct mp_err *err);
+int mp__zero_checkpoint(struct loop *L, struct mp_ckpt_io *io, struct mp_err *err);
 /* After the run (mp_train_report.c): rank 0's lines on the plan against the run and on a slower
  * replica. Collective (each rank's busy time is gathered). */
 int mp__train_report(const struct loop *L, struct mp_err *err);

@@ -2,12 +2,14 @@
  * state for one contiguous slice of whole layers of the stage's arena (balanced by parameters),
  * updates only those layers after the gradient reduction, and the replicas all-gather the updated
  * parameters. The update is the same per-tensor arithmetic on the same reduced gradient and state,
- * so the weights are bit-identical to --zero 0. A checkpoint gathers the whole state on replica 0,
- * which writes it as usual, so it loads into any layout; loading keeps each replica's slice. With
+ * so the weights are bit-identical to --zero 0. A checkpoint holds the whole state: replica 0
+ * writes it as an unsharded run would, taking the other replicas' tensors one at a time as it
+ * writes them, so it loads into any layout; loading keeps each replica's slice. With
  * emulated replicas (one rank runs all D) there is nothing to shard. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "mp_ckpt.h"
 #include "mp_train_loop.h"
 
 int mp__zero_active(const struct loop *L)
@@ -59,38 +61,41 @@ int mp__zero_gather_params(struct loop *L, struct mp_err *err)
                                  "the replicas' updated parameters (--zero 1)", err);
 }
 
-/* Replica 0 receives every slice of every slot into *full (n_param x slots, the unsharded layout);
- * the other replicas send theirs and get NULL. Collective over the stage's replicas. */
-int mp__zero_full_state(struct loop *L, float **full, struct mp_err *err)
+/* The replica whose slice holds arena offset off. */
+static int owner(const struct loop *L, size_t off)
 {
-    *full = NULL;
+    int r = 0;
+    while (r + 1 < L->D && off >= (size_t)L->zero_displs[r + 1])
+        r++;
+    return r;
+}
+
+/* Replica 0, writing a checkpoint: another replica's state tensor, sent by mp__zero_send_state.
+ * One tag for all: between two ranks messages of one tag arrive in the order sent, and both sides
+ * walk the stage files' order. */
+static int fetch_state(void *ctx, int slot, size_t off, size_t numel, float *dst,
+                       struct mp_err *err)
+{
+    (void)slot;
+    const struct loop *L = ctx;
+    return mp_xport_recv(L->sx, dst, numel * sizeof(float), owner(L, off), 40000,
+                         "a replica's optimizer state for the checkpoint", err);
+}
+
+static int send_state(void *ctx, const float *src, size_t numel, struct mp_err *err)
+{
+    const struct loop *L = ctx;
+    return mp_xport_send(L->sx, src, numel * sizeof(float), 0, 40000,
+                         "replica 0 to take the optimizer state", err);
+}
+
+int mp__zero_checkpoint(struct loop *L, struct mp_ckpt_io *io, struct mp_err *err)
+{
     if (!mp__zero_active(L) || L->st.state_slots == 0)
         return 0;
-    struct mp_stage *st = &L->st;
-    size_t n = st->n_param;
-    int slots = st->state_slots, rc = 0;
-    if (L->replica == 0) {
-        if (!(*full = calloc(n * (size_t)slots + 1, sizeof(float))))
-            return MP_FAIL(err, NOMEM, "out of memory gathering the optimizer state");
-        for (int k = 0; k < slots && !rc; k++)
-            for (int r = 0; r < L->D && !rc; r++) {
-                float *dst = *full + (size_t)k * n + (size_t)L->zero_displs[r];
-                size_t bytes = (size_t)L->zero_counts[r] * sizeof(float);
-                if (r == 0)
-                    memcpy(dst, st->state + (size_t)k * st->state_len, bytes);
-                else
-                    rc = mp_xport_recv(L->sx, dst, bytes, r, 40000 + k,
-                                       "a replica's optimizer state for the checkpoint", err);
-            }
-        if (rc) {
-            free(*full);
-            *full = NULL;
-        }
-        return rc;
-    }
-    for (int k = 0; k < slots && !rc; k++)
-        rc = mp_xport_send(L->sx, st->state + (size_t)k * st->state_len,
-                           st->state_len * sizeof(float), 0, 40000 + k,
-                           "replica 0 to take the optimizer state", err);
-    return rc;
+    if (L->replica > 0)
+        return mp_ckpt_send_state(io, send_state, L, err);
+    io->fetch_state = fetch_state;
+    io->fetch_ctx = L;
+    return 0;
 }

@@ -145,6 +145,56 @@ static void test_truncated_file_rejected_at_open_or_copy(void **state)
     mp_st_free(&f);
 }
 
+/* mp_st_write_filled: tensors without data are asked for in the file's order, once each, and the
+ * file is the bytes mp_st_write makes of the same numbers; after a failed write the filler is
+ * still asked for every one (a producer on another rank must not be left waiting). */
+struct fill_log {
+    const struct mp_st_tensor *src; /* the numbers, by position in the caller's array */
+    const struct mp_st_tensor *base;
+    char asked[8][96];
+    int n;
+};
+
+static int fill_from(void *ctx, const struct mp_st_tensor *t, float *dst, struct mp_err *err)
+{
+    (void)err;
+    struct fill_log *f = ctx;
+    snprintf(f->asked[f->n++ % 8], sizeof f->asked[0], "%s", t->name);
+    memcpy(dst, f->src[t - f->base].data, t->numel * sizeof(float));
+    return 0;
+}
+
+static void test_filled_tensors_asked_in_file_order_once_each(void **state)
+{
+    (void)state;
+    struct mp_st_tensor t[5], holes[5];
+    size_t n = sample(t);
+    memcpy(holes, t, sizeof t);
+    holes[0].data = holes[1].data = holes[4].data = NULL; /* L2.weight, L10.weight, L3.scalar */
+    char a[128], b[128];
+    path_of(a, sizeof a, "plain.safetensors");
+    path_of(b, sizeof b, "filled.safetensors");
+    struct mp_err err;
+    mp_err_clear(&err);
+    assert_int_equal(mp_st_write(a, t, n, &err), 0);
+    struct fill_log f = {.src = t, .base = holes};
+    assert_int_equal(mp_st_write_filled(b, holes, n, fill_from, &f, &err), 0);
+    assert_int_equal(f.n, 3);
+    assert_string_equal(f.asked[0], "L10.weight");
+    assert_string_equal(f.asked[1], "L2.weight");
+    assert_string_equal(f.asked[2], "L3.scalar");
+    size_t la, lb;
+    uint8_t *x = slurp(a, &la), *y = slurp(b, &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(x, y, la);
+    free(x), free(y);
+    struct fill_log g = {.src = t, .base = holes};
+    assert_int_equal(mp_st_write_filled("/nonexistent/dir/f.safetensors", holes, n, fill_from, &g,
+                                        &err), -1);
+    assert_int_equal(err.code, MP_ERR_IO);
+    assert_int_equal(g.n, 3);
+}
+
 static long peak_rss_kb(void)
 {
     struct rusage ru;
@@ -435,6 +485,7 @@ int main(void)
         cmocka_unit_test(test_round_trip_sorted_by_name),
         cmocka_unit_test(test_truncated_file_rejected_at_open_or_copy),
         cmocka_unit_test(test_loading_costs_no_copy_of_the_file),
+        cmocka_unit_test(test_filled_tensors_asked_in_file_order_once_each),
         cmocka_unit_test(test_identical_inputs_give_identical_bytes_and_padded_header),
         cmocka_unit_test(test_python_parses_the_file_like_safetensors),
         cmocka_unit_test(test_malformed_headers_rejected_with_byte_offset),

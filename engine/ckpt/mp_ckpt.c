@@ -122,37 +122,97 @@ static void remove_dir(const char *path)
     rmdir(path);
 }
 
+/* Chunk c's tensors as its stage file names them, E stored once: parameters and each optimizer
+ * slot. where[k] = the slot (-1: the parameter) and arena offset of t[k]; a state tensor this
+ * replica does not hold (--zero 1) has no data (mp_ckpt_io's fetch_state gives it). */
+struct placed {
+    int slot;
+    size_t off;
+};
+
+static size_t chunk_tensors(const struct mp_ckpt_io *io, int c, struct mp_st_tensor *t,
+                            struct placed *where)
+{
+    const struct mp_stage *st = io->st;
+    const struct mp_model *m = st->model;
+    const struct mp_chunk *ch = &st->chunk[c];
+    size_t n = 0;
+    for (int i = ch->first; i <= ch->last; i++) {
+        const struct mp_layer *l = &m->layers[i];
+        struct mp_tensor lt[MP_LAYER_MAX_TENSORS];
+        int nlt = mp_layer_tensors(l, lt);
+        for (int w = 0; w < nlt; w++)
+            for (int s = -1; s < st->state_slots && !lt[w].tied; s++) { /* E is stored once */
+                struct mp_st_tensor *tt = &t[n];
+                memset(tt, 0, sizeof *tt);
+                tt->ndim = lt[w].ndim;
+                memcpy(tt->shape, lt[w].shape, sizeof lt[w].shape);
+                size_t o = st->layer_off[i] + lt[w].off;
+                snprintf(tt->name, sizeof tt->name, "L%d.%.23s%s", i, lt[w].name,
+                         s < 0 ? "" : mp__ckpt_slot_suffix(io->cfg->optim.kind, s));
+                tt->data = s < 0 ? st->param + o : mp_stage_state(st, s, o);
+                tt->numel = lt[w].numel;
+                where[n++] = (struct placed){.slot = s, .off = o};
+            }
+    }
+    return n;
+}
+
+static size_t max_tensors(const struct mp_stage *st)
+{
+    return (size_t)st->model->n_layers * MP_LAYER_MAX_TENSORS * (size_t)(1 + st->state_slots) + 1;
+}
+
+struct fill_ctx {
+    const struct mp_ckpt_io *io;
+    const struct mp_st_tensor *t;
+    const struct placed *where;
+};
+
+static int fill_state(void *ctx, const struct mp_st_tensor *t, float *dst, struct mp_err *err)
+{
+    const struct fill_ctx *f = ctx;
+    const struct placed *w = &f->where[t - f->t];
+    return f->io->fetch_state(f->io->fetch_ctx, w->slot, w->off, t->numel, dst, err);
+}
+
+int mp_ckpt_send_state(const struct mp_ckpt_io *io, mp_ckpt_send_fn send, void *ctx,
+                       struct mp_err *err)
+{
+    const struct mp_stage *st = io->st;
+    size_t cap = max_tensors(st);
+    struct mp_st_tensor *t = calloc(cap, sizeof *t);
+    struct placed *where = calloc(cap, sizeof *where);
+    const struct mp_st_tensor **order = calloc(cap, sizeof *order);
+    int rc = t && where && order ? 0 : MP_FAIL(err, NOMEM, "out of memory");
+    for (int c = 0; c < st->V && !rc; c++) {
+        size_t n = chunk_tensors(io, c, t, where);
+        mp_st_order(t, n, order);
+        for (size_t k = 0; k < n && !rc; k++)
+            if (where[order[k] - t].slot >= 0 && order[k]->data && order[k]->numel)
+                rc = send(ctx, order[k]->data, order[k]->numel, err);
+    }
+    free(t), free(where), free(order);
+    return rc;
+}
+
 /* This rank's stage files, one per chunk, with their digests in rec[chunk]. */
 static int write_stages(const struct mp_ckpt_io *io, const char *tmp, uint64_t n_save,
                         struct mp__ckpt_file *rec, struct mp_err *err)
 {
     const struct mp_stage *st = io->st;
-    const struct mp_model *m = st->model;
-    int slots = st->state_slots;
-    struct mp_st_tensor *t = calloc((size_t)m->n_layers * MP_LAYER_MAX_TENSORS * (size_t)(1 + slots)
-                                    + 1, sizeof *t);
-    if (!t)
+    size_t cap = max_tensors(st);
+    struct mp_st_tensor *t = calloc(cap, sizeof *t);
+    struct placed *where = calloc(cap, sizeof *where);
+    if (!t || !where) {
+        free(t), free(where);
         return MP_FAIL(err, NOMEM, "out of memory");
+    }
     int rc = 0;
     for (int c = 0; c < st->V && !rc; c++) {
         const struct mp_chunk *ch = &st->chunk[c];
-        size_t n = 0;
-        for (int i = ch->first; i <= ch->last; i++) {
-            const struct mp_layer *l = &m->layers[i];
-            struct mp_tensor lt[MP_LAYER_MAX_TENSORS];
-            int nlt = mp_layer_tensors(l, lt);
-            for (int w = 0; w < nlt; w++)
-                for (int s = -1; s < slots && !lt[w].tied; s++) { /* E is stored once */
-                    struct mp_st_tensor *tt = &t[n++];
-                    tt->ndim = lt[w].ndim;
-                    memcpy(tt->shape, lt[w].shape, sizeof lt[w].shape);
-                    size_t o = st->layer_off[i] + lt[w].off;
-                    snprintf(tt->name, sizeof tt->name, "L%d.%.23s%s", i, lt[w].name,
-                             s < 0 ? "" : mp__ckpt_slot_suffix(io->cfg->optim.kind, s));
-                    tt->data = s < 0 ? st->param + o : mp_stage_state(st, s, o);
-                    tt->numel = lt[w].numel;
-                }
-        }
+        size_t n = chunk_tensors(io, c, t, where);
+        struct fill_ctx fc = {.io = io, .t = t, .where = where};
         struct mp__ckpt_file *f = &rec[c];
         f->v = ch->v, f->first_layer = ch->first, f->last_layer = ch->last;
         snprintf(f->name, sizeof f->name, "stage-%d.safetensors", ch->v);
@@ -164,11 +224,12 @@ static int write_stages(const struct mp_ckpt_io *io, const char *tmp, uint64_t n
                 fputs("partial", fp), fclose(fp);
             rc = MP_FAIL(err, IO, "%s: write failed: No space left on device "
                          "(injected by MPIPE_FAULT_INJECT)", path);
-        } else if (!(rc = mp_st_write(path, t, n, err))) {
+        } else if (!(rc = mp_st_write_filled(path, t, n, io->fetch_state ? fill_state : NULL,
+                                             &fc, err))) {
             rc = mp__ckpt_sha256_file(path, f->sha256, &f->bytes, err);
         }
     }
-    free(t);
+    free(t), free(where);
     return rc;
 }
 

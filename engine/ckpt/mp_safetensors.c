@@ -126,15 +126,47 @@ static void fsync_dir_of(const char *path)
     }
 }
 
+/* Where a tensor without data gets it (mp_st_write_filled): the caller's fill, into one bounce
+ * buffer as large as the largest such tensor. */
+struct filler {
+    mp_st_fill_fn fill;
+    void *ctx;
+    float *bounce;
+    int failed;          /* fill failed: its error is in *err */
+    struct mp_err *err;
+};
+
+/* Tensor t's bytes to the file, from its data or from the filler. After a failed write the filler
+ * is still called (its data dropped), once per tensor in file order, as its promise says. */
+static int write_tensor(int fd, const struct mp_st_tensor *t, struct filler *f, int ok)
+{
+    struct mp_st_tensor from = *t;
+    if (!t->data && t->numel && f->fill) {
+        if (f->failed)
+            return -1;
+        if (f->fill(f->ctx, t, f->bounce, f->err)) {
+            f->failed = 1;
+            return -1;
+        }
+        from.data = f->bounce;
+    }
+    return ok ? write_data(fd, &from) : -1;
+}
+
 static int write_file(const char *path, const char *tmp, const uint8_t *hdr, size_t hdr_len,
-                      const struct mp_st_tensor *const *s, size_t n)
+                      const struct mp_st_tensor *const *s, size_t n, struct filler *f)
 {
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int rc = fd < 0 ? -1 : write_all(fd, hdr, hdr_len);
+    for (size_t i = 0; i < n; i++) {
+        int saved = errno;
+        if (write_tensor(fd, s[i], f, rc == 0) && rc == 0)
+            rc = -1;
+        else if (rc)
+            errno = saved; /* the first failure's errno is the one to report */
+    }
     if (fd < 0)
         return -1;
-    int rc = write_all(fd, hdr, hdr_len);
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        rc = write_data(fd, s[i]);
     if (rc == 0)
         rc = fsync(fd);
     if (close(fd) && rc == 0)
@@ -147,7 +179,7 @@ static int write_file(const char *path, const char *tmp, const uint8_t *hdr, siz
 }
 
 /* A caller's tensor that cannot be written as described is a bug in the caller. */
-static const char *bad_tensor(const struct mp_st_tensor *t)
+static const char *bad_tensor(const struct mp_st_tensor *t, int filled)
 {
     if (t->ndim < 0 || t->ndim > MP_ST_MAX_DIMS)
         return "dimension count outside 0..4";
@@ -159,28 +191,48 @@ static const char *bad_tensor(const struct mp_st_tensor *t)
     }
     if (numel != t->numel)
         return "shape does not match numel";
-    if (!t->data && t->numel)
+    if (!t->data && t->numel && !filled)
         return "no data";
     return NULL;
 }
 
+void mp_st_order(const struct mp_st_tensor *t, size_t n, const struct mp_st_tensor **sorted)
+{
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = &t[i];
+    qsort(sorted, n, sizeof *sorted, cmp_tensor_ptr);
+}
+
 int mp_st_write(const char *path, const struct mp_st_tensor *t, size_t n, struct mp_err *err)
 {
+    return mp_st_write_filled(path, t, n, NULL, NULL, err);
+}
+
+int mp_st_write_filled(const char *path, const struct mp_st_tensor *t, size_t n,
+                       mp_st_fill_fn fill, void *ctx, struct mp_err *err)
+{
+    size_t most = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *why = bad_tensor(&t[i]);
+        const char *why = bad_tensor(&t[i], fill != NULL);
         if (why)
             return MP_FAIL(err, INTERNAL, "%s: tensor %s: %s", path, t[i].name, why);
+        if (!t[i].data && t[i].numel > most)
+            most = t[i].numel;
     }
     const struct mp_st_tensor **s = malloc((n ? n : 1) * sizeof *s);
-    if (!s)
+    struct filler f = {.fill = fill, .ctx = ctx, .err = err,
+                       .bounce = fill && most ? malloc(most * sizeof(float)) : NULL};
+    if (!s || (fill && most && !f.bounce)) {
+        free(s);
+        free(f.bounce);
         return MP_FAIL(err, NOMEM, "%s: cannot allocate the tensor list", path);
-    for (size_t i = 0; i < n; i++)
-        s[i] = &t[i];
-    qsort(s, n, sizeof *s, cmp_tensor_ptr);
+    }
+    mp_st_order(t, n, s);
     for (size_t i = 1; i < n; i++) {
         if (strcmp(s[i - 1]->name, s[i]->name) == 0) {
             MP_FAIL(err, INTERNAL, "%s: tensor name %s given twice", path, s[i]->name);
             free(s);
+            free(f.bounce);
             return -1;
         }
     }
@@ -188,16 +240,20 @@ int mp_st_write(const char *path, const struct mp_st_tensor *t, size_t n, struct
     uint8_t *hdr = build_header(s, n, &hdr_len);
     if (!hdr) {
         free(s);
+        free(f.bounce);
         return MP_FAIL(err, NOMEM, "%s: cannot build the safetensors header", path);
     }
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int rc = write_file(path, tmp, hdr, hdr_len, s, n);
+    int rc = write_file(path, tmp, hdr, hdr_len, s, n, &f);
     int saved = errno;
     free(hdr);
     free(s);
+    free(f.bounce);
     if (rc) {
         unlink(tmp);
+        if (f.failed) /* the fill's own error */
+            return -1;
         return MP_FAIL(err, IO, "%s: cannot write: %s", path, strerror(saved));
     }
     return 0;

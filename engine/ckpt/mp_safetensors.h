@@ -36,6 +36,18 @@ struct mp_st_file {
 /* Writes F32 tensors (any order given; written sorted by name). MP_ERR_IO on failure, with the
  * target left as it was. */
 int mp_st_write(const char *path, const struct mp_st_tensor *t, size_t n, struct mp_err *err);
+/* The same, where a tensor with no data (and numel > 0) gets it from fill(ctx, t, dst, err), asked
+ * in the file's order (mp_st_order) into a buffer of t->numel floats just before it is written:
+ * a file larger than memory can hold at once (replica 0 writing every replica's optimizer state
+ * under --zero 1) passes through one tensor's buffer. fill is called exactly once per such tensor
+ * unless it fails, also after a write error, so a producer on another rank is never left waiting;
+ * its failure is the function's (its err). */
+typedef int (*mp_st_fill_fn)(void *ctx, const struct mp_st_tensor *t, float *dst,
+                             struct mp_err *err);
+int mp_st_write_filled(const char *path, const struct mp_st_tensor *t, size_t n,
+                       mp_st_fill_fn fill, void *ctx, struct mp_err *err);
+/* The order a file holds tensors in: sorted by name (strcmp); sorted[i] points into t. */
+void mp_st_order(const struct mp_st_tensor *t, size_t n, const struct mp_st_tensor **sorted);
 /* Opens a file of F32 tensors and reads its header only: a tensor's data is read by mp_st_copy
  * straight into its destination, so loading a checkpoint into a stage's arena costs no second
  * copy of the file in memory (a peak RSS the plan would not predict), and a rank reads only the
