@@ -469,14 +469,23 @@ static int poll_request(struct mp_xport *x, MPI_Request *r, int peer, int roll, 
     char ph[300];
     peer_host(x, peer, ph, sizeof ph);
     mp__report_wait_begin(what, ph);
-    double t0 = MPI_Wtime();
+    double t0 = MPI_Wtime(), last = t0;
     long spins = 0;
     for (;;) {
         int done = 0, came = 1;
         int rc = MPI_Test(r, &done, status ? status : MPI_STATUS_IGNORE);
         if (rc == MPI_SUCCESS && roll)
             rc = MPI_Testall(2 * x->size, x->roll, &came, MPI_STATUSES_IGNORE);
-        double waited = MPI_Wtime() - t0;
+        double now = MPI_Wtime();
+        /* Half a deadline between two polls (each a few microseconds apart) is time this process
+         * did not run: stopped (SIGSTOP, a paused VM) or starved. Its clock says nothing of the
+         * peer then, so the wait starts over: a rank stopped past the deadline and continued
+         * blamed the healthy peer it had been waiting for (the ranks that kept running report
+         * the stopped one themselves). */
+        if (now - last > x->deadline_s / 2)
+            t0 = now;
+        last = now;
+        double waited = now - t0;
         if (rc != MPI_SUCCESS) {
             char text[MPI_MAX_ERROR_STRING] = "";
             int len = 0;
