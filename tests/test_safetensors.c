@@ -71,16 +71,25 @@ static uint8_t *slurp(const char *path, size_t *len)
     return b;
 }
 
+/* The sample written to tmpdir/name (its path in path); its tensors in t. */
+static size_t write_sample(struct mp_st_tensor *t, char *path, size_t cap, const char *name)
+{
+    size_t n = sample(t);
+    path_of(path, cap, name);
+    struct mp_err err;
+    mp_err_clear(&err);
+    assert_int_equal(mp_st_write(path, t, n, &err), 0);
+    return n;
+}
+
 static void test_round_trip_sorted_by_name(void **state)
 {
     (void)state;
     struct mp_st_tensor t[5];
-    size_t n = sample(t);
     char path[128];
-    path_of(path, sizeof path, "rt.safetensors");
+    write_sample(t, path, sizeof path, "rt.safetensors");
     struct mp_err err;
     mp_err_clear(&err);
-    assert_int_equal(mp_st_write(path, t, n, &err), 0);
     struct mp_st_file f;
     if (mp_st_open(&f, path, &err))
         fail_msg("%s", err.msg);
@@ -115,12 +124,10 @@ static void test_truncated_file_rejected_at_open_or_copy(void **state)
 {
     (void)state;
     struct mp_st_tensor t[5];
-    size_t n = sample(t);
     char path[128];
-    path_of(path, sizeof path, "cut.safetensors");
+    size_t n = write_sample(t, path, sizeof path, "cut.safetensors");
     struct mp_err err;
     mp_err_clear(&err);
-    assert_int_equal(mp_st_write(path, t, n, &err), 0);
     struct stat sb;
     assert_int_equal(stat(path, &sb), 0);
     assert_int_equal(truncate(path, sb.st_size - 4), 0);
