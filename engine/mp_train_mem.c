@@ -27,7 +27,8 @@ static double predict_memory(const struct loop *L, const int *rc, int reuse,
                              .shared_sums = L->dp_shared,
                              .shared_handoffs = L->hand_shared,
                              .tied_elsewhere = tied_elsewhere, .recompute = rc,
-                             .reuse_packed = reuse, .data_bytes = mp_data_bytes(&L->data)};
+                             .reuse_packed = reuse, .data_bytes = mp_data_bytes(&L->data),
+                             .checkpoints = c->ckpt_dir != NULL};
     return mp_mem_predict(&q, parts);
 }
 

@@ -122,7 +122,7 @@ double mp_mem_predict(const struct mp_mem_query *q, struct mp_mem_parts *out)
     if (q->D > 1)
         p.dp = arena * FLOAT_BYTES * (q->shared_sums ? (double)q->D + 1.0 : 1.0);
     p.data = q->data_bytes;
-    p.overhead = MP_MEM_OVERHEAD_BYTES;
+    p.overhead = MP_MEM_OVERHEAD_BYTES + (q->checkpoints ? MP_MEM_CKPT_BYTES : 0);
     p.packed = q->reuse_packed ? (double)mp_gemm_reuse_room((size_t)arena) : 0;
     p.total = p.params + p.grads + p.optim + p.acts + p.scratch + p.tied + p.dp + p.data +
               p.overhead + p.packed + p.hand_peers;

@@ -14,6 +14,11 @@
  * (ru_maxrss 15.8–18.3 MB for 1–4 ranks) plus BLIS's skx packing blocks (~6 MB once a large GEMM
  * ran); see docs for the measurement. */
 #define MP_MEM_OVERHEAD_BYTES (24.0 * 1024 * 1024)
+/* What writing checkpoints adds to a process (OpenSSL's SHA-256 and its library pages, the
+ * writer's lists): measured +2.0 MB for tiny_mlp.mp and mlp.mp, +2.6 for gpt.mp on one rank with
+ * --checkpoint against without, every other figure the same (2026-12-07). `train` counts it when
+ * it checkpoints; `plan` has no --checkpoint. */
+#define MP_MEM_CKPT_BYTES (3.0 * 1024 * 1024)
 
 struct mp_mem_query {
     const struct mp_model *m;
@@ -31,6 +36,7 @@ struct mp_mem_query {
     int reuse_packed;             /* 1: weights stay packed across the micro-batches of a step
                                      (mp_gemm_reuse_begin), in mp_gemm_reuse_room's bytes */
     double data_bytes;            /* the data set every rank loads */
+    int checkpoints;              /* the run writes or reads checkpoints: MP_MEM_CKPT_BYTES */
 };
 
 struct mp_mem_parts {
