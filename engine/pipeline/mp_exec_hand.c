@@ -28,8 +28,7 @@ static void touch_slots(const struct mp_exec *e, const int *bounds)
             if (at && (from == st->rank ||
                        mp_stage_handoff_to(st->place, v, dir, st->P, st->V) == st->rank))
                 mp_shm_touch((char *)mp_shm_part(e->hand, from) + (at - 1),
-                             MP_HANDOFF_SLOTS * mp_stage_handoff_slot_bytes(
-                                 mp_stage_handoff_msg_bytes(st->model, bounds, v, dir, st->mbs)));
+                             mp_stage_handoff_region_bytes(st->model, bounds, v, dir, st->mbs));
         }
 }
 

@@ -281,12 +281,20 @@ size_t mp_stage_handoff_slot_bytes(size_t msg_bytes)
     return 64 + (msg_bytes + 63) / 64 * 64;
 }
 
-size_t mp_stage_handoff_msg_bytes(const struct mp_model *m, const int *bounds, int v, int dir,
-                                  size_t mbs)
+/* Bytes of virtual stage v's message in direction dir. */
+static size_t handoff_msg_bytes(const struct mp_model *m, const int *bounds, int v, int dir,
+                                size_t mbs)
 {
     const struct mp_layer *l = dir == MP_HAND_ACT ? &m->layers[bounds[v + 1] - 1]
                                                   : &m->layers[bounds[v]];
     return mbs * (dir == MP_HAND_ACT ? mp_layer_out_len(l) : mp_layer_in_len(l)) * sizeof(float);
+}
+
+size_t mp_stage_handoff_region_bytes(const struct mp_model *m, const int *bounds, int v, int dir,
+                                     size_t mbs)
+{
+    return MP_HANDOFF_SLOTS *
+           mp_stage_handoff_slot_bytes(handoff_msg_bytes(m, bounds, v, dir, mbs));
 }
 
 int mp_stage_handoff_to(enum mp_vplace place, int v, int dir, int P, int V)
@@ -305,9 +313,7 @@ size_t mp_stage_handoff_bytes(const struct mp_model *m, const int *bounds, enum 
             if (mp_stage_handoff_to(place, v, dir, P, V) != rank) {
                 if (at)
                     at[v * 2 + dir] = bytes + 1;
-                bytes += MP_HANDOFF_SLOTS *
-                         mp_stage_handoff_slot_bytes(mp_stage_handoff_msg_bytes(m, bounds, v, dir,
-                                                                                mbs));
+                bytes += mp_stage_handoff_region_bytes(m, bounds, v, dir, mbs);
             }
     }
     return bytes;
@@ -321,9 +327,7 @@ size_t mp_stage_handoff_in_bytes(const struct mp_model *m, const int *bounds,
         for (int dir = 0; dir < 2; dir++)
             if (mp_vstage_rank(place, v, P) != rank &&
                 mp_stage_handoff_to(place, v, dir, P, V) == rank)
-                bytes += MP_HANDOFF_SLOTS *
-                         mp_stage_handoff_slot_bytes(mp_stage_handoff_msg_bytes(m, bounds, v, dir,
-                                                                                mbs));
+                bytes += mp_stage_handoff_region_bytes(m, bounds, v, dir, mbs);
     return bytes;
 }
 

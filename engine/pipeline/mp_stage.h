@@ -170,12 +170,12 @@ size_t mp_stage_handoff_slot_bytes(size_t msg_bytes);
  * stage v's slots for its activation (dir 0) or input gradient (dir 1); other entries untouched. */
 size_t mp_stage_handoff_bytes(const struct mp_model *m, const int *bounds, enum mp_vplace place,
                               int rank, int P, int V, size_t mbs, size_t *at);
-/* Bytes of virtual stage v's message in direction dir (MP_HAND_ACT: its output, forward;
- * MP_HAND_GRAD: its input's gradient, back), and the rank it goes to (v's own rank at the ends of
- * the pipeline, where there is none). */
-size_t mp_stage_handoff_msg_bytes(const struct mp_model *m, const int *bounds, int v, int dir,
-                                  size_t mbs);
+/* The rank virtual stage v's message in direction dir goes to (MP_HAND_ACT: its output, forward;
+ * MP_HAND_GRAD: its input's gradient, back; v's own rank at the ends of the pipeline, where there
+ * is none), and the bytes of that message's MP_HANDOFF_SLOTS slots in its sender's part. */
 int mp_stage_handoff_to(enum mp_vplace place, int v, int dir, int P, int V);
+size_t mp_stage_handoff_region_bytes(const struct mp_model *m, const int *bounds, int v, int dir,
+                                     size_t mbs);
 /* Bytes of the slots in other ranks' parts that `rank` reads: those of the messages sent to it.
  * With its own slots, all of the hand-off segment its process touches (mp_exec_share). */
 size_t mp_stage_handoff_in_bytes(const struct mp_model *m, const int *bounds,
