@@ -70,13 +70,11 @@ static int owner(const struct loop *L, size_t off)
     return r;
 }
 
-/* Replica 0, writing a checkpoint: another replica's state tensor, sent by mp__zero_send_state.
- * One tag for all: between two ranks messages of one tag arrive in the order sent, and both sides
- * walk the stage files' order. */
-static int fetch_state(void *ctx, int slot, size_t off, size_t numel, float *dst,
-                       struct mp_err *err)
+/* Replica 0, writing a checkpoint: another replica's state tensor, sent by its send_state. One
+ * tag for all: between two ranks messages of one tag arrive in the order sent, and both sides
+ * walk the stage files' order (mp_ckpt_send_state). */
+static int fetch_state(void *ctx, size_t off, size_t numel, float *dst, struct mp_err *err)
 {
-    (void)slot;
     const struct loop *L = ctx;
     return mp_xport_recv(L->sx, dst, numel * sizeof(float), owner(L, off), 40000,
                          "a replica's optimizer state for the checkpoint", err);

@@ -173,7 +173,7 @@ static int fill_state(void *ctx, const struct mp_st_tensor *t, float *dst, struc
 {
     const struct fill_ctx *f = ctx;
     const struct placed *w = &f->where[t - f->t];
-    return f->io->fetch_state(f->io->fetch_ctx, w->slot, w->off, t->numel, dst, err);
+    return f->io->fetch_state(f->io->fetch_ctx, w->off, t->numel, dst, err);
 }
 
 int mp_ckpt_send_state(const struct mp_ckpt_io *io, mp_ckpt_send_fn send, void *ctx,

@@ -27,10 +27,10 @@ struct mp_ckpt_io {
     size_t n_train;                 /* training samples (recorded, checked on resume) */
     int quiet;                      /* 1: another pipeline's rank 0 says what resuming found
                                        (the replicas of --dp D each load the same checkpoint) */
-    /* --zero 1 on replica 0: optimizer state slot `slot` at arena offset `off` that another
-     * replica holds, numel floats into dst, as its stage file is written (NULL: st holds all). */
-    int (*fetch_state)(void *ctx, int slot, size_t off, size_t numel, float *dst,
-                       struct mp_err *err);
+    /* --zero 1 on replica 0: an optimizer state tensor at arena offset `off` that another
+     * replica holds (its owner by offset), numel floats into dst, as its stage file is written
+     * (NULL: st holds all). */
+    int (*fetch_state)(void *ctx, size_t off, size_t numel, float *dst, struct mp_err *err);
     void *fetch_ctx;
 };
 
