@@ -157,14 +157,11 @@ static int write_file(const char *path, const char *tmp, const uint8_t *hdr, siz
                       const struct mp_st_tensor *const *s, size_t n, struct filler *f)
 {
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int rc = fd < 0 ? -1 : write_all(fd, hdr, hdr_len);
-    for (size_t i = 0; i < n; i++) {
-        int saved = errno;
+    int rc = fd < 0 ? -1 : write_all(fd, hdr, hdr_len), first = rc ? errno : 0;
+    for (size_t i = 0; i < n; i++) /* every tensor, after a failure too: write_tensor drains */
         if (write_tensor(fd, s[i], f, rc == 0) && rc == 0)
-            rc = -1;
-        else if (rc)
-            errno = saved; /* the first failure's errno is the one to report */
-    }
+            rc = -1, first = errno;
+    errno = first; /* the first failure's, not a later fill's */
     if (fd < 0)
         return -1;
     if (rc == 0)
@@ -432,6 +429,15 @@ static void bind_data(struct mp_st_file *f, struct span *sp, uint64_t data0, uin
     qsort(f->t, f->n, sizeof *f->t, cmp_tensor);
 }
 
+/* The 8-byte little-endian header length a file begins with. */
+static uint64_t header_length(const uint8_t *first)
+{
+    uint64_t hl = 0;
+    for (int b = 0; b < 8; b++)
+        hl |= (uint64_t)first[b] << (8 * b);
+    return hl;
+}
+
 /* The header of a file of `len` bytes whose first bytes, `head` (8 + the header length, or fewer
  * when that length is wrong), have been read: the length checked against the file, the JSON
  * parsed and every entry validated and tiled over the data. On success f->t holds the entries
@@ -439,12 +445,10 @@ static void bind_data(struct mp_st_file *f, struct span *sp, uint64_t data0, uin
 static int parse_head(struct mp_st_file *f, const char *name, const uint8_t *head, uint64_t len,
                       struct span **spans, uint64_t *data0, struct mp_err *err)
 {
-    uint64_t hl = 0;
-    for (int b = 0; b < 8 && len >= 8; b++)
-        hl |= (uint64_t)head[b] << (8 * b);
     if (len < 8)
         return bad(err, name, 0, "file of %llu bytes is too short for the 8-byte header length",
                    (unsigned long long)len);
+    uint64_t hl = header_length(head);
     if (hl > MP_ST_MAX_HEADER)
         return bad(err, name, 0, "header length %llu exceeds the %u-byte limit",
                    (unsigned long long)hl, MP_ST_MAX_HEADER);
@@ -472,9 +476,7 @@ static size_t head_bytes(const uint8_t *first, uint64_t len)
 {
     if (len < 8)
         return (size_t)len;
-    uint64_t hl = 0;
-    for (int b = 0; b < 8; b++)
-        hl |= (uint64_t)first[b] << (8 * b);
+    uint64_t hl = header_length(first);
     return hl > MP_ST_MAX_HEADER || hl > len - 8 ? 8 : (size_t)(8 + hl);
 }
 
@@ -515,27 +517,20 @@ static int read_at(int fd, void *dst, size_t n, uint64_t at)
     return 0;
 }
 
-/* The header, read from the open file (closed here on failure). */
-static int open_head(struct mp_st_file *f, FILE *fp, const char *path, uint64_t len,
-                     struct mp_err *err)
+/* The header of f's open file (f->fp) of `len` bytes: read, parsed, each tensor's data offset. */
+static int open_head(struct mp_st_file *f, const char *path, uint64_t len, struct mp_err *err)
 {
-    uint8_t first[8], *head = NULL;
-    size_t n_head = 0;
-    int e = 0;
-    if (read_at(fileno(fp), first, len < 8 ? (size_t)len : 8, 0) == 0) {
-        n_head = head_bytes(first, len);
-        head = malloc(n_head ? n_head : 1);
-        if (head && read_at(fileno(fp), head, n_head, 0)) {
-            free(head);
-            head = NULL;
-        } else if (!head) {
-            fclose(fp);
-            return MP_FAIL(err, NOMEM, "%s: cannot allocate its %zu-byte header", path, n_head);
-        }
-    }
-    if (!head) {
-        e = errno;
-        fclose(fp);
+    uint8_t first[8];
+    if (read_at(fileno(f->fp), first, len < 8 ? (size_t)len : 8, 0))
+        return MP_FAIL(err, IO, "%s: cannot read: %s", path, errno ? strerror(errno)
+                                                                 : "file shrank");
+    size_t n_head = head_bytes(first, len);
+    uint8_t *head = malloc(n_head ? n_head : 1);
+    if (!head)
+        return MP_FAIL(err, NOMEM, "%s: cannot allocate its %zu-byte header", path, n_head);
+    if (read_at(fileno(f->fp), head, n_head, 0)) {
+        int e = errno;
+        free(head);
         return MP_FAIL(err, IO, "%s: cannot read: %s", path, e ? strerror(e) : "file shrank");
     }
     struct span *spans = NULL;
@@ -545,37 +540,28 @@ static int open_head(struct mp_st_file *f, FILE *fp, const char *path, uint64_t 
     for (size_t i = 0; rc == 0 && i < f->n; i++)
         f->t[spans[i].t].at = data0 + spans[i].begin;
     free(spans);
-    if (rc) {
-        fclose(fp);
-        return -1;
-    }
-    qsort(f->t, f->n, sizeof *f->t, cmp_tensor);
-    f->fp = fp;
-    f->len = (size_t)len;
-    return 0;
+    if (rc == 0)
+        qsort(f->t, f->n, sizeof *f->t, cmp_tensor);
+    return rc;
 }
 
 int mp_st_open(struct mp_st_file *f, const char *path, struct mp_err *err)
 {
     memset(f, 0, sizeof *f);
-    FILE *fp = fopen(path, "rb");
+    f->fp = fopen(path, "rb");
     struct stat st;
-    int e = !fp ? errno : fstat(fileno(fp), &st) != 0 ? errno : !S_ISREG(st.st_mode) ? EISDIR : 0;
-    if (e) {
-        if (fp)
-            fclose(fp);
-        return MP_FAIL(err, IO, "%s: cannot read: %s", path, strerror(e));
-    }
-    f->name = strdup(path);
-    if (!f->name) {
-        fclose(fp);
-        return MP_FAIL(err, NOMEM, "out of memory");
-    }
-    if (open_head(f, fp, path, (uint64_t)st.st_size, err)) {
-        mp_st_free(f);
-        return -1;
-    }
-    return 0;
+    int e = !f->fp                           ? errno
+            : fstat(fileno(f->fp), &st) != 0 ? errno
+            : !S_ISREG(st.st_mode)           ? EISDIR
+                                             : 0;
+    int rc = e ? MP_FAIL(err, IO, "%s: cannot read: %s", path, strerror(e)) : 0;
+    if (!rc && !(f->name = strdup(path)))
+        rc = MP_FAIL(err, NOMEM, "out of memory");
+    if (!rc && (rc = open_head(f, path, (uint64_t)st.st_size, err)) == 0)
+        f->len = (size_t)st.st_size;
+    if (rc)
+        mp_st_free(f); /* closes the file */
+    return rc;
 }
 
 int mp_st_copy(const struct mp_st_file *f, const struct mp_st_tensor *t, float *dst,
