@@ -62,6 +62,15 @@ printf 'input tokens 4\nembed 256 8\ndense 10\nsoftmax_xent\n' >"$TMP/few_classe
 claim "a byte beyond the loss's classes (under the embed's V) names the model's lines" \
     refused "value 32 is not an id.*few_classes.mp:4 (softmax_xent) predicts 10 classes, fewer than the 256 ids of the embed (.*few_classes.mp:2)" \
     $MPIPE train "$TMP/few_classes.mp" --data "text:$TMP/ok.txt"
+# Text for an image model (and images for a token model): refused by the model's input line. An
+# MLP took any text file as 784-byte "images", trained and exited 0.
+head -c 20000 /dev/urandom >"$TMP/bytes.bin"
+claim "text data for an image model exits 2 naming its input line" \
+    refused "text:$TMP/bytes.bin: text is the data of token models .*mlp.mp:3 takes images" \
+    $MPIPE train models/mlp.mp --data "text:$TMP/bytes.bin" --max-steps 1
+claim "... and images for a token model" \
+    refused "--data fashion-mnist: images, and models/gpt.mp:3 takes byte tokens" \
+    $MPIPE train models/gpt.mp --data fashion-mnist --max-steps 1
 
 # ---- the executor's residual, against one SGD step computed by hand ----
 # residual_tiny: E [3, 2] -> x + tanh(dense(x)) -> (y + dense(y)) + y -> head U [3, 2] -> loss.

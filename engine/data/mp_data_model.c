@@ -6,9 +6,30 @@
 #include "mp_data.h"
 #include "mp_layer.h"
 
+/* Text is a token model's data and images an image model's: the other way round the sizes may
+ * even agree (an MLP took any text file as 784-byte "images", trained and exited 0), and where
+ * they do not, the loader's message (a context, a vocabulary) is about a model the user does
+ * not have. The model's input line says which it is. */
+static int check_kind(const char *src, const struct mp_model *m, struct mp_err *err)
+{
+    int text = strncmp(src, "text:", 5) == 0;
+    int images = strcmp(src, "fashion-mnist") == 0 || strncmp(src, "mnist-dir:", 10) == 0;
+    const struct mp_layer *in = &m->layers[0];
+    if (text && !m->tokens)
+        return MP_FAIL(err, USAGE, "--data %s: text is the data of token models (`input tokens "
+                       "T`), and %s:%d takes images: give it --data fashion-mnist, mnist-dir:DIR "
+                       "or synthetic:N", src, m->path, in->line);
+    if (images && m->tokens)
+        return MP_FAIL(err, USAGE, "--data %s: images, and %s:%d takes byte tokens: give it "
+                       "--data text:fortunes, text:FILE or synthetic:N", src, m->path, in->line);
+    return 0;
+}
+
 int mp_data_load_model(struct mp_data *d, const char *src, const struct mp_model *m,
                        uint64_t seed, struct mp_err *err)
 {
+    if (check_kind(src, m, err))
+        return -1;
     if (!mp_data_load(d, src, mp_layer_in_len(&m->layers[1]), mp_model_data_classes(m), seed,
                       err))
         return 0;
