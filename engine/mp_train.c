@@ -125,7 +125,7 @@ static int setup_state(struct loop *L, struct mp_err *err)
     for (int i = 0; i < m->n_layers; i++)
         if (L->st.layer_off[i] != SIZE_MAX && mp_layer_n_param(&m->layers[i]))
             mp_layer_init_params(&m->layers[i], L->st.param + L->st.layer_off[i], c->seed);
-    if (c->init_path && mp_weights_load(&L->st, L->st.param, c->init_path, NULL, err))
+    if (c->init_path && mp_weights_load_init(&L->st, c->init_path, L->wrank != 0, err))
         return -1;
     if (mp_exec_init(&L->ex, &L->st, &L->sched, L->px, err) ||
         mp_exec_share(&L->ex, L->bounds, L->hand_shared, err))

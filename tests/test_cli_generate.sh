@@ -9,7 +9,9 @@ M=tests/data/gpt_tiny.mp # T = 7: 40 new bytes cross the context several times
 D="--data text:README.md --batch 8 --micro-batches 2 --seed 3 --max-steps 12"
 
 $MPIPE train $M $D --save-weights "$TMP/w.st" --checkpoint "$TMP/ck1" >/dev/null 2>&1
-mpirun -np 2 $MPIPE train $M $D --stages 2 --checkpoint "$TMP/ck2" >/dev/null 2>&1
+# zbv: the layers in two of its four stage files (1F1B's split of this model left stage 1 only the
+# tied head, no tensor of its own)
+mpirun -np 2 $MPIPE train $M $D --stages 2 --schedule zbv --checkpoint "$TMP/ck2" >/dev/null 2>&1
 gen() { $MPIPE generate $M "$@" 2>"$TMP/gen_err"; }
 
 gen --weights "$TMP/w.st" --prompt "The pipe" --tokens 40 --seed 5 > "$TMP/a.txt"
@@ -50,6 +52,15 @@ claim "weights of another model exit 2" \
     refused "another model" $MPIPE generate "$TMP/v97.mp" --weights "$TMP/w.st"
 claim "a checkpoint of another model exits 2" \
     refused "another model" $MPIPE generate "$TMP/v97.mp" --checkpoint "$TMP/ck1"
+# A checkpoint's stage file as --weights: one of several stages is refused for what it is (it was
+# "written for another model"); a 1-stage checkpoint's file holds the whole model: used, with a note.
+claim "one stage file of a 2-stage checkpoint exits 2 saying what it is" \
+    refused "stage-0.safetensors is one stage file of a checkpoint .*--checkpoint DIR" \
+    $MPIPE generate $M --weights "$TMP/ck2/step-12/stage-0.safetensors"
+gen --weights "$TMP/ck1/step-12/stage-0.safetensors" --prompt "The pipe" --tokens 40 --seed 5 \
+    >"$TMP/s1.txt"
+claim "a 1-stage checkpoint's file gives its run's text, with a note" \
+    bash -c "cmp -s '$TMP/a.txt' '$TMP/s1.txt' && grep -q \"is a checkpoint's stage file\" '$TMP/gen_err'"
 head -c 300 "$TMP/w.st" > "$TMP/trunc.st"
 claim "a truncated weights file exits 2 with a byte offset" \
     refused "byte" $MPIPE generate $M --weights "$TMP/trunc.st"

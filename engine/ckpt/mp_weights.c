@@ -70,12 +70,54 @@ int mp_weights_save(const struct mp_stage *st, const float *arena, const int *bo
     return rc;
 }
 
-int mp_weights_load(struct mp_stage *st, float *arena, const char *path, const char *suffix,
-                    struct mp_err *err)
+int mp_weights_extras(const struct mp_st_file *f, const struct mp_model *m, const char *path,
+                      int *state, size_t *missing, struct mp_err *err)
 {
-    struct mp_st_file f;
-    if (mp_st_open(&f, path, err))
-        return -1;
+    unsigned char *ours = calloc(f->n ? f->n : 1, 1); /* ours[j]: f->t[j] is one of m's */
+    if (!ours)
+        return MP_FAIL(err, NOMEM, "out of memory");
+    size_t have = 0, want = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        struct mp_tensor lt[MP_LAYER_MAX_TENSORS];
+        int nlt = mp_layer_n_param(&m->layers[i]) ? mp_layer_tensors(&m->layers[i], lt) : 0;
+        for (int k = 0; k < nlt; k++) {
+            char name[96];
+            tensor_name(name, sizeof name, &m->layers[i], &lt[k], NULL);
+            const struct mp_st_tensor *t = mp_st_find(f, name);
+            want += !lt[k].tied; /* a tied head's tensor is its embed's */
+            if (t && !ours[t - f->t])
+                ours[t - f->t] = 1, have++;
+        }
+    }
+    int rc = 0;
+    *state = 0, *missing = want - have;
+    for (size_t j = 0; j < f->n && !rc; j++) {
+        const char *name = f->t[j].name;
+        size_t len = strlen(name);
+        if (ours[j])
+            continue;
+        /* A checkpoint's stage file holds each weight's optimizer state beside it as NAME.m and
+         * NAME.v (mp_ckpt.h): the weights are there, the state is the file's own business. */
+        if (len > 2 && name[len - 2] == '.' && (name[len - 1] == 'm' || name[len - 1] == 'v')) {
+            char base[96];
+            snprintf(base, sizeof base, "%.*s", (int)(len - 2), name);
+            const struct mp_st_tensor *b = mp_st_find(f, base);
+            if (b && ours[b - f->t]) {
+                *state = 1;
+                continue;
+            }
+        }
+        rc = MP_FAIL(err, INPUT, "%s: tensor '%s' belongs to no layer of %s (the file holds %zu "
+                     "tensors, %zu of them this model's): written for another model", path, name,
+                     m->path, f->n, have);
+    }
+    free(ours);
+    return rc;
+}
+
+static int load_layers(struct mp_stage *st, float *arena, struct mp_st_file *f, const char *path,
+                       const char *suffix, struct mp_err *err)
+{
     const struct mp_model *m = st->model;
     int rc = 0;
     for (int i = 0; i < m->n_layers && !rc; i++) {
@@ -89,7 +131,7 @@ int mp_weights_load(struct mp_stage *st, float *arena, const char *path, const c
             const int64_t *shape = lt[k].shape;
             char name[96];
             tensor_name(name, sizeof name, l, &lt[k], suffix);
-            const struct mp_st_tensor *t = mp_st_find(&f, name);
+            const struct mp_st_tensor *t = mp_st_find(f, name);
             if (!t) {
                 rc = MP_FAIL(err, INPUT, "%s: no tensor '%s' (layer %d, %s, line %d)", path, name, i,
                              l->ops->name, l->line);
@@ -103,9 +145,47 @@ int mp_weights_load(struct mp_stage *st, float *arena, const char *path, const c
                              path, name, i, l->ops->name);
                 break;
             }
-            rc = mp_st_copy(&f, t, arena + st->layer_off[i] + lt[k].off, err);
+            rc = mp_st_copy(f, t, arena + st->layer_off[i] + lt[k].off, err);
         }
     }
+    return rc;
+}
+
+int mp_weights_load(struct mp_stage *st, float *arena, const char *path, const char *suffix,
+                    struct mp_err *err)
+{
+    struct mp_st_file f;
+    if (mp_st_open(&f, path, err))
+        return -1;
+    int rc = load_layers(st, arena, &f, path, suffix, err);
+    mp_st_free(&f);
+    return rc;
+}
+
+int mp_weights_load_init(struct mp_stage *st, const char *path, int quiet, struct mp_err *err)
+{
+    struct mp_st_file f;
+    int state;
+    size_t missing;
+    if (mp_st_open(&f, path, err))
+        return -1;
+    int rc = mp_weights_extras(&f, st->model, path, &state, &missing, err);
+    if (rc) { /* another model's file: a missing or misshapen tensor of this one says more */
+        struct mp_err foreign = *err;
+        if (load_layers(st, st->param, &f, path, NULL, err) == 0)
+            *err = foreign;
+    } else if (state && missing)
+        rc = MP_FAIL(err, INPUT, "%s is one stage file of a checkpoint (weights and optimizer "
+                     "state), without %zu of %s's tensors: --init takes a whole model's weights "
+                     "(train --save-weights, or a 1-stage checkpoint's file); to continue that "
+                     "run, --checkpoint DIR --resume", path, missing, st->model->path),
+        mp_err_mark_shared(err); /* the file's, found alike by every rank: said once */
+    else if (state && !quiet)
+        fprintf(stderr, "mpipe train: note: %s is a checkpoint's stage file: --init takes its "
+                "weights and leaves its optimizer state (to continue that run with its state, "
+                "--checkpoint DIR --resume)\n", path);
+    if (!rc)
+        rc = load_layers(st, st->param, &f, path, NULL, err);
     mp_st_free(&f);
     return rc;
 }

@@ -15,5 +15,18 @@ int mp_weights_save(const struct mp_stage *st, const float *arena, const int *bo
 /* Every rank copies its layers' tensors from `path` into arena (shapes must match). */
 int mp_weights_load(struct mp_stage *st, float *arena, const char *path, const char *suffix,
                     struct mp_err *err);
+/* --init: mp_weights_load into st->param, after mp_weights_extras has found nothing of another
+ * model in the file (a tensor of no layer of this model is MP_ERR_INPUT, where it was dropped
+ * without a word: a spec changed since the file was written lost trained parameters). A
+ * checkpoint's stage file holding the whole model loads its weights, with a note on stderr
+ * unless quiet; one holding some stages is MP_ERR_INPUT saying what it is. */
+int mp_weights_load_init(struct mp_stage *st, const char *path, int quiet, struct mp_err *err);
+struct mp_st_file;
+/* What f holds beyond model m's weights: -1 with MP_ERR_INPUT naming the first tensor that
+ * belongs to no layer of m; else 0, with *state 1 when it also holds a checkpoint's optimizer
+ * state (NAME.m, NAME.v beside m's tensors: a checkpoint's stage file), and *missing the number
+ * of m's tensors it does not hold (a stage file of a multi-stage checkpoint holds only some). */
+int mp_weights_extras(const struct mp_st_file *f, const struct mp_model *m, const char *path,
+                      int *state, size_t *missing, struct mp_err *err);
 
 #endif

@@ -11,6 +11,7 @@
 #include "mp_ckpt.h"
 #include "mp_gen.h"
 #include "mp_safetensors.h"
+#include "mp_weights.h"
 
 #define MAX_CANDIDATES 256
 
@@ -60,30 +61,39 @@ static int copy_layer(struct mp_gen *g, const struct mp_st_file *f, const char *
     return 0;
 }
 
-/* The tensors a weights file of this model holds: every layer's, a tied head's once. */
-static size_t expected_tensors(const struct mp_model *m)
+static int copy_all(struct mp_gen *g, const struct mp_st_file *f, const char *path,
+                    struct mp_err *err)
 {
-    size_t n = 0;
-    struct mp_tensor lt[MP_LAYER_MAX_TENSORS];
-    for (int i = 0; i < m->n_layers; i++)
-        if (!mp_layer_is_tied(&m->layers[i]))
-            n += (size_t)mp_layer_tensors(&m->layers[i], lt);
-    return n;
+    for (int i = 0; i < g->m->n_layers; i++)
+        if (mp_layer_n_param(&g->m->layers[i]) && copy_layer(g, f, path, i, MP_ERR_INPUT, err))
+            return -1;
+    return 0;
 }
 
 int mp_gen_load_weights(struct mp_gen *g, const char *path, struct mp_err *err)
 {
     struct mp_st_file f;
+    int state;
+    size_t missing;
     if (mp_st_open(&f, path, err))
         return -1;
-    int rc = 0;
-    for (int i = 0; i < g->m->n_layers && !rc; i++)
-        if (mp_layer_n_param(&g->m->layers[i]))
-            rc = copy_layer(g, &f, path, i, MP_ERR_INPUT, err);
-    size_t want = expected_tensors(g->m);
-    if (!rc && f.n != want)
-        rc = MP_FAIL(err, INPUT, "%s: holds %zu tensors, %s has %zu: written for another model",
-                     path, f.n, g->m->path, want);
+    /* What the file is first: a stage file of a checkpoint was told "written for another model"
+     * by its first missing layer (or by its count of tensors, three a weight with Adam's state). */
+    int rc = mp_weights_extras(&f, g->m, path, &state, &missing, err);
+    if (rc) { /* another model's file: a missing or misshapen tensor of this one says more */
+        struct mp_err foreign = *err;
+        if (copy_all(g, &f, path, err) == 0)
+            *err = foreign;
+    } else if (state && missing) {
+        rc = MP_FAIL(err, INPUT, "%s is one stage file of a checkpoint (weights and optimizer "
+                     "state), without %zu of %s's tensors: give generate the checkpoint's "
+                     "directory (--checkpoint DIR)", path, missing, g->m->path);
+    } else {
+        if (state)
+            fprintf(stderr, "mpipe generate: note: %s is a checkpoint's stage file: its weights "
+                    "are used (--checkpoint DIR also checks its digests)\n", path);
+        rc = copy_all(g, &f, path, err);
+    }
     mp_st_free(&f);
     g->cached = 0;
     return rc;
