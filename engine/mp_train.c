@@ -507,6 +507,12 @@ int mp_train_run(const struct mp_train_cfg *cfg, struct mp_xport *x, struct mp_t
         if (err->code == MP_ERR_USAGE) /* --data's own syntax: every rank read the same flag */
             mp_err_mark_shared(err);
     }
+    if (!rc && cfg->eval_windows_given && cfg->model->tokens && L.wrank == 0 &&
+        L.data.test.n < cfg->eval_windows) /* what it asked for is not there: say what is */
+        fprintf(stderr, "mpipe train: note: --eval-windows %zu: the validation split of %s holds "
+                "%zu window%s of %zu bytes; %s evaluated\n", cfg->eval_windows, cfg->data_src,
+                L.data.test.n, L.data.test.n == 1 ? "" : "s", cfg->model->label_len,
+                L.data.test.n == 1 ? "it is" : "all are");
     if (!rc && !(L.order = malloc((L.data.train.n + cfg->batch) * sizeof *L.order)))
         rc = MP_FAIL(err, NOMEM, "out of memory");
     for (int i = 0; !rc && i < cfg->model->n_layers; i++) /* tie_gradients' receive buffer */

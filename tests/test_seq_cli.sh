@@ -62,6 +62,13 @@ printf 'input tokens 4\nembed 256 8\ndense 10\nsoftmax_xent\n' >"$TMP/few_classe
 claim "a byte beyond the loss's classes (under the embed's V) names the model's lines" \
     refused "value 32 is not an id.*few_classes.mp:4 (softmax_xent) predicts 10 classes, fewer than the 256 ids of the embed (.*few_classes.mp:2)" \
     $MPIPE train "$TMP/few_classes.mp" --data "text:$TMP/ok.txt"
+# More --eval-windows than the validation split holds: all are evaluated, and said (it was
+# silent, and the figures read as if from the windows asked for); the default 256 says nothing.
+claim "--eval-windows beyond the validation split: a note with the windows there" \
+    bash -c "$MPIPE train tests/data/gpt_tiny.mp --data text:$TMP/ok.txt --batch 4 --max-steps 1 \
+             --eval-windows 100 2>&1 | grep -q 'eval-windows 100: the validation split of .*ok.txt holds 5 windows of 7 bytes; all are evaluated' &&
+             ! $MPIPE train tests/data/gpt_tiny.mp --data text:$TMP/ok.txt --batch 4 --max-steps 1 \
+             2>&1 | grep -q 'eval-windows'"
 # Text for an image model (and images for a token model): refused by the model's input line. An
 # MLP took any text file as 784-byte "images", trained and exited 0.
 head -c 20000 /dev/urandom >"$TMP/bytes.bin"

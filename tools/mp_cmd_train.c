@@ -191,7 +191,7 @@ static int parse_run_flag(struct train_args *a, const char *f, const char *v, st
     } else if (mp_flag_is(f, "--eval-windows")) {
         if (mp_flag_int(f, v, 1, 1LL << 40, &n, err))
             return -1;
-        c->eval_windows = (size_t)n;
+        c->eval_windows = (size_t)n, c->eval_windows_given = 1;
     } else if (mp_flag_is(f, "--deadline")) {
         if (mp_flag_double(f, v, 0.001, 1e7, &d, err))
             return -1;

@@ -52,6 +52,7 @@ struct mp_train_cfg {
     size_t mem_cap;              /* --memory-per-rank (0: the host's memory / ranks on it) */
     uint64_t eval_every;         /* evaluate every K steps too (0: at epoch ends only) */
     size_t eval_windows;         /* token models: validation windows evaluated (0: all) */
+    int eval_windows_given;      /* --eval-windows was on the command line */
     int quiet;                   /* no epoch lines */
     double plan_step_s;          /* a plan's predicted step for exactly this layout, M and batch,
                                     which rank 0 sets beside the run's at the end (0: none) */
