@@ -6,6 +6,7 @@
  * writes it as an unsharded run would, taking the other replicas' tensors one at a time as it
  * writes them, so it loads into any layout; loading keeps each replica's slice. With
  * emulated replicas (one rank runs all D) there is nothing to shard. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,8 +21,14 @@ int mp__zero_active(const struct loop *L)
 /* Slice boundaries at layer starts nearest to r·n/D, the same on every replica. */
 int mp__zero_setup(struct loop *L, struct mp_err *err)
 {
-    if (!mp__zero_active(L))
+    if (!mp__zero_active(L)) {
+        if (L->cfg->zero && L->wrank == 0) /* it was accepted and did nothing, without a word */
+            fprintf(stderr, "mpipe train: note: --zero 1 shards the optimizer state over "
+                    "replicas on ranks of their own (--dp D on P*D ranks); %s, so each rank "
+                    "keeps its stage's whole state\n", L->D > 1 ? "here one rank runs every "
+                    "replica of its stage in turn" : "this run has one replica");
         return 0;
+    }
     const struct mp_stage *st = &L->st;
     const struct mp_model *m = L->cfg->model;
     int D = L->D;

@@ -78,6 +78,13 @@ claim "... once" test "$(grep -c "cannot create" "$TMP/stderr")" = 1
 claim "no temporary file is left beside a checked output" \
     bash -c "! ls '$TMP'/*.tmp.* 2>/dev/null | grep -q ."
 claim "--init with other shapes exits 2" exits_with 2 "shape" $MPIPE train models/tiny_mlp.mp $S --init "$TMP/i.st" --max-steps 1
+claim "--zero 1 with one replica says it has nothing to shard" \
+    bash -c "$MPIPE train models/tiny_mlp.mp $S --zero 1 --max-steps 1 2>&1 |
+             grep -q 'note: --zero 1 shards .*this run has one replica'"
+claim "flags: an integer past every range is out of range, a hexadecimal float is not a number" \
+    bash -c "$MPIPE train models/tiny_mlp.mp --max-steps 99999999999999999999 2>&1 |
+             grep -q 'max-steps: 99999999999999999999 is out of range' &&
+             $MPIPE train models/tiny_mlp.mp --lr 0x10 2>&1 | grep -q \"lr: '0x10' is not a number\""
 # A tensor the model has no layer for is another model's (a spec changed since: it was dropped
 # without a word, and trained parameters with it); a checkpoint's stage file is a model's weights
 # with their optimizer state beside them: loaded with a note when it holds every layer.

@@ -43,6 +43,8 @@ int mp_flag_int(const char *flag, const char *val, long long min, long long max,
     char *end;
     errno = 0;
     long long v = strtoll(val, &end, 10);
+    if (errno == ERANGE && end != val && !*end) /* an integer, past what any flag takes */
+        return MP_FAIL(err, USAGE, "%s: %s is out of range [%lld, %lld]", flag, val, min, max);
     if (errno || end == val || *end)
         return MP_FAIL(err, USAGE, "%s: '%s' is not an integer", flag, val);
     if (v < min || v > max)
@@ -57,7 +59,10 @@ int mp_flag_double(const char *flag, const char *val, double min, double max, do
     char *end;
     errno = 0;
     double v = strtod(val, &end);
-    if (errno || end == val || *end || !isfinite(v))
+    if (errno == ERANGE && end != val && !*end && isinf(v))
+        return MP_FAIL(err, USAGE, "%s: %s is out of range [%g, %g]", flag, val, min, max);
+    /* strtod also reads C's hexadecimal floats: --temperature 0x10 was taken as 16 */
+    if ((errno && errno != ERANGE) || end == val || *end || !isfinite(v) || strpbrk(val, "xX"))
         return MP_FAIL(err, USAGE, "%s: '%s' is not a number", flag, val);
     if (v < min || v > max)
         return MP_FAIL(err, USAGE, "%s: %g is out of range [%g, %g]", flag, v, min, max);

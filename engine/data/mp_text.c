@@ -134,9 +134,9 @@ int mp__text_load(struct mp_data *d, const char *src, size_t T, size_t V, struct
         return -1;
     size_t n = d->n_bytes, n_train = n / 10 * 9 + n % 10 * 9 / 10; /* ⌊9n/10⌋ without overflow */
     if (n_train < T + 1 || n - n_train < T + 1)
-        return MP_FAIL(err, INPUT, "%s: %zu bytes split into %zu training and %zu validation "
+        return MP_FAIL(err, INPUT, "%s: %zu byte%s split into %zu training and %zu validation "
                        "bytes, but each split needs at least T + 1 = %zu (the model's context is "
-                       "%zu)", name, n, n_train, n - n_train, T + 1, T);
+                       "%zu)", name, n, n == 1 ? "" : "s", n_train, n - n_train, T + 1, T);
     for (size_t i = 0; i < n; i++)
         if (d->bytes[i] >= V)
             return MP_FAIL(err, INPUT, "%s: byte %zu: value %u " MP_DATA_NOT_AN_ID " of %zu "
