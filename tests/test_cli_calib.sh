@@ -259,6 +259,16 @@ expect_exit 0 "train the plan at another M" "$MPIPE" train models/tiny_mlp.mp --
     --data synthetic:640 --epochs 1 --micro-batches 4
 grep -q '^plan:' "$T/err" && bad "a prediction set beside another M's run" ||
     ok "no prediction beside a run the plan did not price"
+# --recompute given against the plan's choice prices another step (one more forward): no
+# prediction beside it; given as the plan chose, the prediction stands.
+expect_exit 0 "train the plan with --recompute all" "$MPIPE" train models/tiny_mlp.mp \
+    --plan "$T/one.json" --data synthetic:640 --epochs 1 --recompute all
+grep -q '^plan:' "$T/err" && bad "a prediction set beside a run that recomputes what the plan did not" ||
+    ok "no prediction beside a run recomputing against the plan"
+expect_exit 0 "train the plan with --recompute none" "$MPIPE" train models/tiny_mlp.mp \
+    --plan "$T/one.json" --data synthetic:640 --epochs 1 --recompute none
+grep -q '^plan: predicted step' "$T/err" && ok "  --recompute none as the plan chose: its prediction" ||
+    bad "no prediction beside a run recomputing as planned"
 # The optimizer and --zero a plan priced: recorded, taken by train, and a run with another
 # optimizer gets no prediction beside it.
 expect_exit 0 "plan with --optimizer sgd --zero 1" "$MPIPE" plan models/tiny_mlp.mp --stages 1 \

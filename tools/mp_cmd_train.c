@@ -395,6 +395,11 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
         }
         if (!given(a, "--recompute")) /* the plan chose per stage; a flag given overrides it */
             a->cfg.recompute_stages = a->recompute_stages;
+        /* ... and so the step: recomputing is one more forward (a 60M plan of gpt.mp trained
+         * with --recompute none was set beside the price of its recomputing stages). Under
+         * auto, train's own cap decides, as the plan's did. */
+        for (int v = 0; v < p.n_stages && given(a, "--recompute") && a->cfg.recompute != 1; v++)
+            as_planned &= p.stages[v].recompute == (a->cfg.recompute == 2);
         /* The plan's cap left these stages' ranks no room for the packed-weight pool: without
          * it (a plan made under --memory-per-rank 64M, trained under the default cap), gpt.mp's
          * 2 stages kept the pool and peaked at 80 MB a rank. A cap given to train decides. */
