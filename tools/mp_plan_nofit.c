@@ -80,15 +80,16 @@ static double layout_need(const struct plan_env *e, int P, int D, enum mp_recomp
  * without a cap (its fastest split, M and schedule); the cap this layout needs (`need`, searched
  * over the splits the partitioner makes under a cap and the M a plan tries) can be less, and the
  * two read as a contradiction ("needs 87 MiB ... a cap of at least 82M", with --schedule and
- * --micro-batches given): said which plan the first figure is. */
-static void qualify_need(char *what, size_t cap, double need)
+ * --micro-batches given): said which plan the first figure is (1 when it did). */
+static int qualify_need(char *what, size_t cap, double need)
 {
     char *at = strstr(what, " needs "), *over = strstr(what, ", over --memory-per-rank");
     if (!at || !over || need <= 0 || strtod(at + 7, NULL) <= ceil(need / 1048576.0))
-        return;
+        return 0;
     char rest[sizeof ((struct mp_err *)0)->msg];
     snprintf(rest, sizeof rest, "%s", over);
     snprintf(over, cap - (size_t)(over - what), " in the plan made without a cap%s", rest);
+    return 1;
 }
 
 /* Nothing fits the cap: say what would (DESIGN.md §10), the fewest stages that fit (one replica,
@@ -97,7 +98,7 @@ static void qualify_need(char *what, size_t cap, double need)
  * also the cap it would need if it could recompute. */
 int mp__plan_explain_no_fit(struct plan_env *e, int P, int D, int N_auto, struct mp_err *err)
 {
-    char what[sizeof err->msg], also[64] = "", layout[96] = "this layout";
+    char what[sizeof err->msg], also[64] = "", layout[96] = "this layout", how[64] = "";
     snprintf(what, sizeof what, "%s", err->msg);
     double need = 0, rc_need = 0;
     for (int d = 1; d <= (N_auto ? N_auto : 1); d++) {
@@ -119,7 +120,9 @@ int mp__plan_explain_no_fit(struct plan_env *e, int P, int D, int N_auto, struct
     }
     if (rc_need > 0 && ceil(rc_need / 1048576.0) < ceil(need / 1048576.0))
         snprintf(also, sizeof also, " (%.0fM with --recompute auto)", ceil(rc_need / 1048576.0));
-    qualify_need(what, sizeof what, need);
+    /* The two figures read as a contradiction without the reason (a user tour): say it. */
+    if (qualify_need(what, sizeof what, need))
+        snprintf(how, sizeof how, ", under which it splits and micro-batches to fit");
     struct mp_plan q;
     int M;
     for (int P2 = P + 1; P2 <= e->m->n_units - 1; P2++) {
@@ -129,11 +132,12 @@ int mp__plan_explain_no_fit(struct plan_env *e, int P, int D, int N_auto, struct
             mp_plan_free(&q);
             return MP_FAIL(err, USAGE, "%s: the fewest stages that fit under this cap are %d "
                            "(mpipe plan %s --stages %d --memory-per-rank %.0fM), or give %s a "
-                           "cap of at least %.0fM%s", what, P2, e->a->model, P2,
-                           floor(e->mem.cap / 1048576.0), layout, ceil(need / 1048576.0), also);
+                           "cap of at least %.0fM%s%s", what, P2, e->a->model, P2,
+                           floor(e->mem.cap / 1048576.0), layout, ceil(need / 1048576.0), how,
+                           also);
         }
         mp_plan_free(&q);
     }
     return MP_FAIL(err, USAGE, "%s: no number of stages fits under this cap; give %s a cap of "
-                   "at least %.0fM%s", what, layout, ceil(need / 1048576.0), also);
+                   "at least %.0fM%s%s", what, layout, ceil(need / 1048576.0), how, also);
 }
