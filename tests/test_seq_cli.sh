@@ -62,6 +62,10 @@ printf 'input tokens 4\nembed 256 8\ndense 10\nsoftmax_xent\n' >"$TMP/few_classe
 claim "a byte beyond the loss's classes (under the embed's V) names the model's lines" \
     refused "value 32 is not an id.*few_classes.mp:4 (softmax_xent) predicts 10 classes, fewer than the 256 ids of the embed (.*few_classes.mp:2)" \
     $MPIPE train "$TMP/few_classes.mp" --data "text:$TMP/ok.txt"
+printf 'input tokens 8\nembed 100 16\nlm_head\nsoftmax_xent\n' >"$TMP/v100.mp"
+claim "a fortunes byte beyond V names its fortunes file and the offset there" \
+    refused "text:fortunes: /usr/share/games/fortunes/[^:]*: byte [0-9]* ([0-9]* of the corpus): value [0-9]* is not an id" \
+    $MPIPE train "$TMP/v100.mp" --max-steps 1
 # More --eval-windows than the validation split holds: all are evaluated, and said (it was
 # silent, and the figures read as if from the windows asked for); the default 256 says nothing.
 claim "--eval-windows beyond the validation split: a note with the windows there" \

@@ -64,8 +64,10 @@ static int by_name(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The fortunes files whose names have no dot, in name order (as `sorted(os.listdir())`). */
-static int load_fortunes(struct mp_data *d, size_t *cap, struct mp_err *err)
+/* The fortunes files whose names have no dot, in name order (as `sorted(os.listdir())`). A byte
+ * of one that is not an id below V is named by its file and its offset there (an offset into the
+ * whole corpus says nothing a user can look up). */
+static int load_fortunes(struct mp_data *d, size_t *cap, size_t V, struct mp_err *err)
 {
     DIR *dir = opendir(MP_FORTUNES_DIR);
     if (!dir)
@@ -95,7 +97,13 @@ static int load_fortunes(struct mp_data *d, size_t *cap, struct mp_err *err)
     char path[4096];
     for (size_t i = 0; !rc && i < n; i++) {
         snprintf(path, sizeof path, "%s/%s", MP_FORTUNES_DIR, names[i]);
+        size_t from = d->n_bytes;
         rc = append_file(d, cap, path, err);
+        for (size_t k = from; !rc && k < d->n_bytes; k++)
+            if (d->bytes[k] >= V)
+                rc = MP_FAIL(err, INPUT, "text:fortunes: %s: byte %zu (%zu of the corpus): value "
+                             "%u " MP_DATA_NOT_AN_ID " of %zu (embed V, or the loss's classes if "
+                             "fewer)", path, k - from, k, d->bytes[k], V);
     }
     for (size_t i = 0; i < n; i++)
         free(names[i]);
@@ -128,7 +136,7 @@ int mp__text_load(struct mp_data *d, const char *src, size_t T, size_t V, struct
 {
     const char *name = strcmp(src, "fortunes") == 0 ? "text:fortunes" : src;
     size_t cap = 0;
-    int rc = strcmp(src, "fortunes") == 0 ? load_fortunes(d, &cap, err)
+    int rc = strcmp(src, "fortunes") == 0 ? load_fortunes(d, &cap, V, err)
                                            : append_file(d, &cap, src, err);
     if (rc)
         return -1;
