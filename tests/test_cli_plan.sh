@@ -85,7 +85,7 @@ done
 expect_exit 2 "--recompute none: a cap nothing fits" "$MPIPE" plan $G --recompute none \
     --memory-per-rank 60M
 need=$(cap_asked)
-with_rc=$(sed -n 's/.*at least [0-9]*M (\([0-9]*\)M with --recompute auto).*/\1/p' "$T/err")
+with_rc=$(sed -n 's/.*at least [0-9]*M[^(]* (\([0-9]*\)M with --recompute auto).*/\1/p' "$T/err")
 [ -n "$with_rc" ] && [ -n "$need" ] && [ "$with_rc" -lt "$need" ] \
     && ok "--recompute none: the message also says what recomputing would need (${with_rc}M)" \
     || bad "--recompute none: no recomputing figure below ${need}M"
