@@ -99,7 +99,7 @@ int mp_weights_extras(const struct mp_st_file *f, const struct mp_model *m, cons
         }
     }
     int rc = 0;
-    *state = 0, *missing = want - have;
+    *state = 0, *missing = want > have ? want - have : 0;
     for (size_t j = 0; j < f->n && !rc; j++) {
         const char *name = f->t[j].name;
         size_t len = strlen(name);
