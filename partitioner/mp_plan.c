@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mp_optim.h"
 
@@ -39,17 +40,44 @@ static int get_int(const struct rd *r, json_t *o, const char *key, const char *c
     return 0;
 }
 
-static int get_num(const struct rd *r, json_t *o, const char *key, const char *ctx, double *out)
+/* Times a plan holds, in seconds: a step of more than 10^6 s (11 days) is no plan's. */
+#define MAX_S 1e6
+
+/* A number in [lo, hi]: a negative time or a string where a time goes was read as itself or as
+ * 0, and `mpipe sim` printed a step of -970 ms with exit 0 (a user tour). Optional keys (dflt)
+ * take their default when absent, never when malformed. */
+static int num_in(const struct rd *r, json_t *o, const char *key, const char *ctx, double lo,
+                  double hi, const double *dflt, double *out)
 {
-    char name[96];
+    char name[96], what[96];
     snprintf(name, sizeof name, "%s%s", ctx, key);
     json_t *v = json_object_get(o, key);
+    if (!v && dflt) {
+        *out = *dflt;
+        return 0;
+    }
     if (!v)
         return bad(r, name, "missing");
     if (!json_is_number(v))
         return bad(r, name, "not a number");
-    *out = json_number_value(v);
+    double x = json_number_value(v);
+    snprintf(what, sizeof what, "%g is out of range [%g, %g]", x, lo, hi);
+    if (!(x >= lo && x <= hi))
+        return bad(r, name, lo == 0 && x < 0 ? "negative" : what);
+    *out = x;
     return 0;
+}
+
+static int get_num(const struct rd *r, json_t *o, const char *key, const char *ctx, double lo,
+                   double hi, double *out)
+{
+    return num_in(r, o, key, ctx, lo, hi, NULL, out);
+}
+
+static int opt_in(const struct rd *r, json_t *o, const char *key, const char *ctx, double dflt,
+                  double lo, double hi, double *out)
+{
+    return num_in(r, o, key, ctx, lo, hi, &dflt, out);
 }
 
 static int get_str(const struct rd *r, json_t *o, const char *key, const char *ctx, char *out,
@@ -91,7 +119,7 @@ static int read_layer(const struct rd *r, json_t *o, int i, struct mp_plan_layer
         return bad(r, "layers", "entries must be objects");
     if (get_int(r, o, "index", ctx, 0, &idx) ||
         get_str(r, o, "kind", ctx, l->kind, sizeof l->kind) ||
-        get_num(r, o, "compute_s", ctx, &l->compute_s) ||
+        get_num(r, o, "compute_s", ctx, 0, MAX_S, &l->compute_s) ||
         get_int(r, o, "param_bytes", ctx, 0, &pb) || get_int(r, o, "act_bytes_out", ctx, 0, &ab))
         return -1;
     if (idx != i) {
@@ -99,9 +127,10 @@ static int read_layer(const struct rd *r, json_t *o, int i, struct mp_plan_layer
         return bad(r, ctx, "out of order (layers must list 0, 1, 2, ...)");
     }
     l->index = i, l->param_bytes = (size_t)pb, l->act_bytes_out = (size_t)ab;
-    l->fwd_s = opt_num(o, "forward_s", l->compute_s / 3);
-    l->bwd_input_s = opt_num(o, "backward_input_s", l->compute_s / 3);
-    l->bwd_weight_s = opt_num(o, "backward_weight_s", l->compute_s / 3);
+    if (opt_in(r, o, "forward_s", ctx, l->compute_s / 3, 0, MAX_S, &l->fwd_s) ||
+        opt_in(r, o, "backward_input_s", ctx, l->compute_s / 3, 0, MAX_S, &l->bwd_input_s) ||
+        opt_in(r, o, "backward_weight_s", ctx, l->compute_s / 3, 0, MAX_S, &l->bwd_weight_s))
+        return -1;
     l->saved_bytes = (size_t)opt_clamped(o, "saved_bytes", 0, 0, 0x1p62);
     /* The packing part of each pass (a plan written before it has none: no credit for the pool
      * of packed weights), so that `mpipe sim` predicts what `mpipe plan` did. */
@@ -152,7 +181,7 @@ static int read_stage(const struct rd *r, json_t *o, int v, struct mp_plan_stage
         read_int_array(r, o, "ranks", ctx, st->ranks, 64, &st->n_ranks) ||
         get_str(r, o, "host", ctx, st->host, sizeof st->host) ||
         read_int_array(r, o, "cores", ctx, st->cores, 64, &nc) ||
-        get_num(r, o, "compute_s", ctx, &st->compute_s) ||
+        get_num(r, o, "compute_s", ctx, 0, MAX_S, &st->compute_s) ||
         get_int(r, o, "act_bytes", ctx, 0, &ab) || get_int(r, o, "param_bytes", ctx, 0, &pb) ||
         get_int(r, o, "peak_mem_bytes", ctx, 0, &pk))
         return -1;
@@ -160,8 +189,9 @@ static int read_stage(const struct rd *r, json_t *o, int v, struct mp_plan_stage
     st->act_bytes = (size_t)ab, st->param_bytes = (size_t)pb, st->peak_mem_bytes = (size_t)pk;
     st->held_bytes = (size_t)opt_clamped(o, "held_bytes", 0, 0, 0x1p62);
     st->held_mb = (int)opt_clamped(o, "held_mb", 0, 0, INT_MAX);
-    st->send_s = opt_num(o, "send_s", 0);
-    st->slowdown = opt_num(o, "slowdown", 1);
+    if (opt_in(r, o, "send_s", ctx, 0, 0, MAX_S, &st->send_s) ||
+        opt_in(r, o, "slowdown", ctx, 1, 1, 1e6, &st->slowdown))
+        return -1;
     json_t *rc = json_object_get(o, "recompute");
     if (rc && !json_is_boolean(rc))
         return bad(r, "recompute", "must be true or false");
@@ -170,8 +200,6 @@ static int read_stage(const struct rd *r, json_t *o, int v, struct mp_plan_stage
     if (pd && !json_is_boolean(pd))
         return bad(r, "pool_dropped", "must be true or false");
     st->pool_dropped = pd && json_is_true(pd);
-    if (st->slowdown < 1)
-        return bad(r, "slowdown", "must be at least 1");
     return 0;
 }
 
@@ -250,9 +278,10 @@ static int read_scalars(const struct rd *r, json_t *root, struct mp_plan *p)
         get_str(r, root, "schedule", "", sched, sizeof sched) ||
         get_int(r, root, "P", "", 1, &P) || get_int(r, root, "D", "", 1, &D) ||
         get_int(r, root, "V", "", 1, &V) || get_int(r, root, "M", "", 1, &M) ||
-        get_int(r, root, "batch", "", 1, &B) || get_num(r, root, "step_s", "", &p->step_s) ||
-        get_num(r, root, "bubble", "", &p->bubble) ||
-        get_num(r, root, "samples_per_s", "", &p->samples_per_s) ||
+        get_int(r, root, "batch", "", 1, &B) ||
+        get_num(r, root, "step_s", "", 0, MAX_S, &p->step_s) ||
+        get_num(r, root, "bubble", "", 0, 1, &p->bubble) ||
+        get_num(r, root, "samples_per_s", "", 0, 1e15, &p->samples_per_s) ||
         get_str(r, root, "cost_source", "", p->cost_source, sizeof p->cost_source))
         return -1;
     if (mp_sched_parse(sched, &p->schedule))
@@ -272,8 +301,9 @@ static int read_scalars(const struct rd *r, json_t *root, struct mp_plan *p)
     if (!json_is_boolean(o))
         return bad(r, "oversubscribed", o ? "not a boolean" : "missing");
     p->oversubscribed = json_is_true(o);
-    p->allreduce_s = opt_num(root, "allreduce_s", 0);
-    p->optim_step_s = opt_num(root, "optim_step_s", 0);
+    if (opt_in(r, root, "allreduce_s", "", 0, 0, MAX_S, &p->allreduce_s) ||
+        opt_in(r, root, "optim_step_s", "", 0, 0, MAX_S, &p->optim_step_s))
+        return -1;
     p->bottleneck = (int)opt_clamped(root, "bottleneck", -1, -1, INT_MAX);
     const char *part = json_string_value(json_object_get(root, "partition"));
     snprintf(p->partition, sizeof p->partition, "%s", part ? part : "");
@@ -324,8 +354,10 @@ int mp_plan_read(struct mp_plan *p, const char *path, struct mp_err *err)
     p->bottleneck = -1;
     struct rd r = {path, err};
     json_error_t je;
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    struct stat sb;
+    FILE *f = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode) ? (errno = EISDIR, NULL)
+                                                           : fopen(path, "rb");
+    if (!f) /* a directory opens, and read as "not JSON" (exit 2), not as unreadable */
         return MP_FAIL(err, IO, "%s: cannot read plan: %s", path, strerror(errno));
     json_t *root = json_loadf(f, 0, &je);
     fclose(f);

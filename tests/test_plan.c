@@ -151,6 +151,16 @@ static void expect_rejected(const char *edit, const char *key)
         json_object_set_new(json_array_get(ly, 2), "pack_s", json_pack("[f, f]", 0.0, 0.0));
     else if (!strcmp(edit, "pool"))
         json_object_set_new(json_array_get(st, 0), "pool_dropped", json_integer(1));
+    else if (!strcmp(edit, "negative time"))
+        json_object_set_new(root, "allreduce_s", json_real(-1));
+    else if (!strcmp(edit, "time string"))
+        json_object_set_new(root, "optim_step_s", json_string("fast"));
+    else if (!strcmp(edit, "negative pass"))
+        json_object_set_new(json_array_get(ly, 2), "backward_weight_s", json_real(-0.01));
+    else if (!strcmp(edit, "huge pass"))
+        json_object_set_new(json_array_get(ly, 2), "forward_s", json_real(1e300));
+    else if (!strcmp(edit, "bubble"))
+        json_object_set_new(root, "bubble", json_real(1.5));
     else
         fail_msg("unknown edit %s", edit);
     assert_int_equal(json_dump_file(root, path, 0), 0);
@@ -181,6 +191,13 @@ static void test_malformed_plans_are_rejected_naming_the_key(void **state)
     expect_rejected("links", "'link_latency_s'");
     expect_rejected("pool", "'pool_dropped'");
     expect_rejected("pack", "'layers[2].pack_s'");
+    /* Times: a negative one, or a string read as 0, made `mpipe sim` print a step of -970 ms,
+     * exit 0; an optional key malformed is an error, not its default. */
+    expect_rejected("negative time", "'allreduce_s': negative");
+    expect_rejected("time string", "'optim_step_s': not a number");
+    expect_rejected("negative pass", "'layers[2].backward_weight_s': negative");
+    expect_rejected("huge pass", "'layers[2].forward_s': 1e+300 is out of range");
+    expect_rejected("bubble", "'bubble': 1.5 is out of range [0, 1]");
 }
 
 /* A step's data-parallel reduction (mp_cost_reduce_s): from the measured rows of `mpipe bench
