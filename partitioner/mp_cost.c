@@ -5,9 +5,11 @@
 #include "mp_cost.h"
 
 #include <jansson.h>
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "mp_stage_mem.h"
 
@@ -67,6 +69,13 @@ int mp_cost_load_rates(struct mp_cost_model *cm, const char *path, struct mp_err
 static json_t *load_rows(const char *path, json_t **root, struct mp_err *err)
 {
     json_error_t je;
+    struct stat sb;
+    *root = NULL;
+    /* A file that cannot be read is an I/O failure (exit 3), not malformed input: jansson's
+     * "FILE:-1: unable to open" read as exit 2 with a line number of -1. */
+    int why = stat(path, &sb) ? errno : S_ISDIR(sb.st_mode) ? EISDIR : 0;
+    if (why)
+        return MP_FAIL(err, IO, "%s: cannot read: %s", path, strerror(why)), NULL;
     *root = json_load_file(path, 0, &je);
     if (!*root)
         return MP_FAIL(err, INPUT, "%s:%d: %s", path, je.line, je.text), NULL;
@@ -107,15 +116,20 @@ int mp_cost_load_links(struct mp_cost_model *cm, const char *path, struct mp_err
         if (!rel || mp_link_level_parse(rel, &l))
             rc = MP_FAIL(err, INPUT, "%s: rows[%zu].relation: expected L3, NUMA, socket, host or "
                          "cross-host", path, i);
-        else if (!row_num(row, "latency_us", path, i, &us, err) &&
-                 !row_num(row, "bandwidth_GBps", path, i, &gbps, err))
-            lat[l] = fmin(lat[l], us * 1e-6), bw[l] = fmax(bw[l], gbps * 1e9);
-        else
+        else if (row_num(row, "latency_us", path, i, &us, err) ||
+                 row_num(row, "bandwidth_GBps", path, i, &gbps, err))
             rc = -1;
+        else if (!(gbps > 0)) /* was taken as "no figure": the defaults, without a word */
+            rc = MP_FAIL(err, INPUT, "%s: rows[%zu].bandwidth_GBps: 0 is no link's bandwidth "
+                         "(mpipe bench p2p --json measures it)", path, i);
+        else
+            lat[l] = fmin(lat[l], us * 1e-6), bw[l] = fmax(bw[l], gbps * 1e9);
         if (rc)
             break;
     }
     json_decref(root);
+    if (rc == 0 && i == 0)
+        rc = MP_FAIL(err, INPUT, "%s: no rows (mpipe bench p2p --json writes them)", path);
     for (int l = 0; rc == 0 && l < MP_LINK_COUNT; l++) {
         if (isfinite(lat[l]))
             cm->link[l].latency_s = lat[l];
@@ -186,7 +200,9 @@ static int profile_row(json_t *row, size_t i, const struct mp_model *m, size_t m
         return -1;
     if (json_object_get(row, "batch") && row_num(row, "batch", path, i, &batch, err))
         return -1;
-    double scale = batch > 0 ? (double)mb / batch : 1.0;
+    if (!(batch >= 1)) /* a time for no samples scales to nothing; it was used unscaled */
+        return MP_FAIL(err, INPUT, "%s: rows[%zu].batch: %g samples: at least 1", path, i, batch);
+    double scale = (double)mb / batch;
     out[idx].fwd_s = f * scale, out[idx].bwd_input_s = b * scale, out[idx].bwd_weight_s = w * scale;
     out[idx].compute_s = -1;  /* marks the row as seen */
     return 0;
@@ -200,8 +216,15 @@ static int load_profile(const struct mp_model *m, size_t mb, const char *path,
         return -1;
     size_t i;
     int rc = 0;
+    /* Layer kinds alone let another model's profile price this one (a layer 32 times wider at
+     * the narrow one's cost, a user tour): the digest it records must be this model's. */
+    const char *digest = json_string_value(json_object_get(root, "digest"));
+    if (digest && strcmp(digest, m->digest))
+        rc = MP_FAIL(err, INPUT, "%s: a profile of another model (digest %s; %s has %s): mpipe "
+                     "bench layers %s --out FILE measures this one", path, digest, m->path,
+                     m->digest, m->path);
     json_array_foreach(rows, i, row) {
-        if ((rc = profile_row(row, i, m, mb, path, out, err)))
+        if (rc || (rc = profile_row(row, i, m, mb, path, out, err)))
             break;
     }
     json_decref(root);

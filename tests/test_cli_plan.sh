@@ -183,6 +183,15 @@ grep -q '"cost_source": "profile:' "$T/out" && ok "cost_source names the profile
     || bad "cost_source"
 expect_exit 2 "profile of another model" "$MPIPE" plan models/cnn.mp --stages 2 \
     --profile "$T/profile.json"
+# The same layer kinds but another model's digest (a wider layer priced at the narrow one's
+# cost, accepted without a word); an unreadable profile is an I/O failure (exit 3).
+sed 's/^{"rows"/{"digest": "0000000000000000", "rows"/' "$T/profile.json" >"$T/profile_other.json"
+expect_exit 2 "a profile recording another model's digest" "$MPIPE" plan models/mlp.mp \
+    --stages 2 --profile "$T/profile_other.json"
+grep -q "a profile of another model (digest 0000000000000000" "$T/err" &&
+    ok "  ... names the digests" || bad "profile digest message: $(cat "$T/err")"
+expect_exit 3 "an unreadable --profile" "$MPIPE" plan models/mlp.mp --stages 2 \
+    --profile "$T/nowhere.json"
 cat >"$T/p2p.json" <<'JSON'
 {"rows": [{"src": 0, "dst": 1, "bytes": 1, "latency_us": 0.3, "pingpong_GBps": 0.01,
            "bandwidth_GBps": 0.02, "bibw_GBps": 0.03, "relation": "L3"},
@@ -194,6 +203,10 @@ sed 's/"L3"/"moon"/' "$T/p2p.json" >"$T/p2p_bad.json"
 expect_exit 2 "links with an unknown relation" "$MPIPE" plan models/mlp.mp --stages 2 \
     --links "$T/p2p_bad.json"
 grep -q "relation" "$T/err" && ok "links error names the key" || bad "links message"
+sed 's/"bandwidth_GBps": 9.5/"bandwidth_GBps": 0/; s/"bandwidth_GBps": 0.02/"bandwidth_GBps": 0/' \
+    "$T/p2p.json" >"$T/p2p_zero.json"
+expect_exit 2 "links with no bandwidth (it fell back to the defaults silently)" "$MPIPE" plan \
+    models/mlp.mp --stages 2 --links "$T/p2p_zero.json"
 
 expect_exit 0 "plan with --rankfile" "$MPIPE" plan models/mlp.mp --stages 2 --rankfile "$T/rf"
 expect_exit 0 "mpirun accepts the rankfile" mpirun --rankfile "$T/rf" -np 2 hostname
