@@ -2,6 +2,7 @@
  * model on one micro-batch, measured by calling the layer's own kernels (median of repeats after
  * warm-up), beside the planner's analytic estimate (partitioner/mp_cost.c) and their ratio.
  * Writes PROFILE.json for `mpipe plan --profile`; `bench pipeline` reuses mp_bench_profile. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,9 +195,11 @@ static json_t *layer_row(struct mp_bench *b, const struct mp_layer *l, int dx_fr
     double bytes = c.bytes_fwd + c.bytes_bwd;
     fprintf(b->out, "%5d  %-12s %11.1f %11.1f %11.1f %12.0f %11.1f %7.2f\n", l->index,
             l->ops->name, t->f * 1e6, t->b * 1e6, t->w * 1e6, bytes, an->compute_s * 1e6, ratio);
-    return json_pack("{s:i, s:s, s:f, s:f, s:f, s:I, s:f, s:I, s:I, s:f, s:f}", "index", l->index,
+    /* Byte counts are integers in JSON too: as reals at 6 digits 1471230 bytes read 1.47123e6. */
+    return json_pack("{s:i, s:s, s:f, s:f, s:f, s:I, s:I, s:I, s:I, s:f, s:f}", "index", l->index,
                      "kind", l->ops->name, "forward_s", t->f, "backward_input_s", t->b,
-                     "backward_weight_s", t->w, "batch", (json_int_t)mb, "bytes", bytes,
+                     "backward_weight_s", t->w, "batch", (json_int_t)mb, "bytes",
+                     (json_int_t)llround(bytes),
                      "act_bytes_out", (json_int_t)c.act_bytes_out, "param_bytes",
                      (json_int_t)c.param_bytes, "analytic_s", an->compute_s,
                      "measured_over_analytic", ratio);

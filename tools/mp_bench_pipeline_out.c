@@ -26,14 +26,16 @@ void mp_pipe_row_out(struct mp_bench *b, const struct pipe_row *r, size_t batch)
         fprintf(b->out, " %9.1f %8.3f", r->ceiling_gflops, r->of_ceiling);
     fputc('\n', b->out);
     fflush(b->out);
-    json_t *row = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, "
+    /* Byte counts as JSON integers: reals at 6 digits printed 1757696 as 1.7577e6. */
+    json_t *row = json_pack("{s:s, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:i, "
                               "s:I, s:f}",
                               "schedule", mp_sched_name(r->sched), "stages", r->P,
                               "micro_batches", r->M, "measured_step_s", r->measured_s,
                               "simulated_step_s", r->simulated_s, "bubble", r->bubble,
                               "samples_per_s", r->samples_per_s, "error", r->error,
-                              "simulated_bubble", r->sim_bubble, "peak_act_bytes", r->peak_act,
-                              "simulated_peak_act_bytes", r->sim_peak_act, "chunks", r->V,
+                              "simulated_bubble", r->sim_bubble, "peak_act_bytes",
+                              (json_int_t)llround(r->peak_act), "simulated_peak_act_bytes",
+                              (json_int_t)llround(r->sim_peak_act), "chunks", r->V,
                               "batch", (json_int_t)batch, "first_step_s", r->first_step_s);
     if (row && r->ceiling_gflops > 0) {
         json_object_set_new(row, "ceiling_gflops", json_real(r->ceiling_gflops));
