@@ -87,9 +87,19 @@ static const char help[] =
     "and ranks sharing a core are predicted to run that many times slower.\n";
 
 
+/* The flags that take a value: any other is read alone, so an unknown flag last on the line is
+ * "unknown flag", not "needs a value". */
 static int takes_value(const char *f)
 {
-    return strcmp(f, "--json") && strcmp(f, "--help") && strcmp(f, "--recalibrate");
+    static const char *const with_value[] = {
+        "--stages", "--ranks", "--dp", "--micro-batches", "--batch", "--schedule", "--chunks",
+        "--topology", "--hosts", "--profile", "--links", "--rates", "--memory-per-rank",
+        "--recompute", "--optimizer", "--zero", "--partition", "--out", "--rankfile", "--try",
+        NULL};
+    for (int i = 0; with_value[i]; i++)
+        if (!strcmp(f, with_value[i]))
+            return 1;
+    return 0;
 }
 
 static int parse_flag(struct plan_args *a, const char *f, const char *v, struct mp_err *err)
@@ -365,9 +375,14 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
             rc = mp__plan_fixed(&e, &p, err);
         else if (rc == 0)
             rc = mp__plan_search(&e, N, &p, err);
-        if (rc && err->code == MP_ERR_USAGE && strstr(err->msg, "over --memory-per-rank"))
+        if (rc && err->code == MP_ERR_USAGE && strstr(err->msg, "over --memory-per-rank")) {
             rc = mp__plan_explain_no_fit(&e, a.stages ? (int)a.stages : 1,
                                          a.dp ? (int)a.dp : 1, a.stages ? 0 : N, err);
+            size_t len = strlen(err->msg); /* a cap nobody gave reads as one given */
+            if (!a.mem_cap)
+                snprintf(err->msg + len, sizeof err->msg - len, " (--memory-per-rank was not "
+                         "given: the default is the host's memory over the ranks placed on it)");
+        }
         if (rc == 0 && a.try_k)
             rc = try_layouts(&e, &p, err);
         if (rc == 0)
