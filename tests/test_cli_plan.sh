@@ -243,4 +243,16 @@ echo '{"rows": [{"m": 32, "gflops": 40}]}' >"$T/rates_small.json"
 expect_exit 2 "plan --rates without a row of 256+ rows is refused" "$MPIPE" plan models/mlp.mp \
     --stages 2 --rates "$T/rates_small.json"
 
+# Usage errors of --stages P come before the machine is measured (they came after up to 21 s of
+# calibration): a fresh cache, and no "measured" line.
+expect_exit 2 "--micro-batches not a multiple of --dp, on an empty cache" env \
+    XDG_CACHE_HOME="$T/fresh_cache" "$MPIPE" plan models/tiny_mlp.mp --stages 2 --dp 3 \
+    --micro-batches 4
+grep -q "not a multiple of --dp 3" "$T/err" && ! grep -q "measured" "$T/err" &&
+    ok "  ... said before measuring anything" || bad "usage after calibration: $(cat "$T/err")"
+expect_exit 2 "more stages than layers, on an empty cache" env XDG_CACHE_HOME="$T/fresh_cache" \
+    "$MPIPE" plan models/tiny_mlp.mp --stages 99
+grep -q "cannot split" "$T/err" && ! grep -q "measured" "$T/err" &&
+    ok "  ... said before measuring anything" || bad "split after calibration: $(cat "$T/err")"
+
 done_claims

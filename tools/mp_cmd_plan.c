@@ -360,7 +360,9 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
             .data_bytes = mp_data_bytes_estimate(src, mp_layer_in_len(&m.layers[1]),
                                                  m.label_len)};
         e.cm.optim_slots = a.optim_slots;
-        if (!a.profile && !a.rates)
+        if (a.stages)
+            rc = mp__plan_check_fixed(&a, &m, err);
+        if (rc == 0 && !a.profile && !a.rates)
             rc = calibrate(&a, &m, N, &table, &e.cm, err);
         /* This host's links, unless a file gives them or the topology is not this machine's. */
         int live = !a.hosts && (!a.topology || !strcmp(a.topology, "live"));

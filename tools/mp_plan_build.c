@@ -149,22 +149,32 @@ static void rank_step_costs(struct mp_plan *p, const struct plan_env *e,
     }
 }
 
+/* P stages of V chunks each need P * V partition units. */
+static int check_split(const struct plan_args *a, const struct mp_model *m, int P,
+                       struct mp_err *err)
+{
+    int V = mp_sched_chunks(a->schedule, a->chunks ? (int)a->chunks : 2);
+    int n = m->n_units - 1;
+    const char *units = n == m->n_layers - 1 ? "layers"
+                                             : "partition units (layers and residual blocks)";
+    if (P * V > n && V > 1 && n / P >= 2)
+        return MP_FAIL(err, USAGE, "cannot split the %d %s of %s into %d stages (P x chunks): use "
+                       "--chunks %d or fewer, or fewer --stages", n, units, m->path, P * V,
+                       n / P);
+    if (P * V > n)
+        return MP_FAIL(err, USAGE, "cannot split the %d %s of %s into %d stages%s: use "
+                       "--stages %d or fewer", n, units, m->path, P * V,
+                       V > 1 ? " (P x chunks)" : "", n / V);
+    return 0;
+}
+
 int mp__plan_build(const struct plan_env *e, int P, int D, int M, struct mp_plan *p,
                    struct mp_err *err)
 {
     const struct plan_args *a = e->a;
     int V = mp_sched_chunks(a->schedule, a->chunks ? (int)a->chunks : 2);
-    int n = e->m->n_units - 1;
-    const char *units = n == e->m->n_layers - 1 ? "layers"
-                                                : "partition units (layers and residual blocks)";
-    if (P * V > n && V > 1 && n / P >= 2)
-        return MP_FAIL(err, USAGE, "cannot split the %d %s of %s into %d stages (P x chunks): use "
-                       "--chunks %d or fewer, or fewer --stages", n, units, e->m->path, P * V,
-                       n / P);
-    if (P * V > n)
-        return MP_FAIL(err, USAGE, "cannot split the %d %s of %s into %d stages%s: use "
-                       "--stages %d or fewer", n, units, e->m->path, P * V,
-                       V > 1 ? " (P x chunks)" : "", n / V);
+    if (check_split(a, e->m, P, err))
+        return -1;
     memset(p, 0, sizeof *p);
     snprintf(p->model, sizeof p->model, "%s", e->m->path);
     memcpy(p->digest, e->m->digest, sizeof p->digest);
@@ -333,19 +343,39 @@ int mp__plan_search(const struct plan_env *e, int N, struct mp_plan *best, struc
                    "--dp or --micro-batches", N);
 }
 
+/* --stages P's layout: D from --dp or --ranks, the M to start from. */
+static int fixed_layout(const struct plan_args *a, int *P, int *D, int *M, struct mp_err *err)
+{
+    *P = (int)a->stages, *D = a->dp ? (int)a->dp : 1;
+    if (!a->dp && a->ranks) {
+        if (a->ranks % *P)
+            return MP_FAIL(err, USAGE, "--ranks %lld is not a multiple of --stages %d", a->ranks,
+                           *P);
+        *D = (int)(a->ranks / *P);
+    }
+    if (a->ranks && a->ranks != (long long)*P * *D)
+        return MP_FAIL(err, USAGE, "--ranks %lld is not --stages %d x --dp %d", a->ranks, *P,
+                       *D);
+    return mp__plan_micro_for(a, *P, *D, M, err);
+}
+
+int mp__plan_check_fixed(const struct plan_args *a, const struct mp_model *m, struct mp_err *err)
+{
+    int P, D, M;
+    if (fixed_layout(a, &P, &D, &M, err))
+        return -1;
+    /* Without --schedule a plan also tries schedules of more chunks; 1f1b's single chunk is the
+     * split every schedule needs at least. */
+    struct plan_args one = *a;
+    if (!a->schedule_given)
+        one.schedule = MP_SCHED_1F1B;
+    return check_split(&one, m, P, err);
+}
+
 int mp__plan_fixed(const struct plan_env *e, struct mp_plan *p, struct mp_err *err)
 {
-    const struct plan_args *a = e->a;
-    int P = (int)a->stages, D = a->dp ? (int)a->dp : 1, M;
-    if (!a->dp && a->ranks) {
-        if (a->ranks % P)
-            return MP_FAIL(err, USAGE, "--ranks %lld is not a multiple of --stages %d", a->ranks,
-                           P);
-        D = (int)(a->ranks / P);
-    }
-    if (a->ranks && a->ranks != (long long)P * D)
-        return MP_FAIL(err, USAGE, "--ranks %lld is not --stages %d x --dp %d", a->ranks, P, D);
-    if (mp__plan_micro_for(a, P, D, &M, err))
+    int P, D, M;
+    if (fixed_layout(e->a, &P, &D, &M, err))
         return -1;
     return build_best_sched(e, P, D, M, p, err);
 }

@@ -54,6 +54,10 @@ int mp__plan_next_micro(size_t B, int P, int D, int M);
 /* The M a plan of (P, D) starts from: --micro-batches, else the largest fitting up to 2 * P * D;
  * -1 with a usage error naming the flags when --batch, --micro-batches and --dp disagree. */
 int mp__plan_micro_for(const struct plan_args *a, int P, int D, int *M, struct mp_err *err);
+/* --stages P's usage errors (--ranks, --dp, --batch and --micro-batches that disagree, more
+ * stages than the model has units), found before the machine is measured: they came after up
+ * to 21 s of calibration. */
+int mp__plan_check_fixed(const struct plan_args *a, const struct mp_model *m, struct mp_err *err);
 /* --stages P: the best predicted schedule and M for P stages (x --dp, or --ranks / P). */
 int mp__plan_fixed(const struct plan_env *e, struct mp_plan *p, struct mp_err *err);
 /* --stages auto: every (P, D) with P * D = N; the best predicted step wins. */
