@@ -323,11 +323,19 @@ static int host_option(struct mp_host *h, const char *tok, const char *name, int
         if (klen == 5 && h->slots > 1000000 - n)
             return MP_FAIL(err, INPUT, "%s:%d: host '%s' has more than 1000000 slots in total",
                            name, line, h->name);
+        int *seen = klen == 5 ? &h->line_slots : &h->max_slots;
+        if (*seen && (klen == 5 || h->max_slots_line == line))
+            return MP_FAIL(err, INPUT, "%s:%d: %.*s given twice", name, line, (int)klen, tok);
         if (klen == 5)
-            h->slots += (int)n;
+            h->slots += (int)n, h->line_slots = (int)n;
+        else
+            h->max_slots = (int)n, h->max_slots_line = line;
         return 0;
     }
-    if (klen == 8 && strncmp(tok, "topology", 8) == 0 && *v) {
+    if (klen == 8 && strncmp(tok, "topology", 8) == 0 && !*v)
+        return MP_FAIL(err, INPUT, "%s:%d: topology= names no file (topology=FILE.xml, an "
+                       "lstopo-no-graphics --of xml export)", name, line);
+    if (klen == 8 && strncmp(tok, "topology", 8) == 0) {
         snprintf(h->topology, sizeof h->topology, "%s", v);
         h->topology_line = line;
         return 0;
@@ -361,9 +369,14 @@ static int parse_line(struct mp_hostfile *h, char *s, const char *name, int line
     struct mp_host *host = host_slot(h, tok);
     if (!host)
         return MP_FAIL(err, NOMEM, "%s:%d: out of memory", name, line);
+    host->line_slots = 0;
     while ((tok = strtok_r(NULL, " \t\r", &save)))
         if (host_option(host, tok, name, line, err) < 0)
             return -1;
+    /* Open MPI refuses a host given more slots than its max_slots: so does the plan, at once. */
+    if (host->max_slots && host->slots > host->max_slots)
+        return MP_FAIL(err, INPUT, "%s:%d: host '%s' has %d slots, over its max_slots=%d", name,
+                       line, host->name, host->slots, host->max_slots);
     return 0;
 }
 
@@ -415,7 +428,11 @@ int mp_hostfile_read(struct mp_hostfile *h, const char *path, struct mp_err *err
     if (!buf)
         return MP_FAIL(err, NOMEM, "%s: out of memory", path);
     buf[len] = '\0';
-    int rc = mp_hostfile_parse(h, path, buf, err);
+    /* The parser reads C strings: the lines past a NUL byte were dropped without a word. */
+    const char *nul = memchr(buf, 0, len);
+    int rc = nul ? MP_FAIL(err, INPUT, "%s: byte %zu: a NUL byte: not a text hostfile", path,
+                           (size_t)(nul - buf))
+                 : mp_hostfile_parse(h, path, buf, err);
     free(buf);
     return rc;
 }

@@ -41,6 +41,9 @@ struct mp_host {
     int slots;              /* slots=N, or 0 when not given (then: the host's cores) */
     char topology[512];     /* mpipe extension `topology=FILE.xml`, "" when not given */
     int topology_line;      /* the hostfile line that gave it */
+    int max_slots;          /* max_slots=N, 0 when not given */
+    int max_slots_line;     /* the line that gave it */
+    int line_slots;         /* slots= on the line being read (a second one is an error) */
 };
 
 struct mp_hostfile {

@@ -140,6 +140,11 @@ static void test_hostfile_errors_carry_file_and_line(void **state)
     expect_hostfile_error("a slots=2\n  slots=4\n", "hosts.txt:2: expected a host name");
     expect_hostfile_error("a slots\n", "hosts.txt:1: expected key=value");
     expect_hostfile_error("# only comments\n\n", "no hosts");
+    /* Each was accepted, or misnamed ("unknown key 'topology'" for an empty value). */
+    expect_hostfile_error("a topology=\n", "hosts.txt:1: topology= names no file");
+    expect_hostfile_error("a slots=4 max_slots=2\n", "hosts.txt:1: host 'a' has 4 slots, over");
+    expect_hostfile_error("a slots=2 max_slots=3\na slots=2\n", "hosts.txt:2: host 'a' has 4");
+    expect_hostfile_error("a slots=2 slots=4\n", "hosts.txt:1: slots given twice");
 }
 
 static void test_hostfile_parses_hosts_slots_and_comments(void **state)
