@@ -267,6 +267,10 @@ int mp_bench_p2p(int argc, char **argv, struct mp_err *err)
         mp_bench_finish(&b, 0);
         return rc;
     }
+    if (n < 2) { /* a usage mistake: it exited 0 with no rows */
+        mp_bench_finish(&b, 0);
+        return MP_FAIL(err, USAGE, "one rank, no pairs: run it under mpirun -np 2 or more");
+    }
     struct where *w = calloc((size_t)n, sizeof *w);
     double *sum = calloc((size_t)n * (size_t)n * 2, sizeof *sum);
     char *sbuf = malloc(a.max_bytes), *rbuf = malloc(a.max_bytes);
@@ -276,8 +280,6 @@ int mp_bench_p2p(int argc, char **argv, struct mp_err *err)
         memset(sbuf, 1, a.max_bytes), memset(rbuf, 0, a.max_bytes);
         rc = gather_where(&b, w, err);
     }
-    if (!rc && n < 2 && b.rank == 0)
-        fprintf(stderr, "mpipe bench p2p: one rank, no pairs: run under mpirun -np 2 or more\n");
     if (!rc)
         header(&b, &a);
     for (int i = 0; !rc && i < n; i++)

@@ -106,9 +106,11 @@ int mp_bench_reduce(int argc, char **argv, struct mp_err *err)
         mp_bench_finish(&b, 0);
         return rc;
     }
-    if (b.size < 2 && b.rank == 0)
-        fprintf(stderr, "mpipe bench reduce: one rank, nothing to reduce: run under mpirun -np 2 "
-                        "or more\n");
+    if (b.size < 2) { /* a usage mistake: it exited 0 with no rows */
+        mp_bench_finish(&b, 0);
+        return MP_FAIL(err, USAGE, "one rank, nothing to reduce: run it under mpirun -np 2 or "
+                       "more");
+    }
     mp_bench_header(&b, "reduce",
                     "the engine's ordered reduction of an arena of 1 MB layers in 4 MB buckets, "
                     "started and finished at once; a warm-up, then the median of 20 (7 from 4 MB) "
