@@ -261,6 +261,9 @@ static void print_launch(const struct plan_args *a, const struct mp_plan *p, FIL
     else
         fprintf(f, " --map-by core --bind-to core");
     fprintf(f, " mpipe train %s --plan %s\n", a->model, a->out ? a->out : "plan.json");
+    if (!a->out) /* the line names a file no one wrote */
+        fprintf(stderr, "mpipe plan: note: no plan file was written: add --out plan.json to "
+                "write the one the launch line runs\n");
 }
 
 static int emit(const struct plan_args *a, const struct mp_plan *p, struct mp_err *err)
