@@ -119,22 +119,26 @@ claim "rank 1's peak RSS is within its prediction" covered 1
 # it reaches them. It gathered every parameter first (gpt.mp: 13.3 MB more on rank 0, a 300M
 # model's 1.2 GB on a rank planned for a fraction of it). Each process's whole-life peak (the
 # RSS line is printed before the save), by a wrapper that runs the rank and reads its rusage.
-life_peak() { # life_peak OUT train-args...: each rank's "rank R peak KB" lines in OUT
+life_peak() { # life_peak OUT train-args...: the run's output in OUT, each rank's peak in OUT.R
     local out=$1
     shift
+    # The wrapper writes a file of its own: a line on stderr, the last thing a rank says, is
+    # what mpirun can drop as the job ends (a loaded CTest run lost rank 0's).
     $SHM python3 -c 'import os, resource, subprocess, sys
-rc = subprocess.call(sys.argv[1:])
-kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print("rank %s peak %d" % (os.environ.get("OMPI_COMM_WORLD_RANK", "?"), kb), file=sys.stderr)
-sys.exit(rc)' $MPIPE train "$@" >"$out" 2>&1
+rc = subprocess.call(sys.argv[2:])
+with open("%s.%s" % (sys.argv[1], os.environ.get("OMPI_COMM_WORLD_RANK", "x")), "w") as f:
+    f.write("%d %d\n" % (resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc))
+sys.exit(rc)' "$out" $MPIPE train "$@" >"$out" 2>&1
 }
 life_peak "$TMP/nosave.out" "${H[@]}"
 life_peak "$TMP/save.out" "${H[@]}" --save-weights "$TMP/save.st"
-peak_of() { sed -n "s/^rank 0 peak \([0-9]*\)$/\1/p" "$1"; }
 save_streams() { # rank 0's peak grows by less than 2.5 MB (rank 1's largest tensor is 1 MiB)
-    local a b
-    a=$(peak_of "$TMP/nosave.out") b=$(peak_of "$TMP/save.out")
-    echo "  rank 0's peak: ${a:-?} KB without --save-weights, ${b:-?} KB with"
+    local a b a_rc b_rc
+    read -r a a_rc <"$TMP/nosave.out.0"
+    read -r b b_rc <"$TMP/save.out.0"
+    echo "  rank 0's peak: ${a:-?} KB without --save-weights, ${b:-?} KB with (exit ${a_rc:-?}, ${b_rc:-?})"
+    [ "${a_rc:-1}" = 0 ] && [ "${b_rc:-1}" = 0 ] ||
+        { grep -v '^epoch' "$TMP/nosave.out" "$TMP/save.out" | tail -6; return 1; }
     [ -n "$a" ] && [ -n "$b" ] && [ -s "$TMP/save.st" ] && [ $((b - a)) -lt 2500 ]
 }
 claim "--save-weights on 2 stages: rank 0's peak grows by less than one stage's weights" save_streams

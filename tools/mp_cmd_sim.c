@@ -55,10 +55,19 @@ static void report(const struct mp_plan *p, const struct mp_sim_result *r)
 {
     printf("# mpipe sim %s: %s, P=%d D=%d V=%d, M=%d (%d per replica), batch %zu\n", p->model,
            mp_sched_name(p->schedule), p->P, p->D, p->V, p->M, p->M / p->D, p->batch);
-    printf("%-5s %10s %10s %8s %14s\n", "rank", "busy_ms", "idle_ms", "busy_%", "peak_act_MB");
+    /* With replicas, a row is a pipeline position and every replica's rank there (they run the
+     * same passes): "rank 0" alone read as if the other ranks were not simulated. */
+    printf("%-5s %10s %10s %8s %14s\n", p->D > 1 ? "ranks" : "rank", "busy_ms", "idle_ms",
+           "busy_%", "peak_act_MB");
     for (int q = 0; q < p->P && q < 1024; q++) {
         double idle = r->step_s - r->busy_s[q];
-        printf("%-5d %10.3f %10.3f %8.1f %14.2f\n", q, 1e3 * r->busy_s[q], 1e3 * idle,
+        char who[64];
+        int len = snprintf(who, sizeof who, "%d", q), d = 1;
+        for (; d < p->D && (size_t)len < sizeof who - 16; d++)
+            len += snprintf(who + len, sizeof who - (size_t)len, ",%d", d * p->P + q);
+        if (d < p->D)
+            snprintf(who + len, sizeof who - (size_t)len, ",...");
+        printf("%-5s %10.3f %10.3f %8.1f %14.2f\n", who, 1e3 * r->busy_s[q], 1e3 * idle,
                r->step_s > 0 ? 100.0 * r->busy_s[q] / r->step_s : 0.0,
                r->peak_act_bytes[q] / 1048576.0);
     }
