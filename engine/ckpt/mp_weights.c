@@ -124,8 +124,8 @@ int mp_weights_extras(const struct mp_st_file *f, const struct mp_model *m, cons
     return rc;
 }
 
-static int load_layers(struct mp_stage *st, float *arena, struct mp_st_file *f, const char *path,
-                       const char *suffix, struct mp_err *err)
+static int load_layers(struct mp_stage *st, float *arena, const struct mp_st_file *f,
+                       const char *path, const char *suffix, struct mp_err *err)
 {
     const struct mp_model *m = st->model;
     int rc = 0;
@@ -171,30 +171,50 @@ int mp_weights_load(struct mp_stage *st, float *arena, const char *path, const c
     return rc;
 }
 
+int mp_weights_take(const struct mp_st_file *f, const struct mp_model *m, const char *path,
+                    const char *advice, mp_weights_copy_fn copy, void *ctx, int *state,
+                    struct mp_err *err)
+{
+    size_t missing;
+    if (mp_weights_extras(f, m, path, state, &missing, err)) {
+        /* another model's file: a missing or misshapen tensor of this one says more */
+        struct mp_err foreign = *err;
+        if (copy(ctx, f, err) == 0)
+            *err = foreign;
+        return -1;
+    }
+    if (*state && missing) /* the file's, found alike by every rank: said once */
+        return MP_FAIL(err, INPUT, "%s is one stage file of a checkpoint (weights and optimizer "
+                       "state), without %zu of %s's tensors: %s", path, missing, m->path, advice),
+               mp_err_mark_shared(err);
+    return copy(ctx, f, err);
+}
+
+struct init_ctx {
+    struct mp_stage *st;
+    const char *path;
+};
+
+static int init_copy(void *ctx, const struct mp_st_file *f, struct mp_err *err)
+{
+    const struct init_ctx *c = ctx;
+    return load_layers(c->st, c->st->param, f, c->path, NULL, err);
+}
+
 int mp_weights_load_init(struct mp_stage *st, const char *path, int quiet, struct mp_err *err)
 {
     struct mp_st_file f;
-    int state;
-    size_t missing;
+    struct init_ctx c = {st, path};
+    int state = 0;
     if (mp_st_open(&f, path, err))
         return -1;
-    int rc = mp_weights_extras(&f, st->model, path, &state, &missing, err);
-    if (rc) { /* another model's file: a missing or misshapen tensor of this one says more */
-        struct mp_err foreign = *err;
-        if (load_layers(st, st->param, &f, path, NULL, err) == 0)
-            *err = foreign;
-    } else if (state && missing)
-        rc = MP_FAIL(err, INPUT, "%s is one stage file of a checkpoint (weights and optimizer "
-                     "state), without %zu of %s's tensors: --init takes a whole model's weights "
-                     "(train --save-weights, or a 1-stage checkpoint's file); to continue that "
-                     "run, --checkpoint DIR --resume", path, missing, st->model->path),
-        mp_err_mark_shared(err); /* the file's, found alike by every rank: said once */
-    else if (state && !quiet)
+    int rc = mp_weights_take(&f, st->model, path, "--init takes a whole model's weights (train "
+                             "--save-weights, or a 1-stage checkpoint's file); to continue that "
+                             "run, --checkpoint DIR --resume", init_copy, &c, &state, err);
+    if (!rc && state && !quiet)
         fprintf(stderr, "mpipe train: note: %s is a checkpoint's stage file: --init takes its "
                 "weights and leaves its optimizer state (to continue that run with its state, "
                 "--checkpoint DIR --resume)\n", path);
-    if (!rc)
-        rc = load_layers(st, st->param, &f, path, NULL, err);
     mp_st_free(&f);
     return rc;
 }

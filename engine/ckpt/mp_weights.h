@@ -29,5 +29,14 @@ struct mp_st_file;
  * of m's tensors it does not hold (a stage file of a multi-stage checkpoint holds only some). */
 int mp_weights_extras(const struct mp_st_file *f, const struct mp_model *m, const char *path,
                       int *state, size_t *missing, struct mp_err *err);
+/* A whole model's weights into place for --init and generate alike: copy(ctx, f, err) copies
+ * this model's tensors. Another model's file is refused (copy's own error first, when it finds
+ * a missing or misshapen tensor, as it names the layer); a stage file of a multi-stage
+ * checkpoint is refused for what it is, with `advice` (what the command takes instead); a
+ * 1-stage checkpoint's file is copied, *state 1 so the caller can say so. */
+typedef int (*mp_weights_copy_fn)(void *ctx, const struct mp_st_file *f, struct mp_err *err);
+int mp_weights_take(const struct mp_st_file *f, const struct mp_model *m, const char *path,
+                    const char *advice, mp_weights_copy_fn copy, void *ctx, int *state,
+                    struct mp_err *err);
 
 #endif

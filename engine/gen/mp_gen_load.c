@@ -61,11 +61,17 @@ static int copy_layer(struct mp_gen *g, const struct mp_st_file *f, const char *
     return 0;
 }
 
-static int copy_all(struct mp_gen *g, const struct mp_st_file *f, const char *path,
-                    struct mp_err *err)
+struct copy_ctx {
+    struct mp_gen *g;
+    const char *path;
+};
+
+static int copy_all(void *ctx, const struct mp_st_file *f, struct mp_err *err)
 {
-    for (int i = 0; i < g->m->n_layers; i++)
-        if (mp_layer_n_param(&g->m->layers[i]) && copy_layer(g, f, path, i, MP_ERR_INPUT, err))
+    const struct copy_ctx *c = ctx;
+    for (int i = 0; i < c->g->m->n_layers; i++)
+        if (mp_layer_n_param(&c->g->m->layers[i]) &&
+            copy_layer(c->g, f, c->path, i, MP_ERR_INPUT, err))
             return -1;
     return 0;
 }
@@ -73,27 +79,17 @@ static int copy_all(struct mp_gen *g, const struct mp_st_file *f, const char *pa
 int mp_gen_load_weights(struct mp_gen *g, const char *path, struct mp_err *err)
 {
     struct mp_st_file f;
-    int state;
-    size_t missing;
+    struct copy_ctx c = {g, path};
+    int state = 0;
     if (mp_st_open(&f, path, err))
         return -1;
     /* What the file is first: a stage file of a checkpoint was told "written for another model"
      * by its first missing layer (or by its count of tensors, three a weight with Adam's state). */
-    int rc = mp_weights_extras(&f, g->m, path, &state, &missing, err);
-    if (rc) { /* another model's file: a missing or misshapen tensor of this one says more */
-        struct mp_err foreign = *err;
-        if (copy_all(g, &f, path, err) == 0)
-            *err = foreign;
-    } else if (state && missing) {
-        rc = MP_FAIL(err, INPUT, "%s is one stage file of a checkpoint (weights and optimizer "
-                     "state), without %zu of %s's tensors: give generate the checkpoint's "
-                     "directory (--checkpoint DIR)", path, missing, g->m->path);
-    } else {
-        if (state)
-            fprintf(stderr, "mpipe generate: note: %s is a checkpoint's stage file: its weights "
-                    "are used (--checkpoint DIR also checks its digests)\n", path);
-        rc = copy_all(g, &f, path, err);
-    }
+    int rc = mp_weights_take(&f, g->m, path, "give generate the checkpoint's directory "
+                             "(--checkpoint DIR)", copy_all, &c, &state, err);
+    if (!rc && state)
+        fprintf(stderr, "mpipe generate: note: %s is a checkpoint's stage file: its weights "
+                "are used (--checkpoint DIR also checks its digests)\n", path);
     mp_st_free(&f);
     g->cached = 0;
     return rc;
