@@ -343,9 +343,8 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
         return -1;
     if (a.links && mp_cost_load_links(&e.cm, a.links, err))
         return -1;
-    /* A model path that names nothing is a usage mistake (exit 2), not an I/O failure. */
-    if (access(a.model, F_OK) != 0)
-        return MP_FAIL(err, USAGE, "%s: no such model file (e.g. models/mlp.mp)", a.model);
+    /* A model file that cannot be read is exit 3, as for train, bench and generate (DESIGN.md
+     * §4); plan alone said exit 2 (a user tour). */
     if (mp_model_load(&m, a.model, err))
         return -1;
     if (m.tokens && !a.batch_given)
