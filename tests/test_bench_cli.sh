@@ -105,6 +105,8 @@ claim "unknown flag exits 2" exit_is 2 $MPIPE bench p2p --nope
 claim "bad --max-bytes exits 2" exit_is 2 $MPIPE bench p2p --max-bytes lots
 claim "p2p on one rank (no pairs) exits 2; it exited 0 with no rows" exit_is 2 $MPIPE bench p2p
 claim "reduce on one rank exits 2" exit_is 2 $MPIPE bench reduce
+claim "a schedule given twice exits 2 (its rows ran twice)" exit_is 2 $MPIPE bench pipeline \
+    models/tiny_mlp.mp --schedules interleaved,1f1b,interleaved
 claim "bad --shape exits 2" exit_is 2 $MPIPE bench gemm --shape 3x4
 claim "reduce --max-bytes under 4K exits 2" exit_is 2 $MPIPE bench reduce --max-bytes 1K
 claim "reduce with an unknown flag exits 2" exit_is 2 $MPIPE bench reduce --budget 1

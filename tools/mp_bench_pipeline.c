@@ -68,6 +68,9 @@ static int parse_list(const char *flag, const char *v, int names, long long max,
             return MP_FAIL(err, USAGE, "%s: at most %d values", flag, MAX_LIST);
         if (names ? mp_flag_choice(flag, t, sched, &k, err) : mp_flag_int(flag, t, 1, max, &x, err))
             return -1;
+        for (int j = 0; j < *n; j++) /* a value twice ran its rows twice */
+            if (out[j] == (names ? k : (int)x))
+                return MP_FAIL(err, USAGE, "%s: '%s' given twice", flag, t);
         out[(*n)++] = names ? k : (int)x;
     }
     if (!*n)
