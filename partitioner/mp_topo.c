@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -410,8 +411,10 @@ int mp_hostfile_parse(struct mp_hostfile *h, const char *name, const char *text,
 int mp_hostfile_read(struct mp_hostfile *h, const char *path, struct mp_err *err)
 {
     memset(h, 0, sizeof *h);
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    struct stat sb;
+    FILE *f = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode) ? (errno = EISDIR, NULL)
+                                                           : fopen(path, "rb");
+    if (!f) /* a directory opens, and read as "no hosts" (exit 2) */
         return MP_FAIL(err, IO, "%s: cannot read hostfile: %s", path, strerror(errno));
     size_t cap = 4096, len = 0;
     char *buf = malloc(cap);

@@ -41,8 +41,8 @@ python3 -c "open('$TMP/ok.txt', 'wb').write(bytes((i * 7) % 65 + 32 for i in ran
 claim "a missing text file exits 3 (unreadable, as a missing IDX file) naming it" \
     exits_with 3 "nowhere.txt: cannot read" \
     $MPIPE train models/gpt.mp --data "text:$TMP/nowhere.txt"
-claim "a directory given as the text file exits 2 naming it" \
-    refused "$TMP: is a directory" $MPIPE train models/gpt.mp --data "text:$TMP"
+claim "a directory given as the text file exits 3 naming it (unreadable, as --init's and --plan's)" \
+    exits_with 3 "$TMP: cannot read: Is a directory" $MPIPE train models/gpt.mp --data "text:$TMP"
 : >"$TMP/empty.txt"
 claim "an empty text file exits 2 naming it and its sizes" \
     refused "empty.txt: 0 bytes split into 0 training and 0 validation" \

@@ -27,7 +27,8 @@ static int append_file(struct mp_data *d, size_t *cap, const char *path, struct 
     struct stat st;
     if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
         fclose(f);
-        return MP_FAIL(err, INPUT, "%s: is a directory, not a text file", path);
+        /* unreadable as a file: exit 3, as --init, --plan and the model file say it */
+        return MP_FAIL(err, IO, "%s: cannot read: Is a directory, not a text file", path);
     }
     for (;;) {
         if (d->n_bytes == *cap) {
