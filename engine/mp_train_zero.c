@@ -87,10 +87,10 @@ static int fetch_state(void *ctx, size_t off, size_t numel, float *dst, struct m
                          "a replica's optimizer state for the checkpoint", err);
 }
 
-static int send_state(void *ctx, const float *src, size_t numel, struct mp_err *err)
+static int send_state(void *ctx, const struct mp_st_tensor *t, struct mp_err *err)
 {
     const struct loop *L = ctx;
-    return mp_xport_send(L->sx, src, numel * sizeof(float), 0, 40000,
+    return mp_xport_send(L->sx, t->data, t->numel * sizeof(float), 0, 40000,
                          "replica 0 to take the optimizer state", err);
 }
 

@@ -176,23 +176,22 @@ static int fill_state(void *ctx, const struct mp_st_tensor *t, float *dst, struc
     return f->io->fetch_state(f->io->fetch_ctx, w->off, t->numel, dst, err);
 }
 
-int mp_ckpt_send_state(const struct mp_ckpt_io *io, mp_ckpt_send_fn send, void *ctx,
+int mp_ckpt_send_state(const struct mp_ckpt_io *io, mp_st_send_fn send, void *ctx,
                        struct mp_err *err)
 {
     const struct mp_stage *st = io->st;
     size_t cap = max_tensors(st);
     struct mp_st_tensor *t = calloc(cap, sizeof *t);
     struct placed *where = calloc(cap, sizeof *where);
-    const struct mp_st_tensor **order = calloc(cap, sizeof *order);
-    int rc = t && where && order ? 0 : MP_FAIL(err, NOMEM, "out of memory");
+    int rc = t && where ? 0 : MP_FAIL(err, NOMEM, "out of memory");
     for (int c = 0; c < st->V && !rc; c++) {
         size_t n = chunk_tensors(io, c, t, where);
-        mp_st_order(t, n, order);
-        for (size_t k = 0; k < n && !rc; k++)
-            if (where[order[k] - t].slot >= 0 && order[k]->data && order[k]->numel)
-                rc = send(ctx, order[k]->data, order[k]->numel, err);
+        for (size_t k = 0; k < n; k++) /* replica 0 writes the parameters itself */
+            if (where[k].slot < 0)
+                t[k].data = NULL;
+        rc = mp_st_send_in_order(t, n, send, ctx, err);
     }
-    free(t), free(where), free(order);
+    free(t), free(where);
     return rc;
 }
 

@@ -200,6 +200,21 @@ void mp_st_order(const struct mp_st_tensor *t, size_t n, const struct mp_st_tens
     qsort(sorted, n, sizeof *sorted, cmp_tensor_ptr);
 }
 
+int mp_st_send_in_order(const struct mp_st_tensor *t, size_t n, mp_st_send_fn send, void *ctx,
+                        struct mp_err *err)
+{
+    const struct mp_st_tensor **order = malloc((n ? n : 1) * sizeof *order);
+    if (!order)
+        return MP_FAIL(err, NOMEM, "out of memory ordering %zu tensors", n);
+    mp_st_order(t, n, order);
+    int rc = 0;
+    for (size_t k = 0; k < n && !rc; k++)
+        if (order[k]->data && order[k]->numel)
+            rc = send(ctx, order[k], err);
+    free(order);
+    return rc;
+}
+
 int mp_st_write(const char *path, const struct mp_st_tensor *t, size_t n, struct mp_err *err)
 {
     return mp_st_write_filled(path, t, n, NULL, NULL, err);

@@ -48,6 +48,13 @@ int mp_st_write_filled(const char *path, const struct mp_st_tensor *t, size_t n,
                        mp_st_fill_fn fill, void *ctx, struct mp_err *err);
 /* The order a file holds tensors in: sorted by name (strcmp); sorted[i] points into t. */
 void mp_st_order(const struct mp_st_tensor *t, size_t n, const struct mp_st_tensor **sorted);
+/* The other side of mp_st_write_filled, on the rank that holds what the writer lacks: each
+ * tensor of t with data (numel > 0), in the file's order, through send, the order the writer's
+ * fill asks for them in (its own tensors and those of other producers left out: so each side's
+ * messages arrive in the order asked for). MP_ERR_NOMEM, or send's failure. */
+typedef int (*mp_st_send_fn)(void *ctx, const struct mp_st_tensor *t, struct mp_err *err);
+int mp_st_send_in_order(const struct mp_st_tensor *t, size_t n, mp_st_send_fn send, void *ctx,
+                        struct mp_err *err);
 /* Opens a file of F32 tensors and reads its header only: a tensor's data is read by mp_st_copy
  * straight into its destination, so loading a checkpoint into a stage's arena costs no second
  * copy of the file in memory (a peak RSS the plan would not predict), and a rank reads only the

@@ -19,8 +19,8 @@ static void tensor_name(char *buf, size_t len, const struct mp_layer *l, const s
 
 /* Rank 0, writing (mp_st_write_filled): a tensor another rank holds, sent by its owner as the
  * writer reaches it. One tag for all: between two ranks the messages of one tag arrive in the
- * order sent, and every owner sends in the file's order (mp_st_order), the order they are asked
- * for in. */
+ * order sent, and every owner sends in the file's order (mp_st_send_in_order), the order they
+ * are asked for in. */
 #define WEIGHTS_TAG 30000
 struct save_ctx {
     struct mp_xport *x;
@@ -35,6 +35,12 @@ static int fetch_tensor(void *ctx, const struct mp_st_tensor *t, float *dst, str
                          "weights from their owner", err);
 }
 
+static int send_tensor(void *ctx, const struct mp_st_tensor *t, struct mp_err *err)
+{
+    return mp_xport_send(ctx, t->data, t->numel * sizeof(float), 0, WEIGHTS_TAG,
+                         "rank 0 to take the weights", err);
+}
+
 int mp_weights_save(const struct mp_stage *st, const float *arena, const int *bounds,
                     struct mp_xport *x, const char *path, const char *suffix, struct mp_err *err)
 {
@@ -43,8 +49,7 @@ int mp_weights_save(const struct mp_stage *st, const float *arena, const int *bo
     size_t cap = (size_t)m->n_layers * MP_LAYER_MAX_TENSORS + 1, n_t = 0;
     struct mp_st_tensor *t = calloc(cap, sizeof *t);
     int *owner = calloc(cap, sizeof *owner);
-    const struct mp_st_tensor **order = calloc(cap, sizeof *order);
-    int rc = t && owner && order ? 0 : MP_FAIL(err, NOMEM, "out of memory listing the weights");
+    int rc = t && owner ? 0 : MP_FAIL(err, NOMEM, "out of memory listing the weights");
     /* Every rank lists the whole file alike, its own tensors with their data. Rank 0 writes and
      * takes each other tensor from its owner as the writer reaches it: it held a copy of every
      * parameter at once before (all of gpt_300m.mp's 1.2 GB on a rank planned for a fraction). */
@@ -68,14 +73,10 @@ int mp_weights_save(const struct mp_stage *st, const float *arena, const int *bo
     if (!rc && rank == 0) {
         struct save_ctx c = {.x = x, .t = t, .owner = owner};
         rc = mp_st_write_filled(path, t, n_t, fetch_tensor, &c, err);
-    } else if (!rc) {
-        mp_st_order(t, n_t, order);
-        for (size_t k = 0; k < n_t && !rc; k++)
-            if (owner[order[k] - t] == rank && order[k]->numel)
-                rc = mp_xport_send(x, order[k]->data, order[k]->numel * sizeof(float), 0,
-                                   WEIGHTS_TAG, "rank 0 to take the weights", err);
+    } else if (!rc) { /* its own tensors are those with data */
+        rc = mp_st_send_in_order(t, n_t, send_tensor, x, err);
     }
-    free(t), free(owner), free(order);
+    free(t), free(owner);
     return rc;
 }
 
