@@ -213,6 +213,19 @@ int mp__plan_build(const struct plan_env *e, int P, int D, int M, struct mp_plan
     return rc;
 }
 
+/* A candidate layout against the best so far: the faster of the two kept in *best (the first of
+ * equals: a tie keeps the one found first), the other freed. */
+static void keep_faster(struct mp_plan *best, struct mp_plan *cand, int *found)
+{
+    if (!*found || cand->step_s < best->step_s) {
+        if (*found)
+            mp_plan_free(best);
+        *best = *cand, *found = 1;
+    } else {
+        mp_plan_free(cand);
+    }
+}
+
 /* build, and with --try the layout's key and price noted (mp_plan_try.h). */
 static int build_noted(const struct plan_env *e, int P, int D, int M, struct mp_plan *p,
                        struct mp_err *err)
@@ -243,13 +256,7 @@ int mp__plan_best_m(const struct plan_env *e, int P, int D, int M0, struct mp_pl
                 return -1;
             continue;
         }
-        if (!found || cand.step_s < p->step_s) {
-            if (found)
-                mp_plan_free(p);
-            *p = cand, found = 1;
-        } else {
-            mp_plan_free(&cand);
-        }
+        keep_faster(p, &cand, &found);
     }
     return found ? 0 : build_noted(e, P, D, M0, p, err);
 }
@@ -280,13 +287,7 @@ static int build_best_sched(const struct plan_env *e, int P, int D, int M0,
                 first = *err;
             continue; /* e.g. fewer layers than 2P chunks */
         }
-        if (!found || cand.step_s < p->step_s) {
-            if (found)
-                mp_plan_free(p);
-            *p = cand, found = 1;
-        } else {
-            mp_plan_free(&cand);
-        }
+        keep_faster(p, &cand, &found);
     }
     if (!found)
         *err = first;
@@ -325,13 +326,7 @@ int mp__plan_search(const struct plan_env *e, int N, struct mp_plan *best, struc
                 break;
             continue;
         }
-        if (!found || cand.step_s < best->step_s) {
-            if (found)
-                mp_plan_free(best);
-            *best = cand, found = 1;
-        } else {
-            mp_plan_free(&cand);
-        }
+        keep_faster(best, &cand, &found);
     }
     if (found)
         return 0;
