@@ -512,3 +512,13 @@ void mp_plan_free(struct mp_plan *p)
     p->link_latency_s = p->link_bandwidth_Bps = NULL;
     p->n_layers = p->n_stages = p->n_ranks = 0;
 }
+
+int mp_plan_default_micro(size_t batch, int P, int D)
+{
+    if (P == 1 && D == 1)
+        return 1;
+    for (size_t m = (size_t)(2 * P * D); m >= 1; m--)
+        if (batch % m == 0 && m % (size_t)D == 0)
+            return (int)m;
+    return 0;
+}

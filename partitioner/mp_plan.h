@@ -87,6 +87,11 @@ struct mp_plan {
     int n_tried;
 };
 
+/* The micro-batch count `mpipe plan` starts from and `mpipe train` runs without --micro-batches
+ * (one function: the two must agree): 1 on one rank, else the largest M up to 2 * P * D that
+ * divides the batch and is a multiple of D; 0 when none is. */
+int mp_plan_default_micro(size_t batch, int P, int D);
+
 /* 1 when ranks a and b of the plan run on one host, or when the plan places no ranks (a plan
  * without them is this host's). */
 int mp_plan_same_host(const struct mp_plan *p, int a, int b);

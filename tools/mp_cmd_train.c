@@ -423,16 +423,6 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
     return rc;
 }
 
-static int default_micro_batches(size_t batch, int P, int D)
-{
-    if (P == 1 && D == 1)
-        return 1;
-    for (size_t m = (size_t)(2 * P * D); m >= 1; m--)
-        if (batch % m == 0 && m % (size_t)D == 0)
-            return (int)m;
-    return 1;
-}
-
 /* A language model's defaults (DESIGN.md §9; the README's table): its own data, a batch of 32
  * windows, 100 warm-up steps into the cosine decay, clipping at 1 (what nanoGPT does), and 256
  * validation windows. Flags given on the command line win. */
@@ -555,7 +545,10 @@ static int setup(struct train_args *a, struct mp_model *m, struct mp_xport *x, i
                        "partition units (layers and residual blocks)", a->model_path);
     if (c->aggregate == MP_AGG_CUSTOM && !c->aggregate_weights)
         return MP_FAIL(err, USAGE, "--aggregate custom needs --aggregate-weights FILE");
-    c->M = a->micro ? (int)a->micro : default_micro_batches(c->batch, c->P, c->D);
+    /* none that D divides: 1, which the check of M against --dp then refuses, naming both */
+    c->M = a->micro ? (int)a->micro : mp_plan_default_micro(c->batch, c->P, c->D);
+    if (c->M == 0)
+        c->M = 1;
     if (c->M % c->D)
         return MP_FAIL(err, USAGE, "--micro-batches %d is not divisible by --dp %d", c->M, c->D);
     if (c->batch % (size_t)c->M)

@@ -10,16 +10,6 @@
 #include "mp_sched.h"
 #include "mp_stage_mem.h"
 
-static int default_micro(size_t batch, int P, int D)
-{
-    if (P == 1 && D == 1)
-        return 1;
-    for (size_t m = (size_t)(2 * P * D); m >= 1; m--)
-        if (batch % m == 0 && m % (size_t)D == 0)
-            return (int)m;
-    return 0;
-}
-
 /* The micro-batch counts a plan of (P, D) tries without --micro-batches: the divisors of B that
  * are multiples of D, up to 8 * P * D. The first after M (M 0: the first of all), 0 past them. */
 int mp__plan_next_micro(size_t B, int P, int D, int M)
@@ -296,7 +286,7 @@ static int build_best_sched(const struct plan_env *e, int P, int D, int M0,
 
 int mp__plan_micro_for(const struct plan_args *a, int P, int D, int *M, struct mp_err *err)
 {
-    *M = a->micro ? (int)a->micro : default_micro((size_t)a->batch, P, D);
+    *M = a->micro ? (int)a->micro : mp_plan_default_micro((size_t)a->batch, P, D);
     if (*M < 1)
         return MP_FAIL(err, USAGE, "--batch %lld has no micro-batch count that is a multiple of "
                        "--dp %d: choose a batch divisible by %d", a->batch, D, D);
@@ -356,7 +346,7 @@ static int fixed_layout(const struct plan_args *a, int *P, int *D, int *M, struc
 
 int mp__plan_check_fixed(const struct plan_args *a, const struct mp_model *m, struct mp_err *err)
 {
-    int P, D, M;
+    int P, D, M = 0;
     if (fixed_layout(a, &P, &D, &M, err))
         return -1;
     /* Without --schedule a plan also tries schedules of more chunks; 1f1b's single chunk is the
@@ -369,7 +359,7 @@ int mp__plan_check_fixed(const struct plan_args *a, const struct mp_model *m, st
 
 int mp__plan_fixed(const struct plan_env *e, struct mp_plan *p, struct mp_err *err)
 {
-    int P, D, M;
+    int P, D, M = 0;
     if (fixed_layout(e->a, &P, &D, &M, err))
         return -1;
     return build_best_sched(e, P, D, M, p, err);
