@@ -469,6 +469,7 @@ static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
     r->peak_act_bytes = m[1];
     r->peak_rss_bytes = m[2];
     r->steps = L->step;
+    r->timed_steps = L->step - L->start.step;
     r->samples_per_s = samples_per_s(L);
     if (c->save_weights &&
         mp_weights_save(&L->st, L->st.param, L->bounds, L->x, c->save_weights, NULL, err))

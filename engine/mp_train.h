@@ -17,6 +17,7 @@ struct mp_train_result {
     double val_loss;       /* mean loss per prediction on the test/validation set */
     double peak_rss_bytes; /* largest ru_maxrss over ranks */
     uint64_t steps;
+    uint64_t timed_steps;  /* the steps samples_per_s counts: this run's, not a resumed one's */
 };
 
 /* Gathers every rank's recorded events on rank 0, which writes the Chrome trace. Collective. */

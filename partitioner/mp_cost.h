@@ -25,6 +25,18 @@ struct mp_link {
 };
 
 #define MP_COST_REDUCE_MAX 16 /* measured reduction sizes a table holds at most */
+#define MP_COST_RUNS_MAX 32   /* runs of plans a rates cache keeps, the newest */
+
+/* One `mpipe train --plan` run of a plan priced from this machine's rates cache, as train kept it
+ * there (tools/mp_calib_runs.c): the layout, its price and its measured mean step. */
+struct mp_cost_run {
+    char digest[17];  /* the model's */
+    int P, D, M;
+    size_t batch;
+    double priced_s;   /* the plan's step from the rates alone (before any lean) */
+    double measured_s; /* the run's mean step: train time over timed steps */
+    double at;         /* Unix seconds at the run's end */
+};
 
 /* Measured seconds per layer pass (tools/mp_calib.c) at each micro-batch size mbs[j]:
  * t[(j * n_layers + i) * 3 + pass] for layer i and pass 0 F, 1 B, 2 W. */
@@ -40,6 +52,11 @@ struct mp_cost_table {
      * seconds at each arena size, ascending; n_reduce 0: not measured (the link model prices it) */
     double reduce_bytes[MP_COST_REDUCE_MAX], reduce_s[MP_COST_REDUCE_MAX];
     int n_reduce;
+    /* This machine's runs of earlier plans, oldest first (mp_cost_lean), and the rates cache's
+     * key ("" when the rates were not a cache's): a run counts for the cache it was priced by. */
+    struct mp_cost_run runs[MP_COST_RUNS_MAX];
+    int n_runs;
+    char rates_key[17];
 };
 
 struct mp_cost_model {
@@ -88,6 +105,18 @@ double mp_cost_optim_s(const struct mp_cost_model *cm, double param_bytes);
 /* Fills each stage's compute_s, act_bytes, param_bytes, held_bytes, held_mb and peak_mem_bytes
  * from p->layers and its boundaries. */
 void mp_cost_fill_stages(struct mp_plan *p, int optim_slots);
+/* The lean of this machine's runs of the layout (digest, P, D, batch) against their price: the
+ * median of measured over priced step of its last MP_COST_LEAN_RUNS runs in t (any M; a run
+ * that ran more than 2x or under half its price is left out as disturbed). 1 with *n_runs 0
+ * when fewer than MP_COST_LEAN_MIN runs count. Why: the rates are single-core medians, and a
+ * layout's run pays what they leave out (2 replicas in lock-step wait out each core's slow
+ * moments: tiny models' --dp 2 ran 9-24% over their price in every table of docs/performance.md),
+ * which only its runs measure. */
+#define MP_COST_LEAN_RUNS 5
+#define MP_COST_LEAN_MIN 2
+double mp_cost_lean(const struct mp_cost_table *t, const char *digest, int P, int D, size_t batch,
+                    int *n_runs);
+
 /* Rebuilds the schedule (M / D micro-batches per replica), simulates it with the plan's costs and
  * links, and sets p->step_s (plus the allreduce), bubble and samples_per_s. trace may be NULL. */
 int mp_cost_predict(struct mp_plan *p, struct mp_sim_result *res, struct mp_trace *trace,

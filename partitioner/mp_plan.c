@@ -269,6 +269,22 @@ static int read_ranks(const struct rd *r, json_t *root, struct mp_plan *p)
     return 0;
 }
 
+/* The optional rates cache key, price from the rates alone and lean of earlier runs (plans
+ * before 2026-12-08, or priced from a profile or --rates, lack them). */
+static int read_lean(const struct rd *r, json_t *root, struct mp_plan *p)
+{
+    json_t *o_key = json_object_get(root, "rates_key");
+    const char *key = json_string_value(o_key);
+    if (o_key && (!key || strlen(key) != 16 || strspn(key, "0123456789abcdef") != 16))
+        return bad(r, "rates_key", "expected 16 hexadecimal digits");
+    snprintf(p->rates_key, sizeof p->rates_key, "%s", key ? key : "");
+    if (opt_in(r, root, "priced_step_s", "", 0, 0, MAX_S, &p->priced_step_s) ||
+        opt_in(r, root, "lean", "", 1, 0.5, 2, &p->lean))
+        return -1;
+    p->lean_runs = (int)opt_clamped(root, "lean_runs", 0, 0, 1 << 10);
+    return 0;
+}
+
 static int read_scalars(const struct rd *r, json_t *root, struct mp_plan *p)
 {
     long long P, D, V, M, B;
@@ -317,7 +333,7 @@ static int read_scalars(const struct rd *r, json_t *root, struct mp_plan *p)
     if (o_zero && (!json_is_integer(o_zero) || (unsigned long long)json_integer_value(o_zero) > 1))
         return bad(r, "zero", "expected 0 or 1");
     p->zero = o_zero ? (int)json_integer_value(o_zero) : -1;
-    return 0;
+    return read_lean(r, root, p);
 }
 
 static int read_arrays(const struct rd *r, json_t *root, struct mp_plan *p)
@@ -463,6 +479,14 @@ static json_t *plan_json(const struct mp_plan *p)
         json_object_set_new(root, "link_latency_s", num_array(p->link_latency_s, p->P * p->P));
         json_object_set_new(root, "link_bandwidth_Bps",
                             num_array(p->link_bandwidth_Bps, p->P * p->P));
+    }
+    if (p->rates_key[0]) {
+        json_object_set_new(root, "rates_key", json_string(p->rates_key));
+        json_object_set_new(root, "priced_step_s", json_real(p->priced_step_s));
+    }
+    if (p->lean_runs > 0) {
+        json_object_set_new(root, "lean", json_real(p->lean));
+        json_object_set_new(root, "lean_runs", json_integer(p->lean_runs));
     }
     if (p->n_tried > 0) {
         json_t *tried = json_array();

@@ -85,6 +85,13 @@ struct mp_plan {
     int zero;                      /* the --zero it priced, 0 or 1; -1 when not recorded */
     struct mp_plan_trial *tried;   /* --try: the layouts run, best-predicted first; or NULL */
     int n_tried;
+    /* Priced from this machine's rates cache (`mpipe train --plan` keeps its run there for the
+     * next plans, mp_cost_lean): the cache's key ("" otherwise), the step from the rates alone,
+     * and the lean of this layout's earlier runs that step_s includes (1, 0 runs: none). */
+    char rates_key[17];
+    double priced_step_s;
+    double lean;
+    int lean_runs;
 };
 
 /* The micro-batch count `mpipe plan` starts from and `mpipe train` runs without --micro-batches

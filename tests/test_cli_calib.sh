@@ -298,6 +298,78 @@ for kv in 'optimizer "sgdx"' 'zero 2' 'optimizer 3'; do
     grep -q "bad.json: key '${kv%% *}'" "$T/err" && ok "  its message names the key" ||
         bad "  message: $(head -c 300 "$T/err")"
 done
+# A run of a plan priced from the rates cache (a second or more, 50 steps or more, as planned) is
+# kept beside the rates; the next plans of that layout lean by the median of its last runs against
+# their price (2 runs or more, each within 0.5-2x), and keep the price from the rates alone apart,
+# which train sets the next run against (leans do not compound). --recalibrate drops the runs.
+lean_plan() { "$MPIPE" plan models/tiny_mlp.mp --stages 1 --batch 64 --micro-batches 1 \
+    --out "$T/lean.json" "$@"; }
+jq_() { python3 -c "import json,sys; p=json.load(open(sys.argv[1])); print($2)" "$1"; }
+expect_exit 0 "plan tiny_mlp on one rank (M 1)" lean_plan
+key=$(jq_ "$T/lean.json" "p.get('rates_key', '')")
+cache="$T/calib/mpipe/rates-$key.json"
+[ -n "$key" ] && [ -f "$cache" ] && [ "$(jq_ "$T/lean.json" "p['priced_step_s'] == p['step_s'] and 'lean' not in p")" = True ] &&
+    ok "the plan names its rates cache and its price; no runs yet, no lean" ||
+    bad "rates_key '$key', $(jq_ "$T/lean.json" "(p.get('priced_step_s'), p['step_s'], p.get('lean'))")"
+steps=$(jq_ "$T/lean.json" "int(2.0 / p['step_s']) + 50") # 2 s at its price
+kept=0
+for i in 1 2; do
+    expect_exit 0 "train the plan for 2 s ($i)" "$MPIPE" train models/tiny_mlp.mp \
+        --plan "$T/lean.json" --data synthetic:640 --epochs 100000 --max-steps "$steps"
+    grep -Eq "^plan: this run's mean step, [0-9.]+x the price from the rates, is kept in $cache: the next plans of this layout lean by its last runs$" "$T/err" &&
+        kept=$((kept + 1))
+done
+n_runs() { jq_ "$cache" "len(p.get('runs', []))"; }
+[ "$kept" = 2 ] && [ "$(n_runs)" = 2 ] && ok "each run is kept in the rates cache, and says so" ||
+    bad "kept $kept, runs in the cache $(n_runs): $(grep -a '^plan' "$T/err")"
+expect_exit 0 "train it 20 steps" "$MPIPE" train models/tiny_mlp.mp --plan "$T/lean.json" \
+    --data synthetic:640 --epochs 1 --max-steps 20
+expect_exit 0 "train it at another M" "$MPIPE" train models/tiny_mlp.mp --plan "$T/lean.json" \
+    --data synthetic:640 --epochs 100000 --max-steps "$steps" --micro-batches 2
+[ "$(n_runs)" = 2 ] && ok "  a short run and a run the plan did not price are not kept" ||
+    bad "runs in the cache: $(n_runs)"
+price=$(jq_ "$T/lean.json" "p['priced_step_s']")
+expect_exit 0 "plan it again" lean_plan
+# What the plan must lean by, from the cache's runs (mp_cost_lean's rule): every run counted
+# within 0.5-2x of its price, or none if fewer than 2 do (a disturbed run; then no lean line).
+want=$(python3 - "$cache" <<'PY'
+import json, statistics, sys
+q = [r["measured_s"] / r["priced_s"] for r in json.load(open(sys.argv[1]))["runs"]]
+q = [x for x in q if 0.5 <= x <= 2.0]
+print("%.6f %d" % (statistics.median(q), len(q)) if len(q) >= 2 else "1.000000 0")
+PY
+)
+got=$(jq_ "$T/lean.json" "'%.6f %d %r' % (p.get('lean', 1), p.get('lean_runs', 0), abs(p['step_s'] - p['priced_step_s'] * p.get('lean', 1)) <= 1e-9 * p['step_s'] and p['priced_step_s'] == $price)")
+case "$want" in
+*" 0") [ "$got" = "1.000000 0 True" ] && ! grep -q '^lean:' "$T/out" &&
+    ok "  (a run ran past 2x its price: no lean, as the rule says)" || bad "want no lean, got $got" ;;
+*) [ "$got" = "$want True" ] &&
+    grep -Eq "^lean: [0-9.]+x, the median of this layout's last 2 runs on this machine against their price \(train --plan keeps each in the rates cache\); the rates alone predict [0-9.]+ ms$" "$T/out" &&
+    ok "the next plan leans by its runs' median ($want), its price from the rates unchanged" ||
+    bad "lean: want '$want True', got '$got'; $(grep -a '^lean' "$T/out")" ;;
+esac
+# Its run is kept against the price from the rates, not against the leaned step.
+expect_exit 0 "train the leaned plan for 2 s" "$MPIPE" train models/tiny_mlp.mp \
+    --plan "$T/lean.json" --data synthetic:640 --epochs 100000 --max-steps "$steps"
+if grep -q "is kept in" "$T/err"; then
+    jq_ "$cache" "p['runs'][-1]['priced_s'] == $price" | grep -qx True &&
+        ok "  a run of a leaned plan is kept against the price from the rates" ||
+        bad "last run's price: $(jq_ "$cache" "p['runs'][-1]") (plan's $price)"
+fi
+"$MPIPE" sim "$T/lean.json" >"$T/sim.out" 2>&1
+case "$want" in *" 0") ;; *)
+    grep -q "^# the plan's step also leans [0-9.]*x by this layout's last [0-9]* runs" "$T/sim.out" &&
+        ok "  sim says its figures leave the lean out" || bad "sim: $(cat "$T/sim.out")" ;;
+esac
+expect_exit 0 "plan --recalibrate" lean_plan --recalibrate
+[ "$(n_runs)" = 0 ] && ! grep -q '^lean:' "$T/out" && ok "--recalibrate drops the runs with the rates" ||
+    bad "after --recalibrate: $(n_runs) runs; $(grep -a '^lean' "$T/out")"
+# A cache whose runs are malformed is corrupt as a whole, as for any other key.
+python3 -c "import json,sys; p=json.load(open(sys.argv[1])); p['runs']=[{'model':'x'}]; json.dump(p,open(sys.argv[1],'w'))" "$cache"
+expect_exit 0 "plan with a malformed run in the cache" lean_plan
+grep -q "ignoring the rates cache $cache: a malformed runs entry (corrupt)" "$T/err" &&
+    ok "  a malformed run: the cache is ignored with a warning and rewritten" ||
+    bad "malformed run: $(grep -a warning "$T/err")"
 rm -rf "$T/calib"
 expect_exit 0 "plan --profile" "$MPIPE" plan models/mlp.mp --stages 2 --profile "$T/profile.json" \
     --out "$T/c.json"

@@ -101,6 +101,17 @@ static void test_plan_round_trips_through_json(void **state)
     assert_true(b.step_s == a.step_s), assert_true(b.samples_per_s == a.samples_per_s);
     assert_int_equal(b.oversubscribed, 1), assert_int_equal(b.bottleneck, 1);
     assert_string_equal(b.cost_source, "analytic");
+    /* Without a rates cache: no key, no price apart, no lean (the keys are not written). */
+    assert_string_equal(b.rates_key, ""), assert_int_equal(b.lean_runs, 0);
+    assert_true(b.lean == 1.0), assert_true(b.priced_step_s == 0);
+    mp_plan_free(&b);
+    snprintf(a.rates_key, sizeof a.rates_key, "8d5b2a59c9893011");
+    a.priced_step_s = 0.0601, a.lean = 1.125, a.lean_runs = 3;
+    assert_int_equal(mp_plan_write(&a, path, &err), 0);
+    assert_int_equal(mp_plan_read(&b, path, &err), 0);
+    assert_string_equal(b.rates_key, "8d5b2a59c9893011");
+    assert_true(b.priced_step_s == 0.0601), assert_true(b.lean == 1.125);
+    assert_int_equal(b.lean_runs, 3);
     mp_plan_free(&a);
     mp_plan_free(&b);
 }
@@ -161,6 +172,10 @@ static void expect_rejected(const char *edit, const char *key)
         json_object_set_new(json_array_get(ly, 2), "forward_s", json_real(1e300));
     else if (!strcmp(edit, "bubble"))
         json_object_set_new(root, "bubble", json_real(1.5));
+    else if (!strcmp(edit, "rates_key"))
+        json_object_set_new(root, "rates_key", json_string("../../etc/passwd"));
+    else if (!strcmp(edit, "lean"))
+        json_object_set_new(root, "lean", json_real(7.0));
     else
         fail_msg("unknown edit %s", edit);
     assert_int_equal(json_dump_file(root, path, 0), 0);
@@ -198,6 +213,53 @@ static void test_malformed_plans_are_rejected_naming_the_key(void **state)
     expect_rejected("negative pass", "'layers[2].backward_weight_s': negative");
     expect_rejected("huge pass", "'layers[2].forward_s': 1e+300 is out of range");
     expect_rejected("bubble", "'bubble': 1.5 is out of range [0, 1]");
+    expect_rejected("rates_key", "'rates_key': expected 16 hexadecimal digits");
+    expect_rejected("lean", "'lean': 7 is out of range [0.5, 2]");
+}
+
+/* The lean of a layout's runs (mp_cost_lean): the median of measured over priced of its newest
+ * MP_COST_LEAN_RUNS runs, other layouts and disturbed runs (past 2x or under half) left out, none
+ * below MP_COST_LEAN_MIN runs. */
+static void test_lean_is_the_median_of_the_layouts_newest_runs(void **state)
+{
+    (void)state;
+    static struct mp_cost_table t;
+    const char *dg = "7656e92b37f4ffe5";
+    int n = -1;
+    memset(&t, 0, sizeof t);
+    assert_true(mp_cost_lean(NULL, dg, 1, 2, 256, &n) == 1.0), assert_int_equal(n, 0);
+    /* layout (P 1, D 2, batch 256) of dg: ratios 1.5 (oldest), then 3.0 (disturbed), 1.1, 1.2 */
+    struct mp_cost_run mk = {.P = 1, .D = 2, .M = 2, .batch = 256, .priced_s = 0.001};
+    snprintf(mk.digest, sizeof mk.digest, "%s", dg);
+    double ratios[] = {1.5, 3.0, 1.1};
+    for (int i = 0; i < 3; i++)
+        t.runs[t.n_runs] = mk, t.runs[t.n_runs++].measured_s = ratios[i] * 0.001;
+    /* others: another model, another D, another batch, a pipeline */
+    struct mp_cost_run other = mk;
+    other.measured_s = 0.0019;
+    t.runs[t.n_runs++] = other;
+    t.runs[t.n_runs - 1].digest[0] = 'f';
+    t.runs[t.n_runs] = other, t.runs[t.n_runs++].D = 1;
+    t.runs[t.n_runs] = other, t.runs[t.n_runs++].batch = 128;
+    t.runs[t.n_runs] = other, t.runs[t.n_runs++].P = 2;
+    /* two that count: 1.5 and 1.1 (3.0 is left out) */
+    double q = mp_cost_lean(&t, dg, 1, 2, 256, &n);
+    assert_int_equal(n, 2);
+    assert_true(fabs(q - 1.3) < 1e-12);
+    /* one more, 1.2: the median of three */
+    t.runs[t.n_runs] = mk, t.runs[t.n_runs++].measured_s = 1.2 * 0.001;
+    q = mp_cost_lean(&t, dg, 1, 2, 256, &n);
+    assert_int_equal(n, 3);
+    assert_true(fabs(q - 1.2) < 1e-12);
+    /* four newer at 0.9: the newest five are 0.9 x4 and 1.2; the 1.5 and 1.1 have aged out */
+    for (int i = 0; i < 4; i++)
+        t.runs[t.n_runs] = mk, t.runs[t.n_runs++].measured_s = 0.9 * 0.001;
+    q = mp_cost_lean(&t, dg, 1, 2, 256, &n);
+    assert_int_equal(n, MP_COST_LEAN_RUNS);
+    assert_true(fabs(q - 0.9) < 1e-12);
+    /* a layout with one run: below MP_COST_LEAN_MIN, no lean */
+    q = mp_cost_lean(&t, dg, 2, 2, 256, &n);
+    assert_true(q == 1.0), assert_int_equal(n, 0);
 }
 
 /* A step's data-parallel reduction (mp_cost_reduce_s): from the measured rows of `mpipe bench
@@ -261,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_malformed_plans_are_rejected_naming_the_key),
         cmocka_unit_test(test_broken_json_and_missing_file),
         cmocka_unit_test(test_reduction_is_priced_from_measured_rows_within_a_socket),
+        cmocka_unit_test(test_lean_is_the_median_of_the_layouts_newest_runs),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     remove(path);

@@ -676,6 +676,13 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
         memcpy(t->reduce_bytes, r.reduce_bytes, sizeof t->reduce_bytes);
         memcpy(t->reduce_s, r.reduce_s, sizeof t->reduce_s);
     }
+    /* The runs of earlier plans priced by these rates, for the lean of each layout's step; a
+     * cache that cannot be named has neither runs nor a key for a run to name. */
+    if (!rc && have_path) {
+        memcpy(t->runs, r.runs, (size_t)r.n_runs * sizeof r.runs[0]);
+        t->n_runs = r.n_runs;
+        mp__calib_key_hex(&r, t->rates_key);
+    }
     size_t now = 0, reused = 0;
     for (size_t i = 0; i < r.n; i++)
         now += r.v[i].used == 2, reused += r.v[i].used == 1;

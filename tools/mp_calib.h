@@ -46,6 +46,13 @@ int mp_calib_links(struct mp_cost_model *cm, const struct mp_cluster *cl, int n,
  * directory can be named (no XDG_CACHE_HOME and no HOME). */
 int mp_calib_cache_path(char *out, size_t len);
 
+/* Keeps a run of a plan priced from this machine's rates cache (its key rates_key) in that
+ * cache, for the next plans' lean (mp_cost_lean); run->at is set here. 1 kept, 0 not this
+ * machine's cache or none readable (nothing written), -1 the file could not be written; path
+ * gets the file's name. */
+int mp_calib_keep_run(const struct mp_cost_run *run, const char *rates_key, char *path,
+                      size_t path_len);
+
 /* Seconds the first stage's forward spends gathering mb samples and their labels from a training
  * set (mp_calib_input.c); 0 when out of memory. */
 double mp__calib_input_s(const struct mp_model *m, size_t mb);

@@ -85,6 +85,11 @@ static int cache_dir(char *out, size_t len)
     return n > 0 && (size_t)n < len ? 0 : -1;
 }
 
+void mp__calib_key_hex(const struct mp_calib_rates *r, char out[17])
+{
+    snprintf(out, 17, "%016llx", (unsigned long long)key_hash(r));
+}
+
 int mp_calib_cache_path(char *out, size_t len)
 {
     struct mp_calib_rates r;
@@ -214,7 +219,7 @@ static int get_size(json_t *o, const char *key, size_t *out)
     return 0;
 }
 
-static int get_secs(json_t *o, const char *key, double *out, int positive)
+int mp__calib_secs(json_t *o, const char *key, double *out, int positive)
 {
     json_t *v = json_object_get(o, key);
     if (!json_is_number(v) || json_number_value(v) < 0 || (positive && !(json_number_value(v) > 0)))
@@ -233,8 +238,8 @@ static int read_shape(json_t *o, struct mp_calib_rates *r)
     for (int i = 0; i < 10; i++)
         if (get_size(o, keys[i], &f[i]))
             return -1;
-    if (get_secs(o, "s", &sec, 1) || f[0] > 1 || f[1] > 1 || f[2] > 1 || f[9] > 1 ||
-        (f[9] && get_secs(o, "s_fixed", &sec_fixed, 1)))
+    if (mp__calib_secs(o, "s", &sec, 1) || f[0] > 1 || f[1] > 1 || f[2] > 1 || f[9] > 1 ||
+        (f[9] && mp__calib_secs(o, "s_fixed", &sec_fixed, 1)))
         return -1;
     struct mp_gemm_call c = {(int)f[0], (int)f[1], (int)f[2], f[3], f[4],
                              f[5],      f[6],      f[7],      f[8], (int)f[9]};
@@ -253,8 +258,8 @@ static int read_elem(json_t *o, struct mp_calib_rates *r)
     size_t mbs, layer, i;
     double t[3];
     if (!d || strlen(d) != 16 || get_size(o, "mbs", &mbs) || get_size(o, "layer", &layer) ||
-        layer > 1000000 || get_secs(o, "f", &t[0], 0) || get_secs(o, "b", &t[1], 0) ||
-        get_secs(o, "w", &t[2], 0) || !json_is_array(calls))
+        layer > 1000000 || mp__calib_secs(o, "f", &t[0], 0) || mp__calib_secs(o, "b", &t[1], 0) ||
+        mp__calib_secs(o, "w", &t[2], 0) || !json_is_array(calls))
         return -1;
     struct mp_calib_pass *e = mp__calib_add_elem(r, d, mbs, (int)layer);
     if (!e)
@@ -282,8 +287,8 @@ static int read_step(json_t *o, struct mp_calib_rates *r)
     size_t mbs;
     double t[4];
     if (!d || strlen(d) != 16 || !name || mp_optim_parse(name, &kind) || get_size(o, "mbs", &mbs) ||
-        !mbs || get_secs(o, "f", &t[0], 0) || get_secs(o, "b", &t[1], 0) ||
-        get_secs(o, "w", &t[2], 0) || get_secs(o, "optimizer_s", &t[3], 0))
+        !mbs || mp__calib_secs(o, "f", &t[0], 0) || mp__calib_secs(o, "b", &t[1], 0) ||
+        mp__calib_secs(o, "w", &t[2], 0) || mp__calib_secs(o, "optimizer_s", &t[3], 0))
         return -1;
     struct mp_calib_step *s = mp__calib_add_step(r, d, (int)kind, mbs);
     if (!s)
@@ -307,7 +312,7 @@ static int read_reduce(json_t *a, struct mp_calib_rates *r)
     json_array_foreach(a, i, o)
     {
         double bytes, s;
-        if (get_secs(o, "bytes", &bytes, 1) || get_secs(o, "seconds", &s, 1) ||
+        if (mp__calib_secs(o, "bytes", &bytes, 1) || mp__calib_secs(o, "seconds", &s, 1) ||
             (i > 0 && bytes <= r->reduce_bytes[i - 1]))
             return -1;
         r->reduce_bytes[i] = bytes, r->reduce_s[i] = s;
@@ -333,7 +338,7 @@ static int read_links(json_t *a, struct mp_calib_rates *r)
         double us, gbps;
         const char *rel = json_string_value(json_object_get(o, "relation"));
         if (!rel || mp_link_level_parse(rel, &l) || l == MP_LINK_NET ||
-            get_secs(o, "latency_us", &us, 1) || get_secs(o, "bandwidth_GBps", &gbps, 1))
+            mp__calib_secs(o, "latency_us", &us, 1) || mp__calib_secs(o, "bandwidth_GBps", &gbps, 1))
             return -1;
         r->link[l] = (struct mp_link){.latency_s = us * 1e-6, .bandwidth_Bps = gbps * 1e9};
     }
@@ -360,9 +365,9 @@ static const char *foreign(const struct mp_calib_rates *r, json_t *root)
     return NULL;
 }
 
-/* Reads the cache file if it is this machine's; anything else is ignored with a warning (and the
- * file is rewritten after this plan's measurements). */
-void mp__calib_load(struct mp_calib_rates *r)
+/* Reads the cache file into r; why it is not this machine's (r then holds part of it), or NULL,
+ * with *found 0 when there is no file. */
+static const char *load(struct mp_calib_rates *r, int *found)
 {
     static const struct {
         const char *key;
@@ -370,8 +375,9 @@ void mp__calib_load(struct mp_calib_rates *r)
     } parts[] = {{"gemm", read_shape}, {"passes", read_elem}, {"steps", read_step}};
     json_error_t je;
     FILE *f = fopen(r->path, "rb");
+    *found = f != NULL;
     if (!f)
-        return; /* no cache yet: nothing to say */
+        return NULL; /* no cache yet: nothing to say */
     json_t *root = json_loadf(f, 0, &je), *o;
     fclose(f);
     const char *why = foreign(r, root);
@@ -392,18 +398,36 @@ void mp__calib_load(struct mp_calib_rates *r)
         why = "a malformed reduce entry (corrupt)";
     if (!why && read_links(json_object_get(root, "links"), r))
         why = "a malformed links entry (corrupt)";
+    if (!why && mp__calib_read_runs(json_object_get(root, "runs"), r))
+        why = "a malformed runs entry (corrupt)";
     r->slower_since = 0; /* optional: absent unless a check found the machine slower */
     if (!why && json_object_get(root, "slower_since") &&
-        get_secs(root, "slower_since", &r->slower_since, 1))
+        mp__calib_secs(root, "slower_since", &r->slower_since, 1))
         why = "a malformed slower_since (corrupt)";
+    json_decref(root);
+    return why;
+}
+
+/* Reads the cache file if it is this machine's; anything else is ignored with a warning (and the
+ * file is rewritten after this plan's measurements). */
+void mp__calib_load(struct mp_calib_rates *r)
+{
+    int found;
+    const char *why = load(r, &found);
     if (why) {
         warn_cache(r, why);
         free_elems(r);
-        r->n = r->n_o = 0, r->n_reduce = 0, r->slower_since = 0;
+        r->n = r->n_o = 0, r->n_reduce = 0, r->n_runs = 0, r->slower_since = 0;
         memset(r->link, 0, sizeof r->link);
         r->dirty = 1;
     }
-    json_decref(root);
+}
+
+int mp__calib_load_quiet(struct mp_calib_rates *r)
+{
+    int found;
+    const char *why = load(r, &found);
+    return why ? -1 : found;
 }
 
 static int mkdir_p(char *dir)
@@ -484,11 +508,13 @@ static json_t *cache_json(const struct mp_calib_rates *r)
         json_decref(links);
     if (root && r->slower_since > 0)
         json_object_set_new(root, "slower_since", json_real(r->slower_since));
+    if (root && r->n_runs > 0)
+        json_object_set_new(root, "runs", mp__calib_runs_json(r));
     return root;
 }
 
-/* Writes the cache atomically (temp file, rename); a failure is only a warning. */
-void mp__calib_save(const struct mp_calib_rates *r)
+/* Writes the cache atomically (temp file, rename); why it could not, or NULL. */
+static const char *save(const struct mp_calib_rates *r)
 {
     char dir[4096], tmp[4200];
     snprintf(dir, sizeof dir, "%s", r->path);
@@ -505,12 +531,24 @@ void mp__calib_save(const struct mp_calib_rates *r)
     else if (json_dump_file(root, tmp, JSON_INDENT(1) | JSON_PRESERVE_ORDER) ||
              rename(tmp, r->path))
         why = strerror(errno), unlink(tmp);
+    json_decref(root);
+    return why;
+}
+
+/* A failure is only a warning. */
+void mp__calib_save(const struct mp_calib_rates *r)
+{
+    const char *why = save(r);
     if (why)
         fprintf(stderr,
                 "mpipe plan: warning: cannot write the rates cache %s: %s (the rates "
                 "are used, not kept)\n",
                 r->path, why);
-    json_decref(root);
+}
+
+const char *mp__calib_save_quiet(const struct mp_calib_rates *r)
+{
+    return save(r);
 }
 
 int mp__calib_key(struct mp_calib_rates *r)

@@ -75,12 +75,27 @@ struct mp_calib_rates {
      * kept them, as a passing slowdown may be (mp_calib.c's check_cache); 0: no such check
      * since the last that found them standing. */
     double slower_since;
+    /* Runs of plans priced by these rates (mp_calib_runs.c), oldest first. */
+    struct mp_cost_run runs[MP_COST_RUNS_MAX];
+    int n_runs;
 };
 
 /* Fills r's key (CPU, BLIS, version) and path; -1 if no cache directory can be named. */
 int mp__calib_key(struct mp_calib_rates *r);
 void mp__calib_load(struct mp_calib_rates *r);
 void mp__calib_save(const struct mp_calib_rates *r);
+/* The same without a word and without dropping what a bad file held: load 1 read, 0 no file,
+ * -1 not this machine's or corrupt; save NULL written, or why not. For `mpipe train`, which
+ * adds a run to a cache and rewrites no rates. */
+int mp__calib_load_quiet(struct mp_calib_rates *r);
+const char *mp__calib_save_quiet(const struct mp_calib_rates *r);
+/* r's key as the 16 hex digits of its file name. */
+void mp__calib_key_hex(const struct mp_calib_rates *r, char out[17]);
+/* A number at o's key, >= 0 (> 0 with positive) into *out; -1 when not. */
+int mp__calib_secs(json_t *o, const char *key, double *out, int positive);
+/* mp_calib_runs.c: the optional "runs" rows in and out. */
+int mp__calib_read_runs(json_t *a, struct mp_calib_rates *r);
+json_t *mp__calib_runs_json(const struct mp_calib_rates *r);
 void mp__calib_release(struct mp_calib_rates *r);
 
 struct mp_calib_shape *mp__calib_find(struct mp_calib_rates *r, const struct mp_gemm_call *c);

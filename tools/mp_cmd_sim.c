@@ -76,6 +76,11 @@ static void report(const struct mp_plan *p, const struct mp_sim_result *r)
         printf(" + allreduce %.3f ms", 1e3 * p->allreduce_s);
     printf("), bubble %.3f, %.1f samples/s, peak activation memory %.2f MB\n", p->bubble,
            p->samples_per_s, r->max_peak_act_bytes / 1048576.0);
+    /* The simulator prices from the plan's rates alone; the plan's own step also leaned by its
+     * layout's runs on that machine (mp_cost_lean). */
+    if (p->lean_runs > 0)
+        printf("# the plan's step also leans %.2fx by this layout's last %d runs on its machine; "
+               "these figures are the rates' alone\n", p->lean, p->lean_runs);
 }
 
 int mp_cmd_sim(int argc, char **argv, struct mp_err *err)

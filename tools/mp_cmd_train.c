@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mp_calib.h"
 #include "mp_cli.h"
 #include "mp_cost.h"
 #include "mp_flags.h"
@@ -93,6 +94,10 @@ struct train_args {
     int *recompute_stages;   /* from a plan */
     int *pool_dropped;       /* from a plan: the stages its cap left no room for the pool */
     double *plan_busy;       /* from a plan: its predicted busy seconds per stage rank */
+    /* From a plan priced by a rates cache, trained as planned on one host: the cache's key and
+     * the plan's price from the rates alone, to keep this run beside them (keep_run). */
+    char plan_rates_key[17];
+    double plan_priced_s;
 };
 
 /* Flags that take a value; anything else starting with "-" is unknown (or --resume). */
@@ -416,6 +421,13 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
             a->cfg.batch = p.batch;
         as_planned &= take_plan_optimizer(a, &p);
         a->cfg.plan_step_s = as_planned ? p.step_s : 0;
+        int one_host = 1;
+        for (int k = 1; k < p.n_ranks; k++)
+            one_host &= mp_plan_same_host(&p, 0, k);
+        if (as_planned && one_host && p.rates_key[0] && p.priced_step_s > 0) {
+            snprintf(a->plan_rates_key, sizeof a->plan_rates_key, "%s", p.rates_key);
+            a->plan_priced_s = p.priced_step_s;
+        }
     }
     if (!rc && a->cfg.plan_step_s > 0 && plan_busy(a, &p, err))
         rc = -1;
@@ -558,6 +570,33 @@ static int setup(struct train_args *a, struct mp_model *m, struct mp_xport *x, i
     return 0;
 }
 
+/* Rank 0, after a run of a plan's own layout priced from this machine's rates cache: the run's
+ * mean step beside the plan's price, kept in the cache, so the next plans of this layout lean as
+ * its runs did (mp_cost_lean). Only runs that measure the layout alone: a second or more of 50
+ * steps or more (a tiny model's first steps and one hiccup bend a short run by 10-60%), without a
+ * trace or checkpoints, whose time no plan prices. */
+static void keep_run(const struct train_args *a, const struct mp_model *m,
+                     const struct mp_train_result *r)
+{
+    const struct mp_train_cfg *c = &a->cfg;
+    double mean = r->samples_per_s > 0 ? (double)c->batch / r->samples_per_s : 0;
+    if (!a->plan_rates_key[0] || c->plan_step_s <= 0 || c->trace_path || c->ckpt_dir ||
+        r->timed_steps < 50 || mean * (double)r->timed_steps < 1.0)
+        return;
+    struct mp_cost_run run = {.P = c->P, .D = c->D, .M = c->M, .batch = c->batch,
+                              .priced_s = a->plan_priced_s, .measured_s = mean};
+    memcpy(run.digest, m->digest, sizeof run.digest);
+    char path[4200];
+    int kept = mp_calib_keep_run(&run, a->plan_rates_key, path, sizeof path);
+    if (kept < 0)
+        fprintf(stderr, "mpipe train: warning: cannot keep this run beside its plan's rates in "
+                "%s (the next plans price this layout without it)\n", path);
+    else if (kept && (c->progress || !c->quiet))
+        fprintf(stderr, "plan: this run's mean step, %.2fx the price from the rates, is kept in "
+                "%s: the next plans of this layout lean by its last runs\n",
+                mean / a->plan_priced_s, path);
+}
+
 static void print_result(const struct mp_train_cfg *c, const struct mp_train_result *r)
 {
     fflush(stderr);
@@ -613,8 +652,10 @@ int mp_cmd_train(int argc, char **argv, struct mp_err *err)
     a.cfg.progress = rank == 0 && isatty(STDERR_FILENO);
     if (!rc)
         rc = mp_train_run(&a.cfg, x, &r, err);
-    if (!rc && rank == 0)
+    if (!rc && rank == 0) {
+        keep_run(&a, &m, &r);
         print_result(&a.cfg, &r);
+    }
     if (rc) /* an error every rank found rank 0 says once; any other, its own rank */
         mp_cli_report_shared(x, "train", err);
     free(bounds);

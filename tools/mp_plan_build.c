@@ -158,6 +158,24 @@ static int check_split(const struct plan_args *a, const struct mp_model *m, int 
     return 0;
 }
 
+/* A plan priced from the rates cache names it, and leans its step as this layout's runs on this
+ * machine did against their price (mp_cost_lean): the search then weighs every layout by what it
+ * is known to run at, and a layout with no runs by its price. */
+static void lean(struct mp_plan *p, const struct mp_cost_table *t)
+{
+    p->lean = 1;
+    if (!t || !t->rates_key[0])
+        return;
+    snprintf(p->rates_key, sizeof p->rates_key, "%s", t->rates_key);
+    p->priced_step_s = p->step_s;
+    double q = mp_cost_lean(t, p->digest, p->P, p->D, p->batch, &p->lean_runs);
+    if (!p->lean_runs)
+        return;
+    p->lean = q;
+    p->step_s *= q;
+    p->samples_per_s = p->step_s > 0 ? (double)p->batch / p->step_s : 0;
+}
+
 int mp__plan_build(const struct plan_env *e, int P, int D, int M, struct mp_plan *p,
                    struct mp_err *err)
 {
@@ -199,6 +217,8 @@ int mp__plan_build(const struct plan_env *e, int P, int D, int M, struct mp_plan
         rc = res ? mp_cost_predict(p, res, NULL, err) : MP_FAIL(err, NOMEM, "out of memory");
         free(res);
     }
+    if (rc == 0)
+        lean(p, cm.table);
     mp_placement_free(&pl);
     return rc;
 }
