@@ -457,7 +457,7 @@ static int finish(struct loop *L, struct mp_train_result *r, struct mp_err *err)
     if (c->P > 1 && (L->cfg->progress || !L->cfg->quiet))
         fprintf(stderr, "rank %d: hand-offs %llu through shared memory, %llu as MPI messages\n",
                 L->wrank, L->ex.n_sent_shared, L->ex.n_sent_mpi);
-    if (mp__train_report(L, err))
+    if (mp__train_report(L, &r->busy_pace, err))
         return -1;
     if (L->wsize > 1) {
         if (mp_xport_allreduce_sum(L->x, &busy_frac, 1, "the measured bubble", err) ||

@@ -18,6 +18,8 @@ struct mp_train_result {
     double peak_rss_bytes; /* largest ru_maxrss over ranks */
     uint64_t steps;
     uint64_t timed_steps;  /* the steps samples_per_s counts: this run's, not a resumed one's */
+    double busy_pace;      /* after a plan's own layout: the ranks' mean busy time a step over
+                              the plan's (their cores' pace against the rates); 0: none */
 };
 
 /* Gathers every rank's recorded events on rank 0, which writes the Chrome trace. Collective. */

@@ -81,7 +81,7 @@ int mp__zero_gather_params(struct loop *L, struct mp_err *err);
 int mp__zero_checkpoint(struct loop *L, struct mp_ckpt_io *io, struct mp_err *err);
 /* After the run (mp_train_report.c): rank 0's lines on the plan against the run and on a slower
  * replica. Collective (each rank's busy time is gathered). */
-int mp__train_report(const struct loop *L, struct mp_err *err);
+int mp__train_report(const struct loop *L, double *pace, struct mp_err *err);
 /* Real replicas: lets the executor start the bucketed reduction as layers finish. */
 void mp__train_dp_hooks(struct loop *L);
 

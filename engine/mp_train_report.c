@@ -56,9 +56,10 @@ static void say_reduction_work(const struct loop *L, const double *all)
  * real replicas the reduction's own work runs inside the backward: it is taken out of the
  * figure (the plan prices it apart) and said on a line of its own; on 2 replicas of mlp.mp it
  * was 1-2 ms of a 23 ms step, which read as the ranks computing 7-17% over their price. */
-static int say_busy_against_plan(const struct loop *L, struct mp_err *err)
+static int say_busy_against_plan(const struct loop *L, double *pace, struct mp_err *err)
 {
     const struct mp_train_cfg *c = L->cfg;
+    *pace = 0;
     if (!c->plan_busy_s || (L->replica < 0 && L->D > 1) || !L->n_recent)
         return 0;
     double mine[2] = {L->busy_time / (double)L->n_recent, L->hook_time / (double)L->n_recent};
@@ -68,6 +69,14 @@ static int say_busy_against_plan(const struct loop *L, struct mp_err *err)
     int rc = L->wsize > 1 ? mp_xport_allgather(L->x, mine, all, sizeof mine,
                                                "each rank's busy time", err)
                           : (all[0] = mine[0], all[1] = mine[1], 0);
+    /* The ranks' mean pace against their price: what the machine's cores gave this run. */
+    int n_pace = 0;
+    for (int r = 0; !rc && r < L->wsize; r++) {
+        double want = c->plan_busy_s[r % c->P], busy = all[2 * r] - all[2 * r + 1];
+        if (want > 0 && busy > 0)
+            *pace += busy / want, n_pace++;
+    }
+    *pace = n_pace ? *pace / n_pace : 0;
     if (!rc && L->wrank == 0 && (c->progress || !c->quiet)) {
         /* One write of the whole line: stderr is unbuffered, and under mpirun another rank's
          * line landed inside this one when it went out in pieces (test_cli_calib failed a CI
@@ -127,10 +136,10 @@ static void say_replica_pace(const struct loop *L)
     }
 }
 
-int mp__train_report(const struct loop *L, struct mp_err *err)
+int mp__train_report(const struct loop *L, double *pace, struct mp_err *err)
 {
     say_against_plan(L);
-    if (say_busy_against_plan(L, err))
+    if (say_busy_against_plan(L, pace, err))
         return -1;
     say_replica_pace(L);
     return 0;

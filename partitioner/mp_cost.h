@@ -25,7 +25,7 @@ struct mp_link {
 };
 
 #define MP_COST_REDUCE_MAX 16 /* measured reduction sizes a table holds at most */
-#define MP_COST_RUNS_MAX 32   /* runs of plans a rates cache keeps, the newest */
+#define MP_COST_RUNS_MAX 256  /* runs of plans a rates cache keeps, the newest */
 
 /* One `mpipe train --plan` run of a plan priced from this machine's rates cache, as train kept it
  * there (tools/mp_calib_runs.c): the layout, its price and its measured mean step. */
@@ -35,6 +35,7 @@ struct mp_cost_run {
     size_t batch;
     double priced_s;   /* the plan's step from the rates alone (before any lean) */
     double measured_s; /* the run's mean step: train time over timed steps */
+    double pace;       /* its ranks' mean busy time a step over the plan's (> 0) */
     double at;         /* Unix seconds at the run's end */
 };
 
@@ -106,12 +107,16 @@ double mp_cost_optim_s(const struct mp_cost_model *cm, double param_bytes);
  * from p->layers and its boundaries. */
 void mp_cost_fill_stages(struct mp_plan *p, int optim_slots);
 /* The lean of this machine's runs of the layout (digest, P, D, batch) against their price: the
- * median of measured over priced step of its last MP_COST_LEAN_RUNS runs in t (any M; a run
- * that ran more than 2x or under half its price is left out as disturbed). 1 with *n_runs 0
- * when fewer than MP_COST_LEAN_MIN runs count. Why: the rates are single-core medians, and a
- * layout's run pays what they leave out (2 replicas in lock-step wait out each core's slow
- * moments: tiny models' --dp 2 ran 9-24% over their price in every table of docs/performance.md),
- * which only its runs measure. */
+ * median over its last MP_COST_LEAN_RUNS runs in t (any M) of measured step / (priced step x
+ * pace), the part of its step its ranks' computing does not explain (a run leaning more than 2x
+ * or under half is left out as disturbed). 1 with *n_runs 0 when fewer than MP_COST_LEAN_MIN
+ * runs count. Why: the rates are single-core medians, and a layout's run pays what they leave
+ * out (2 replicas in lock-step wait out each core's slow moments: tiny models' --dp 2 ran 9-24%
+ * over their price in every table of docs/performance.md), which only its runs measure. Why
+ * over the pace: this VM's cores run 20-70% slow for minutes at a time, every layout alike; a
+ * lean of raw ratios learned in such minutes priced the calm ones after them that much slow
+ * (the plan's cache check keeps the rates within 15% of the machine; the lean adds what the
+ * rates cannot hold). */
 #define MP_COST_LEAN_RUNS 5
 #define MP_COST_LEAN_MIN 2
 double mp_cost_lean(const struct mp_cost_table *t, const char *digest, int P, int D, size_t batch,

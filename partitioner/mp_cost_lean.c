@@ -14,9 +14,9 @@ double mp_cost_lean(const struct mp_cost_table *t, const char *digest, int P, in
     for (int i = t ? t->n_runs - 1 : -1; i >= 0 && n < MP_COST_LEAN_RUNS; i--) {
         const struct mp_cost_run *r = &t->runs[i];
         if (strcmp(r->digest, digest) || r->P != P || r->D != D || r->batch != batch ||
-            !(r->priced_s > 0) || !(r->measured_s > 0))
+            !(r->priced_s > 0) || !(r->measured_s > 0) || !(r->pace > 0))
             continue;
-        double q = r->measured_s / r->priced_s;
+        double q = r->measured_s / (r->priced_s * r->pace);
         if (q >= 0.5 && q <= 2.0)
             ratio[n++] = q;
     }

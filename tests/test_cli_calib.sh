@@ -299,9 +299,10 @@ for kv in 'optimizer "sgdx"' 'zero 2' 'optimizer 3'; do
         bad "  message: $(head -c 300 "$T/err")"
 done
 # A run of a plan priced from the rates cache (a second or more, 50 steps or more, as planned) is
-# kept beside the rates; the next plans of that layout lean by the median of its last runs against
-# their price (2 runs or more, each within 0.5-2x), and keep the price from the rates alone apart,
-# which train sets the next run against (leans do not compound). --recalibrate drops the runs.
+# kept beside the rates with its ranks' pace (their busy time over the plan's); the next plans of
+# that layout lean by the median of its last runs' step over price over pace (2 runs or more, each
+# within 0.5-2x), and keep the price from the rates alone apart, which train sets the next run
+# against (leans do not compound). --recalibrate drops the runs.
 lean_plan() { "$MPIPE" plan models/tiny_mlp.mp --stages 1 --batch 64 --micro-batches 1 \
     --out "$T/lean.json" "$@"; }
 jq_() { python3 -c "import json,sys; p=json.load(open(sys.argv[1])); print($2)" "$1"; }
@@ -316,7 +317,7 @@ kept=0
 for i in 1 2; do
     expect_exit 0 "train the plan for 2 s ($i)" "$MPIPE" train models/tiny_mlp.mp \
         --plan "$T/lean.json" --data synthetic:640 --epochs 100000 --max-steps "$steps"
-    grep -Eq "^plan: this run's mean step, [0-9.]+x the price from the rates, is kept in $cache: the next plans of this layout lean by its last runs$" "$T/err" &&
+    grep -Eq "^plan: this run's mean step, [0-9.]+x the price from the rates with its ranks at [0-9.]+x their price \(a lean of [0-9.]+x\), is kept in $cache: the next plans of this layout lean by its last runs$" "$T/err" &&
         kept=$((kept + 1))
 done
 n_runs() { jq_ "$cache" "len(p.get('runs', []))"; }
@@ -330,11 +331,11 @@ expect_exit 0 "train it at another M" "$MPIPE" train models/tiny_mlp.mp --plan "
     bad "runs in the cache: $(n_runs)"
 price=$(jq_ "$T/lean.json" "p['priced_step_s']")
 expect_exit 0 "plan it again" lean_plan
-# What the plan must lean by, from the cache's runs (mp_cost_lean's rule): every run counted
-# within 0.5-2x of its price, or none if fewer than 2 do (a disturbed run; then no lean line).
+# What the plan must lean by, from the cache's runs (mp_cost_lean's rule): every run leaning
+# 0.5-2x counted, or none if fewer than 2 do (a disturbed run; then no lean line).
 want=$(python3 - "$cache" <<'PY'
 import json, statistics, sys
-q = [r["measured_s"] / r["priced_s"] for r in json.load(open(sys.argv[1]))["runs"]]
+q = [r["measured_s"] / (r["priced_s"] * r["pace"]) for r in json.load(open(sys.argv[1]))["runs"]]
 q = [x for x in q if 0.5 <= x <= 2.0]
 print("%.6f %d" % (statistics.median(q), len(q)) if len(q) >= 2 else "1.000000 0")
 PY
@@ -342,9 +343,9 @@ PY
 got=$(jq_ "$T/lean.json" "'%.6f %d %r' % (p.get('lean', 1), p.get('lean_runs', 0), abs(p['step_s'] - p['priced_step_s'] * p.get('lean', 1)) <= 1e-9 * p['step_s'] and p['priced_step_s'] == $price)")
 case "$want" in
 *" 0") [ "$got" = "1.000000 0 True" ] && ! grep -q '^lean:' "$T/out" &&
-    ok "  (a run ran past 2x its price: no lean, as the rule says)" || bad "want no lean, got $got" ;;
+    ok "  (a run leaned past 2x: no lean, as the rule says)" || bad "want no lean, got $got" ;;
 *) [ "$got" = "$want True" ] &&
-    grep -Eq "^lean: [0-9.]+x, the median of this layout's last 2 runs on this machine against their price \(train --plan keeps each in the rates cache\); the rates alone predict [0-9.]+ ms$" "$T/out" &&
+    grep -Eq "^lean: [0-9.]+x, the median of this layout's last 2 runs on this machine: their step over their price at their ranks' pace \(train --plan keeps each in the rates cache\); the rates alone predict [0-9.]+ ms$" "$T/out" &&
     ok "the next plan leans by its runs' median ($want), its price from the rates unchanged" ||
     bad "lean: want '$want True', got '$got'; $(grep -a '^lean' "$T/out")" ;;
 esac

@@ -229,7 +229,7 @@ static void test_lean_is_the_median_of_the_layouts_newest_runs(void **state)
     memset(&t, 0, sizeof t);
     assert_true(mp_cost_lean(NULL, dg, 1, 2, 256, &n) == 1.0), assert_int_equal(n, 0);
     /* layout (P 1, D 2, batch 256) of dg: ratios 1.5 (oldest), then 3.0 (disturbed), 1.1, 1.2 */
-    struct mp_cost_run mk = {.P = 1, .D = 2, .M = 2, .batch = 256, .priced_s = 0.001};
+    struct mp_cost_run mk = {.P = 1, .D = 2, .M = 2, .batch = 256, .priced_s = 0.001, .pace = 1};
     snprintf(mk.digest, sizeof mk.digest, "%s", dg);
     double ratios[] = {1.5, 3.0, 1.1};
     for (int i = 0; i < 3; i++)
@@ -246,12 +246,22 @@ static void test_lean_is_the_median_of_the_layouts_newest_runs(void **state)
     double q = mp_cost_lean(&t, dg, 1, 2, 256, &n);
     assert_int_equal(n, 2);
     assert_true(fabs(q - 1.3) < 1e-12);
-    /* one more, 1.2: the median of three */
-    t.runs[t.n_runs] = mk, t.runs[t.n_runs++].measured_s = 1.2 * 0.001;
+    /* one more, 1.2 over the price at a pace of 1.5 (a slow minute of its cores): 1.2 / 1.5 = 0.8
+     * of what they explain; the median of three (0.8, 1.1, 1.5) */
+    t.runs[t.n_runs] = mk, t.runs[t.n_runs].pace = 1.5, t.runs[t.n_runs++].measured_s = 1.2 * 0.001;
     q = mp_cost_lean(&t, dg, 1, 2, 256, &n);
     assert_int_equal(n, 3);
-    assert_true(fabs(q - 1.2) < 1e-12);
-    /* four newer at 0.9: the newest five are 0.9 x4 and 1.2; the 1.5 and 1.1 have aged out */
+    assert_true(fabs(q - 1.1) < 1e-12);
+    /* a run without a pace is not counted */
+    t.runs[t.n_runs] = mk, t.runs[t.n_runs].pace = 0, t.runs[t.n_runs++].measured_s = 0.001;
+    q = mp_cost_lean(&t, dg, 1, 2, 256, &n);
+    assert_int_equal(n, 3);
+    /* one more, 1.2 at pace 1: the median of (1.2, 0.8, 1.1, 1.5) */
+    t.runs[t.n_runs] = mk, t.runs[t.n_runs++].measured_s = 1.2 * 0.001;
+    q = mp_cost_lean(&t, dg, 1, 2, 256, &n);
+    assert_int_equal(n, 4);
+    assert_true(fabs(q - 1.15) < 1e-12);
+    /* four newer at 0.9: the newest five are 0.9 x4 and 1.2; the others have aged out */
     for (int i = 0; i < 4; i++)
         t.runs[t.n_runs] = mk, t.runs[t.n_runs++].measured_s = 0.9 * 0.001;
     q = mp_cost_lean(&t, dg, 1, 2, 256, &n);

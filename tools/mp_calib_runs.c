@@ -34,6 +34,7 @@ int mp__calib_read_runs(json_t *a, struct mp_calib_rates *r)
             json_integer_value(M) > (1 << 24) || json_integer_value(B) < 1 ||
             mp__calib_secs(o, "priced_s", &k->priced_s, 1) ||
             mp__calib_secs(o, "measured_s", &k->measured_s, 1) ||
+            mp__calib_secs(o, "pace", &k->pace, 1) ||
             mp__calib_secs(o, "at", &k->at, 0))
             return -1;
         snprintf(k->digest, sizeof k->digest, "%s", digest);
@@ -49,10 +50,11 @@ json_t *mp__calib_runs_json(const struct mp_calib_rates *r)
     json_t *a = json_array();
     for (int i = 0; a && i < r->n_runs; i++) {
         const struct mp_cost_run *k = &r->runs[i];
-        json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:i, s:I, s:f, s:f, s:f}", "model",
-                                           k->digest, "P", k->P, "D", k->D, "M", k->M, "batch",
-                                           (json_int_t)k->batch, "priced_s", k->priced_s,
-                                           "measured_s", k->measured_s, "at", k->at));
+        json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f}",
+                                           "model", k->digest, "P", k->P, "D", k->D, "M", k->M,
+                                           "batch", (json_int_t)k->batch, "priced_s",
+                                           k->priced_s, "measured_s", k->measured_s, "pace",
+                                           k->pace, "at", k->at));
     }
     return a;
 }

@@ -571,8 +571,8 @@ static int setup(struct train_args *a, struct mp_model *m, struct mp_xport *x, i
 }
 
 /* Rank 0, after a run of a plan's own layout priced from this machine's rates cache: the run's
- * mean step beside the plan's price, kept in the cache, so the next plans of this layout lean as
- * its runs did (mp_cost_lean). Only runs that measure the layout alone: a second or more of 50
+ * mean step and its ranks' pace beside the plan's price, kept in the cache, so the next plans of
+ * this layout lean as its runs did (mp_cost_lean). Only runs that measure the layout alone: a second or more of 50
  * steps or more (a tiny model's first steps and one hiccup bend a short run by 10-60%), without a
  * trace or checkpoints, whose time no plan prices. */
 static void keep_run(const struct train_args *a, const struct mp_model *m,
@@ -581,10 +581,11 @@ static void keep_run(const struct train_args *a, const struct mp_model *m,
     const struct mp_train_cfg *c = &a->cfg;
     double mean = r->samples_per_s > 0 ? (double)c->batch / r->samples_per_s : 0;
     if (!a->plan_rates_key[0] || c->plan_step_s <= 0 || c->trace_path || c->ckpt_dir ||
-        r->timed_steps < 50 || mean * (double)r->timed_steps < 1.0)
+        r->timed_steps < 50 || mean * (double)r->timed_steps < 1.0 || !(r->busy_pace > 0))
         return;
     struct mp_cost_run run = {.P = c->P, .D = c->D, .M = c->M, .batch = c->batch,
-                              .priced_s = a->plan_priced_s, .measured_s = mean};
+                              .priced_s = a->plan_priced_s, .measured_s = mean,
+                              .pace = r->busy_pace};
     memcpy(run.digest, m->digest, sizeof run.digest);
     char path[4200];
     int kept = mp_calib_keep_run(&run, a->plan_rates_key, path, sizeof path);
@@ -592,9 +593,10 @@ static void keep_run(const struct train_args *a, const struct mp_model *m,
         fprintf(stderr, "mpipe train: warning: cannot keep this run beside its plan's rates in "
                 "%s (the next plans price this layout without it)\n", path);
     else if (kept && (c->progress || !c->quiet))
-        fprintf(stderr, "plan: this run's mean step, %.2fx the price from the rates, is kept in "
-                "%s: the next plans of this layout lean by its last runs\n",
-                mean / a->plan_priced_s, path);
+        fprintf(stderr, "plan: this run's mean step, %.2fx the price from the rates with its "
+                "ranks at %.2fx their price (a lean of %.2fx), is kept in %s: the next plans of "
+                "this layout lean by its last runs\n", mean / a->plan_priced_s, r->busy_pace,
+                mean / (a->plan_priced_s * r->busy_pace), path);
 }
 
 static void print_result(const struct mp_train_cfg *c, const struct mp_train_result *r)

@@ -47,9 +47,10 @@ void mp_plan_print_table(const struct mp_plan *p)
         printf(" (allreduce %.3f ms)", 1e3 * p->allreduce_s);
     printf("\n");
     if (p->lean_runs > 0)
-        printf("lean: %.2fx, the median of this layout's last %d runs on this machine against "
-               "their price (train --plan keeps each in the rates cache); the rates alone "
-               "predict %.3f ms\n", p->lean, p->lean_runs, 1e3 * p->priced_step_s);
+        printf("lean: %.2fx, the median of this layout's last %d runs on this machine: their "
+               "step over their price at their ranks' pace (train --plan keeps each in the rates "
+               "cache); the rates alone predict %.3f ms\n", p->lean, p->lean_runs,
+               1e3 * p->priced_step_s);
     /* The default rates are a Zen3 core's: on other machines the layout choice holds (every
      * option is priced alike) but the seconds do not, e.g. 4634 predicted against ~11000
      * measured samples/s on a Zen5 core running skx kernels. */
