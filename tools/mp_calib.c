@@ -649,6 +649,8 @@ int mp_calib_table(const struct mp_model *m, const size_t *mbs, int n, enum mp_o
     }
     if (recalibrate)
         r.dirty = 1;
+    if (recalibrate && have_path) /* the runs stand over new rates (mp_calib_runs.c) */
+        mp__calib_runs_carry(&r);
     t->n_mbs = n, t->n_layers = m->n_layers;
     t->mbs = malloc((size_t)(n ? n : 1) * sizeof *t->mbs);
     t->t = calloc((size_t)n * (size_t)m->n_layers * 3 + 1, sizeof *t->t);

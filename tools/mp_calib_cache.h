@@ -93,7 +93,9 @@ const char *mp__calib_save_quiet(const struct mp_calib_rates *r);
 void mp__calib_key_hex(const struct mp_calib_rates *r, char out[17]);
 /* A number at o's key, >= 0 (> 0 with positive) into *out; -1 when not. */
 int mp__calib_secs(json_t *o, const char *key, double *out, int positive);
-/* mp_calib_runs.c: the optional "runs" rows in and out. */
+/* mp_calib_runs.c: the optional "runs" rows in and out; and r's file's runs into r (which holds
+ * no rates yet), for a calibration that measures everything again. */
+void mp__calib_runs_carry(struct mp_calib_rates *r);
 int mp__calib_read_runs(json_t *a, struct mp_calib_rates *r);
 json_t *mp__calib_runs_json(const struct mp_calib_rates *r);
 void mp__calib_release(struct mp_calib_rates *r);

@@ -1,8 +1,11 @@
 /* Runs of plans kept beside the rates they were priced by (mp_calib.h mp_calib_keep_run): each
- * `mpipe train --plan` of a plan made from this machine's rates cache adds its layout, its price
- * and its measured mean step to the cache's "runs" rows, the newest MP_COST_RUNS_MAX; a plan reads
- * them with the rates (mp_calib_table) and leans each layout's step by its own runs
- * (mp_cost_lean). They belong to the rates: measuring the rates again drops them. */
+ * `mpipe train --plan` of a plan made from this machine's rates cache adds its layout, its price,
+ * its measured mean step and its ranks' pace to the cache's "runs" rows, the newest
+ * MP_COST_RUNS_MAX; a plan reads them with the rates (mp_calib_table) and leans each layout's step
+ * by its own runs (mp_cost_lean). A run's lean is its step over its price over its ranks' pace
+ * against their price, all from the same rates: new rates scale the price and the pace's price
+ * alike, so the runs stay when the rates are measured again (--recalibrate, or the cache check
+ * finding the machine has left them, which on this VM is every slow spell). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +60,21 @@ json_t *mp__calib_runs_json(const struct mp_calib_rates *r)
                                            k->pace, "at", k->at));
     }
     return a;
+}
+
+void mp__calib_runs_carry(struct mp_calib_rates *r)
+{
+    struct mp_calib_rates *old = calloc(1, sizeof *old);
+    if (!old)
+        return; /* out of memory: the runs are lost, never the calibration */
+    memcpy(old->cpu, r->cpu, sizeof r->cpu), memcpy(old->blis, r->blis, sizeof r->blis);
+    memcpy(old->version, r->version, sizeof r->version), memcpy(old->path, r->path, sizeof r->path);
+    if (mp__calib_load_quiet(old) == 1) {
+        memcpy(r->runs, old->runs, (size_t)old->n_runs * sizeof old->runs[0]);
+        r->n_runs = old->n_runs;
+    }
+    mp__calib_release(old);
+    free(old);
 }
 
 int mp_calib_keep_run(const struct mp_cost_run *run, const char *rates_key, char *path,
