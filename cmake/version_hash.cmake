@@ -7,6 +7,14 @@ execute_process(COMMAND git rev-parse --short HEAD WORKING_DIRECTORY ${SRC}
                 OUTPUT_VARIABLE hash OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
 if(NOT hash)
     set(hash "unknown")
+else()
+    # A tree with changes not committed is not that commit: "-dirty", so that its figures (and
+    # its rates cache, keyed by this) are not taken for the commit's. Untracked files do not count.
+    execute_process(COMMAND git diff --quiet HEAD -- WORKING_DIRECTORY ${SRC}
+                    RESULT_VARIABLE dirty ERROR_QUIET)
+    if(dirty EQUAL 1)
+        set(hash "${hash}-dirty")
+    endif()
 endif()
 set(text "/* Written by cmake/version_hash.cmake at build time. */\n#include \"mp_cli.h\"\n\nconst char *mp_git_hash(void) { return \"${hash}\"; }\n")
 set(old "")
