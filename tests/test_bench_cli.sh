@@ -119,8 +119,15 @@ claim "...under mpirun: exit 2, in rank 0's words" \
     thrice refused "rank 0: --stages 3: only 2 ranks" \
     timeout 120 $MPIRUN $MPIPE bench pipeline models/tiny_mlp.mp --stages 3
 claim "bench --help documents the row keys" bash -c "$MPIPE bench --help | grep -q bibw_GBps"
-claim "...and a benchmark's own --help prints it too" bash -c \
-    "$MPIPE bench pipeline --help | grep -q 'bench pipeline'"
+# A benchmark's own --help is its part of the whole: its usage, --json and its row keys only (it
+# printed all five benchmarks until 2026-12-08).
+claim "...and a benchmark's own --help prints its own part and keys" bash -c \
+    "$MPIPE bench pipeline --help | grep -q 'bench pipeline' &&
+     $MPIPE bench pipeline --help | grep -q '^Row keys: schedule, stages' &&
+     $MPIPE bench gemm --help | grep -q '^Row keys: m, n, k, path, gflops\.\$' &&
+     ! $MPIPE bench gemm --help | grep -q 'bench p2p\|bibw_GBps'"
+claim "...an unknown benchmark's --help prints the whole help" bash -c \
+    "$MPIPE bench nope --help | grep -q 'bench reduce'"
 # A model only rank 1 cannot parse (mpirun's MPMD form): rank 1 says what is wrong, nobody waits.
 printf 'input 784\ndense 10 x\n' >"$TMP/bad.mp"
 claim "a model file only rank 1 cannot parse: rank 1 names the file and line, exit 2" \

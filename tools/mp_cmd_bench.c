@@ -49,6 +49,48 @@ static const char help[] =
     "of_ceiling); reduce ranks, bytes, seconds, GBps. docs/benchmarks.md defines every column.\n"
     "Feed the results to the planner: mpipe plan ... --links p2p.json --profile PROFILE.json\n";
 
+/* Each benchmark's row keys, for its own --help (the whole help lists them all above). */
+static const char *const row_keys[][2] = {
+    {"p2p", "src, dst, bytes, latency_us, pingpong_GBps, bandwidth_GBps, bibw_GBps, relation"},
+    {"gemm", "m, n, k, path, gflops"},
+    {"layers", "index, kind, forward_s, backward_input_s, backward_weight_s"},
+    {"pipeline", "schedule, stages, micro_batches, measured_step_s, simulated_step_s, bubble,\n"
+                 "samples_per_s (with --ceiling also ceiling_gflops, of_ceiling)"},
+    {"reduce", "ranks, bytes, seconds, GBps"}};
+
+/* `mpipe bench NAME --help`: NAME's own lines of the whole help (its usage line and the lines
+ * under it), --json and its row keys; a user tour found the whole help printed for each. 0 when
+ * NAME is no benchmark (the whole help then). */
+static int bench_help(const char *name)
+{
+    char want[32];
+    const char *start = NULL, *end = NULL, *keys = NULL;
+    snprintf(want, sizeof want, "mpipe bench %s ", name);
+    for (size_t i = 0; i < sizeof row_keys / sizeof row_keys[0]; i++)
+        if (!strcmp(row_keys[i][0], name))
+            keys = row_keys[i][1];
+    for (const char *line = help; keys && *line && !end;) {
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) + 1 : strlen(line);
+        char text[256];
+        snprintf(text, sizeof text, "%.*s", (int)(len < sizeof text ? len : sizeof text - 1),
+                 line);
+        /* a benchmark's usage line is indented two spaces; the lines under it, more */
+        int usage = !strncmp(text, "  ", 2) && text[2] != ' ' && strstr(text, "mpipe bench ");
+        if (start && (usage || len == 1))
+            end = line;
+        else if (!start && usage && strstr(text, want))
+            start = line;
+        line += len;
+    }
+    if (!start || !end)
+        return 0;
+    printf("usage:\n%.*s\n  --json    print only {\"rows\": [...]} on stdout (rank 0); headers "
+           "and tables go to stderr\n\nRow keys: %s.\ndocs/benchmarks.md defines every column; "
+           "mpipe bench --help has all five benchmarks.\n", (int)(end - start), start, keys);
+    return 1;
+}
+
 int mp_cmd_bench(int argc, char **argv, struct mp_err *err)
 {
     static const struct {
@@ -59,9 +101,10 @@ int mp_cmd_bench(int argc, char **argv, struct mp_err *err)
                    {"layers", mp_bench_layers},
                    {"pipeline", mp_bench_pipeline},
                    {"reduce", mp_bench_reduce}};
-    for (int i = 1; i < argc; i++) /* `mpipe bench pipeline --help` too: one help for all five */
+    for (int i = 1; i < argc; i++) /* `mpipe bench pipeline --help`: the pipeline's own */
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(help, stdout);
+            if (i == 1 || !bench_help(argv[1]))
+                fputs(help, stdout);
             return 0;
         }
     if (argc < 2 || argv[1][0] == '-') {
