@@ -94,10 +94,12 @@ int mp__train_memory(struct loop *L, int **recompute, struct mp_err *err)
              * 88 MiB, over --memory-per-rank 88 MiB ... a cap of at least 88 MiB", which does
              * not fit. */
             char b[32];
-            MP_FAIL(err, USAGE, "rank %d would need %.1f MiB, over --memory-per-rank %s: "
+            MP_FAIL(err, USAGE, "rank %d would need %.1f MiB, over --memory-per-rank %s%s%s%s: "
                     "use more stages (mpipe plan --stages auto --memory-per-rank ... finds the "
                     "fewest that fit)%s, or a cap of at least %.0fM",
                     r, need / 1048576.0, mp_err_size(cap_r, b, sizeof b),
+                    c->mem_cap_from ? " (the cap " : "", c->mem_cap_from ? c->mem_cap_from : "",
+                    c->mem_cap_from ? " was made under; --memory-per-rank overrides it)" : "",
                     auto_on || c->recompute == 2 ? "" : ", --recompute all",
                     ceil(need / 1048576.0));
             free(all);

@@ -282,6 +282,10 @@ static int read_lean(const struct rd *r, json_t *root, struct mp_plan *p)
         opt_in(r, root, "lean", "", 1, 0.5, 2, &p->lean))
         return -1;
     p->lean_runs = (int)opt_clamped(root, "lean_runs", 0, 0, 1 << 10);
+    json_t *o_cap = json_object_get(root, "memory_per_rank");
+    if (o_cap && (!json_is_integer(o_cap) || json_integer_value(o_cap) < 1))
+        return bad(r, "memory_per_rank", "expected a positive integer (bytes)");
+    p->mem_cap = o_cap ? (size_t)json_integer_value(o_cap) : 0;
     return 0;
 }
 
@@ -484,6 +488,8 @@ static json_t *plan_json(const struct mp_plan *p)
         json_object_set_new(root, "rates_key", json_string(p->rates_key));
         json_object_set_new(root, "priced_step_s", json_real(p->priced_step_s));
     }
+    if (p->mem_cap > 0)
+        json_object_set_new(root, "memory_per_rank", json_integer((json_int_t)p->mem_cap));
     if (p->lean_runs > 0) {
         json_object_set_new(root, "lean", json_real(p->lean));
         json_object_set_new(root, "lean_runs", json_integer(p->lean_runs));

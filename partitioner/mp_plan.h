@@ -92,6 +92,8 @@ struct mp_plan {
     double priced_step_s;
     double lean;
     int lean_runs;
+    size_t mem_cap;                /* --memory-per-rank given to plan, bytes (`train --plan` takes
+                                      it unless given its own); 0: not given (each host's own) */
 };
 
 /* The micro-batch count `mpipe plan` starts from and `mpipe train` runs without --micro-batches

@@ -201,4 +201,16 @@ $SHM $MPIPE train models/gpt.mp --plan "$TMP/p64.json" --max-steps 1 --eval-wind
     --memory-per-rank 1G >"$TMP/p1g.out" 2>&1
 claim "... unless train is given a cap of its own with room for it" \
     grep -q "packed weights [1-9]" "$TMP/p1g.out"
+# The plan records the cap it was given, and train --plan runs under it unless given its own:
+# the same plan trained with --recompute none (more than 64M on a rank) is refused, naming the
+# plan as the cap's source; it ran over it without a word until 2026-12-08.
+claim "the plan records the cap it was made under" python3 -c "import json,sys; \
+assert json.load(open(sys.argv[1]))['memory_per_rank'] == 64 << 20" "$TMP/p64.json"
+$SHM $MPIPE train models/gpt.mp --plan "$TMP/p64.json" --max-steps 1 --eval-windows 2 \
+    --recompute none >"$TMP/p64n.out" 2>&1
+rc=$?
+claim "... and train --plan --recompute none over it is refused, exit 2 (got $rc), naming the plan" \
+    grep -q "over --memory-per-rank 64 MiB (the cap $TMP/p64.json was made under; --memory-per-rank overrides it)" \
+    "$TMP/p64n.out"
+test "$rc" = 2 || claim "exit 2 for a run over the plan's cap (got $rc)" false
 finish

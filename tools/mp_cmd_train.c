@@ -410,6 +410,13 @@ static int apply_plan(struct train_args *a, const struct mp_model *m, int **boun
          * 2 stages kept the pool and peaked at 80 MB a rank. A cap given to train decides. */
         if (!given(a, "--memory-per-rank"))
             a->cfg.pool_dropped_stages = a->pool_dropped;
+        /* The cap the plan was made under, when one was given to it, is this run's unless train
+         * is given one: a plan made under 64M and trained with --recompute none ran over it
+         * without a word (the plan did not record it). */
+        if (!given(a, "--memory-per-rank") && p.mem_cap > 0) {
+            a->cfg.mem_cap = p.mem_cap;
+            a->cfg.mem_cap_from = a->plan_path;
+        }
         (*bounds)[p.n_stages] = p.stages[p.n_stages - 1].last_layer + 1;
         a->cfg.P = p.P;
         a->cfg.D = p.D;

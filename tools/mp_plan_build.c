@@ -189,6 +189,7 @@ int mp__plan_build(const struct plan_env *e, int P, int D, int M, struct mp_plan
     snprintf(p->partition, sizeof p->partition, "%s", mp_partition_name(a->partition));
     snprintf(p->optimizer, sizeof p->optimizer, "%s", mp_optim_name(a->optim));
     p->zero = a->zero;
+    p->mem_cap = a->mem_cap; /* given: train takes it; not given, each host's own default */
     p->schedule = a->schedule, p->P = P, p->D = D, p->V = V, p->M = M, p->batch = (size_t)a->batch;
     p->n_layers = e->m->n_layers, p->n_stages = P * V, p->bottleneck = -1;
     p->layers = calloc((size_t)p->n_layers, sizeof *p->layers);

@@ -50,6 +50,7 @@ struct mp_train_cfg {
                                        room for the packed-weight pool (NULL: where it fits) */
     int zero;                    /* --zero 1: optimizer state sharded over the D replicas */
     size_t mem_cap;              /* --memory-per-rank (0: the host's memory / ranks on it) */
+    const char *mem_cap_from;    /* the plan file whose cap mem_cap is, or NULL (the flag's) */
     uint64_t eval_every;         /* evaluate every K steps too (0: at epoch ends only) */
     size_t eval_windows;         /* token models: validation windows evaluated (0: all) */
     int eval_windows_given;      /* --eval-windows was on the command line */
