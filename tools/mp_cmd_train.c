@@ -579,15 +579,16 @@ static int setup(struct train_args *a, struct mp_model *m, struct mp_xport *x, i
 
 /* Rank 0, after a run of a plan's own layout priced from this machine's rates cache: the run's
  * mean step and its ranks' pace beside the plan's price, kept in the cache, so the next plans of
- * this layout lean as its runs did (mp_cost_lean). Only runs that measure the layout alone: a second or more of 50
- * steps or more (a tiny model's first steps and one hiccup bend a short run by 10-60%), without a
- * trace or checkpoints, whose time no plan prices. */
+ * this layout lean as its runs did (mp_cost_lean). Only runs that measure the layout: a second
+ * or more of 50 steps or more (a tiny model's first steps and one hiccup bend a short run by
+ * 10-60%), without checkpoints, whose writing no plan prices. A trace's events cost a few tens
+ * of nanoseconds each: tools/demo's run (with --trace) counts. */
 static void keep_run(const struct train_args *a, const struct mp_model *m,
                      const struct mp_train_result *r)
 {
     const struct mp_train_cfg *c = &a->cfg;
     double mean = r->samples_per_s > 0 ? (double)c->batch / r->samples_per_s : 0;
-    if (!a->plan_rates_key[0] || c->plan_step_s <= 0 || c->trace_path || c->ckpt_dir ||
+    if (!a->plan_rates_key[0] || c->plan_step_s <= 0 || c->ckpt_dir ||
         r->timed_steps < 50 || mean * (double)r->timed_steps < 1.0 || !(r->busy_pace > 0))
         return;
     struct mp_cost_run run = {.P = c->P, .D = c->D, .M = c->M, .batch = c->batch,
