@@ -106,6 +106,8 @@ double mp_cost_optim_s(const struct mp_cost_model *cm, double param_bytes);
 /* Fills each stage's compute_s, act_bytes, param_bytes, held_bytes, held_mb and peak_mem_bytes
  * from p->layers and its boundaries. */
 void mp_cost_fill_stages(struct mp_plan *p, int optim_slots);
+/* One run's lean: measured step / (priced step x pace); 0 when a figure is missing. */
+double mp_cost_run_lean(const struct mp_cost_run *r);
 /* The lean of this machine's runs of the layout (digest, P, D, batch) against their price: the
  * median over its last MP_COST_LEAN_RUNS runs in t (any M) of measured step / (priced step x
  * pace), the part of its step its ranks' computing does not explain (a run leaning more than 2x

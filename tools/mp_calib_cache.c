@@ -210,7 +210,7 @@ static void warn_cache(const struct mp_calib_rates *r, const char *why)
             r->path, why);
 }
 
-static int get_size(json_t *o, const char *key, size_t *out)
+int mp__calib_size(json_t *o, const char *key, size_t *out)
 {
     json_t *v = json_object_get(o, key);
     if (!json_is_integer(v) || json_integer_value(v) < 0)
@@ -236,7 +236,7 @@ static int read_shape(json_t *o, struct mp_calib_rates *r)
                                          "k",   "lda", "ldb",   "ldc", "bfix"};
     double sec, sec_fixed = 0;
     for (int i = 0; i < 10; i++)
-        if (get_size(o, keys[i], &f[i]))
+        if (mp__calib_size(o, keys[i], &f[i]))
             return -1;
     if (mp__calib_secs(o, "s", &sec, 1) || f[0] > 1 || f[1] > 1 || f[2] > 1 || f[9] > 1 ||
         (f[9] && mp__calib_secs(o, "s_fixed", &sec_fixed, 1)))
@@ -257,7 +257,7 @@ static int read_elem(json_t *o, struct mp_calib_rates *r)
     json_t *calls = json_object_get(o, "calls"), *c;
     size_t mbs, layer, i;
     double t[3];
-    if (!d || strlen(d) != 16 || get_size(o, "mbs", &mbs) || get_size(o, "layer", &layer) ||
+    if (!d || strlen(d) != 16 || mp__calib_size(o, "mbs", &mbs) || mp__calib_size(o, "layer", &layer) ||
         layer > 1000000 || mp__calib_secs(o, "f", &t[0], 0) || mp__calib_secs(o, "b", &t[1], 0) ||
         mp__calib_secs(o, "w", &t[2], 0) || !json_is_array(calls))
         return -1;
@@ -286,7 +286,7 @@ static int read_step(json_t *o, struct mp_calib_rates *r)
     enum mp_optim_kind kind;
     size_t mbs;
     double t[4];
-    if (!d || strlen(d) != 16 || !name || mp_optim_parse(name, &kind) || get_size(o, "mbs", &mbs) ||
+    if (!d || strlen(d) != 16 || !name || mp_optim_parse(name, &kind) || mp__calib_size(o, "mbs", &mbs) ||
         !mbs || mp__calib_secs(o, "f", &t[0], 0) || mp__calib_secs(o, "b", &t[1], 0) ||
         mp__calib_secs(o, "w", &t[2], 0) || mp__calib_secs(o, "optimizer_s", &t[3], 0))
         return -1;

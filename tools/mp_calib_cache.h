@@ -93,6 +93,8 @@ const char *mp__calib_save_quiet(const struct mp_calib_rates *r);
 void mp__calib_key_hex(const struct mp_calib_rates *r, char out[17]);
 /* A number at o's key, >= 0 (> 0 with positive) into *out; -1 when not. */
 int mp__calib_secs(json_t *o, const char *key, double *out, int positive);
+/* An integer >= 0 at o's key into *out; -1 when not. */
+int mp__calib_size(json_t *o, const char *key, size_t *out);
 /* mp_calib_runs.c: the optional "runs" rows in and out; and r's file's runs into r (which holds
  * no rates yet), for a calibration that measures everything again. */
 void mp__calib_runs_carry(struct mp_calib_rates *r);

@@ -28,21 +28,18 @@ int mp__calib_read_runs(json_t *a, struct mp_calib_rates *r)
     {
         struct mp_cost_run *k = &r->runs[i];
         const char *digest = json_string_value(json_object_get(o, "model"));
-        json_t *P = json_object_get(o, "P"), *D = json_object_get(o, "D"),
-               *M = json_object_get(o, "M"), *B = json_object_get(o, "batch");
-        if (!digest || strlen(digest) != 16 || !json_is_integer(P) || !json_is_integer(D) ||
-            !json_is_integer(M) || !json_is_integer(B) || json_integer_value(P) < 1 ||
-            json_integer_value(P) > 4096 || json_integer_value(D) < 1 ||
-            json_integer_value(D) > 4096 || json_integer_value(M) < 1 ||
-            json_integer_value(M) > (1 << 24) || json_integer_value(B) < 1 ||
+        size_t P, D, M;
+        if (!digest || strlen(digest) != 16 || mp__calib_size(o, "P", &P) ||
+            mp__calib_size(o, "D", &D) || mp__calib_size(o, "M", &M) ||
+            mp__calib_size(o, "batch", &k->batch) || P < 1 || P > 4096 || D < 1 || D > 4096 ||
+            M < 1 || M > (1 << 24) || k->batch < 1 ||
             mp__calib_secs(o, "priced_s", &k->priced_s, 1) ||
             mp__calib_secs(o, "measured_s", &k->measured_s, 1) ||
             mp__calib_secs(o, "pace", &k->pace, 1) ||
             mp__calib_secs(o, "at", &k->at, 0))
             return -1;
         snprintf(k->digest, sizeof k->digest, "%s", digest);
-        k->P = (int)json_integer_value(P), k->D = (int)json_integer_value(D);
-        k->M = (int)json_integer_value(M), k->batch = (size_t)json_integer_value(B);
+        k->P = (int)P, k->D = (int)D, k->M = (int)M;
     }
     r->n_runs = (int)json_array_size(a);
     return 0;

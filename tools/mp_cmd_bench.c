@@ -83,11 +83,13 @@ static int bench_help(const char *name)
             start = line;
         line += len;
     }
-    if (!start || !end)
+    const char *json = strstr(help, "\n  --json ");
+    if (!start || !end || !json)
         return 0;
-    printf("usage:\n%.*s\n  --json    print only {\"rows\": [...]} on stdout (rank 0); headers "
-           "and tables go to stderr\n\nRow keys: %s.\ndocs/benchmarks.md defines every column; "
-           "mpipe bench --help has all five benchmarks.\n", (int)(end - start), start, keys);
+    json++;
+    printf("usage:\n%.*s\n%.*s\nRow keys: %s.\ndocs/benchmarks.md defines every column; mpipe "
+           "bench --help has all five benchmarks.\n", (int)(end - start), start,
+           (int)(strcspn(json, "\n") + 1), json, keys);
     return 1;
 }
 

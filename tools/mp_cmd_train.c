@@ -605,7 +605,7 @@ static void keep_run(const struct train_args *a, const struct mp_model *m,
         fprintf(stderr, "plan: this run's mean step, %.2fx the price from the rates with its "
                 "ranks at %.2fx their price (a lean of %.2fx), is kept in %s: the next plans of "
                 "this layout lean by its last runs\n", mean / a->plan_priced_s, r->busy_pace,
-                mean / (a->plan_priced_s * r->busy_pace), path);
+                mp_cost_run_lean(&run), path);
 }
 
 static void print_result(const struct mp_train_cfg *c, const struct mp_train_result *r)
