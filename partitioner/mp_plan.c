@@ -333,7 +333,7 @@ static int read_scalars(const struct rd *r, json_t *root, struct mp_plan *p)
     if (o_zero && (!json_is_integer(o_zero) || (unsigned long long)json_integer_value(o_zero) > 1))
         return bad(r, "zero", "expected 0 or 1");
     p->zero = o_zero ? (int)json_integer_value(o_zero) : -1;
-    /* The cap it was given (plans before 2026-12-08, and plans under the host's default, lack it). */
+    /* The cap it was given (plans before 2026-12-08 and plans under the host's default lack it) */
     json_t *o_cap = json_object_get(root, "memory_per_rank");
     if (o_cap && (!json_is_integer(o_cap) || json_integer_value(o_cap) < 1))
         return bad(r, "memory_per_rank", "expected a positive integer (bytes)");

@@ -257,9 +257,10 @@ static int read_elem(json_t *o, struct mp_calib_rates *r)
     json_t *calls = json_object_get(o, "calls"), *c;
     size_t mbs, layer, i;
     double t[3];
-    if (!d || strlen(d) != 16 || mp__calib_size(o, "mbs", &mbs) || mp__calib_size(o, "layer", &layer) ||
-        layer > 1000000 || mp__calib_secs(o, "f", &t[0], 0) || mp__calib_secs(o, "b", &t[1], 0) ||
-        mp__calib_secs(o, "w", &t[2], 0) || !json_is_array(calls))
+    if (!d || strlen(d) != 16 || mp__calib_size(o, "mbs", &mbs) ||
+        mp__calib_size(o, "layer", &layer) || layer > 1000000 || mp__calib_secs(o, "f", &t[0], 0) ||
+        mp__calib_secs(o, "b", &t[1], 0) || mp__calib_secs(o, "w", &t[2], 0) ||
+        !json_is_array(calls))
         return -1;
     struct mp_calib_pass *e = mp__calib_add_elem(r, d, mbs, (int)layer);
     if (!e)
@@ -286,9 +287,10 @@ static int read_step(json_t *o, struct mp_calib_rates *r)
     enum mp_optim_kind kind;
     size_t mbs;
     double t[4];
-    if (!d || strlen(d) != 16 || !name || mp_optim_parse(name, &kind) || mp__calib_size(o, "mbs", &mbs) ||
-        !mbs || mp__calib_secs(o, "f", &t[0], 0) || mp__calib_secs(o, "b", &t[1], 0) ||
-        mp__calib_secs(o, "w", &t[2], 0) || mp__calib_secs(o, "optimizer_s", &t[3], 0))
+    if (!d || strlen(d) != 16 || !name || mp_optim_parse(name, &kind) ||
+        mp__calib_size(o, "mbs", &mbs) || !mbs || mp__calib_secs(o, "f", &t[0], 0) ||
+        mp__calib_secs(o, "b", &t[1], 0) || mp__calib_secs(o, "w", &t[2], 0) ||
+        mp__calib_secs(o, "optimizer_s", &t[3], 0))
         return -1;
     struct mp_calib_step *s = mp__calib_add_step(r, d, (int)kind, mbs);
     if (!s)
@@ -338,7 +340,8 @@ static int read_links(json_t *a, struct mp_calib_rates *r)
         double us, gbps;
         const char *rel = json_string_value(json_object_get(o, "relation"));
         if (!rel || mp_link_level_parse(rel, &l) || l == MP_LINK_NET ||
-            mp__calib_secs(o, "latency_us", &us, 1) || mp__calib_secs(o, "bandwidth_GBps", &gbps, 1))
+            mp__calib_secs(o, "latency_us", &us, 1) ||
+            mp__calib_secs(o, "bandwidth_GBps", &gbps, 1))
             return -1;
         r->link[l] = (struct mp_link){.latency_s = us * 1e-6, .bandwidth_Bps = gbps * 1e9};
     }

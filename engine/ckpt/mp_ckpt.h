@@ -37,9 +37,9 @@ struct mp_ckpt_io {
 
 /* --zero 1 on replicas other than 0, while replica 0 writes: this replica's optimizer state
  * tensors, each whole, in the order replica 0's fetch_state asks for them (its stage files' order,
- * chunk by chunk), through send (mp_st_send_in_order). Replica 0 so holds one tensor of another replica's state at a
- * time: gathering it whole raised its peak above the unsharded run's (gpt.mp, 2 replicas: 197.8 MB
- * against 174.3 predicted, 184.2 measured with --zero 0). */
+ * chunk by chunk), through send (mp_st_send_in_order). Replica 0 so holds one tensor of another
+ * replica's state at a time: gathering it whole raised its peak above the unsharded run's (gpt.mp,
+ * 2 replicas: 197.8 MB against 174.3 predicted, 184.2 measured with --zero 0). */
 int mp_ckpt_send_state(const struct mp_ckpt_io *io, mp_st_send_fn send, void *ctx,
                        struct mp_err *err);
 
