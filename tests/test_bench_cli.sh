@@ -71,9 +71,10 @@ else
     echo "skip  mpipe plan is not built yet: --profile/--links not checked"
 fi
 
-$MPIRUN $MPIPE bench pipeline models/tiny_mlp.mp --batch 32 --steps 3 --schedules 1f1b,gpipe \
-    --micro-batches 1,2 --budget 0.01 --json --csv "$TMP/p.csv" --svg "$TMP/p.svg" \
-    --trace "$TMP/p.trace.json" >"$TMP/pipe.json" 2>"$TMP/pipe.err"
+mkdir -p "$TMP/scratch" && touch "$TMP/before-pipeline"
+TMPDIR="$TMP/scratch" $MPIRUN $MPIPE bench pipeline models/tiny_mlp.mp --batch 32 --steps 3 \
+    --schedules 1f1b,gpipe --micro-batches 1,2 --budget 0.01 --json --csv "$TMP/p.csv" \
+    --svg "$TMP/p.svg" --trace "$TMP/p.trace.json" >"$TMP/pipe.json" 2>"$TMP/pipe.err"
 claim "pipeline --json rows carry every key" has_rows "$TMP/pipe.json" schedule stages \
     micro_batches measured_step_s simulated_step_s bubble samples_per_s
 claim "pipeline sweeps stages 1..P, schedules and M (8 rows)" python3 -c "
@@ -81,6 +82,11 @@ import json; r = json.load(open('$TMP/pipe.json'))['rows']
 assert len(r) == 8 and {x['stages'] for x in r} == {1, 2}, len(r)"
 claim "pipeline writes CSV, SVG and a Chrome trace" bash -c \
     "[ \$(wc -l < '$TMP/p.csv') -eq 9 ] && grep -q '<svg' '$TMP/p.svg' && grep -q traceEvents '$TMP/p.trace.json'"
+claim "pipeline --trace F.json: the fastest row's picture beside it, as train's (F.svg)" \
+    grep -q '<svg' "$TMP/p.trace.svg"
+claim "pipeline leaves nothing of its own in \$TMPDIR or /tmp (every run left its trace's picture)" \
+    bash -c "! ls '$TMP/scratch' | grep -q mpipe-bench &&
+        [ -z \"\$(find /tmp -maxdepth 1 -name 'mpipe-bench-*' -newer '$TMP/before-pipeline')\" ]"
 $MPIRUN $MPIPE bench pipeline models/tiny_mlp.mp --batch 32 --steps 4 --schedules 1f1b \
     --micro-batches 2 --budget 0.01 --ceiling --json >"$TMP/ceil.json" 2>"$TMP/ceil.err"
 claim "pipeline --ceiling: every row has the ceiling and a share of it, the plain run neither" \

@@ -484,8 +484,31 @@ struct sweep {
     struct pipe_row *rows;
     size_t n;
     double best;
-    char metrics[256], trace[256];
+    char metrics[4200], trace[4200];
 };
+
+/* FILE.json's picture, FILE.svg, as train writes it beside its trace; 0: path is not a .json. */
+static int svg_beside(const char *path, char *svg, size_t n)
+{
+    size_t len = strlen(path);
+    if (len <= 5 || strcmp(path + len - 5, ".json") || len + 1 > n)
+        return 0;
+    snprintf(svg, n, "%.*s.svg", (int)(len - 5), path);
+    return 1;
+}
+
+/* The fastest row's trace (tmp, and the picture train drew beside it) moved to --trace FILE (and
+ * FILE.svg when FILE ends in .json, as train's --trace). */
+static int keep_trace(const char *tmp, const char *path, struct mp_err *err)
+{
+    char tmp_svg[4200], svg[4200];
+    if (rename(tmp, path))
+        return MP_FAIL(err, IO, "%s: cannot write the trace", path);
+    if (svg_beside(tmp, tmp_svg, sizeof tmp_svg) && svg_beside(path, svg, sizeof svg) &&
+        rename(tmp_svg, svg))
+        return MP_FAIL(err, IO, "%s: cannot write the trace's picture", svg);
+    return 0;
+}
 
 /* All schedules and M for one stage count P, on the first P ranks; the others wait. */
 static int sweep_stages(struct mp_bench *b, const struct mp_model *m, const struct pipe_args *a,
@@ -509,8 +532,7 @@ static int sweep_stages(struct mp_bench *b, const struct mp_model *m, const stru
             sw->rows[sw->n++] = r;
             if (a->trace && r.samples_per_s > sw->best) {
                 sw->best = r.samples_per_s;
-                if (rename(sw->trace, a->trace))
-                    rc = MP_FAIL(err, IO, "%s: cannot write the trace", a->trace);
+                rc = keep_trace(sw->trace, a->trace, err);
             }
         }
     }
@@ -608,8 +630,10 @@ int mp_bench_pipeline(int argc, char **argv, struct mp_err *err)
                          b.size, a.stages[i]);
             mp_err_mark_shared(err);
         }
-    snprintf(sw.metrics, sizeof sw.metrics, "/tmp/mpipe-bench-%d-steps.jsonl", (int)getpid());
-    snprintf(sw.trace, sizeof sw.trace, "/tmp/mpipe-bench-%d-trace.json", (int)getpid());
+    const char *tmp = getenv("TMPDIR");
+    tmp = tmp && *tmp && strlen(tmp) < 4000 ? tmp : "/tmp";
+    snprintf(sw.metrics, sizeof sw.metrics, "%s/mpipe-bench-%d-steps.jsonl", tmp, (int)getpid());
+    snprintf(sw.trace, sizeof sw.trace, "%s/mpipe-bench-%d-trace.json", tmp, (int)getpid());
     sw.rows = calloc((size_t)a.n_stages * MAX_LIST * MAX_LIST, sizeof *sw.rows);
     if (!rc && !sw.rows)
         rc = MP_FAIL(err, NOMEM, "out of memory");
@@ -623,7 +647,10 @@ int mp_bench_pipeline(int argc, char **argv, struct mp_err *err)
         rc = sweep_stages(&b, &m, &a, &mc, a.stages[i], &sw, err);
     if (!rc && b.rank == 0)
         rc = write_outputs(&a, &sw, err);
+    char trace_svg[4200]; /* every row's run draws it beside the trace */
     remove(sw.metrics), remove(sw.trace);
+    if (svg_beside(sw.trace, trace_svg, sizeof trace_svg))
+        remove(trace_svg);
     for (int k = 0; k < mc.n_mbs; k++)
         free(mc.prof_cold[k]), free(mc.prof_hot[k]);
     free(sw.rows);
