@@ -369,6 +369,31 @@ case "$want" in *" 0") has_lean=0 ;; *) grep -q '^lean:' "$T/out"; has_lean=$? ;
 [ "$(n_runs)" = "$runs_before" ] && [ "$runs_before" -ge 2 ] && [ "$has_lean" = 0 ] &&
     ok "--recalibrate keeps the runs, and the plan its lean" ||
     bad "after --recalibrate: $(n_runs) runs (before $runs_before); $(grep -a '^lean' "$T/out")"
+# A run kept while a plan measures (here gpt.mp's new shapes, seconds) stays: the plan writes the
+# cache with the runs the file holds then, under the cache's lock, not the ones it read at its
+# start (the run was lost). The run is added as train --plan adds one, under the lock.
+"$MPIPE" plan models/gpt.mp --stages 1 >/dev/null 2>"$T/gpt.err" &
+plan_pid=$!
+sleep 0.5
+python3 - "$cache" <<'PY'
+import fcntl, json, os, sys
+with open(sys.argv[1] + ".lock", "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    p = json.load(open(sys.argv[1]))
+    p["runs"].append(dict(p["runs"][-1], at=12345.0))
+    json.dump(p, open(sys.argv[1] + ".new", "w"))
+    os.replace(sys.argv[1] + ".new", sys.argv[1])
+PY
+if kill -0 "$plan_pid" 2>/dev/null; then
+    wait "$plan_pid"
+    grep -q "measured this machine's rates" "$T/gpt.err" &&
+        [ "$(jq_ "$cache" "sum(r['at'] == 12345.0 for r in p['runs'])")" = 1 ] &&
+        ok "a run kept while a plan measures is in the cache the plan wrote" ||
+        bad "runs after the plan: $(jq_ "$cache" "[r['at'] for r in p['runs']]"); $(cat "$T/gpt.err")"
+else
+    wait "$plan_pid"
+    echo "skip  gpt.mp's plan measured in under 0.5 s: the run was added after it wrote the cache"
+fi
 # A cache whose runs are malformed is corrupt as a whole, as for any other key.
 python3 -c "import json,sys; p=json.load(open(sys.argv[1])); p['runs']=[{'model':'x'}]; json.dump(p,open(sys.argv[1],'w'))" "$cache"
 expect_exit 0 "plan with a malformed run in the cache" lean_plan

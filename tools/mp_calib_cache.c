@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mp_calib.h"
@@ -538,10 +541,44 @@ static const char *save(const struct mp_calib_rates *r)
     return why;
 }
 
-/* A failure is only a warning. */
-void mp__calib_save(const struct mp_calib_rates *r)
+#define LOCK_WAIT_S 5.0 /* a writer holds the lock for one parse and one write, milliseconds */
+
+int mp__calib_lock(const struct mp_calib_rates *r)
 {
+    char dir[4096], lock[4200];
+    snprintf(dir, sizeof dir, "%s", r->path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = 0;
+    snprintf(lock, sizeof lock, "%s.lock", r->path);
+    int fd = mkdir_p(dir) ? -1 : open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    for (int waited_ms = 0; flock(fd, LOCK_EX | LOCK_NB); waited_ms++) {
+        if (errno != EWOULDBLOCK || waited_ms >= LOCK_WAIT_S * 1000) {
+            close(fd);
+            return -1; /* a holder stopped mid-write, or a file system without flock */
+        }
+        nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+    }
+    return fd;
+}
+
+void mp__calib_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd); /* closing the last descriptor of the open file releases its flock */
+}
+
+/* A failure is only a warning. The runs are the file's as it is now: a train --plan that ended
+ * while this plan measured kept one there, and the runs this plan read are older (a plan never
+ * adds one). */
+void mp__calib_save(struct mp_calib_rates *r)
+{
+    int lock = mp__calib_lock(r);
+    mp__calib_runs_carry(r);
     const char *why = save(r);
+    mp__calib_unlock(lock);
     if (why)
         fprintf(stderr,
                 "mpipe plan: warning: cannot write the rates cache %s: %s (the rates "

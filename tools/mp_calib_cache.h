@@ -83,7 +83,14 @@ struct mp_calib_rates {
 /* Fills r's key (CPU, BLIS, version) and path; -1 if no cache directory can be named. */
 int mp__calib_key(struct mp_calib_rates *r);
 void mp__calib_load(struct mp_calib_rates *r);
-void mp__calib_save(const struct mp_calib_rates *r);
+/* Writes r (its runs as the file holds them now, under the lock): plan's; a failure warns. */
+void mp__calib_save(struct mp_calib_rates *r);
+/* The cache's advisory lock (FILE.lock beside it, flock) around one read-modify-write of the
+ * file, so that processes writing it at once (a plan measuring while train --plan runs end and
+ * keep theirs) lose nothing: the descriptor, or -1 after LOCK_WAIT_S or on a file system without
+ * flock, and the writer goes on unlocked (at worst one run lost, as before the lock). */
+int mp__calib_lock(const struct mp_calib_rates *r);
+void mp__calib_unlock(int fd);
 /* The same without a word and without dropping what a bad file held: load 1 read, 0 no file,
  * -1 not this machine's or corrupt; save NULL written, or why not. For `mpipe train`, which
  * adds a run to a cache and rewrites no rates. */

@@ -87,8 +87,9 @@ int mp_calib_keep_run(const struct mp_cost_run *run, const char *rates_key, char
     /* Another machine's or build's rates priced it (a plan copied here): nothing of this cache. */
     if (strcmp(key, rates_key))
         return 0;
-    int loaded = mp__calib_load_quiet(&r);
+    int lock = mp__calib_lock(&r), loaded = mp__calib_load_quiet(&r);
     if (loaded <= 0) { /* gone or unreadable since the plan: train rewrites no rates */
+        mp__calib_unlock(lock);
         mp__calib_release(&r);
         return 0;
     }
@@ -99,6 +100,7 @@ int mp_calib_keep_run(const struct mp_cost_run *run, const char *rates_key, char
     r.runs[r.n_runs] = *run;
     r.runs[r.n_runs++].at = (double)time(NULL);
     int kept = mp__calib_save_quiet(&r) ? -1 : 1;
+    mp__calib_unlock(lock);
     mp__calib_release(&r);
     return kept;
 }
