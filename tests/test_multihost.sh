@@ -191,6 +191,10 @@ claim "... host 2 fails its probe, and the job finishes on host 1 alone (exit $r
              { grep '^mpipe-run' '$TMP/cut.err' | sed 's/^/  /'; exit 1; }"
 claim "... with the one-rank run's bytes" cmp -s "$TMP/r1.st" "$TMP/cut.st"
 "$LC" --name "$CL" plug "$H2"
+"$LC" --name "$CL" down
+# A killed host's daemon left its session directory, ~8 MB of PMIx segments a job, in /tmp.
+claim "local-cluster down leaves no Open MPI session directory of its hosts in /tmp" \
+    bash -c "! ls -d /tmp/ompi.$CL[0-9]*.* '${TMPDIR:-/tmp}'/ompi.$CL[0-9]*.* 2>/dev/null | grep -q ."
 
 echo "$n_pass passed, $n_fail failed, $n_skip skipped"
 [ "$n_fail" -eq 0 ]
