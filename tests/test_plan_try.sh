@@ -36,6 +36,32 @@ layout_of_plan() {
     python3 -c "import json,sys; p=json.load(open(sys.argv[1])); print(p['schedule'],p['P'],p['D'],p['M'])" "$T/p.json"
 }
 
+# Without --try the plan names the layouts it priced within 5% of its pick (`close:`), each as
+# the plan of that layout alone prices it, and the --try that would run them all. With weight
+# gradients at 0.1 ms the 2-stage schedules at M 1 are priced within a few per cent of zbv.
+sed 's/"backward_weight_s": 0.0005/"backward_weight_s": 0.0001/' "$T/profile.json" >"$T/close.json"
+expect_exit 0 "plan without --try" "$MPIPE" plan models/tiny_mlp.mp --stages auto --ranks 2 \
+    --batch 64 --out "$T/p.json" --profile "$T/close.json"
+close=$(grep '^close: ' "$T/out")
+python3 - "$MPIPE" "$T" "$close" <<'PY' && ok "the close line names every layout within 5%, as each alone is priced, and the --try to run them" || bad "close: '$close'"
+import json, re, subprocess, sys
+mpipe, T, line = sys.argv[1:]
+pick = json.load(open(T + "/p.json"))["step_s"]
+named = re.findall(r"(\w+) P=(\d+)(?: V=(\d+))? D=(\d+) M=(\d+) \(([-+][0-9.]+)%\)", line)
+assert named and line.endswith("--try %d runs them here and keeps the fastest" % (len(named) + 1)), line
+for sched, P, V, D, M, pct in named:
+    out = subprocess.run([mpipe, "plan", "models/tiny_mlp.mp", "--stages", P, "--dp", D,
+                          "--micro-batches", M, "--schedule", sched, "--batch", "64", "--profile",
+                          T + "/close.json", "--json"] + (["--chunks", V] if V else []),
+                         capture_output=True, text=True, check=True)
+    step = json.loads(out.stdout)["step_s"]
+    assert pick <= step <= 1.05 * pick and abs(100 * (step / pick - 1) - float(pct)) < 0.06, (sched, step, pick, pct)
+PY
+expect_exit 0 "a plan of one layout, every choice given" "$MPIPE" plan models/tiny_mlp.mp \
+    --stages 2 --micro-batches 2 --schedule zbv --batch 64 --profile "$T/close.json"
+! grep -q '^close:' "$T/out" && ok "... names nothing close (it priced nothing else)" ||
+    bad "close: $(grep '^close:' "$T/out")"
+
 # Flags: a count from 1 to 16; this machine only.
 for k in 0 17 two; do
     expect_exit 2 "--try $k is refused" plan_try --try "$k"
@@ -70,6 +96,8 @@ sys.exit(not (s[0] == max(s) and min(s) >= s[0] / 1.2 - 1e-6))" "$T/p.json" &&
     bad "predicted: $(tried predicted_samples_per_s | paste -sd' ')"
 [ "$(grep -c "  picked$" "$T/out")" -eq 1 ] && grep -q "^tried on this machine" "$T/out" &&
     ok "the table lists the layouts tried, one picked" || bad "table: $(cat "$T/out")"
+! grep -q '^close:' "$T/out" && ok "... and no close line: the trial ran them" ||
+    bad "close after --try: $(grep '^close:' "$T/out")"
 expect_exit 2 "--try inside an MPI job is refused" env OMPI_COMM_WORLD_SIZE=2 PMIX_RANK=0 \
     "$MPIPE" plan models/tiny_mlp.mp --stages auto --ranks 2 --batch 64 --try 2 \
     --profile "$T/profile.json"

@@ -63,7 +63,8 @@ static const char help[] =
     "                           the token model's default text), 3 rounds in turns; the plan\n"
     "                           takes the one whose best run was fastest and records them\n"
     "                           all (\"tried\"). Prices a few per cent apart are the\n"
-    "                           machine's minute to decide; a trial settles it\n"
+    "                           machine's minute to decide; a trial settles it. Without\n"
+    "                           --try, a `close:` line names the layouts priced within 5%\n"
     "\n"
     "Costs without --profile or --rates: this machine's, measured in a few seconds the first\n"
     "time: every GEMM shape the model's layers call (through the path training uses, warm),\n"
@@ -266,7 +267,8 @@ static void print_launch(const struct plan_args *a, const struct mp_plan *p, FIL
                 "write the one the launch line runs\n");
 }
 
-static int emit(const struct plan_args *a, const struct mp_plan *p, struct mp_err *err)
+static int emit(const struct plan_args *a, const struct mp_plan *p,
+                const struct mp_try_list *priced, struct mp_err *err)
 {
     if (p->oversubscribed)
         fprintf(stderr, "mpipe plan: warning: %d ranks on fewer cores: placed round-robin "
@@ -279,6 +281,8 @@ static int emit(const struct plan_args *a, const struct mp_plan *p, struct mp_er
         return mp_plan_write(p, "-", err);
     mp_plan_print_table(p);
     mp_plan_try_print(p);
+    if (!a->try_k) /* a trial ran the close ones */
+        mp_plan_close_print(priced, p, a->chunks ? (int)a->chunks : 2);
     print_launch(a, p, stdout);
     return 0;
 }
@@ -374,7 +378,7 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
         size_t len = strlen(e.cm.source);
         snprintf(e.cm.source + len, sizeof e.cm.source - len, "%s", note);
         struct mp_try_list priced = {0};
-        e.priced = a.try_k ? &priced : NULL;
+        e.priced = &priced; /* for --try, and the close ones named under the table */
         if (rc == 0 && a.stages)
             rc = mp__plan_fixed(&e, &p, err);
         else if (rc == 0)
@@ -390,7 +394,7 @@ int mp_cmd_plan(int argc, char **argv, struct mp_err *err)
         if (rc == 0 && a.try_k)
             rc = try_layouts(&e, &p, err);
         if (rc == 0)
-            rc = emit(&a, &p, err);
+            rc = emit(&a, &p, &priced, err);
         free(priced.v);
         mp_plan_free(&p);
         mp_cluster_free(&cl);

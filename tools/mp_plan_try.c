@@ -13,6 +13,7 @@
 
 #include "mp_mpirun.h"
 #include "mp_plan_try.h"
+#include "mp_sched.h"
 
 /* The steps a run takes: about MP_TRY_SECONDS by the plan's price, at least 6 so that the median
  * step is not the first (which maps its memory). */
@@ -237,4 +238,25 @@ void mp_plan_try_print(const struct mp_plan *p)
         printf("  %-28s %12.1f %12.1f%s\n", name, t->predicted_sps, t->measured_sps,
                t->picked ? "  picked" : t->measured_sps <= 0 ? "  (did not run)" : "");
     }
+}
+
+void mp_plan_close_print(const struct mp_try_list *l, const struct mp_plan *p, int chunks)
+{
+    struct mp_try_key keys[16];
+    int n = mp_try_list_best(l, p, 16, keys), close = 0;
+    for (int i = 1; i < n && keys[i].step_s <= MP_CLOSE_WITHIN * p->step_s; i++)
+        close = i;
+    if (!close)
+        return;
+    printf("close: priced within %.0f%% of this plan's step:", 100 * (MP_CLOSE_WITHIN - 1));
+    for (int i = 1; i <= close; i++) {
+        const struct mp_try_key *k = &keys[i];
+        struct mp_plan q = {.schedule = k->schedule, .P = k->P, .D = k->D, .M = k->M,
+                            .V = mp_sched_chunks(k->schedule, chunks)};
+        char name[64];
+        mp_plan_try_name(&q, name, sizeof name);
+        printf("%s %s (%+.1f%%)", i > 1 ? "," : "", name, 100 * (k->step_s / p->step_s - 1));
+    }
+    printf("; this machine's minute decides which runs faster: --try %d runs them here and "
+           "keeps the fastest\n", close + 1);
 }

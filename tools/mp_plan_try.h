@@ -59,4 +59,13 @@ int mp_plan_try_pick(const struct mp_plan *plans, int n, const double *measured,
 void mp_plan_try_print(const struct mp_plan *p);
 /* A layout in a few words, as --try's lines print it: "zbv P=2 D=1 M=2". */
 void mp_plan_try_name(const struct mp_plan *p, char *out, size_t len);
+
+/* Layouts priced within this factor of the pick's step are named beside it: on a 2-core EPYC Zen5
+ * VM the pick lost to a layout priced 1.4, 2.6, 3.5, 4.6 and 14% behind it in the five groups it
+ * lost of two plan-vs-measured tables (2026-12-08), and by 0.3-4% in the tables before. */
+#define MP_CLOSE_WITHIN 1.05
+/* The layouts of l (every layout the plan priced) within MP_CLOSE_WITHIN of p's step, on stdout
+ * in one `close:` line under the plan's table, with the --try that would settle it; nothing when
+ * none is. chunks: --chunks (the V of interleaved layouts). */
+void mp_plan_close_print(const struct mp_try_list *l, const struct mp_plan *p, int chunks);
 #endif
