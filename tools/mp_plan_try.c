@@ -249,7 +249,7 @@ void mp_plan_close_print(const struct mp_try_list *l, const struct mp_plan *p, i
     if (!close)
         return;
     printf("close: priced within %.0f%% of this plan's step:", 100 * (MP_CLOSE_WITHIN - 1));
-    for (int i = 1; i <= close; i++) {
+    for (int i = 1; i <= close && i <= 4; i++) { /* the nearest 4; the rest counted */
         const struct mp_try_key *k = &keys[i];
         struct mp_plan q = {.schedule = k->schedule, .P = k->P, .D = k->D, .M = k->M,
                             .V = mp_sched_chunks(k->schedule, chunks)};
@@ -257,6 +257,8 @@ void mp_plan_close_print(const struct mp_try_list *l, const struct mp_plan *p, i
         mp_plan_try_name(&q, name, sizeof name);
         printf("%s %s (%+.1f%%)", i > 1 ? "," : "", name, 100 * (k->step_s / p->step_s - 1));
     }
+    if (close > 4)
+        printf(" and %d more", close - 4);
     printf("; this machine's minute decides which runs faster: --try %d runs them here and "
            "keeps the fastest\n", close + 1);
 }

@@ -65,7 +65,7 @@ void mp_plan_try_name(const struct mp_plan *p, char *out, size_t len);
  * lost of two plan-vs-measured tables (2026-12-08), and by 0.3-4% in the tables before. */
 #define MP_CLOSE_WITHIN 1.05
 /* The layouts of l (every layout the plan priced) within MP_CLOSE_WITHIN of p's step, on stdout
- * in one `close:` line under the plan's table, with the --try that would settle it; nothing when
- * none is. chunks: --chunks (the V of interleaved layouts). */
+ * in one `close:` line under the plan's table (the nearest 4 named, the rest counted), with the
+ * --try that would settle it; nothing when none is. chunks: --chunks (the V of interleaved). */
 void mp_plan_close_print(const struct mp_try_list *l, const struct mp_plan *p, int chunks);
 #endif
