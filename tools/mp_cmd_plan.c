@@ -65,6 +65,7 @@ static const char help[] =
     "                           all (\"tried\"). Prices a few per cent apart are the\n"
     "                           machine's minute to decide; a trial settles it. Without\n"
     "                           --try, a `close:` line names the layouts priced within 5%\n"
+    "                           of the plan's step\n"
     "\n"
     "Costs without --profile or --rates: this machine's, measured in a few seconds the first\n"
     "time: every GEMM shape the model's layers call (through the path training uses, warm),\n"
