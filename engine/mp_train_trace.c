@@ -44,12 +44,9 @@ int mp_train_write_trace(const struct mp_trace *t, struct mp_xport *x, const cha
     if (!rc)
         rc = mp_trace_write_json(&all, path, err);
     /* The same timeline as a picture beside it: FILE.json -> FILE.svg. */
-    size_t len = strlen(path);
-    if (!rc && len > 5 && !strcmp(path + len - 5, ".json") && len < 4000) {
-        char svg[4096];
-        snprintf(svg, sizeof svg, "%.*s.svg", (int)(len - 5), path);
+    char svg[4096];
+    if (!rc && mp_trace_svg_path(path, svg, sizeof svg))
         rc = mp_trace_write_svg(&all, svg, "mpipe train: measured timeline (per rank)", err);
-    }
     mp_trace_free(&all);
     return rc;
 }

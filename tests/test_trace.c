@@ -192,6 +192,19 @@ static void test_unwritable_path_is_an_io_error(void **state)
     mp_trace_free(&t);
 }
 
+/* train --trace FILE.json draws FILE.svg beside it, and bench pipeline moves it with the trace:
+ * one name for both; anything but a .json, or a name that does not fit, has no picture. */
+static void test_svg_path_beside_a_json_trace(void **state)
+{
+    (void)state;
+    char svg[16];
+    assert_int_equal(mp_trace_svg_path("run/t.json", svg, sizeof svg), 1);
+    assert_string_equal(svg, "run/t.svg");
+    assert_int_equal(mp_trace_svg_path("t.trace", svg, sizeof svg), 0);
+    assert_int_equal(mp_trace_svg_path(".json", svg, sizeof svg), 0);
+    assert_int_equal(mp_trace_svg_path("a/much/longer.json", svg, sizeof svg), 0);
+}
+
 static void test_append_merges_events_and_ranks(void **state)
 {
     (void)state;
@@ -218,6 +231,7 @@ int main(void)
         cmocka_unit_test(test_empty_trace_is_still_valid_json),
         cmocka_unit_test(test_svg_is_one_document_with_one_row_per_rank),
         cmocka_unit_test(test_unwritable_path_is_an_io_error),
+        cmocka_unit_test(test_svg_path_beside_a_json_trace),
         cmocka_unit_test(test_append_merges_events_and_ranks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -17,6 +17,7 @@
 #include "mp_optim.h"
 #include "mp_sim.h"
 #include "mp_stage.h"
+#include "mp_trace.h"
 #include "mp_train.h"
 
 #define MAX_LIST 16
@@ -487,16 +488,6 @@ struct sweep {
     char metrics[4200], trace[4200];
 };
 
-/* FILE.json's picture, FILE.svg, as train writes it beside its trace; 0: path is not a .json. */
-static int svg_beside(const char *path, char *svg, size_t n)
-{
-    size_t len = strlen(path);
-    if (len <= 5 || strcmp(path + len - 5, ".json") || len + 1 > n)
-        return 0;
-    snprintf(svg, n, "%.*s.svg", (int)(len - 5), path);
-    return 1;
-}
-
 /* The fastest row's trace (tmp, and the picture train drew beside it) moved to --trace FILE (and
  * FILE.svg when FILE ends in .json, as train's --trace). */
 static int keep_trace(const char *tmp, const char *path, struct mp_err *err)
@@ -504,7 +495,7 @@ static int keep_trace(const char *tmp, const char *path, struct mp_err *err)
     char tmp_svg[4200], svg[4200];
     if (rename(tmp, path))
         return MP_FAIL(err, IO, "%s: cannot write the trace", path);
-    if (svg_beside(tmp, tmp_svg, sizeof tmp_svg) && svg_beside(path, svg, sizeof svg) &&
+    if (mp_trace_svg_path(tmp, tmp_svg, sizeof tmp_svg) && mp_trace_svg_path(path, svg, sizeof svg) &&
         rename(tmp_svg, svg))
         return MP_FAIL(err, IO, "%s: cannot write the trace's picture", svg);
     return 0;
@@ -649,7 +640,7 @@ int mp_bench_pipeline(int argc, char **argv, struct mp_err *err)
         rc = write_outputs(&a, &sw, err);
     char trace_svg[4200]; /* every row's run draws it beside the trace */
     remove(sw.metrics), remove(sw.trace);
-    if (svg_beside(sw.trace, trace_svg, sizeof trace_svg))
+    if (mp_trace_svg_path(sw.trace, trace_svg, sizeof trace_svg))
         remove(trace_svg);
     for (int k = 0; k < mc.n_mbs; k++)
         free(mc.prof_cold[k]), free(mc.prof_hot[k]);

@@ -519,20 +519,27 @@ static json_t *cache_json(const struct mp_calib_rates *r)
     return root;
 }
 
-/* Writes the cache atomically (temp file, rename); why it could not, or NULL. */
-static const char *save(const struct mp_calib_rates *r)
+/* Makes the directory the cache file is in (and its parents); -1 with errno when it cannot. */
+static int mkdir_for(const char *path)
 {
-    char dir[4096], tmp[4200];
-    snprintf(dir, sizeof dir, "%s", r->path);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
     if (slash)
         *slash = 0;
+    return mkdir_p(dir);
+}
+
+/* Writes the cache atomically (temp file, rename); why it could not, or NULL. */
+static const char *save(const struct mp_calib_rates *r)
+{
+    char tmp[4200];
     json_t *root = cache_json(r);
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", r->path, (long)getpid());
     const char *why = NULL;
     if (!root)
         why = "out of memory";
-    else if (mkdir_p(dir))
+    else if (mkdir_for(r->path))
         why = strerror(errno);
     else if (json_dump_file(root, tmp, JSON_INDENT(1) | JSON_PRESERVE_ORDER) ||
              rename(tmp, r->path))
@@ -545,13 +552,9 @@ static const char *save(const struct mp_calib_rates *r)
 
 int mp__calib_lock(const struct mp_calib_rates *r)
 {
-    char dir[4096], lock[4200];
-    snprintf(dir, sizeof dir, "%s", r->path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = 0;
+    char lock[4200];
     snprintf(lock, sizeof lock, "%s.lock", r->path);
-    int fd = mkdir_p(dir) ? -1 : open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = mkdir_for(r->path) ? -1 : open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
         return -1;
     for (int waited_ms = 0; flock(fd, LOCK_EX | LOCK_NB); waited_ms++) {

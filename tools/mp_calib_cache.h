@@ -102,8 +102,9 @@ void mp__calib_key_hex(const struct mp_calib_rates *r, char out[17]);
 int mp__calib_secs(json_t *o, const char *key, double *out, int positive);
 /* An integer >= 0 at o's key into *out; -1 when not. */
 int mp__calib_size(json_t *o, const char *key, size_t *out);
-/* mp_calib_runs.c: the optional "runs" rows in and out; and r's file's runs into r (which holds
- * no rates yet), for a calibration that measures everything again. */
+/* mp_calib_runs.c: the optional "runs" rows in and out; and r's file's runs into r, in place of
+ * r's (kept when the file cannot be read): for a calibration that measures everything again, and
+ * for a plan's write, which keeps the runs a train --plan added while it measured. */
 void mp__calib_runs_carry(struct mp_calib_rates *r);
 int mp__calib_read_runs(json_t *a, struct mp_calib_rates *r);
 json_t *mp__calib_runs_json(const struct mp_calib_rates *r);

@@ -220,6 +220,15 @@ static void svg_event(FILE *f, const struct mp_trace_event *e, double t_end)
                 e->chunk % 2 ? "#000" : "#fff", e->mb); /* dark text on the light shades */
 }
 
+int mp_trace_svg_path(const char *path, char *svg, size_t n)
+{
+    size_t len = strlen(path);
+    if (len <= 5 || strcmp(path + len - 5, ".json") || len + 1 > n)
+        return 0;
+    snprintf(svg, n, "%.*s.svg", (int)(len - 5), path);
+    return 1;
+}
+
 int mp_trace_write_svg(const struct mp_trace *t, const char *path, const char *title,
                        struct mp_err *err)
 {

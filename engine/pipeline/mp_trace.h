@@ -32,5 +32,8 @@ int mp_trace_write_json(const struct mp_trace *t, const char *path, struct mp_er
 /* A timeline picture: one row per rank, F/B/W coloured boxes labelled by micro-batch. */
 int mp_trace_write_svg(const struct mp_trace *t, const char *path, const char *title,
                        struct mp_err *err);
+/* The picture beside a trace FILE.json, as `train --trace` writes it: FILE.svg into svg (n
+ * bytes); 0 when path does not end in .json (no picture) or the name does not fit. */
+int mp_trace_svg_path(const char *path, char *svg, size_t n);
 
 #endif
